@@ -1,0 +1,25 @@
+//! `tally-core`: all of Tally's billing logic, as pure functions of their inputs.
+//!
+//! The same crate runs natively in central, compiled to WASM in the edge Worker and in the browser,
+//! so an invoice computed anywhere is the same to the last digit.
+//!
+//! Invariants:
+//! - No IO, no clock, no threads: "now" is always a parameter (`now_ms`).
+//! - `no_std` + `alloc`; the `std` feature only forwards to dependencies.
+//! - Money and quantities are `rust_decimal::Decimal` with checked arithmetic; floats never appear.
+//! - Times are UTC epoch milliseconds (`i64`); every window is half-open `[start, end)`.
+#![no_std]
+#![deny(clippy::float_arithmetic)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod accumulate;
+pub mod decimal;
+pub mod event;
+pub mod ingest;
+pub mod metric;
+pub mod period;
+pub mod rating;
+pub mod time;

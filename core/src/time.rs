@@ -1,0 +1,109 @@
+//! UTC time as epoch milliseconds, and RFC 3339 on the wire.
+//!
+//! Inputs accept any offset (normalised to UTC) and a naive timestamp without offset (read as UTC,
+//! which is what the Python SDK sends for a naive `datetime`). Output is always `...Z`, with
+//! milliseconds only when they are not zero.
+
+use alloc::string::String;
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+
+pub const SECOND_MS: i64 = 1_000;
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Why a timestamp string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeError {
+    /// Not RFC 3339 (nor a naive `YYYY-MM-DDTHH:MM:SS[.fff]`).
+    Malformed,
+    /// The year is not four digits (0001..=9999 is all RFC 3339 can carry anyway).
+    YearOutOfRange,
+}
+
+impl core::fmt::Display for TimeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TimeError::Malformed => f.write_str("must be an RFC 3339 timestamp"),
+            TimeError::YearOutOfRange => f.write_str("must have a four-digit year"),
+        }
+    }
+}
+
+/// Parses an RFC 3339 timestamp (any offset, or none = UTC) into epoch milliseconds.
+/// Sub-millisecond digits are truncated towards the past.
+pub fn parse_rfc3339_ms(s: &str) -> Result<i64, TimeError> {
+    let utc: DateTime<Utc> = match DateTime::parse_from_rfc3339(s) {
+        Ok(dt) => dt.with_timezone(&Utc),
+        Err(_) => parse_naive(s)?.and_utc(),
+    };
+    let year = chrono::Datelike::year(&utc);
+    if !(1..=9999).contains(&year) {
+        return Err(TimeError::YearOutOfRange);
+    }
+    Ok(utc.timestamp_millis())
+}
+
+fn parse_naive(s: &str) -> Result<NaiveDateTime, TimeError> {
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(dt);
+        }
+    }
+    Err(TimeError::Malformed)
+}
+
+/// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(dt) => dt.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        // Out of chrono's range: only reachable with absurd inputs that parsing never produces.
+        None => String::from("invalid-time"),
+    }
+}
+
+/// The start of the UTC hour containing `ms`.
+pub fn hour_floor(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// True when `ms` falls exactly on a UTC hour boundary.
+pub fn is_hour_aligned(ms: i64) -> bool {
+    ms.rem_euclid(HOUR_MS) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_naive_and_millis() {
+        let z = parse_rfc3339_ms("2024-09-01T00:00:00Z").unwrap();
+        assert_eq!(z, 1_725_148_800_000);
+        assert_eq!(parse_rfc3339_ms("2024-09-01T02:00:00+02:00").unwrap(), z);
+        assert_eq!(parse_rfc3339_ms("2024-08-31T19:00:00-05:00").unwrap(), z);
+        assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.000Z").unwrap(), z);
+        assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.000").unwrap(), z);
+        assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.250Z").unwrap(), z + 250);
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for bad in ["", "yesterday", "2024-09-01", "2024-13-01T00:00:00Z", "12024-09-01T00:00:00Z"] {
+            assert!(parse_rfc3339_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_utc_with_z() {
+        assert_eq!(format_rfc3339_ms(1_725_148_800_000), "2024-09-01T00:00:00Z");
+        assert_eq!(format_rfc3339_ms(1_725_148_800_250), "2024-09-01T00:00:00.250Z");
+    }
+
+    #[test]
+    fn hours() {
+        assert_eq!(hour_floor(HOUR_MS + 5), HOUR_MS);
+        assert_eq!(hour_floor(-1), -HOUR_MS);
+        assert!(is_hour_aligned(3 * HOUR_MS));
+        assert!(!is_hour_aligned(3 * HOUR_MS + 1));
+    }
+}
