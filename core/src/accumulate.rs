@@ -83,8 +83,16 @@ impl Accumulator {
                 a.extend(b.iter().cloned());
             }
             (
-                Accumulator::Latest { timestamp_ms, transaction_id, value },
-                Accumulator::Latest { timestamp_ms: t2, transaction_id: id2, value: v2 },
+                Accumulator::Latest {
+                    timestamp_ms,
+                    transaction_id,
+                    value,
+                },
+                Accumulator::Latest {
+                    timestamp_ms: t2,
+                    transaction_id: id2,
+                    value: v2,
+                },
             ) => {
                 // The value breaks the last tie only so merge stays a true monoid; dedupe means
                 // one transaction id never carries two values in practice.
@@ -144,7 +152,11 @@ mod tests {
                 .prop_map(Accumulator::Unique)
                 .boxed(),
             _ => (0i64..50, "[a-c]", dec())
-                .prop_map(|(t, id, v)| Accumulator::Latest { timestamp_ms: t, transaction_id: id, value: v })
+                .prop_map(|(t, id, v)| Accumulator::Latest {
+                    timestamp_ms: t,
+                    transaction_id: id,
+                    value: v,
+                })
                 .boxed(),
         }
     }
@@ -181,8 +193,16 @@ mod tests {
 
     #[test]
     fn latest_tie_breaks_on_transaction_id() {
-        let a = Accumulator::Latest { timestamp_ms: 5, transaction_id: "a".into(), value: Decimal::ONE };
-        let b = Accumulator::Latest { timestamp_ms: 5, transaction_id: "b".into(), value: Decimal::TWO };
+        let a = Accumulator::Latest {
+            timestamp_ms: 5,
+            transaction_id: "a".into(),
+            value: Decimal::ONE,
+        };
+        let b = Accumulator::Latest {
+            timestamp_ms: 5,
+            transaction_id: "b".into(),
+            value: Decimal::TWO,
+        };
         let mut x = a.clone();
         x.merge(&b).unwrap();
         let mut y = b.clone();
@@ -194,7 +214,10 @@ mod tests {
     #[test]
     fn overflow_is_an_error_and_leaves_self_unchanged() {
         let mut a = Accumulator::Sum(Decimal::MAX);
-        assert_eq!(a.merge(&Accumulator::Sum(Decimal::ONE)), Err(MergeError::Overflow));
+        assert_eq!(
+            a.merge(&Accumulator::Sum(Decimal::ONE)),
+            Err(MergeError::Overflow)
+        );
         assert_eq!(a, Accumulator::Sum(Decimal::MAX));
         assert_eq!(
             Accumulator::Count(1).merge(&Accumulator::Sum(Decimal::ONE)),

@@ -26,10 +26,16 @@ mod tests {
 
     #[test]
     fn exact_forms() {
-        assert_eq!(parse_decimal("12.50"), Some(Decimal::from_str("12.50").unwrap()));
+        assert_eq!(
+            parse_decimal("12.50"),
+            Some(Decimal::from_str("12.50").unwrap())
+        );
         assert_eq!(parse_decimal("-3"), Some(Decimal::from(-3)));
         assert_eq!(parse_decimal("1.5e3"), Some(Decimal::from(1500)));
-        assert_eq!(parse_decimal("0.1"), Some(Decimal::from_str("0.1").unwrap()));
+        assert_eq!(
+            parse_decimal("0.1"),
+            Some(Decimal::from_str("0.1").unwrap())
+        );
     }
 
     #[test]

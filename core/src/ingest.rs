@@ -51,7 +51,9 @@ impl core::fmt::Display for BatchError {
                 write!(f, "request body exceeds {MAX_BODY_BYTES} bytes")
             }
             BatchError::NotJson(e) => write!(f, "request body is not valid JSON: {e}"),
-            BatchError::NotArray => f.write_str("request body must be a JSON array of usage events"),
+            BatchError::NotArray => {
+                f.write_str("request body must be a JSON array of usage events")
+            }
             BatchError::Empty => f.write_str("request must contain at least one usage event"),
             BatchError::TooManyEvents(n) => write!(
                 f,
@@ -72,8 +74,8 @@ pub struct Rejection {
 /// The outcome of parsing and validating a request body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ParsedBatch {
-    /// Valid events in request order.
-    pub events: Vec<Event>,
+    /// Valid events in request order, each with its index in the request.
+    pub events: Vec<(usize, Event)>,
     pub rejected: Vec<Rejection>,
 }
 
@@ -108,7 +110,7 @@ pub fn parse_batch(body: &[u8], now_ms: i64) -> Result<ParsedBatch, BatchError> 
             .and_then(Value::as_str)
             .map(str::to_string);
         match validate_event(item, now_ms) {
-            Ok(event) => batch.events.push(event),
+            Ok(event) => batch.events.push((index, event)),
             Err(message) => batch.rejected.push(Rejection {
                 index,
                 transaction_id,
@@ -227,9 +229,12 @@ mod tests {
                 "properties":{"tokens":"100","n":0.1000000000000000055511151231257827,"ok":true,"gone":null}}"#,
         );
         assert!(b.rejected.is_empty(), "{:?}", b.rejected);
-        let e = &b.events[0];
+        let e = &b.events[0].1;
         assert_eq!(e.property("tokens"), Some("100"));
-        assert_eq!(e.property("n"), Some("0.1000000000000000055511151231257827"));
+        assert_eq!(
+            e.property("n"),
+            Some("0.1000000000000000055511151231257827")
+        );
         assert_eq!(e.property("ok"), Some("true"));
         assert_eq!(e.property("gone"), None);
     }
@@ -238,9 +243,15 @@ mod tests {
     fn whole_request_errors() {
         assert_eq!(parse_batch(b"{}", NOW), Err(BatchError::NotArray));
         assert_eq!(parse_batch(b"[]", NOW), Err(BatchError::Empty));
-        assert!(matches!(parse_batch(b"[", NOW), Err(BatchError::NotJson(_))));
+        assert!(matches!(
+            parse_batch(b"[", NOW),
+            Err(BatchError::NotJson(_))
+        ));
         let many = format!("[{}]", ["1"; 101].join(","));
-        assert_eq!(parse_batch(many.as_bytes(), NOW), Err(BatchError::TooManyEvents(101)));
+        assert_eq!(
+            parse_batch(many.as_bytes(), NOW),
+            Err(BatchError::TooManyEvents(101))
+        );
         let big = alloc::vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(parse_batch(&big, NOW), Err(BatchError::BodyTooLarge));
     }
@@ -259,7 +270,8 @@ mod tests {
         ]"#;
         let b = parse_batch(body.as_bytes(), NOW).unwrap();
         assert_eq!(b.events.len(), 1);
-        assert_eq!(b.events[0].transaction_id, "ok");
+        assert_eq!(b.events[0].1.transaction_id, "ok");
+        assert_eq!(b.events[0].0, 1);
         let idx: Vec<usize> = b.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, [0, 2, 3, 4, 5, 6, 7]);
         assert!(b.rejected[0].message.contains("transaction_id is required"));
@@ -287,7 +299,9 @@ mod tests {
 
     #[test]
     fn property_count_limit() {
-        let props: Vec<String> = (0..=MAX_PROPERTIES).map(|i| format!("\"p{i}\":1")).collect();
+        let props: Vec<String> = (0..=MAX_PROPERTIES)
+            .map(|i| format!("\"p{i}\":1"))
+            .collect();
         let b = one(&format!(
             r#"{{"transaction_id":"t","customer_id":"c","event_type":"e","timestamp":"2024-09-30T00:00:00Z","properties":{{{}}}}}"#,
             props.join(",")

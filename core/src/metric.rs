@@ -97,7 +97,9 @@ impl MetricDef {
                 return Err(MetricError::EmptyFilterList("event_type_filter.in_values"));
             }
             if f.not_in_values.as_ref().is_some_and(Vec::is_empty) {
-                return Err(MetricError::EmptyFilterList("event_type_filter.not_in_values"));
+                return Err(MetricError::EmptyFilterList(
+                    "event_type_filter.not_in_values",
+                ));
             }
         }
         for pf in &self.property_filters {
@@ -134,14 +136,22 @@ impl MetricDef {
     pub fn matches(&self, event: &Event) -> bool {
         if let Some(f) = &self.event_type_filter {
             let t = event.event_type.as_str();
-            if f.in_values.as_ref().is_some_and(|v| !v.iter().any(|x| x == t)) {
+            if f.in_values
+                .as_ref()
+                .is_some_and(|v| !v.iter().any(|x| x == t))
+            {
                 return false;
             }
-            if f.not_in_values.as_ref().is_some_and(|v| v.iter().any(|x| x == t)) {
+            if f.not_in_values
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|x| x == t))
+            {
                 return false;
             }
         }
-        self.property_filters.iter().all(|pf| filter_passes(pf, event))
+        self.property_filters
+            .iter()
+            .all(|pf| filter_passes(pf, event))
     }
 
     /// The event's contribution to this metric, or `None` when the metric does not meter it (no
@@ -268,30 +278,68 @@ mod tests {
     fn property_filters_exist_in_not_in() {
         let mut m = metric(Aggregation::Count, None);
         m.property_filters = vec![
-            PropertyFilter { name: "region".into(), exists: Some(true), in_values: None, not_in_values: None },
-            PropertyFilter { name: "tier".into(), exists: None, in_values: Some(vec!["gold".into()]), not_in_values: None },
-            PropertyFilter { name: "env".into(), exists: None, in_values: None, not_in_values: Some(vec!["test".into()]) },
-            PropertyFilter { name: "debug".into(), exists: Some(false), in_values: None, not_in_values: None },
+            PropertyFilter {
+                name: "region".into(),
+                exists: Some(true),
+                in_values: None,
+                not_in_values: None,
+            },
+            PropertyFilter {
+                name: "tier".into(),
+                exists: None,
+                in_values: Some(vec!["gold".into()]),
+                not_in_values: None,
+            },
+            PropertyFilter {
+                name: "env".into(),
+                exists: None,
+                in_values: None,
+                not_in_values: Some(vec!["test".into()]),
+            },
+            PropertyFilter {
+                name: "debug".into(),
+                exists: Some(false),
+                in_values: None,
+                not_in_values: None,
+            },
         ];
         assert!(m.matches(&ev("llm", &[("region", "eu"), ("tier", "gold")])));
-        assert!(m.matches(&ev("llm", &[("region", "eu"), ("tier", "gold"), ("env", "prod")])));
+        assert!(m.matches(&ev(
+            "llm",
+            &[("region", "eu"), ("tier", "gold"), ("env", "prod")]
+        )));
         assert!(!m.matches(&ev("llm", &[("tier", "gold")])));
         assert!(!m.matches(&ev("llm", &[("region", "eu"), ("tier", "silver")])));
         assert!(!m.matches(&ev("llm", &[("region", "eu")])));
-        assert!(!m.matches(&ev("llm", &[("region", "eu"), ("tier", "gold"), ("env", "test")])));
-        assert!(!m.matches(&ev("llm", &[("region", "eu"), ("tier", "gold"), ("debug", "1")])));
+        assert!(!m.matches(&ev(
+            "llm",
+            &[("region", "eu"), ("tier", "gold"), ("env", "test")]
+        )));
+        assert!(!m.matches(&ev(
+            "llm",
+            &[("region", "eu"), ("tier", "gold"), ("debug", "1")]
+        )));
     }
 
     #[test]
     fn contributions_per_aggregation() {
         let e = ev("llm", &[("tokens", "12.5"), ("model", "a")]);
-        assert_eq!(metric(Aggregation::Count, None).contribution(&e), Some(Accumulator::Count(1)));
+        assert_eq!(
+            metric(Aggregation::Count, None).contribution(&e),
+            Some(Accumulator::Count(1))
+        );
         assert_eq!(
             metric(Aggregation::Sum, Some("tokens")).contribution(&e),
             Some(Accumulator::Sum(Decimal::new(125, 1)))
         );
-        assert_eq!(metric(Aggregation::Sum, Some("model")).contribution(&e), None);
-        assert_eq!(metric(Aggregation::Sum, Some("absent")).contribution(&e), None);
+        assert_eq!(
+            metric(Aggregation::Sum, Some("model")).contribution(&e),
+            None
+        );
+        assert_eq!(
+            metric(Aggregation::Sum, Some("absent")).contribution(&e),
+            None
+        );
         assert_eq!(
             metric(Aggregation::Unique, Some("model")).contribution(&e),
             Some(Accumulator::unique_of("a"))

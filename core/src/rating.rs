@@ -65,7 +65,9 @@ impl core::fmt::Display for PriceError {
 
 impl Price {
     pub fn validate(&self) -> Result<(), PriceError> {
-        let Price::Tiered(tiers) = self else { return Ok(()) };
+        let Price::Tiered(tiers) = self else {
+            return Ok(());
+        };
         let Some((last, rest)) = tiers.split_last() else {
             return Err(PriceError::NoTiers);
         };
@@ -226,29 +228,51 @@ pub fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError>
     for product in input.products {
         for (span, state) in state_segments(product, input.period) {
             if let Some(metric) = input.metrics.get(&state.metric_id) {
-                let ctx = SegmentCtx { input, product, state, metric, span };
+                let ctx = SegmentCtx {
+                    input,
+                    product,
+                    state,
+                    metric,
+                    span,
+                };
                 ctx.rate_into(&mut lines)?;
             }
         }
     }
     let mut subtotal = Decimal::ZERO;
     for line in &lines {
-        subtotal = subtotal.checked_add(line.total).ok_or(RatingError::Overflow)?;
+        subtotal = subtotal
+            .checked_add(line.total)
+            .ok_or(RatingError::Overflow)?;
     }
-    Ok(RatedInvoice { lines, subtotal, total: subtotal })
+    Ok(RatedInvoice {
+        lines,
+        subtotal,
+        total: subtotal,
+    })
 }
 
 /// The product's states clipped to the period, as `(interval, state)` in time order.
 fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &ProductState)> {
     let mut out = Vec::new();
     for (i, (from, state)) in product.versions.iter().enumerate() {
-        let start = if i == 0 { period.start_ms } else { (*from).max(period.start_ms) };
+        let start = if i == 0 {
+            period.start_ms
+        } else {
+            (*from).max(period.start_ms)
+        };
         let end = product
             .versions
             .get(i + 1)
             .map_or(period.end_ms, |(next, _)| (*next).min(period.end_ms));
         if start < end {
-            out.push((Period { start_ms: start, end_ms: end }, state));
+            out.push((
+                Period {
+                    start_ms: start,
+                    end_ms: end,
+                },
+                state,
+            ));
         }
     }
     out
@@ -276,7 +300,13 @@ pub fn rate_schedule<'r>(
             (None, None) => i64::MAX,
         };
         if rate.starting_at_ms < end {
-            out.push((Period { start_ms: rate.starting_at_ms, end_ms: end }, *rate));
+            out.push((
+                Period {
+                    start_ms: rate.starting_at_ms,
+                    end_ms: end,
+                },
+                *rate,
+            ));
         }
     }
     out
@@ -305,10 +335,17 @@ impl<'a> SegmentCtx<'a> {
         };
         let mut in_span: Buckets<'a> = BTreeMap::new();
         let mut before: Buckets<'a> = BTreeMap::new();
-        for row in self.input.usage.iter().filter(|r| r.metric_id == self.metric.id) {
+        for row in self
+            .input
+            .usage
+            .iter()
+            .filter(|r| r.metric_id == self.metric.id)
+        {
             let target = if row.hour_ms >= self.span.start_ms && row.hour_ms < self.span.end_ms {
                 &mut in_span
-            } else if row.hour_ms < self.span.start_ms && self.metric.aggregation == Aggregation::Latest {
+            } else if row.hour_ms < self.span.start_ms
+                && self.metric.aggregation == Aggregation::Latest
+            {
                 &mut before
             } else {
                 continue;
@@ -321,7 +358,9 @@ impl<'a> SegmentCtx<'a> {
                 .push(row);
         }
         for pricing in self.pricing_combos(&in_span) {
-            let Some(pricing_map) = self.pricing_map(&pricing) else { continue };
+            let Some(pricing_map) = self.pricing_map(&pricing) else {
+                continue;
+            };
             let schedule = rate_schedule(self.input.rates, &self.product.product_id, &pricing_map);
             for (rate_span, rate) in schedule {
                 let sub = Period {
@@ -344,7 +383,12 @@ impl<'a> SegmentCtx<'a> {
     fn pricing_combos(&self, in_span: &Buckets<'a>) -> BTreeSet<GroupValues> {
         let keys = &self.state.pricing_group_key;
         let mut combos: BTreeSet<GroupValues> = in_span.keys().cloned().collect();
-        for rate in self.input.rates.iter().filter(|r| r.product_id == self.product.product_id) {
+        for rate in self
+            .input
+            .rates
+            .iter()
+            .filter(|r| r.product_id == self.product.product_id)
+        {
             if rate.pricing_group_values.len() == keys.len() {
                 let combo: Option<GroupValues> = keys
                     .iter()
@@ -387,7 +431,11 @@ impl<'a> SegmentCtx<'a> {
                 continue;
             }
             let earlier = rows.iter().copied().filter(|r| r.hour_ms < sub.start_ms);
-            let base = baseline.and_then(|b| b.get(presentation)).into_iter().flatten().copied();
+            let base = baseline
+                .and_then(|b| b.get(presentation))
+                .into_iter()
+                .flatten()
+                .copied();
             let quantity = segment_quantity(&rows_in, earlier.chain(base))?;
             buckets.push((Some(presentation), self.adjust(quantity)?));
         }
@@ -437,7 +485,9 @@ impl<'a> SegmentCtx<'a> {
         };
         Ok(match &self.state.quantity_rounding {
             None => converted,
-            Some(r) => converted.round_dp_with_strategy(r.decimal_places, strategy(r.rounding_method)),
+            Some(r) => {
+                converted.round_dp_with_strategy(r.decimal_places, strategy(r.rounding_method))
+            }
         })
     }
 }
@@ -451,7 +501,9 @@ fn strategy(method: RoundingMethod) -> RoundingStrategy {
 }
 
 fn positions(grain: &[String], keys: &[String]) -> Vec<Option<usize>> {
-    keys.iter().map(|k| grain.iter().position(|g| g == k)).collect()
+    keys.iter()
+        .map(|k| grain.iter().position(|g| g == k))
+        .collect()
 }
 
 /// The metric quantity of a segment. LATEST bills the change of the latest value: last value in
@@ -461,14 +513,18 @@ fn segment_quantity<'r>(
     earlier: impl Iterator<Item = &'r UsageRow>,
 ) -> Result<Decimal, RatingError> {
     let merged = crate::accumulate::merge_all(rows.iter().map(|r| &r.acc))?;
-    let Some(acc) = merged else { return Ok(Decimal::ZERO) };
+    let Some(acc) = merged else {
+        return Ok(Decimal::ZERO);
+    };
     if !matches!(acc, Accumulator::Latest { .. }) {
         return Ok(acc.quantity());
     }
     let earlier: Vec<&UsageRow> = earlier.collect();
     let prior = crate::accumulate::merge_all(earlier.iter().map(|r| &r.acc))?;
     let prior_value = prior.map_or(Decimal::ZERO, |p| p.quantity());
-    acc.quantity().checked_sub(prior_value).ok_or(RatingError::Overflow)
+    acc.quantity()
+        .checked_sub(prior_value)
+        .ok_or(RatingError::Overflow)
 }
 
 /// Prices `base.quantity` and appends the resulting line(s).
@@ -476,16 +532,27 @@ fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), R
     match price {
         Price::Flat(p) => {
             let total = base.quantity.checked_mul(*p).ok_or(RatingError::Overflow)?;
-            lines.push(Line { unit_price: *p, total, ..base });
+            lines.push(Line {
+                unit_price: *p,
+                total,
+                ..base
+            });
         }
         Price::Tiered(tiers) => {
-            for (tier, quantity) in tier_split(tiers, base.quantity)? {
-                let total = quantity.checked_mul(tier.1.price).ok_or(RatingError::Overflow)?;
+            for part in tier_split(tiers, base.quantity)? {
+                let total = part
+                    .quantity
+                    .checked_mul(part.tier.price)
+                    .ok_or(RatingError::Overflow)?;
                 lines.push(Line {
-                    quantity,
-                    unit_price: tier.1.price,
+                    quantity: part.quantity,
+                    unit_price: part.tier.price,
                     total,
-                    tier: Some(TierRef { level: tier.0, starting_at: tier.2, size: tier.1.size }),
+                    tier: Some(TierRef {
+                        level: part.level,
+                        starting_at: part.start,
+                        size: part.tier.size,
+                    }),
                     ..base.clone()
                 });
             }
@@ -494,27 +561,47 @@ fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), R
     Ok(())
 }
 
-/// Splits a quantity over graduated tiers: `((level, tier, tier start), units in tier)` for every
-/// tier reached. Zero gives one empty first-tier line; a negative quantity (a LATEST decrease) is
-/// priced wholly at the first tier.
-pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<((u32, &Tier, Decimal), Decimal)>, RatingError> {
+/// The units of a quantity that fall in one tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierPart<'t> {
+    /// 1-based tier number.
+    pub level: u32,
+    pub tier: &'t Tier,
+    /// Where the tier starts (the sum of the sizes before it).
+    pub start: Decimal,
+    pub quantity: Decimal,
+}
+
+/// Splits a quantity over graduated tiers, one part per tier reached. Zero gives one empty
+/// first-tier part; a negative quantity (a LATEST decrease) is priced wholly at the first tier.
+pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<TierPart<'_>>, RatingError> {
     let mut out = Vec::new();
     let mut start = Decimal::ZERO;
     for (i, tier) in tiers.iter().enumerate() {
         let level = u32::try_from(i + 1).map_err(|_| RatingError::Overflow)?;
+        if i == 0 && quantity <= Decimal::ZERO {
+            out.push(TierPart {
+                level,
+                tier,
+                start,
+                quantity,
+            });
+            break;
+        }
         let remaining = quantity.checked_sub(start).ok_or(RatingError::Overflow)?;
         let in_tier = match tier.size {
             Some(size) => remaining.min(size),
             None => remaining,
         };
-        if i == 0 && quantity <= Decimal::ZERO {
-            out.push(((level, tier, start), quantity));
-            break;
-        }
         if in_tier <= Decimal::ZERO {
             break;
         }
-        out.push(((level, tier, start), in_tier));
+        out.push(TierPart {
+            level,
+            tier,
+            start,
+            quantity: in_tier,
+        });
         match tier.size {
             Some(size) => start = start.checked_add(size).ok_or(RatingError::Overflow)?,
             None => break,
@@ -529,8 +616,11 @@ pub fn price_total(price: &Price, quantity: Decimal) -> Result<Decimal, RatingEr
         Price::Flat(p) => quantity.checked_mul(*p).ok_or(RatingError::Overflow),
         Price::Tiered(tiers) => {
             let mut total = Decimal::ZERO;
-            for ((_, tier, _), q) in tier_split(tiers, quantity)? {
-                let t = q.checked_mul(tier.price).ok_or(RatingError::Overflow)?;
+            for part in tier_split(tiers, quantity)? {
+                let t = part
+                    .quantity
+                    .checked_mul(part.tier.price)
+                    .ok_or(RatingError::Overflow)?;
                 total = total.checked_add(t).ok_or(RatingError::Overflow)?;
             }
             Ok(total)

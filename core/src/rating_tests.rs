@@ -18,9 +18,18 @@ fn t(s: &str) -> i64 {
 
 fn tiers_3_5() -> Vec<Tier> {
     vec![
-        Tier { price: d("10"), size: Some(d("1000")) },
-        Tier { price: d("8"), size: Some(d("9000")) },
-        Tier { price: d("5"), size: None },
+        Tier {
+            price: d("10"),
+            size: Some(d("1000")),
+        },
+        Tier {
+            price: d("8"),
+            size: Some(d("9000")),
+        },
+        Tier {
+            price: d("5"),
+            size: None,
+        },
     ]
 }
 
@@ -46,13 +55,20 @@ fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductSta
 }
 
 fn product(id: &str, st: ProductState) -> RatedProduct {
-    RatedProduct { product_id: id.into(), name: id.to_uppercase(), versions: vec![(i64::MIN, st)] }
+    RatedProduct {
+        product_id: id.into(),
+        name: id.to_uppercase(),
+        versions: vec![(i64::MIN, st)],
+    }
 }
 
 fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: Price) -> Rate {
     Rate {
         product_id: product.into(),
-        pricing_group_values: pricing.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        pricing_group_values: pricing
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         starting_at_ms: start,
         ending_before_ms: None,
         entitled: true,
@@ -69,7 +85,10 @@ fn row(metric: &str, groups: &[Option<&str>], hour_ms: i64, acc: Accumulator) ->
     }
 }
 
-const SEP: Period = Period { start_ms: 1_725_148_800_000, end_ms: 1_727_740_800_000 };
+const SEP: Period = Period {
+    start_ms: 1_725_148_800_000,
+    end_ms: 1_727_740_800_000,
+};
 
 fn rate_one(
     products: &[RatedProduct],
@@ -79,7 +98,14 @@ fn rate_one(
 ) -> RatedInvoice {
     let metrics: BTreeMap<String, MetricDef> =
         metrics.iter().map(|m| (m.id.clone(), m.clone())).collect();
-    rate_period(&RatingInput { period: SEP, products, metrics: &metrics, rates, usage }).unwrap()
+    rate_period(&RatingInput {
+        period: SEP,
+        products,
+        metrics: &metrics,
+        rates,
+        usage,
+    })
+    .unwrap()
 }
 
 #[test]
@@ -88,10 +114,17 @@ fn tier_example_of_section_3_5() {
     assert_eq!(price_total(&price, d("12500")).unwrap(), d("94500"));
     let tiers = tiers_3_5();
     let split = tier_split(&tiers, d("12500")).unwrap();
-    let parts: Vec<(u32, Decimal, Decimal)> = split.iter().map(|((l, _, s), q)| (*l, *s, *q)).collect();
+    let parts: Vec<(u32, Decimal, Decimal)> = split
+        .iter()
+        .map(|p| (p.level, p.start, p.quantity))
+        .collect();
     assert_eq!(
         parts,
-        vec![(1, d("0"), d("1000")), (2, d("1000"), d("9000")), (3, d("10000"), d("2500"))]
+        vec![
+            (1, d("0"), d("1000")),
+            (2, d("1000"), d("9000")),
+            (3, d("10000"), d("2500"))
+        ]
     );
 }
 
@@ -104,11 +137,23 @@ fn flat_example_and_conversion_with_rounding() {
         conversion_factor: d("1000000000"),
         operation: ConversionOperation::Divide,
     });
-    st.quantity_rounding =
-        Some(QuantityRounding { decimal_places: 0, rounding_method: RoundingMethod::RoundUp });
+    st.quantity_rounding = Some(QuantityRounding {
+        decimal_places: 0,
+        rounding_method: RoundingMethod::RoundUp,
+    });
     let usage = [
-        row("bytes", &[], SEP.start_ms, Accumulator::Sum(d("2000000000"))),
-        row("bytes", &[], SEP.start_ms + HOUR_MS, Accumulator::Sum(d("500000000"))),
+        row(
+            "bytes",
+            &[],
+            SEP.start_ms,
+            Accumulator::Sum(d("2000000000")),
+        ),
+        row(
+            "bytes",
+            &[],
+            SEP.start_ms + HOUR_MS,
+            Accumulator::Sum(d("500000000")),
+        ),
     ];
     let inv = rate_one(
         &[product("storage", st)],
@@ -117,34 +162,74 @@ fn flat_example_and_conversion_with_rounding() {
         &usage,
     );
     assert_eq!(inv.lines.len(), 1);
-    assert_eq!((inv.lines[0].quantity, inv.lines[0].unit_price, inv.total), (d("3"), d("25"), d("75")));
+    assert_eq!(
+        (inv.lines[0].quantity, inv.lines[0].unit_price, inv.total),
+        (d("3"), d("25"), d("75"))
+    );
 }
 
 #[test]
 fn pricing_and_presentation_groups_from_the_seed_example() {
     // Metric keys [["model"],["user_id"]]; product pricing ["model"], presentation ["user_id"].
-    let m = metric("tok", Aggregation::Sum, vec![vec!["model".into()], vec!["user_id".into()]]);
+    let m = metric(
+        "tok",
+        Aggregation::Sum,
+        vec![vec!["model".into()], vec!["user_id".into()]],
+    );
     let usage = [
-        row("tok", &[Some("a"), Some("u1")], SEP.start_ms, Accumulator::Sum(d("100"))),
-        row("tok", &[Some("a"), Some("u2")], SEP.start_ms, Accumulator::Sum(d("50"))),
-        row("tok", &[Some("b"), Some("u1")], SEP.start_ms + HOUR_MS, Accumulator::Sum(d("10"))),
+        row(
+            "tok",
+            &[Some("a"), Some("u1")],
+            SEP.start_ms,
+            Accumulator::Sum(d("100")),
+        ),
+        row(
+            "tok",
+            &[Some("a"), Some("u2")],
+            SEP.start_ms,
+            Accumulator::Sum(d("50")),
+        ),
+        row(
+            "tok",
+            &[Some("b"), Some("u1")],
+            SEP.start_ms + HOUR_MS,
+            Accumulator::Sum(d("10")),
+        ),
         // Missing model: no rate can match, not billed.
-        row("tok", &[None, Some("u1")], SEP.start_ms, Accumulator::Sum(d("999"))),
+        row(
+            "tok",
+            &[None, Some("u1")],
+            SEP.start_ms,
+            Accumulator::Sum(d("999")),
+        ),
         // Outside the period: ignored.
-        row("tok", &[Some("a"), Some("u1")], SEP.end_ms, Accumulator::Sum(d("1000"))),
+        row(
+            "tok",
+            &[Some("a"), Some("u1")],
+            SEP.end_ms,
+            Accumulator::Sum(d("1000")),
+        ),
     ];
     let rates = [
         rate("p", &[("model", "a")], 0, Price::Flat(d("2"))),
         rate("p", &[("model", "b")], 0, Price::Flat(d("3"))),
         rate("p", &[("model", "c")], 0, Price::Flat(d("4"))),
     ];
-    let inv = rate_one(&[product("p", state("tok", &["model"], &["user_id"]))], &[m], &rates, &usage);
+    let inv = rate_one(
+        &[product("p", state("tok", &["model"], &["user_id"]))],
+        &[m],
+        &rates,
+        &usage,
+    );
     let got: Vec<(String, Option<String>, Decimal, Decimal)> = inv
         .lines
         .iter()
         .map(|l| {
             let model = l.pricing_group_values.as_ref().unwrap()["model"].clone();
-            let user = l.presentation_group_values.as_ref().and_then(|p| p["user_id"].clone());
+            let user = l
+                .presentation_group_values
+                .as_ref()
+                .and_then(|p| p["user_id"].clone());
             (model, user, l.quantity, l.total)
         })
         .collect();
@@ -180,7 +265,13 @@ fn a_later_rate_supersedes_and_splits_the_period() {
         .iter()
         .map(|l| (l.starting_at_ms, l.ending_before_ms, l.quantity, l.total))
         .collect();
-    assert_eq!(got, vec![(SEP.start_ms, mid, d("15"), d("15")), (mid, SEP.end_ms, d("7"), d("14"))]);
+    assert_eq!(
+        got,
+        vec![
+            (SEP.start_ms, mid, d("15"), d("15")),
+            (mid, SEP.end_ms, d("7"), d("14"))
+        ]
+    );
 }
 
 #[test]
@@ -190,25 +281,62 @@ fn not_entitled_or_unpriced_usage_is_not_billed() {
     let mut r = rate("p", &[], 0, Price::Flat(d("1")));
     r.entitled = false;
     let products = [product("p", state("n", &[], &[]))];
-    assert!(rate_one(&products, &[m.clone()], &[r], &usage).lines.is_empty());
+    assert!(rate_one(&products, core::slice::from_ref(&m), &[r], &usage)
+        .lines
+        .is_empty());
     assert!(rate_one(&products, &[m], &[], &usage).lines.is_empty());
 }
 
 #[test]
 fn aggregations_over_a_period() {
-    let hours = [SEP.start_ms, SEP.start_ms + HOUR_MS, SEP.start_ms + 5 * HOUR_MS];
+    let hours = [
+        SEP.start_ms,
+        SEP.start_ms + HOUR_MS,
+        SEP.start_ms + 5 * HOUR_MS,
+    ];
     let latest = |h: usize, v: &str| Accumulator::Latest {
         timestamp_ms: hours[h] + 1,
         transaction_id: "x".into(),
         value: d(v),
     };
     let cases: Vec<(Aggregation, Vec<Accumulator>, Vec<Accumulator>, &str)> = vec![
-        (Aggregation::Count, vec![Accumulator::Count(2), Accumulator::Count(3), Accumulator::Count(4)], vec![], "9"),
-        (Aggregation::Sum, vec![Accumulator::Sum(d("1.5")), Accumulator::Sum(d("2")), Accumulator::Sum(d("-0.5"))], vec![], "3"),
-        (Aggregation::Max, vec![Accumulator::Max(d("7")), Accumulator::Max(d("9")), Accumulator::Max(d("8"))], vec![], "9"),
+        (
+            Aggregation::Count,
+            vec![
+                Accumulator::Count(2),
+                Accumulator::Count(3),
+                Accumulator::Count(4),
+            ],
+            vec![],
+            "9",
+        ),
+        (
+            Aggregation::Sum,
+            vec![
+                Accumulator::Sum(d("1.5")),
+                Accumulator::Sum(d("2")),
+                Accumulator::Sum(d("-0.5")),
+            ],
+            vec![],
+            "3",
+        ),
+        (
+            Aggregation::Max,
+            vec![
+                Accumulator::Max(d("7")),
+                Accumulator::Max(d("9")),
+                Accumulator::Max(d("8")),
+            ],
+            vec![],
+            "9",
+        ),
         (
             Aggregation::Unique,
-            vec![Accumulator::unique_of("a"), Accumulator::unique_of("b"), Accumulator::unique_of("a")],
+            vec![
+                Accumulator::unique_of("a"),
+                Accumulator::unique_of("b"),
+                Accumulator::unique_of("a"),
+            ],
             vec![],
             "2",
         ),
@@ -216,15 +344,26 @@ fn aggregations_over_a_period() {
         (
             Aggregation::Latest,
             vec![latest(0, "12"), latest(2, "14"), latest(1, "20")],
-            vec![Accumulator::Latest { timestamp_ms: SEP.start_ms - 1, transaction_id: "p".into(), value: d("10") }],
+            vec![Accumulator::Latest {
+                timestamp_ms: SEP.start_ms - 1,
+                transaction_id: "p".into(),
+                value: d("10"),
+            }],
             "4",
         ),
     ];
     for (agg, accs, prior, want) in cases {
         let m = metric("m", agg, vec![]);
-        let mut usage: Vec<UsageRow> =
-            accs.into_iter().zip(hours).map(|(a, h)| row("m", &[], h, a)).collect();
-        usage.extend(prior.into_iter().map(|a| row("m", &[], SEP.start_ms - HOUR_MS, a)));
+        let mut usage: Vec<UsageRow> = accs
+            .into_iter()
+            .zip(hours)
+            .map(|(a, h)| row("m", &[], h, a))
+            .collect();
+        usage.extend(
+            prior
+                .into_iter()
+                .map(|a| row("m", &[], SEP.start_ms - HOUR_MS, a)),
+        );
         let inv = rate_one(
             &[product("p", state("m", &[], &[]))],
             &[m],
@@ -240,15 +379,25 @@ fn product_versions_split_segments() {
     let m = metric("n", Aggregation::Count, vec![]);
     let mid = t("2024-09-10T00:00:00Z");
     let mut doubled = state("n", &[], &[]);
-    doubled.quantity_conversion =
-        Some(QuantityConversion { conversion_factor: d("2"), operation: ConversionOperation::Multiply });
+    doubled.quantity_conversion = Some(QuantityConversion {
+        conversion_factor: d("2"),
+        operation: ConversionOperation::Multiply,
+    });
     let p = RatedProduct {
         product_id: "p".into(),
         name: "P".into(),
         versions: vec![(i64::MIN, state("n", &[], &[])), (mid, doubled)],
     };
-    let usage = [row("n", &[], SEP.start_ms, Accumulator::Count(1)), row("n", &[], mid, Accumulator::Count(1))];
-    let inv = rate_one(&[p], &[m], &[rate("p", &[], 0, Price::Flat(d("1")))], &usage);
+    let usage = [
+        row("n", &[], SEP.start_ms, Accumulator::Count(1)),
+        row("n", &[], mid, Accumulator::Count(1)),
+    ];
+    let inv = rate_one(
+        &[p],
+        &[m],
+        &[rate("p", &[], 0, Price::Flat(d("1")))],
+        &usage,
+    );
     assert_eq!(inv.lines.len(), 2);
     assert_eq!(inv.total, d("3"));
 }
@@ -256,10 +405,34 @@ fn product_versions_split_segments() {
 #[test]
 fn price_validation() {
     assert_eq!(Price::Tiered(vec![]).validate(), Err(PriceError::NoTiers));
-    let bad = vec![Tier { price: d("1"), size: None }, Tier { price: d("1"), size: None }];
-    assert_eq!(Price::Tiered(bad).validate(), Err(PriceError::UnboundedTierNotLast));
-    let bad = vec![Tier { price: d("1"), size: Some(d("0")) }, Tier { price: d("1"), size: None }];
-    assert_eq!(Price::Tiered(bad).validate(), Err(PriceError::NonPositiveTierSize));
+    let bad = vec![
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    assert_eq!(
+        Price::Tiered(bad).validate(),
+        Err(PriceError::UnboundedTierNotLast)
+    );
+    let bad = vec![
+        Tier {
+            price: d("1"),
+            size: Some(d("0")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    assert_eq!(
+        Price::Tiered(bad).validate(),
+        Err(PriceError::NonPositiveTierSize)
+    );
     assert_eq!(Price::Tiered(tiers_3_5()).validate(), Ok(()));
 }
 
@@ -268,9 +441,15 @@ fn arb_tiers() -> impl Strategy<Value = Vec<Tier>> {
         (0i64..10_000).prop_map(move |last| {
             let mut tiers: Vec<Tier> = bounded
                 .iter()
-                .map(|(p, s)| Tier { price: Decimal::new(*p, 2), size: Some(Decimal::from(*s)) })
+                .map(|(p, s)| Tier {
+                    price: Decimal::new(*p, 2),
+                    size: Some(Decimal::from(*s)),
+                })
                 .collect();
-            tiers.push(Tier { price: Decimal::new(last, 2), size: None });
+            tiers.push(Tier {
+                price: Decimal::new(last, 2),
+                size: None,
+            });
             tiers
         })
     })

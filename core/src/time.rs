@@ -83,12 +83,21 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2024-08-31T19:00:00-05:00").unwrap(), z);
         assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.000Z").unwrap(), z);
         assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.000").unwrap(), z);
-        assert_eq!(parse_rfc3339_ms("2024-09-01T00:00:00.250Z").unwrap(), z + 250);
+        assert_eq!(
+            parse_rfc3339_ms("2024-09-01T00:00:00.250Z").unwrap(),
+            z + 250
+        );
     }
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["", "yesterday", "2024-09-01", "2024-13-01T00:00:00Z", "12024-09-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-09-01",
+            "2024-13-01T00:00:00Z",
+            "12024-09-01T00:00:00Z",
+        ] {
             assert!(parse_rfc3339_ms(bad).is_err(), "{bad}");
         }
     }
@@ -96,7 +105,10 @@ mod tests {
     #[test]
     fn formats_utc_with_z() {
         assert_eq!(format_rfc3339_ms(1_725_148_800_000), "2024-09-01T00:00:00Z");
-        assert_eq!(format_rfc3339_ms(1_725_148_800_250), "2024-09-01T00:00:00.250Z");
+        assert_eq!(
+            format_rfc3339_ms(1_725_148_800_250),
+            "2024-09-01T00:00:00.250Z"
+        );
     }
 
     #[test]

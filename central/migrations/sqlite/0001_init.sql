@@ -1,0 +1,69 @@
+-- Tally's SQLite schema. Every row is scoped by `env` ('sandbox' | 'production').
+-- Times are epoch milliseconds; decimals are exact text inside JSON bodies, never REAL.
+
+CREATE TABLE tokens (
+    hash       TEXT PRIMARY KEY,          -- hex SHA-256 of the token; the token itself is never stored
+    env        TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+
+-- Configuration documents: billable metrics, products, rate cards, rates, customers, contracts.
+CREATE TABLE documents (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order, the keyset for pagination
+    env        TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    parent_id  TEXT,                                -- rate → rate card, contract → customer
+    unique_key TEXT,                                -- contract uniqueness_key
+    archived   INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    UNIQUE (env, kind, id),
+    UNIQUE (env, kind, unique_key)
+);
+CREATE INDEX documents_by_parent ON documents (env, kind, parent_id, seq);
+
+-- Ingest aliases are unique per environment, archived customers included.
+CREATE TABLE customer_aliases (
+    env         TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    PRIMARY KEY (env, alias)
+) WITHOUT ROWID;
+CREATE INDEX customer_aliases_by_customer ON customer_aliases (env, customer_id);
+
+-- Dedupe keys, claimed in the same transaction that merges the event's usage.
+CREATE TABLE dedupe (
+    env            TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    recorded_ms    INTEGER NOT NULL,
+    PRIMARY KEY (env, transaction_id)
+) WITHOUT ROWID;
+CREATE INDEX dedupe_by_age ON dedupe (recorded_ms);
+
+-- Hourly partial aggregates at each metric's finest grain, keyed by the customer reference as sent.
+CREATE TABLE usage_hourly (
+    env          TEXT NOT NULL,
+    customer_ref TEXT NOT NULL,
+    metric_id    TEXT NOT NULL,
+    hour_ms      INTEGER NOT NULL,
+    groups       TEXT NOT NULL,   -- JSON array aligned with the metric's grain
+    acc          TEXT NOT NULL,   -- JSON accumulator (tally_core::accumulate::Accumulator)
+    PRIMARY KEY (env, customer_ref, metric_id, hour_ms, groups)
+) WITHOUT ROWID;
+
+-- One row per begun contract period. Drafts have no body (they are computed on read);
+-- FINALIZED and VOID rows carry the frozen invoice.
+CREATE TABLE invoices (
+    env             TEXT NOT NULL,
+    id              TEXT NOT NULL,
+    contract_id     TEXT NOT NULL,
+    customer_id     TEXT NOT NULL,
+    period_start_ms INTEGER NOT NULL,
+    period_end_ms   INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    body            TEXT,
+    PRIMARY KEY (env, id),
+    UNIQUE (env, contract_id, period_start_ms)
+);
+CREATE INDEX invoices_by_customer ON invoices (env, customer_id, period_start_ms);

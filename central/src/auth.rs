@@ -1,0 +1,30 @@
+//! API tokens: random, shown once, stored as SHA-256 hashes, each bound to one environment.
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Env, StoreResult, TokenStore};
+
+/// Hex SHA-256 of a token. Tokens carry 256 random bits, so an unsalted hash is enough to make a
+/// leaked database useless for authentication.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates, stores and returns a new token for `env`.
+pub async fn create_token(store: &dyn TokenStore, env: Env, now_ms: i64) -> StoreResult<String> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let prefix = match env {
+        Env::Sandbox => "tally_sbx_",
+        Env::Production => "tally_prd_",
+    };
+    let token = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    store.insert_token(&hash_token(&token), env, now_ms).await?;
+    Ok(token)
+}

@@ -1,0 +1,69 @@
+//! `POST /v1/ingest`: the native ingest path (the request contract lives in `tally_core::ingest`).
+
+use axum::extract::{Request, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tally_core::ingest::{parse_batch, IngestSummary, Rejection, MAX_BODY_BYTES};
+use tally_core::metric::contributions;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use super::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{IngestItem, ItemOutcome};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/v1/ingest",
+        post(ingest).layer(RequestDecompressionLayer::new().gzip(true)),
+    )
+}
+
+async fn ingest(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    // One byte over the limit is enough to know the body is too large.
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES + 1)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!("request body exceeds {MAX_BODY_BYTES} bytes"))
+        })?;
+    let batch =
+        parse_batch(&body, st.now_ms()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let metrics = st.metric_defs(env).await?;
+    let mut indices = Vec::with_capacity(batch.events.len());
+    let mut items = Vec::with_capacity(batch.events.len());
+    for (index, event) in &batch.events {
+        indices.push(*index);
+        items.push(IngestItem {
+            env,
+            transaction_id: event.transaction_id.clone(),
+            contributions: contributions(&metrics, event),
+        });
+    }
+    let outcomes = st.ingest.submit(items).await?;
+    let mut summary = IngestSummary {
+        rejected: batch.rejected,
+        ..IngestSummary::default()
+    };
+    for ((index, item), outcome) in indices
+        .iter()
+        .zip(batch.events.iter().map(|e| &e.1))
+        .zip(outcomes)
+    {
+        match outcome {
+            ItemOutcome::Accepted => summary.accepted += 1,
+            ItemOutcome::Duplicate => summary.duplicates += 1,
+            ItemOutcome::Rejected(message) => summary.rejected.push(Rejection {
+                index: *index,
+                transaction_id: Some(item.transaction_id.clone()),
+                message,
+            }),
+        }
+    }
+    summary.rejected.sort_by_key(|r| r.index);
+    Ok(Json(json!({ "data": summary })))
+}

@@ -1,0 +1,288 @@
+//! The HTTP surface: Metronome's paths and conventions, one module per resource.
+//!
+//! Conventions enforced here for every endpoint: Bearer auth mapping a token to its environment,
+//! `{"message"}` errors, an empty POST body read as `{}`, unknown fields ignored, keyset cursors.
+
+mod billable_metrics;
+mod contracts;
+mod customers;
+mod ingest;
+mod invoices;
+mod products;
+mod rate_cards;
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Env, PageReq};
+use crate::AppState;
+
+/// Largest JSON body accepted by admin endpoints.
+pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/credit-types/list", get(credit_types))
+        .merge(billable_metrics::routes())
+        .merge(products::routes())
+        .merge(rate_cards::routes())
+        .merge(customers::routes())
+        .merge(contracts::routes())
+        .merge(invoices::routes())
+        .merge(ingest::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/", get(info))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({
+        "service": "tally",
+        "version": env!("CARGO_PKG_VERSION"),
+        "status": "ok",
+        "api": "Metronome-compatible; point an official Metronome SDK's base URL here",
+    }))
+}
+
+async fn credit_types(State(_): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "data": [{ "id": crate::model::USD_ID, "name": crate::model::USD_NAME, "is_currency": true }],
+        "next_page": null,
+    }))
+}
+
+/// Resolves `Authorization: Bearer <token>` to an environment, stored in request extensions.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let Some(token) = token else {
+        return ApiError::unauthorized().into_response();
+    };
+    match state.token_env(&crate::auth::hash_token(&token)).await {
+        Ok(Some(env)) => {
+            req.extensions_mut().insert(env);
+            next.run(req).await
+        }
+        Ok(None) => ApiError::unauthorized().into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller's environment, set by [`authenticate`].
+pub struct Caller(pub Env);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Env>()
+            .copied()
+            .map(Caller)
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// A JSON request body: empty means `{}`, errors name the offending field.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, MAX_JSON_BODY_BYTES).await?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
+        Ok(Body(value))
+    }
+}
+
+/// Reads a typed request from an already-parsed JSON body, with the same error messages as [`Body`].
+pub fn from_value<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(body_error)
+}
+
+fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match path.as_str() {
+        "." | "" => ApiError::bad_request(format!("invalid request body: {inner}")),
+        _ => ApiError::bad_request(format!("invalid request body at {path}: {inner}")),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {limit} bytes"),
+            )
+        })
+}
+
+/// Query parameters, accepting both repeated keys and comma-joined lists.
+pub struct QueryMap(pub HashMap<String, Vec<String>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in pairs {
+            map.entry(k).or_default().push(v);
+        }
+        Ok(QueryMap(map))
+    }
+}
+
+impl QueryMap {
+    pub fn one(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    /// Every value of a list parameter (`a,b` and repeated keys alike).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split(','))
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn bool(&self, key: &str) -> ApiResult<Option<bool>> {
+        match self.one(key) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "{key} must be true or false, not {v:?}"
+            ))),
+        }
+    }
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 25;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// Validates a `limit` (default 25, 1..=max).
+pub fn page_limit(limit: Option<&str>, max: i64) -> ApiResult<i64> {
+    let Some(text) = limit else {
+        return Ok(DEFAULT_PAGE_SIZE.min(max));
+    };
+    match text.parse::<i64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be an integer between 1 and {max}"
+        ))),
+    }
+}
+
+/// Cursors are opaque: base64 of a position (a document sequence number or a list offset).
+pub fn encode_cursor(position: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("p{position}"))
+}
+
+pub fn decode_cursor(cursor: Option<&str>) -> ApiResult<i64> {
+    let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
+        return Ok(0);
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix('p').and_then(|n| n.parse().ok()))
+        .filter(|n: &i64| *n >= 0)
+        .ok_or_else(|| ApiError::bad_request("next_page is not a valid cursor"))
+}
+
+/// A keyset page request from query parameters `limit` and `next_page`.
+pub fn page_from_query(q: &QueryMap) -> ApiResult<PageReq> {
+    Ok(PageReq {
+        after: decode_cursor(q.one("next_page"))?,
+        limit: page_limit(q.one("limit"), MAX_PAGE_SIZE)?,
+    })
+}
+
+/// `{data, next_page}` for a keyset page fetched with `limit + 1` rows.
+pub fn keyset_page(mut items: Vec<(i64, Value)>, limit: i64) -> Json<Value> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next = if more {
+        items.last().map(|(seq, _)| encode_cursor(*seq))
+    } else {
+        None
+    };
+    let data: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
+    Json(json!({ "data": data, "next_page": next }))
+}
+
+/// `{data, next_page}` for an in-memory list paged by offset.
+pub fn offset_page(items: Vec<Value>, offset: i64, limit: i64, cursor_field: &str) -> Json<Value> {
+    let start = (offset as usize).min(items.len());
+    let end = (start + limit as usize).min(items.len());
+    let next = (end < items.len()).then(|| encode_cursor(end as i64));
+    let data: Vec<Value> = items[start..end].to_vec();
+    Json(json!({ "data": data, cursor_field: next }))
+}
+
+/// `{"data": {"id": ...}}`.
+pub fn id_response(id: &str) -> Json<Value> {
+    Json(json!({ "data": { "id": id } }))
+}
+
+/// Refuses a timestamp that is not on a UTC hour boundary.
+pub fn require_hour(field: &str, t: crate::wire::Time) -> ApiResult<()> {
+    if tally_core::time::is_hour_aligned(t.0) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{field} must be on an hour boundary (UTC)"
+        )))
+    }
+}
+
+/// Refuses an empty or whitespace-only required string.
+pub fn require_text(field: &str, value: &str, max_chars: usize) -> ApiResult<()> {
+    if value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max_chars {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than {max_chars} characters"
+        )));
+    }
+    Ok(())
+}

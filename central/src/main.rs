@@ -1,0 +1,146 @@
+//! The `tally` binary: `tally serve` and `tally token create`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tally_central::store::{self, Env};
+use tally_central::{auth, billing, http, AppState, Clock, Settings, SystemClock};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Tally: self-hosted usage-based billing (Metronome-compatible API)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Database URL (sqlite://PATH; created if missing).
+        #[arg(
+            long = "database",
+            env = "TALLY_DATABASE_URL",
+            default_value = "sqlite://tally.db"
+        )]
+        database: String,
+        /// Hours after a period ends before its invoice is finalized.
+        #[arg(long, env = "TALLY_INVOICE_GRACE_HOURS", default_value_t = 24)]
+        invoice_grace_hours: u32,
+        /// Seconds between runs of the finalization and pruning job.
+        #[arg(long, env = "TALLY_JOB_INTERVAL_SECS", default_value_t = 60)]
+        job_interval_secs: u64,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (alone, on the last line of stdout).
+    Create {
+        #[arg(long, value_enum)]
+        env: EnvArg,
+        #[arg(
+            long = "database",
+            env = "TALLY_DATABASE_URL",
+            default_value = "sqlite://tally.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnvArg {
+    Sandbox,
+    Production,
+}
+
+impl From<EnvArg> for Env {
+    fn from(e: EnvArg) -> Env {
+        match e {
+            EnvArg::Sandbox => Env::Sandbox,
+            EnvArg::Production => Env::Production,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            listen,
+            database,
+            invoice_grace_hours,
+            job_interval_secs,
+        } => {
+            let settings = Settings {
+                invoice_grace_ms: i64::from(invoice_grace_hours) * tally_core::time::HOUR_MS,
+                job_interval: Duration::from_secs(job_interval_secs.max(1)),
+            };
+            serve(listen, &database, settings).await
+        }
+        Command::Token {
+            command: TokenCommand::Create { env, database },
+        } => {
+            let stores = store::open(&sqlite_create_url(&database)).await?;
+            let token =
+                auth::create_token(stores.tokens.as_ref(), env.into(), SystemClock.now_ms())
+                    .await?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// `sqlite://file.db` is created when missing (sqlx needs `mode=rwc` or the builder flag; `open`
+/// sets the flag, so the URL passes through unchanged).
+fn sqlite_create_url(url: &str) -> String {
+    url.to_string()
+}
+
+async fn serve(listen: SocketAddr, database: &str, settings: Settings) -> anyhow::Result<()> {
+    let stores = store::open(&sqlite_create_url(database))
+        .await
+        .with_context(|| format!("opening database {database}"))?;
+    if stores.tokens.token_count().await? == 0 {
+        let token =
+            auth::create_token(stores.tokens.as_ref(), Env::Sandbox, SystemClock.now_ms()).await?;
+        println!("No API tokens yet: created a sandbox token (shown once, store it now):\n{token}");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState::new(stores, clock, settings);
+    tokio::spawn(billing::run_jobs(state.clone()));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, database, "tally serving");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

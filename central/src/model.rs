@@ -1,0 +1,644 @@
+//! Stored resources. Each is kept as a JSON document whose shape is the API's response shape
+//! (decimals as exact JSON numbers, times as RFC 3339), plus conversions to the `tally_core` types
+//! that rating uses.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter};
+use tally_core::period::{AnchorDay, Frequency, Schedule};
+use tally_core::rating::{self, Price, ProductState as CoreState, RatedProduct, Tier};
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{ArchiveFilter, Doc, Env, Stores};
+use crate::wire::{Dec, Time};
+use crate::wire_enum;
+
+pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
+pub const USD_NAME: &str = "USD (cents)";
+pub const CREATED_BY: &str = "tally";
+
+/// Document kinds in the config store.
+pub mod kind {
+    pub const METRIC: &str = "billable_metric";
+    pub const PRODUCT: &str = "product";
+    pub const RATE_CARD: &str = "rate_card";
+    pub const RATE: &str = "rate";
+    pub const CUSTOMER: &str = "customer";
+    pub const CONTRACT: &str = "contract";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditTypeRef {
+    pub id: String,
+    pub name: String,
+}
+
+impl CreditTypeRef {
+    pub fn usd() -> Self {
+        CreditTypeRef {
+            id: USD_ID.into(),
+            name: USD_NAME.into(),
+        }
+    }
+}
+
+/// Resolves a `credit_type_id` (default USD cents). Only USD (cents) is supported so far.
+pub fn credit_type(id: Option<&str>) -> ApiResult<CreditTypeRef> {
+    match id {
+        None | Some(USD_ID) => Ok(CreditTypeRef::usd()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "credit type {other:?} is not supported; only USD (cents) ({USD_ID}) is available"
+        ))),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(doc: &Doc) -> ApiResult<T> {
+    serde_json::from_str(&doc.body)
+        .map_err(|e| ApiError::internal(format!("document {}: {e}", doc.id)))
+}
+
+pub fn encode<T: Serialize>(value: &T) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(ApiError::internal)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Billable metrics
+
+wire_enum!(AggregationType {
+    Count => "COUNT", Sum => "SUM", Max => "MAX", Unique => "UNIQUE", Latest => "LATEST",
+});
+
+impl AggregationType {
+    pub fn core(self) -> Aggregation {
+        match self {
+            AggregationType::Count => Aggregation::Count,
+            AggregationType::Sum => Aggregation::Sum,
+            AggregationType::Max => Aggregation::Max,
+            AggregationType::Unique => Aggregation::Unique,
+            AggregationType::Latest => Aggregation::Latest,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metric {
+    pub id: String,
+    pub name: String,
+    pub aggregation_type: AggregationType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type_filter: Option<EventTypeFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub property_filters: Vec<PropertyFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_keys: Vec<Vec<String>>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl Metric {
+    pub fn def(&self) -> MetricDef {
+        MetricDef {
+            id: self.id.clone(),
+            aggregation: self.aggregation_type.core(),
+            aggregation_key: self.aggregation_key.clone(),
+            event_type_filter: self.event_type_filter.clone(),
+            property_filters: self.property_filters.clone(),
+            group_keys: self.group_keys.clone(),
+        }
+    }
+}
+
+pub async fn load_metric_defs(stores: &Stores, env: Env) -> ApiResult<Vec<MetricDef>> {
+    let docs = stores
+        .config
+        .list_docs(env, kind::METRIC, None, ArchiveFilter::All, None)
+        .await?;
+    docs.iter()
+        .map(|d| decode::<Metric>(d).map(|m| m.def()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Products
+
+wire_enum!(ProductType {
+    Usage => "USAGE", Fixed => "FIXED", Composite => "COMPOSITE", Subscription => "SUBSCRIPTION",
+    ProfessionalService => "PROFESSIONAL_SERVICE", ProService => "PRO_SERVICE",
+});
+wire_enum!(ConversionOperation { Multiply => "MULTIPLY", Divide => "DIVIDE" });
+wire_enum!(RoundingMethod { RoundUp => "ROUND_UP", RoundDown => "ROUND_DOWN", RoundHalfUp => "ROUND_HALF_UP" });
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantityConversion {
+    pub conversion_factor: Dec,
+    pub operation: ConversionOperation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantityRounding {
+    pub decimal_places: u32,
+    pub rounding_method: RoundingMethod,
+}
+
+/// A product's attributes at one point of its history (`initial`, `current`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProductState {
+    pub created_at: Time,
+    pub created_by: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billable_metric_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing_group_key: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presentation_group_key: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity_conversion: Option<QuantityConversion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity_rounding: Option<QuantityRounding>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_refundable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starting_at: Option<Time>,
+}
+
+/// A scheduled change to a product. `Some(None)` clears conversion/rounding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProductUpdate {
+    pub created_at: Time,
+    pub created_by: String,
+    pub starting_at: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billable_metric_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing_group_key: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presentation_group_key: Option<Vec<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub quantity_conversion: Option<Option<QuantityConversion>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub quantity_rounding: Option<Option<QuantityRounding>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_refundable: Option<bool>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+pub mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+impl ProductState {
+    fn apply(&self, u: &ProductUpdate) -> ProductState {
+        let mut next = self.clone();
+        if let Some(v) = &u.name {
+            next.name = v.clone();
+        }
+        if let Some(v) = &u.billable_metric_id {
+            next.billable_metric_id = Some(v.clone());
+        }
+        if let Some(v) = &u.pricing_group_key {
+            next.pricing_group_key = Some(v.clone());
+        }
+        if let Some(v) = &u.presentation_group_key {
+            next.presentation_group_key = Some(v.clone());
+        }
+        if let Some(v) = &u.quantity_conversion {
+            next.quantity_conversion = v.clone();
+        }
+        if let Some(v) = &u.quantity_rounding {
+            next.quantity_rounding = v.clone();
+        }
+        if let Some(v) = &u.tags {
+            next.tags = v.clone();
+        }
+        if let Some(v) = u.is_refundable {
+            next.is_refundable = Some(v);
+        }
+        next.starting_at = Some(u.starting_at);
+        next.created_at = u.created_at;
+        next
+    }
+
+    fn core(&self) -> Option<CoreState> {
+        Some(CoreState {
+            metric_id: self.billable_metric_id.clone()?,
+            pricing_group_key: self.pricing_group_key.clone().unwrap_or_default(),
+            presentation_group_key: self.presentation_group_key.clone().unwrap_or_default(),
+            quantity_conversion: self.quantity_conversion.as_ref().map(|c| {
+                rating::QuantityConversion {
+                    conversion_factor: c.conversion_factor.0,
+                    operation: match c.operation {
+                        ConversionOperation::Multiply => rating::ConversionOperation::Multiply,
+                        ConversionOperation::Divide => rating::ConversionOperation::Divide,
+                    },
+                }
+            }),
+            quantity_rounding: self
+                .quantity_rounding
+                .as_ref()
+                .map(|r| rating::QuantityRounding {
+                    decimal_places: r.decimal_places,
+                    rounding_method: match r.rounding_method {
+                        RoundingMethod::RoundUp => rating::RoundingMethod::RoundUp,
+                        RoundingMethod::RoundDown => rating::RoundingMethod::RoundDown,
+                        RoundingMethod::RoundHalfUp => rating::RoundingMethod::RoundHalfUp,
+                    },
+                }),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub product_type: ProductType,
+    pub initial: ProductState,
+    /// Recomputed on every read (see [`Product::with_current`]); stored for completeness.
+    pub current: ProductState,
+    #[serde(default)]
+    pub updates: Vec<ProductUpdate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+impl Product {
+    /// Updates sorted by effective time (creation order among equals).
+    fn timeline(&self) -> Vec<&ProductUpdate> {
+        let mut updates: Vec<&ProductUpdate> = self.updates.iter().collect();
+        updates.sort_by_key(|u| u.starting_at);
+        updates
+    }
+
+    /// The state in effect at `t_ms`.
+    pub fn state_at(&self, t_ms: i64) -> ProductState {
+        let mut state = self.initial.clone();
+        for u in self
+            .timeline()
+            .into_iter()
+            .filter(|u| u.starting_at.0 <= t_ms)
+        {
+            state = state.apply(u);
+        }
+        state
+    }
+
+    pub fn with_current(mut self, now_ms: i64) -> Product {
+        self.current = self.state_at(now_ms);
+        self
+    }
+
+    /// Rating's view of a usage product; `None` for other product types.
+    pub fn rated(&self, now_ms: i64) -> Option<RatedProduct> {
+        if self.product_type != ProductType::Usage {
+            return None;
+        }
+        let mut versions = vec![(i64::MIN, self.initial.core()?)];
+        let mut state = self.initial.clone();
+        for u in self.timeline() {
+            state = state.apply(u);
+            versions.push((u.starting_at.0, state.core()?));
+        }
+        Some(RatedProduct {
+            product_id: self.id.clone(),
+            name: self.state_at(now_ms).name,
+            versions,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate cards and rates
+
+wire_enum!(RateType {
+    Flat => "FLAT", Percentage => "PERCENTAGE", Subscription => "SUBSCRIPTION", Tiered => "TIERED",
+    TieredPercentage => "TIERED_PERCENTAGE", Custom => "CUSTOM",
+});
+wire_enum!(BillingFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", Annual => "ANNUAL", Weekly => "WEEKLY" });
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateCardAlias {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending_before: Option<Time>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateCard {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<RateCardAlias>,
+    pub fiat_credit_type: CreditTypeRef,
+    #[serde(default)]
+    pub credit_type_conversions: Vec<serde_json::Value>,
+    pub created_at: Time,
+    pub created_by: String,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireTier {
+    pub price: Dec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Dec>,
+}
+
+/// A rate-card rate as stored (one schedule entry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateRecord {
+    pub rate_card_id: String,
+    pub product_id: String,
+    pub starting_at: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ending_before: Option<Time>,
+    pub entitled: bool,
+    pub rate_type: RateType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Dec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<WireTier>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pricing_group_values: BTreeMap<String, String>,
+    pub credit_type: CreditTypeRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_frequency: Option<BillingFrequency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_rate: Option<serde_json::Value>,
+}
+
+impl RateRecord {
+    pub fn price(&self) -> Option<Price> {
+        match self.rate_type {
+            RateType::Flat => self.price.map(|p| Price::Flat(p.0)),
+            RateType::Tiered => self.tiers.as_ref().map(|tiers| {
+                Price::Tiered(
+                    tiers
+                        .iter()
+                        .map(|t| Tier {
+                            price: t.price.0,
+                            size: t.size.map(|s| s.0),
+                        })
+                        .collect(),
+                )
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn core(&self) -> Option<rating::Rate> {
+        Some(rating::Rate {
+            product_id: self.product_id.clone(),
+            pricing_group_values: self.pricing_group_values.clone(),
+            starting_at_ms: self.starting_at.0,
+            ending_before_ms: self.ending_before.map(|t| t.0),
+            entitled: self.entitled,
+            price: self.price()?,
+        })
+    }
+
+    /// The `Rate` object of responses.
+    pub fn rate_json(&self) -> serde_json::Value {
+        let mut rate =
+            serde_json::json!({ "rate_type": self.rate_type, "credit_type": self.credit_type });
+        if let Some(p) = self.price {
+            rate["price"] = serde_json::to_value(p).unwrap_or_default();
+        }
+        if let Some(t) = &self.tiers {
+            rate["tiers"] = serde_json::to_value(t).unwrap_or_default();
+        }
+        if !self.pricing_group_values.is_empty() {
+            rate["pricing_group_values"] =
+                serde_json::to_value(&self.pricing_group_values).unwrap_or_default();
+        }
+        rate
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Customers
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub ingest_aliases: Vec<String>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    pub created_at: Time,
+    pub updated_at: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl Customer {
+    /// Every reference usage events may carry for this customer: its id and its aliases.
+    pub fn refs(&self) -> Vec<String> {
+        let mut refs = vec![self.id.clone()];
+        refs.extend(self.ingest_aliases.iter().cloned());
+        refs
+    }
+
+    /// The deprecated `external_id`: the first alias, else the id.
+    pub fn external_id(&self) -> &str {
+        self.ingest_aliases.first().map_or(&self.id, String::as_str)
+    }
+
+    /// The `Customer` shape (create and setName responses).
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "external_id": self.external_id(),
+            "ingest_aliases": self.ingest_aliases,
+            "name": self.name,
+            "custom_fields": self.custom_fields,
+        })
+    }
+
+    /// The `CustomerDetail` shape (get and list responses).
+    pub fn detail_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "external_id": self.external_id(),
+            "ingest_aliases": self.ingest_aliases,
+            "name": self.name,
+            "custom_fields": self.custom_fields,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "archived_at": self.archived_at,
+            "customer_config": { "salesforce_account_id": null },
+            "current_billable_status": { "value": "billable", "effective_at": null },
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contracts
+
+wire_enum!(ScheduleFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", Annual => "ANNUAL", Weekly => "WEEKLY" });
+wire_enum!(ScheduleDay { FirstOfMonth => "FIRST_OF_MONTH", ContractStart => "CONTRACT_START", CustomDate => "CUSTOM_DATE" });
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageStatementSchedule {
+    pub frequency: ScheduleFrequency,
+    pub day: ScheduleDay,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_anchor_date: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_generation_starting_at: Option<Time>,
+}
+
+impl UsageStatementSchedule {
+    pub fn core(&self) -> Schedule {
+        Schedule {
+            frequency: match self.frequency {
+                ScheduleFrequency::Monthly => Frequency::Monthly,
+                ScheduleFrequency::Quarterly => Frequency::Quarterly,
+                ScheduleFrequency::Annual => Frequency::Annual,
+                ScheduleFrequency::Weekly => Frequency::Weekly,
+            },
+            day: match self.day {
+                ScheduleDay::FirstOfMonth => AnchorDay::FirstOfMonth,
+                ScheduleDay::ContractStart => AnchorDay::ContractStart,
+                ScheduleDay::CustomDate => AnchorDay::CustomDate,
+            },
+            billing_anchor_ms: self.billing_anchor_date.map(|t| t.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contract {
+    pub id: String,
+    pub customer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub starting_at: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ending_before: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_card_id: Option<String>,
+    pub usage_statement_schedule: UsageStatementSchedule,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uniqueness_key: Option<String>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_payment_terms_days: Option<Dec>,
+    pub created_at: Time,
+    pub created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl Contract {
+    pub fn schedule(&self) -> Schedule {
+        self.usage_statement_schedule.core()
+    }
+
+    fn schedule_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "frequency": self.usage_statement_schedule.frequency,
+            "billing_anchor_date": Time(self.schedule().anchor_ms(self.starting_at.0)),
+        })
+    }
+
+    /// The terms shared by v1 `initial`/`current` and the flat v2 shape.
+    fn terms_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "starting_at": self.starting_at,
+            "ending_before": self.ending_before,
+            "name": self.name,
+            "rate_card_id": self.rate_card_id,
+            "usage_statement_schedule": self.schedule_json(),
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "net_payment_terms_days": self.net_payment_terms_days,
+            "commits": [], "credits": [], "overrides": [], "scheduled_charges": [],
+            "transitions": [], "recurring_commits": [], "recurring_credits": [],
+        })
+    }
+
+    pub fn v1_json(&self) -> serde_json::Value {
+        let terms = self.terms_json();
+        serde_json::json!({
+            "id": self.id,
+            "customer_id": self.customer_id,
+            "initial": terms,
+            "current": terms,
+            "amendments": [],
+            "uniqueness_key": self.uniqueness_key,
+            "custom_fields": self.custom_fields,
+            "archived_at": self.archived_at,
+        })
+    }
+
+    pub fn v2_json(&self) -> serde_json::Value {
+        let mut v = self.terms_json();
+        let extra = serde_json::json!({
+            "id": self.id,
+            "customer_id": self.customer_id,
+            "usage_filter": [],
+            "subscriptions": [],
+            "uniqueness_key": self.uniqueness_key,
+            "custom_fields": self.custom_fields,
+            "archived_at": self.archived_at,
+            "multiplier_override_prioritization": "LOWEST_MULTIPLIER",
+        });
+        if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
+        v
+    }
+}

@@ -1,0 +1,611 @@
+//! The SQLite backend: the embedded default (`sqlite://tally.db`, created if missing, WAL mode).
+//!
+//! Durability: `synchronous = FULL`, so a committed ingest transaction survives a crash; group
+//! commit (see `crate::ingest`) amortises the fsync over many requests. Write transactions start
+//! with `BEGIN IMMEDIATE` so a reader never has to upgrade to a writer mid-transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::rating::UsageRow;
+
+use super::*;
+
+/// Row-batching sizes for multi-row statements: few distinct SQL shapes keep the statement cache hot.
+const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Splits `n` rows into chunk sizes drawn from [`CHUNKS`].
+fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in CHUNKS {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
+fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut start = 0;
+    chunk_sizes(items.len()).into_iter().map(move |size| {
+        let chunk = &items[start..start + size];
+        start += size;
+        chunk
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn doc_from_row(row: &sqlx::sqlite::SqliteRow) -> Doc {
+    Doc {
+        seq: row.get("seq"),
+        id: row.get("id"),
+        parent_id: row.get("parent_id"),
+        archived: row.get::<i64, _>("archived") != 0,
+        created_ms: row.get("created_ms"),
+        body: row.get("body"),
+    }
+}
+
+async fn insert_doc(
+    conn: &mut sqlx::SqliteConnection,
+    env: Env,
+    doc: &NewDoc<'_>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO documents (env, kind, id, parent_id, unique_key, created_ms, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(env.as_str())
+    .bind(doc.kind)
+    .bind(doc.id)
+    .bind(doc.parent_id)
+    .bind(doc.unique_key)
+    .bind(doc.created_ms)
+    .bind(&doc.body)
+    .execute(conn)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        true => StoreError::Conflict(format!("{} {} already exists", doc.kind, doc.id)),
+        false => e.into(),
+    })?;
+    Ok(())
+}
+
+async fn insert_aliases(
+    conn: &mut sqlx::SqliteConnection,
+    env: Env,
+    customer_id: &str,
+    aliases: &[String],
+) -> StoreResult<()> {
+    for alias in aliases {
+        sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES (?, ?, ?)")
+            .bind(env.as_str())
+            .bind(alias)
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match is_unique_violation(&e) {
+                true => StoreError::Conflict(format!("ingest alias {alias:?} is already in use")),
+                false => e.into(),
+            })?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ConfigStore for SqliteStore {
+    async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for doc in docs {
+            insert_doc(&mut tx, env, doc).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_doc(&self, env: Env, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let row = sqlx::query("SELECT * FROM documents WHERE env = ? AND kind = ? AND id = ?")
+            .bind(env.as_str())
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(doc_from_row))
+    }
+
+    async fn update_doc(
+        &self,
+        env: Env,
+        kind: &str,
+        id: &str,
+        body: &str,
+        archived: bool,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE documents SET body = ?, archived = ? WHERE env = ? AND kind = ? AND id = ?",
+        )
+        .bind(body)
+        .bind(i64::from(archived))
+        .bind(env.as_str())
+        .bind(kind)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_docs(
+        &self,
+        env: Env,
+        kind: &str,
+        parent_id: Option<&str>,
+        filter: ArchiveFilter,
+        page: Option<PageReq>,
+    ) -> StoreResult<Vec<Doc>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM documents WHERE env = ");
+        q.push_bind(env.as_str())
+            .push(" AND kind = ")
+            .push_bind(kind);
+        if let Some(parent) = parent_id {
+            q.push(" AND parent_id = ").push_bind(parent);
+        }
+        match filter {
+            ArchiveFilter::Active => q.push(" AND archived = 0"),
+            ArchiveFilter::Archived => q.push(" AND archived = 1"),
+            ArchiveFilter::All => &mut q,
+        };
+        if let Some(p) = page {
+            q.push(" AND seq > ").push_bind(p.after);
+        }
+        q.push(" ORDER BY seq");
+        if let Some(p) = page {
+            q.push(" LIMIT ").push_bind(p.limit);
+        }
+        let rows = q.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(doc_from_row).collect())
+    }
+
+    async fn insert_customer(
+        &self,
+        env: Env,
+        doc: NewDoc<'_>,
+        aliases: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_doc(&mut tx, env, &doc).await?;
+        insert_aliases(&mut tx, env, doc.id, aliases).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_customer_aliases(
+        &self,
+        env: Env,
+        id: &str,
+        aliases: &[String],
+        body: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM customer_aliases WHERE env = ? AND customer_id = ?")
+            .bind(env.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_aliases(&mut tx, env, id, aliases).await?;
+        sqlx::query("UPDATE documents SET body = ? WHERE env = ? AND kind = 'customer' AND id = ?")
+            .bind(body)
+            .bind(env.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn customer_by_alias(&self, env: Env, alias: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = ? AND alias = ?",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// A partial's storage key: the `PartialKey` plus its environment, with groups as canonical JSON.
+type RowKey = (Env, String, String, i64, String);
+
+fn row_key(env: Env, key: &PartialKey) -> StoreResult<RowKey> {
+    let groups =
+        serde_json::to_string(&key.groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((
+        env,
+        key.customer_ref.clone(),
+        key.metric_id.clone(),
+        key.hour_ms,
+        groups,
+    ))
+}
+
+fn decode_acc(text: &str) -> StoreResult<Accumulator> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("accumulator: {e}")))
+}
+
+fn encode_acc(acc: &Accumulator) -> StoreResult<String> {
+    serde_json::to_string(acc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Claims dedupe keys; returns the set of keys this transaction inserted.
+async fn claim_keys(
+    conn: &mut sqlx::SqliteConnection,
+    items: &[IngestItem],
+    now_ms: i64,
+) -> StoreResult<std::collections::HashSet<(Env, String)>> {
+    let mut claimed = std::collections::HashSet::new();
+    for chunk in chunks(items) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO dedupe (env, transaction_id, recorded_ms) ");
+        q.push_values(chunk, |mut b, item| {
+            b.push_bind(item.env.as_str())
+                .push_bind(&item.transaction_id)
+                .push_bind(now_ms);
+        });
+        q.push(" ON CONFLICT DO NOTHING RETURNING env, transaction_id");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            let env: String = row.get(0);
+            let env = Env::parse(&env).ok_or_else(|| StoreError::Corrupt(env.clone()))?;
+            claimed.insert((env, row.get::<String, _>(1)));
+        }
+    }
+    Ok(claimed)
+}
+
+async fn load_partials(
+    conn: &mut sqlx::SqliteConnection,
+    keys: &[RowKey],
+) -> StoreResult<HashMap<RowKey, Accumulator>> {
+    let mut out = HashMap::new();
+    for chunk in chunks(keys) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT env, customer_ref, metric_id, hour_ms, groups, acc FROM usage_hourly
+             WHERE (env, customer_ref, metric_id, hour_ms, groups) IN (",
+        );
+        q.push_values(chunk, |mut b, k| {
+            b.push_bind(k.0.as_str())
+                .push_bind(&k.1)
+                .push_bind(&k.2)
+                .push_bind(k.3)
+                .push_bind(&k.4);
+        });
+        q.push(")");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            let env: String = row.get(0);
+            let env = Env::parse(&env).ok_or_else(|| StoreError::Corrupt(env.clone()))?;
+            let key = (env, row.get(1), row.get(2), row.get(3), row.get(4));
+            out.insert(key, decode_acc(row.get(5))?);
+        }
+    }
+    Ok(out)
+}
+
+async fn upsert_partials(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(RowKey, String)],
+) -> StoreResult<()> {
+    for chunk in chunks(rows) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc) ",
+        );
+        q.push_values(chunk, |mut b, (k, acc)| {
+            b.push_bind(k.0.as_str())
+                .push_bind(&k.1)
+                .push_bind(&k.2)
+                .push_bind(k.3)
+                .push_bind(&k.4)
+                .push_bind(acc);
+        });
+        q.push(
+            " ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Folds each accepted item's contributions into `partials`, all or nothing per item.
+fn fold_items(
+    items: &[IngestItem],
+    outcomes: &mut [ItemOutcome],
+    partials: &mut HashMap<RowKey, Accumulator>,
+    touched: &mut BTreeMap<RowKey, ()>,
+) -> StoreResult<()> {
+    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
+        if *outcome != ItemOutcome::Accepted {
+            continue;
+        }
+        let mut staged: Vec<(RowKey, Accumulator)> = Vec::with_capacity(item.contributions.len());
+        let mut failed = None;
+        for (key, acc) in &item.contributions {
+            let rk = row_key(item.env, key)?;
+            let current = staged
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == rk)
+                .map(|(_, a)| a.clone())
+                .or_else(|| partials.get(&rk).cloned());
+            let merged = match current {
+                None => Ok(acc.clone()),
+                Some(mut cur) => cur.merge(acc).map(|()| cur),
+            };
+            match merged {
+                Ok(m) => staged.push((rk, m)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => *outcome = ItemOutcome::Rejected(format!("event not counted: {e}")),
+            None => {
+                for (rk, acc) in staged {
+                    touched.insert(rk.clone(), ());
+                    partials.insert(rk, acc);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn commit_ingest(
+        &self,
+        items: &[IngestItem],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        let mut tx = self.begin_write().await?;
+        let mut claimed = claim_keys(&mut tx, items, now_ms).await?;
+        // The first item of each newly claimed key is accepted; any repeat is a duplicate.
+        let mut outcomes: Vec<ItemOutcome> = items
+            .iter()
+            .map(
+                |item| match claimed.remove(&(item.env, item.transaction_id.clone())) {
+                    true => ItemOutcome::Accepted,
+                    false => ItemOutcome::Duplicate,
+                },
+            )
+            .collect();
+        let mut keys: Vec<RowKey> = Vec::new();
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            if *outcome == ItemOutcome::Accepted {
+                for (key, _) in &item.contributions {
+                    keys.push(row_key(item.env, key)?);
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let mut partials = load_partials(&mut tx, &keys).await?;
+        let mut touched = BTreeMap::new();
+        fold_items(items, &mut outcomes, &mut partials, &mut touched)?;
+        // An item refused at merge gives its dedupe key back, so a corrected retry can land.
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            if matches!(outcome, ItemOutcome::Rejected(_)) {
+                sqlx::query("DELETE FROM dedupe WHERE env = ? AND transaction_id = ?")
+                    .bind(item.env.as_str())
+                    .bind(&item.transaction_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let mut rows = Vec::with_capacity(touched.len());
+        for key in touched.into_keys() {
+            let acc = encode_acc(&partials[&key])?;
+            rows.push((key, acc));
+        }
+        upsert_partials(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn usage_rows(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly WHERE env = ",
+        );
+        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
+        let mut sep = q.separated(", ");
+        for r in customer_refs {
+            sep.push_bind(r);
+        }
+        q.push(") AND metric_id IN (");
+        let mut sep = q.separated(", ");
+        for m in metric_ids {
+            sep.push_bind(m);
+        }
+        q.push(") AND hour_ms >= ")
+            .push_bind(from_ms)
+            .push(" AND hour_ms < ")
+            .push_bind(to_ms);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let groups: String = row.get(2);
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: serde_json::from_str(&groups)
+                        .map_err(|e| StoreError::Corrupt(format!("groups: {e}")))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM dedupe WHERE recorded_ms < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn invoice_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<InvoiceRow> {
+    let status: String = row.get("status");
+    Ok(InvoiceRow {
+        id: row.get("id"),
+        contract_id: row.get("contract_id"),
+        customer_id: row.get("customer_id"),
+        period_start_ms: row.get("period_start_ms"),
+        period_end_ms: row.get("period_end_ms"),
+        status: InvoiceStatus::parse(&status).ok_or(StoreError::Corrupt(status))?,
+        body: row.get("body"),
+    })
+}
+
+#[async_trait]
+impl InvoiceStore for SqliteStore {
+    async fn ensure_invoices(&self, env: Env, rows: &[InvoiceRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in chunks(rows) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO invoices (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(env.as_str())
+                    .push_bind(&r.id)
+                    .push_bind(&r.contract_id)
+                    .push_bind(&r.customer_id)
+                    .push_bind(r.period_start_ms)
+                    .push_bind(r.period_end_ms)
+                    .push_bind(InvoiceStatus::Draft.as_str());
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn invoices_for_contract(
+        &self,
+        env: Env,
+        contract_id: &str,
+    ) -> StoreResult<Vec<InvoiceRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM invoices WHERE env = ? AND contract_id = ? ORDER BY period_start_ms",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(invoice_from_row).collect()
+    }
+
+    async fn invoice(&self, env: Env, id: &str) -> StoreResult<Option<InvoiceRow>> {
+        let row = sqlx::query("SELECT * FROM invoices WHERE env = ? AND id = ?")
+            .bind(env.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(invoice_from_row).transpose()
+    }
+
+    async fn transition_invoice(
+        &self,
+        env: Env,
+        id: &str,
+        from: InvoiceStatus,
+        to: InvoiceStatus,
+        body: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE invoices SET status = ?, body = ? WHERE env = ? AND id = ? AND status = ?",
+        )
+        .bind(to.as_str())
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert_token(&self, hash: &str, env: Env, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tokens (hash, env, created_ms) VALUES (?, ?, ?)")
+            .bind(hash)
+            .bind(env.as_str())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_env(&self, hash: &str) -> StoreResult<Option<Env>> {
+        let env: Option<String> = sqlx::query_scalar("SELECT env FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(env.as_deref().and_then(Env::parse))
+    }
+
+    async fn token_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

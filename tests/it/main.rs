@@ -1,0 +1,3 @@
+//! Tally's end-to-end tests: one integration binary, one module per area.
+
+mod sdk_python;

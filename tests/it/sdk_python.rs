@@ -1,0 +1,39 @@
+//! Metronome's official Python SDK (`metronome-sdk` 4.12.0), unmodified except for `base_url`,
+//! drives the quickstart against a real `tally serve`: `tests/sdk/quickstart.py` asserts exact
+//! invoice numbers and exits non-zero on the first mismatch.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tally_tests::{python_sdk_ready, run_with_timeout, workspace_root, TallyServer};
+
+/// Generous: the script makes a few dozen local requests; the SDK's own per-request timeout is 60 s.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[test]
+fn python_sdk_quickstart() {
+    python_sdk_ready();
+    let server = TallyServer::start();
+
+    let mut cmd = Command::new("python3");
+    cmd.arg("tests/sdk/quickstart.py")
+        .current_dir(workspace_root())
+        .env("TALLY_BASE_URL", server.base_url())
+        .env("TALLY_TOKEN", server.token())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        // The script passes base_url and bearer_token explicitly; make sure nothing else leaks in.
+        .env_remove("METRONOME_BASE_URL")
+        .env_remove("METRONOME_BEARER_TOKEN");
+    let out = run_with_timeout(&mut cmd, SCRIPT_TIMEOUT);
+
+    assert!(
+        out.status.success(),
+        "tests/sdk/quickstart.py failed with {}\n--- script stdout ---\n{}\n--- script stderr ---\n{}\n\
+         --- server output (last lines) ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+}

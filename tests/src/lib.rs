@@ -1,0 +1,398 @@
+//! Shared harness for Tally's end-to-end tests: start a real `tally serve` process on an ephemeral
+//! port with a fresh database, and hand out its base URL and an API token.
+//!
+//! How a server is started ([`TallyServer::start`] / [`TallyServer::start_with`]):
+//! 1. The binary is `$TALLY_BIN` if set, else `<workspace root>/target/debug/tally` (the tests do
+//!    not build it: run `cargo build -p tally-central` first).
+//! 2. A temporary directory holds the SQLite database `sqlite://<tmp>/tally.db`; it is deleted when
+//!    the [`TallyServer`] is dropped.
+//! 3. `tally token create --env sandbox --database <db>` mints a sandbox API token: the last
+//!    non-empty line of its stdout.
+//! 4. `tally serve --listen 127.0.0.1:0 --database <db> [extra args]` is spawned; the harness reads
+//!    its stdout until the line `listening on http://127.0.0.1:PORT` and takes the URL from it
+//!    (30 s time limit). Both output pipes keep being drained by background threads so the child
+//!    never blocks on a full pipe; the last lines are kept for failure messages ([`TallyServer::logs`]).
+//! 5. Dropping the [`TallyServer`] kills and reaps the child.
+//!
+//! [`python_sdk_ready`] makes sure Metronome's official Python SDK (`metronome-sdk` 4.12.0) is
+//! importable by `python3`, installing it with pip if needed, for the SDK compatibility tests.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to print its listening line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `tally token create` may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The Python SDK version the compatibility tests are written against.
+pub const PYTHON_SDK_VERSION: &str = "4.12.0";
+/// Server output lines kept for failure messages.
+const LOG_LINES_KEPT: usize = 2_000;
+/// The marker `tally serve` prints once bound.
+const LISTENING_MARKER: &str = "listening on http://";
+
+/// The Cargo workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The `tally` binary under test: `$TALLY_BIN`, else `<workspace root>/target/debug/tally`.
+/// Panics with build instructions if it does not exist.
+pub fn tally_bin() -> PathBuf {
+    let path = match std::env::var_os("TALLY_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root()
+            .join("target")
+            .join("debug")
+            .join(format!("tally{}", std::env::consts::EXE_SUFFIX)),
+    };
+    assert!(
+        path.is_file(),
+        "tally binary not found at {}: run `cargo build -p tally-central` first \
+         (or set TALLY_BIN to the binary to test)",
+        path.display()
+    );
+    path
+}
+
+/// A running `tally serve` with its own fresh database. Killed on drop.
+pub struct TallyServer {
+    base_url: String,
+    token: String,
+    database_url: String,
+    child: Child,
+    logs: Arc<Mutex<VecDeque<String>>>,
+    // Dropped after the child is killed (fields drop after `Drop::drop` runs).
+    tempdir: TempDir,
+}
+
+impl TallyServer {
+    /// Starts a server with default settings. Panics (with the server's output) on failure.
+    pub fn start() -> TallyServer {
+        TallyServer::start_with(&[], &[])
+    }
+
+    /// Starts a server with extra `tally serve` arguments (e.g. `["--invoice-grace-hours", "0"]`)
+    /// and extra environment variables (set for both `tally token create` and `tally serve`).
+    pub fn start_with(extra_args: &[&str], extra_env: &[(&str, &str)]) -> TallyServer {
+        let bin = tally_bin();
+        let tempdir = tempfile::Builder::new()
+            .prefix("tally-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let database_url = format!("sqlite://{}/tally.db", tempdir.path().display());
+
+        let token = create_token(&bin, &database_url, tempdir.path(), extra_env);
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--database", &database_url])
+            .args(extra_args)
+            .current_dir(tempdir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {} serve: {e}", bin.display()));
+
+        let logs = Arc::new(Mutex::new(VecDeque::new()));
+        let stdout = child.stdout.take().expect("child stdout is piped");
+        let stderr = child.stderr.take().expect("child stderr is piped");
+        let (url_tx, url_rx) = mpsc::channel::<String>();
+        spawn_stdout_reader(stdout, Arc::clone(&logs), url_tx);
+        spawn_log_reader(stderr, "stderr", Arc::clone(&logs));
+
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let base_url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match url_rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(url) => break url,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the readers a moment to collect the last output.
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "tally serve exited with {status} before printing {LISTENING_MARKER:?}\n\
+                     command: {cmd:?}\n--- server output ---\n{}",
+                    snapshot(&logs)
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tally serve did not print {LISTENING_MARKER:?} within {}s\n\
+                     command: {cmd:?}\n--- server output ---\n{}",
+                    STARTUP_TIMEOUT.as_secs(),
+                    snapshot(&logs)
+                );
+            }
+        };
+
+        TallyServer {
+            base_url,
+            token,
+            database_url,
+            child,
+            logs,
+            tempdir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `base_url` + `path` (path starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A sandbox API token for `Authorization: Bearer`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The `sqlite://...` URL of this server's database.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The temporary directory holding the database (deleted on drop).
+    pub fn data_dir(&self) -> &Path {
+        self.tempdir.path()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines the server wrote to stdout and stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        snapshot(&self.logs)
+    }
+}
+
+impl Drop for TallyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tally token create --env sandbox --database <db>`; the token is the last non-empty
+/// stdout line.
+fn create_token(bin: &Path, database_url: &str, dir: &Path, extra_env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "token",
+        "create",
+        "--env",
+        "sandbox",
+        "--database",
+        database_url,
+    ])
+    .current_dir(dir);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = run_with_timeout(&mut cmd, TOKEN_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`tally token create` failed with {}\ncommand: {cmd:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    let token = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_else(|| {
+            panic!("`tally token create` printed no token\n--- stderr ---\n{stderr}")
+        });
+    token.to_string()
+}
+
+/// Reads server stdout line by line: sends the URL of the first listening line, keeps every line
+/// in the log, and drains until the pipe closes.
+fn spawn_stdout_reader(
+    stdout: ChildStdout,
+    logs: Arc<Mutex<VecDeque<String>>>,
+    url_tx: mpsc::Sender<String>,
+) {
+    thread::spawn(move || {
+        let mut url_tx = Some(url_tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = url_tx.as_ref() {
+                if let Some(url) = listening_url(&line) {
+                    let _ = tx.send(url);
+                    url_tx = None;
+                }
+            }
+            push_log(&logs, "stdout", &line);
+        }
+    });
+}
+
+/// Drains a pipe into the log until it closes.
+fn spawn_log_reader<R: Read + Send + 'static>(
+    pipe: R,
+    stream: &'static str,
+    logs: Arc<Mutex<VecDeque<String>>>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            push_log(&logs, stream, &line);
+        }
+    });
+}
+
+/// The `http://host:port` URL in a `listening on http://...` line.
+fn listening_url(line: &str) -> Option<String> {
+    let at = line.find(LISTENING_MARKER)?;
+    let url = line[at + "listening on ".len()..]
+        .split_whitespace()
+        .next()?
+        .trim_end_matches('/');
+    Some(url.to_string())
+}
+
+fn push_log(logs: &Mutex<VecDeque<String>>, stream: &str, line: &str) {
+    let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+    if logs.len() == LOG_LINES_KEPT {
+        logs.pop_front();
+    }
+    logs.push_back(format!("[{stream}] {line}"));
+}
+
+fn snapshot(logs: &Mutex<VecDeque<String>>) -> String {
+    let logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+    logs.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a command to completion with stdout and stderr captured, killing it and panicking (with
+/// what it printed so far) if it takes longer than `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let stdout = collect(child.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + timeout;
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = String::from_utf8_lossy(&join(stdout)).into_owned();
+                let err = String::from_utf8_lossy(&join(stderr)).into_owned();
+                panic!(
+                    "{cmd:?} did not finish within {}s\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+                    timeout.as_secs()
+                );
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("cannot wait for {cmd:?}: {e}"),
+        }
+    };
+    Output {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+    }
+}
+
+fn collect<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn join(handle: thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    handle.join().unwrap_or_default()
+}
+
+/// Makes sure `python3` can import Metronome's official SDK at [`PYTHON_SDK_VERSION`], installing
+/// it with `python3 -m pip install -q metronome-sdk==4.12.0` if not. Panics with pip's output if
+/// the install fails. Runs at most once per test process.
+pub fn python_sdk_ready() {
+    static READY: Once = Once::new();
+    READY.call_once(|| {
+        let check = format!(
+            "import metronome, sys; sys.exit(0 if metronome.__version__ == {PYTHON_SDK_VERSION:?} else 1)"
+        );
+        let ok = Command::new("python3")
+            .args(["-c", &check])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        let spec = format!("metronome-sdk=={PYTHON_SDK_VERSION}");
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", &spec])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `python3 -m pip install {spec}`: {e}"));
+        assert!(
+            out.status.success(),
+            "`python3 -m pip install -q {spec}` failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_url;
+
+    #[test]
+    fn parses_the_listening_line() {
+        assert_eq!(
+            listening_url("listening on http://127.0.0.1:43117").as_deref(),
+            Some("http://127.0.0.1:43117")
+        );
+        assert_eq!(
+            listening_url(
+                "2024-10-01T00:00:00Z INFO tally: listening on http://127.0.0.1:8080/ (sandbox)"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(listening_url("starting up"), None);
+    }
+}
