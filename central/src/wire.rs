@@ -111,10 +111,10 @@ mod tests {
 
     #[test]
     fn decimals_round_trip_exactly() {
-        let d: Dec = serde_json::from_str("0.1000000000000000055511151231257827").unwrap();
+        let d: Dec = serde_json::from_str("1234567890.123456789012345678").unwrap();
         assert_eq!(
             serde_json::to_string(&d).unwrap(),
-            "0.1000000000000000055511151231257827"
+            "1234567890.123456789012345678"
         );
         let d: Dec = serde_json::from_str("\"94500.00\"").unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), "94500");
