@@ -48,7 +48,13 @@ struct CreateProduct {
 }
 
 /// Checks a usage product's rating attributes against its metric.
-async fn check_usage_state(st: &AppState, env: Env, state: &ProductState) -> ApiResult<()> {
+/// `new_metric`: the metric is being attached now, so an archived one is refused.
+async fn check_usage_state(
+    st: &AppState,
+    env: Env,
+    state: &ProductState,
+    new_metric: bool,
+) -> ApiResult<()> {
     let metric_id = state.billable_metric_id.as_deref().ok_or_else(|| {
         ApiError::bad_request("billable_metric_id is required for USAGE products")
     })?;
@@ -57,8 +63,13 @@ async fn check_usage_state(st: &AppState, env: Env, state: &ProductState) -> Api
         .config
         .get_doc(env, kind::METRIC, metric_id)
         .await?
-        .ok_or_else(|| ApiError::bad_request(format!("billable metric {metric_id} not found")))?;
+        .ok_or_else(|| ApiError::not_found("billable metric"))?;
     let metric: Metric = decode(&doc)?;
+    if metric.archived_at.is_some() && new_metric {
+        return Err(ApiError::bad_request(
+            "an archived billable metric cannot be attached to a product",
+        ));
+    }
     let grain = metric.def().grain();
     let keys = state
         .pricing_group_key
@@ -110,7 +121,7 @@ async fn create(
         starting_at: None,
     };
     if req.product_type == ProductType::Usage {
-        check_usage_state(&st, env, &state).await?;
+        check_usage_state(&st, env, &state, true).await?;
     }
     let product = Product {
         id: new_id(),
@@ -235,11 +246,12 @@ async fn update(
         tags: req.tags,
         is_refundable: req.is_refundable,
     };
+    let new_metric = u.billable_metric_id.is_some();
     product.updates.push(u);
     if product.product_type == ProductType::Usage {
         // Every version from the update on must still be rateable.
-        check_usage_state(&st, env, &product.state_at(req.starting_at.0)).await?;
-        check_usage_state(&st, env, &product.state_at(i64::MAX)).await?;
+        check_usage_state(&st, env, &product.state_at(req.starting_at.0), new_metric).await?;
+        check_usage_state(&st, env, &product.state_at(i64::MAX), new_metric).await?;
     }
     let product = product.with_current(st.now_ms());
     st.stores
