@@ -1,3 +1,4 @@
 //! Tally's end-to-end tests: one integration binary, one module per area.
 
+mod golden;
 mod sdk_python;
