@@ -363,6 +363,10 @@ wire_enum!(BillingFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", An
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateCardAlias {
     pub name: String,
+    /// When the alias was given to this card (set by the server, never shown): an alias resolves
+    /// to the card it was most recently assigned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,6 +390,34 @@ pub struct RateCard {
     pub custom_fields: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+}
+
+impl RateCard {
+    /// Stamps aliases new to this card with `now`; kept aliases keep their assignment time.
+    pub fn assign_aliases(&mut self, mut aliases: Vec<RateCardAlias>, now_ms: i64) {
+        for alias in &mut aliases {
+            let kept = self.aliases.iter().find(|old| old.name == alias.name);
+            alias.assigned_at = Some(kept.and_then(|old| old.assigned_at).unwrap_or(Time(now_ms)));
+        }
+        self.aliases = aliases;
+    }
+
+    /// The `RateCard` response shape (internal alias bookkeeping removed).
+    pub fn api_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(aliases) = v
+            .get_mut("aliases")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for a in aliases
+                .iter_mut()
+                .filter_map(serde_json::Value::as_object_mut)
+            {
+                a.remove("assigned_at");
+            }
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -131,27 +131,31 @@ fn schedule_from(input: Option<ScheduleInput>) -> ApiResult<UsageStatementSchedu
     })
 }
 
-/// Resolves a rate card alias as of `at`: the card it was most recently assigned to.
+/// Resolves a rate card alias as of `at`: among cards holding it then, the one it was most
+/// recently assigned to.
 async fn rate_card_by_alias(st: &AppState, env: Env, alias: &str, at: i64) -> ApiResult<RateCard> {
     let docs = st
         .stores
         .config
         .list_docs(env, kind::RATE_CARD, None, ArchiveFilter::All, None)
         .await?;
-    let mut found = None;
-    for doc in docs.iter().rev() {
+    let mut best: Option<(Option<Time>, RateCard)> = None;
+    for doc in &docs {
         let card: RateCard = decode(doc)?;
-        let active = card.aliases.iter().any(|a| {
+        let holding = card.aliases.iter().find(|a| {
             a.name == alias
                 && a.starting_at.is_none_or(|s| s.0 <= at)
                 && a.ending_before.is_none_or(|e| at < e.0)
         });
-        if active {
-            found = Some(card);
-            break;
+        // Later documents win ties, so `>=` keeps the most recently created among equals.
+        if let Some(a) = holding {
+            if best.as_ref().is_none_or(|(t, _)| a.assigned_at >= *t) {
+                best = Some((a.assigned_at, card));
+            }
         }
     }
-    found.ok_or_else(|| ApiError::not_found(&format!("rate card with alias {alias:?}")))
+    best.map(|(_, card)| card)
+        .ok_or_else(|| ApiError::not_found(&format!("rate card with alias {alias:?}")))
 }
 
 async fn create(

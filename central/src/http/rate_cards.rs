@@ -78,11 +78,11 @@ async fn create(
         ));
     }
     let now = st.now_ms();
-    let card = RateCard {
+    let mut card = RateCard {
         id: new_id(),
         name: req.name,
         description: req.description,
-        aliases: req.aliases,
+        aliases: Vec::new(),
         fiat_credit_type: credit_type(req.fiat_credit_type_id.as_deref())?,
         credit_type_conversions: Vec::new(),
         created_at: Time(now),
@@ -90,6 +90,7 @@ async fn create(
         custom_fields: req.custom_fields,
         archived_at: None,
     };
+    card.assign_aliases(req.aliases, now);
     let doc = NewDoc {
         kind: kind::RATE_CARD,
         id: &card.id,
@@ -123,7 +124,7 @@ async fn retrieve(
     Body(req): Body<GetReq>,
 ) -> ApiResult<Json<Value>> {
     let card = load_rate_card(&st, env, &req.id).await?;
-    Ok(Json(json!({ "data": card })))
+    Ok(Json(json!({ "data": card.api_json() })))
 }
 
 async fn list(
@@ -150,12 +151,7 @@ async fn list(
         .await?;
     let items = docs
         .iter()
-        .map(|d| {
-            Ok((
-                d.seq,
-                serde_json::to_value(decode::<RateCard>(d)?).map_err(ApiError::internal)?,
-            ))
-        })
+        .map(|d| Ok((d.seq, decode::<RateCard>(d)?.api_json())))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(keyset_page(items, page.limit))
 }
@@ -190,7 +186,7 @@ async fn update(
     }
     if let Some(aliases) = req.aliases {
         check_aliases(&aliases)?;
-        card.aliases = aliases;
+        card.assign_aliases(aliases, st.now_ms());
     }
     st.stores
         .config

@@ -1,1 +1,9 @@
 //! In-process HTTP tests of the central router: one integration binary, one module per area.
+
+mod support;
+
+mod conventions;
+mod ingest;
+mod invoices;
+mod isolation;
+mod resources;
