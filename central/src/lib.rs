@@ -60,6 +60,16 @@ impl Clock for FixedClock {
     }
 }
 
+/// A secret that never appears in logs or `Debug` output.
+#[derive(Clone, Default)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// Service settings that handlers and jobs read.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -67,6 +77,8 @@ pub struct Settings {
     pub invoice_grace_ms: i64,
     /// How often the finalization and pruning job runs.
     pub job_interval: Duration,
+    /// The key edge Workers sign batches with; the internal endpoints are off without it.
+    pub edge_hmac_key: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -74,6 +86,7 @@ impl Default for Settings {
         Settings {
             invoice_grace_ms: 24 * tally_core::time::HOUR_MS,
             job_interval: Duration::from_secs(60),
+            edge_hmac_key: None,
         }
     }
 }

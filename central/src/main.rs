@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tally_central::store::{self, Env};
-use tally_central::{auth, billing, http, AppState, Clock, Settings, SystemClock};
+use tally_central::{auth, billing, http, AppState, Clock, Secret, Settings, SystemClock};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,9 @@ enum Command {
         /// Seconds between runs of the finalization and pruning job.
         #[arg(long, env = "TALLY_JOB_INTERVAL_SECS", default_value_t = 60)]
         job_interval_secs: u64,
+        /// Shared secret edge Workers sign batches with (enables the internal edge endpoints).
+        #[arg(long, env = "TALLY_EDGE_HMAC_KEY", hide_env_values = true)]
+        edge_hmac_key: Option<String>,
     },
     /// Manage API tokens.
     Token {
@@ -93,10 +96,12 @@ async fn main() -> anyhow::Result<()> {
             database,
             invoice_grace_hours,
             job_interval_secs,
+            edge_hmac_key,
         } => {
             let settings = Settings {
                 invoice_grace_ms: i64::from(invoice_grace_hours) * tally_core::time::HOUR_MS,
                 job_interval: Duration::from_secs(job_interval_secs.max(1)),
+                edge_hmac_key: edge_hmac_key.map(|k| Secret(k.into_bytes())),
             };
             serve(listen, &database, settings).await
         }

@@ -16,6 +16,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod accumulate;
+pub mod batch;
 pub mod decimal;
 pub mod event;
 pub mod ingest;

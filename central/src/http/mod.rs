@@ -7,6 +7,7 @@ mod billable_metrics;
 mod contracts;
 mod customers;
 mod ingest;
+mod internal;
 mod invoices;
 mod products;
 mod rate_cards;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(info))
         .merge(api)
+        .merge(internal::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
 }

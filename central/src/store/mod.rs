@@ -134,6 +134,8 @@ pub trait ConfigStore: Send + Sync {
         aliases: &[String],
         body: &str,
     ) -> StoreResult<()>;
+    /// A number that grows whenever a billable metric is created (in any environment).
+    async fn metrics_version(&self) -> StoreResult<u64>;
     /// The customer owning an ingest alias.
     async fn customer_by_alias(&self, env: Env, alias: &str) -> StoreResult<Option<String>>;
 }
@@ -174,6 +176,15 @@ pub trait UsageStore: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<UsageRow>>;
+    /// In one transaction: record `(shard_id, seq)` and merge the batch's partials. Returns false
+    /// (and changes nothing) when that batch was already applied.
+    async fn apply_batch(
+        &self,
+        shard_id: &str,
+        seq: u64,
+        partials: &[(Env, PartialKey, Accumulator)],
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     /// Forgets dedupe keys recorded before `before_ms`. Returns how many.
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64>;
 }

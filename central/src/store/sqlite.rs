@@ -236,6 +236,15 @@ impl ConfigStore for SqliteStore {
         Ok(())
     }
 
+    async fn metrics_version(&self) -> StoreResult<u64> {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM documents WHERE kind = 'billable_metric'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
     async fn customer_by_alias(&self, env: Env, alias: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT customer_id FROM customer_aliases WHERE env = ? AND alias = ?",
@@ -486,6 +495,59 @@ impl UsageStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn apply_batch(
+        &self,
+        shard_id: &str,
+        seq: u64,
+        partials: &[(Env, PartialKey, Accumulator)],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let seq =
+            i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO applied_batches (shard_id, seq, applied_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(shard_id)
+        .bind(seq)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let mut merged: HashMap<RowKey, Accumulator> = HashMap::new();
+        let mut keys = Vec::with_capacity(partials.len());
+        for (env, key, _) in partials {
+            keys.push(row_key(*env, key)?);
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        let existing = load_partials(&mut tx, &sorted).await?;
+        for (rk, (_, _, acc)) in keys.into_iter().zip(partials) {
+            let current = merged.remove(&rk).or_else(|| existing.get(&rk).cloned());
+            let next = match current {
+                None => acc.clone(),
+                Some(mut cur) => {
+                    cur.merge(acc)
+                        .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
+                    cur
+                }
+            };
+            merged.insert(rk, next);
+        }
+        let mut rows = Vec::with_capacity(merged.len());
+        for (key, acc) in merged {
+            rows.push((key, encode_acc(&acc)?));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        upsert_partials(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {

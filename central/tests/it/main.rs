@@ -3,6 +3,7 @@
 mod support;
 
 mod conventions;
+mod edge_internal;
 mod ingest;
 mod invoices;
 mod isolation;

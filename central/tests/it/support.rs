@@ -16,6 +16,9 @@ use tally_central::{AppState, FixedClock, Settings};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+/// The edge HMAC key test apps are configured with.
+pub const EDGE_KEY: &[u8] = b"test-edge-key";
+
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -132,6 +135,7 @@ impl TestApp {
         let settings = Settings {
             invoice_grace_ms,
             job_interval: std::time::Duration::from_secs(3600),
+            edge_hmac_key: Some(tally_central::Secret(EDGE_KEY.to_vec())),
         };
         let state = AppState::new(stores.clone(), clock.clone(), settings);
         let router = tally_central::http::router(state.clone());
