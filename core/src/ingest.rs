@@ -164,6 +164,10 @@ fn required_str(
     match fields.get(name) {
         None | Some(Value::Null) => Err(format!("{name} is required")),
         Some(Value::String(s)) if s.is_empty() => Err(format!("{name} must not be empty")),
+        // Keys and references are stored as database text; PostgreSQL cannot hold NUL.
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(format!("{name} must not contain NUL characters"))
+        }
         Some(Value::String(s)) if s.chars().count() > max_chars => {
             Err(format!("{name} is longer than {max_chars} characters"))
         }
@@ -237,6 +241,25 @@ mod tests {
         );
         assert_eq!(e.property("ok"), Some("true"));
         assert_eq!(e.property("gone"), None);
+    }
+
+    #[test]
+    fn nul_characters_in_ids_are_refused() {
+        for field in ["transaction_id", "customer_id", "event_type"] {
+            let mut event = serde_json::json!({
+                "transaction_id": "t", "customer_id": "c", "event_type": "e",
+                "timestamp": "2024-09-30T12:00:00Z",
+            });
+            event[field] = serde_json::json!("a\u{0}b");
+            let b = one(&event.to_string());
+            assert!(b.events.is_empty(), "{field}");
+            assert!(b.rejected[0].message.contains("NUL"), "{field}: {b:?}");
+        }
+        // Property values go into JSON text, where NUL is escaped; they stay accepted.
+        let b = one(
+            r#"{"transaction_id":"t","customer_id":"c","event_type":"e","timestamp":"2024-09-30T12:00:00Z","properties":{"p":"a\u0000b"}}"#,
+        );
+        assert_eq!(b.events.len(), 1);
     }
 
     #[test]
