@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test Tally has: formatting, lints, the core's no_std WASM build, unit and
-# property tests, in-process HTTP tests, golden invoices and the SDK end-to-end tests.
-# Installs what the tests need first when it is missing (wasm target, Metronome's Python SDK).
+# property tests, in-process HTTP tests, the store conformance suite (SQLite and PostgreSQL),
+# golden invoices and the SDK end-to-end and replica tests.
+# Installs or starts what the tests need first when it is missing (wasm target, Metronome's Python
+# SDK, the local PostgreSQL server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,23 @@ step "toolchain and test dependencies"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.0" else 1)' 2>/dev/null \
   || python3 -m pip install -q metronome-sdk==4.12.0
+
+step "PostgreSQL (store conformance, SDK and replica tests create throwaway databases on it)"
+# TALLY_TEST_PG_URL points the tests at another server; otherwise make sure the local one is up.
+if [ -z "${TALLY_TEST_PG_URL:-}" ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    action=start
+    if ! command -v pg_ctlcluster >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+      # The tests connect as `postgres` over TCP without a password.
+      sed -i -E 's/(scram-sha-256|md5|peer)$/trust/' /etc/postgresql/*/main/pg_hba.conf
+      action=restart
+    fi
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main "$action"
+  fi
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  psql -qAt "postgres://postgres@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/null
+fi
 
 step "format"
 cargo fmt --all -- --check

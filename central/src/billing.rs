@@ -117,6 +117,7 @@ pub async fn sync_contract(
             }
             continue;
         }
+        tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
         row.status = InvoiceStatus::Finalized;
         row.body = Some(text);
     }
@@ -379,8 +380,23 @@ pub async fn void_invoice(st: &AppState, env: Env, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// One pass of the background work: finalize due invoices everywhere, prune old dedupe keys.
-pub async fn run_jobs_once(st: &AppState) -> ApiResult<()> {
+/// One pass of the background work under the job lock: finalize due invoices everywhere, prune
+/// old dedupe keys. Returns false (and does nothing) when another replica holds the lock.
+pub async fn run_jobs_once(st: &AppState) -> ApiResult<bool> {
+    let Some(guard) = st.stores.jobs.try_job_lock().await? else {
+        return Ok(false);
+    };
+    let result = run_jobs_locked(st).await;
+    // A failed release is logged only: the guard's connection was closed, which frees the lock.
+    if let Err(e) = guard.release().await {
+        tracing::warn!(error = %e, "releasing the job lock failed");
+    }
+    result.map(|()| true)
+}
+
+/// The pass itself. Every step is idempotent or conditional, so a replica killed mid-pass leaves
+/// each invoice either DRAFT or completely FINALIZED, and the next pass carries on.
+async fn run_jobs_locked(st: &AppState) -> ApiResult<()> {
     for env in Env::ALL {
         let docs = st
             .stores
@@ -404,8 +420,12 @@ pub async fn run_jobs(st: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = run_jobs_once(&st).await {
-            tracing::warn!(status = %e.status, message = %e.message, "background jobs failed; will retry");
+        match run_jobs_once(&st).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("another replica holds the job lock; skipping this pass"),
+            Err(e) => {
+                tracing::warn!(status = %e.status, message = %e.message, "background jobs failed; will retry");
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(

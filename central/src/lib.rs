@@ -91,6 +91,9 @@ impl Default for Settings {
     }
 }
 
+/// Per environment: the metrics version a snapshot was loaded at, and the snapshot.
+type MetricSnapshots = HashMap<Env, (u64, Arc<Vec<MetricDef>>)>;
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -98,7 +101,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub ingest: ingest::IngestHandle,
-    metrics: Arc<RwLock<HashMap<Env, Arc<Vec<MetricDef>>>>>,
+    metrics: Arc<RwLock<MetricSnapshots>>,
     tokens: Arc<RwLock<HashMap<String, Env>>>,
 }
 
@@ -121,12 +124,26 @@ impl AppState {
     }
 
     /// The metering definitions of every metric in `env` (archived ones keep metering).
+    ///
+    /// Metrics never change once created, so the snapshot stays valid until one is added. This
+    /// process drops it when it adds one; when other processes share the database (replicas), the
+    /// stored metrics version is compared on every call, so a metric created through any replica
+    /// meters the very next event on all of them.
     pub async fn metric_defs(&self, env: Env) -> Result<Arc<Vec<MetricDef>>, error::ApiError> {
-        if let Some(defs) = self.metrics.read().await.get(&env) {
-            return Ok(defs.clone());
+        let version = match self.stores.shared {
+            true => self.stores.config.metrics_version().await?,
+            false => 0,
+        };
+        if let Some((cached, defs)) = self.metrics.read().await.get(&env) {
+            if *cached == version {
+                return Ok(defs.clone());
+            }
         }
         let defs = Arc::new(model::load_metric_defs(&self.stores, env).await?);
-        self.metrics.write().await.insert(env, defs.clone());
+        self.metrics
+            .write()
+            .await
+            .insert(env, (version, defs.clone()));
         Ok(defs)
     }
 

@@ -27,13 +27,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Database URL (sqlite://PATH; created if missing).
-        #[arg(
-            long = "database",
-            env = "TALLY_DATABASE_URL",
-            default_value = "sqlite://tally.db"
-        )]
-        database: String,
+        #[command(flatten)]
+        db: DbArgs,
         /// Hours after a period ends before its invoice is finalized.
         #[arg(long, env = "TALLY_INVOICE_GRACE_HOURS", default_value_t = 24)]
         invoice_grace_hours: u32,
@@ -57,13 +52,44 @@ enum TokenCommand {
     Create {
         #[arg(long, value_enum)]
         env: EnvArg,
-        #[arg(
-            long = "database",
-            env = "TALLY_DATABASE_URL",
-            default_value = "sqlite://tally.db"
-        )]
-        database: String,
+        #[command(flatten)]
+        db: DbArgs,
     },
+}
+
+/// Where the data lives and how to connect to it (shared by every command).
+#[derive(clap::Args)]
+struct DbArgs {
+    /// Database URL: sqlite://PATH (created if missing) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+    #[arg(
+        long = "database",
+        env = "TALLY_DATABASE_URL",
+        default_value = "sqlite://tally.db",
+        hide_env_values = true
+    )]
+    database: String,
+    /// Most database connections this process opens.
+    #[arg(long, env = "TALLY_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    db_max_connections: u32,
+    /// Seconds a request waits for a free database connection before failing with 503.
+    #[arg(long, env = "TALLY_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    db_acquire_timeout_secs: u64,
+    /// Seconds to keep retrying at start while the database cannot be reached, then exit.
+    #[arg(long, env = "TALLY_DB_CONNECT_WAIT_SECS", default_value_t = 30)]
+    db_connect_wait_secs: u64,
+}
+
+impl DbArgs {
+    async fn open(&self) -> anyhow::Result<store::Stores> {
+        let options = store::PoolOptions {
+            max_connections: self.db_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs.max(1)),
+            connect_wait: Duration::from_secs(self.db_connect_wait_secs),
+        };
+        store::open(&self.database, &options)
+            .await
+            .with_context(|| format!("opening database {}", store::redact_url(&self.database)))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve {
             listen,
-            database,
+            db,
             invoice_grace_hours,
             job_interval_secs,
             edge_hmac_key,
@@ -103,12 +129,12 @@ async fn main() -> anyhow::Result<()> {
                 job_interval: Duration::from_secs(job_interval_secs.max(1)),
                 edge_hmac_key: edge_hmac_key.map(|k| Secret(k.into_bytes())),
             };
-            serve(listen, &database, settings).await
+            serve(listen, &db, settings).await
         }
         Command::Token {
-            command: TokenCommand::Create { env, database },
+            command: TokenCommand::Create { env, db },
         } => {
-            let stores = store::open(&sqlite_create_url(&database)).await?;
+            let stores = db.open().await?;
             let token =
                 auth::create_token(stores.tokens.as_ref(), env.into(), SystemClock.now_ms())
                     .await?;
@@ -118,16 +144,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `sqlite://file.db` is created when missing (sqlx needs `mode=rwc` or the builder flag; `open`
-/// sets the flag, so the URL passes through unchanged).
-fn sqlite_create_url(url: &str) -> String {
-    url.to_string()
-}
-
-async fn serve(listen: SocketAddr, database: &str, settings: Settings) -> anyhow::Result<()> {
-    let stores = store::open(&sqlite_create_url(database))
-        .await
-        .with_context(|| format!("opening database {database}"))?;
+async fn serve(listen: SocketAddr, db: &DbArgs, settings: Settings) -> anyhow::Result<()> {
+    let stores = db.open().await?;
     if stores.tokens.token_count().await? == 0 {
         let token =
             auth::create_token(stores.tokens.as_ref(), Env::Sandbox, SystemClock.now_ms()).await?;
@@ -141,7 +159,7 @@ async fn serve(listen: SocketAddr, database: &str, settings: Settings) -> anyhow
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    tracing::info!(%addr, database, "tally serving");
+    tracing::info!(%addr, database = %store::redact_url(&db.database), "tally serving");
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

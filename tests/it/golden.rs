@@ -187,7 +187,9 @@ impl Server {
     async fn start(now_ms: i64, grace_hours: i64) -> Server {
         let db_dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", db_dir.path().join("tally.db").display());
-        let stores = store::open(&url).await.expect("open database");
+        let stores = store::open(&url, &Default::default())
+            .await
+            .expect("open database");
         let token = auth::create_token(stores.tokens.as_ref(), Env::Sandbox, now_ms)
             .await
             .expect("create token");

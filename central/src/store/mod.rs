@@ -1,15 +1,21 @@
 //! Storage behind one interface per aggregate: configuration documents, usage, invoices, tokens.
 //!
-//! Handlers and services only see these traits; the backend (SQLite today, PostgreSQL next) is
-//! picked from the database URL in [`open`]. Invariants every backend keeps:
+//! Handlers and services only see these traits; the backend (SQLite or PostgreSQL) is picked
+//! from the database URL in [`open`]. Invariants every backend keeps:
 //! - every read and write is scoped by [`Env`];
 //! - a dedupe key is claimed in the same transaction that merges the event's usage;
-//! - usage is merged with `tally_core` accumulators in Rust, never summed in SQL;
-//! - decimals are stored as exact text, times as epoch milliseconds.
+//! - usage is merged with `tally_core` accumulators in Rust (`merge`), never summed in SQL;
+//! - decimals are stored as exact text, times as epoch milliseconds;
+//! - several processes may share one database: usage writes serialize on the database (SQLite's
+//!   write lock, PostgreSQL's transaction-scoped advisory lock) and background jobs run under
+//!   [`JobLock`], so replicas behave as one.
 
+mod merge;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -50,7 +56,10 @@ pub enum StoreError {
     Conflict(String),
     /// The database could not be reached or refused the operation.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+    /// Input the database cannot store (PostgreSQL refuses NUL characters in text).
+    #[error("invalid input: {0}")]
+    Invalid(String),
     /// The operation could not complete (a failed group commit, a stopped writer); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -59,6 +68,20 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            // character_not_in_repertoire, untranslatable_character: the client's text, not an outage.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                StoreError::Invalid("text contains a character that cannot be stored (NUL)".into())
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
 
 /// A stored configuration document (its body is the resource's JSON).
 #[derive(Debug, Clone)]
@@ -260,6 +283,63 @@ pub trait TokenStore: Send + Sync {
     async fn token_count(&self) -> StoreResult<i64>;
 }
 
+/// The right to run the background jobs (finalization, pruning) for one pass.
+#[async_trait]
+pub trait JobLock: Send + Sync {
+    /// Takes the job lock without waiting: `None` when another process holds it (it is doing the
+    /// pass; skip this one). A process that dies while holding it releases it.
+    async fn try_job_lock(&self) -> StoreResult<Option<JobGuard>>;
+}
+
+/// A held [`JobLock`]. Give it back with [`JobGuard::release`]; a guard dropped without that
+/// still releases the lock, by closing the connection that holds it.
+pub struct JobGuard(Option<Box<dyn HeldLock>>);
+
+/// What a backend keeps while the job lock is held.
+#[async_trait]
+pub trait HeldLock: Send {
+    async fn release(self: Box<Self>) -> StoreResult<()>;
+}
+
+impl JobGuard {
+    /// A guard that holds nothing (a backend with one process per database).
+    pub fn unshared() -> Self {
+        JobGuard(None)
+    }
+
+    pub fn holding(lock: Box<dyn HeldLock>) -> Self {
+        JobGuard(Some(lock))
+    }
+
+    pub async fn release(mut self) -> StoreResult<()> {
+        match self.0.take() {
+            Some(lock) => lock.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Connection pool settings (`--db-max-connections`, `--db-acquire-timeout-secs`, ...).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before it fails (a 503).
+    pub acquire_timeout: Duration,
+    /// How long [`open`] keeps retrying a database it cannot reach yet before giving up.
+    pub connect_wait: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            connect_wait: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Every store, as the service uses them.
 #[derive(Clone)]
 pub struct Stores {
@@ -267,18 +347,79 @@ pub struct Stores {
     pub usage: Arc<dyn UsageStore>,
     pub invoices: Arc<dyn InvoiceStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub jobs: Arc<dyn JobLock>,
+    /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
+    /// must be checked against it; a SQLite file has one writer process.
+    pub shared: bool,
 }
 
-/// Opens (creating if needed) and migrates the database named by `url`.
-pub async fn open(url: &str) -> anyhow::Result<Stores> {
-    if url.starts_with("sqlite:") {
-        let db = Arc::new(sqlite::SqliteStore::open(url).await?);
-        return Ok(Stores {
+impl Stores {
+    fn of<S>(db: S, shared: bool) -> Stores
+    where
+        S: ConfigStore + UsageStore + InvoiceStore + TokenStore + JobLock + 'static,
+    {
+        let db = Arc::new(db);
+        Stores {
             config: db.clone(),
             usage: db.clone(),
             invoices: db.clone(),
-            tokens: db,
-        });
+            tokens: db.clone(),
+            jobs: db,
+            shared,
+        }
     }
-    anyhow::bail!("unsupported database URL {url:?}: expected sqlite://PATH")
+}
+
+/// Opens (creating a SQLite file if needed) and migrates the database named by `url`:
+/// `sqlite://PATH` or `postgres://...` (`postgresql://...`).
+pub async fn open(url: &str, options: &PoolOptions) -> anyhow::Result<Stores> {
+    if url.starts_with("sqlite:") {
+        return Ok(Stores::of(
+            sqlite::SqliteStore::open(url, options).await?,
+            false,
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Stores::of(
+            postgres::PostgresStore::open(url, options).await?,
+            true,
+        ));
+    }
+    anyhow::bail!(
+        "unsupported database URL {:?}: expected sqlite://PATH or postgres://USER@HOST/DB",
+        redact_url(url)
+    )
+}
+
+/// The URL with any password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://tally:s3cret@db:5432/tally?sslmode=require"),
+            "postgres://tally:***@db:5432/tally?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(redact_url("sqlite://tally.db"), "sqlite://tally.db");
+    }
 }

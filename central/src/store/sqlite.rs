@@ -4,7 +4,7 @@
 //! commit (see `crate::ingest`) amortises the fsync over many requests. Write transactions start
 //! with `BEGIN IMMEDIATE` so a reader never has to upgrade to a writer mid-transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::rating::UsageRow;
 
+use super::merge::{self, decode_acc, decode_groups, parse_env, RowKey, RowWrite};
 use super::*;
 
 /// Row-batching sizes for multi-row statements: few distinct SQL shapes keep the statement cache hot.
@@ -24,15 +25,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    pub async fn open(url: &str, pool: &PoolOptions) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(15))
+            .max_connections(pool.max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -256,36 +257,13 @@ impl ConfigStore for SqliteStore {
     }
 }
 
-/// A partial's storage key: the `PartialKey` plus its environment, with groups as canonical JSON.
-type RowKey = (Env, String, String, i64, String);
-
-fn row_key(env: Env, key: &PartialKey) -> StoreResult<RowKey> {
-    let groups =
-        serde_json::to_string(&key.groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok((
-        env,
-        key.customer_ref.clone(),
-        key.metric_id.clone(),
-        key.hour_ms,
-        groups,
-    ))
-}
-
-fn decode_acc(text: &str) -> StoreResult<Accumulator> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("accumulator: {e}")))
-}
-
-fn encode_acc(acc: &Accumulator) -> StoreResult<String> {
-    serde_json::to_string(acc).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 /// Claims dedupe keys; returns the set of keys this transaction inserted.
 async fn claim_keys(
     conn: &mut sqlx::SqliteConnection,
     items: &[IngestItem],
     now_ms: i64,
-) -> StoreResult<std::collections::HashSet<(Env, String)>> {
-    let mut claimed = std::collections::HashSet::new();
+) -> StoreResult<HashSet<(Env, String)>> {
+    let mut claimed = HashSet::new();
     for chunk in chunks(items) {
         let mut q =
             QueryBuilder::<Sqlite>::new("INSERT INTO dedupe (env, transaction_id, recorded_ms) ");
@@ -296,9 +274,7 @@ async fn claim_keys(
         });
         q.push(" ON CONFLICT DO NOTHING RETURNING env, transaction_id");
         for row in q.build().fetch_all(&mut *conn).await? {
-            let env: String = row.get(0);
-            let env = Env::parse(&env).ok_or_else(|| StoreError::Corrupt(env.clone()))?;
-            claimed.insert((env, row.get::<String, _>(1)));
+            claimed.insert((parse_env(row.get(0))?, row.get::<String, _>(1)));
         }
     }
     Ok(claimed)
@@ -323,19 +299,20 @@ async fn load_partials(
         });
         q.push(")");
         for row in q.build().fetch_all(&mut *conn).await? {
-            let env: String = row.get(0);
-            let env = Env::parse(&env).ok_or_else(|| StoreError::Corrupt(env.clone()))?;
-            let key = (env, row.get(1), row.get(2), row.get(3), row.get(4));
+            let key = (
+                parse_env(row.get(0))?,
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+            );
             out.insert(key, decode_acc(row.get(5))?);
         }
     }
     Ok(out)
 }
 
-async fn upsert_partials(
-    conn: &mut sqlx::SqliteConnection,
-    rows: &[(RowKey, String)],
-) -> StoreResult<()> {
+async fn upsert_partials(conn: &mut sqlx::SqliteConnection, rows: &[RowWrite]) -> StoreResult<()> {
     for chunk in chunks(rows) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc) ",
@@ -356,52 +333,6 @@ async fn upsert_partials(
     Ok(())
 }
 
-/// Folds each accepted item's contributions into `partials`, all or nothing per item.
-fn fold_items(
-    items: &[IngestItem],
-    outcomes: &mut [ItemOutcome],
-    partials: &mut HashMap<RowKey, Accumulator>,
-    touched: &mut BTreeMap<RowKey, ()>,
-) -> StoreResult<()> {
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if *outcome != ItemOutcome::Accepted {
-            continue;
-        }
-        let mut staged: Vec<(RowKey, Accumulator)> = Vec::with_capacity(item.contributions.len());
-        let mut failed = None;
-        for (key, acc) in &item.contributions {
-            let rk = row_key(item.env, key)?;
-            let current = staged
-                .iter()
-                .rev()
-                .find(|(k, _)| *k == rk)
-                .map(|(_, a)| a.clone())
-                .or_else(|| partials.get(&rk).cloned());
-            let merged = match current {
-                None => Ok(acc.clone()),
-                Some(mut cur) => cur.merge(acc).map(|()| cur),
-            };
-            match merged {
-                Ok(m) => staged.push((rk, m)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        match failed {
-            Some(e) => *outcome = ItemOutcome::Rejected(format!("event not counted: {e}")),
-            None => {
-                for (rk, acc) in staged {
-                    touched.insert(rk.clone(), ());
-                    partials.insert(rk, acc);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn commit_ingest(
@@ -410,30 +341,11 @@ impl UsageStore for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ItemOutcome>> {
         let mut tx = self.begin_write().await?;
-        let mut claimed = claim_keys(&mut tx, items, now_ms).await?;
-        // The first item of each newly claimed key is accepted; any repeat is a duplicate.
-        let mut outcomes: Vec<ItemOutcome> = items
-            .iter()
-            .map(
-                |item| match claimed.remove(&(item.env, item.transaction_id.clone())) {
-                    true => ItemOutcome::Accepted,
-                    false => ItemOutcome::Duplicate,
-                },
-            )
-            .collect();
-        let mut keys: Vec<RowKey> = Vec::new();
-        for (item, outcome) in items.iter().zip(&outcomes) {
-            if *outcome == ItemOutcome::Accepted {
-                for (key, _) in &item.contributions {
-                    keys.push(row_key(item.env, key)?);
-                }
-            }
-        }
-        keys.sort();
-        keys.dedup();
-        let mut partials = load_partials(&mut tx, &keys).await?;
-        let mut touched = BTreeMap::new();
-        fold_items(items, &mut outcomes, &mut partials, &mut touched)?;
+        let claimed = claim_keys(&mut tx, items, now_ms).await?;
+        let mut outcomes = merge::outcomes_from_claims(items, claimed);
+        let keys = merge::accepted_keys(items, &outcomes)?;
+        let partials = load_partials(&mut tx, &keys).await?;
+        let rows = merge::fold_items(items, &mut outcomes, partials)?;
         // An item refused at merge gives its dedupe key back, so a corrected retry can land.
         for (item, outcome) in items.iter().zip(&outcomes) {
             if matches!(outcome, ItemOutcome::Rejected(_)) {
@@ -443,11 +355,6 @@ impl UsageStore for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
-        }
-        let mut rows = Vec::with_capacity(touched.len());
-        for key in touched.into_keys() {
-            let acc = encode_acc(&partials[&key])?;
-            rows.push((key, acc));
         }
         upsert_partials(&mut tx, &rows).await?;
         tx.commit().await?;
@@ -485,12 +392,10 @@ impl UsageStore for SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
-                let groups: String = row.get(2);
                 Ok(UsageRow {
                     metric_id: row.get(0),
                     hour_ms: row.get(1),
-                    groups: serde_json::from_str(&groups)
-                        .map_err(|e| StoreError::Corrupt(format!("groups: {e}")))?,
+                    groups: decode_groups(row.get(2))?,
                     acc: decode_acc(row.get(3))?,
                 })
             })
@@ -519,32 +424,8 @@ impl UsageStore for SqliteStore {
         if inserted == 0 {
             return Ok(false);
         }
-        let mut merged: HashMap<RowKey, Accumulator> = HashMap::new();
-        let mut keys = Vec::with_capacity(partials.len());
-        for (env, key, _) in partials {
-            keys.push(row_key(*env, key)?);
-        }
-        let mut sorted = keys.clone();
-        sorted.sort();
-        sorted.dedup();
-        let existing = load_partials(&mut tx, &sorted).await?;
-        for (rk, (_, _, acc)) in keys.into_iter().zip(partials) {
-            let current = merged.remove(&rk).or_else(|| existing.get(&rk).cloned());
-            let next = match current {
-                None => acc.clone(),
-                Some(mut cur) => {
-                    cur.merge(acc)
-                        .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
-                    cur
-                }
-            };
-            merged.insert(rk, next);
-        }
-        let mut rows = Vec::with_capacity(merged.len());
-        for (key, acc) in merged {
-            rows.push((key, encode_acc(&acc)?));
-        }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
+        let rows = merge::merge_batch(partials, &existing)?;
         upsert_partials(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(true)
@@ -669,5 +550,14 @@ impl TokenStore for SqliteStore {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+#[async_trait]
+impl JobLock for SqliteStore {
+    /// A SQLite file has one `tally serve`; jobs are safe to overlap anyway (every step is a
+    /// conditional or idempotent write), so there is nothing to lock.
+    async fn try_job_lock(&self) -> StoreResult<Option<JobGuard>> {
+        Ok(Some(JobGuard::unshared()))
     }
 }

@@ -8,3 +8,4 @@ mod ingest;
 mod invoices;
 mod isolation;
 mod resources;
+mod store_conformance;

@@ -129,7 +129,9 @@ impl TestApp {
     pub async fn with_grace(now: &str, invoice_grace_ms: i64) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let stores = tally_central::store::open(&url).await.expect("open store");
+        let stores = tally_central::store::open(&url, &Default::default())
+            .await
+            .expect("open store");
         let now_ms = ms(now);
         let clock = Arc::new(FixedClock::new(now_ms));
         let settings = Settings {

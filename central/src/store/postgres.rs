@@ -1,0 +1,764 @@
+//! The PostgreSQL backend: production storage, shared by several stateless `tally serve` replicas.
+//!
+//! Schema: `migrations/postgres`, the same tables and columns as SQLite's; times are BIGINT epoch
+//! milliseconds, decimals and JSON bodies are TEXT so every number literal survives byte for byte.
+//!
+//! Replicas behave as one:
+//! - Usage writes (`commit_ingest`, `apply_batch`) take the transaction-scoped advisory lock
+//!   [`USAGE_LOCK`] before claiming dedupe keys or applied batches, so the read-merge-write of
+//!   hourly partials never interleaves across processes; the lock goes with the transaction, so a
+//!   killed replica holds nothing and leaves nothing half-written.
+//! - Background jobs run under the session advisory lock [`JOB_LOCK`], held on one connection for
+//!   the pass (`pg_try_advisory_lock`: a replica that cannot take it skips the pass).
+//! - Invoice finalization is a conditional UPDATE (DRAFT → FINALIZED), so exactly one wins.
+//!
+//! Connections: a bounded pool (`PoolOptions`); idle connections are checked before use, so after
+//! the database comes back the pool reconnects by itself. Until then requests fail with
+//! `StoreError::Database` (a 503).
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::rating::UsageRow;
+
+use super::merge::{self, decode_acc, decode_groups, parse_env, RowKey, RowWrite};
+use super::*;
+
+/// Advisory lock key serializing usage writes across replicas ("tally" + 1).
+pub const USAGE_LOCK: i64 = 0x7a11_7900_0001;
+/// Advisory lock key of the background jobs ("tally" + 2).
+pub const JOB_LOCK: i64 = 0x7a11_7900_0002;
+
+/// How long to wait between attempts to reach a database that is not up yet.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects (waiting up to `pool.connect_wait` for the server), then runs the migrations.
+    /// Several replicas may start at once: sqlx serializes migrations with an advisory lock.
+    pub async fn open(url: &str, pool: &PoolOptions) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("invalid PostgreSQL URL {}", redact_url(url)))?;
+        wait_until_reachable(&options, url, pool.connect_wait).await?;
+        let pg = PgPoolOptions::new()
+            // The job lock holds one connection for a whole pass while the pass uses others.
+            .max_connections(pool.max_connections.max(2))
+            .acquire_timeout(pool.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pg)
+            .await
+            .context("running PostgreSQL migrations")?;
+        Ok(PostgresStore { pool: pg })
+    }
+}
+
+/// Tries to connect until it works or `wait` has passed; only "not up yet" errors are retried.
+async fn wait_until_reachable(
+    options: &PgConnectOptions,
+    url: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let error = match PgConnection::connect_with(options).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if !not_up_yet(&error) || Instant::now() >= deadline {
+            anyhow::bail!(
+                "cannot connect to PostgreSQL at {} (waited up to {}s): {error}",
+                redact_url(url),
+                wait.as_secs()
+            );
+        }
+        tracing::warn!(database = %redact_url(url), %error, "database not reachable yet; retrying");
+        tokio::time::sleep(CONNECT_RETRY).await;
+    }
+}
+
+/// Errors a starting or briefly unreachable server gives; anything else (a wrong password, a
+/// missing database) will not fix itself.
+fn not_up_yet(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // cannot_connect_now (starting up or shutting down), too_many_connections
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
+}
+
+async fn advisory_xact_lock(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(USAGE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn doc_from_row(row: &PgRow) -> Doc {
+    Doc {
+        seq: row.get("seq"),
+        id: row.get("id"),
+        parent_id: row.get("parent_id"),
+        archived: row.get("archived"),
+        created_ms: row.get("created_ms"),
+        body: row.get("body"),
+    }
+}
+
+async fn insert_doc(conn: &mut PgConnection, env: Env, doc: &NewDoc<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO documents (env, kind, id, parent_id, unique_key, created_ms, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(env.as_str())
+    .bind(doc.kind)
+    .bind(doc.id)
+    .bind(doc.parent_id)
+    .bind(doc.unique_key)
+    .bind(doc.created_ms)
+    .bind(&doc.body)
+    .execute(conn)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        true => StoreError::Conflict(format!("{} {} already exists", doc.kind, doc.id)),
+        false => e.into(),
+    })?;
+    Ok(())
+}
+
+async fn insert_aliases(
+    conn: &mut PgConnection,
+    env: Env,
+    customer_id: &str,
+    aliases: &[String],
+) -> StoreResult<()> {
+    for alias in aliases {
+        sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES ($1, $2, $3)")
+            .bind(env.as_str())
+            .bind(alias)
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match is_unique_violation(&e) {
+                true => StoreError::Conflict(format!("ingest alias {alias:?} is already in use")),
+                false => e.into(),
+            })?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ConfigStore for PostgresStore {
+    async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for doc in docs {
+            insert_doc(&mut tx, env, doc).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_doc(&self, env: Env, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let row = sqlx::query("SELECT * FROM documents WHERE env = $1 AND kind = $2 AND id = $3")
+            .bind(env.as_str())
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(doc_from_row))
+    }
+
+    async fn update_doc(
+        &self,
+        env: Env,
+        kind: &str,
+        id: &str,
+        body: &str,
+        archived: bool,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE documents SET body = $1, archived = $2 WHERE env = $3 AND kind = $4 AND id = $5",
+        )
+        .bind(body)
+        .bind(archived)
+        .bind(env.as_str())
+        .bind(kind)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_docs(
+        &self,
+        env: Env,
+        kind: &str,
+        parent_id: Option<&str>,
+        filter: ArchiveFilter,
+        page: Option<PageReq>,
+    ) -> StoreResult<Vec<Doc>> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM documents WHERE env = ");
+        q.push_bind(env.as_str())
+            .push(" AND kind = ")
+            .push_bind(kind);
+        if let Some(parent) = parent_id {
+            q.push(" AND parent_id = ").push_bind(parent);
+        }
+        match filter {
+            ArchiveFilter::Active => q.push(" AND NOT archived"),
+            ArchiveFilter::Archived => q.push(" AND archived"),
+            ArchiveFilter::All => &mut q,
+        };
+        if let Some(p) = page {
+            q.push(" AND seq > ").push_bind(p.after);
+        }
+        q.push(" ORDER BY seq");
+        if let Some(p) = page {
+            q.push(" LIMIT ").push_bind(p.limit);
+        }
+        let rows = q.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(doc_from_row).collect())
+    }
+
+    async fn insert_customer(
+        &self,
+        env: Env,
+        doc: NewDoc<'_>,
+        aliases: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_doc(&mut tx, env, &doc).await?;
+        insert_aliases(&mut tx, env, doc.id, aliases).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_customer_aliases(
+        &self,
+        env: Env,
+        id: &str,
+        aliases: &[String],
+        body: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM customer_aliases WHERE env = $1 AND customer_id = $2")
+            .bind(env.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_aliases(&mut tx, env, id, aliases).await?;
+        sqlx::query(
+            "UPDATE documents SET body = $1 WHERE env = $2 AND kind = 'customer' AND id = $3",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn metrics_version(&self) -> StoreResult<u64> {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM documents WHERE kind = 'billable_metric'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
+    async fn customer_by_alias(&self, env: Env, alias: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = $1 AND alias = $2",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// Row keys as column arrays, for `UNNEST`: one statement shape whatever the number of rows.
+#[derive(Default)]
+struct KeyColumns<'a> {
+    env: Vec<&'static str>,
+    customer_ref: Vec<&'a str>,
+    metric_id: Vec<&'a str>,
+    hour_ms: Vec<i64>,
+    groups: Vec<&'a str>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn of(keys: impl Iterator<Item = &'a RowKey>) -> Self {
+        let mut c = KeyColumns::default();
+        for k in keys {
+            c.env.push(k.0.as_str());
+            c.customer_ref.push(&k.1);
+            c.metric_id.push(&k.2);
+            c.hour_ms.push(k.3);
+            c.groups.push(&k.4);
+        }
+        c
+    }
+}
+
+/// Claims dedupe keys; returns the keys this transaction inserted.
+async fn claim_keys(
+    conn: &mut PgConnection,
+    items: &[IngestItem],
+    now_ms: i64,
+) -> StoreResult<HashSet<(Env, String)>> {
+    let envs: Vec<&str> = items.iter().map(|i| i.env.as_str()).collect();
+    let ids: Vec<&str> = items.iter().map(|i| i.transaction_id.as_str()).collect();
+    let rows = sqlx::query(
+        "INSERT INTO dedupe (env, transaction_id, recorded_ms)
+         SELECT e, t, $3 FROM UNNEST($1::text[], $2::text[]) AS k(e, t)
+         ON CONFLICT DO NOTHING RETURNING env, transaction_id",
+    )
+    .bind(&envs)
+    .bind(&ids)
+    .bind(now_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((parse_env(row.get(0))?, row.get::<String, _>(1))))
+        .collect()
+}
+
+async fn load_partials(
+    conn: &mut PgConnection,
+    keys: &[RowKey],
+) -> StoreResult<HashMap<RowKey, Accumulator>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let c = KeyColumns::of(keys.iter());
+    let rows = sqlx::query(
+        "SELECT u.env, u.customer_ref, u.metric_id, u.hour_ms, u.groups, u.acc
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+              AS k(env, customer_ref, metric_id, hour_ms, groups)
+         JOIN usage_hourly u USING (env, customer_ref, metric_id, hour_ms, groups)",
+    )
+    .bind(&c.env)
+    .bind(&c.customer_ref)
+    .bind(&c.metric_id)
+    .bind(&c.hour_ms)
+    .bind(&c.groups)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key = (
+            parse_env(row.get(0))?,
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+        );
+        out.insert(key, decode_acc(row.get(5))?);
+    }
+    Ok(out)
+}
+
+async fn upsert_partials(conn: &mut PgConnection, rows: &[RowWrite]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = KeyColumns::of(rows.iter().map(|(k, _)| k));
+    let accs: Vec<&str> = rows.iter().map(|(_, a)| a.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+         ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
+    )
+    .bind(&c.env)
+    .bind(&c.customer_ref)
+    .bind(&c.metric_id)
+    .bind(&c.hour_ms)
+    .bind(&c.groups)
+    .bind(&accs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives back the dedupe keys of items refused at merge, so a corrected retry can land.
+async fn release_rejected(
+    conn: &mut PgConnection,
+    items: &[IngestItem],
+    outcomes: &[ItemOutcome],
+) -> StoreResult<()> {
+    let rejected: Vec<&IngestItem> = items
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| matches!(o, ItemOutcome::Rejected(_)))
+        .map(|(i, _)| i)
+        .collect();
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let envs: Vec<&str> = rejected.iter().map(|i| i.env.as_str()).collect();
+    let ids: Vec<&str> = rejected.iter().map(|i| i.transaction_id.as_str()).collect();
+    sqlx::query(
+        "DELETE FROM dedupe WHERE (env, transaction_id) IN
+         (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    )
+    .bind(&envs)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl UsageStore for PostgresStore {
+    async fn commit_ingest(
+        &self,
+        items: &[IngestItem],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        advisory_xact_lock(&mut tx).await?;
+        let claimed = claim_keys(&mut tx, items, now_ms).await?;
+        let mut outcomes = merge::outcomes_from_claims(items, claimed);
+        let keys = merge::accepted_keys(items, &outcomes)?;
+        let partials = load_partials(&mut tx, &keys).await?;
+        let rows = merge::fold_items(items, &mut outcomes, partials)?;
+        release_rejected(&mut tx, items, &outcomes).await?;
+        upsert_partials(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn usage_rows(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly
+             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
+               AND hour_ms >= $4 AND hour_ms < $5",
+        )
+        .bind(env.as_str())
+        .bind(customer_refs)
+        .bind(metric_ids)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: decode_groups(row.get(2))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_batch(
+        &self,
+        shard_id: &str,
+        seq: u64,
+        partials: &[(Env, PartialKey, Accumulator)],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let seq =
+            i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
+        let mut tx = self.pool.begin().await?;
+        advisory_xact_lock(&mut tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO applied_batches (shard_id, seq, applied_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(shard_id)
+        .bind(seq)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
+        let rows = merge::merge_batch(partials, &existing)?;
+        upsert_partials(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM dedupe WHERE recorded_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn invoice_from_row(row: &PgRow) -> StoreResult<InvoiceRow> {
+    let status: String = row.get("status");
+    Ok(InvoiceRow {
+        id: row.get("id"),
+        contract_id: row.get("contract_id"),
+        customer_id: row.get("customer_id"),
+        period_start_ms: row.get("period_start_ms"),
+        period_end_ms: row.get("period_end_ms"),
+        status: InvoiceStatus::parse(&status).ok_or(StoreError::Corrupt(status))?,
+        body: row.get("body"),
+    })
+}
+
+#[async_trait]
+impl InvoiceStore for PostgresStore {
+    async fn ensure_invoices(&self, env: Env, rows: &[InvoiceRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let contracts: Vec<&str> = rows.iter().map(|r| r.contract_id.as_str()).collect();
+        let customers: Vec<&str> = rows.iter().map(|r| r.customer_id.as_str()).collect();
+        let starts: Vec<i64> = rows.iter().map(|r| r.period_start_ms).collect();
+        let ends: Vec<i64> = rows.iter().map(|r| r.period_end_ms).collect();
+        sqlx::query(
+            "INSERT INTO invoices
+                 (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status)
+             SELECT $1, i, c, u, s, e, $7
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                  AS r(i, c, u, s, e)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&ids)
+        .bind(&contracts)
+        .bind(&customers)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(InvoiceStatus::Draft.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn invoices_for_contract(
+        &self,
+        env: Env,
+        contract_id: &str,
+    ) -> StoreResult<Vec<InvoiceRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM invoices WHERE env = $1 AND contract_id = $2 ORDER BY period_start_ms",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(invoice_from_row).collect()
+    }
+
+    async fn invoice(&self, env: Env, id: &str) -> StoreResult<Option<InvoiceRow>> {
+        let row = sqlx::query("SELECT * FROM invoices WHERE env = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(invoice_from_row).transpose()
+    }
+
+    async fn transition_invoice(
+        &self,
+        env: Env,
+        id: &str,
+        from: InvoiceStatus,
+        to: InvoiceStatus,
+        body: &str,
+    ) -> StoreResult<bool> {
+        // Under READ COMMITTED a concurrent finalizer waits for the first, re-checks `status`
+        // on the committed row and updates nothing: exactly one transition wins.
+        let done = sqlx::query(
+            "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5",
+        )
+        .bind(to.as_str())
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    async fn insert_token(&self, hash: &str, env: Env, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tokens (hash, env, created_ms) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(env.as_str())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_env(&self, hash: &str) -> StoreResult<Option<Env>> {
+        let env: Option<String> = sqlx::query_scalar("SELECT env FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(env.as_deref().and_then(Env::parse))
+    }
+
+    async fn token_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl JobLock for PostgresStore {
+    async fn try_job_lock(&self) -> StoreResult<Option<JobGuard>> {
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(JOB_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then(|| JobGuard::holding(Box::new(HeldJobLock(Some(conn))))))
+    }
+}
+
+/// The connection whose session holds [`JOB_LOCK`].
+struct HeldJobLock(Option<PoolConnection<Postgres>>);
+
+#[async_trait]
+impl HeldLock for HeldJobLock {
+    async fn release(mut self: Box<Self>) -> StoreResult<()> {
+        let Some(mut conn) = self.0.take() else {
+            return Ok(());
+        };
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(JOB_LOCK)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            drop(conn.detach());
+        }
+        unlocked?;
+        Ok(())
+    }
+}
+
+impl Drop for HeldJobLock {
+    fn drop(&mut self) {
+        // Dropped without `release` (a failed or cancelled pass): closing the session frees the lock.
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// `url` with its database name replaced by `database` (query parameters kept).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates database `name` through the server of `admin_url` (a maintenance database such as
+/// `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. For tests, benchmarks and
+/// setup scripts; `name` must be a plain identifier.
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(admin_url)))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    conn.close().await?;
+    Ok(with_database(admin_url, name))
+}
+
+/// Drops database `name` (closing its sessions first), if it exists.
+pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(admin_url)))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    conn.close().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_only_the_database_name() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "t2"),
+            "postgresql://u:p@h/t2?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
+    }
+}

@@ -1,0 +1,802 @@
+//! One conformance suite for every store backend: each test runs once on a fresh SQLite file and
+//! once on a fresh PostgreSQL database (`CREATE DATABASE tally_test_<random>` on the server of
+//! `$TALLY_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`, dropped after).
+//!
+//! `store_test!(name, |db| { ... })` defines `name::sqlite` and `name::postgres` (ripgrep's
+//! `rgtest!` trick), so a behaviour one backend has and the other lacks fails by name. Tests that
+//! need "another process" open a second, independent pool on the same database
+//! ([`TestDb::reopen`]).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tally_central::store::{
+    self, postgres, ArchiveFilter, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome, NewDoc,
+    PageReq, PoolOptions, StoreError, Stores,
+};
+use tally_core::accumulate::{Accumulator, PartialKey};
+use tempfile::TempDir;
+
+/// The maintenance database test databases are created through.
+pub fn pg_admin_url() -> String {
+    std::env::var("TALLY_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database of one backend, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub stores: Stores,
+    pub url: String,
+    _dir: Option<TempDir>,
+    pg_name: Option<String>,
+}
+
+fn test_pool() -> PoolOptions {
+    PoolOptions {
+        max_connections: 5,
+        acquire_timeout: Duration::from_secs(5),
+        connect_wait: Duration::from_secs(5),
+    }
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::sqlite().await,
+            Backend::Postgres => TestDb::postgres().await,
+        }
+    }
+
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let stores = store::open(&url, &test_pool()).await.expect("open sqlite");
+        TestDb {
+            backend: Backend::Sqlite,
+            stores,
+            url,
+            _dir: Some(dir),
+            pg_name: None,
+        }
+    }
+
+    pub async fn postgres() -> TestDb {
+        let name = format!("tally_test_{}", uuid::Uuid::new_v4().simple());
+        let url = postgres::create_database(&pg_admin_url(), &name)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create a PostgreSQL test database through {} ({e:#}); \
+                     is PostgreSQL running? (`.ci/run` starts it)",
+                    store::redact_url(&pg_admin_url())
+                )
+            });
+        let stores = store::open(&url, &test_pool())
+            .await
+            .expect("open postgres");
+        TestDb {
+            backend: Backend::Postgres,
+            stores,
+            url,
+            _dir: None,
+            pg_name: Some(name),
+        }
+    }
+
+    /// A second, independent pool on the same database: what another replica sees.
+    pub async fn reopen(&self) -> Stores {
+        store::open(&self.url, &test_pool())
+            .await
+            .expect("reopen store")
+    }
+
+    /// The PostgreSQL database's name (PostgreSQL only).
+    pub fn pg_name(&self) -> &str {
+        self.pg_name.as_deref().expect("a PostgreSQL test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(postgres::drop_database(&pg_admin_url(), &name))
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("could not drop a test database: {e:#}");
+        }
+    }
+}
+
+/// Runs a SQL statement on the maintenance database (outage simulation).
+async fn admin_exec(sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+        .await
+        .expect("admin connection");
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+macro_rules! store_test {
+    ($name:ident, |$db:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($db: &TestDb) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(&TestDb::new(Backend::Sqlite).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(&TestDb::new(Backend::Postgres).await).await;
+            }
+        }
+    };
+}
+
+const SBX: Env = Env::Sandbox;
+const PROD: Env = Env::Production;
+const HOUR: i64 = 3_600_000;
+const T0: i64 = 1_726_000_000_000 / HOUR * HOUR;
+
+fn doc<'a>(kind: &'a str, id: &'a str, parent: Option<&'a str>, body: &str) -> NewDoc<'a> {
+    NewDoc {
+        kind,
+        id,
+        parent_id: parent,
+        unique_key: None,
+        created_ms: T0,
+        body: body.to_string(),
+    }
+}
+
+fn key(customer: &str, metric: &str, hour_ms: i64) -> PartialKey {
+    PartialKey {
+        customer_ref: customer.to_string(),
+        metric_id: metric.to_string(),
+        groups: vec![Some("g".to_string()), None],
+        hour_ms,
+    }
+}
+
+fn count_item(env: Env, tid: &str, customer: &str, hour_ms: i64) -> IngestItem {
+    IngestItem {
+        env,
+        transaction_id: tid.to_string(),
+        contributions: vec![(key(customer, "m", hour_ms), Accumulator::Count(1))],
+    }
+}
+
+fn sum_item(tid: &str, value: &str) -> IngestItem {
+    IngestItem {
+        env: SBX,
+        transaction_id: tid.to_string(),
+        contributions: vec![(
+            key("c", "sum", T0),
+            Accumulator::Sum(value.parse().expect("decimal")),
+        )],
+    }
+}
+
+/// The merged quantity of every row of `customer`'s metric `metric` in `[from, to)`.
+async fn quantity(s: &Stores, env: Env, customer: &str, metric: &str) -> Decimal {
+    let rows = s
+        .usage
+        .usage_rows(
+            env,
+            &[customer.to_string()],
+            &[metric.to_string()],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .expect("usage rows");
+    rows.iter().map(|r| r.acc.quantity()).sum()
+}
+
+fn ids(docs: &[store::Doc]) -> Vec<&str> {
+    docs.iter().map(|d| d.id.as_str()).collect()
+}
+
+store_test!(documents_round_trip_list_and_page, |db| {
+    let c = &db.stores.config;
+    c.insert_docs(
+        SBX,
+        &[
+            doc("product", "p1", None, r#"{"n":1}"#),
+            doc("product", "p2", None, r#"{"n":2}"#),
+            doc("rate", "r1", Some("card"), "{}"),
+            doc("product", "p3", None, r#"{"n":3}"#),
+        ],
+    )
+    .await
+    .expect("insert");
+    let p1 = c.get_doc(SBX, "product", "p1").await.unwrap().unwrap();
+    assert_eq!(
+        (p1.body.as_str(), p1.archived, p1.created_ms),
+        (r#"{"n":1}"#, false, T0)
+    );
+    assert!(c.get_doc(PROD, "product", "p1").await.unwrap().is_none());
+    assert!(c.get_doc(SBX, "rate", "p1").await.unwrap().is_none());
+
+    assert!(c
+        .update_doc(SBX, "product", "p2", r#"{"n":22}"#, true)
+        .await
+        .unwrap());
+    assert!(!c
+        .update_doc(PROD, "product", "p2", "{}", true)
+        .await
+        .unwrap());
+    let list = |f| c.list_docs(SBX, "product", None, f, None);
+    assert_eq!(
+        ids(&list(ArchiveFilter::Active).await.unwrap()),
+        ["p1", "p3"]
+    );
+    assert_eq!(ids(&list(ArchiveFilter::Archived).await.unwrap()), ["p2"]);
+    let all = list(ArchiveFilter::All).await.unwrap();
+    assert_eq!(ids(&all), ["p1", "p2", "p3"]);
+    assert_eq!(all[1].body, r#"{"n":22}"#);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    let page = |after, limit| {
+        c.list_docs(
+            SBX,
+            "product",
+            None,
+            ArchiveFilter::All,
+            Some(PageReq { after, limit }),
+        )
+    };
+    let first = page(0, 2).await.unwrap();
+    assert_eq!(ids(&first), ["p1", "p2"]);
+    assert_eq!(ids(&page(first[1].seq, 2).await.unwrap()), ["p3"]);
+    let rates = c
+        .list_docs(SBX, "rate", Some("card"), ArchiveFilter::All, None)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rates), ["r1"]);
+    assert!(c
+        .list_docs(SBX, "rate", Some("other"), ArchiveFilter::All, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(c
+        .list_docs(PROD, "product", None, ArchiveFilter::All, None)
+        .await
+        .unwrap()
+        .is_empty());
+});
+
+store_test!(inserts_are_atomic_and_conflicts_are_reported, |db| {
+    let c = &db.stores.config;
+    c.insert_docs(SBX, &[doc("product", "p1", None, "{}")])
+        .await
+        .unwrap();
+    let err = c
+        .insert_docs(
+            SBX,
+            &[
+                doc("product", "p2", None, "{}"),
+                doc("product", "p1", None, "{}"),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(c.get_doc(SBX, "product", "p2").await.unwrap().is_none());
+    // The same id in the other environment is a different document.
+    c.insert_docs(PROD, &[doc("product", "p1", None, "{}")])
+        .await
+        .unwrap();
+
+    let with_key = |id| NewDoc {
+        unique_key: Some("uk"),
+        ..doc("contract", id, Some("cust"), "{}")
+    };
+    c.insert_docs(SBX, &[with_key("k1")]).await.unwrap();
+    let err = c.insert_docs(SBX, &[with_key("k2")]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Documents without a unique key never collide on it.
+    c.insert_docs(
+        SBX,
+        &[
+            doc("contract", "k3", None, "{}"),
+            doc("contract", "k4", None, "{}"),
+        ],
+    )
+    .await
+    .unwrap();
+});
+
+store_test!(customer_aliases_are_unique_and_replaceable, |db| {
+    let c = &db.stores.config;
+    let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    c.insert_customer(
+        SBX,
+        doc("customer", "c1", None, "{}"),
+        &aliases(&["a", "b"]),
+    )
+    .await
+    .unwrap();
+    let err = c
+        .insert_customer(
+            SBX,
+            doc("customer", "c2", None, "{}"),
+            &aliases(&["x", "b"]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(c.get_doc(SBX, "customer", "c2").await.unwrap().is_none());
+    assert_eq!(c.customer_by_alias(SBX, "x").await.unwrap(), None);
+    assert_eq!(
+        c.customer_by_alias(SBX, "b").await.unwrap().as_deref(),
+        Some("c1")
+    );
+    assert_eq!(c.customer_by_alias(PROD, "b").await.unwrap(), None);
+
+    c.set_customer_aliases(SBX, "c1", &aliases(&["b", "c"]), r#"{"v":2}"#)
+        .await
+        .unwrap();
+    assert_eq!(c.customer_by_alias(SBX, "a").await.unwrap(), None);
+    assert_eq!(
+        c.customer_by_alias(SBX, "c").await.unwrap().as_deref(),
+        Some("c1")
+    );
+    let body = c
+        .get_doc(SBX, "customer", "c1")
+        .await
+        .unwrap()
+        .unwrap()
+        .body;
+    assert_eq!(body, r#"{"v":2}"#);
+
+    c.insert_customer(SBX, doc("customer", "c2", None, "{}"), &aliases(&["a"]))
+        .await
+        .unwrap();
+    let err = c
+        .set_customer_aliases(SBX, "c2", &aliases(&["c"]), "{}")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // The failed replacement changed nothing.
+    assert_eq!(
+        c.customer_by_alias(SBX, "a").await.unwrap().as_deref(),
+        Some("c2")
+    );
+});
+
+store_test!(metrics_version_grows_with_each_metric, |db| {
+    let c = &db.stores.config;
+    let v0 = c.metrics_version().await.unwrap();
+    c.insert_docs(SBX, &[doc("billable_metric", "m1", None, "{}")])
+        .await
+        .unwrap();
+    let v1 = c.metrics_version().await.unwrap();
+    c.insert_docs(PROD, &[doc("product", "p", None, "{}")])
+        .await
+        .unwrap();
+    assert_eq!(c.metrics_version().await.unwrap(), v1);
+    c.insert_docs(PROD, &[doc("billable_metric", "m2", None, "{}")])
+        .await
+        .unwrap();
+    let v2 = c.metrics_version().await.unwrap();
+    assert!(v0 < v1 && v1 < v2, "{v0} {v1} {v2}");
+});
+
+store_test!(ingest_claims_each_transaction_id_once, |db| {
+    let u = &db.stores.usage;
+    let out = u
+        .commit_ingest(
+            &[
+                count_item(SBX, "t1", "c", T0),
+                count_item(SBX, "t2", "c", T0),
+                count_item(SBX, "t1", "c", T0),
+                count_item(PROD, "t1", "c", T0),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    use ItemOutcome::*;
+    assert_eq!(out, [Accepted, Accepted, Duplicate, Accepted]);
+    let out = u
+        .commit_ingest(
+            &[
+                count_item(SBX, "t2", "c", T0),
+                count_item(SBX, "t3", "c", T0 + HOUR),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, [Duplicate, Accepted]);
+    assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(3));
+    assert_eq!(quantity(&db.stores, PROD, "c", "m").await, Decimal::from(1));
+    assert!(u.commit_ingest(&[], T0).await.unwrap().is_empty());
+});
+
+store_test!(
+    usage_rows_select_by_reference_metric_and_half_open_window,
+    |db| {
+        let u = &db.stores.usage;
+        let mut items = vec![
+            count_item(SBX, "a", "alias", T0),
+            count_item(SBX, "b", "uuid", T0 + HOUR),
+            count_item(SBX, "c", "uuid", T0 + 2 * HOUR),
+            count_item(SBX, "d", "other", T0),
+        ];
+        items.push(IngestItem {
+            env: SBX,
+            transaction_id: "e".into(),
+            contributions: vec![(key("uuid", "m2", T0), Accumulator::Count(5))],
+        });
+        u.commit_ingest(&items, T0).await.unwrap();
+        let refs = ["alias".to_string(), "uuid".to_string()];
+        let rows = u
+            .usage_rows(SBX, &refs, &["m".to_string()], T0, T0 + 2 * HOUR)
+            .await
+            .unwrap();
+        let hours: BTreeSet<i64> = rows.iter().map(|r| r.hour_ms).collect();
+        assert_eq!(hours, BTreeSet::from([T0, T0 + HOUR]));
+        assert!(rows.iter().all(|r| r.metric_id == "m"));
+        assert_eq!(rows[0].groups, vec![Some("g".to_string()), None]);
+        assert!(u
+            .usage_rows(SBX, &[], &["m".to_string()], i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(u
+            .usage_rows(PROD, &refs, &["m".to_string()], i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+);
+
+store_test!(decimals_and_bodies_survive_exactly, |db| {
+    let u = &db.stores.usage;
+    u.commit_ingest(
+        &[
+            sum_item("a", "0.1"),
+            sum_item("b", "0.2"),
+            sum_item("c", "12345678901234567.000000000001"),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    let total = quantity(&db.stores, SBX, "c", "sum").await;
+    assert_eq!(total.to_string(), "12345678901234567.300000000001");
+
+    // Number literals beyond any float, and key order, are kept byte for byte.
+    let body = r#"{"z":1.000000000000000000000000000000000001,"a":1e400,"price":0.10}"#;
+    db.stores
+        .config
+        .insert_docs(SBX, &[doc("product", "exact", None, body)])
+        .await
+        .unwrap();
+    let got = db.stores.config.get_doc(SBX, "product", "exact").await;
+    assert_eq!(got.unwrap().unwrap().body, body);
+});
+
+store_test!(
+    an_overflowing_event_is_rejected_and_gives_its_key_back,
+    |db| {
+        let u = &db.stores.usage;
+        let max = Decimal::MAX.to_string();
+        let out = u
+            .commit_ingest(&[sum_item("big", &max), sum_item("more", &max)], T0)
+            .await
+            .unwrap();
+        assert_eq!(out[0], ItemOutcome::Accepted);
+        assert!(matches!(out[1], ItemOutcome::Rejected(_)), "{out:?}");
+        // The rejected key was released: a corrected retry lands.
+        let out = u.commit_ingest(&[sum_item("more", "1")], T0).await;
+        assert!(matches!(out.unwrap()[0], ItemOutcome::Rejected(_)));
+        let out = u.commit_ingest(&[sum_item("big", "1")], T0).await.unwrap();
+        assert_eq!(out, [ItemOutcome::Duplicate]);
+        assert_eq!(quantity(&db.stores, SBX, "c", "sum").await, Decimal::MAX);
+    }
+);
+
+store_test!(batches_apply_once, |db| {
+    let u = &db.stores.usage;
+    let partials = vec![
+        (SBX, key("c", "m", T0), Accumulator::Count(3)),
+        (SBX, key("c", "m", T0), Accumulator::Count(4)),
+        (PROD, key("c", "m", T0), Accumulator::Count(1)),
+    ];
+    assert!(u.apply_batch("shard-0", 1, &partials, T0).await.unwrap());
+    assert!(!u.apply_batch("shard-0", 1, &partials, T0).await.unwrap());
+    assert!(u
+        .apply_batch("shard-1", 1, &partials[..1], T0)
+        .await
+        .unwrap());
+    assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(10));
+    assert_eq!(quantity(&db.stores, PROD, "c", "m").await, Decimal::from(1));
+    // Batches and native ingest merge into the same rows.
+    u.commit_ingest(&[count_item(SBX, "t", "c", T0)], T0)
+        .await
+        .unwrap();
+    assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(11));
+    let err = u.apply_batch("shard-2", u64::MAX, &partials, T0).await;
+    assert!(err.is_err());
+});
+
+store_test!(pruning_forgets_only_old_keys, |db| {
+    let u = &db.stores.usage;
+    u.commit_ingest(&[count_item(SBX, "old", "c", T0)], T0)
+        .await
+        .unwrap();
+    u.commit_ingest(&[count_item(SBX, "new", "c", T0)], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(u.prune_dedupe(T0 + 10).await.unwrap(), 1);
+    let out = u
+        .commit_ingest(
+            &[
+                count_item(SBX, "old", "c", T0),
+                count_item(SBX, "new", "c", T0),
+            ],
+            T0 + 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, [ItemOutcome::Accepted, ItemOutcome::Duplicate]);
+});
+
+fn invoice(id: &str, start: i64) -> InvoiceRow {
+    InvoiceRow {
+        id: id.to_string(),
+        contract_id: "k".to_string(),
+        customer_id: "c".to_string(),
+        period_start_ms: start,
+        period_end_ms: start + HOUR,
+        status: InvoiceStatus::Draft,
+        body: None,
+    }
+}
+
+store_test!(
+    invoices_are_created_once_and_transition_conditionally,
+    |db| {
+        let inv = &db.stores.invoices;
+        let rows = [invoice("i2", T0 + HOUR), invoice("i1", T0)];
+        inv.ensure_invoices(SBX, &rows).await.unwrap();
+        inv.ensure_invoices(SBX, &rows).await.unwrap();
+        inv.ensure_invoices(SBX, &[]).await.unwrap();
+        let list = inv.invoices_for_contract(SBX, "k").await.unwrap();
+        assert_eq!(
+            list.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["i1", "i2"]
+        );
+        assert!(list
+            .iter()
+            .all(|r| r.status == InvoiceStatus::Draft && r.body.is_none()));
+        assert!(inv
+            .invoices_for_contract(PROD, "k")
+            .await
+            .unwrap()
+            .is_empty());
+
+        let body = r#"{"total":12.50,"x":1e-30}"#;
+        use InvoiceStatus::*;
+        assert!(inv
+            .transition_invoice(SBX, "i1", Draft, Finalized, body)
+            .await
+            .unwrap());
+        assert!(!inv
+            .transition_invoice(SBX, "i1", Draft, Finalized, "{}")
+            .await
+            .unwrap());
+        let row = inv.invoice(SBX, "i1").await.unwrap().unwrap();
+        assert_eq!(
+            (row.status, row.body.as_deref(), row.period_end_ms),
+            (Finalized, Some(body), T0 + HOUR)
+        );
+        assert!(inv.invoice(PROD, "i1").await.unwrap().is_none());
+        assert!(inv
+            .transition_invoice(SBX, "i1", Finalized, Void, "{}")
+            .await
+            .unwrap());
+        assert_eq!(inv.invoice(SBX, "i1").await.unwrap().unwrap().status, Void);
+    }
+);
+
+store_test!(tokens_map_hashes_to_environments, |db| {
+    let t = &db.stores.tokens;
+    assert_eq!(t.token_count().await.unwrap(), 0);
+    t.insert_token("h1", SBX, T0).await.unwrap();
+    t.insert_token("h2", PROD, T0).await.unwrap();
+    assert_eq!(t.token_env("h1").await.unwrap(), Some(SBX));
+    assert_eq!(t.token_env("h2").await.unwrap(), Some(PROD));
+    assert_eq!(t.token_env("nope").await.unwrap(), None);
+    assert_eq!(t.token_count().await.unwrap(), 2);
+    assert!(t.insert_token("h1", PROD, T0).await.is_err());
+});
+
+store_test!(
+    two_processes_ingesting_overlapping_duplicates_count_each_once,
+    |db| {
+        let other = db.reopen().await;
+        let mut tasks = Vec::new();
+        // Four writers (two per "process") send every id twice, in different orders and groupings.
+        for w in 0..4u32 {
+            let stores = if w % 2 == 0 {
+                db.stores.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let mut accepted = 0;
+                for round in 0..10u32 {
+                    let mut items = Vec::new();
+                    for i in 0..50u32 {
+                        let n = (i * 7 + round * 50 + w * 13) % 500;
+                        items.push(count_item(
+                            SBX,
+                            &format!("t{n}"),
+                            "c",
+                            T0 + i64::from(n % 3) * HOUR,
+                        ));
+                    }
+                    let out = stores
+                        .usage
+                        .commit_ingest(&items, T0)
+                        .await
+                        .expect("commit");
+                    accepted += out.iter().filter(|o| **o == ItemOutcome::Accepted).count();
+                }
+                accepted
+            }));
+        }
+        let mut accepted = 0;
+        for t in tasks {
+            accepted += t.await.expect("task");
+        }
+        // Every writer covers all 500 ids over its 10 rounds; each id is accepted exactly once.
+        assert_eq!(accepted, 500);
+        assert_eq!(
+            quantity(&db.stores, SBX, "c", "m").await,
+            Decimal::from(500)
+        );
+        assert_eq!(quantity(&other, SBX, "c", "m").await, Decimal::from(500));
+    }
+);
+
+store_test!(
+    two_processes_racing_for_a_batch_or_an_invoice_apply_it_once,
+    |db| {
+        let other = db.reopen().await;
+        let partials = vec![(SBX, key("c", "m", T0), Accumulator::Count(2))];
+        let (a, b) = tokio::join!(
+            db.stores.usage.apply_batch("s", 7, &partials, T0),
+            other.usage.apply_batch("s", 7, &partials, T0),
+        );
+        assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|x| **x).count(), 1);
+        assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(2));
+
+        db.stores
+            .invoices
+            .ensure_invoices(SBX, &[invoice("i", T0)])
+            .await
+            .unwrap();
+        use InvoiceStatus::*;
+        let (a, b) = tokio::join!(
+            db.stores
+                .invoices
+                .transition_invoice(SBX, "i", Draft, Finalized, r#"{"by":"a"}"#),
+            other
+                .invoices
+                .transition_invoice(SBX, "i", Draft, Finalized, r#"{"by":"b"}"#),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "exactly one finalizer wins: {a} {b}");
+        let body = db
+            .stores
+            .invoices
+            .invoice(SBX, "i")
+            .await
+            .unwrap()
+            .unwrap()
+            .body;
+        assert_eq!(
+            body.as_deref(),
+            Some(if a { r#"{"by":"a"}"# } else { r#"{"by":"b"}"# })
+        );
+    }
+);
+
+store_test!(the_job_lock_admits_one_process_at_a_time, |db| {
+    let other = db.reopen().await;
+    let held = db.stores.jobs.try_job_lock().await.unwrap().expect("free");
+    let second = other.jobs.try_job_lock().await.unwrap();
+    match db.backend {
+        // One process per SQLite file: there is no one to exclude.
+        Backend::Sqlite => assert!(second.is_some()),
+        Backend::Postgres => assert!(second.is_none(), "two replicas held the job lock"),
+    }
+    if let Some(g) = second {
+        g.release().await.unwrap();
+    }
+    held.release().await.unwrap();
+    let again = other.jobs.try_job_lock().await.unwrap().expect("released");
+    // A guard dropped without release (a cancelled pass) frees the lock by closing its session.
+    drop(again);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(g) = db.stores.jobs.try_job_lock().await.unwrap() {
+            g.release().await.unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dropped guard kept the job lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+});
+
+/// PostgreSQL only: text it cannot store is the client's error (400), not an outage (503).
+#[tokio::test]
+async fn postgres_refuses_nul_text_as_invalid_input() {
+    let db = TestDb::postgres().await;
+    let err = db
+        .stores
+        .config
+        .insert_customer(SBX, doc("customer", "c", None, "{}"), &["a\0b".to_string()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+/// PostgreSQL only: connections killed or refused fail requests with `Database` errors (503s),
+/// and the same store works again once the database is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_recovers_after_the_database_comes_back() {
+    let db = TestDb::postgres().await;
+    let tokens = &db.stores.tokens;
+    tokens.insert_token("h", SBX, T0).await.unwrap();
+    let name = db.pg_name();
+    let kill =
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+
+    // Every pooled connection dies: the pool notices and reconnects.
+    admin_exec(&kill).await;
+    assert_eq!(tokens.token_env("h").await.unwrap(), Some(SBX));
+
+    // The database refuses connections: a clear database error, not a panic or a hang.
+    admin_exec(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    admin_exec(&kill).await;
+    let err = tokens.token_env("h").await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+
+    admin_exec(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+    assert_eq!(tokens.token_env("h").await.unwrap(), Some(SBX));
+    assert_eq!(tokens.token_count().await.unwrap(), 1);
+}
