@@ -1,4 +1,5 @@
 //! Tally's end-to-end tests: one integration binary, one module per area.
 
 mod golden;
+mod postgres;
 mod sdk_python;

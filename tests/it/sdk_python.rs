@@ -1,11 +1,11 @@
 //! Metronome's official Python SDK (`metronome-sdk` 4.12.0), unmodified except for `base_url`,
 //! drives the quickstart against a real `tally serve`: `tests/sdk/quickstart.py` asserts exact
-//! invoice numbers and exits non-zero on the first mismatch.
+//! invoice numbers and exits non-zero on the first mismatch. It runs once per storage backend.
 
 use std::process::Command;
 use std::time::Duration;
 
-use tally_tests::{python_sdk_ready, run_with_timeout, workspace_root, TallyServer};
+use tally_tests::{python_sdk_ready, run_with_timeout, workspace_root, PgDatabase, TallyServer};
 
 /// Generous: the script makes a few dozen local requests; the SDK's own per-request timeout is 60 s.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -13,8 +13,17 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 #[test]
 fn python_sdk_quickstart() {
     python_sdk_ready();
-    let server = TallyServer::start();
+    run_quickstart(&TallyServer::start());
+}
 
+#[test]
+fn python_sdk_quickstart_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_quickstart(&TallyServer::start_on(Some(db.url()), &[], &[]));
+}
+
+fn run_quickstart(server: &TallyServer) {
     let mut cmd = Command::new("python3");
     cmd.arg("tests/sdk/quickstart.py")
         .current_dir(workspace_root())
@@ -29,8 +38,9 @@ fn python_sdk_quickstart() {
 
     assert!(
         out.status.success(),
-        "tests/sdk/quickstart.py failed with {}\n--- script stdout ---\n{}\n--- script stderr ---\n{}\n\
-         --- server output (last lines) ---\n{}",
+        "tests/sdk/quickstart.py failed on {} with {}\n--- script stdout ---\n{}\n\
+         --- script stderr ---\n{}\n--- server output (last lines) ---\n{}",
+        server.database_url(),
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -4,8 +4,10 @@
 //! How a server is started ([`TallyServer::start`] / [`TallyServer::start_with`]):
 //! 1. The binary is `$TALLY_BIN` if set, else `<workspace root>/target/debug/tally` (the tests do
 //!    not build it: run `cargo build -p tally-central` first).
-//! 2. A temporary directory holds the SQLite database `sqlite://<tmp>/tally.db`; it is deleted when
-//!    the [`TallyServer`] is dropped.
+//! 2. A temporary directory (the server's working directory) holds the SQLite database
+//!    `sqlite://<tmp>/tally.db`; it is deleted when the [`TallyServer`] is dropped. With
+//!    [`TallyServer::start_on`] the server uses the given database instead, e.g. a fresh
+//!    PostgreSQL database from [`PgDatabase::create`]; several servers may share one.
 //! 3. `tally token create --env sandbox --database <db>` mints a sandbox API token: the last
 //!    non-empty line of its stdout.
 //! 4. `tally serve --listen 127.0.0.1:0 --database <db> [extra args]` is spawned; the harness reads
@@ -64,7 +66,7 @@ pub fn tally_bin() -> PathBuf {
     path
 }
 
-/// A running `tally serve` with its own fresh database. Killed on drop.
+/// A running `tally serve` with its own fresh database (or a given one). Killed on drop.
 pub struct TallyServer {
     base_url: String,
     token: String,
@@ -84,12 +86,25 @@ impl TallyServer {
     /// Starts a server with extra `tally serve` arguments (e.g. `["--invoice-grace-hours", "0"]`)
     /// and extra environment variables (set for both `tally token create` and `tally serve`).
     pub fn start_with(extra_args: &[&str], extra_env: &[(&str, &str)]) -> TallyServer {
+        TallyServer::start_on(None, extra_args, extra_env)
+    }
+
+    /// Like [`TallyServer::start_with`], on the database at `database_url` (any URL `tally`
+    /// accepts); `None` means a fresh SQLite file in the server's temporary directory.
+    pub fn start_on(
+        database_url: Option<&str>,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> TallyServer {
         let bin = tally_bin();
         let tempdir = tempfile::Builder::new()
             .prefix("tally-e2e-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
-        let database_url = format!("sqlite://{}/tally.db", tempdir.path().display());
+        let database_url = match database_url {
+            Some(url) => url.to_string(),
+            None => format!("sqlite://{}/tally.db", tempdir.path().display()),
+        };
 
         let token = create_token(&bin, &database_url, tempdir.path(), extra_env);
 
@@ -168,7 +183,7 @@ impl TallyServer {
         &self.token
     }
 
-    /// The `sqlite://...` URL of this server's database.
+    /// The URL of this server's database (`sqlite://...` unless started on another one).
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
@@ -194,6 +209,100 @@ impl Drop for TallyServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh PostgreSQL database for one test, created through the maintenance database at
+/// `$TALLY_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and dropped
+/// (sessions closed first) when this value is dropped. Declare it before the servers using it so
+/// they stop first.
+pub struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// Creates `tally_e2e_<random>`. Panics if the server cannot be reached.
+    pub fn create() -> PgDatabase {
+        let name = format!("tally_e2e_{:016x}", rand_u64());
+        let admin = pg_admin_url();
+        let url =
+            on_runtime({
+                let (admin, name) = (admin.clone(), name.clone());
+                move || async move {
+                    tally_central::store::postgres::create_database(&admin, &name).await
+                }
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                "cannot create a PostgreSQL database through {} ({e:#}); is PostgreSQL running? \
+                 (`scripts/test.sh` starts it)",
+                tally_central::store::redact_url(&admin)
+            )
+            });
+        PgDatabase { name, url }
+    }
+
+    /// The `postgres://...` URL of the database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (pg_admin_url(), self.name.clone());
+        let dropped = on_runtime(move || async move {
+            tally_central::store::postgres::drop_database(&admin, &name).await
+        });
+        if let Err(e) = dropped {
+            eprintln!("could not drop test database {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// The maintenance database URL the PostgreSQL tests create their databases through.
+pub fn pg_admin_url() -> String {
+    std::env::var("TALLY_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Runs an async job to completion on a runtime of its own, on a thread of its own, so it works
+/// from plain and from async tests alike.
+pub fn on_runtime<F, Fut, T>(job: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime")
+            .block_on(job())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// A random number for unique names (not for secrets).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 /// Runs `tally token create --env sandbox --database <db>`; the token is the last non-empty

@@ -1,0 +1,347 @@
+//! Tally on PostgreSQL as deployed: several real `tally serve` replicas on one fresh database, and
+//! a database that is down at start or goes away while serving.
+//!
+//! The replica test drives both processes at once and checks what only the database can
+//! guarantee: each transaction id counted once, an edge batch merged once, each invoice finalized
+//! once (the servers log `invoice finalized` exactly when their conditional update wins).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tally_central::store::{self, Env, InvoiceStatus};
+use tally_core::batch::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tally_core::time::{format_rfc3339_ms, HOUR_MS};
+use tally_tests::{pg_admin_url, run_with_timeout, tally_bin, PgDatabase, TallyServer};
+
+const EDGE_KEY: &str = "replica-test-edge-key";
+/// Distinct transaction ids; each is sent four times (twice through each replica).
+const IDS: usize = 400;
+/// How long background work (finalization by the 1 s job) may take to show.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One replica's HTTP client (owned, so requests can run on spawned tasks).
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn of(server: &TallyServer) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base_url().to_string(),
+            token: server.token().to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("non-JSON body ({e}): {:?}", String::from_utf8_lossy(&bytes))
+        });
+        (status, body)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let req = self.http.get(self.url(path)).bearer_auth(&self.token);
+        self.send(req).await
+    }
+
+    /// POSTs and returns `data`, asserting 200.
+    async fn ok(&self, path: &str, body: Value) -> Value {
+        let (status, res) = self.post(path, &body).await;
+        assert_eq!(status, 200, "{path}: {res}");
+        res["data"].clone()
+    }
+
+    async fn id(&self, path: &str, body: Value) -> String {
+        self.ok(path, body).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    async fn batch(&self, body: &[u8], now_ms: i64) -> (u16, Value) {
+        let req = self
+            .http
+            .post(self.url("/internal/v1/batches"))
+            .header(TIMESTAMP_HEADER, now_ms.to_string())
+            .header(SIGNATURE_HEADER, sign(EDGE_KEY.as_bytes(), now_ms, body))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        self.send(req).await
+    }
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("ms fit i64")
+}
+
+fn count_lines(logs: &str, needle: &str) -> usize {
+    logs.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn two_replicas_on_one_database_behave_as_one() {
+    let db = PgDatabase::create();
+    let args = ["--invoice-grace-hours", "0", "--job-interval-secs", "1"];
+    let env = [("TALLY_EDGE_HMAC_KEY", EDGE_KEY)];
+    let a = TallyServer::start_on(Some(db.url()), &args, &env);
+    let b = TallyServer::start_on(Some(db.url()), &args, &env);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (ra, rb) = (Api::of(&a), Api::of(&b));
+        let hour = now_ms() / HOUR_MS * HOUR_MS;
+        let (start, usage_at, end) = (hour - 3 * HOUR_MS, hour - 2 * HOUR_MS, hour - HOUR_MS);
+
+        // A metric created through A meters the next event through B at once.
+        let metric = ra
+            .id(
+                "/v1/billable-metrics/create",
+                json!({
+                    "name": "calls", "aggregation_type": "COUNT",
+                    "event_type_filter": { "in_values": ["call"] },
+                }),
+            )
+            .await;
+
+        // Every id goes to both replicas twice, concurrently, in different orders and batches.
+        let mut sends = Vec::new();
+        for (r, api) in [&ra, &rb].into_iter().enumerate() {
+            for copy in 0..2usize {
+                let events: Vec<Value> = (0..IDS)
+                    .map(|i| (i * 7 + r * 101 + copy * 53) % IDS)
+                    .map(|n| {
+                        json!({
+                            "transaction_id": format!("t{n}"), "customer_id": "acme",
+                            "event_type": "call", "timestamp": format_rfc3339_ms(usage_at),
+                        })
+                    })
+                    .collect();
+                let api = api.clone();
+                sends.push(tokio::spawn(async move {
+                    let (mut accepted, mut duplicates) = (0, 0);
+                    for chunk in events.chunks(100) {
+                        let data = api.ok("/v1/ingest", Value::Array(chunk.to_vec())).await;
+                        accepted += data["accepted"].as_u64().expect("accepted");
+                        duplicates += data["duplicates"].as_u64().expect("duplicates");
+                    }
+                    (accepted, duplicates)
+                }));
+            }
+        }
+        let (mut accepted, mut duplicates) = (0, 0);
+        for send in sends {
+            let (a, d) = send.await.expect("ingest task");
+            accepted += a;
+            duplicates += d;
+        }
+        assert_eq!((accepted, duplicates), (IDS as u64, 3 * IDS as u64));
+
+        // One sealed edge batch delivered to both replicas at once is merged once.
+        let batch = serde_json::to_vec(&json!({
+            "shard_id": "shard-0", "seq": 1, "metrics_version": 1,
+            "partials": [{
+                "env": "sandbox",
+                "key": { "customer_ref": "acme", "metric_id": metric, "groups": [], "hour_ms": usage_at },
+                "acc": { "count": 100 },
+            }],
+        }))
+        .expect("batch json");
+        let sent = now_ms();
+        let ((sa, aa), (sb, ab)) = tokio::join!(ra.batch(&batch, sent), rb.batch(&batch, sent));
+        assert_eq!((sa, sb), (200, 200), "{aa} {ab}");
+        let mut applied = [aa["applied"].clone(), ab["applied"].clone()];
+        applied.sort_by_key(|v| v.to_string());
+        assert_eq!(applied, [json!(false), json!(true)], "{aa} {ab}");
+
+        // A contract whose only period has already ended: the 1 s job finalizes it (grace 0).
+        let product = rb
+            .id(
+                "/v1/contract-pricing/products/create",
+                json!({ "name": "calls", "type": "USAGE", "billable_metric_id": metric }),
+            )
+            .await;
+        let card = ra
+            .id(
+                "/v1/contract-pricing/rate-cards/create",
+                json!({ "name": "card" }),
+            )
+            .await;
+        ra.ok(
+            "/v1/contract-pricing/rate-cards/addRate",
+            json!({
+                "rate_card_id": card, "product_id": product, "starting_at": format_rfc3339_ms(start),
+                "entitled": true, "rate_type": "FLAT", "price": 2,
+            }),
+        )
+        .await;
+        let customer = rb
+            .id(
+                "/v1/customers",
+                json!({ "name": "Acme", "ingest_aliases": ["acme"] }),
+            )
+            .await;
+        let contract = ra
+            .id(
+                "/v1/contracts/create",
+                json!({
+                    "customer_id": customer, "rate_card_id": card,
+                    "starting_at": format_rfc3339_ms(start), "ending_before": format_rfc3339_ms(end),
+                }),
+            )
+            .await;
+
+        // Watch the database (not the API, whose reads would finalize too) until the job is done.
+        let stores = store::open(db.url(), &Default::default())
+            .await
+            .expect("open");
+        let deadline = Instant::now() + PATIENCE;
+        let rows = loop {
+            let rows = stores
+                .invoices
+                .invoices_for_contract(Env::Sandbox, &contract)
+                .await
+                .expect("invoices");
+            if !rows.is_empty() && rows.iter().all(|r| r.status == InvoiceStatus::Finalized) {
+                break rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "invoices not finalized: {rows:?}\n--- A ---\n{}\n--- B ---\n{}",
+                a.logs(),
+                b.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Each invoice was finalized by exactly one replica (the log line follows the update).
+        let finalized = || {
+            count_lines(&a.logs(), "invoice finalized") + count_lines(&b.logs(), "invoice finalized")
+        };
+        while finalized() < rows.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(finalized(), rows.len(), "{}\n{}", a.logs(), b.logs());
+
+        // Both replicas show the same frozen invoices: every event once, the batch once.
+        let path = format!("/v1/customers/{customer}/invoices?limit=100");
+        let (s1, via_a) = ra.get(&path).await;
+        let (s2, via_b) = rb.get(&path).await;
+        assert_eq!((s1, s2), (200, 200));
+        assert_eq!(via_a, via_b);
+        let invoices = via_a["data"].as_array().expect("invoices");
+        assert_eq!(invoices.len(), rows.len());
+        let total: i64 = invoices
+            .iter()
+            .map(|i| {
+                assert_eq!(i["status"], "FINALIZED", "{i}");
+                i["total"].to_string().parse::<i64>().expect("integer total")
+            })
+            .sum();
+        assert_eq!(total, 2 * (IDS as i64 + 100), "{via_a}");
+    });
+}
+
+#[test]
+fn a_database_down_at_start_is_a_clear_error_after_the_connect_wait() {
+    // Nothing listens on port 1.
+    let url = "postgres://postgres@127.0.0.1:1/tally";
+    let mut cmd = Command::new(tally_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", url])
+        .args(["--db-connect-wait-secs", "1"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("database not reachable yet; retrying"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot connect to PostgreSQL at {url}")),
+        "{stderr}"
+    );
+}
+
+/// Runs one statement on the maintenance database.
+async fn admin(sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+        .await
+        .expect("admin connection");
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[test]
+fn requests_get_503_while_the_database_is_away_and_succeed_when_it_returns() {
+    let db = PgDatabase::create();
+    let server = TallyServer::start_on(Some(db.url()), &["--db-acquire-timeout-secs", "2"], &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let api = Api::of(&server);
+        let list = "/v1/billable-metrics?limit=1";
+        assert_eq!(api.get(list).await.0, 200);
+
+        let name = db.name();
+        let kill = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        );
+        admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+        admin(&kill).await;
+        let (status, body) = api.get(list).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["message"], "the database is unavailable; retry later");
+        let (status, _) = api
+            .post(
+                "/v1/ingest",
+                &json!([{
+                    "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
+                    "timestamp": format_rfc3339_ms(now_ms()),
+                }]),
+            )
+            .await;
+        assert_eq!(status, 503);
+
+        admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+        assert_eq!(api.get(list).await.0, 200, "{}", server.logs());
+        // The ingest that failed stored nothing: its retry is accepted.
+        let (status, body) = api
+            .post(
+                "/v1/ingest",
+                &json!([{
+                    "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
+                    "timestamp": format_rfc3339_ms(now_ms()),
+                }]),
+            )
+            .await;
+        assert_eq!(
+            (status, body["data"]["accepted"].clone()),
+            (200, json!(1)),
+            "{body}"
+        );
+    });
+}
