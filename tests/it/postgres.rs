@@ -9,10 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tally_central::store::{self, Env, InvoiceStatus};
+use tally_central::store::{self, postgres, Env, InvoiceStatus};
 use tally_core::batch::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
-use tally_tests::{pg_admin_url, run_with_timeout, tally_bin, PgDatabase, TallyServer};
+use tally_tests::{pg_admin_url, run_with_timeout, tally_bin, ApiClient, PgDatabase, TallyServer};
 
 const EDGE_KEY: &str = "replica-test-edge-key";
 /// Distinct transaction ids; each is sent four times (twice through each replica).
@@ -20,75 +20,53 @@ const IDS: usize = 400;
 /// How long background work (finalization by the 1 s job) may take to show.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// One replica's HTTP client (owned, so requests can run on spawned tasks).
+/// Test-side calls on one replica: results unwrapped, failures as panics.
 #[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+struct Api(ApiClient);
 
 impl Api {
-    fn of(server: &TallyServer) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: server.base_url().to_string(),
-            token: server.token().to_string(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("non-JSON body ({e}): {:?}", String::from_utf8_lossy(&bytes))
-        });
-        (status, body)
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.0
+            .get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let req = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        self.send(req).await
+        self.0
+            .post(path, body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let req = self.http.get(self.url(path)).bearer_auth(&self.token);
-        self.send(req).await
-    }
-
-    /// POSTs and returns `data`, asserting 200.
     async fn ok(&self, path: &str, body: Value) -> Value {
-        let (status, res) = self.post(path, &body).await;
-        assert_eq!(status, 200, "{path}: {res}");
-        res["data"].clone()
+        self.0
+            .data(path, &body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     async fn id(&self, path: &str, body: Value) -> String {
-        self.ok(path, body).await["id"]
-            .as_str()
-            .expect("id")
-            .to_string()
+        self.0
+            .create(path, &body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Delivers a signed edge batch, as an edge Worker does.
     async fn batch(&self, body: &[u8], now_ms: i64) -> (u16, Value) {
         let req = self
-            .http
-            .post(self.url("/internal/v1/batches"))
+            .0
+            .http()
+            .post(self.0.url("/internal/v1/batches"))
             .header(TIMESTAMP_HEADER, now_ms.to_string())
             .header(SIGNATURE_HEADER, sign(EDGE_KEY.as_bytes(), now_ms, body))
             .header("content-type", "application/json")
             .body(body.to_vec());
-        self.send(req).await
+        self.0
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("batch: {e}"))
     }
 }
 
@@ -112,7 +90,7 @@ fn two_replicas_on_one_database_behave_as_one() {
     let b = TallyServer::start_on(Some(db.url()), &args, &env);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (ra, rb) = (Api::of(&a), Api::of(&b));
+        let (ra, rb) = (Api(ApiClient::new(&a)), Api(ApiClient::new(&b)));
         let hour = now_ms() / HOUR_MS * HOUR_MS;
         let (start, usage_at, end) = (hour - 3 * HOUR_MS, hour - 2 * HOUR_MS, hour - HOUR_MS);
 
@@ -286,14 +264,9 @@ fn a_database_down_at_start_is_a_clear_error_after_the_connect_wait() {
 
 /// Runs one statement on the maintenance database.
 async fn admin(sql: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+    postgres::admin_execute(&pg_admin_url(), sql)
         .await
-        .expect("admin connection");
-    sqlx::query(sql)
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 #[test]
@@ -302,7 +275,7 @@ fn requests_get_503_while_the_database_is_away_and_succeed_when_it_returns() {
     let server = TallyServer::start_on(Some(db.url()), &["--db-acquire-timeout-secs", "2"], &[]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let api = Api::of(&server);
+        let api = Api(ApiClient::new(&server));
         let list = "/v1/billable-metrics?limit=1";
         assert_eq!(api.get(list).await.0, 200);
 
@@ -315,29 +288,16 @@ fn requests_get_503_while_the_database_is_away_and_succeed_when_it_returns() {
         let (status, body) = api.get(list).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["message"], "the database is unavailable; retry later");
-        let (status, _) = api
-            .post(
-                "/v1/ingest",
-                &json!([{
-                    "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
-                    "timestamp": format_rfc3339_ms(now_ms()),
-                }]),
-            )
-            .await;
-        assert_eq!(status, 503);
+        let event = json!([{
+            "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
+            "timestamp": format_rfc3339_ms(now_ms()),
+        }]);
+        assert_eq!(api.post("/v1/ingest", &event).await.0, 503);
 
         admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
         assert_eq!(api.get(list).await.0, 200, "{}", server.logs());
         // The ingest that failed stored nothing: its retry is accepted.
-        let (status, body) = api
-            .post(
-                "/v1/ingest",
-                &json!([{
-                    "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
-                    "timestamp": format_rfc3339_ms(now_ms()),
-                }]),
-            )
-            .await;
+        let (status, body) = api.post("/v1/ingest", &event).await;
         assert_eq!(
             (status, body["data"]["accepted"].clone()),
             (200, json!(1)),

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// How long a server may take to print its listening line.
@@ -208,6 +209,95 @@ impl Drop for TallyServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An async JSON client for one server's API: adds the bearer token, returns the status and the
+/// parsed body (`Null` when empty). Cheap to clone, so requests can run on spawned tasks.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    pub fn new(server: &TallyServer) -> ApiClient {
+        ApiClient::with_http(reqwest::Client::new(), server)
+    }
+
+    /// With a configured `reqwest` client (pool size, timeouts).
+    pub fn with_http(http: reqwest::Client, server: &TallyServer) -> ApiClient {
+        ApiClient {
+            http,
+            base: server.base_url().to_string(),
+            token: server.token().to_string(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `req` (built on [`ApiClient::http`]) with the token. Transport errors and non-JSON
+    /// bodies are `Err`; any status is `Ok`.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+        let res = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status, Value::Null));
+        }
+        let body = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{status} with a non-JSON body ({e}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+        Ok((status, body))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value), String> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// POSTs a JSON body given as text (sent exactly as is).
+    pub async fn post_text(&self, path: &str, body: String) -> Result<(u16, Value), String> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        self.post_text(path, body.to_string()).await
+    }
+
+    /// POSTs and returns `data`, failing on anything but a 200.
+    pub async fn data(&self, path: &str, body: &Value) -> Result<Value, String> {
+        match self.post(path, body).await? {
+            (200, res) => Ok(res["data"].clone()),
+            (status, res) => Err(format!("POST {path}: {status} {res}")),
+        }
+    }
+
+    /// POSTs and returns `data.id`, failing on anything but a 200 with an id.
+    pub async fn create(&self, path: &str, body: &Value) -> Result<String, String> {
+        let data = self.data(path, body).await?;
+        data["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("POST {path}: no id in {data}"))
     }
 }
 

@@ -280,11 +280,13 @@ impl ConfigStore for PostgresStore {
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
-        let v: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) FROM documents WHERE kind = 'billable_metric'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        // The count, not MAX(seq): identity values of concurrent inserts (two replicas) can commit
+        // out of order, so a later commit may carry a smaller seq and leave MAX unchanged. Metrics
+        // are never deleted, so the count grows with every commit that adds one.
+        let v: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE kind = 'billable_metric'")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
@@ -706,40 +708,44 @@ pub fn with_database(url: &str, database: &str) -> String {
     out
 }
 
-/// Creates database `name` through the server of `admin_url` (a maintenance database such as
-/// `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. For tests, benchmarks and
-/// setup scripts; `name` must be a plain identifier.
-pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+/// Runs one statement on the maintenance database at `admin_url` (setup scripts, tests).
+pub async fn admin_execute(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(admin_url)))?;
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("running {sql:?}"))?;
+    conn.close().await?;
+    Ok(())
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database name {name:?} must be letters, digits and underscores"
     );
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("connecting to {}", redact_url(admin_url)))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("creating database {name}"))?;
-    conn.close().await?;
+    Ok(())
+}
+
+/// Creates database `name` through the server of `admin_url` (a maintenance database such as
+/// `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. For tests, benchmarks and
+/// setup scripts.
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    check_name(name)?;
+    admin_execute(admin_url, &format!("CREATE DATABASE {name}")).await?;
     Ok(with_database(admin_url, name))
 }
 
 /// Drops database `name` (closing its sessions first), if it exists.
 pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "database name {name:?} must be letters, digits and underscores"
-    );
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("connecting to {}", redact_url(admin_url)))?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("dropping database {name}"))?;
-    conn.close().await?;
-    Ok(())
+    check_name(name)?;
+    admin_execute(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -127,14 +127,9 @@ impl Drop for TestDb {
 
 /// Runs a SQL statement on the maintenance database (outage simulation).
 async fn admin_exec(sql: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+    postgres::admin_execute(&pg_admin_url(), sql)
         .await
-        .expect("admin connection");
-    sqlx::query(sql)
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 macro_rules! store_test {
