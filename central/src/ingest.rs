@@ -68,20 +68,25 @@ async fn writer(mut rx: mpsc::Receiver<Job>, store: Arc<dyn UsageStore>, clock: 
                 Err(_) => break,
             }
         }
-        let items: Vec<IngestItem> = jobs.iter().flat_map(|j| j.items.iter().cloned()).collect();
+        let mut items: Vec<IngestItem> = Vec::with_capacity(events);
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.items.len(), job.reply));
+            items.extend(job.items);
+        }
         let result = store.commit_ingest(&items, clock.now_ms()).await;
         match result {
             Ok(outcomes) => {
                 let mut rest = outcomes.into_iter();
-                for job in jobs {
-                    let mine: Vec<ItemOutcome> = rest.by_ref().take(job.items.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+                for (len, reply) in replies {
+                    let mine: Vec<ItemOutcome> = rest.by_ref().take(len).collect();
+                    let _ = reply.send(Ok(mine));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, requests = jobs.len(), "ingest group commit failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
+                tracing::error!(error = %e, requests = replies.len(), "ingest group commit failed");
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.to_string()));
                 }
             }
         }

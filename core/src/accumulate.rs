@@ -65,6 +65,22 @@ impl Accumulator {
         Accumulator::Unique(set)
     }
 
+    /// Whether [`Accumulator::merge`] of `other` would succeed, without changing anything.
+    pub fn check_merge(&self, other: &Accumulator) -> Result<(), MergeError> {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => {
+                a.checked_add(*b).map(|_| ()).ok_or(MergeError::Overflow)
+            }
+            (Accumulator::Sum(a), Accumulator::Sum(b)) => {
+                a.checked_add(*b).map(|_| ()).ok_or(MergeError::Overflow)
+            }
+            (Accumulator::Max(_), Accumulator::Max(_))
+            | (Accumulator::Unique(_), Accumulator::Unique(_))
+            | (Accumulator::Latest { .. }, Accumulator::Latest { .. }) => Ok(()),
+            _ => Err(MergeError::KindMismatch),
+        }
+    }
+
     /// Folds `other` into `self`. On error `self` is unchanged.
     pub fn merge(&mut self, other: &Accumulator) -> Result<(), MergeError> {
         match (self, other) {
@@ -189,6 +205,32 @@ mod tests {
             a.merge(&Accumulator::Count(n)).unwrap();
             prop_assert_eq!(a, Accumulator::Count(2 * n));
         }
+    }
+
+    proptest! {
+        /// `check_merge` predicts exactly whether `merge` succeeds.
+        #[test]
+        fn check_merge_predicts_merge(a in acc_of(1), b in acc_of(1)) {
+            let mut x = a.clone();
+            prop_assert_eq!(a.check_merge(&b), x.merge(&b));
+        }
+    }
+
+    #[test]
+    fn check_merge_refuses_what_merge_refuses() {
+        let max = Accumulator::Sum(Decimal::MAX);
+        assert_eq!(
+            max.check_merge(&Accumulator::Sum(Decimal::ONE)),
+            Err(MergeError::Overflow)
+        );
+        assert_eq!(
+            Accumulator::Count(1).check_merge(&Accumulator::unique_of("a")),
+            Err(MergeError::KindMismatch)
+        );
+        assert_eq!(
+            Accumulator::Count(1).check_merge(&Accumulator::Count(2)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! [`fold_items`] or [`merge_batch`] return, all in one transaction. Keeping the merge here means
 //! both backends merge identically and nothing is ever summed in SQL.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tally_core::accumulate::{Accumulator, PartialKey};
 
@@ -79,54 +79,55 @@ pub fn accepted_keys(items: &[IngestItem], outcomes: &[ItemOutcome]) -> StoreRes
 /// Folds each accepted item's contributions into `partials` (the stored rows), all or nothing per
 /// item: an item whose merge fails becomes `Rejected` and contributes nothing. Returns the touched
 /// rows to write, in key order.
+///
+/// An item's contributions land on distinct rows (one per metric), so checking every merge first
+/// and then merging in place is atomic per item without cloning accumulators (a UNIQUE set can
+/// be large).
 pub fn fold_items(
     items: &[IngestItem],
     outcomes: &mut [ItemOutcome],
     mut partials: HashMap<RowKey, Accumulator>,
 ) -> StoreResult<Vec<RowWrite>> {
-    let mut touched = BTreeMap::new();
+    let mut touched = BTreeSet::new();
     for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
         if *outcome != ItemOutcome::Accepted {
             continue;
         }
-        let mut staged: Vec<(RowKey, Accumulator)> = Vec::with_capacity(item.contributions.len());
-        let mut failed = None;
-        for (key, acc) in &item.contributions {
-            let rk = row_key(item.env, key)?;
-            let current = staged
-                .iter()
-                .rev()
-                .find(|(k, _)| *k == rk)
-                .map(|(_, a)| a.clone())
-                .or_else(|| partials.get(&rk).cloned());
-            let merged = match current {
-                None => Ok(acc.clone()),
-                Some(mut cur) => cur.merge(acc).map(|()| cur),
-            };
-            match merged {
-                Ok(m) => staged.push((rk, m)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+        let keys = item
+            .contributions
+            .iter()
+            .map(|(key, _)| row_key(item.env, key))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let check = item
+            .contributions
+            .iter()
+            .zip(&keys)
+            .try_for_each(|((_, acc), rk)| {
+                partials.get(rk).map_or(Ok(()), |cur| cur.check_merge(acc))
+            });
+        if let Err(e) = check {
+            *outcome = ItemOutcome::Rejected(format!("event not counted: {e}"));
+            continue;
+        }
+        for ((_, acc), rk) in item.contributions.iter().zip(keys) {
+            match partials.get_mut(&rk) {
+                Some(cur) => cur
+                    .merge(acc)
+                    .map_err(|e| StoreError::Corrupt(format!("merge after check: {e}")))?,
+                None => {
+                    partials.insert(rk.clone(), acc.clone());
                 }
             }
-        }
-        match failed {
-            Some(e) => *outcome = ItemOutcome::Rejected(format!("event not counted: {e}")),
-            None => {
-                for (rk, acc) in staged {
-                    touched.insert(rk.clone(), ());
-                    partials.insert(rk, acc);
-                }
-            }
+            touched.insert(rk);
         }
     }
-    let mut rows = Vec::with_capacity(touched.len());
-    for key in touched.into_keys() {
-        let acc = encode_acc(&partials[&key])?;
-        rows.push((key, acc));
-    }
-    Ok(rows)
+    touched
+        .into_iter()
+        .map(|key| {
+            let acc = encode_acc(&partials[&key])?;
+            Ok((key, acc))
+        })
+        .collect()
 }
 
 /// The sorted, distinct rows a batch's partials land on.
