@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Tally has: formatting, lints, the core's no_std WASM build, unit and
 # property tests, in-process HTTP tests, the store conformance suite (SQLite and PostgreSQL),
-# golden invoices and the SDK end-to-end and replica tests.
+# golden invoices, the SDK end-to-end and replica tests, and the edge Worker (wasm32 lints, an
+# offline deployment dry run, and its tests on workerd in front of the real tally).
 # Installs or starts what the tests need first when it is missing (wasm target, Metronome's Python
 # SDK, the local PostgreSQL server).
 set -euo pipefail
@@ -13,6 +14,9 @@ step "toolchain and test dependencies"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.0" else 1)' 2>/dev/null \
   || python3 -m pip install -q metronome-sdk==4.12.0
+
+step "edge toolchain (worker-build, wasm-bindgen-cli, wrangler, Miniflare, wasm-opt, esbuild; cached)"
+bash scripts/edge-tools.sh install >/dev/null
 
 step "PostgreSQL (store conformance, SDK and replica tests create throwaway databases on it)"
 # TALLY_TEST_PG_URL points the tests at another server; otherwise make sure the local one is up.
@@ -40,6 +44,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "core builds alone for wasm32 without std"
 cargo build -p tally-core --target wasm32-unknown-unknown --no-default-features
 
+step "edge lints for wasm32 (the Worker's real target)"
+cargo clippy -p tally-edge --target wasm32-unknown-unknown -- -D warnings
+
 step "binaries (the end-to-end tests start the real tally)"
 cargo build --workspace --bins
 
@@ -50,3 +57,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+step "edge: deployment dry run (offline; runs wrangler.toml's build command into edge/build/)"
+eval "$(bash scripts/edge-tools.sh env)"
+npx --no-install wrangler deploy --dry-run --outdir target/edge-dry-run
+
+step "edge tests (workerd through Miniflare 4 and wrangler dev, in front of the real tally)"
+node --test --test-concurrency=1 --test-timeout=600000 tests/edge/*.test.mjs

@@ -1,0 +1,179 @@
+//! `POST /v1/ingest` at the edge: authenticate, validate with core, fan out to the shards that own
+//! the events' keys, and answer with the same summary central's native path gives.
+//!
+//! Invariants:
+//! - The order of checks is central's: token (401), then `Content-Encoding` (415), then the body
+//!   and its contract (400 from `tally_core::ingest`), then per-event outcomes.
+//! - 200 only after every shard called has answered that its storage transaction committed; if
+//!   any shard fails, the answer is 503 with `x-should-retry: true`. Events a successful shard
+//!   recorded stay recorded, and the client's retry reports them as duplicates, which is the
+//!   contract's meaning of a retried request.
+//! - At most `SHARD_COUNT` (≤ `MAX_SHARD_COUNT`) shard calls per request, all concurrent.
+
+use futures_util::future::join_all;
+use serde_json::json;
+use tally_core::event::Event;
+use tally_core::ingest::{parse_batch, IngestSummary, Rejection, MAX_BODY_BYTES};
+use wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, RequestInit, Response};
+
+use crate::config::{EdgeConfig, SHARD_BINDING};
+use crate::error::{json_response, EdgeError};
+use crate::protocol::{Outcome, ShardIngest, ShardReply, INGEST_PATH, SHARD_ORIGIN};
+use crate::routing::{shard_index, shard_name};
+
+/// Serves one ingest request.
+pub async fn handle(mut req: Request, env: &Env, cfg: &EdgeConfig) -> Result<Response, EdgeError> {
+    let now_ms = crate::now_ms();
+    let environment = crate::tokens::environment(cfg, req.headers(), now_ms).await?;
+    let body = crate::body::read_limited(&mut req, MAX_BODY_BYTES).await?;
+    let batch = parse_batch(&body, now_ms).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
+
+    let groups = group_by_shard(&environment, batch.events, cfg.shard_count);
+    let namespace = env.durable_object(SHARD_BINDING)?;
+    let calls = groups.into_iter().map(|(index, events)| {
+        let namespace = &namespace;
+        let environment = environment.as_str();
+        async move {
+            let replies = call_shard(namespace, index, environment, &events).await?;
+            Ok::<_, EdgeError>((events, replies))
+        }
+    });
+    let mut summary = IngestSummary {
+        rejected: batch.rejected,
+        ..IngestSummary::default()
+    };
+    for result in join_all(calls).await {
+        let (events, outcomes) = result?;
+        tally(&mut summary, &events, outcomes);
+    }
+    summary.rejected.sort_by_key(|r| r.index);
+    json_response(200, &json!({ "data": summary }))
+}
+
+/// Valid events grouped by owning shard, each group in request order; only non-empty groups.
+pub fn group_by_shard(
+    environment: &str,
+    events: Vec<(usize, Event)>,
+    shard_count: u64,
+) -> Vec<(u64, Vec<(usize, Event)>)> {
+    let mut groups: std::collections::BTreeMap<u64, Vec<(usize, Event)>> = Default::default();
+    for (index, event) in events {
+        let shard = shard_index(environment, &event.transaction_id, shard_count);
+        groups.entry(shard).or_default().push((index, event));
+    }
+    groups.into_iter().collect()
+}
+
+/// Adds one shard's outcomes to the summary.
+pub fn tally(summary: &mut IngestSummary, events: &[(usize, Event)], outcomes: Vec<Outcome>) {
+    for ((index, event), outcome) in events.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Accepted => summary.accepted += 1,
+            Outcome::Duplicate => summary.duplicates += 1,
+            Outcome::Rejected(message) => summary.rejected.push(Rejection {
+                index: *index,
+                transaction_id: Some(event.transaction_id.clone()),
+                message,
+            }),
+        }
+    }
+}
+
+fn shard_failed(index: u64, why: impl core::fmt::Display) -> EdgeError {
+    EdgeError::Unavailable(format!(
+        "shard {index} could not record its events ({why}); retrying the request is safe, \
+         events already recorded are reported as duplicates"
+    ))
+}
+
+async fn call_shard(
+    namespace: &worker::ObjectNamespace,
+    index: u64,
+    environment: &str,
+    events: &[(usize, Event)],
+) -> Result<Vec<Outcome>, EdgeError> {
+    let msg = ShardIngest {
+        shard: shard_name(index),
+        env: environment.to_string(),
+        events: events.to_vec(),
+    };
+    let body = serde_json::to_string(&msg).map_err(|e| shard_failed(index, e))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let url = format!("{SHARD_ORIGIN}{INGEST_PATH}");
+    let req = Request::new_with_init(&url, &init)?;
+    let stub = namespace
+        .id_from_name(&msg.shard)
+        .and_then(|id| id.get_stub())
+        .map_err(|e| shard_failed(index, e))?;
+    let mut resp = stub
+        .fetch_with_request(req)
+        .await
+        .map_err(|e| shard_failed(index, e))?;
+    let status = resp.status_code();
+    let text = resp.text().await.map_err(|e| shard_failed(index, e))?;
+    if status != 200 {
+        return Err(shard_failed(index, format!("status {status}: {text}")));
+    }
+    let reply: ShardReply = serde_json::from_str(&text).map_err(|e| shard_failed(index, e))?;
+    if reply.outcomes.is_empty() {
+        return Ok(vec![Outcome::Accepted; events.len()]);
+    }
+    if reply.outcomes.len() != events.len() {
+        return Err(shard_failed(index, "a reply of the wrong length"));
+    }
+    Ok(reply.outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ev(txn: &str) -> Event {
+        Event {
+            transaction_id: txn.into(),
+            customer_id: "c".into(),
+            event_type: "e".into(),
+            timestamp_ms: 0,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn groups_keep_request_order_and_route_by_key() {
+        let events: Vec<(usize, Event)> =
+            (0..50).map(|i| (i, ev(&format!("t{}", i % 20)))).collect();
+        let groups = group_by_shard("sandbox", events, 4);
+        let mut total = 0;
+        for (shard, items) in &groups {
+            assert!(!items.is_empty());
+            assert!(items.windows(2).all(|w| w[0].0 < w[1].0));
+            for (_, e) in items {
+                assert_eq!(shard_index("sandbox", &e.transaction_id, 4), *shard);
+            }
+            total += items.len();
+        }
+        assert_eq!(total, 50);
+    }
+
+    #[test]
+    fn tally_counts_and_reports_rejections_by_request_index() {
+        let mut s = IngestSummary::default();
+        let events = vec![(3, ev("a")), (5, ev("b")), (9, ev("c"))];
+        tally(
+            &mut s,
+            &events,
+            vec![
+                Outcome::Accepted,
+                Outcome::Duplicate,
+                Outcome::Rejected("event not counted: x".into()),
+            ],
+        );
+        assert_eq!((s.accepted, s.duplicates), (1, 1));
+        assert_eq!(s.rejected[0].index, 9);
+        assert_eq!(s.rejected[0].transaction_id.as_deref(), Some("c"));
+    }
+}

@@ -1,0 +1,470 @@
+//! The shard Durable Object: the single writer of the dedupe keys routed to it. It dedupes and
+//! pre-aggregates events in its SQLite storage, and flushes sealed, numbered batches to central.
+//!
+//! Ingest (`POST /ingest`, from the Worker): in one storage transaction, claim each event's key
+//! (environment, `transaction_id`) and merge the contributions of the events whose key was new
+//! into the pending partials keyed by (environment, `PartialKey`). The reply is sent only after the
+//! transaction committed (and the runtime's output gate holds it until the write is durable).
+//!
+//! Flush (the alarm): seal pending partials into batch `(shard_id, seq)` (store the sealed bytes,
+//! delete those pendings, advance `seq`, in one transaction), POST it signed to central, delete it
+//! once acknowledged (`applied` true or false), otherwise resend the same bytes with exponential
+//! backoff. Sealed batches go out strictly in `seq` order, one at a time.
+//!
+//! Metric definitions come from central's snapshot, cached in memory and in storage. They are
+//! refreshed when an acknowledgement carries a newer version than the shard's, when the Worker
+//! proxied a metric change (`POST /invalidate`), and fetched on first use per environment.
+//!
+//! Invariants:
+//! - A key is claimed in the same transaction that records its event's usage; a failed transaction
+//!   stores neither, so the Worker's 503 and the client's retry are safe.
+//! - A sealed batch never changes; `seq` is strictly increasing; a new batch is sealed only when
+//!   nothing sealed is waiting or the pending set is full (see [`policy`]).
+//! - Memory holds only caches (snapshots, counters, the alarm time); storage is the truth, so an
+//!   evicted or restarted object continues where it was.
+
+pub mod policy;
+pub mod store;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tally_core::accumulate::Accumulator;
+use tally_core::batch::MAX_BATCH_PARTIALS;
+use tally_core::metric::{contributions, MetricDef};
+use wasm_bindgen::JsCast;
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
+
+use crate::config::{EdgeConfig, DEFAULT_FLUSH_INTERVAL_MS};
+use crate::error::{json_response, EdgeError};
+use crate::fold;
+use crate::protocol::{Outcome, ShardIngest, ShardReply, INGEST_PATH, INVALIDATE_PATH};
+
+/// How long to keep using a stale snapshot before asking central again after a failed refresh.
+const SNAPSHOT_RETRY_MS: i64 = 5_000;
+
+/// A metric snapshot as the shard meters with it.
+#[derive(Clone)]
+struct Metrics {
+    version: u64,
+    defs: Rc<Vec<MetricDef>>,
+    stale: bool,
+    /// A stale snapshot is not refreshed again before this time (after a failed refresh).
+    retry_after_ms: i64,
+}
+
+/// The pending partials, mirrored in memory so ingest reads none of them from storage.
+struct Pending {
+    rows: BTreeMap<String, Accumulator>,
+    /// The oldest metric snapshot version any pending partial was computed with.
+    version: Option<u64>,
+}
+
+/// Caches of what storage holds; all may be lost at any time.
+#[derive(Default)]
+struct Memory {
+    schema_ready: bool,
+    /// Whether this instance has checked that work left by a previous instance has an alarm.
+    alarm_checked: bool,
+    shard_id: Option<String>,
+    snapshots: HashMap<String, Metrics>,
+    /// The pending partials once loaded. Updated only after a transaction that changed them
+    /// committed, so it always equals storage.
+    pending: Option<Pending>,
+    /// The alarm this instance last set, if it has not fired yet.
+    alarm_at_ms: Option<i64>,
+    /// Consecutive failed deliveries.
+    failures: u32,
+}
+
+#[durable_object]
+pub struct Shard {
+    state: State,
+    env: Env,
+    mem: RefCell<Memory>,
+}
+
+impl DurableObject for Shard {
+    fn new(state: State, env: Env) -> Self {
+        Shard {
+            state,
+            env,
+            mem: RefCell::new(Memory::default()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let result = match (req.method(), req.path().as_str()) {
+            (Method::Post, INGEST_PATH) => self.ingest(&mut req).await,
+            (Method::Post, INVALIDATE_PATH) => self.invalidate(),
+            _ => Err(EdgeError::Client(404, "no such shard endpoint".to_string())),
+        };
+        result.or_else(EdgeError::into_response)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.mem.borrow_mut().alarm_at_ms = None;
+        if let Err(e) = self.flush().await {
+            let failures = {
+                let mut mem = self.mem.borrow_mut();
+                mem.failures = mem.failures.saturating_add(1);
+                mem.failures
+            };
+            let interval = EdgeConfig::from_env(&self.env)
+                .map(|c| c.flush_interval_ms)
+                .unwrap_or(DEFAULT_FLUSH_INTERVAL_MS as i64);
+            let now = crate::now_ms();
+            let retry_at = now.saturating_add(policy::backoff_ms(interval, failures));
+            worker::console_error!(
+                "shard flush failed (attempt {failures}, next in {} ms): {e}",
+                retry_at - now
+            );
+            if let Err(e) = self.set_alarm_at(retry_at, now).await {
+                worker::console_error!("shard could not re-arm its alarm: {e}");
+            }
+        }
+        Response::empty()
+    }
+}
+
+impl Shard {
+    async fn ingest(&self, req: &mut Request) -> Result<Response, EdgeError> {
+        let cfg = EdgeConfig::from_env(&self.env)?;
+        let text = req.text().await?;
+        let msg: ShardIngest = serde_json::from_str(&text)
+            .map_err(|e| EdgeError::BadRequest(format!("invalid shard request: {e}")))?;
+        if msg.env != "sandbox" && msg.env != "production" {
+            return Err(EdgeError::BadRequest(format!(
+                "unknown environment {:?}",
+                msg.env
+            )));
+        }
+        self.prepare(Some(&msg.shard))?;
+        self.check_alarm().await?;
+        let metrics = self.metrics_for(&cfg, &msg.env).await?;
+        let pending_before = self.pending_count()?;
+        if pending_before >= policy::MAX_PENDING_PARTIALS {
+            return Err(EdgeError::Unavailable(
+                "this shard's backlog is full because central has not acknowledged its batches"
+                    .to_string(),
+            ));
+        }
+        let now = crate::now_ms();
+        let outcomes = self.record(&msg, &metrics, now)?;
+        let pending = self.pending_count()?;
+        let current = self.mem.borrow().alarm_at_ms;
+        if let Some(due) = policy::flush_due(now, cfg.flush_interval_ms, pending, current) {
+            self.set_alarm_at(due, now).await?;
+        }
+        json_response(200, &ShardReply { outcomes })
+    }
+
+    /// The storage transaction of one ingest call: claim, merge, write; then the memory mirror.
+    fn record(
+        &self,
+        msg: &ShardIngest,
+        metrics: &Metrics,
+        now_ms: i64,
+    ) -> Result<Vec<Outcome>, EdgeError> {
+        let first = fold::first_occurrences(&msg.events);
+        let contribs: Vec<_> = msg
+            .events
+            .iter()
+            .map(|(_, e)| contributions(&metrics.defs, e))
+            .collect();
+        let candidates: Vec<&str> = msg
+            .events
+            .iter()
+            .zip(&first)
+            .filter(|(_, is_first)| **is_first)
+            .map(|((_, e), _)| e.transaction_id.as_str())
+            .collect();
+        let storage = self.state.storage();
+        let sql = storage.sql();
+        let env = msg.env.as_str();
+        self.load_pending()?;
+        // Synchronous from here on: nothing else runs on this object until the mirror is updated.
+        let mut mem = self.mem.borrow_mut();
+        let Some(pending) = mem.pending.as_mut() else {
+            return Err(EdgeError::Unavailable(
+                "pending partials are not loaded".into(),
+            ));
+        };
+        let lower_version = match pending.version {
+            Some(v) if v <= metrics.version => None,
+            _ => Some(metrics.version),
+        };
+        let (outcomes, rows) = store::transaction(&storage, || {
+            let claimed = store::claim(&sql, env, &candidates, now_ms)?;
+            let mut outcomes = fold::claim_outcomes(&msg.events, &first, &claimed);
+            let keys = fold::accepted_row_keys(env, &contribs, &outcomes)
+                .map_err(EdgeError::Unavailable)?;
+            let existing: HashMap<String, Accumulator> = keys
+                .into_iter()
+                .filter_map(|k| pending.rows.get(&k).cloned().map(|acc| (k, acc)))
+                .collect();
+            let rows = fold::fold(env, &contribs, &mut outcomes, existing)
+                .map_err(EdgeError::Unavailable)?;
+            let rejected: Vec<&str> = msg
+                .events
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Outcome::Rejected(_)))
+                .map(|((_, e), _)| e.transaction_id.as_str())
+                .collect();
+            store::release(&sql, env, &rejected)?;
+            store::write_pending(&sql, &rows, lower_version)?;
+            Ok((outcomes, rows))
+        })?;
+        if !rows.is_empty() {
+            pending.rows.extend(rows);
+            if lower_version.is_some() {
+                pending.version = lower_version;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Marks every snapshot stale: the next ingest (or flush) fetches it again.
+    fn invalidate(&self) -> Result<Response, EdgeError> {
+        self.prepare(None)?;
+        store::mark_snapshots_stale(&self.state.storage().sql())?;
+        for m in self.mem.borrow_mut().snapshots.values_mut() {
+            m.stale = true;
+            m.retry_after_ms = 0;
+        }
+        json_response(200, &serde_json::json!({ "stale": true }))
+    }
+
+    /// Creates the schema (once per instance) and returns the shard's batch name, choosing it on
+    /// first use when the Worker told us our `name`.
+    fn prepare(&self, name: Option<&str>) -> Result<Option<String>, EdgeError> {
+        let storage = self.state.storage();
+        if !self.mem.borrow().schema_ready {
+            store::init_schema(&storage.sql())?;
+            self.mem.borrow_mut().schema_ready = true;
+        }
+        if let Some(id) = self.mem.borrow().shard_id.clone() {
+            return Ok(Some(id));
+        }
+        let id = store::shard_id(&storage, name, &incarnation()?)?;
+        self.mem.borrow_mut().shard_id.clone_from(&id);
+        Ok(id)
+    }
+
+    /// Once per instance: work left in storage (by an instance that stopped between a commit and
+    /// setting its alarm) gets an alarm.
+    async fn check_alarm(&self) -> Result<(), EdgeError> {
+        if self.mem.borrow().alarm_checked {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let sql = storage.sql();
+        let work = store::pending_count(&sql)? > 0 || store::sealed_count(&sql)? > 0;
+        if work && storage.get_alarm().await?.is_none() {
+            let now = crate::now_ms();
+            self.set_alarm_at(now, now).await?;
+        }
+        self.mem.borrow_mut().alarm_checked = true;
+        Ok(())
+    }
+
+    /// Loads the pending mirror from storage if this instance has not yet.
+    fn load_pending(&self) -> Result<(), EdgeError> {
+        if self.mem.borrow().pending.is_some() {
+            return Ok(());
+        }
+        let (rows, version) = store::load_all_pending(&self.state.storage().sql())?;
+        self.mem.borrow_mut().pending = Some(Pending { rows, version });
+        Ok(())
+    }
+
+    fn pending_count(&self) -> Result<u64, EdgeError> {
+        self.load_pending()?;
+        let mem = self.mem.borrow();
+        let n = mem.pending.as_ref().map_or(0, |p| p.rows.len());
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    /// The snapshot to meter `env` with: the cached one unless stale, else central's (falling back
+    /// to the stale one, with a warning, while central cannot be reached).
+    async fn metrics_for(&self, cfg: &EdgeConfig, env: &str) -> Result<Metrics, EdgeError> {
+        let sql = self.state.storage().sql();
+        let now = crate::now_ms();
+        let cached = {
+            let mut mem = self.mem.borrow_mut();
+            if !mem.snapshots.contains_key(env) {
+                if let Some((snap, stale)) = store::load_snapshot(&sql, env)? {
+                    mem.snapshots.insert(
+                        env.to_string(),
+                        Metrics {
+                            version: snap.version,
+                            defs: Rc::new(snap.metrics),
+                            stale,
+                            retry_after_ms: 0,
+                        },
+                    );
+                }
+            }
+            mem.snapshots.get(env).cloned()
+        };
+        if let Some(m) = &cached {
+            if !m.stale || now < m.retry_after_ms {
+                return Ok(m.clone());
+            }
+        }
+        match crate::central::metrics(cfg, env).await {
+            Ok(snap) => {
+                store::save_snapshot(&sql, env, &snap)?;
+                let fresh = Metrics {
+                    version: snap.version,
+                    defs: Rc::new(snap.metrics),
+                    stale: false,
+                    retry_after_ms: 0,
+                };
+                self.mem
+                    .borrow_mut()
+                    .snapshots
+                    .insert(env.to_string(), fresh.clone());
+                Ok(fresh)
+            }
+            Err(e) => match cached {
+                Some(mut stale) => {
+                    worker::console_warn!("metering {env} with a stale metric snapshot: {e}");
+                    stale.retry_after_ms = now.saturating_add(SNAPSHOT_RETRY_MS);
+                    self.mem
+                        .borrow_mut()
+                        .snapshots
+                        .insert(env.to_string(), stale.clone());
+                    Ok(stale)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// After an acknowledgement with a newer version: refresh every cached environment.
+    async fn refresh_snapshots(&self, cfg: &EdgeConfig) -> Result<(), EdgeError> {
+        let envs: Vec<String> = {
+            let mut mem = self.mem.borrow_mut();
+            for m in mem.snapshots.values_mut() {
+                m.stale = true;
+                m.retry_after_ms = 0;
+            }
+            mem.snapshots.keys().cloned().collect()
+        };
+        store::mark_snapshots_stale(&self.state.storage().sql())?;
+        for env in envs {
+            self.metrics_for(cfg, &env).await?;
+        }
+        Ok(())
+    }
+
+    fn known_version(&self) -> u64 {
+        let mem = self.mem.borrow();
+        mem.snapshots.values().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// One alarm: prune if due, then seal and deliver in `seq` order, then re-arm.
+    async fn flush(&self) -> Result<(), EdgeError> {
+        let cfg = EdgeConfig::from_env(&self.env)?;
+        let Some(shard_id) = self.prepare(None)? else {
+            // Never received an event: nothing to flush.
+            return Ok(());
+        };
+        let storage = self.state.storage();
+        let sql = storage.sql();
+        self.prune(&sql)?;
+        for _ in 0..policy::MAX_BATCHES_PER_ALARM {
+            let pending = self.pending_count()?;
+            let sealed = store::sealed_count(&sql)?;
+            if policy::should_seal(pending, sealed) {
+                let last = store::transaction(&storage, || {
+                    store::seal(&sql, &shard_id, MAX_BATCH_PARTIALS)
+                })?;
+                if let (Some(last), Some(p)) = (last, self.mem.borrow_mut().pending.as_mut()) {
+                    // Sealed: every key up to and including `last`.
+                    let mut rest = p.rows.split_off(&last);
+                    rest.remove(&last);
+                    p.rows = rest;
+                    if p.rows.is_empty() {
+                        p.version = None;
+                    }
+                }
+            }
+            let Some((seq, body)) = store::oldest_sealed(&sql)? else {
+                break;
+            };
+            let ack = crate::central::deliver(&cfg, body.as_bytes()).await?;
+            store::delete_sealed(&sql, seq)?;
+            self.mem.borrow_mut().failures = 0;
+            if !ack.applied {
+                worker::console_log!("batch {shard_id}#{seq} was already applied (a replay)");
+            }
+            if ack.metrics_version > self.known_version() {
+                if let Err(e) = self.refresh_snapshots(&cfg).await {
+                    worker::console_warn!("metric snapshot refresh failed: {e}");
+                }
+            }
+        }
+        let now = crate::now_ms();
+        let pending = self.pending_count()?;
+        let wake = policy::next_wake(
+            now,
+            cfg.flush_interval_ms,
+            pending,
+            store::sealed_count(&sql)?,
+            store::has_dedupe_keys(&sql)?,
+            store::last_prune_ms(&sql)?.unwrap_or(now),
+        );
+        match wake {
+            Some(at) => self.set_alarm_at(at, now).await,
+            None => {
+                storage.delete_alarm().await?;
+                self.mem.borrow_mut().alarm_at_ms = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes dedupe keys past retention, at most once per `PRUNE_INTERVAL_MS`.
+    fn prune(&self, sql: &worker::SqlStorage) -> Result<(), EdgeError> {
+        let now = crate::now_ms();
+        let Some(last) = store::last_prune_ms(sql)? else {
+            return store::set_last_prune_ms(sql, now);
+        };
+        if now.saturating_sub(last) < policy::PRUNE_INTERVAL_MS {
+            return Ok(());
+        }
+        let before = now.saturating_sub(store::DEDUPE_RETENTION_MS);
+        for _ in 0..policy::MAX_PRUNE_ROUNDS {
+            let removed = store::prune(sql, before)?;
+            if i64::try_from(removed).unwrap_or(i64::MAX) < store::PRUNE_CHUNK {
+                return store::set_last_prune_ms(sql, now);
+            }
+        }
+        // More to remove: leave last_prune_ms so the next alarm continues.
+        Ok(())
+    }
+
+    async fn set_alarm_at(&self, at_ms: i64, now_ms: i64) -> Result<(), EdgeError> {
+        let delay = u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0);
+        self.state
+            .storage()
+            .set_alarm(Duration::from_millis(delay))
+            .await?;
+        self.mem.borrow_mut().alarm_at_ms = Some(at_ms);
+        Ok(())
+    }
+}
+
+/// 64 random bits, hex: distinguishes this shard's storage from any earlier storage of the same name.
+fn incarnation() -> Result<String, EdgeError> {
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let crypto = global.crypto()?;
+    let mut bytes = [0u8; 8];
+    crypto.get_random_values_with_u8_array(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,463 @@
+//! A shard's SQLite storage: schema and the statements the shard runs, each group of writes inside
+//! one `transactionSync` (all or nothing, committed before the shard answers).
+//!
+//! Tables:
+//! - `meta(k, n, s)`: `shard_id` (text: name + incarnation); `next_seq`, `pending_version`,
+//!   `last_prune_ms` (integers).
+//! - `dedupe(env, txn, seen_ms)`: claimed keys, pruned after [`DEDUPE_RETENTION_MS`].
+//! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is `fold::row_key`, `acc` the
+//!   accumulator's JSON.
+//! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged.
+//! - `snapshot(env, version, body, stale)`: the metric definitions the shard meters with.
+//!
+//! Invariants:
+//! - Statements pass lists as one JSON parameter (`json_each`), never as string-built SQL, and
+//!   stay under the platform's bound-parameter limit.
+//! - Accumulators are stored as JSON text written and read by serde (exact decimals), never
+//!   interpreted by SQLite.
+//! - A shard's incarnation is random and chosen once, when its storage is first initialised, so a
+//!   shard whose storage was wiped never reuses a `(shard_id, seq)` central has already applied.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use tally_core::accumulate::Accumulator;
+use tally_core::batch::{Batch, BatchPartial, MetricsSnapshot};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::{SqlStorage, SqlStorageValue, Storage};
+
+use crate::error::EdgeError;
+use crate::fold::parse_row_key;
+
+/// How long a dedupe key is kept. A retry is accepted only while its timestamp is at most 34 days
+/// old, and a timestamp may be up to 24 hours ahead of its first arrival, so 35 days after first
+/// sight no retry can pass validation; one more day covers clock differences.
+pub const DEDUPE_RETENTION_MS: i64 = 36 * 24 * 60 * 60 * 1000;
+/// Most dedupe keys removed by one prune statement.
+pub const PRUNE_CHUNK: i64 = 20_000;
+/// Largest sealed batch body. The platform stores at most 2 MB per value, and central takes 16 MiB.
+pub const MAX_SEALED_BYTES: usize = 1_500_000;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The storage object, for `transactionSync` (workers-rs 0.8 does not bind it).
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type SyncStorage;
+
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &SyncStorage,
+        body: &mut dyn FnMut() -> Result<JsValue, JsValue>,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// Runs `f` in one synchronous SQLite transaction: committed if it returns `Ok`, rolled back
+/// (every statement undone) if it returns `Err`.
+pub fn transaction<T>(
+    storage: &Storage,
+    f: impl FnOnce() -> Result<T, EdgeError>,
+) -> Result<T, EdgeError> {
+    let mut f = Some(f);
+    let mut out: Option<Result<T, EdgeError>> = None;
+    let committed = {
+        let mut body = || -> Result<JsValue, JsValue> {
+            let Some(f) = f.take() else {
+                return Err(JsValue::from_str("transaction body ran twice"));
+            };
+            let result = f();
+            let failed = result.as_ref().err().map(|e| e.to_string());
+            out = Some(result);
+            match failed {
+                // Throwing is what makes the runtime roll the transaction back.
+                Some(message) => Err(JsValue::from_str(&message)),
+                None => Ok(JsValue::UNDEFINED),
+            }
+        };
+        let raw: &SyncStorage = storage.as_raw().unchecked_ref();
+        raw.transaction_sync(&mut body)
+    };
+    match (out, committed) {
+        (Some(Err(e)), _) => Err(e),
+        (_, Err(js)) => Err(EdgeError::from(js)),
+        (Some(Ok(v)), Ok(_)) => Ok(v),
+        (None, Ok(_)) => Err(EdgeError::Unavailable(
+            "the storage transaction did not run".to_string(),
+        )),
+    }
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_string())
+}
+
+fn int(n: i64) -> SqlStorageValue {
+    SqlStorageValue::Integer(n)
+}
+
+fn json_param<T: serde::Serialize>(value: &T) -> Result<SqlStorageValue, EdgeError> {
+    serde_json::to_string(value)
+        .map(SqlStorageValue::String)
+        .map_err(|e| EdgeError::Unavailable(format!("encoding a statement parameter: {e}")))
+}
+
+fn corrupt(what: &str, e: impl core::fmt::Display) -> EdgeError {
+    EdgeError::Unavailable(format!("shard storage holds an invalid {what}: {e}"))
+}
+
+/// Creates the tables if they do not exist.
+pub fn init_schema(sql: &SqlStorage) -> Result<(), EdgeError> {
+    for stmt in [
+        "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, n INTEGER, s TEXT) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS dedupe (env TEXT NOT NULL, txn TEXT NOT NULL, \
+         seen_ms INTEGER NOT NULL, PRIMARY KEY (env, txn)) WITHOUT ROWID",
+        "CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms)",
+        "CREATE TABLE IF NOT EXISTS pending (k TEXT PRIMARY KEY, acc TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS sealed (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS snapshot (env TEXT PRIMARY KEY, version INTEGER NOT NULL, \
+         body TEXT NOT NULL, stale INTEGER NOT NULL)",
+    ] {
+        sql.exec(stmt, None)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IntRow {
+    n: i64,
+}
+
+#[derive(Deserialize)]
+struct TextRow {
+    s: String,
+}
+
+// JavaScript numbers reach SQLite as REAL; the INTEGER affinity of `meta.n` stores whole numbers
+// as integers, so reads below see exact integers.
+fn meta_int(sql: &SqlStorage, key: &str) -> Result<Option<i64>, EdgeError> {
+    let rows: Vec<IntRow> = sql
+        .exec(
+            "SELECT n FROM meta WHERE k = ? AND n IS NOT NULL",
+            vec![text(key)],
+        )?
+        .to_array()?;
+    Ok(rows.first().map(|r| r.n))
+}
+
+fn meta_text(sql: &SqlStorage, key: &str) -> Result<Option<String>, EdgeError> {
+    let rows: Vec<TextRow> = sql
+        .exec(
+            "SELECT s FROM meta WHERE k = ? AND s IS NOT NULL",
+            vec![text(key)],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().next().map(|r| r.s))
+}
+
+fn meta_set_int(sql: &SqlStorage, key: &str, value: i64) -> Result<(), EdgeError> {
+    sql.exec(
+        "INSERT INTO meta (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n",
+        vec![text(key), int(value)],
+    )?;
+    Ok(())
+}
+
+fn meta_set_text(sql: &SqlStorage, key: &str, value: &str) -> Result<(), EdgeError> {
+    sql.exec(
+        "INSERT INTO meta (k, s) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET s = excluded.s",
+        vec![text(key), text(value)],
+    )?;
+    Ok(())
+}
+
+/// The shard's batch name: kept if set, else `"{name}.{incarnation}"` is stored and returned.
+pub fn shard_id(
+    storage: &Storage,
+    name: Option<&str>,
+    incarnation: &str,
+) -> Result<Option<String>, EdgeError> {
+    let sql = storage.sql();
+    if let Some(id) = meta_text(&sql, "shard_id")? {
+        return Ok(Some(id));
+    }
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let id = format!("{name}.{incarnation}");
+    transaction(storage, || {
+        meta_set_text(&sql, "shard_id", &id)?;
+        meta_set_int(&sql, "next_seq", 1)
+    })?;
+    Ok(Some(id))
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: i64,
+}
+
+fn count(sql: &SqlStorage, table_query: &str) -> Result<u64, EdgeError> {
+    let rows: Vec<CountRow> = sql.exec(table_query, None)?.to_array()?;
+    Ok(rows
+        .first()
+        .map(|r| u64::try_from(r.n).unwrap_or(0))
+        .unwrap_or(0))
+}
+
+pub fn pending_count(sql: &SqlStorage) -> Result<u64, EdgeError> {
+    count(sql, "SELECT count(*) AS n FROM pending")
+}
+
+pub fn sealed_count(sql: &SqlStorage) -> Result<u64, EdgeError> {
+    count(sql, "SELECT count(*) AS n FROM sealed")
+}
+
+pub fn has_dedupe_keys(sql: &SqlStorage) -> Result<bool, EdgeError> {
+    Ok(count(
+        sql,
+        "SELECT count(*) AS n FROM (SELECT 1 FROM dedupe LIMIT 1)",
+    )? > 0)
+}
+
+#[derive(Deserialize)]
+struct TxnRow {
+    txn: String,
+}
+
+/// Claims the keys of `txns` (distinct ids) in `env`; returns those this call claimed.
+pub fn claim(
+    sql: &SqlStorage,
+    env: &str,
+    txns: &[&str],
+    now_ms: i64,
+) -> Result<HashSet<String>, EdgeError> {
+    if txns.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // `WHERE true` resolves the parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.
+    let rows: Vec<TxnRow> = sql
+        .exec(
+            "INSERT INTO dedupe (env, txn, seen_ms) \
+             SELECT ?, value, ? FROM json_each(?) WHERE true \
+             ON CONFLICT DO NOTHING RETURNING txn",
+            vec![text(env), int(now_ms), json_param(&txns)?],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().map(|r| r.txn).collect())
+}
+
+/// Gives keys back (events that were claimed but could not be merged).
+pub fn release(sql: &SqlStorage, env: &str, txns: &[&str]) -> Result<(), EdgeError> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    sql.exec(
+        "DELETE FROM dedupe WHERE env = ? AND txn IN (SELECT value FROM json_each(?))",
+        vec![text(env), json_param(&txns)?],
+    )?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct PendingRow {
+    k: String,
+    acc: String,
+}
+
+/// Every pending partial (at most `policy::MAX_PENDING_PARTIALS` plus one request's worth) and
+/// the metric version they were computed with.
+pub fn load_all_pending(
+    sql: &SqlStorage,
+) -> Result<(BTreeMap<String, Accumulator>, Option<u64>), EdgeError> {
+    let rows: Vec<PendingRow> = sql.exec("SELECT k, acc FROM pending", None)?.to_array()?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let acc: Accumulator =
+            serde_json::from_str(&row.acc).map_err(|e| corrupt("pending accumulator", e))?;
+        out.insert(row.k, acc);
+    }
+    let version = meta_int(sql, "pending_version")?.and_then(|v| u64::try_from(v).ok());
+    Ok((out, version))
+}
+
+/// Writes pending rows (insert or replace); when `lower_version` is given, also lowers the stored
+/// `pending_version` to it.
+pub fn write_pending(
+    sql: &SqlStorage,
+    rows: &[(String, Accumulator)],
+    lower_version: Option<u64>,
+) -> Result<(), EdgeError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut encoded: Vec<(&str, String)> = Vec::with_capacity(rows.len());
+    for (k, acc) in rows {
+        let text = serde_json::to_string(acc)
+            .map_err(|e| EdgeError::Unavailable(format!("encoding an accumulator: {e}")))?;
+        encoded.push((k.as_str(), text));
+    }
+    sql.exec(
+        "INSERT INTO pending (k, acc) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+         ON CONFLICT (k) DO UPDATE SET acc = excluded.acc",
+        vec![json_param(&encoded)?],
+    )?;
+    let Some(version) = lower_version else {
+        return Ok(());
+    };
+    let version = i64::try_from(version).unwrap_or(i64::MAX);
+    sql.exec(
+        "INSERT INTO meta (k, n) VALUES ('pending_version', ?) \
+         ON CONFLICT (k) DO UPDATE SET n = min(n, excluded.n)",
+        vec![int(version)],
+    )?;
+    Ok(())
+}
+
+/// Seals up to `max_partials` pending partials (in key order, within [`MAX_SEALED_BYTES`]) into the
+/// next batch: stores its bytes, removes those partials, advances `next_seq`. Must run inside a
+/// transaction. Returns the greatest key sealed (every pending key up to it was sealed), `None`
+/// when nothing was pending.
+pub fn seal(
+    sql: &SqlStorage,
+    shard_id: &str,
+    max_partials: usize,
+) -> Result<Option<String>, EdgeError> {
+    let limit = i64::try_from(max_partials).unwrap_or(i64::MAX);
+    let rows: Vec<PendingRow> = sql
+        .exec(
+            "SELECT k, acc FROM pending ORDER BY k LIMIT ?",
+            vec![int(limit)],
+        )?
+        .to_array()?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    // `next_seq` is written with the shard id, so it is never absent here. Never reuse a number:
+    // central would take the batch for a replay and drop it.
+    let next =
+        meta_int(sql, "next_seq")?.ok_or_else(|| corrupt("meta row", "next_seq is missing"))?;
+    let seq = next.max(max_sealed_seq(sql)?.saturating_add(1)).max(1);
+    let metrics_version = meta_int(sql, "pending_version")?.unwrap_or(0).max(0);
+    let mut partials = Vec::with_capacity(rows.len());
+    let mut bytes = 0usize;
+    let mut last = String::new();
+    for row in rows {
+        // Each partial costs roughly its key and accumulator text; stop before the body limit.
+        let cost = row.k.len() + row.acc.len() + 32;
+        if !partials.is_empty() && bytes + cost > MAX_SEALED_BYTES {
+            break;
+        }
+        bytes += cost;
+        let (env, key) = parse_row_key(&row.k).map_err(|e| corrupt("pending key", e))?;
+        let acc: Accumulator =
+            serde_json::from_str(&row.acc).map_err(|e| corrupt("pending accumulator", e))?;
+        partials.push(BatchPartial { env, key, acc });
+        last = row.k;
+    }
+    let batch = Batch {
+        shard_id: shard_id.to_string(),
+        seq: u64::try_from(seq).unwrap_or(1),
+        metrics_version: u64::try_from(metrics_version).unwrap_or(0),
+        partials,
+    };
+    let body = serde_json::to_string(&batch)
+        .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
+    sql.exec(
+        "INSERT INTO sealed (seq, body) VALUES (?, ?)",
+        vec![int(seq), SqlStorageValue::String(body)],
+    )?;
+    sql.exec("DELETE FROM pending WHERE k <= ?", vec![text(&last)])?;
+    meta_set_int(sql, "next_seq", seq.saturating_add(1))?;
+    if pending_count(sql)? == 0 {
+        sql.exec("DELETE FROM meta WHERE k = 'pending_version'", None)?;
+    }
+    Ok(Some(last))
+}
+
+fn max_sealed_seq(sql: &SqlStorage) -> Result<i64, EdgeError> {
+    let rows: Vec<IntRow> = sql
+        .exec("SELECT coalesce(max(seq), 0) AS n FROM sealed", None)?
+        .to_array()?;
+    Ok(rows.first().map_or(0, |r| r.n))
+}
+
+#[derive(Deserialize)]
+struct SealedRow {
+    seq: i64,
+    body: String,
+}
+
+/// The oldest sealed batch, if any: `(seq, body)`.
+pub fn oldest_sealed(sql: &SqlStorage) -> Result<Option<(i64, String)>, EdgeError> {
+    let rows: Vec<SealedRow> = sql
+        .exec("SELECT seq, body FROM sealed ORDER BY seq LIMIT 1", None)?
+        .to_array()?;
+    Ok(rows.into_iter().next().map(|r| (r.seq, r.body)))
+}
+
+/// Forgets an acknowledged batch.
+pub fn delete_sealed(sql: &SqlStorage, seq: i64) -> Result<(), EdgeError> {
+    sql.exec("DELETE FROM sealed WHERE seq = ?", vec![int(seq)])?;
+    Ok(())
+}
+
+/// Removes dedupe keys first seen before `before_ms`, at most [`PRUNE_CHUNK`]; returns how many.
+pub fn prune(sql: &SqlStorage, before_ms: i64) -> Result<usize, EdgeError> {
+    let cursor = sql.exec(
+        "DELETE FROM dedupe WHERE (env, txn) IN \
+         (SELECT env, txn FROM dedupe WHERE seen_ms < ? LIMIT ?)",
+        vec![int(before_ms), int(PRUNE_CHUNK)],
+    )?;
+    // Drain the cursor so the statement runs to completion before counting.
+    let _ = cursor.to_array::<serde_json::Value>()?;
+    Ok(cursor.rows_written())
+}
+
+pub fn last_prune_ms(sql: &SqlStorage) -> Result<Option<i64>, EdgeError> {
+    meta_int(sql, "last_prune_ms")
+}
+
+pub fn set_last_prune_ms(sql: &SqlStorage, at_ms: i64) -> Result<(), EdgeError> {
+    meta_set_int(sql, "last_prune_ms", at_ms)
+}
+
+#[derive(Deserialize)]
+struct SnapshotRow {
+    body: String,
+    stale: i64,
+}
+
+/// A stored metric snapshot and whether it was marked stale.
+pub fn load_snapshot(
+    sql: &SqlStorage,
+    env: &str,
+) -> Result<Option<(MetricsSnapshot, bool)>, EdgeError> {
+    let rows: Vec<SnapshotRow> = sql
+        .exec(
+            "SELECT body, stale FROM snapshot WHERE env = ?",
+            vec![text(env)],
+        )?
+        .to_array()?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let snap: MetricsSnapshot =
+        serde_json::from_str(&row.body).map_err(|e| corrupt("metric snapshot", e))?;
+    Ok(Some((snap, row.stale != 0)))
+}
+
+pub fn save_snapshot(sql: &SqlStorage, env: &str, snap: &MetricsSnapshot) -> Result<(), EdgeError> {
+    let version = i64::try_from(snap.version).unwrap_or(i64::MAX);
+    sql.exec(
+        "INSERT INTO snapshot (env, version, body, stale) VALUES (?, ?, ?, 0) \
+         ON CONFLICT (env) DO UPDATE SET version = excluded.version, body = excluded.body, stale = 0",
+        vec![text(env), int(version), json_param(snap)?],
+    )?;
+    Ok(())
+}
+
+pub fn mark_snapshots_stale(sql: &SqlStorage) -> Result<(), EdgeError> {
+    sql.exec("UPDATE snapshot SET stale = 1", None)?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+// Exactly once between the shards and central, on workerd (Miniflare 4) and a real `tally serve`:
+// - central down while shards flush, then up again: nothing lost, nothing counted twice;
+// - acknowledgements lost after central applied a batch: the shard resends the same sealed bytes
+//   with the same (shard_id, seq), central answers `applied: false`, and the totals do not move;
+// - central's batch endpoint end to end: a bad signature is 401 and changes nothing, a replayed
+//   batch is applied once;
+// - an edge whose key central does not accept answers 5xx, never 200.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, describe, test } from 'node:test';
+import { Central, Edge, call, sign, sleep, until } from './harness.mjs';
+import { setupBilling, timeLayout } from './scenario.mjs';
+
+const KEY = 'flush-test-key';
+
+function events(prefix, n, customer, layout) {
+  return Array.from({ length: n }, (_, i) => ({
+    transaction_id: `${prefix}-${i}`, customer_id: customer, event_type: 'upload',
+    timestamp: new Date(layout.lo + ((i * 7_919_000) % (layout.hi - layout.lo))).toISOString(),
+    properties: { mb: `${i}.5`, region: ['eu', 'us'][i % 2] },
+  }));
+}
+
+/** Sum of quantities of `productId` over all invoices of a customer, as exact text totals. */
+async function usage(base, token, customerId, productId) {
+  const r = await call(base, token, 'GET', `/v1/customers/${customerId}/invoices`);
+  assert.equal(r.status, 200, r.text);
+  const lines = r.body.data.flatMap((inv) => inv.line_items).filter((l) => l.product_id === productId);
+  return lines.reduce((acc, l) => acc + Number(l.quantity), 0);
+}
+
+const expectedMb = (n) => Array.from({ length: n }, (_, i) => i + 0.5).reduce((a, b) => a + b, 0);
+
+/** A proxy in front of central that can swallow the answers to batch deliveries. */
+class LossyProxy {
+  constructor(target) {
+    this.target = new URL(target);
+    this.dropAcks = 0;
+    this.batches = [];
+  }
+
+  async start() {
+    this.server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const isBatch = req.method === 'POST' && req.url === '/internal/v1/batches';
+        if (isBatch) this.batches.push(body.toString());
+        const out = http.request({
+          hostname: this.target.hostname, port: this.target.port, path: req.url, method: req.method,
+          headers: { ...req.headers, host: this.target.host },
+        }, (up) => {
+          const parts = [];
+          up.on('data', (c) => parts.push(c));
+          up.on('end', () => {
+            if (isBatch && up.statusCode === 200 && this.dropAcks > 0) {
+              // Central applied the batch; the edge never hears about it.
+              this.dropAcks -= 1;
+              req.socket.destroy();
+              return;
+            }
+            res.writeHead(up.statusCode, up.headers);
+            res.end(Buffer.concat(parts));
+          });
+        });
+        out.on('error', () => req.socket.destroy());
+        out.end(body);
+      });
+    });
+    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${this.server.address().port}`;
+    return this;
+  }
+
+  async dispose() {
+    this.server?.closeAllConnections();
+    await new Promise((r) => this.server?.close(r));
+  }
+}
+
+describe('flush to central', () => {
+  const cleanup = [];
+  after(async () => {
+    for (const c of cleanup.reverse()) await c.dispose();
+  });
+
+  test('central down while shards flush, then up: nothing lost, nothing counted twice', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const edge = await new Edge({ centralUrl: central.url, hmacKey: KEY, shardCount: 4, flushIntervalMs: 200 }).start();
+    cleanup.push(edge);
+    const layout = timeLayout();
+    const setup = await setupBilling(edge.url, central.token, layout, { kinds: ['sum'] });
+    const first = events('before', 40, 'acme', layout);
+    assert.equal((await call(edge.url, central.token, 'POST', '/v1/ingest', first)).body.data.accepted, 40);
+    await until('the first events at central', async () => (await usage(central.url, central.token, setup.customers.acme, setup.products.sum)) === expectedMb(40));
+
+    await central.stop();
+    // The token and metric snapshots are cached at the edge: ingest goes on without central.
+    const second = events('during', 40, 'acme', layout).map((e, i) => ({ ...e, properties: { mb: `${i + 40}.5`, region: 'eu' } }));
+    const r = await call(edge.url, central.token, 'POST', '/v1/ingest', [...second, ...first.slice(0, 10)]);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.data, { accepted: 40, duplicates: 10, rejected: [] });
+    // Let the shards try (and fail) to deliver a few times: a scenario step, not a synchronisation.
+    await sleep(1_500);
+    await central.start();
+
+    await until('every event at central after the outage', async () => (await usage(central.url, central.token, setup.customers.acme, setup.products.sum)) === expectedMb(80));
+    const again = await call(edge.url, central.token, 'POST', '/v1/ingest', second);
+    assert.deepEqual(again.body.data, { accepted: 0, duplicates: 40, rejected: [] });
+    await sleep(800);
+    assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(80));
+  });
+
+  test('lost acknowledgements: the same sealed batch is resent and applied once', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const proxy = await new LossyProxy(central.url).start();
+    cleanup.push(proxy);
+    proxy.dropAcks = 3;
+    const edge = await new Edge({ centralUrl: proxy.url, hmacKey: KEY, shardCount: 2, flushIntervalMs: 100 }).start();
+    cleanup.push(edge);
+    const layout = timeLayout();
+    const setup = await setupBilling(central.url, central.token, layout, { kinds: ['sum'] });
+    const evs = events('lossy', 60, 'acme', layout);
+    assert.equal((await call(edge.url, central.token, 'POST', '/v1/ingest', evs)).body.data.accepted, 60);
+    const resends = () => {
+      const seen = new Map();
+      let resent = 0;
+      for (const body of proxy.batches) {
+        const b = JSON.parse(body);
+        const id = `${b.shard_id}#${b.seq}`;
+        if (seen.has(id)) {
+          resent += 1;
+          assert.equal(body, seen.get(id), `${id} was resent with different bytes`);
+        }
+        seen.set(id, body);
+      }
+      return resent;
+    };
+    // Three answers are swallowed; each swallowed batch is delivered again.
+    await until('three lost acknowledgements and their resends', async () => proxy.dropAcks === 0 && resends() >= 3);
+    await until('the shards to drain', async () => {
+      const n = proxy.batches.length;
+      await sleep(400);
+      return proxy.batches.length === n;
+    });
+    assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(60));
+    // Later flushes do not change anything either.
+    await call(edge.url, central.token, 'POST', '/v1/ingest', evs.slice(0, 5));
+    await sleep(500);
+    assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(60));
+  });
+
+  test('central\'s batch endpoint: a bad signature is 401, a replay is applied once', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const layout = timeLayout();
+    const setup = await setupBilling(central.url, central.token, layout, { kinds: ['count'], tag: '-sig' });
+    const batch = (seq, count) => JSON.stringify({
+      shard_id: 'node-test', seq, metrics_version: 1,
+      partials: [{
+        env: 'sandbox',
+        key: { customer_ref: 'acme-sig', metric_id: setup.metrics.count, groups: [], hour_ms: layout.lo },
+        acc: { count },
+      }],
+    });
+    const deliver = (body, key = KEY, ts = Date.now()) => call(central.url, null, 'POST', '/internal/v1/batches', body, {
+      'x-tally-timestamp': String(ts), 'x-tally-signature': sign(key, ts, body),
+    });
+    const quantity = () => usage(central.url, central.token, setup.customers.acme, setup.products.count);
+    assert.equal(await quantity(), 0);
+    const bad = await deliver(batch(1, 5), 'wrong-key');
+    assert.equal(bad.status, 401);
+    const stale = await deliver(batch(1, 5), KEY, Date.now() - 10 * 60_000);
+    assert.equal(stale.status, 401);
+    assert.equal(await quantity(), 0);
+    const ok = await deliver(batch(1, 5));
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.body.applied, true);
+    assert.equal(await quantity(), 5);
+    const replay = await deliver(batch(1, 500));
+    assert.equal(replay.status, 200);
+    assert.equal(replay.body.applied, false);
+    assert.equal(await quantity(), 5);
+    const next = await deliver(batch(2, 2));
+    assert.equal(next.body.applied, true);
+    assert.equal(await quantity(), 7);
+  });
+
+  test('an edge whose key central refuses never answers 200', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const edge = await new Edge({ centralUrl: central.url, hmacKey: 'not-the-key', shardCount: 1 }).start();
+    cleanup.push(edge);
+    const r = await call(edge.url, central.token, 'POST', '/v1/ingest', [
+      { transaction_id: 't', customer_id: 'c', event_type: 'e', timestamp: new Date().toISOString() },
+    ]);
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.headers.get('x-should-retry'), 'true');
+    assert.match(r.body.message, /EDGE_HMAC_KEY/);
+  });
+});
