@@ -49,13 +49,11 @@ pub async fn call(
     let url = format!("{}{}", cfg.central_url, path);
     let req = Request::new_with_init(&url, &init)?;
     let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(CENTRAL_TIMEOUT_MS));
-    let mut resp = Fetch::Request(req)
+    let resp = Fetch::Request(req)
         .send_with_signal(&signal)
         .await
         .map_err(|e| EdgeError::Unavailable(format!("central is unreachable: {e}")))?;
-    let status = resp.status_code();
-    let body = resp
-        .bytes()
+    let (status, body) = crate::js::bytes(resp)
         .await
         .map_err(|e| EdgeError::Unavailable(format!("central's reply was cut short: {e}")))?;
     if body.len() > MAX_RESPONSE_BYTES {

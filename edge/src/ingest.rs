@@ -108,12 +108,13 @@ async fn call_shard(
         .id_from_name(&msg.shard)
         .and_then(|id| id.get_stub())
         .map_err(|e| shard_failed(index, e))?;
-    let mut resp = stub
+    let resp = stub
         .fetch_with_request(req)
         .await
         .map_err(|e| shard_failed(index, e))?;
-    let status = resp.status_code();
-    let text = resp.text().await.map_err(|e| shard_failed(index, e))?;
+    let (status, text) = crate::js::text(resp)
+        .await
+        .map_err(|e| shard_failed(index, e))?;
     if status != 200 {
         return Err(shard_failed(index, format!("status {status}: {text}")));
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod fold;
 pub mod ingest;
+pub mod js;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
