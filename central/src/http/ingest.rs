@@ -28,8 +28,16 @@ async fn ingest(
     // One byte over the limit is enough to know the body is too large.
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES + 1)
         .await
-        .map_err(|_| {
-            ApiError::bad_request(format!("request body exceeds {MAX_BODY_BYTES} bytes"))
+        .map_err(|e| {
+            // Reading fails either at the size limit or while decoding a gzip body.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            match too_large {
+                true => {
+                    ApiError::bad_request(format!("request body exceeds {MAX_BODY_BYTES} bytes"))
+                }
+                false => ApiError::bad_request("request body is not valid gzip"),
+            }
         })?;
     let batch =
         parse_batch(&body, st.now_ms()).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -158,6 +158,31 @@ async fn a_gzip_body_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_corrupt_gzip_body_is_a_clear_400_and_a_gzip_bomb_hits_the_size_limit() {
+    let app = TestApp::new(NOW).await;
+    let b = Billing::count(&app, SBX, "call", "1", "acme", START).await;
+    let send = |body: Vec<u8>| {
+        app.send(
+            Method::POST,
+            "/v1/ingest",
+            Some(app.token(SBX)),
+            Some(body),
+            &[("content-encoding", "gzip")],
+        )
+    };
+    let r = send(b"not gzip at all".to_vec()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.message(), "request body is not valid gzip");
+    // 4 MiB of spaces compress to a few KiB; decoded, they exceed the 1 MiB limit.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![b' '; 4 << 20]).expect("gzip");
+    let r = send(enc.finish().expect("gzip")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("exceeds"), "{}", r.message());
+    assert_eq!(october_total(&app, &b.customer).await, "0");
+}
+
+#[tokio::test]
 async fn duplicates_count_once() {
     let app = TestApp::new(NOW).await;
     let b = Billing::count(&app, SBX, "call", "5", "acme", START).await;
