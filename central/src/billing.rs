@@ -137,13 +137,14 @@ pub struct RatingContext {
 impl RatingContext {
     pub async fn load(st: &AppState, env: Env, contract: &Contract) -> ApiResult<RatingContext> {
         let now = st.now_ms();
-        let customer_doc = st
-            .stores
-            .config
-            .get_doc(env, kind::CUSTOMER, &contract.customer_id)
-            .await?;
-        let customer: Customer =
-            decode(&customer_doc.ok_or_else(|| ApiError::not_found("customer"))?)?;
+        let customer: Customer = crate::model::load(
+            &st.stores,
+            env,
+            kind::CUSTOMER,
+            &contract.customer_id,
+            "customer",
+        )
+        .await?;
         let mut ctx = RatingContext {
             customer,
             rates: Vec::new(),
@@ -352,12 +353,14 @@ pub async fn void_invoice(st: &AppState, env: Env, id: &str) -> ApiResult<()> {
         .invoice(env, id)
         .await?
         .ok_or_else(|| ApiError::not_found("invoice"))?;
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::CONTRACT, &row.contract_id)
-        .await?;
-    let contract: Contract = decode(&doc.ok_or_else(|| ApiError::not_found("contract"))?)?;
+    let contract: Contract = crate::model::load(
+        &st.stores,
+        env,
+        kind::CONTRACT,
+        &row.contract_id,
+        "contract",
+    )
+    .await?;
     // Finalize first if due, so a void never freezes a draft that should have been final.
     let rows = sync_contract(st, env, &contract).await?;
     let row = rows.into_iter().find(|r| r.id == id).unwrap_or(row);

@@ -59,6 +59,20 @@ pub fn decode<T: DeserializeOwned>(doc: &Doc) -> ApiResult<T> {
         .map_err(|e| ApiError::internal(format!("document {}: {e}", doc.id)))
 }
 
+/// Loads and decodes one document; a missing one is a 404 naming `what`.
+pub async fn load<T: DeserializeOwned>(
+    stores: &Stores,
+    env: Env,
+    kind: &str,
+    id: &str,
+    what: &str,
+) -> ApiResult<T> {
+    match stores.config.get_doc(env, kind, id).await? {
+        Some(doc) => decode(&doc),
+        None => Err(ApiError::not_found(what)),
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> ApiResult<String> {
     serde_json::to_string(value).map_err(ApiError::internal)
 }

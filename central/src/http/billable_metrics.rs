@@ -11,7 +11,7 @@ use tally_core::metric::{EventTypeFilter, PropertyFilter};
 
 use super::{id_response, keyset_page, page_from_query, require_text, Body, Caller, QueryMap};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, encode, kind, new_id, AggregationType, Metric};
+use crate::model::{decode, encode, kind, load, new_id, AggregationType, Metric};
 use crate::store::{ArchiveFilter, NewDoc, PageReq};
 use crate::wire::Time;
 use crate::AppState;
@@ -89,13 +89,7 @@ async fn retrieve(
     Caller(env): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::METRIC, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("billable metric"))?;
-    let metric: Metric = decode(&doc)?;
+    let metric: Metric = load(&st.stores, env, kind::METRIC, &id, "billable metric").await?;
     Ok(Json(serde_json::json!({ "data": metric })))
 }
 
@@ -140,13 +134,8 @@ async fn archive(
     Caller(env): Caller,
     Body(req): Body<ArchiveReq>,
 ) -> ApiResult<Json<Value>> {
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::METRIC, &req.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("billable metric"))?;
-    let mut metric: Metric = decode(&doc)?;
+    let mut metric: Metric =
+        load(&st.stores, env, kind::METRIC, &req.id, "billable metric").await?;
     if metric.archived_at.is_none() {
         metric.archived_at = Some(Time(st.now_ms()));
         st.stores

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    decode, encode, kind, new_id, Contract, RateCard, ScheduleDay, ScheduleFrequency,
+    decode, encode, kind, load, new_id, Contract, RateCard, ScheduleDay, ScheduleFrequency,
     UsageStatementSchedule, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc};
@@ -237,11 +237,7 @@ pub async fn load_contract(
     customer_id: &str,
     id: &str,
 ) -> ApiResult<Contract> {
-    let doc = st.stores.config.get_doc(env, kind::CONTRACT, id).await?;
-    let contract: Contract = match doc {
-        Some(d) => decode(&d)?,
-        None => return Err(ApiError::not_found("contract")),
-    };
+    let contract: Contract = load(&st.stores, env, kind::CONTRACT, id, "contract").await?;
     if contract.customer_id != customer_id {
         return Err(ApiError::not_found("contract"));
     }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{id_response, keyset_page, page_from_query, require_text, Body, Caller, QueryMap};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, encode, kind, new_id, Contract, Customer};
+use crate::model::{decode, encode, kind, load, new_id, Contract, Customer};
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
 use crate::wire::Time;
 use crate::AppState;
@@ -109,13 +109,7 @@ async fn create(
 }
 
 pub async fn load_customer(st: &AppState, env: Env, id: &str) -> ApiResult<Customer> {
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::CUSTOMER, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
-    decode(&doc)
+    load(&st.stores, env, kind::CUSTOMER, id, "customer").await
 }
 
 async fn retrieve(

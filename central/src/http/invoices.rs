@@ -12,7 +12,7 @@ use super::{
 };
 use crate::billing::{invoice_json, skip_zero_lines, sync_contract, void_invoice};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, kind, Contract, USD_ID};
+use crate::model::{decode, kind, load, Contract, USD_ID};
 use crate::store::{ArchiveFilter, InvoiceStatus};
 use crate::AppState;
 
@@ -119,12 +119,14 @@ async fn retrieve(
     let row = row
         .filter(|r| r.customer_id == customer_id)
         .ok_or_else(|| ApiError::not_found("invoice"))?;
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::CONTRACT, &row.contract_id)
-        .await?;
-    let contract: Contract = decode(&doc.ok_or_else(|| ApiError::not_found("contract"))?)?;
+    let contract: Contract = load(
+        &st.stores,
+        env,
+        kind::CONTRACT,
+        &row.contract_id,
+        "contract",
+    )
+    .await?;
     let rows = sync_contract(&st, env, &contract).await?;
     let row = rows.into_iter().find(|r| r.id == invoice_id).unwrap_or(row);
     let mut inv = invoice_json(&st, env, &contract, &row).await?;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    decode, double_option, encode, kind, new_id, Metric, Product, ProductState, ProductType,
+    decode, double_option, encode, kind, load, new_id, Metric, Product, ProductState, ProductType,
     ProductUpdate, QuantityConversion, QuantityRounding, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
@@ -58,13 +58,7 @@ async fn check_usage_state(
     let metric_id = state.billable_metric_id.as_deref().ok_or_else(|| {
         ApiError::bad_request("billable_metric_id is required for USAGE products")
     })?;
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::METRIC, metric_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("billable metric"))?;
-    let metric: Metric = decode(&doc)?;
+    let metric: Metric = load(&st.stores, env, kind::METRIC, metric_id, "billable metric").await?;
     if metric.archived_at.is_some() && new_metric {
         return Err(ApiError::bad_request(
             "an archived billable metric cannot be attached to a product",
@@ -145,13 +139,8 @@ async fn create(
 }
 
 pub async fn load_product(st: &AppState, env: Env, id: &str) -> ApiResult<Product> {
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::PRODUCT, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(decode::<Product>(&doc)?.with_current(st.now_ms()))
+    let product: Product = load(&st.stores, env, kind::PRODUCT, id, "product").await?;
+    Ok(product.with_current(st.now_ms()))
 }
 
 #[derive(Deserialize)]

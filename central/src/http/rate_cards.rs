@@ -17,8 +17,8 @@ use super::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    credit_type, decode, encode, kind, new_id, BillingFrequency, Product, RateCard, RateCardAlias,
-    RateRecord, RateType, WireTier, CREATED_BY,
+    credit_type, decode, encode, kind, load, new_id, BillingFrequency, Product, RateCard,
+    RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
 use crate::wire::{Dec, Time};
@@ -104,13 +104,7 @@ async fn create(
 }
 
 pub async fn load_rate_card(st: &AppState, env: Env, id: &str) -> ApiResult<RateCard> {
-    let doc = st
-        .stores
-        .config
-        .get_doc(env, kind::RATE_CARD, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("rate card"))?;
-    decode(&doc)
+    load(&st.stores, env, kind::RATE_CARD, id, "rate card").await
 }
 
 #[derive(Deserialize)]
