@@ -1,4 +1,10 @@
 //! API tokens: random, shown once, stored as SHA-256 hashes, each bound to one environment.
+//!
+//! A presented token is never compared with a stored one: its SHA-256 digest is looked up. How
+//! long that lookup takes depends only on the digest of what the caller sent, so timing reveals
+//! nothing about any real token (finding a token from digest bytes is a preimage attack); this is
+//! what makes the check constant-time with respect to the secret. The edge's HMAC signatures are
+//! verified with `Mac::verify_slice`, which compares in constant time.
 
 use base64::Engine;
 use rand::RngCore;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod server;
 pub mod store;
 pub mod wire;
 
@@ -79,6 +80,17 @@ pub struct Settings {
     pub job_interval: Duration,
     /// The key edge Workers sign batches with; the internal endpoints are off without it.
     pub edge_hmac_key: Option<Secret>,
+    /// Per-token request rate limit; `None` turns limiting off.
+    pub rate_limit: Option<RateLimit>,
+    /// How long one request (reading its body included) may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+/// A token's sustained request rate and the burst it may spend at once (GCRA, via `governor`).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 impl Default for Settings {
@@ -87,9 +99,15 @@ impl Default for Settings {
             invoice_grace_ms: 24 * tally_core::time::HOUR_MS,
             job_interval: Duration::from_secs(60),
             edge_hmac_key: None,
+            rate_limit: None,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
+
+/// One rate-limit bucket per token, keyed by the token's hash (only tokens that authenticated get a
+/// bucket, so the map is bounded by the number of tokens).
+pub type TokenLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 /// Per environment: the metrics version a snapshot was loaded at, and the snapshot.
 type MetricSnapshots = HashMap<Env, (u64, Arc<Vec<MetricDef>>)>;
@@ -101,6 +119,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub ingest: ingest::IngestHandle,
+    pub limiter: Option<Arc<TokenLimiter>>,
     metrics: Arc<RwLock<MetricSnapshots>>,
     tokens: Arc<RwLock<HashMap<String, Env>>>,
 }
@@ -109,11 +128,16 @@ impl AppState {
     /// Builds the state and starts the ingest writer task (needs a Tokio runtime).
     pub fn new(stores: Stores, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let ingest = ingest::IngestHandle::spawn(stores.usage.clone(), clock.clone());
+        let limiter = settings.rate_limit.map(|limit| {
+            let quota = governor::Quota::per_second(limit.per_second).allow_burst(limit.burst);
+            Arc::new(governor::RateLimiter::keyed(quota))
+        });
         AppState {
             stores,
             clock,
             settings: Arc::new(settings),
             ingest,
+            limiter,
             metrics: Arc::default(),
             tokens: Arc::default(),
         }

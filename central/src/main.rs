@@ -1,13 +1,17 @@
 //! The `tally` binary: `tally serve` and `tally token create`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tally_central::server::{self, ServeLimits};
 use tally_central::store::{self, Env};
-use tally_central::{auth, billing, http, AppState, Clock, Secret, Settings, SystemClock};
+use tally_central::{
+    auth, billing, http, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
+};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +42,8 @@ enum Command {
         /// Shared secret edge Workers sign batches with (enables the internal edge endpoints).
         #[arg(long, env = "TALLY_EDGE_HMAC_KEY", hide_env_values = true)]
         edge_hmac_key: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Manage API tokens.
     Token {
@@ -92,6 +98,46 @@ impl DbArgs {
     }
 }
 
+/// What one client may use: requests per token, and how long it may hold a connection.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Requests per second each API token may make on average (0 turns rate limiting off).
+    #[arg(long, env = "TALLY_RATE_LIMIT_RPS", default_value_t = 1_000)]
+    rate_limit_rps: u32,
+    /// Requests a token may make at once above its average rate before getting 429s.
+    #[arg(long, env = "TALLY_RATE_LIMIT_BURST", default_value_t = 2_000)]
+    rate_limit_burst: u32,
+    /// Seconds one request may take, reading its body included, before a 408.
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers; also closes idle connections.
+    #[arg(long, env = "TALLY_HEADER_TIMEOUT_SECS", default_value_t = 15)]
+    header_timeout_secs: u64,
+    /// Seconds a read or write may stall before the connection is closed.
+    #[arg(long, env = "TALLY_IO_TIMEOUT_SECS", default_value_t = 60)]
+    io_timeout_secs: u64,
+    /// Connections served at once; further clients wait in the listen backlog.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 4_096)]
+    max_connections: usize,
+}
+
+impl LimitArgs {
+    fn rate_limit(&self) -> Option<RateLimit> {
+        let per_second = NonZeroU32::new(self.rate_limit_rps)?;
+        let burst = NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second);
+        Some(RateLimit { per_second, burst })
+    }
+
+    fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            io_timeout: Duration::from_secs(self.io_timeout_secs.max(1)),
+            ..ServeLimits::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum EnvArg {
     Sandbox,
@@ -123,13 +169,16 @@ async fn main() -> anyhow::Result<()> {
             invoice_grace_hours,
             job_interval_secs,
             edge_hmac_key,
+            limits,
         } => {
             let settings = Settings {
                 invoice_grace_ms: i64::from(invoice_grace_hours) * tally_core::time::HOUR_MS,
                 job_interval: Duration::from_secs(job_interval_secs.max(1)),
                 edge_hmac_key: edge_hmac_key.map(|k| Secret(k.into_bytes())),
+                rate_limit: limits.rate_limit(),
+                request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
             };
-            serve(listen, &db, settings).await
+            serve(listen, &db, settings, limits.serve_limits()).await
         }
         Command::Token {
             command: TokenCommand::Create { env, db },
@@ -144,7 +193,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(listen: SocketAddr, db: &DbArgs, settings: Settings) -> anyhow::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    db: &DbArgs,
+    settings: Settings,
+    limits: ServeLimits,
+) -> anyhow::Result<()> {
     let stores = db.open().await?;
     if stores.tokens.token_count().await? == 0 {
         let token =
@@ -160,10 +214,9 @@ async fn serve(listen: SocketAddr, db: &DbArgs, settings: Settings) -> anyhow::R
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, database = %store::redact_url(&db.database), "tally serving");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    server::serve(listener, http::router(state), limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }

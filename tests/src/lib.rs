@@ -38,7 +38,7 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Python SDK version the compatibility tests are written against.
 pub const PYTHON_SDK_VERSION: &str = "4.12.0";
 /// Server output lines kept for failure messages.
-const LOG_LINES_KEPT: usize = 2_000;
+pub const LOG_LINES_KEPT: usize = 2_000;
 /// The marker `tally serve` prints once bound.
 const LISTENING_MARKER: &str = "listening on http://";
 

@@ -50,7 +50,27 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(internal::routes())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_request_time,
+        ))
         .with_state(state)
+}
+
+/// Answers 408 when a request (reading its body included) takes longer than the configured
+/// request timeout, so a client trickling its body cannot hold a connection and a handler
+/// indefinitely. An ingest cut off here may still commit; its retry is then a duplicate, which is
+/// why dedupe, not the response, is what guarantees exactly-once.
+async fn limit_request_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.settings.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request was not completed within {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 async fn info() -> Json<Value> {
@@ -81,14 +101,36 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let Some(token) = token else {
         return ApiError::unauthorized().into_response();
     };
-    match state.token_env(&crate::auth::hash_token(&token)).await {
+    let hash = crate::auth::hash_token(&token);
+    match state.token_env(&hash).await {
         Ok(Some(env)) => {
+            if let Some(limited) = rate_limited(&state, hash) {
+                return limited;
+            }
             req.extensions_mut().insert(env);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Spends one request from the token's bucket; when it is empty, the 429 to answer instead, with
+/// `retry-after` (whole seconds, rounded up) saying when the next request will be let through.
+fn rate_limited(state: &AppState, token_hash: String) -> Option<Response> {
+    let limiter = state.limiter.as_ref()?;
+    let not_until = limiter.check_key(&token_hash).err()?;
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+    let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let retry_after_secs = retry_after_secs.max(1);
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("rate limit exceeded for this API token; retry after {retry_after_secs} s"),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, retry_after_secs.into());
+    Some(res)
 }
 
 /// The caller's environment, set by [`authenticate`].
@@ -119,8 +161,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             &bytes
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
-        Ok(Body(value))
+        let value: Value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
+        check_string_lengths(&value, &mut String::new())?;
+        from_value(value).map(Body)
+    }
+}
+
+/// Longest string (key or value) accepted anywhere in an admin request body. Fields with their own,
+/// tighter limits (names, aliases, keys) check those too.
+pub const MAX_STRING_CHARS: usize = 4_096;
+
+/// Refuses a body holding a string longer than [`MAX_STRING_CHARS`], naming where it is, so no
+/// stored document can grow unboundedly from one field.
+fn check_string_lengths(value: &Value, path: &mut String) -> ApiResult<()> {
+    let too_long = |s: &str| s.chars().count() > MAX_STRING_CHARS;
+    let refuse = |path: &str| {
+        let at = if path.is_empty() { "." } else { path };
+        Err(ApiError::bad_request(format!(
+            "invalid request body at {at}: strings are limited to {MAX_STRING_CHARS} characters"
+        )))
+    };
+    match value {
+        Value::String(s) if too_long(s) => refuse(path),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            check_string_lengths(item, path)?;
+            path.truncate(len);
+            Ok(())
+        }),
+        Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            if too_long(key) {
+                return refuse(path);
+            }
+            check_string_lengths(item, path)?;
+            path.truncate(len);
+            Ok(())
+        }),
+        _ => Ok(()),
     }
 }
 

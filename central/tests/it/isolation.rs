@@ -1,7 +1,7 @@
 //! Environment isolation: a token sees only its own environment's data, usage and invoices.
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use tally_central::store::Env;
 
 use crate::support::*;
@@ -242,5 +242,288 @@ async fn uniqueness_keys_are_per_environment() {
         )
         .await
         .expect(StatusCode::OK);
+    }
+}
+
+/// One environment's complete setup, with usage, so every kind of id exists.
+struct World {
+    b: Billing,
+    invoice: String,
+}
+
+impl World {
+    async fn build(app: &TestApp, env: Env) -> World {
+        let b = Billing::count(app, env, "api_call", "2", "acme", START).await;
+        app.ingest(
+            env,
+            json!([event(
+                "w1",
+                "acme",
+                "api_call",
+                "2024-10-10T00:00:00Z",
+                json!({})
+            )]),
+        )
+        .await;
+        let invoices = app.invoices(env, &b.customer, "").await;
+        let invoice = text(&invoices[2], "id").to_string();
+        World { b, invoice }
+    }
+
+    fn ids(&self) -> [&str; 6] {
+        [
+            &self.b.metric,
+            &self.b.product,
+            &self.b.card,
+            &self.b.customer,
+            &self.b.contract,
+            &self.invoice,
+        ]
+    }
+}
+
+/// Everything `env` can read about its world, through every read endpoint.
+async fn snapshot(app: &TestApp, env: Env, w: &World) -> Vec<Value> {
+    let b = &w.b;
+    let mut reads = vec![
+        app.get_as(env, &format!("/v1/billable-metrics/{}", b.metric))
+            .await,
+        app.get_as(env, "/v1/billable-metrics?include_archived=true")
+            .await,
+        app.post_as(
+            env,
+            "/v1/contract-pricing/products/get",
+            json!({ "id": b.product }),
+        )
+        .await,
+        app.post_as(
+            env,
+            "/v1/contract-pricing/products/list",
+            json!({ "archive_filter": "ALL" }),
+        )
+        .await,
+        app.post_as(
+            env,
+            "/v1/contract-pricing/rate-cards/get",
+            json!({ "id": b.card }),
+        )
+        .await,
+        app.post_as(env, "/v1/contract-pricing/rate-cards/list", json!({}))
+            .await,
+        app.post_as(
+            env,
+            "/v1/contract-pricing/rate-cards/getRates",
+            json!({ "rate_card_id": b.card, "at": NOW }),
+        )
+        .await,
+        app.get_as(env, &format!("/v1/customers/{}", b.customer))
+            .await,
+        app.get_as(env, "/v1/customers?only_archived=false").await,
+        app.post_as(
+            env,
+            "/v2/contracts/list",
+            json!({ "customer_id": b.customer }),
+        )
+        .await,
+        app.post_as(
+            env,
+            "/v2/contracts/get",
+            json!({ "customer_id": b.customer, "contract_id": b.contract }),
+        )
+        .await,
+        app.get_as(
+            env,
+            &format!("/v1/customers/{}/invoices?limit=100", b.customer),
+        )
+        .await,
+    ];
+    let mut out = Vec::new();
+    for r in reads.drain(..) {
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        out.push(r.body);
+    }
+    out
+}
+
+/// Every endpoint, called as `actor` with `victim`'s ids: each answer is a 404 or an empty or
+/// own-environment result that names none of the victim's ids.
+async fn attack(app: &TestApp, actor: Env, victim: &World) -> usize {
+    let b = &victim.b;
+    let get = |path: String| async move { app.get_as(actor, &path).await };
+    let post =
+        |path: &'static str, body: Value| async move { app.post_as(actor, path, body).await };
+    let responses = vec![
+        get(format!("/v1/billable-metrics/{}", b.metric)).await,
+        get("/v1/billable-metrics?include_archived=true".into()).await,
+        post("/v1/billable-metrics/archive", json!({ "id": b.metric })).await,
+        post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "p", "type": "USAGE", "billable_metric_id": b.metric }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/products/get",
+            json!({ "id": b.product }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/products/list",
+            json!({ "archive_filter": "ALL" }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/products/update",
+            json!({ "product_id": b.product, "starting_at": START, "name": "stolen" }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/products/archive",
+            json!({ "product_id": b.product }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/get",
+            json!({ "id": b.card }),
+        )
+        .await,
+        post("/v1/contract-pricing/rate-cards/list", json!({})).await,
+        post(
+            "/v1/contract-pricing/rate-cards/update",
+            json!({ "rate_card_id": b.card, "name": "stolen" }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/archive",
+            json!({ "id": b.card }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/getRates",
+            json!({ "rate_card_id": b.card, "at": NOW }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/addRate",
+            json!({
+                "rate_card_id": b.card, "product_id": b.product, "starting_at": START,
+                "entitled": true, "rate_type": "FLAT", "price": 1,
+            }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/rates/add",
+            json!({
+                "rate_card_id": b.card, "product_id": b.product, "starting_at": START,
+                "entitled": true, "rate_type": "FLAT", "price": 1,
+            }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/addRates",
+            json!({ "rate_card_id": b.card, "rates": [{
+                "product_id": b.product, "starting_at": START,
+                "entitled": true, "rate_type": "FLAT", "price": 1,
+            }]}),
+        )
+        .await,
+        get(format!("/v1/customers/{}", b.customer)).await,
+        get("/v1/customers".into()).await,
+        get("/v1/customers?ingest_alias=acme".into()).await,
+        get(format!("/v1/customers?customer_ids={}", b.customer)).await,
+        post("/v1/customers/archive", json!({ "id": b.customer })).await,
+        app.post_as(
+            actor,
+            &format!("/v1/customers/{}/setName", b.customer),
+            json!({ "name": "stolen" }),
+        )
+        .await,
+        app.post_as(
+            actor,
+            &format!("/v1/customers/{}/setIngestAliases", b.customer),
+            json!({ "ingest_aliases": ["stolen"] }),
+        )
+        .await,
+        post(
+            "/v1/contracts/create",
+            json!({ "customer_id": b.customer, "rate_card_id": b.card, "starting_at": START }),
+        )
+        .await,
+        post(
+            "/v1/contracts/get",
+            json!({ "customer_id": b.customer, "contract_id": b.contract }),
+        )
+        .await,
+        post(
+            "/v2/contracts/get",
+            json!({ "customer_id": b.customer, "contract_id": b.contract }),
+        )
+        .await,
+        post("/v1/contracts/list", json!({ "customer_id": b.customer })).await,
+        post("/v2/contracts/list", json!({ "customer_id": b.customer })).await,
+        get(format!("/v1/customers/{}/invoices", b.customer)).await,
+        get(format!(
+            "/v1/customers/{}/invoices/{}",
+            b.customer, victim.invoice
+        ))
+        .await,
+        post("/v1/invoices/void", json!({ "id": victim.invoice })).await,
+        // Usage addressed to the victim's customer id and alias meters nothing of the victim's.
+        post(
+            "/v1/ingest",
+            json!([
+                event(
+                    "x1",
+                    &b.customer,
+                    "api_call",
+                    "2024-10-10T00:00:00Z",
+                    json!({})
+                ),
+                event("x2", "acme", "api_call", "2024-10-10T00:00:00Z", json!({})),
+                event("w1", "acme", "api_call", "2024-10-10T00:00:00Z", json!({})),
+            ]),
+        )
+        .await,
+    ];
+    for r in &responses {
+        assert!(
+            r.status == StatusCode::NOT_FOUND || r.status == StatusCode::OK,
+            "{} {:?}",
+            r.status,
+            r.body
+        );
+        let raw = String::from_utf8_lossy(&r.raw);
+        for id in victim.ids() {
+            assert!(
+                !raw.contains(id),
+                "a {} answer names the other environment's {id}: {raw}",
+                r.status
+            );
+        }
+    }
+    responses.len()
+}
+
+#[tokio::test]
+async fn every_endpoint_keeps_each_environment_out_of_the_other_both_ways() {
+    let app = TestApp::new(NOW).await;
+    let sbx = World::build(&app, Env::Sandbox).await;
+    let prd = World::build(&app, Env::Production).await;
+    for (actor, victim, world) in [
+        (Env::Production, Env::Sandbox, &sbx),
+        (Env::Sandbox, Env::Production, &prd),
+    ] {
+        let before = snapshot(&app, victim, world).await;
+        let calls = attack(&app, actor, world).await;
+        assert!(calls >= 32, "{calls} endpoint calls");
+        let after = snapshot(&app, victim, world).await;
+        assert_eq!(before, after, "{actor:?} changed {victim:?} data");
+    }
+    // Each environment counted its own `w1` and, as the attacker, its own `acme`'s `x2`; the
+    // `x1` addressed to the other environment's customer id counted nowhere (FLAT 2 per call).
+    for (env, world) in [(Env::Sandbox, &sbx), (Env::Production, &prd)] {
+        let inv = app
+            .invoice_at(env, &world.b.customer, "2024-10-10T00:00:00Z")
+            .await;
+        assert_eq!(num(&inv["total"]), "4", "{env:?}");
     }
 }

@@ -7,5 +7,6 @@ mod edge_internal;
 mod ingest;
 mod invoices;
 mod isolation;
+mod limits;
 mod resources;
 mod store_conformance;

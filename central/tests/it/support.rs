@@ -127,6 +127,26 @@ impl TestApp {
     }
 
     pub async fn with_grace(now: &str, invoice_grace_ms: i64) -> TestApp {
+        TestApp::with_settings(
+            now,
+            Settings {
+                invoice_grace_ms,
+                ..TestApp::settings()
+            },
+        )
+        .await
+    }
+
+    /// The settings [`TestApp::new`] uses: a job that never runs on its own, the test edge key.
+    pub fn settings() -> Settings {
+        Settings {
+            job_interval: std::time::Duration::from_secs(3600),
+            edge_hmac_key: Some(tally_central::Secret(EDGE_KEY.to_vec())),
+            ..Settings::default()
+        }
+    }
+
+    pub async fn with_settings(now: &str, settings: Settings) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let stores = tally_central::store::open(&url, &Default::default())
@@ -134,11 +154,6 @@ impl TestApp {
             .expect("open store");
         let now_ms = ms(now);
         let clock = Arc::new(FixedClock::new(now_ms));
-        let settings = Settings {
-            invoice_grace_ms,
-            job_interval: std::time::Duration::from_secs(3600),
-            edge_hmac_key: Some(tally_central::Secret(EDGE_KEY.to_vec())),
-        };
         let state = AppState::new(stores.clone(), clock.clone(), settings);
         let router = tally_central::http::router(state.clone());
         let sandbox =
