@@ -9,8 +9,8 @@ out of scope):
 1. A walkthrough: one hand-written valid request per operation (the README quickstart, then gets,
    lists, updates, archives and a void), sent as schemathesis cases. It seeds the server and
    guarantees every operation a checked 2xx.
-2. `schemathesis run` over the same operations: examples, coverage and fuzzing phases, positive
-   and negative data. Ids and hour-aligned times are drawn from dictionaries filled by the
+2. `schemathesis run` over the same operations: examples, coverage, fuzzing and stateful phases,
+   positive and negative data. Ids and hour-aligned times are drawn from dictionaries filled by the
    walkthrough with some probability, so generated requests can succeed too; every operation
    except those in NO_GENERATED_2XX must get at least one generated 2xx, so the run is not just
    hammering validation. The per-operation status breakdown is printed.
@@ -19,7 +19,8 @@ No input may produce a 5xx; every status must be documented, every body must mat
 
 Inputs (environment): TALLY_BASE_URL, TALLY_TOKEN (a sandbox token), CONTRACT_WORKDIR (scratch
 directory for the trimmed document, the config and the reports), optional CONTRACT_MAX_EXAMPLES
-(default 25) and CONTRACT_SEED (default 20261125). Generation is reproducible for a given seed
+(default 25), CONTRACT_SEED (default 20261125) and CONTRACT_PHASES (default: all four,
+examples,coverage,fuzzing,stateful). Generation is reproducible for a given seed
 (schemathesis `seed`, one worker, no example database).
 
 The document under test is `../shared/reference/metronome-openapi.json` (the upstream document,
@@ -83,6 +84,11 @@ OPERATIONS = {
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
 }
+
+ALL_PHASES = ["examples", "coverage", "fuzzing", "stateful"]
+# The stateful phase chains operations along links schemathesis infers (the document declares
+# none), feeding one response's ids into the next request.
+DEFAULT_PHASES = ALL_PHASES
 
 CHECKS = [
     "not_a_server_error",
@@ -500,11 +506,18 @@ def toml_value(v) -> str:
 
 
 def write_config(
-    path: Path, dictionaries: dict[str, list], seed_value: int, max_examples: int, token: str
+    path: Path,
+    dictionaries: dict[str, list],
+    seed_value: int,
+    max_examples: int,
+    phases: list[str],
+    token: str,
 ):
     lines = [
         f"seed = {seed_value}",
         "workers = 1",
+        # Hypothesis's health checks (slow generation, heavy filtering) would abort the big
+        # contract/create schema; they say nothing about the server.
         "suppress-health-check = [\"all\"]",
         "",
         "[generation]",
@@ -520,18 +533,10 @@ def write_config(
     ]
     for check in CHECKS:
         lines += [f"[checks.{check}]", "enabled = true"]
-    lines += [
-        "",
-        "[phases.examples]",
-        "enabled = true",
-        "[phases.coverage]",
-        "enabled = true",
-        "[phases.fuzzing]",
-        "enabled = true",
-        "[phases.stateful]",
-        "enabled = false",
-        "",
-    ]
+    lines += [""]
+    for phase in ALL_PHASES:
+        lines += [f"[phases.{phase}]", f"enabled = {toml_value(phase in phases)}"]
+    lines += [""]
     for name, values in dictionaries.items():
         lines += [f"[dictionaries.{name}]", f"values = {toml_value(values)}", ""]
     for op_id, bindings in BINDINGS.items():
@@ -561,8 +566,13 @@ def summarize(ndjson: Path) -> dict[str, collections.Counter]:
         if not finished:
             continue
         recorder = finished["recorder"]
-        counts = per_op[recorder["label"]]
-        for interaction in recorder.get("interactions", {}).values():
+        for case_id, interaction in recorder.get("interactions", {}).items():
+            # A stateful scenario chains several operations; attribute each call to its own.
+            label = recorder["label"]
+            case = recorder["cases"].get(case_id, {}).get("value")
+            if finished.get("phase") == "stateful" and case:
+                label = f"{case['method']} {case['path']}"
+            counts = per_op[label]
             counts["cases"] += 1
             response = interaction.get("response")
             if response is None:
@@ -580,6 +590,10 @@ def main() -> int:
     work = Path(os.environ["CONTRACT_WORKDIR"])
     max_examples = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "25"))
     seed_value = int(os.environ.get("CONTRACT_SEED", "20261125"))
+    phases = os.environ.get("CONTRACT_PHASES", ",".join(DEFAULT_PHASES)).split(",")
+    if not set(phases) <= set(ALL_PHASES):
+        print(f"CONTRACT_PHASES must be a subset of {ALL_PHASES}", file=sys.stderr)
+        return 1
     work.mkdir(parents=True, exist_ok=True)
 
     import schemathesis
@@ -602,7 +616,7 @@ def main() -> int:
     walk_elapsed = time.monotonic() - started
 
     config = work / "schemathesis.toml"
-    write_config(config, dictionaries, seed_value, max_examples, token)
+    write_config(config, dictionaries, seed_value, max_examples, phases, token)
     report = work / "report.ndjson"
     cmd = [
         sys.executable, "-m", "schemathesis.cli",
@@ -626,7 +640,7 @@ def main() -> int:
     print(
         f"walkthrough {walk_elapsed:.1f}s; schemathesis {SCHEMATHESIS_VERSION} exited "
         f"{proc.returncode} after {fuzz_elapsed:.1f}s (seed {seed_value}, "
-        f"max-examples {max_examples})"
+        f"max-examples {max_examples}, phases {','.join(phases)})"
     )
     print(
         f"{'operation':56} {'walk':>4} {'generated':>9} {'2xx':>5} {'4xx':>5} {'5xx':>4}  "
