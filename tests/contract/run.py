@@ -496,7 +496,8 @@ NO_GENERATED_2XX = {
         "a valid body needs a non-empty `rates` list whose every item has a real product, an "
         "hour-aligned start, a price (optional in the document, required for FLAT by Metronome's "
         "rules) and tiers within exact-decimal range; random generation shrinks towards empty "
-        "lists and 1e-300-style floats, so it almost never gets there (0 of 392 cases at 150 examples)"
+        "lists and 1e-300-style floats, so it almost never gets there (0 of 392 cases at "
+        "150 examples)"
     ),
 }
 
