@@ -415,7 +415,9 @@ def contract_document() -> dict:
                 found.add(op["operationId"])
                 expected = OPERATIONS[op["operationId"]]
                 if expected != f"{method.upper()} {path}":
-                    raise SystemExit(f"{op['operationId']} is {method.upper()} {path}, not {expected}")
+                    raise SystemExit(
+                        f"{op['operationId']} is {method.upper()} {path}, not {expected}"
+                    )
         if any(m in kept for m in ("get", "post")):
             doc["paths"][path] = kept
     missing = set(OPERATIONS) - found
