@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check and test Tally has: formatting, lints, the core's no_std WASM build, unit and
 # property tests, in-process HTTP tests, the store conformance suite (SQLite and PostgreSQL),
-# golden invoices, the SDK end-to-end and replica tests, and the edge Worker (wasm32 lints, an
-# offline deployment dry run, and its tests on workerd in front of the real tally).
+# golden invoices, the SDK end-to-end, contract (schemathesis) and replica tests, and the edge
+# Worker (wasm32 lints, an offline deployment dry run, and its tests on workerd in front of the
+# real tally).
 # Installs or starts what the tests need first when it is missing (wasm target, Metronome's Python
-# SDK, the local PostgreSQL server).
+# SDK, schemathesis, the local PostgreSQL server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ step "toolchain and test dependencies"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.0" else 1)' 2>/dev/null \
   || python3 -m pip install -q metronome-sdk==4.12.0
+# The contract test (tests/it/contract.rs) fuzzes tally against Metronome's OpenAPI document with
+# schemathesis, pinned so generated cases stay the same from run to run.
+python3 -c 'import schemathesis, sys; sys.exit(0 if schemathesis.__version__ == "4.32.5" else 1)' 2>/dev/null \
+  || python3 -m pip install -q schemathesis==4.32.5
 
 step "edge toolchain (worker-build, wasm-bindgen-cli, wrangler, Miniflare, wasm-opt, esbuild; cached)"
 bash scripts/edge-tools.sh install >/dev/null

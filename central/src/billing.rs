@@ -20,7 +20,7 @@ use tally_core::rating::{rate_period, Line, RatedInvoice, RatedProduct, RatingIn
 use crate::error::{ApiError, ApiResult};
 use crate::model::{decode, kind, Contract, CreditTypeRef, Customer, Metric, Product, RateRecord};
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus};
-use crate::wire::{Dec, Time};
+use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
 
 /// Namespace of invoice ids: `uuid5(NS, "{env}/{contract}/{period start}")`.
@@ -263,7 +263,7 @@ fn render(
     grace_ms: i64,
 ) -> Value {
     let lines: Vec<Value> = rated.lines.iter().map(|l| line_json(l, ctx)).collect();
-    json!({
+    let mut invoice = json!({
         "id": row.id,
         "customer_id": row.customer_id,
         "contract_id": contract.id,
@@ -276,11 +276,17 @@ fn render(
         "line_items": lines,
         "subtotal": Dec(rated.subtotal),
         "total": Dec(rated.total),
-        "net_payment_terms_days": contract.net_payment_terms_days,
         "contract_custom_fields": contract.custom_fields,
         "customer_custom_fields": ctx.customer.custom_fields,
         "custom_fields": {},
-    })
+    });
+    // Optional and non-nullable in the document: left out when the contract sets no terms.
+    set_opt(
+        &mut invoice,
+        "net_payment_terms_days",
+        contract.net_payment_terms_days,
+    );
+    invoice
 }
 
 fn line_json(l: &Line, ctx: &RatingContext) -> Value {
@@ -327,7 +333,17 @@ pub async fn invoice_json(
             let ctx = RatingContext::load(st, env, contract).await?;
             render_computed(st, env, contract, row, &ctx).await?
         }
-        (_, Some(text)) => serde_json::from_str(text).map_err(ApiError::internal)?,
+        (_, Some(text)) => {
+            let mut frozen: Value = serde_json::from_str(text).map_err(ApiError::internal)?;
+            // Bodies frozen before unset terms were left out carry `null` here; show them the
+            // same way as new ones.
+            if let Some(map) = frozen.as_object_mut() {
+                if map.get("net_payment_terms_days") == Some(&Value::Null) {
+                    map.remove("net_payment_terms_days");
+                }
+            }
+            frozen
+        }
     };
     body["status"] = json!(row.status.as_str());
     Ok(body)

@@ -12,7 +12,7 @@ use tally_core::rating::{self, Price, ProductState as CoreState, RatedProduct, T
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::{ArchiveFilter, Doc, Env, Stores};
-use crate::wire::{Dec, Time};
+use crate::wire::{set_opt, Dec, Time};
 use crate::wire_enum;
 
 pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
@@ -145,9 +145,12 @@ pub async fn load_metric_defs(stores: &Stores, env: Env) -> ApiResult<Vec<Metric
 // ---------------------------------------------------------------------------------------------
 // Products
 
+// Create accepts `PROFESSIONAL_SERVICE` and `PRO_SERVICE` for the same type; get/list responses
+// only ever say `PRO_SERVICE` (the document's `ProductListItem.type` enum), so the long spelling
+// is an input alias of it.
 wire_enum!(ProductType {
     Usage => "USAGE", Fixed => "FIXED", Composite => "COMPOSITE", Subscription => "SUBSCRIPTION",
-    ProfessionalService => "PROFESSIONAL_SERVICE", ProService => "PRO_SERVICE",
+    ProService => "PRO_SERVICE" | "PROFESSIONAL_SERVICE",
 });
 wire_enum!(ConversionOperation { Multiply => "MULTIPLY", Divide => "DIVIDE" });
 wire_enum!(RoundingMethod { RoundUp => "ROUND_UP", RoundDown => "ROUND_DOWN", RoundHalfUp => "ROUND_HALF_UP" });
@@ -640,34 +643,46 @@ impl Contract {
         })
     }
 
-    /// The terms shared by v1 `initial`/`current` and the flat v2 shape.
+    /// The terms shared by v1 `initial`/`current` and the flat v2 shape. Unset optional terms are
+    /// left out, not `null`: the document declares them optional and non-nullable.
     fn terms_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "starting_at": self.starting_at,
-            "ending_before": self.ending_before,
-            "name": self.name,
-            "rate_card_id": self.rate_card_id,
             "usage_statement_schedule": self.schedule_json(),
             "created_at": self.created_at,
             "created_by": self.created_by,
-            "net_payment_terms_days": self.net_payment_terms_days,
             "commits": [], "credits": [], "overrides": [], "scheduled_charges": [],
             "transitions": [], "recurring_commits": [], "recurring_credits": [],
-        })
+        });
+        set_opt(&mut v, "ending_before", self.ending_before);
+        set_opt(&mut v, "name", self.name.as_ref());
+        set_opt(&mut v, "rate_card_id", self.rate_card_id.as_ref());
+        set_opt(
+            &mut v,
+            "net_payment_terms_days",
+            self.net_payment_terms_days,
+        );
+        v
+    }
+
+    /// `uniqueness_key` and `archived_at`, when set (both optional, non-nullable upstream).
+    fn set_optional_identity(&self, v: &mut serde_json::Value) {
+        set_opt(v, "uniqueness_key", self.uniqueness_key.as_ref());
+        set_opt(v, "archived_at", self.archived_at);
     }
 
     pub fn v1_json(&self) -> serde_json::Value {
         let terms = self.terms_json();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id,
             "customer_id": self.customer_id,
             "initial": terms,
             "current": terms,
             "amendments": [],
-            "uniqueness_key": self.uniqueness_key,
             "custom_fields": self.custom_fields,
-            "archived_at": self.archived_at,
-        })
+        });
+        self.set_optional_identity(&mut v);
+        v
     }
 
     pub fn v2_json(&self) -> serde_json::Value {
@@ -677,14 +692,13 @@ impl Contract {
             "customer_id": self.customer_id,
             "usage_filter": [],
             "subscriptions": [],
-            "uniqueness_key": self.uniqueness_key,
             "custom_fields": self.custom_fields,
-            "archived_at": self.archived_at,
             "multiplier_override_prioritization": "LOWEST_MULTIPLIER",
         });
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);
         }
+        self.set_optional_identity(&mut v);
         v
     }
 }

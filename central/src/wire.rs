@@ -1,5 +1,7 @@
-//! Wire encodings shared by every endpoint: exact decimals as JSON numbers, RFC 3339 times, and
-//! case-insensitive enums emitted in their canonical casing.
+//! Wire encodings shared by every endpoint: exact decimals as JSON numbers, RFC 3339 times,
+//! case-insensitive enums emitted in their canonical casing, and optional fields that are left
+//! out when absent (Metronome's document declares most optional response fields non-nullable, so
+//! an absent value is never sent as `null` unless the document says `nullable`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -69,21 +71,48 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
+/// Sets `key` on the JSON object `obj` when `value` is `Some`, and removes it when `None`.
+///
+/// For response fields the document declares optional but not `nullable`: the SDKs read a missing
+/// field as `None` either way, but a literal `null` breaks the document's contract.
+pub fn set_opt<T: Serialize>(obj: &mut serde_json::Value, key: &str, value: Option<T>) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    match value {
+        Some(v) => {
+            map.insert(key.to_string(), serde_json::json!(v));
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
 /// Declares an enum that parses its variants case-insensitively and emits the canonical spelling.
+/// A variant may list input-only aliases after its spelling (`V => "CANONICAL" | "ALIAS"`): they
+/// parse to the variant, which is always emitted as its canonical spelling.
 #[macro_export]
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident {
+        $($variant:ident => $text:literal $(| $alias:literal)*),+ $(,)?
+    }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($variant),+ }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Every spelling accepted on input: canonical ones first, then aliases.
+            const SPELLINGS: &'static [(&'static str, $name)] =
+                &[$(($text, $name::$variant)),+ $($(, ($alias, $name::$variant))*)+];
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
             pub fn parse(s: &str) -> Option<$name> {
-                Self::ALL.iter().copied().find(|v| v.as_str().eq_ignore_ascii_case(s))
+                Self::SPELLINGS
+                    .iter()
+                    .find(|(text, _)| text.eq_ignore_ascii_case(s))
+                    .map(|(_, v)| *v)
             }
         }
 
@@ -97,7 +126,7 @@ macro_rules! wire_enum {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
                 $name::parse(&s).ok_or_else(|| {
-                    let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    let all: Vec<&str> = Self::SPELLINGS.iter().map(|(text, _)| *text).collect();
                     serde::de::Error::custom(format!("{s:?} is not one of {}", all.join(", ")))
                 })
             }

@@ -17,14 +17,16 @@
 //! 5. Dropping the [`TallyServer`] kills and reaps the child.
 //!
 //! [`python_sdk_ready`] makes sure Metronome's official Python SDK (`metronome-sdk` 4.12.0) is
-//! importable by `python3`, installing it with pip if needed, for the SDK compatibility tests.
+//! importable by `python3`, installing it with pip if needed, for the SDK compatibility tests;
+//! [`python_package_ready`] does the same for any pinned package (schemathesis, for the contract
+//! test).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -543,23 +545,31 @@ fn join(handle: thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
 /// it with `python3 -m pip install -q metronome-sdk==4.12.0` if not. Panics with pip's output if
 /// the install fails. Runs at most once per test process.
 pub fn python_sdk_ready() {
-    static READY: Once = Once::new();
-    READY.call_once(|| {
-        let check = format!(
-            "import metronome, sys; sys.exit(0 if metronome.__version__ == {PYTHON_SDK_VERSION:?} else 1)"
-        );
-        let ok = Command::new("python3")
-            .args(["-c", &check])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        let spec = format!("metronome-sdk=={PYTHON_SDK_VERSION}");
+    python_package_ready("metronome", "metronome-sdk", PYTHON_SDK_VERSION);
+}
+
+/// Makes sure `python3` can import `module` with `module.__version__ == version`, installing
+/// `python3 -m pip install -q <dist>==<version>` if not (scripts/test.sh installs them up front;
+/// this covers running one test alone). Panics with pip's output if the install fails. Checks each
+/// module at most once per test process.
+pub fn python_package_ready(module: &str, dist: &str, version: &str) {
+    static READY: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+    if ready.iter().any(|m| m == module) {
+        return;
+    }
+    let check =
+        format!("import {module}, sys; sys.exit(0 if {module}.__version__ == {version:?} else 1)");
+    let ok = Command::new("python3")
+        .args(["-c", &check])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        let spec = format!("{dist}=={version}");
         let out = Command::new("python3")
             .args(["-m", "pip", "install", "-q", &spec])
             .stdin(Stdio::null())
@@ -572,7 +582,8 @@ pub fn python_sdk_ready() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    });
+    }
+    ready.push(module.to_string());
 }
 
 #[cfg(test)]

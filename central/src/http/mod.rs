@@ -1,7 +1,8 @@
 //! The HTTP surface: Metronome's paths and conventions, one module per resource.
 //!
 //! Conventions enforced here for every endpoint: Bearer auth mapping a token to its environment,
-//! `{"message"}` errors, an empty POST body read as `{}`, unknown fields ignored, keyset cursors.
+//! `{"message"}` errors (unknown routes and wrong methods included), an empty POST body read as
+//! `{}`, unknown fields ignored, keyset cursors.
 
 mod billable_metrics;
 mod contracts;
@@ -50,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(internal::routes())
         .fallback(|| async { ApiError::not_found("route") })
+        // After every route is added: axum's own 405 has an empty body; ours is `{"message"}`
+        // like every other 4xx (axum still adds the `Allow` header).
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} is not allowed on this path"),
+            )
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_request_time,

@@ -21,7 +21,7 @@ use crate::model::{
     RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
-use crate::wire::{Dec, Time};
+use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -496,8 +496,9 @@ async fn get_rates(
             "entitled": active.entitled,
             "rate": active.rate_json(),
             "starting_at": Time(span.start_ms),
-            "ending_before": ending,
         });
+        // An open-ended rate has no `ending_before` (optional, non-nullable upstream).
+        set_opt(&mut item, "ending_before", ending);
         if !active.pricing_group_values.is_empty() {
             item["pricing_group_values"] = json!(active.pricing_group_values);
         }

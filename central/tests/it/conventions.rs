@@ -56,6 +56,30 @@ async fn root_needs_no_token_and_unknown_routes_are_json_404() {
     r.client_error(StatusCode::NOT_FOUND);
 }
 
+/// A known path with the wrong method is a JSON 405 naming the method, with `Allow` (axum's own
+/// 405 has an empty body; the contract test's unexpected-method cases found it).
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405_with_allow() {
+    let app = TestApp::new(NOW).await;
+    let token = app.token(Env::Sandbox).to_string();
+    for (method, path, allow) in [
+        (Method::DELETE, "/v1/customers", "POST,GET,HEAD"),
+        (Method::GET, "/v1/contracts/create", "POST"),
+        (Method::PUT, "/v1/ingest", "POST"),
+    ] {
+        let r = app
+            .send(method.clone(), path, Some(&token), None, &[])
+            .await;
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        let r = r.client_error(StatusCode::METHOD_NOT_ALLOWED);
+        assert!(
+            r.message().contains(method.as_str()),
+            "{method} {path}: {}",
+            r.message()
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_empty_post_body_reads_as_an_empty_object() {
     let app = TestApp::new(NOW).await;

@@ -753,7 +753,11 @@ async fn get_rates_returns_the_rate_in_effect() {
     assert_eq!(oct[0]["product_id"], p.as_str());
     assert_eq!(num(&oct[0]["rate"]["price"]), "12");
     assert_eq!(oct[0]["starting_at"], "2024-10-10T00:00:00Z");
-    assert_eq!(oct[0]["ending_before"], Value::Null);
+    assert!(
+        oct[0].get("ending_before").is_none(),
+        "open-ended: {}",
+        oct[0]
+    );
 
     app.post(
         "/v1/contract-pricing/rate-cards/getRates",
@@ -1343,4 +1347,127 @@ async fn contract_get_and_list_shapes() {
     )
     .await
     .client_error(StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response shapes the contract test (tests/it/contract.rs) holds against Metronome's document
+
+/// Optional response fields the document declares without `nullable` are left out when unset,
+/// never sent as `null` (schemathesis found `null`s in contracts, invoices and rate schedules).
+#[tokio::test]
+async fn unset_optional_fields_are_left_out_not_null() {
+    let app = TestApp::new(NOW).await;
+    let b = Billing::count(&app, SBX, "e", "1", "acme", "2024-09-01T00:00:00Z").await;
+    let bare = json!({ "contract_id": b.contract, "customer_id": b.customer });
+    let absent = |v: &Value, keys: &[&str]| {
+        for key in keys {
+            assert!(v.get(*key).is_none(), "{key} should be left out: {v}");
+        }
+    };
+    let terms = ["ending_before", "name", "net_payment_terms_days"];
+    let v1 = app.post("/v1/contracts/get", bare.clone()).await.data();
+    absent(&v1, &["uniqueness_key", "archived_at"]);
+    absent(&v1["initial"], &terms);
+    absent(&v1["current"], &terms);
+    let v2 = app.post("/v2/contracts/get", bare).await.data();
+    absent(&v2, &["uniqueness_key", "archived_at"]);
+    absent(&v2, &terms);
+    for path in ["/v1/contracts/list", "/v2/contracts/list"] {
+        let list = app
+            .post(path, json!({ "customer_id": b.customer }))
+            .await
+            .data();
+        let item = if path.starts_with("/v1") {
+            &list[0]["current"]
+        } else {
+            &list[0]
+        };
+        absent(item, &terms);
+    }
+
+    // Invoices: a finalized (frozen) one and the live draft alike.
+    for invoice in app.invoices(SBX, &b.customer, "").await {
+        absent(&invoice, &["net_payment_terms_days"]);
+    }
+    // An open-ended rate has no end.
+    let rates = rates_at(&app, &b.card, NOW).await;
+    assert_eq!(rates.len(), 1);
+    absent(&rates[0], &["ending_before"]);
+
+    // When set, the same fields are there with their values.
+    let full = app
+        .post(
+            "/v1/contracts/create",
+            json!({
+                "customer_id": b.customer, "rate_card_id": b.card, "name": "Full",
+                "starting_at": "2024-10-01T00:00:00Z", "ending_before": "2025-01-01T00:00:00Z",
+                "uniqueness_key": "full", "net_payment_terms_days": 30,
+            }),
+        )
+        .await
+        .id();
+    let v2 = app
+        .post(
+            "/v2/contracts/get",
+            json!({ "contract_id": full, "customer_id": b.customer }),
+        )
+        .await
+        .data();
+    assert_eq!(v2["name"], "Full");
+    assert_eq!(v2["ending_before"], "2025-01-01T00:00:00Z");
+    assert_eq!(v2["uniqueness_key"], "full");
+    assert_eq!(num(&v2["net_payment_terms_days"]), "30");
+    let invoices = app
+        .invoices(SBX, &b.customer, &format!("contract_id={full}"))
+        .await;
+    assert!(!invoices.is_empty());
+    assert_eq!(num(&invoices[0]["net_payment_terms_days"]), "30");
+}
+
+/// `PROFESSIONAL_SERVICE` is accepted on create but read back as `PRO_SERVICE`, the only spelling
+/// the document's `ProductListItem.type` has (it used to come back as sent).
+#[tokio::test]
+async fn professional_service_products_read_back_as_pro_service() {
+    let app = TestApp::new(NOW).await;
+    let mut ids = Vec::new();
+    for spelling in [
+        "PROFESSIONAL_SERVICE",
+        "professional_service",
+        "PRO_SERVICE",
+    ] {
+        ids.push(
+            app.post(
+                "/v1/contract-pricing/products/create",
+                json!({ "name": spelling, "type": spelling }),
+            )
+            .await
+            .id(),
+        );
+    }
+    for id in &ids {
+        let got = app
+            .post("/v1/contract-pricing/products/get", json!({ "id": id }))
+            .await
+            .data();
+        assert_eq!(got["type"], "PRO_SERVICE", "{got}");
+    }
+    let list = app
+        .post("/v1/contract-pricing/products/list", json!({}))
+        .await
+        .data();
+    for item in list.as_array().expect("list") {
+        assert_eq!(item["type"], "PRO_SERVICE", "{item}");
+    }
+    let refused = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "x", "type": "CONSULTING" }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        refused.message().contains("PROFESSIONAL_SERVICE"),
+        "the error lists the accepted spellings: {}",
+        refused.message()
+    );
 }
