@@ -1,5 +1,7 @@
 //! Tally's end-to-end tests: one integration binary, one module per area.
 
+mod crash;
 mod golden;
 mod postgres;
 mod sdk_python;
+mod stream;
