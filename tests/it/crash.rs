@@ -118,6 +118,7 @@ fn run(backend: &str, mut chaos: TallyServer, reference: &TallyServer) {
         layout,
         kills * REQUESTS_PER_KILL,
         EVENTS_PER_REQUEST,
+        true,
     ));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let api = ApiClient::with_http(http_client(), &chaos);

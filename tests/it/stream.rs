@@ -159,11 +159,23 @@ pub struct Request {
     pub own: u64,
     /// May be given up after a failed attempt (see the module invariants).
     pub abandonable: bool,
+    /// What this request's own events bill (its copies of other requests' events excluded).
+    pub totals: Totals,
 }
 
-/// Per customer: API calls and MB the whole stream must bill, each event once.
+/// Per customer: API calls and MB billed, each event once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Totals(pub BTreeMap<String, (u64, Decimal)>);
+
+impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        for (customer, (calls, mb)) in &other.0 {
+            let total = self.0.entry(customer.clone()).or_default();
+            total.0 += calls;
+            total.1 += mb;
+        }
+    }
+}
 
 pub struct Stream {
     pub requests: Vec<Request>,
@@ -172,19 +184,29 @@ pub struct Stream {
 }
 
 /// `requests` requests of `per_request` fresh events each (plus copies), drawn from `seed`.
-pub fn stream(seed: u64, layout: Layout, requests: usize, per_request: usize) -> Stream {
+/// Without `copies_across`, no request copies another's events, so any subset of requests bills
+/// exactly the sum of their [`Request::totals`].
+pub fn stream(
+    seed: u64,
+    layout: Layout,
+    requests: usize,
+    per_request: usize,
+    copies_across: bool,
+) -> Stream {
     let mut rng = StdRng::seed_from_u64(seed);
     let abandonable: Vec<bool> = (0..requests).map(|_| rng.gen_bool(0.15)).collect();
     let mut events: Vec<Vec<Value>> = Vec::with_capacity(requests);
+    let mut totals: Vec<Totals> = Vec::with_capacity(requests);
     let mut expected = Totals::default();
     let mut n = 0u64;
     for _ in 0..requests {
         let mut own = Vec::with_capacity(per_request);
+        let mut mine = Totals::default();
         for _ in 0..per_request {
             n += 1;
             let customer = CUSTOMERS[rng.gen_range(0..CUSTOMERS.len())];
             let ts = rng.gen_range(layout.lo..layout.hi);
-            let total = expected.0.entry(customer.to_string()).or_default();
+            let total = mine.0.entry(customer.to_string()).or_default();
             let mut event = json!({
                 "transaction_id": format!("ev-{seed}-{n}"), "customer_id": customer,
                 "timestamp": format_rfc3339_ms(ts),
@@ -204,7 +226,9 @@ pub fn stream(seed: u64, layout: Layout, requests: usize, per_request: usize) ->
             }
             own.push(event);
         }
+        expected.add(&mine);
         events.push(own);
+        totals.push(mine);
     }
     let eligible: Vec<usize> = (0..requests).filter(|&r| !abandonable[r]).collect();
     let mut out = Vec::with_capacity(requests);
@@ -218,7 +242,7 @@ pub fn stream(seed: u64, layout: Layout, requests: usize, per_request: usize) ->
             body.push(copy);
         }
         // Identical copies of other requests' events (possibly sent later or concurrently).
-        if !abandonable[r] && eligible.len() > 1 {
+        if copies_across && !abandonable[r] && eligible.len() > 1 {
             for _ in 0..2 {
                 let other = eligible[rng.gen_range(0..eligible.len())];
                 if other != r {
@@ -230,6 +254,7 @@ pub fn stream(seed: u64, layout: Layout, requests: usize, per_request: usize) ->
             events: body.len() as u64,
             own: own.len() as u64,
             abandonable: abandonable[r],
+            totals: totals[r].clone(),
             body: Value::Array(body).to_string(),
         });
     }
