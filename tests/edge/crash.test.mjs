@@ -11,7 +11,7 @@
 // more kills (default 10).
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { Central, Edge, call, sleep, until } from './harness.mjs';
+import { Central, Edge, LossyProxy, call, sleep, until } from './harness.mjs';
 import { eventStream, invoices, rng, setupBilling, timeLayout } from './scenario.mjs';
 
 const KEY = 'crash-test-key';
@@ -65,12 +65,16 @@ describe('central crashes while the edge flushes', () => {
     cleanup.push(central);
     const native = await new Central({ hmacKey: KEY }).start();
     cleanup.push(native);
-    const edge = await new Edge({ centralUrl: central.url, hmacKey: KEY, shardCount: 4, flushIntervalMs: 100 }).start();
+    // A pass-through proxy (it drops nothing) counts central's batch answers: `applied: false`
+    // is a batch central had committed when a kill swallowed its answer, resent by the shard.
+    const proxy = await new LossyProxy(central.url).start();
+    cleanup.push(proxy);
+    const edge = await new Edge({ centralUrl: proxy.url, hmacKey: KEY, shardCount: 4, flushIntervalMs: 100 }).start();
     cleanup.push(edge);
     const layout = timeLayout();
     const viaEdge = await setupBilling(central.url, central.token, layout);
     const direct = await setupBilling(native.url, native.token, layout);
-    const requests = eventStream(layout, { seed: 11, events: 2400, prefix: 'crash' });
+    const requests = eventStream(layout, { seed: 11, events: 4800, prefix: 'crash' });
     for (const [i, events] of requests.entries()) {
       const r = await call(native.url, native.token, 'POST', '/v1/ingest', events);
       assert.equal(r.status, 200, `native request ${i}: ${r.text}`);
@@ -98,6 +102,8 @@ describe('central crashes while the edge flushes', () => {
     const clients = [0, 1, 2, 3].map(async (c) => {
       for (let i = c; i < requests.length; i += 4) {
         retries += await sendUntilAnswered(edge.url, central.token, requests[i]);
+        // Paced like a live source, so flushes (and kills) spread over the whole stream.
+        await sleep(Math.floor(rand() * 150));
       }
     });
     await Promise.all(clients);
@@ -118,10 +124,14 @@ describe('central crashes while the edge flushes', () => {
     await sleep(1_000);
     assert.equal(await invoices(central.url, central.token, viaEdge.customers), expected);
     const events = requests.reduce((n, r) => n + r.length, 0);
+    const replays = proxy.acks.filter((a) => a.applied === false).length;
+    const ids = proxy.batches.map((b) => { const { shard_id: s, seq } = JSON.parse(b); return `${s}#${seq}`; });
     console.log(
       `edge crash test: ${kills} SIGKILLs of central (${killsWhileSending} while clients sent, ` +
       `down ${downMs} ms in all); ${requests.length} requests (${events} events) through the edge, ` +
-      `${retries} client retries; invoices equal the native run's`,
+      `${retries} client retries; ${new Set(ids).size} batches in ${ids.length} deliveries, ` +
+      `${proxy.acks.length} answered, ${replays} of them replays (committed before a kill took the ` +
+      `answer); invoices equal the native run's`,
     );
   });
 });
