@@ -6,9 +6,8 @@
 //   batch is applied once;
 // - an edge whose key central does not accept answers 5xx, never 200.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, describe, test } from 'node:test';
-import { Central, Edge, call, sign, sleep, until } from './harness.mjs';
+import { Central, Edge, LossyProxy, call, sign, sleep, until } from './harness.mjs';
 import { setupBilling, timeLayout } from './scenario.mjs';
 
 const KEY = 'flush-test-key';
@@ -30,54 +29,6 @@ async function usage(base, token, customerId, productId) {
 }
 
 const expectedMb = (n) => Array.from({ length: n }, (_, i) => i + 0.5).reduce((a, b) => a + b, 0);
-
-/** A proxy in front of central that can swallow the answers to batch deliveries. */
-class LossyProxy {
-  constructor(target) {
-    this.target = new URL(target);
-    this.dropAcks = 0;
-    this.batches = [];
-  }
-
-  async start() {
-    this.server = http.createServer((req, res) => {
-      const chunks = [];
-      req.on('data', (c) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks);
-        const isBatch = req.method === 'POST' && req.url === '/internal/v1/batches';
-        if (isBatch) this.batches.push(body.toString());
-        const out = http.request({
-          hostname: this.target.hostname, port: this.target.port, path: req.url, method: req.method,
-          headers: { ...req.headers, host: this.target.host },
-        }, (up) => {
-          const parts = [];
-          up.on('data', (c) => parts.push(c));
-          up.on('end', () => {
-            if (isBatch && up.statusCode === 200 && this.dropAcks > 0) {
-              // Central applied the batch; the edge never hears about it.
-              this.dropAcks -= 1;
-              req.socket.destroy();
-              return;
-            }
-            res.writeHead(up.statusCode, up.headers);
-            res.end(Buffer.concat(parts));
-          });
-        });
-        out.on('error', () => req.socket.destroy());
-        out.end(body);
-      });
-    });
-    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${this.server.address().port}`;
-    return this;
-  }
-
-  async dispose() {
-    this.server?.closeAllConnections();
-    await new Promise((r) => this.server?.close(r));
-  }
-}
 
 describe('flush to central', () => {
   const cleanup = [];

@@ -9,6 +9,7 @@
 // - Every wait polls with a deadline; nothing sleeps as synchronisation.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import http from 'node:http';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -198,6 +199,63 @@ export class WranglerDev {
     try { process.kill(-this.proc.pid, 'SIGTERM'); } catch { /* already gone */ }
     await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
     try { process.kill(-this.proc.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+}
+
+/**
+ * A proxy in front of central that can swallow the answers to batch deliveries (`dropAcks`), and
+ * records every batch body it forwards (`batches`) and every batch answer central gave (`acks`).
+ */
+export class LossyProxy {
+  constructor(target) {
+    this.target = new URL(target);
+    this.dropAcks = 0;
+    this.batches = [];
+    this.acks = [];
+  }
+
+  async start() {
+    this.server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const isBatch = req.method === 'POST' && req.url === '/internal/v1/batches';
+        if (isBatch) this.batches.push(body.toString());
+        const out = http.request({
+          hostname: this.target.hostname, port: this.target.port, path: req.url, method: req.method,
+          headers: { ...req.headers, host: this.target.host },
+        }, (up) => {
+          up.on('error', () => req.socket.destroy());
+          const parts = [];
+          up.on('data', (c) => parts.push(c));
+          up.on('end', () => {
+            if (isBatch && up.statusCode === 200) {
+              try { this.acks.push(JSON.parse(Buffer.concat(parts).toString())); } catch { /* not JSON */ }
+            }
+            if (isBatch && up.statusCode === 200 && this.dropAcks > 0) {
+              // Central applied the batch; the edge never hears about it.
+              this.dropAcks -= 1;
+              req.socket.destroy();
+              return;
+            }
+            res.writeHead(up.statusCode, up.headers);
+            res.end(Buffer.concat(parts));
+          });
+        });
+        // Central killed mid-request or mid-answer: the edge sees the connection drop, as without us.
+        out.on('error', () => req.socket.destroy());
+        out.end(body);
+      });
+    });
+    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${this.server.address().port}`;
+    return this;
+  }
+
+  async dispose() {
+    this.server?.closeAllConnections();
+    await new Promise((r) => this.server?.close(r));
   }
 }
 

@@ -74,7 +74,7 @@ export async function setupBilling(base, token, layout, { kinds = Object.keys(ME
 }
 
 /** A small deterministic PRNG (mulberry32), so every run sends the same stream. */
-function rng(seed) {
+export function rng(seed) {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

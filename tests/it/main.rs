@@ -1,8 +1,11 @@
 //! Tally's end-to-end tests: one integration binary, one module per area.
 
 mod contract;
+mod crash;
+mod faults;
 mod golden;
 mod limits;
 mod postgres;
 mod sdk_python;
 mod security;
+mod stream;

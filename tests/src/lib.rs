@@ -16,6 +16,9 @@
 //!    never blocks on a full pipe; the last lines are kept for failure messages ([`TallyServer::logs`]).
 //! 5. Dropping the [`TallyServer`] kills and reaps the child.
 //!
+//! Crash tests use [`TallyServer::kill`] (SIGKILL, nothing flushed or closed) and
+//! [`TallyServer::restart`] (the same database, arguments, token and port).
+//!
 //! [`python_sdk_ready`] makes sure Metronome's official Python SDK (`metronome-sdk` 4.12.0) is
 //! importable by `python3`, installing it with pip if needed, for the SDK compatibility tests;
 //! [`python_package_ready`] does the same for any pinned package (schemathesis, for the contract
@@ -71,10 +74,14 @@ pub fn tally_bin() -> PathBuf {
 
 /// A running `tally serve` with its own fresh database (or a given one). Killed on drop.
 pub struct TallyServer {
+    bin: PathBuf,
     base_url: String,
     token: String,
     database_url: String,
-    child: Child,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
+    /// `None` between [`TallyServer::kill`] and [`TallyServer::restart`].
+    child: Option<Child>,
     logs: Arc<Mutex<VecDeque<String>>>,
     // Dropped after the child is killed (fields drop after `Drop::drop` runs).
     tempdir: TempDir,
@@ -111,27 +118,49 @@ impl TallyServer {
 
         let token = create_token(&bin, &database_url, tempdir.path(), extra_env);
 
-        let mut cmd = Command::new(&bin);
+        let mut server = TallyServer {
+            bin,
+            base_url: String::new(),
+            token,
+            database_url,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            logs: Arc::new(Mutex::new(VecDeque::new())),
+            tempdir,
+        };
+        if let Err(e) = server.spawn("127.0.0.1:0") {
+            panic!("{e}");
+        }
+        server
+    }
+
+    /// Spawns `tally serve --listen <listen>` and waits for its listening line.
+    fn spawn(&mut self, listen: &str) -> Result<(), String> {
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--database", &database_url])
-            .args(extra_args)
-            .current_dir(tempdir.path())
+            .args(["--listen", listen, "--database", &self.database_url])
+            .args(&self.extra_args)
+            .current_dir(self.tempdir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in extra_env {
+        for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {} serve: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot spawn {} serve: {e}", self.bin.display()));
 
-        let logs = Arc::new(Mutex::new(VecDeque::new()));
+        let logs = &self.logs;
         let stdout = child.stdout.take().expect("child stdout is piped");
         let stderr = child.stderr.take().expect("child stderr is piped");
         let (url_tx, url_rx) = mpsc::channel::<String>();
-        spawn_stdout_reader(stdout, Arc::clone(&logs), url_tx);
-        spawn_log_reader(stderr, "stderr", Arc::clone(&logs));
+        spawn_stdout_reader(stdout, Arc::clone(logs), url_tx);
+        spawn_log_reader(stderr, "stderr", Arc::clone(logs));
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let base_url = loop {
@@ -143,11 +172,11 @@ impl TallyServer {
             if let Ok(Some(status)) = child.try_wait() {
                 // Give the readers a moment to collect the last output.
                 thread::sleep(Duration::from_millis(200));
-                panic!(
+                return Err(format!(
                     "tally serve exited with {status} before printing {LISTENING_MARKER:?}\n\
                      command: {cmd:?}\n--- server output ---\n{}",
-                    snapshot(&logs)
-                );
+                    snapshot(logs)
+                ));
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
@@ -156,19 +185,55 @@ impl TallyServer {
                     "tally serve did not print {LISTENING_MARKER:?} within {}s\n\
                      command: {cmd:?}\n--- server output ---\n{}",
                     STARTUP_TIMEOUT.as_secs(),
-                    snapshot(&logs)
+                    snapshot(logs)
                 );
             }
         };
+        self.base_url = base_url;
+        self.child = Some(child);
+        Ok(())
+    }
 
-        TallyServer {
-            base_url,
-            token,
-            database_url,
-            child,
-            logs,
-            tempdir,
+    /// Kills the server with SIGKILL (no shutdown of any kind) and reaps it. The database, the
+    /// token and the port stay; [`TallyServer::restart`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+    }
+
+    /// Starts `tally serve` again (killing a running one first) on the same database, with the
+    /// same arguments, on the same port, so clients keep their URL and token. If the port is
+    /// briefly taken (a client socket may have been given it while nothing listened), binding is
+    /// retried for up to [`STARTUP_TIMEOUT`].
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self
+            .base_url
+            .strip_prefix("http://")
+            .unwrap_or(&self.base_url)
+            .to_string();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            push_log(&self.logs, "harness", &format!("restarting on {listen}"));
+            match self.spawn(&listen) {
+                Ok(()) => return,
+                Err(e) if e.contains("binding") && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the base URL ends with a port")
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
@@ -196,9 +261,9 @@ impl TallyServer {
         self.tempdir.path()
     }
 
-    /// The server's process id.
+    /// The server's process id (panics while it is killed).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("the server is running").id()
     }
 
     /// The last lines the server wrote to stdout and stderr, for failure messages.
@@ -209,8 +274,7 @@ impl TallyServer {
 
 impl Drop for TallyServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -239,6 +303,11 @@ impl ApiClient {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The bearer token this client sends.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Sends `req` (built on [`ApiClient::http`]) with the token. Transport errors and non-JSON

@@ -12,9 +12,9 @@
 //!   the pass (`pg_try_advisory_lock`: a replica that cannot take it skips the pass).
 //! - Invoice finalization is a conditional UPDATE (DRAFT → FINALIZED), so exactly one wins.
 //!
-//! Connections: a bounded pool (`PoolOptions`); idle connections are checked before use, so after
-//! the database comes back the pool reconnects by itself. Until then requests fail with
-//! `StoreError::Database` (a 503).
+//! Connections: a bounded pool (`PoolOptions`); idle connections are checked before use (alive and
+//! writable), so after the database comes back, or becomes writable again, the pool reconnects by
+//! itself. Until then requests fail with `StoreError::Database` (a 503).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -54,7 +54,22 @@ impl PostgresStore {
             // The job lock holds one connection for a whole pass while the pass uses others.
             .max_connections(pool.max_connections.max(2))
             .acquire_timeout(pool.acquire_timeout)
-            .test_before_acquire(true)
+            // An idle connection is checked before use, and replaced if it fails the check: a
+            // dead one (the server restarted or dropped the session), and a read-only one. A
+            // session opened while the database was read-only (`default_transaction_read_only`,
+            // a standby before promotion) stays read-only for its whole life, so keeping it
+            // would refuse writes long after the database is writable again. The query replaces
+            // sqlx's ping: one round trip either way.
+            .test_before_acquire(false)
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    let read_only: String =
+                        sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    Ok(read_only == "off")
+                })
+            })
             .connect_lazy_with(options);
         sqlx::migrate!("./migrations/postgres")
             .run(&pg)

@@ -2,7 +2,9 @@
 //!
 //! Durability: `synchronous = FULL`, so a committed ingest transaction survives a crash; group
 //! commit (see `crate::ingest`) amortises the fsync over many requests. Write transactions start
-//! with `BEGIN IMMEDIATE` so a reader never has to upgrade to a writer mid-transaction.
+//! with `BEGIN IMMEDIATE` so a reader never has to upgrade to a writer mid-transaction. A write
+//! that fails (disk full, I/O error) rolls back whole, and the pool drops any connection it left
+//! confused, so the service recovers by itself once the cause is gone.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::rating::UsageRow;
 
@@ -37,6 +39,13 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
+            // An idle connection is never inside a transaction: sqlx rolls a dropped one back
+            // before pooling the connection. But when SQLite has already rolled it back itself (a
+            // COMMIT failing with SQLITE_FULL or an I/O error), that ROLLBACK fails, sqlx keeps
+            // counting the transaction as open and refuses every later BEGIN on the connection.
+            // Such a connection is closed instead of reused, so the pool heals once the disk has
+            // room again.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

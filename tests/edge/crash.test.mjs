@@ -1,0 +1,137 @@
+// Central killed with SIGKILL (and restarted on its database and port) again and again while the
+// edge's shards flush to it, on workerd (Miniflare 4) in front of a real `tally serve`:
+// afterwards central's invoices equal those of a native central that got the same stream and was
+// never killed, byte for byte (ids normalised): nothing lost, nothing counted twice.
+//
+// The kills land at random moments (seeded; the seed is printed, EDGE_CRASH_SEED=<seed> replays
+// the schedule) while clients send the stream through the edge and the shards deliver sealed
+// batches, so some land mid-`apply_batch` and some between the commit and its answer (the shard
+// then resends the same (shard_id, seq), which central must apply once). Clients retry a failed
+// request (5xx or no answer) with the same body, as real clients do. EDGE_CRASH_KILLS=<n> runs
+// more kills (default 10).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { Central, Edge, LossyProxy, call, sleep, until } from './harness.mjs';
+import { eventStream, invoices, rng, setupBilling, timeLayout } from './scenario.mjs';
+
+const KEY = 'crash-test-key';
+const KILLS = Number(process.env.EDGE_CRASH_KILLS || 10);
+const SEED = Number(process.env.EDGE_CRASH_SEED || (Date.now() % 2 ** 31));
+
+/** Sends one request until it is answered 200; returns the number of failed attempts. */
+async function sendUntilAnswered(base, token, events) {
+  const body = JSON.stringify(events);
+  for (let failures = 0; ; failures++) {
+    let r;
+    try {
+      r = await call(base, token, 'POST', '/v1/ingest', body);
+    } catch {
+      r = undefined; // no answer: retry
+    }
+    if (r?.status === 200) {
+      assert.deepEqual(r.body.data.rejected, [], r.text);
+      return failures;
+    }
+    if (r) {
+      assert.ok(r.status >= 500, `ingest answered ${r.status}: ${r.text}`);
+      assert.equal(typeof r.body?.message, 'string', `a ${r.status} without a JSON message: ${r.text}`);
+    }
+    await sleep(Math.min(20 * (failures + 1), 200));
+  }
+}
+
+/** Restarts central on its port; retried if the port is briefly taken. */
+async function restart(central) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await central.start();
+      return;
+    } catch (e) {
+      if (attempt >= 20) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+describe('central crashes while the edge flushes', () => {
+  const cleanup = [];
+  after(async () => {
+    for (const c of cleanup.reverse()) await c.dispose();
+  });
+
+  test(`SIGKILL central ${KILLS} times during ingest and flushes: invoices equal an uninterrupted native run's`, async () => {
+    console.log(`edge crash test: seed ${SEED} (EDGE_CRASH_SEED=${SEED} replays the schedule), ${KILLS} kills`);
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const native = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(native);
+    // A pass-through proxy (it drops nothing) counts central's batch answers: `applied: false`
+    // is a batch central had committed when a kill swallowed its answer, resent by the shard.
+    const proxy = await new LossyProxy(central.url).start();
+    cleanup.push(proxy);
+    const edge = await new Edge({ centralUrl: proxy.url, hmacKey: KEY, shardCount: 4, flushIntervalMs: 100 }).start();
+    cleanup.push(edge);
+    const layout = timeLayout();
+    const viaEdge = await setupBilling(central.url, central.token, layout);
+    const direct = await setupBilling(native.url, native.token, layout);
+    const requests = eventStream(layout, { seed: 11, events: 4800, prefix: 'crash' });
+    for (const [i, events] of requests.entries()) {
+      const r = await call(native.url, native.token, 'POST', '/v1/ingest', events);
+      assert.equal(r.status, 200, `native request ${i}: ${r.text}`);
+    }
+    const expected = await invoices(native.url, native.token, direct.customers);
+
+    const rand = rng(SEED);
+    let sending = true;
+    let kills = 0;
+    let downMs = 0;
+    const killer = (async () => {
+      // Kills go on at random moments until all are done: while clients send and, once they are
+      // done, while the shards work off their backlog.
+      while (kills < KILLS) {
+        await sleep(50 + Math.floor(rand() * (sending ? 400 : 250)));
+        await central.stop();
+        kills += 1;
+        const down = Date.now();
+        if (rand() < 0.5) await sleep(Math.floor(rand() * 400));
+        await restart(central);
+        downMs += Date.now() - down;
+      }
+    })();
+    let retries = 0;
+    const clients = [0, 1, 2, 3].map(async (c) => {
+      for (let i = c; i < requests.length; i += 4) {
+        retries += await sendUntilAnswered(edge.url, central.token, requests[i]);
+        // Paced like a live source, so flushes (and kills) spread over the whole stream.
+        await sleep(Math.floor(rand() * 150));
+      }
+    });
+    await Promise.all(clients);
+    sending = false;
+    const killsWhileSending = kills;
+    await killer;
+
+    const got = await until('central to show what the uninterrupted native run shows', async () => {
+      const text = await invoices(central.url, central.token, viaEdge.customers);
+      return text === expected ? text : false;
+    }, { deadlineMs: 60_000, everyMs: 250 }).catch(async (e) => {
+      const text = await invoices(central.url, central.token, viaEdge.customers);
+      assert.equal(text, expected, `${e.message}\n--- central log ---\n${central.logs.slice(-40).join('\n')}`);
+      throw e;
+    });
+    assert.equal(got, expected);
+    // Later flushes (the shards keep their alarms) must not move anything.
+    await sleep(1_000);
+    assert.equal(await invoices(central.url, central.token, viaEdge.customers), expected);
+    const events = requests.reduce((n, r) => n + r.length, 0);
+    const replays = proxy.acks.filter((a) => a.applied === false).length;
+    const ids = proxy.batches.map((b) => { const { shard_id: s, seq } = JSON.parse(b); return `${s}#${seq}`; });
+    console.log(
+      `edge crash test: ${kills} SIGKILLs of central (${killsWhileSending} while clients sent, ` +
+      `down ${downMs} ms in all); ${requests.length} requests (${events} events) through the edge, ` +
+      `${retries} client retries; ${new Set(ids).size} batches in ${ids.length} deliveries, ` +
+      `${proxy.acks.length} answered, ${replays} of them replays (committed before a kill took the ` +
+      `answer); invoices equal the native run's`,
+    );
+  });
+});
