@@ -26,16 +26,8 @@ pub struct ShardIngest {
     pub events: Vec<(usize, Event)>,
 }
 
-/// What became of one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Accepted,
-    Duplicate,
-    /// Valid, but its usage could not be merged (for example, a total would overflow); nothing
-    /// was recorded and its dedupe key stays free.
-    Rejected(String),
-}
+/// What became of one event: the same outcomes as central's native path (`tally_core::fold`).
+pub use tally_core::fold::Outcome;
 
 /// The shard's answer to a [`ShardIngest`], sent only after its storage transaction committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,12 +2,15 @@
 //! touched hourly row becomes, computed with `tally_core` accumulators.
 //!
 //! A backend claims dedupe keys, loads the current rows of [`accepted_keys`] and writes what
-//! [`fold_items`] or [`merge_batch`] return, all in one transaction. Keeping the merge here means
-//! both backends merge identically and nothing is ever summed in SQL.
+//! [`fold_items`] or [`merge_batch`] return, all in one transaction. The fold itself is
+//! `tally_core::fold`, the same code the edge's shards run; this module only maps items to the
+//! backends' row keys and text encodings, so both backends merge identically and nothing is ever
+//! summed in SQL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::fold::{self, Fold};
 
 use super::{Env, IngestItem, ItemOutcome, StoreError, StoreResult};
 
@@ -48,85 +51,43 @@ pub fn parse_env(text: &str) -> StoreResult<Env> {
 /// The first item of each key this transaction claimed is accepted; every other is a duplicate.
 pub fn outcomes_from_claims(
     items: &[IngestItem],
-    mut claimed: HashSet<(Env, String)>,
+    claimed: &HashSet<(Env, String)>,
 ) -> Vec<ItemOutcome> {
-    items
+    fold::accepted_by_claim(
+        items.iter().map(|i| (i.env, i.transaction_id.clone())),
+        |k| claimed.contains(k),
+    )
+}
+
+fn keyed_contributions(item: &IngestItem) -> StoreResult<Vec<(RowKey, &Accumulator)>> {
+    item.contributions
         .iter()
-        .map(
-            |item| match claimed.remove(&(item.env, item.transaction_id.clone())) {
-                true => ItemOutcome::Accepted,
-                false => ItemOutcome::Duplicate,
-            },
-        )
+        .map(|(key, acc)| Ok((row_key(item.env, key)?, acc)))
         .collect()
 }
 
 /// The sorted, distinct rows the accepted items contribute to (the rows to load before folding).
 pub fn accepted_keys(items: &[IngestItem], outcomes: &[ItemOutcome]) -> StoreResult<Vec<RowKey>> {
-    let mut keys: Vec<RowKey> = Vec::new();
-    for (item, outcome) in items.iter().zip(outcomes) {
-        if *outcome == ItemOutcome::Accepted {
-            for (key, _) in &item.contributions {
-                keys.push(row_key(item.env, key)?);
-            }
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
+    fold::accepted_keys(outcomes, |i| {
+        items[i]
+            .contributions
+            .iter()
+            .map(|(key, _)| row_key(items[i].env, key))
+            .collect()
+    })
 }
 
 /// Folds each accepted item's contributions into `partials` (the stored rows), all or nothing per
-/// item: an item whose merge fails becomes `Rejected` and contributes nothing. Returns the touched
-/// rows to write, in key order.
-///
-/// An item's contributions land on distinct rows (one per metric), so checking every merge first
-/// and then merging in place is atomic per item without cloning accumulators (a UNIQUE set can
-/// be large).
+/// item (`tally_core::fold`): an item whose merge fails becomes `Rejected` and contributes
+/// nothing. Returns the touched rows to write, in key order.
 pub fn fold_items(
     items: &[IngestItem],
     outcomes: &mut [ItemOutcome],
-    mut partials: HashMap<RowKey, Accumulator>,
+    partials: HashMap<RowKey, Accumulator>,
 ) -> StoreResult<Vec<RowWrite>> {
-    let mut touched = BTreeSet::new();
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if *outcome != ItemOutcome::Accepted {
-            continue;
-        }
-        let keys = item
-            .contributions
-            .iter()
-            .map(|(key, _)| row_key(item.env, key))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let check = item
-            .contributions
-            .iter()
-            .zip(&keys)
-            .try_for_each(|((_, acc), rk)| {
-                partials.get(rk).map_or(Ok(()), |cur| cur.check_merge(acc))
-            });
-        if let Err(e) = check {
-            *outcome = ItemOutcome::Rejected(format!("event not counted: {e}"));
-            continue;
-        }
-        for ((_, acc), rk) in item.contributions.iter().zip(keys) {
-            match partials.get_mut(&rk) {
-                Some(cur) => cur
-                    .merge(acc)
-                    .map_err(|e| StoreError::Corrupt(format!("merge after check: {e}")))?,
-                None => {
-                    partials.insert(rk.clone(), acc.clone());
-                }
-            }
-            touched.insert(rk);
-        }
-    }
-    touched
+    fold::fold_accepted(partials, outcomes, |i| keyed_contributions(&items[i]))?
         .into_iter()
-        .map(|key| {
-            let acc = encode_acc(&partials[&key])?;
-            Ok((key, acc))
-        })
+        .map(|(key, acc)| Ok((key, encode_acc(&acc)?)))
         .collect()
 }
 
@@ -145,23 +106,14 @@ pub fn batch_keys(partials: &[(Env, PartialKey, Accumulator)]) -> StoreResult<Ve
 /// A merge failure fails the whole batch (the edge sealed it; it cannot be partly applied).
 pub fn merge_batch(
     partials: &[(Env, PartialKey, Accumulator)],
-    existing: &HashMap<RowKey, Accumulator>,
+    existing: HashMap<RowKey, Accumulator>,
 ) -> StoreResult<Vec<RowWrite>> {
-    let mut merged: BTreeMap<RowKey, Accumulator> = BTreeMap::new();
+    let mut fold = Fold::new(existing);
     for (env, key, acc) in partials {
-        let rk = row_key(*env, key)?;
-        let current = merged.remove(&rk).or_else(|| existing.get(&rk).cloned());
-        let next = match current {
-            None => acc.clone(),
-            Some(mut cur) => {
-                cur.merge(acc)
-                    .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
-                cur
-            }
-        };
-        merged.insert(rk, next);
+        fold.add(&[(row_key(*env, key)?, acc)])
+            .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
     }
-    merged
+    fold.into_touched()
         .into_iter()
         .map(|(key, acc)| Ok((key, encode_acc(&acc)?)))
         .collect()

@@ -171,14 +171,9 @@ pub struct IngestItem {
     pub contributions: Vec<(PartialKey, Accumulator)>,
 }
 
-/// What became of one [`IngestItem`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemOutcome {
-    Accepted,
-    Duplicate,
-    /// Accepted by validation but refused at merge (its total would overflow); nothing stored.
-    Rejected(String),
-}
+/// What became of one [`IngestItem`]: accepted, duplicate, or rejected at merge (its total would
+/// overflow; nothing stored). The same outcomes as the edge's shards, from `tally_core::fold`.
+pub use tally_core::fold::Outcome as ItemOutcome;
 
 /// Usage: dedupe keys and hourly partial aggregates.
 #[async_trait]

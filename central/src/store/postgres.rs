@@ -443,7 +443,7 @@ impl UsageStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         advisory_xact_lock(&mut tx).await?;
         let claimed = claim_keys(&mut tx, items, now_ms).await?;
-        let mut outcomes = merge::outcomes_from_claims(items, claimed);
+        let mut outcomes = merge::outcomes_from_claims(items, &claimed);
         let keys = merge::accepted_keys(items, &outcomes)?;
         let partials = load_partials(&mut tx, &keys).await?;
         let rows = merge::fold_items(items, &mut outcomes, partials)?;
@@ -513,7 +513,7 @@ impl UsageStore for PostgresStore {
             return Ok(false);
         }
         let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
-        let rows = merge::merge_batch(partials, &existing)?;
+        let rows = merge::merge_batch(partials, existing)?;
         upsert_partials(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(true)
