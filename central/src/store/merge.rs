@@ -10,9 +10,10 @@
 use std::collections::{HashMap, HashSet};
 
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::batch::BatchPartial;
 use tally_core::fold::{self, Fold};
 
-use super::{Env, IngestItem, ItemOutcome, StoreError, StoreResult};
+use super::{DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult};
 
 /// A partial's storage key: the `PartialKey` plus its environment, with groups as canonical JSON.
 pub type RowKey = (Env, String, String, i64, String);
@@ -102,19 +103,46 @@ pub fn batch_keys(partials: &[(Env, PartialKey, Accumulator)]) -> StoreResult<Ve
     Ok(keys)
 }
 
-/// Merges a batch's partials into the stored rows `existing`; the rows to write, in key order.
-/// A merge failure fails the whole batch (the edge sealed it; it cannot be partly applied).
+/// Merges a batch's partials into the stored rows `existing`, each partial on its own: the rows to
+/// write (in key order) and the partials that could not be merged, as dead letters.
+///
+/// A partial is the pre-aggregate of events the edge already acknowledged, so unlike an ingested
+/// event it cannot be refused to its sender; and failing the whole batch would make its shard
+/// resend it forever, blocking every later batch. So a partial whose merge fails (the same check
+/// that makes native ingest reject an event: `tally_core::fold`) changes no row and is kept as a
+/// dead letter, and the rest of the batch applies.
 pub fn merge_batch(
+    shard_id: &str,
+    seq: u64,
     partials: &[(Env, PartialKey, Accumulator)],
     existing: HashMap<RowKey, Accumulator>,
-) -> StoreResult<Vec<RowWrite>> {
+    now_ms: i64,
+) -> StoreResult<(Vec<RowWrite>, Vec<DeadLetter>)> {
     let mut fold = Fold::new(existing);
-    for (env, key, acc) in partials {
-        fold.add(&[(row_key(*env, key)?, acc)])
-            .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
+    let mut dead = Vec::new();
+    for (index, (env, key, acc)) in partials.iter().enumerate() {
+        if let Err(e) = fold.add(&[(row_key(*env, key)?, acc)]) {
+            let partial = serde_json::to_string(&BatchPartial {
+                env: env.as_str().to_string(),
+                key: key.clone(),
+                acc: acc.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(format!("encoding a dead letter: {e}")))?;
+            dead.push(DeadLetter {
+                shard_id: shard_id.to_string(),
+                seq,
+                index: u64::try_from(index).unwrap_or(u64::MAX),
+                env: *env,
+                partial,
+                reason: format!("partial not merged: {e}"),
+                recorded_ms: now_ms,
+            });
+        }
     }
-    fold.into_touched()
+    let rows = fold
+        .into_touched()
         .into_iter()
         .map(|(key, acc)| Ok((key, encode_acc(&acc)?)))
-        .collect()
+        .collect::<StoreResult<_>>()?;
+    Ok((rows, dead))
 }

@@ -412,6 +412,13 @@ impl Shard {
             if !ack.applied {
                 worker::console_log!("batch {shard_id}#{seq} was already applied (a replay)");
             }
+            if ack.dead_letters > 0 {
+                worker::console_warn!(
+                    "batch {shard_id}#{seq}: central could not merge {} partial(s) and kept them \
+                     as dead letters",
+                    ack.dead_letters
+                );
+            }
             if ack.metrics_version > self.known_version() {
                 if let Err(e) = self.refresh_snapshots(&cfg).await {
                     worker::console_warn!("metric snapshot refresh failed: {e}");
