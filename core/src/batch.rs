@@ -52,6 +52,10 @@ pub struct BatchAck {
     pub applied: bool,
     /// Central's current metric snapshot version; a shard behind it refreshes before sealing.
     pub metrics_version: u64,
+    /// Partials central could not merge (their total would overflow) and kept as dead letters
+    /// instead; the rest of the batch was applied. Absent (0) from older centrals.
+    #[serde(default)]
+    pub dead_letters: u64,
 }
 
 /// The metric definitions of one environment, as the edge meters with them.

@@ -34,6 +34,38 @@ pub const BACKDATE_LIMIT_MS: i64 = 34 * DAY_MS;
 /// How far ahead an event may be dated.
 pub const FUTURE_LIMIT_MS: i64 = DAY_MS;
 
+/// How a request body is encoded, from its `Content-Encoding` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncoding {
+    Identity,
+    Gzip,
+}
+
+/// A `Content-Encoding` ingest does not accept (answered 415, with `Accept-Encoding: gzip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedEncoding(pub String);
+
+impl core::fmt::Display for UnsupportedEncoding {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "unsupported Content-Encoding {:?}: send gzip or an unencoded body",
+            self.0
+        )
+    }
+}
+
+/// The ingest rule for `Content-Encoding` (all its values joined by `", "`, as received): absent
+/// or exactly `identity` is the body as is, exactly `gzip` is gzip; anything else (another
+/// coding, a list, another spelling) is refused before the body is read.
+pub fn content_encoding(header: Option<&str>) -> Result<ContentEncoding, UnsupportedEncoding> {
+    match header {
+        None | Some("identity") => Ok(ContentEncoding::Identity),
+        Some("gzip") => Ok(ContentEncoding::Gzip),
+        Some(other) => Err(UnsupportedEncoding(other.to_string())),
+    }
+}
+
 /// Why a whole request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchError {
@@ -221,6 +253,26 @@ mod tests {
     use crate::time::HOUR_MS;
 
     const NOW: i64 = 1_727_740_800_000; // 2024-10-01T00:00:00Z
+
+    #[test]
+    fn only_absent_identity_and_gzip_encodings_are_read() {
+        assert_eq!(content_encoding(None), Ok(ContentEncoding::Identity));
+        assert_eq!(
+            content_encoding(Some("identity")),
+            Ok(ContentEncoding::Identity)
+        );
+        assert_eq!(content_encoding(Some("gzip")), Ok(ContentEncoding::Gzip));
+        for other in ["br", "deflate", "x-gzip", "GZIP", "gzip, br", ""] {
+            assert_eq!(
+                content_encoding(Some(other)),
+                Err(UnsupportedEncoding(other.to_string()))
+            );
+        }
+        assert_eq!(
+            UnsupportedEncoding("br".into()).to_string(),
+            r#"unsupported Content-Encoding "br": send gzip or an unencoded body"#
+        );
+    }
 
     fn one(event: &str) -> ParsedBatch {
         parse_batch(format!("[{event}]").as_bytes(), NOW).unwrap()

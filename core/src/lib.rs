@@ -19,6 +19,7 @@ pub mod accumulate;
 pub mod batch;
 pub mod decimal;
 pub mod event;
+pub mod fold;
 pub mod ingest;
 pub mod metric;
 pub mod period;

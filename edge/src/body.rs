@@ -1,8 +1,8 @@
 //! Reading an ingest request body: at most a limit of bytes, gzip decoded like central.
 //!
-//! Central wraps `/v1/ingest` in tower-http's request decompression with only gzip enabled, so the
-//! edge accepts the same `Content-Encoding` values, byte for byte: absent, `identity` (the body as
-//! is) and `gzip` (decoded with the runtime's `DecompressionStream`); any other value is a 415.
+//! The edge accepts the `Content-Encoding` values central accepts, by the same rule
+//! (`tally_core::ingest::content_encoding`): absent, `identity` (the body as is) and `gzip`
+//! (decoded with the runtime's `DecompressionStream`); any other value is the same 415.
 //!
 //! Invariants:
 //! - Never more than `limit + 1` decoded bytes are held: reading stops (and the stream is
@@ -10,6 +10,7 @@
 //! - The read loop is bounded by [`MAX_READS`] chunk reads.
 
 use js_sys::{Reflect, Uint8Array};
+use tally_core::ingest::{content_encoding, ContentEncoding};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -32,24 +33,10 @@ extern "C" {
     fn new(format: &str) -> Result<DecompressionStream, JsValue>;
 }
 
-/// How the body is encoded, from the `Content-Encoding` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    Identity,
-    Gzip,
-}
-
-/// Central's rule: absent or exactly `identity` is the body as is, exactly `gzip` is gzip, and
-/// anything else is refused with 415.
-pub fn encoding(header: Option<&str>) -> Result<Encoding, EdgeError> {
-    match header {
-        None | Some("identity") => Ok(Encoding::Identity),
-        Some("gzip") => Ok(Encoding::Gzip),
-        Some(other) => Err(EdgeError::Client(
-            415,
-            format!("unsupported Content-Encoding {other:?}: send gzip or an unencoded body"),
-        )),
-    }
+/// `tally_core::ingest::content_encoding`, central's rule: anything but absent, `identity` or
+/// `gzip` is a 415.
+pub fn encoding(header: Option<&str>) -> Result<ContentEncoding, EdgeError> {
+    content_encoding(header).map_err(|e| EdgeError::Client(415, e.to_string()))
 }
 
 fn too_large(limit: usize) -> EdgeError {
@@ -63,7 +50,7 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Vec<u8>, Ed
         .headers()
         .get("content-length")?
         .and_then(|v| v.trim().parse().ok());
-    if enc == Encoding::Identity {
+    if enc == ContentEncoding::Identity {
         if let Some(n) = declared {
             if n > limit {
                 return Err(too_large(limit));
@@ -76,8 +63,8 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Vec<u8>, Ed
         return Ok(Vec::new());
     };
     match enc {
-        Encoding::Identity => read_stream(stream, limit, false).await,
-        Encoding::Gzip => {
+        ContentEncoding::Identity => read_stream(stream, limit, false).await,
+        ContentEncoding::Gzip => {
             let ds = DecompressionStream::new("gzip")?;
             let pair: &ReadableWritablePair = ds.unchecked_ref();
             read_stream(stream.pipe_through(pair), limit, true).await
@@ -128,9 +115,9 @@ mod tests {
 
     #[test]
     fn encodings_follow_central_byte_for_byte() {
-        assert_eq!(encoding(None), Ok(Encoding::Identity));
-        assert_eq!(encoding(Some("identity")), Ok(Encoding::Identity));
-        assert_eq!(encoding(Some("gzip")), Ok(Encoding::Gzip));
+        assert_eq!(encoding(None), Ok(ContentEncoding::Identity));
+        assert_eq!(encoding(Some("identity")), Ok(ContentEncoding::Identity));
+        assert_eq!(encoding(Some("gzip")), Ok(ContentEncoding::Gzip));
         for other in ["br", "deflate", "x-gzip", "GZIP", "gzip, br"] {
             assert_eq!(encoding(Some(other)).map_err(|e| e.status()), Err(415));
         }

@@ -19,7 +19,7 @@ use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::config::{EdgeConfig, SHARD_BINDING};
 use crate::error::{json_response, EdgeError};
-use crate::protocol::{Outcome, ShardIngest, ShardReply, INGEST_PATH, SHARD_ORIGIN};
+use crate::protocol::{Outcome, ShardIngestRef, ShardReply, INGEST_PATH, SHARD_ORIGIN};
 use crate::routing::{shard_index, shard_name};
 
 /// Serves one ingest request.
@@ -93,10 +93,11 @@ async fn call_shard(
     environment: &str,
     events: &[(usize, Event)],
 ) -> Result<Vec<Outcome>, EdgeError> {
-    let msg = ShardIngest {
-        shard: shard_name(index),
-        env: environment.to_string(),
-        events: events.to_vec(),
+    let name = shard_name(index);
+    let msg = ShardIngestRef {
+        shard: &name,
+        env: environment,
+        events,
     };
     let body = serde_json::to_string(&msg).map_err(|e| shard_failed(index, e))?;
     let mut init = RequestInit::new();
@@ -105,7 +106,7 @@ async fn call_shard(
     let url = format!("{SHARD_ORIGIN}{INGEST_PATH}");
     let req = Request::new_with_init(&url, &init)?;
     let stub = namespace
-        .id_from_name(&msg.shard)
+        .id_from_name(&name)
         .and_then(|id| id.get_stub())
         .map_err(|e| shard_failed(index, e))?;
     let resp = stub

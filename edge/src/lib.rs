@@ -26,7 +26,6 @@ pub mod body;
 pub mod central;
 pub mod config;
 pub mod error;
-pub mod fold;
 pub mod ingest;
 pub mod js;
 pub mod protocol;

@@ -26,19 +26,54 @@ pub struct ShardIngest {
     pub events: Vec<(usize, Event)>,
 }
 
-/// What became of one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Accepted,
-    Duplicate,
-    /// Valid, but its usage could not be merged (for example, a total would overflow); nothing
-    /// was recorded and its dedupe key stays free.
-    Rejected(String),
+/// A [`ShardIngest`] borrowed from the Worker's parsed request, for sending: the same JSON, without
+/// copying the events.
+#[derive(Debug, Serialize)]
+pub struct ShardIngestRef<'a> {
+    pub shard: &'a str,
+    pub env: &'a str,
+    pub events: &'a [(usize, Event)],
 }
 
+/// What became of one event: the same outcomes as central's native path (`tally_core::fold`).
+pub use tally_core::fold::Outcome;
+
 /// The shard's answer to a [`ShardIngest`], sent only after its storage transaction committed.
+/// An empty `outcomes` means every event was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardReply {
     pub outcomes: Vec<Outcome>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_borrowed_message_is_the_same_json() {
+        let events = vec![(
+            3,
+            Event {
+                transaction_id: "t".into(),
+                customer_id: "c".into(),
+                event_type: "e".into(),
+                timestamp_ms: 7,
+                properties: BTreeMap::from([("k".to_string(), "1.50".to_string())]),
+            },
+        )];
+        let owned = ShardIngest {
+            shard: "shard-1".into(),
+            env: "sandbox".into(),
+            events: events.clone(),
+        };
+        let borrowed = ShardIngestRef {
+            shard: "shard-1",
+            env: "sandbox",
+            events: &events,
+        };
+        let text = serde_json::to_string(&borrowed).unwrap();
+        assert_eq!(text, serde_json::to_string(&owned).unwrap());
+        assert_eq!(serde_json::from_str::<ShardIngest>(&text).unwrap(), owned);
+    }
 }

@@ -1,7 +1,11 @@
 // Benchmark (not a test): events/s through the edge on workerd (Miniflare 4) in front of a real
 // central, batches of 100 events over several shards, and the gzipped size of the Worker bundle.
 //
-//   node tests/edge/bench.mjs [--requests N] [--concurrency C] [--shards S]
+//   node tests/edge/bench.mjs [--requests N] [--concurrency C] [--shards S] [--profile]
+//
+// --profile samples workerd's CPU (V8 profiler over the inspector) during the measured run and
+// prints the functions with the most self time (build the Worker without --strip-debug to see
+// WASM function names rather than indices).
 //
 // Prints one line per figure. Targets (issue #3): >= 50,000 events/s, <= 300 KB gzipped.
 import { readFileSync } from 'node:fs';
@@ -17,6 +21,7 @@ const { values: opts } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     shards: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '100' },
+    profile: { type: 'boolean', default: false },
   },
 });
 const REQUESTS = Number(opts.requests);
@@ -32,7 +37,11 @@ console.log(`bundle: ${wasm.length} bytes wasm + ${js.length} bytes js; ${(gz / 
 
 const key = 'bench-key';
 const central = await new Central({ hmacKey: key }).start();
-const edge = await new Edge({ centralUrl: central.url, hmacKey: key, shardCount: SHARDS, flushIntervalMs: 1000 }).start();
+const INSPECTOR_PORT = 9239;
+const edge = await new Edge({
+  centralUrl: central.url, hmacKey: key, shardCount: SHARDS, flushIntervalMs: 1000,
+  inspectorPort: opts.profile ? INSPECTOR_PORT : undefined,
+}).start();
 try {
   for (const m of [
     { name: 'calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['api_call'] } },
@@ -78,12 +87,86 @@ try {
     return accepted;
   };
   await drive(0, Number(opts.warmup));
+  const profiler = opts.profile ? await startProfiler(INSPECTOR_PORT) : null;
   const t0 = performance.now();
   const accepted = await drive(1_000_000, REQUESTS);
   const secs = (performance.now() - t0) / 1000;
+  if (profiler) summarise(await profiler.stop());
   console.log(`ingest: ${accepted} events in ${REQUESTS} requests of ${BATCH}, ${CONCURRENCY} concurrent, ${SHARDS} shards: ${secs.toFixed(2)} s, ${Math.round(accepted / secs)} events/s (target >= 50,000)`);
   agent.destroy();
 } finally {
   await edge.dispose();
   await central.dispose();
+}
+
+/** Connects to workerd's inspector (the Worker's isolate) and starts V8's sampling profiler. */
+async function startProfiler(port) {
+  const { default: WebSocket } = await import('ws');
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+  const target = targets.find((t) => t.webSocketDebuggerUrl) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  let id = 0;
+  const pending = new Map();
+  ws.on('message', (data) => {
+    const msg = JSON.parse(data.toString());
+    if (msg.id && pending.has(msg.id)) {
+      pending.get(msg.id)(msg);
+      pending.delete(msg.id);
+    }
+  });
+  const send = (method, params = {}) => new Promise((resolve) => {
+    id += 1;
+    pending.set(id, resolve);
+    ws.send(JSON.stringify({ id, method, params }));
+  });
+  await send('Profiler.enable');
+  await send('Profiler.setSamplingInterval', { interval: 200 });
+  await send('Profiler.start');
+  return {
+    async stop() {
+      const r = await send('Profiler.stop');
+      ws.close();
+      return r.result.profile;
+    },
+  };
+}
+
+/** Prints self time by function, and the share spent in WASM, JS and the runtime. */
+function summarise(profile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  let total = 0;
+  profile.samples.forEach((nodeId, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    const f = byId.get(nodeId).callFrame;
+    const name = `${f.functionName || '(anonymous)'} ${f.url ? path.basename(f.url) : ''}`.trim();
+    self.set(name, (self.get(name) ?? 0) + dt);
+    total += dt;
+  });
+  const rows = [...self.entries()].sort((a, b) => b[1] - a[1]);
+  const share = (pred) => rows.filter(([n]) => pred(n)).reduce((s, [, t]) => s + t, 0);
+  const idle = share((n) => n.startsWith('(idle)'));
+  const busy = total - idle;
+  const pct = (t) => `${((100 * t) / busy).toFixed(1)}%`;
+  console.log(`profile: ${(busy / 1000).toFixed(0)} ms busy of ${(total / 1000).toFixed(0)} ms sampled; ` +
+    `wasm ${pct(share((n) => n.includes('wasm-function') || n.includes('.wasm')))}, ` +
+    `(program) ${pct(share((n) => n.startsWith('(program)')))}, (garbage collector) ${pct(share((n) => n.startsWith('(garbage')))}`);
+  for (const [name, t] of rows.filter(([n]) => !n.startsWith('(idle)')).slice(0, 30)) {
+    console.log(`  ${pct(t).padStart(6)}  ${name}`);
+  }
+  // Where the runtime's SQL time comes from: the nearest Rust caller of each `exec` sample.
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const callers = new Map();
+  profile.samples.forEach((nodeId, i) => {
+    if (byId.get(nodeId).callFrame.functionName !== 'exec') return;
+    let id = parent.get(nodeId);
+    while (id !== undefined && !/tally_edge::|tally_core::/.test(byId.get(id).callFrame.functionName)) id = parent.get(id);
+    const name = id === undefined ? '(unknown)' : byId.get(id).callFrame.functionName.replace(/::h[0-9a-f]{16}$/, '');
+    callers.set(name, (callers.get(name) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
+  for (const [name, t] of [...callers.entries()].sort((a, b) => b[1] - a[1])) {
+    console.log(`  exec ${pct(t).padStart(6)}  from ${name}`);
+  }
 }

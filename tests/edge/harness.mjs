@@ -16,7 +16,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const EDGE_BUILD = path.join(ROOT, 'edge', 'build');
+// EDGE_BUILD_DIR runs a Worker built elsewhere, as is (for before/after benchmarks).
+export const EDGE_BUILD = process.env.EDGE_BUILD_DIR || path.join(ROOT, 'edge', 'build');
 export const COMPATIBILITY_DATE = '2026-04-20';
 export const TALLY_BIN = process.env.TALLY_BIN || path.join(ROOT, 'target', 'debug', 'tally');
 
@@ -61,6 +62,7 @@ function newest(dir) {
 
 /** Builds edge/build/ unless it is newer than edge/src, core/src and the manifests. */
 export function ensureEdgeBuilt() {
+  if (process.env.EDGE_BUILD_DIR) return;
   const wasm = path.join(EDGE_BUILD, 'index_bg.wasm');
   const sources = Math.max(
     newest(path.join(ROOT, 'edge', 'src')),
@@ -132,8 +134,8 @@ export class Central {
 
 /** The edge on workerd through Miniflare 4, configured like wrangler.toml. */
 export class Edge {
-  constructor({ centralUrl, hmacKey, shardCount = 4, flushIntervalMs = 200, persistDir }) {
-    Object.assign(this, { centralUrl, hmacKey, shardCount, flushIntervalMs, persistDir });
+  constructor({ centralUrl, hmacKey, shardCount = 4, flushIntervalMs = 200, persistDir, inspectorPort }) {
+    Object.assign(this, { centralUrl, hmacKey, shardCount, flushIntervalMs, persistDir, inspectorPort });
   }
 
   async start() {
@@ -150,6 +152,7 @@ export class Edge {
       compatibilityDate: COMPATIBILITY_DATE,
       durableObjects: { SHARD: { className: 'Shard', useSQLite: true } },
       durableObjectsPersist: this.persistDir ?? false,
+      ...(this.inspectorPort ? { inspectorPort: this.inspectorPort } : {}),
       bindings: {
         CENTRAL_URL: this.centralUrl,
         EDGE_HMAC_KEY: this.hmacKey,

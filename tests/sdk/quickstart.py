@@ -25,6 +25,13 @@ What this proves, against a running `tally serve` (env TALLY_BASE_URL, TALLY_TOK
    aggregation_key, non-hour-aligned contract start), 409 -> ConflictError (ingest alias in use).
 
 Prices are in cents (pricing unit "USD (cents)"). Expected numbers below are computed by hand.
+
+Through the edge (TALLY_BASE_URL pointing at the Worker, which proxies everything but ingest to
+central), usage reaches central only when a shard flushes, a moment after `/v1/ingest` answered.
+Set TALLY_AWAIT_INVOICE_S=<seconds> for that run: before each invoice check the script polls the
+draft invoice until its total is the expected one, failing after that many seconds (or at once if
+the total ever exceeds it: usage only grows, so an overshoot is a double count). Without it
+(central's native ingest, durable in usage before it answers) nothing is polled.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import decimal
 import json
 import os
 import sys
+import time
 import traceback
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -540,10 +548,34 @@ def check_invoice(inv: dict, clock: Clock, ids: Ids, expected_lines: list, expec
             assert tier.get("size") == want["size"], what
 
 
+def await_draft_total(client: Metronome, clock: Clock, customer: str, expected_total: Decimal) -> None:
+    """With TALLY_AWAIT_INVOICE_S set, polls the draft until its total is `expected_total`."""
+    setting = os.environ.get("TALLY_AWAIT_INVOICE_S", "").strip()
+    if not setting:
+        return
+    deadline = time.monotonic() + int(setting)
+    polls = 0
+    while True:
+        polls += 1
+        inv = fetch_draft(client, clock, customer)
+        total = num(inv["total"], "total")
+        if total == expected_total:
+            log(f"  draft total {total} after {polls} poll(s)")
+            return
+        assert total < expected_total, (
+            f"draft total {total} exceeds the expected {expected_total}: usage was counted twice\n{dump(inv)}"
+        )
+        assert time.monotonic() < deadline, (
+            f"draft total still {total} (expected {expected_total}) after {setting} s and {polls} polls\n{dump(inv)}"
+        )
+        time.sleep(0.1)
+
+
 def check_draft_invoice(
     client: Metronome, clock: Clock, ids: Ids, expected_lines: list, expected_total: Decimal
 ) -> None:
     log(f"draft invoice for [{iso(clock.period_start)}, {iso(clock.period_end)}): total {expected_total}")
+    await_draft_total(client, clock, ids.customer, expected_total)
     listed = fetch_draft(client, clock, ids.customer)
     check_invoice(listed, clock, ids, expected_lines, expected_total)
 

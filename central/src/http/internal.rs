@@ -2,7 +2,10 @@
 //! not by API tokens. They answer 404 when no edge key is configured.
 //!
 //! - `POST /internal/v1/batches`: apply a sealed batch exactly once; a replay answers 200 with
-//!   `applied: false`.
+//!   `applied: false`. A partial that cannot be merged (its hourly total would overflow) becomes a
+//!   dead letter (logged at warn, counted in the ack) and the rest applies, still 200: a batch
+//!   answered with an error is resent forever and would block every later batch of its shard.
+//! - `GET /internal/v1/stats`: operational counters (dead letters per environment).
 //! - `GET /internal/v1/metrics?env=`: the metric snapshot the edge meters with.
 //! - `POST /internal/v1/tokens/lookup` `{"token_hash"}`: the environment of an API token.
 
@@ -25,6 +28,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/internal/v1/batches", post(apply_batch))
         .route("/internal/v1/metrics", get(metrics))
+        .route("/internal/v1/stats", get(stats))
         .route("/internal/v1/tokens/lookup", post(token_lookup))
 }
 
@@ -67,16 +71,39 @@ async fn apply_batch(State(st): State<AppState>, req: Request) -> ApiResult<Json
             .ok_or_else(|| ApiError::bad_request(format!("unknown env {:?}", p.env)))?;
         partials.push((env, p.key, p.acc));
     }
-    let applied = st
+    let done = st
         .stores
         .usage
         .apply_batch(&b.shard_id, b.seq, &partials, st.now_ms())
         .await?;
+    for d in &done.dead_letters {
+        tracing::warn!(
+            shard_id = %d.shard_id,
+            seq = d.seq,
+            partial_index = d.index,
+            env = d.env.as_str(),
+            reason = %d.reason,
+            partial = %d.partial,
+            "edge batch partial not merged; recorded as a dead letter",
+        );
+    }
     let metrics_version = st.stores.config.metrics_version().await?;
     Ok(Json(BatchAck {
-        applied,
+        applied: done.applied,
         metrics_version,
+        dead_letters: u64::try_from(done.dead_letters.len()).unwrap_or(u64::MAX),
     }))
+}
+
+/// Operational counters, read from the database so every replica answers the same.
+async fn stats(State(st): State<AppState>, req: Request) -> ApiResult<Json<serde_json::Value>> {
+    verify(&st, req.headers(), b"")?;
+    let mut dead_letters = serde_json::Map::new();
+    for env in Env::ALL {
+        let n = st.stores.usage.dead_letter_count(env).await?;
+        dead_letters.insert(env.as_str().to_string(), n.into());
+    }
+    Ok(Json(serde_json::json!({ "dead_letters": dead_letters })))
 }
 
 async fn metrics(

@@ -2,14 +2,18 @@
 //! touched hourly row becomes, computed with `tally_core` accumulators.
 //!
 //! A backend claims dedupe keys, loads the current rows of [`accepted_keys`] and writes what
-//! [`fold_items`] or [`merge_batch`] return, all in one transaction. Keeping the merge here means
-//! both backends merge identically and nothing is ever summed in SQL.
+//! [`fold_items`] or [`merge_batch`] return, all in one transaction. The fold itself is
+//! `tally_core::fold`, the same code the edge's shards run; this module only maps items to the
+//! backends' row keys and text encodings, so both backends merge identically and nothing is ever
+//! summed in SQL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::batch::BatchPartial;
+use tally_core::fold::{self, Fold};
 
-use super::{Env, IngestItem, ItemOutcome, StoreError, StoreResult};
+use super::{DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult};
 
 /// A partial's storage key: the `PartialKey` plus its environment, with groups as canonical JSON.
 pub type RowKey = (Env, String, String, i64, String);
@@ -48,85 +52,43 @@ pub fn parse_env(text: &str) -> StoreResult<Env> {
 /// The first item of each key this transaction claimed is accepted; every other is a duplicate.
 pub fn outcomes_from_claims(
     items: &[IngestItem],
-    mut claimed: HashSet<(Env, String)>,
+    claimed: &HashSet<(Env, String)>,
 ) -> Vec<ItemOutcome> {
-    items
+    fold::accepted_by_claim(
+        items.iter().map(|i| (i.env, i.transaction_id.clone())),
+        |k| claimed.contains(k),
+    )
+}
+
+fn keyed_contributions(item: &IngestItem) -> StoreResult<Vec<(RowKey, &Accumulator)>> {
+    item.contributions
         .iter()
-        .map(
-            |item| match claimed.remove(&(item.env, item.transaction_id.clone())) {
-                true => ItemOutcome::Accepted,
-                false => ItemOutcome::Duplicate,
-            },
-        )
+        .map(|(key, acc)| Ok((row_key(item.env, key)?, acc)))
         .collect()
 }
 
 /// The sorted, distinct rows the accepted items contribute to (the rows to load before folding).
 pub fn accepted_keys(items: &[IngestItem], outcomes: &[ItemOutcome]) -> StoreResult<Vec<RowKey>> {
-    let mut keys: Vec<RowKey> = Vec::new();
-    for (item, outcome) in items.iter().zip(outcomes) {
-        if *outcome == ItemOutcome::Accepted {
-            for (key, _) in &item.contributions {
-                keys.push(row_key(item.env, key)?);
-            }
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
+    fold::accepted_keys(outcomes, |i| {
+        items[i]
+            .contributions
+            .iter()
+            .map(|(key, _)| row_key(items[i].env, key))
+            .collect()
+    })
 }
 
 /// Folds each accepted item's contributions into `partials` (the stored rows), all or nothing per
-/// item: an item whose merge fails becomes `Rejected` and contributes nothing. Returns the touched
-/// rows to write, in key order.
-///
-/// An item's contributions land on distinct rows (one per metric), so checking every merge first
-/// and then merging in place is atomic per item without cloning accumulators (a UNIQUE set can
-/// be large).
+/// item (`tally_core::fold`): an item whose merge fails becomes `Rejected` and contributes
+/// nothing. Returns the touched rows to write, in key order.
 pub fn fold_items(
     items: &[IngestItem],
     outcomes: &mut [ItemOutcome],
-    mut partials: HashMap<RowKey, Accumulator>,
+    partials: HashMap<RowKey, Accumulator>,
 ) -> StoreResult<Vec<RowWrite>> {
-    let mut touched = BTreeSet::new();
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if *outcome != ItemOutcome::Accepted {
-            continue;
-        }
-        let keys = item
-            .contributions
-            .iter()
-            .map(|(key, _)| row_key(item.env, key))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let check = item
-            .contributions
-            .iter()
-            .zip(&keys)
-            .try_for_each(|((_, acc), rk)| {
-                partials.get(rk).map_or(Ok(()), |cur| cur.check_merge(acc))
-            });
-        if let Err(e) = check {
-            *outcome = ItemOutcome::Rejected(format!("event not counted: {e}"));
-            continue;
-        }
-        for ((_, acc), rk) in item.contributions.iter().zip(keys) {
-            match partials.get_mut(&rk) {
-                Some(cur) => cur
-                    .merge(acc)
-                    .map_err(|e| StoreError::Corrupt(format!("merge after check: {e}")))?,
-                None => {
-                    partials.insert(rk.clone(), acc.clone());
-                }
-            }
-            touched.insert(rk);
-        }
-    }
-    touched
+    fold::fold_accepted(partials, outcomes, |i| keyed_contributions(&items[i]))?
         .into_iter()
-        .map(|key| {
-            let acc = encode_acc(&partials[&key])?;
-            Ok((key, acc))
-        })
+        .map(|(key, acc)| Ok((key, encode_acc(&acc)?)))
         .collect()
 }
 
@@ -141,28 +103,46 @@ pub fn batch_keys(partials: &[(Env, PartialKey, Accumulator)]) -> StoreResult<Ve
     Ok(keys)
 }
 
-/// Merges a batch's partials into the stored rows `existing`; the rows to write, in key order.
-/// A merge failure fails the whole batch (the edge sealed it; it cannot be partly applied).
+/// Merges a batch's partials into the stored rows `existing`, each partial on its own: the rows to
+/// write (in key order) and the partials that could not be merged, as dead letters.
+///
+/// A partial is the pre-aggregate of events the edge already acknowledged, so unlike an ingested
+/// event it cannot be refused to its sender; and failing the whole batch would make its shard
+/// resend it forever, blocking every later batch. So a partial whose merge fails (the same check
+/// that makes native ingest reject an event: `tally_core::fold`) changes no row and is kept as a
+/// dead letter, and the rest of the batch applies.
 pub fn merge_batch(
+    shard_id: &str,
+    seq: u64,
     partials: &[(Env, PartialKey, Accumulator)],
-    existing: &HashMap<RowKey, Accumulator>,
-) -> StoreResult<Vec<RowWrite>> {
-    let mut merged: BTreeMap<RowKey, Accumulator> = BTreeMap::new();
-    for (env, key, acc) in partials {
-        let rk = row_key(*env, key)?;
-        let current = merged.remove(&rk).or_else(|| existing.get(&rk).cloned());
-        let next = match current {
-            None => acc.clone(),
-            Some(mut cur) => {
-                cur.merge(acc)
-                    .map_err(|e| StoreError::Corrupt(format!("batch merge: {e}")))?;
-                cur
-            }
-        };
-        merged.insert(rk, next);
+    existing: HashMap<RowKey, Accumulator>,
+    now_ms: i64,
+) -> StoreResult<(Vec<RowWrite>, Vec<DeadLetter>)> {
+    let mut fold = Fold::new(existing);
+    let mut dead = Vec::new();
+    for (index, (env, key, acc)) in partials.iter().enumerate() {
+        if let Err(e) = fold.add(&[(row_key(*env, key)?, acc)]) {
+            let partial = serde_json::to_string(&BatchPartial {
+                env: env.as_str().to_string(),
+                key: key.clone(),
+                acc: acc.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(format!("encoding a dead letter: {e}")))?;
+            dead.push(DeadLetter {
+                shard_id: shard_id.to_string(),
+                seq,
+                index: u64::try_from(index).unwrap_or(u64::MAX),
+                env: *env,
+                partial,
+                reason: format!("partial not merged: {e}"),
+                recorded_ms: now_ms,
+            });
+        }
     }
-    merged
+    let rows = fold
+        .into_touched()
         .into_iter()
         .map(|(key, acc)| Ok((key, encode_acc(&acc)?)))
-        .collect()
+        .collect::<StoreResult<_>>()?;
+    Ok((rows, dead))
 }

@@ -171,13 +171,33 @@ pub struct IngestItem {
     pub contributions: Vec<(PartialKey, Accumulator)>,
 }
 
-/// What became of one [`IngestItem`].
+/// What became of one [`IngestItem`]: accepted, duplicate, or rejected at merge (its total would
+/// overflow; nothing stored). The same outcomes as the edge's shards, from `tally_core::fold`.
+pub use tally_core::fold::Outcome as ItemOutcome;
+
+/// An edge batch partial central could not merge into its hourly row (its total would overflow the
+/// decimal range, or the row aggregates differently): recorded instead of merged, in the
+/// transaction that applies the rest of its batch, so the shard is never blocked by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemOutcome {
-    Accepted,
-    Duplicate,
-    /// Accepted by validation but refused at merge (its total would overflow); nothing stored.
-    Rejected(String),
+pub struct DeadLetter {
+    pub shard_id: String,
+    pub seq: u64,
+    /// The partial's position in its batch.
+    pub index: u64,
+    pub env: Env,
+    /// The partial as received, JSON `{"env","key","acc"}` (`tally_core::batch::BatchPartial`).
+    pub partial: String,
+    pub reason: String,
+    pub recorded_ms: i64,
+}
+
+/// What [`UsageStore::apply_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchApplied {
+    /// False when `(shard_id, seq)` had already been applied (a replay): nothing changed.
+    pub applied: bool,
+    /// The partials recorded as dead letters instead of merged (empty for a replay).
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Usage: dedupe keys and hourly partial aggregates.
@@ -199,15 +219,20 @@ pub trait UsageStore: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<UsageRow>>;
-    /// In one transaction: record `(shard_id, seq)` and merge the batch's partials. Returns false
-    /// (and changes nothing) when that batch was already applied.
+    /// In one transaction: record `(shard_id, seq)`, merge the batch's partials and record those
+    /// that cannot be merged as dead letters. When that batch was already applied, changes
+    /// nothing and answers `applied: false`.
     async fn apply_batch(
         &self,
         shard_id: &str,
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
         now_ms: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<BatchApplied>;
+    /// How many dead letters `env` has.
+    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64>;
+    /// `env`'s dead letters in `(shard_id, seq, index)` order, at most `limit`.
+    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>>;
     /// Forgets dedupe keys recorded before `before_ms`. Returns how many.
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64>;
 }

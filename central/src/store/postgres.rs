@@ -458,7 +458,7 @@ impl UsageStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         advisory_xact_lock(&mut tx).await?;
         let claimed = claim_keys(&mut tx, items, now_ms).await?;
-        let mut outcomes = merge::outcomes_from_claims(items, claimed);
+        let mut outcomes = merge::outcomes_from_claims(items, &claimed);
         let keys = merge::accepted_keys(items, &outcomes)?;
         let partials = load_partials(&mut tx, &keys).await?;
         let rows = merge::fold_items(items, &mut outcomes, partials)?;
@@ -509,8 +509,8 @@ impl UsageStore for PostgresStore {
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
         now_ms: i64,
-    ) -> StoreResult<bool> {
-        let seq =
+    ) -> StoreResult<BatchApplied> {
+        let seq_i =
             i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
         let mut tx = self.pool.begin().await?;
         advisory_xact_lock(&mut tx).await?;
@@ -519,19 +519,80 @@ impl UsageStore for PostgresStore {
              ON CONFLICT DO NOTHING",
         )
         .bind(shard_id)
-        .bind(seq)
+        .bind(seq_i)
         .bind(now_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            return Ok(false);
+            return Ok(BatchApplied {
+                applied: false,
+                dead_letters: Vec::new(),
+            });
         }
         let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
-        let rows = merge::merge_batch(partials, &existing)?;
+        let (rows, dead_letters) = merge::merge_batch(shard_id, seq, partials, existing, now_ms)?;
         upsert_partials(&mut tx, &rows).await?;
+        if !dead_letters.is_empty() {
+            let indexes: Vec<i64> = dead_letters
+                .iter()
+                .map(|d| i64::try_from(d.index).unwrap_or(i64::MAX))
+                .collect();
+            let envs: Vec<&str> = dead_letters.iter().map(|d| d.env.as_str()).collect();
+            let bodies: Vec<&str> = dead_letters.iter().map(|d| d.partial.as_str()).collect();
+            let reasons: Vec<&str> = dead_letters.iter().map(|d| d.reason.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO dead_letters (shard_id, seq, partial_index, env, partial, reason, recorded_ms)
+                 SELECT $1, $2, d.i, d.e, d.p, d.r, $7
+                 FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) AS d (i, e, p, r)",
+            )
+            .bind(shard_id)
+            .bind(seq_i)
+            .bind(&indexes)
+            .bind(&envs)
+            .bind(&bodies)
+            .bind(&reasons)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(BatchApplied {
+            applied: true,
+            dead_letters,
+        })
+    }
+
+    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE env = $1")
+            .bind(env.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT shard_id, seq, partial_index, partial, reason, recorded_ms FROM dead_letters
+             WHERE env = $1 ORDER BY shard_id, seq, partial_index LIMIT $2",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    shard_id: row.get(0),
+                    seq: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
+                    index: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+                    env,
+                    partial: row.get(3),
+                    reason: row.get(4),
+                    recorded_ms: row.get(5),
+                })
+            })
+            .collect()
     }
 
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {

@@ -387,7 +387,7 @@ impl UsageStore for SqliteStore {
     ) -> StoreResult<Vec<ItemOutcome>> {
         let mut tx = self.begin_write().await?;
         let claimed = claim_keys(&mut tx, items, now_ms).await?;
-        let mut outcomes = merge::outcomes_from_claims(items, claimed);
+        let mut outcomes = merge::outcomes_from_claims(items, &claimed);
         let keys = merge::accepted_keys(items, &outcomes)?;
         let partials = load_partials(&mut tx, &keys).await?;
         let rows = merge::fold_items(items, &mut outcomes, partials)?;
@@ -453,27 +453,80 @@ impl UsageStore for SqliteStore {
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
         now_ms: i64,
-    ) -> StoreResult<bool> {
-        let seq =
+    ) -> StoreResult<BatchApplied> {
+        let seq_i =
             i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO applied_batches (shard_id, seq, applied_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(shard_id)
-        .bind(seq)
+        .bind(seq_i)
         .bind(now_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            return Ok(false);
+            return Ok(BatchApplied {
+                applied: false,
+                dead_letters: Vec::new(),
+            });
         }
         let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
-        let rows = merge::merge_batch(partials, &existing)?;
+        let (rows, dead_letters) = merge::merge_batch(shard_id, seq, partials, existing, now_ms)?;
         upsert_partials(&mut tx, &rows).await?;
+        for chunk in chunks(&dead_letters) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dead_letters (shard_id, seq, partial_index, env, partial, reason, recorded_ms) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(&d.shard_id)
+                    .push_bind(seq_i)
+                    .push_bind(i64::try_from(d.index).unwrap_or(i64::MAX))
+                    .push_bind(d.env.as_str())
+                    .push_bind(&d.partial)
+                    .push_bind(&d.reason)
+                    .push_bind(d.recorded_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(BatchApplied {
+            applied: true,
+            dead_letters,
+        })
+    }
+
+    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE env = ?")
+            .bind(env.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT shard_id, seq, partial_index, partial, reason, recorded_ms FROM dead_letters
+             WHERE env = ? ORDER BY shard_id, seq, partial_index LIMIT ?",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    shard_id: row.get(0),
+                    seq: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
+                    index: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+                    env,
+                    partial: row.get(3),
+                    reason: row.get(4),
+                    recorded_ms: row.get(5),
+                })
+            })
+            .collect()
     }
 
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {

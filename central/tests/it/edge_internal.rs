@@ -280,3 +280,150 @@ async fn metric_snapshot_and_token_lookup() {
     .await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
 }
+
+/// The quantity of `customer`'s rows of `metric` in the hour starting at `hour`, as stored.
+async fn stored(app: &TestApp, customer: &str, metric: &str, hour: &str) -> String {
+    let rows = app
+        .state
+        .stores
+        .usage
+        .usage_rows(
+            Env::Sandbox,
+            &[customer.to_string()],
+            &[metric.to_string()],
+            ms(hour),
+            ms(hour) + 3_600_000,
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.acc.quantity())
+        .sum::<rust_decimal::Decimal>()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
+    let app = TestApp::new(NOW).await;
+    let metric = app
+        .metric(
+            Env::Sandbox,
+            json!({ "name": "tokens", "aggregation_type": "SUM", "aggregation_key": "tokens" }),
+        )
+        .await;
+    let max = rust_decimal::Decimal::MAX.to_string();
+    let (h10, h11) = ("2024-09-20T10:00:00Z", "2024-09-20T11:00:00Z");
+    let ev = |tid: &str, tokens: &str| {
+        event(
+            tid,
+            "acme",
+            "api_call",
+            "2024-09-20T10:30:00Z",
+            json!({ "tokens": dec(tokens) }),
+        )
+    };
+    // Native ingest fills the hour to the top of the range; one more token there is refused per
+    // event (nothing stored, its key given back), while the request still answers 200.
+    let out = app.ingest(Env::Sandbox, json!([ev("full", &max)])).await;
+    assert_eq!(out["accepted"], json!(1));
+    let out = app.ingest(Env::Sandbox, json!([ev("one-more", "1")])).await;
+    assert_eq!(out["accepted"], json!(0));
+    assert_eq!(
+        out["rejected"][0]["message"],
+        json!("event not counted: usage total overflows the decimal range")
+    );
+
+    // The edge's batch: its first partial would overflow the same row, its second is fine.
+    let partial = |hour: &str, sum: &str| {
+        json!({
+            "env": "sandbox",
+            "key": { "customer_ref": "acme", "metric_id": metric, "groups": [], "hour_ms": ms(hour) },
+            "acc": { "sum": sum },
+        })
+    };
+    let batch = |seq: u64, partials: Value| {
+        serde_json::to_vec(&json!({
+            "shard_id": "shard-3.0f", "seq": seq, "metrics_version": 1, "partials": partials,
+        }))
+        .unwrap()
+    };
+    let post = |body: Vec<u8>| {
+        let app = &app;
+        async move {
+            signed(
+                app,
+                Method::POST,
+                "/internal/v1/batches",
+                &body,
+                EDGE_KEY,
+                ms(NOW),
+            )
+            .await
+            .expect(StatusCode::OK)
+        }
+    };
+    let stats = || async {
+        signed(
+            &app,
+            Method::GET,
+            "/internal/v1/stats",
+            b"",
+            EDGE_KEY,
+            ms(NOW),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body
+    };
+    assert_eq!(
+        stats().await,
+        json!({ "dead_letters": { "sandbox": 0, "production": 0 } })
+    );
+    let first = batch(1, json!([partial(h10, "5"), partial(h11, "3")]));
+    let ack = post(first.clone()).await;
+    assert_eq!(ack.body["applied"], json!(true));
+    assert_eq!(ack.body["dead_letters"], json!(1));
+    assert_eq!(stored(&app, "acme", &metric, h10).await, max);
+    assert_eq!(stored(&app, "acme", &metric, h11).await, "3");
+    assert_eq!(
+        stats().await,
+        json!({ "dead_letters": { "sandbox": 1, "production": 0 } })
+    );
+    let dead = app
+        .state
+        .stores
+        .usage
+        .dead_letters(Env::Sandbox, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].shard_id.as_str(), dead[0].seq, dead[0].index),
+        ("shard-3.0f", 1, 0)
+    );
+    let kept: Value = serde_json::from_str(&dead[0].partial).unwrap();
+    assert_eq!(kept, partial(h10, "5"));
+
+    // A replay is still a no-op: nothing merged again, no second dead letter.
+    let ack = post(first).await;
+    assert_eq!(
+        (&ack.body["applied"], &ack.body["dead_letters"]),
+        (&json!(false), &json!(0))
+    );
+    assert_eq!(stored(&app, "acme", &metric, h11).await, "3");
+    assert_eq!(stats().await["dead_letters"]["sandbox"], json!(1));
+
+    // The shard's next batch is not blocked.
+    let ack = post(batch(2, json!([partial(h11, "4")]))).await;
+    assert_eq!(
+        (&ack.body["applied"], &ack.body["dead_letters"]),
+        (&json!(true), &json!(0))
+    );
+    assert_eq!(stored(&app, "acme", &metric, h11).await, "7");
+
+    // Stats are internal: signed like every edge endpoint.
+    let unsigned = app
+        .send(Method::GET, "/internal/v1/stats", None, None, &[])
+        .await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}

@@ -158,6 +158,75 @@ async fn a_gzip_body_is_accepted() {
 }
 
 #[tokio::test]
+async fn an_unsupported_content_encoding_is_a_json_415_that_changes_nothing() {
+    let app = TestApp::new(NOW).await;
+    let b = Billing::count(&app, SBX, "call", "1", "acme", START).await;
+    let json = serde_json::to_vec(&calls("br-", 3, "acme")).expect("json");
+    for encoding in ["br", "deflate", "x-gzip", "GZIP", "gzip, br"] {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/ingest",
+                Some(app.token(SBX)),
+                Some(json.clone()),
+                &[("content-encoding", encoding)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{encoding}");
+        assert_eq!(
+            r.message(),
+            format!("unsupported Content-Encoding {encoding:?}: send gzip or an unencoded body")
+        );
+        assert_eq!(r.header("accept-encoding"), Some("gzip"));
+        assert_eq!(r.header("x-should-retry"), Some("false"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{encoding}"
+        );
+    }
+    // Two Content-Encoding headers are read as their list, as a proxy would join them.
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/ingest",
+            Some(app.token(SBX)),
+            Some(json.clone()),
+            &[("content-encoding", "gzip"), ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        r.message(),
+        r#"unsupported Content-Encoding "gzip, gzip": send gzip or an unencoded body"#
+    );
+    // The token is checked first; `identity` is the body as is.
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/ingest",
+            Some("tally_sbx_wrong"),
+            Some(json.clone()),
+            &[("content-encoding", "br")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(october_total(&app, &b.customer).await, "0");
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/ingest",
+            Some(app.token(SBX)),
+            Some(json),
+            &[("content-encoding", "identity")],
+        )
+        .await
+        .data();
+    assert_eq!(r["accepted"], 3);
+    assert_eq!(october_total(&app, &b.customer).await, "3");
+}
+
+#[tokio::test]
 async fn a_corrupt_gzip_body_is_a_clear_400_and_a_gzip_bomb_hits_the_size_limit() {
     let app = TestApp::new(NOW).await;
     let b = Billing::count(&app, SBX, "call", "1", "acme", START).await;

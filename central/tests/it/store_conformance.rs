@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tally_central::store::{
-    self, postgres, ArchiveFilter, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome, NewDoc,
-    PageReq, PoolOptions, StoreError, Stores,
+    self, postgres, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus,
+    ItemOutcome, NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores,
 };
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tempfile::TempDir;
@@ -526,12 +526,12 @@ store_test!(batches_apply_once, |db| {
         (SBX, key("c", "m", T0), Accumulator::Count(4)),
         (PROD, key("c", "m", T0), Accumulator::Count(1)),
     ];
-    assert!(u.apply_batch("shard-0", 1, &partials, T0).await.unwrap());
-    assert!(!u.apply_batch("shard-0", 1, &partials, T0).await.unwrap());
-    assert!(u
-        .apply_batch("shard-1", 1, &partials[..1], T0)
-        .await
-        .unwrap());
+    let applied = |r: StoreResult<BatchApplied>| r.unwrap().applied;
+    assert!(applied(u.apply_batch("shard-0", 1, &partials, T0).await));
+    assert!(!applied(u.apply_batch("shard-0", 1, &partials, T0).await));
+    assert!(applied(
+        u.apply_batch("shard-1", 1, &partials[..1], T0).await
+    ));
     assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(10));
     assert_eq!(quantity(&db.stores, PROD, "c", "m").await, Decimal::from(1));
     // Batches and native ingest merge into the same rows.
@@ -542,6 +542,81 @@ store_test!(batches_apply_once, |db| {
     let err = u.apply_batch("shard-2", u64::MAX, &partials, T0).await;
     assert!(err.is_err());
 });
+
+store_test!(
+    an_unmergeable_batch_partial_is_a_dead_letter_and_the_rest_applies,
+    |db| {
+        let u = &db.stores.usage;
+        let max = Decimal::MAX.to_string();
+        // Native ingest fills the hourly SUM row to the top of the decimal range.
+        let out = u.commit_ingest(&[sum_item("big", &max)], T0).await;
+        assert_eq!(out.unwrap(), [ItemOutcome::Accepted]);
+        let sum = |v: i64| Accumulator::Sum(Decimal::from(v));
+        let partials = vec![
+            (SBX, key("c", "m", T0), Accumulator::Count(3)),
+            // Overflows the stored row: recorded, not merged.
+            (SBX, key("c", "sum", T0), sum(5)),
+            (SBX, key("c", "m", T0 + HOUR), Accumulator::Count(4)),
+            // Mergeable (a negative SUM): the row takes it.
+            (SBX, key("c", "sum", T0), sum(-7)),
+            (PROD, key("c", "sum", T0), sum(2)),
+        ];
+        let done = u
+            .apply_batch("shard-9.ab", 4, &partials, T0 + 5)
+            .await
+            .unwrap();
+        assert!(done.applied);
+        assert_eq!(done.dead_letters.len(), 1);
+        let d = &done.dead_letters[0];
+        assert_eq!(
+            (d.shard_id.as_str(), d.seq, d.index, d.env),
+            ("shard-9.ab", 4, 1, SBX)
+        );
+        assert_eq!(
+            d.reason,
+            "partial not merged: usage total overflows the decimal range"
+        );
+        let body: serde_json::Value = serde_json::from_str(&d.partial).unwrap();
+        assert_eq!(body["env"], "sandbox");
+        assert_eq!(body["key"]["metric_id"], "sum");
+        assert_eq!(body["acc"], serde_json::json!({ "sum": "5" }));
+
+        assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(7));
+        assert_eq!(
+            quantity(&db.stores, SBX, "c", "sum").await,
+            Decimal::MAX - Decimal::from(7)
+        );
+        assert_eq!(
+            quantity(&db.stores, PROD, "c", "sum").await,
+            Decimal::from(2)
+        );
+        assert_eq!(u.dead_letters(SBX, 10).await.unwrap(), done.dead_letters);
+        assert_eq!(u.dead_letter_count(SBX).await.unwrap(), 1);
+        assert_eq!(u.dead_letter_count(PROD).await.unwrap(), 0);
+
+        // A replay is still a no-op: no second dead letter, no change to any row.
+        let again = u
+            .apply_batch("shard-9.ab", 4, &partials, T0 + 9)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            BatchApplied {
+                applied: false,
+                dead_letters: vec![]
+            }
+        );
+        assert_eq!(u.dead_letter_count(SBX).await.unwrap(), 1);
+        assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(7));
+        // The shard's next batch lands normally.
+        let next = u
+            .apply_batch("shard-9.ab", 5, &partials[..1], T0)
+            .await
+            .unwrap();
+        assert_eq!((next.applied, next.dead_letters.len()), (true, 0));
+        assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(10));
+    }
+);
 
 store_test!(pruning_forgets_only_old_keys, |db| {
     let u = &db.stores.usage;
@@ -693,7 +768,8 @@ store_test!(
             db.stores.usage.apply_batch("s", 7, &partials, T0),
             other.usage.apply_batch("s", 7, &partials, T0),
         );
-        assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|x| **x).count(), 1);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!([a.applied, b.applied].iter().filter(|x| **x).count(), 1);
         assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(2));
 
         db.stores

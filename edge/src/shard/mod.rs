@@ -33,13 +33,13 @@ use std::time::Duration;
 
 use tally_core::accumulate::Accumulator;
 use tally_core::batch::MAX_BATCH_PARTIALS;
+use tally_core::fold;
 use tally_core::metric::{contributions, MetricDef};
 use wasm_bindgen::JsCast;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
 use crate::config::{EdgeConfig, DEFAULT_FLUSH_INTERVAL_MS};
 use crate::error::{json_response, EdgeError};
-use crate::fold;
 use crate::protocol::{Outcome, ShardIngest, ShardReply, INGEST_PATH, INVALIDATE_PATH};
 
 /// How long to keep using a stale snapshot before asking central again after a failed refresh.
@@ -158,6 +158,12 @@ impl Shard {
         if let Some(due) = policy::flush_due(now, cfg.flush_interval_ms, pending, current) {
             self.set_alarm_at(due, now).await?;
         }
+        // An empty list means "all accepted" (the common case): a smaller reply to build and read.
+        let outcomes = if outcomes.iter().all(|o| *o == Outcome::Accepted) {
+            Vec::new()
+        } else {
+            outcomes
+        };
         json_response(200, &ShardReply { outcomes })
     }
 
@@ -168,7 +174,7 @@ impl Shard {
         metrics: &Metrics,
         now_ms: i64,
     ) -> Result<Vec<Outcome>, EdgeError> {
-        let first = fold::first_occurrences(&msg.events);
+        let first = fold::first_occurrences(msg.events.iter().map(|(_, e)| &e.transaction_id));
         let contribs: Vec<_> = msg
             .events
             .iter()
@@ -196,17 +202,26 @@ impl Shard {
             Some(v) if v <= metrics.version => None,
             _ => Some(metrics.version),
         };
+        let keyed = |i: usize| -> Result<Vec<(String, &Accumulator)>, EdgeError> {
+            contribs[i]
+                .iter()
+                .map(|(key, acc)| Ok((store::row_key(env, key)?, acc)))
+                .collect()
+        };
         let (outcomes, rows) = store::transaction(&storage, || {
             let claimed = store::claim(&sql, env, &candidates, now_ms)?;
-            let mut outcomes = fold::claim_outcomes(&msg.events, &first, &claimed);
-            let keys = fold::accepted_row_keys(env, &contribs, &outcomes)
-                .map_err(EdgeError::Unavailable)?;
-            let existing: HashMap<String, Accumulator> = keys
+            let mut outcomes = fold::accepted_by_claim(
+                msg.events.iter().map(|(_, e)| e.transaction_id.as_str()),
+                |t| claimed.contains(*t),
+            );
+            let keys = fold::accepted_keys(&outcomes, |i| {
+                Ok::<_, EdgeError>(keyed(i)?.into_iter().map(|(k, _)| k).collect())
+            })?;
+            let existing: Vec<(String, Accumulator)> = keys
                 .into_iter()
                 .filter_map(|k| pending.rows.get(&k).cloned().map(|acc| (k, acc)))
                 .collect();
-            let rows = fold::fold(env, &contribs, &mut outcomes, existing)
-                .map_err(EdgeError::Unavailable)?;
+            let rows = fold::fold_accepted(existing, &mut outcomes, keyed)?;
             let rejected: Vec<&str> = msg
                 .events
                 .iter()
@@ -402,6 +417,13 @@ impl Shard {
             self.mem.borrow_mut().failures = 0;
             if !ack.applied {
                 worker::console_log!("batch {shard_id}#{seq} was already applied (a replay)");
+            }
+            if ack.dead_letters > 0 {
+                worker::console_warn!(
+                    "batch {shard_id}#{seq}: central could not merge {} partial(s) and kept them \
+                     as dead letters",
+                    ack.dead_letters
+                );
             }
             if ack.metrics_version > self.known_version() {
                 if let Err(e) = self.refresh_snapshots(&cfg).await {

@@ -5,7 +5,7 @@
 //! - `meta(k, n, s)`: `shard_id` (text: name + incarnation); `next_seq`, `pending_version`,
 //!   `last_prune_ms` (integers).
 //! - `dedupe(env, txn, seen_ms)`: claimed keys, pruned after [`DEDUPE_RETENTION_MS`].
-//! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is `fold::row_key`, `acc` the
+//! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is [`row_key`], `acc` the
 //!   accumulator's JSON.
 //! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged.
 //! - `snapshot(env, version, body, stale)`: the metric definitions the shard meters with.
@@ -21,14 +21,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
-use tally_core::accumulate::Accumulator;
+use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::batch::{Batch, BatchPartial, MetricsSnapshot};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
 use crate::error::EdgeError;
-use crate::fold::parse_row_key;
 
 /// How long a dedupe key is kept. A retry is accepted only while its timestamp is at most 34 days
 /// old, and a timestamp may be up to 24 hours ahead of its first arrival, so 35 days after first
@@ -103,6 +102,18 @@ fn json_param<T: serde::Serialize>(value: &T) -> Result<SqlStorageValue, EdgeErr
 
 fn corrupt(what: &str, e: impl core::fmt::Display) -> EdgeError {
     EdgeError::Unavailable(format!("shard storage holds an invalid {what}: {e}"))
+}
+
+/// The storage key of a pending partial: canonical JSON of `[env, key]`, so equal keys always
+/// meet in one row and key order is stable.
+pub fn row_key(env: &str, key: &PartialKey) -> Result<String, EdgeError> {
+    serde_json::to_string(&(env, key))
+        .map_err(|e| EdgeError::Unavailable(format!("encoding a partial key: {e}")))
+}
+
+/// Decodes a [`row_key`].
+pub fn parse_row_key(text: &str) -> Result<(String, PartialKey), String> {
+    serde_json::from_str(text).map_err(|e| format!("stored partial key {text:?}: {e}"))
 }
 
 /// Creates the tables if they do not exist.
@@ -460,4 +471,22 @@ pub fn save_snapshot(sql: &SqlStorage, env: &str, snap: &MetricsSnapshot) -> Res
 pub fn mark_snapshots_stale(sql: &SqlStorage) -> Result<(), EdgeError> {
     sql.exec("UPDATE snapshot SET stale = 1", None)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_keys_round_trip_and_separate_environments() {
+        let k = PartialKey {
+            customer_ref: "c".into(),
+            metric_id: "m".into(),
+            groups: vec![Some("g".into()), None],
+            hour_ms: 3_600_000,
+        };
+        let a = row_key("sandbox", &k).unwrap();
+        assert_ne!(a, row_key("production", &k).unwrap());
+        assert_eq!(parse_row_key(&a).unwrap(), ("sandbox".to_string(), k));
+    }
 }
