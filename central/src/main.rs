@@ -102,10 +102,10 @@ impl DbArgs {
 #[derive(clap::Args)]
 struct LimitArgs {
     /// Requests per second each API token may make on average (0 turns rate limiting off).
-    #[arg(long, env = "TALLY_RATE_LIMIT_RPS", default_value_t = 1_000)]
+    #[arg(long, env = "TALLY_RATE_LIMIT_RPS", default_value_t = 5_000)]
     rate_limit_rps: u32,
     /// Requests a token may make at once above its average rate before getting 429s.
-    #[arg(long, env = "TALLY_RATE_LIMIT_BURST", default_value_t = 2_000)]
+    #[arg(long, env = "TALLY_RATE_LIMIT_BURST", default_value_t = 10_000)]
     rate_limit_burst: u32,
     /// Seconds one request may take, reading its body included, before a 408.
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT_SECS", default_value_t = 60)]

@@ -121,3 +121,37 @@ fn is_closed(stream: &TcpStream) -> bool {
     stream.set_nonblocking(false).expect("blocking");
     closed
 }
+
+#[test]
+fn the_rate_limit_flags_reach_the_server() {
+    let server =
+        TallyServer::start_with(&["--rate-limit-rps", "1", "--rate-limit-burst", "2"], &[]);
+    let token = server.token().to_string();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(addr(&server)).expect("connect");
+        let req = format!(
+            "GET /v1/billable-metrics HTTP/1.1\r\nHost: tally\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        let answer = read_until_closed(&mut s).unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&answer).to_string();
+        statuses.push(text.lines().next().unwrap_or("").to_string());
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("retry-after:"))
+        {
+            retry_after = Some(line.to_string());
+        }
+    }
+    assert_eq!(statuses[0], "HTTP/1.1 200 OK", "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s == "HTTP/1.1 429 Too Many Requests"),
+        "{statuses:?}"
+    );
+    assert!(retry_after.is_some(), "no retry-after on the 429");
+}
