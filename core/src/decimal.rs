@@ -18,10 +18,23 @@ pub fn parse_decimal(s: &str) -> Option<Decimal> {
     if s.is_empty() || s.len() > 64 || s.contains('_') {
         return None;
     }
-    if s.contains(['e', 'E']) {
-        return Decimal::from_scientific(s).ok().map(|d| d.normalize());
+    match s.split_once(['e', 'E']) {
+        Some((digits, exponent)) => scale_by_power_of_ten(
+            Decimal::from_str_exact(digits).ok()?,
+            exponent.parse().ok()?,
+        ),
+        None => Decimal::from_str_exact(s).ok(),
     }
-    Decimal::from_str_exact(s).ok()
+}
+
+/// `d * 10^exponent`, normalised, or `None` when that is not exactly representable.
+/// (`Decimal::from_scientific` rounds instead: `654557000.11111111111155555555555555555E-7`.)
+fn scale_by_power_of_ten(d: Decimal, exponent: i64) -> Option<Decimal> {
+    let d = d.normalize();
+    if d.is_zero() {
+        return Some(Decimal::ZERO);
+    }
+    from_exact(d.mantissa(), i64::from(d.scale()).checked_sub(exponent)?)
 }
 
 /// Largest mantissa a `Decimal` holds: 2^96 - 1.
@@ -147,6 +160,29 @@ mod tests {
             parse_decimal("0.1"),
             Some(Decimal::from_str("0.1").unwrap())
         );
+    }
+
+    /// Found by fuzzing (`metric_match`): scientific notation was rounded to 28 places.
+    #[test]
+    fn scientific_notation_is_exact_or_refused() {
+        assert_eq!(
+            parse_decimal("+654557000.11111111111155555555555555555E-7"),
+            None
+        );
+        assert_eq!(parse_decimal("654557000.111E-7"), Some(d("65.4557000111")));
+        assert_eq!(parse_decimal("1.50e1").unwrap().to_string(), "15");
+        assert_eq!(parse_decimal("-2E+3"), Some(Decimal::from(-2000)));
+        assert_eq!(parse_decimal("0e-99"), Some(Decimal::ZERO));
+        assert_eq!(parse_decimal("1e-28"), Some(Decimal::new(1, 28)));
+        assert_eq!(parse_decimal("1e-29"), None);
+        assert_eq!(
+            parse_decimal("7e28"),
+            Some(d("70000000000000000000000000000"))
+        );
+        assert_eq!(parse_decimal("8e28"), None);
+        for bad in ["e5", "1e", "1e5e5", "1.5e3.0", "1e99999999999999999999"] {
+            assert_eq!(parse_decimal(bad), None, "{bad}");
+        }
     }
 
     #[test]
