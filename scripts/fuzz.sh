@@ -38,5 +38,5 @@ for target in "${targets[@]}"; do
     echo "fuzz target $target failed (reproducer in core/fuzz/artifacts/$target/)" >&2
     exit 1
   fi
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log"
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log"
 done

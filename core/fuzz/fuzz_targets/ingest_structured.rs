@@ -265,8 +265,9 @@ impl<'a> Arbitrary<'a> for RawJson {
 #[derive(Debug, Arbitrary)]
 struct Input {
     items: Vec<Item>,
-    /// Pad the batch past the limit with copies of the last item.
-    overfill: bool,
+    /// Pad the batch past the limit with copies of the last item, on one value in 256: the
+    /// refusal is cheap to reach and a 101-item body is slow to build.
+    overfill: u8,
 }
 
 fuzz_target!(|input: Input| {
@@ -283,7 +284,7 @@ fuzz_target!(|input: Input| {
             Item::Raw(r) => r.0.clone(),
         })
         .collect();
-    if input.overfill {
+    if input.overfill == 0x5a {
         if let Some(last) = items.last().cloned() {
             items.resize(MAX_BATCH_EVENTS + 1, last);
         }
