@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes tally-core with cargo-fuzz (libFuzzer + AddressSanitizer, nightly toolchain): builds every
 # target in core/fuzz, then runs each one for a bounded time (default 20 s) from its committed seed
-# corpus in core/fuzz/corpus/<target>/. Inputs the fuzzer discovers go to a temporary directory, never
+# corpus in core/fuzz/corpus/<target>/ and the reproducers of past failures in
+# core/fuzz/regressions/<target>/. Inputs the fuzzer discovers go to a temporary directory, never
 # into the repository. Any failed law, panic, crash, timeout (10 s per input) or out-of-memory fails
 # the script; libFuzzer leaves the reproducer in core/fuzz/artifacts/<target>/ and prints how to
 # replay it (`cargo +nightly fuzz run <target> <file>` from core/).
@@ -30,9 +31,12 @@ trap 'rm -rf "$scratch"' EXIT
 for target in "${targets[@]}"; do
   printf '\n-- fuzz %s for %s s\n' "$target" "$seconds"
   mkdir -p "$scratch/$target"
-  # The first corpus directory receives new inputs; the committed one is only read.
+  # The first corpus directory receives new inputs; the committed ones are only read. The
+  # reproducers of past failures live apart from the seeds so `cargo fuzz cmin` cannot drop them.
   log="$scratch/$target.log"
-  if ! cargo +nightly fuzz run "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+  corpora=("$scratch/$target" "fuzz/corpus/$target")
+  [ -d "fuzz/regressions/$target" ] && corpora+=("fuzz/regressions/$target")
+  if ! cargo +nightly fuzz run "$target" "${corpora[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 80 "$log"
     echo "fuzz target $target failed (reproducer in core/fuzz/artifacts/$target/)" >&2
