@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::decimal::add_exact;
+
 /// A metric's group values at its grain (aligned with `MetricDef::grain`); `None` = property absent.
 pub type GroupValues = Vec<Option<String>>;
 
@@ -45,7 +47,8 @@ pub enum Accumulator {
 pub enum MergeError {
     /// They aggregate differently (a stored row does not match its metric).
     KindMismatch,
-    /// The exact total no longer fits a `Decimal` (about 7.9e28).
+    /// The exact total no longer fits a `Decimal` (about 7.9e28, or more than 96 bits of
+    /// mantissa at the operands' scale).
     Overflow,
 }
 
@@ -72,7 +75,7 @@ impl Accumulator {
                 a.checked_add(*b).map(|_| ()).ok_or(MergeError::Overflow)
             }
             (Accumulator::Sum(a), Accumulator::Sum(b)) => {
-                a.checked_add(*b).map(|_| ()).ok_or(MergeError::Overflow)
+                add_exact(*a, *b).map(|_| ()).ok_or(MergeError::Overflow)
             }
             (Accumulator::Max(_), Accumulator::Max(_))
             | (Accumulator::Unique(_), Accumulator::Unique(_))
@@ -88,7 +91,8 @@ impl Accumulator {
                 *a = a.checked_add(*b).ok_or(MergeError::Overflow)?;
             }
             (Accumulator::Sum(a), Accumulator::Sum(b)) => {
-                *a = a.checked_add(*b).ok_or(MergeError::Overflow)?;
+                // Exact or refused: `checked_add` would round a total past 96 bits of mantissa.
+                *a = add_exact(*a, *b).ok_or(MergeError::Overflow)?;
             }
             (Accumulator::Max(a), Accumulator::Max(b)) => {
                 if *b > *a {
@@ -264,6 +268,26 @@ mod tests {
         assert_eq!(
             Accumulator::Count(1).merge(&Accumulator::Sum(Decimal::ONE)),
             Err(MergeError::KindMismatch)
+        );
+    }
+
+    /// Found by fuzzing (`merge`): the total was silently rounded to a whole number, so merging in
+    /// another order gave another total.
+    #[test]
+    fn sum_that_needs_rounding_is_an_overflow() {
+        let minus = Accumulator::Sum(Decimal::new(-9472, 2));
+        let max = Accumulator::Sum(Decimal::MAX);
+        assert_eq!(minus.check_merge(&max), Err(MergeError::Overflow));
+        let mut a = minus.clone();
+        assert_eq!(a.merge(&max), Err(MergeError::Overflow));
+        assert_eq!(a, minus);
+        // Whole cents still fit next to a large integer part.
+        let mut b = Accumulator::Sum(Decimal::new(-9472, 2));
+        b.merge(&Accumulator::Sum(Decimal::from(10_i64.pow(18))))
+            .unwrap();
+        assert_eq!(
+            b.quantity(),
+            Decimal::from_i128_with_scale(99_999_999_999_999_990_528, 2)
         );
     }
 

@@ -228,7 +228,8 @@ fn properties_from(
             // An explicit null is the same as an absent property.
             Value::Null => continue,
             Value::String(s) => s,
-            // With `arbitrary_precision`, a number's text is exactly the digits that were sent.
+            // With `arbitrary_precision`, a number's text is exactly the digits that were sent
+            // (serde_json spells an exponent `e+N` or `e-N`, however it was sent).
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::Array(_) | Value::Object(_) => {

@@ -14,7 +14,10 @@
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
 //!   segment), then conversion, then rounding (only if configured), then pricing.
 //! - FLAT: `quantity × price`. TIERED: graduated, one line per tier reached.
-//! - Line totals are exact; nothing is rounded that no configuration asks to round.
+//! - Line totals are exact; nothing is rounded that no configuration asks to round (a division
+//!   conversion gives 28 decimal places). An amount that has no exact `Decimal` (out of range, or
+//!   needing more than 28 places or 96 bits of mantissa) is a [`RatingError::Overflow`], never
+//!   silently rounded.
 //! - Invariant: `total == subtotal == Σ line totals`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -24,6 +27,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulator, GroupValues, MergeError};
+use crate::decimal::{add_exact, mul_exact, sub_exact};
 use crate::metric::{Aggregation, MetricDef};
 use crate::period::Period;
 
@@ -198,7 +202,7 @@ pub struct RatedInvoice {
 /// Why a period could not be rated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RatingError {
-    /// An amount left the exact decimal range (about 7.9e28).
+    /// An amount left the exact decimal range (about 7.9e28, or it would need rounding).
     Overflow,
     /// Stored usage does not match its metric's aggregation.
     CorruptUsage,
@@ -241,9 +245,7 @@ pub fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError>
     }
     let mut subtotal = Decimal::ZERO;
     for line in &lines {
-        subtotal = subtotal
-            .checked_add(line.total)
-            .ok_or(RatingError::Overflow)?;
+        subtotal = add_exact(subtotal, line.total).ok_or(RatingError::Overflow)?;
     }
     Ok(RatedInvoice {
         lines,
@@ -478,7 +480,9 @@ impl<'a> SegmentCtx<'a> {
         let converted = match &self.state.quantity_conversion {
             None => quantity,
             Some(c) => match c.operation {
-                ConversionOperation::Multiply => quantity.checked_mul(c.conversion_factor),
+                ConversionOperation::Multiply => mul_exact(quantity, c.conversion_factor),
+                // A quotient such as 1/3 has no exact decimal; 28 places is what the
+                // configured division gives.
                 ConversionOperation::Divide => quantity.checked_div(c.conversion_factor),
             }
             .ok_or(RatingError::Overflow)?,
@@ -522,16 +526,14 @@ fn segment_quantity<'r>(
     let earlier: Vec<&UsageRow> = earlier.collect();
     let prior = crate::accumulate::merge_all(earlier.iter().map(|r| &r.acc))?;
     let prior_value = prior.map_or(Decimal::ZERO, |p| p.quantity());
-    acc.quantity()
-        .checked_sub(prior_value)
-        .ok_or(RatingError::Overflow)
+    sub_exact(acc.quantity(), prior_value).ok_or(RatingError::Overflow)
 }
 
 /// Prices `base.quantity` and appends the resulting line(s).
 fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), RatingError> {
     match price {
         Price::Flat(p) => {
-            let total = base.quantity.checked_mul(*p).ok_or(RatingError::Overflow)?;
+            let total = mul_exact(base.quantity, *p).ok_or(RatingError::Overflow)?;
             lines.push(Line {
                 unit_price: *p,
                 total,
@@ -540,10 +542,8 @@ fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), R
         }
         Price::Tiered(tiers) => {
             for part in tier_split(tiers, base.quantity)? {
-                let total = part
-                    .quantity
-                    .checked_mul(part.tier.price)
-                    .ok_or(RatingError::Overflow)?;
+                let total =
+                    mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
                 lines.push(Line {
                     quantity: part.quantity,
                     unit_price: part.tier.price,
@@ -588,7 +588,7 @@ pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<TierPart<'_>>
             });
             break;
         }
-        let remaining = quantity.checked_sub(start).ok_or(RatingError::Overflow)?;
+        let remaining = sub_exact(quantity, start).ok_or(RatingError::Overflow)?;
         let in_tier = match tier.size {
             Some(size) => remaining.min(size),
             None => remaining,
@@ -603,7 +603,7 @@ pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<TierPart<'_>>
             quantity: in_tier,
         });
         match tier.size {
-            Some(size) => start = start.checked_add(size).ok_or(RatingError::Overflow)?,
+            Some(size) => start = add_exact(start, size).ok_or(RatingError::Overflow)?,
             None => break,
         }
     }
@@ -613,15 +613,12 @@ pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<TierPart<'_>>
 /// The total price of a quantity (sum of its tier or flat lines).
 pub fn price_total(price: &Price, quantity: Decimal) -> Result<Decimal, RatingError> {
     match price {
-        Price::Flat(p) => quantity.checked_mul(*p).ok_or(RatingError::Overflow),
+        Price::Flat(p) => mul_exact(quantity, *p).ok_or(RatingError::Overflow),
         Price::Tiered(tiers) => {
             let mut total = Decimal::ZERO;
             for part in tier_split(tiers, quantity)? {
-                let t = part
-                    .quantity
-                    .checked_mul(part.tier.price)
-                    .ok_or(RatingError::Overflow)?;
-                total = total.checked_add(t).ok_or(RatingError::Overflow)?;
+                let t = mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
+                total = add_exact(total, t).ok_or(RatingError::Overflow)?;
             }
             Ok(total)
         }

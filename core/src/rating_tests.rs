@@ -402,6 +402,43 @@ fn product_versions_split_segments() {
     assert_eq!(inv.total, d("3"));
 }
 
+/// Found by fuzzing (`rating`): `716.9 × 32636311728855213276135424` was silently rounded to a
+/// whole number; an amount with no exact `Decimal` is an overflow error instead.
+#[test]
+fn an_amount_that_would_need_rounding_is_an_overflow() {
+    let q = d("32636311728855213276135424");
+    assert_eq!(
+        price_total(&Price::Flat(d("716.9")), q),
+        Err(RatingError::Overflow)
+    );
+    assert_eq!(
+        price_total(&Price::Flat(d("716")), q),
+        Ok(d("23367599197860332705712963584"))
+    );
+    let tiers = vec![Tier {
+        price: d("716.9"),
+        size: None,
+    }];
+    assert_eq!(
+        price_total(&Price::Tiered(tiers), q),
+        Err(RatingError::Overflow)
+    );
+    // The same through rate_period: the invoice is refused, not rounded.
+    let m = metric("tok", Aggregation::Sum, vec![]);
+    let usage = [row("tok", &[], SEP.start_ms, Accumulator::Sum(q))];
+    let rates = [rate("p", &[], 0, Price::Flat(d("716.9")))];
+    let products = [product("p", state("tok", &[], &[]))];
+    let metrics: BTreeMap<String, MetricDef> = [(m.id.clone(), m)].into_iter().collect();
+    let input = RatingInput {
+        period: SEP,
+        products: &products,
+        metrics: &metrics,
+        rates: &rates,
+        usage: &usage,
+    };
+    assert_eq!(rate_period(&input), Err(RatingError::Overflow));
+}
+
 #[test]
 fn price_validation() {
     assert_eq!(Price::Tiered(vec![]).validate(), Err(PriceError::NoTiers));

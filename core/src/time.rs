@@ -61,9 +61,11 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
     }
 }
 
-/// The start of the UTC hour containing `ms`.
+/// The start of the UTC hour containing `ms`. In the first, partial hour of the `i64` range (far
+/// outside the years 1..=9999 validation allows) that start is not representable, and the result
+/// is `i64::MIN`, which still contains `ms` in `[floor, floor + 1h)`.
 pub fn hour_floor(ms: i64) -> i64 {
-    ms.div_euclid(HOUR_MS) * HOUR_MS
+    ms.div_euclid(HOUR_MS).saturating_mul(HOUR_MS)
 }
 
 /// True when `ms` falls exactly on a UTC hour boundary.
@@ -117,5 +119,20 @@ mod tests {
         assert_eq!(hour_floor(-1), -HOUR_MS);
         assert!(is_hour_aligned(3 * HOUR_MS));
         assert!(!is_hour_aligned(3 * HOUR_MS + 1));
+    }
+
+    /// Found by fuzzing (`metric_match`): an event at `i64::MIN` overflowed the multiplication.
+    #[test]
+    fn hour_floor_at_the_ends_of_the_range() {
+        assert_eq!(hour_floor(i64::MIN), i64::MIN);
+        assert_eq!(hour_floor(i64::MIN + 1), i64::MIN);
+        // Division truncates towards zero: the smallest multiple of an hour that is >= MIN.
+        let first_whole_hour = i64::MIN / HOUR_MS * HOUR_MS;
+        assert_eq!(hour_floor(first_whole_hour - 1), i64::MIN);
+        assert_eq!(hour_floor(first_whole_hour), first_whole_hour);
+        assert_eq!(
+            hour_floor(i64::MAX),
+            i64::MAX - i64::MAX.rem_euclid(HOUR_MS)
+        );
     }
 }
