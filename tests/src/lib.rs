@@ -24,6 +24,8 @@
 //! [`python_package_ready`] does the same for any pinned package (schemathesis, for the contract
 //! test).
 
+pub mod bench;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -30,15 +30,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
+use tally_tests::bench::{month_start, now_ms, token_billing, MODELS};
 use tally_tests::{ApiClient, PgDatabase, TallyServer};
 
 const USAGE: &str = "usage: bench_backends [--tally PATH] [--events N] [--concurrency C] \
 [--users U] [--reads R] [--read-concurrency C] [--backends sqlite,postgres]";
-const MODELS: usize = 10;
 const BATCH: usize = 100;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -235,72 +235,6 @@ fn ok((status, body): (u16, Value)) -> Result<Value, String> {
     }
 }
 
-fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The billing setup; returns the customer id.
-async fn setup(api: &ApiClient) -> Result<String, String> {
-    let metric = api
-        .create(
-            "/v1/billable-metrics/create",
-            &json!({
-                "name": "tokens", "aggregation_type": "SUM", "aggregation_key": "tokens",
-                "event_type_filter": { "in_values": ["llm_request"] },
-                "group_keys": [["model"], ["user_id"]],
-            }),
-        )
-        .await?;
-    let product = api
-        .create(
-            "/v1/contract-pricing/products/create",
-            &json!({
-                "name": "tokens", "type": "USAGE", "billable_metric_id": metric,
-                "pricing_group_key": ["model"],
-            }),
-        )
-        .await?;
-    let card = api
-        .create(
-            "/v1/contract-pricing/rate-cards/create",
-            &json!({ "name": "card" }),
-        )
-        .await?;
-    let month_start = {
-        let now = format_rfc3339_ms(now_ms());
-        format!("{}-01T00:00:00Z", &now[..7])
-    };
-    let rates: Vec<Value> = (0..MODELS)
-        .map(|m| {
-            json!({
-                "product_id": product, "starting_at": month_start, "entitled": true,
-                "rate_type": "FLAT", "price": format!("0.00{}", m + 1).parse::<Value>().unwrap_or(json!(1)),
-                "pricing_group_values": { "model": format!("model-{m}") },
-            })
-        })
-        .collect();
-    api.data(
-        "/v1/contract-pricing/rate-cards/addRates",
-        &json!({ "rate_card_id": card, "rates": rates }),
-    )
-    .await?;
-    let customer = api
-        .create(
-            "/v1/customers",
-            &json!({ "name": "Bench", "ingest_aliases": ["bench"] }),
-        )
-        .await?;
-    api.create(
-        "/v1/contracts/create",
-        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": month_start }),
-    )
-    .await?;
-    Ok(customer)
-}
-
 /// Request bodies of `BATCH` events each, generated before any timing.
 fn bodies(events: usize, users: usize) -> Vec<String> {
     let now = now_ms();
@@ -344,7 +278,14 @@ async fn measure(backend: &str, server: &TallyServer, args: &Args) -> Result<Rep
         .build()
         .map_err(|e| e.to_string())?;
     let api = ApiClient::with_http(http, server);
-    let customer = setup(&api).await?;
+    let prices: Vec<Value> = (0..MODELS)
+        .map(|m| {
+            format!("0.00{}", m + 1)
+                .parse::<Value>()
+                .unwrap_or(json!(1))
+        })
+        .collect();
+    let customer = token_billing(&api, "bench", &month_start(now_ms()), &prices).await?;
 
     let bodies = Arc::new(bodies(args.events, args.users));
     let next = Arc::new(AtomicUsize::new(0));

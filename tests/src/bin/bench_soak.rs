@@ -33,17 +33,17 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally_core::time::format_rfc3339_ms;
+use tally_tests::bench::{month_start, now_ms, token_billing, MODELS};
 use tally_tests::{ApiClient, PgDatabase, TallyServer};
 
 const USAGE: &str = "usage: bench_soak [--tally PATH] [--backend sqlite|postgres] \
 [--duration-secs S] [--rate EVENTS_PER_SEC] [--concurrency C] [--readers R] [--users U] \
 [--sample-secs S] [--max-growth-pct P]";
-const MODELS: usize = 10;
 const BATCH: usize = 100;
 /// One body in this many is a resend of an earlier body.
 const RESEND_EVERY: usize = 50;
@@ -173,75 +173,8 @@ fn run(args: &Args) -> Result<(), String> {
     })
 }
 
-fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
 fn price(model: usize) -> Decimal {
     Decimal::new(i64::try_from(model).unwrap_or(0) + 1, 3)
-}
-
-/// The billing setup (contract from the previous month's start, so a run crossing a month
-/// boundary is still covered); returns the customer id.
-async fn setup(api: &ApiClient) -> Result<String, String> {
-    let metric = api
-        .create(
-            "/v1/billable-metrics/create",
-            &json!({
-                "name": "tokens", "aggregation_type": "SUM", "aggregation_key": "tokens",
-                "event_type_filter": { "in_values": ["llm_request"] },
-                "group_keys": [["model"], ["user_id"]],
-            }),
-        )
-        .await?;
-    let product = api
-        .create(
-            "/v1/contract-pricing/products/create",
-            &json!({
-                "name": "tokens", "type": "USAGE", "billable_metric_id": metric,
-                "pricing_group_key": ["model"],
-            }),
-        )
-        .await?;
-    let card = api
-        .create(
-            "/v1/contract-pricing/rate-cards/create",
-            &json!({ "name": "card" }),
-        )
-        .await?;
-    let start = {
-        let now = format_rfc3339_ms(now_ms() - 31 * tally_core::time::DAY_MS);
-        format!("{}-01T00:00:00Z", &now[..7])
-    };
-    let rates: Vec<Value> = (0..MODELS)
-        .map(|m| {
-            json!({
-                "product_id": product, "starting_at": start, "entitled": true,
-                "rate_type": "FLAT", "price": Value::from_str(&price(m).to_string()).unwrap_or(json!(0)),
-                "pricing_group_values": { "model": format!("model-{m}") },
-            })
-        })
-        .collect();
-    api.data(
-        "/v1/contract-pricing/rate-cards/addRates",
-        &json!({ "rate_card_id": card, "rates": rates }),
-    )
-    .await?;
-    let customer = api
-        .create(
-            "/v1/customers",
-            &json!({ "name": "Soak", "ingest_aliases": ["soak"] }),
-        )
-        .await?;
-    api.create(
-        "/v1/contracts/create",
-        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
-    )
-    .await?;
-    Ok(customer)
 }
 
 /// Body `i`: 100 events with ids `soak-{i}-{k}`, stamped now, and their exact expected charge.
@@ -313,7 +246,16 @@ async fn soak(server: &TallyServer, args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let api = ApiClient::with_http(http, server);
-    let customer = setup(&api).await?;
+    let prices: Vec<Value> = (0..MODELS)
+        .map(|m| Value::from_str(&price(m).to_string()).unwrap_or(json!(0)))
+        .collect();
+    let customer = token_billing(
+        &api,
+        "soak",
+        &month_start(now_ms() - 31 * tally_core::time::DAY_MS),
+        &prices,
+    )
+    .await?;
     let invoices_path = format!("/v1/customers/{customer}/invoices?limit=100");
 
     let bodies_total = (args.duration.as_secs_f64() * args.rate as f64 / BATCH as f64) as usize;

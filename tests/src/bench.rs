@@ -1,0 +1,88 @@
+//! What the benchmark binaries share: the wall clock in epoch milliseconds and the billing setup
+//! they measure against (an LLM-token SUM metric priced per model).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tally_core::time::format_rfc3339_ms;
+
+use crate::ApiClient;
+
+/// Models the benchmark events spread over (`model-0` .. `model-9`).
+pub const MODELS: usize = 10;
+
+pub fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The first instant of the UTC month containing `ms`, as RFC 3339.
+pub fn month_start(ms: i64) -> String {
+    format!("{}-01T00:00:00Z", &format_rfc3339_ms(ms)[..7])
+}
+
+/// A SUM metric on `tokens` of `llm_request` events grouped by `model` and `user_id`, a product
+/// priced per model (`prices[m]`, a JSON number, for `model-{m}`), a rate card, a customer with
+/// the ingest alias `alias`, and a contract from `start`. Returns the customer's id.
+pub async fn token_billing(
+    api: &ApiClient,
+    alias: &str,
+    start: &str,
+    prices: &[Value],
+) -> Result<String, String> {
+    let metric = api
+        .create(
+            "/v1/billable-metrics/create",
+            &json!({
+                "name": "tokens", "aggregation_type": "SUM", "aggregation_key": "tokens",
+                "event_type_filter": { "in_values": ["llm_request"] },
+                "group_keys": [["model"], ["user_id"]],
+            }),
+        )
+        .await?;
+    let product = api
+        .create(
+            "/v1/contract-pricing/products/create",
+            &json!({
+                "name": "tokens", "type": "USAGE", "billable_metric_id": metric,
+                "pricing_group_key": ["model"],
+            }),
+        )
+        .await?;
+    let card = api
+        .create(
+            "/v1/contract-pricing/rate-cards/create",
+            &json!({ "name": "card" }),
+        )
+        .await?;
+    let rates: Vec<Value> = prices
+        .iter()
+        .enumerate()
+        .map(|(m, price)| {
+            json!({
+                "product_id": product, "starting_at": start, "entitled": true,
+                "rate_type": "FLAT", "price": price,
+                "pricing_group_values": { "model": format!("model-{m}") },
+            })
+        })
+        .collect();
+    api.data(
+        "/v1/contract-pricing/rate-cards/addRates",
+        &json!({ "rate_card_id": card, "rates": rates }),
+    )
+    .await?;
+    let customer = api
+        .create(
+            "/v1/customers",
+            &json!({ "name": alias, "ingest_aliases": [alias] }),
+        )
+        .await?;
+    api.create(
+        "/v1/contracts/create",
+        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
+    )
+    .await?;
+    Ok(customer)
+}
