@@ -61,6 +61,23 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         .client_error(StatusCode::UNAUTHORIZED);
 }
 
+/// Repeats `request` every 100 ms until it is not refused with 429 (10 s at most).
+async fn until_allowed<F, Fut>(request: F) -> Resp
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = request().await;
+        if r.status != StatusCode::TOO_MANY_REQUESTS {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "still rate limited after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_rate_limited_ingest_changes_nothing_and_its_retry_counts_once() {
     let app = TestApp::with_settings(NOW, limited(1, 20)).await;
@@ -77,35 +94,17 @@ async fn a_rate_limited_ingest_changes_nothing_and_its_retry_counts_once() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 
     // Retry as an SDK does, after `retry-after`, until the bucket lets the request through.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let accepted = loop {
-        let r = app
-            .post_as(Env::Sandbox, "/v1/ingest", events.clone())
-            .await;
-        if r.status != StatusCode::TOO_MANY_REQUESTS {
-            break r.data();
-        }
-        assert!(Instant::now() < deadline, "still rate limited after 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let accepted = until_allowed(|| app.post_as(Env::Sandbox, "/v1/ingest", events.clone()))
+        .await
+        .data();
     // The refused attempt stored nothing: the retry's events are new, not duplicates.
     assert_eq!(accepted["accepted"], 2, "{accepted}");
     assert_eq!(accepted["duplicates"], 0, "{accepted}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let invoice = loop {
-        let r = app
-            .get_as(
-                Env::Sandbox,
-                &format!("/v1/customers/{}/invoices?limit=100", b.customer),
-            )
-            .await;
-        if r.status == StatusCode::OK {
-            break r.data();
-        }
-        assert!(Instant::now() < deadline, "still rate limited after 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let path = format!("/v1/customers/{}/invoices?limit=100", b.customer);
+    let invoice = until_allowed(|| app.get_as(Env::Sandbox, &path))
+        .await
+        .data();
     let totals: Vec<String> = invoice
         .as_array()
         .expect("invoices")
