@@ -84,6 +84,16 @@ build() {
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 worker-build --release >&2
   local wasm="$ROOT/edge/build/index_bg.wasm"
   [ -f "$wasm" ] || { log "no $wasm after the build"; exit 1; }
+  # worker-build 0.8.7 always runs wasm-opt with --debuginfo, which keeps the name section (about
+  # 28 KB of the gzipped bundle). The edge never panics by design, so symbolicated WASM stack
+  # traces are not worth their size: drop it, with the feature set worker-build enables, unless
+  # EDGE_KEEP_NAMES is set (for profiles that name functions: tests/edge/bench.mjs --profile).
+  if [ -z "${EDGE_KEEP_NAMES:-}" ]; then
+    "$WASM_OPT_BIN" "$wasm" --strip-debug -o "$wasm.stripped" \
+      --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
+      --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling
+    mv "$wasm.stripped" "$wasm"
+  fi
   log "bundle: $(wc -c <"$wasm") bytes wasm, $(gzip -9c "$wasm" "$ROOT/edge/build/index.js" | wc -c) bytes gzipped with its JS"
 }
 

@@ -4,8 +4,11 @@
 //   node tests/edge/bench.mjs [--requests N] [--concurrency C] [--shards S] [--profile]
 //
 // --profile samples workerd's CPU (V8 profiler over the inspector) during the measured run and
-// prints the functions with the most self time (build the Worker without --strip-debug to see
-// WASM function names rather than indices).
+// prints the functions with the most self time (build with `EDGE_KEEP_NAMES=1 bash
+// scripts/edge-tools.sh build` to see WASM function names rather than indices).
+// BENCH_PROFILE_OUT=FILE also writes the raw profile.
+// BENCH_PERSIST=DIR keeps the shards' storage in DIR (for example on tmpfs, to see what disk syncs
+// cost) instead of Miniflare's temporary directory on disk.
 //
 // Prints one line per figure. Targets (issue #3): >= 50,000 events/s, <= 300 KB gzipped.
 import { readFileSync } from 'node:fs';
@@ -39,7 +42,7 @@ const key = 'bench-key';
 const central = await new Central({ hmacKey: key }).start();
 const INSPECTOR_PORT = 9239;
 const edge = await new Edge({
-  centralUrl: central.url, hmacKey: key, shardCount: SHARDS, flushIntervalMs: 1000,
+  centralUrl: central.url, hmacKey: key, shardCount: SHARDS, flushIntervalMs: 1000, persistDir: process.env.BENCH_PERSIST,
   inspectorPort: opts.profile ? INSPECTOR_PORT : undefined,
 }).start();
 try {
@@ -91,7 +94,7 @@ try {
   const t0 = performance.now();
   const accepted = await drive(1_000_000, REQUESTS);
   const secs = (performance.now() - t0) / 1000;
-  if (profiler) summarise(await profiler.stop());
+  if (profiler) { const p = await profiler.stop(); if (process.env.BENCH_PROFILE_OUT) (await import('node:fs')).writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(p)); summarise(p); }
   console.log(`ingest: ${accepted} events in ${REQUESTS} requests of ${BATCH}, ${CONCURRENCY} concurrent, ${SHARDS} shards: ${secs.toFixed(2)} s, ${Math.round(accepted / secs)} events/s (target >= 50,000)`);
   agent.destroy();
 } finally {

@@ -3,7 +3,8 @@
 // - differential: the same stream (duplicates, retries, several customers, every aggregation,
 //   events over many hours) through the edge into central A and natively into central B gives
 //   the same ingest answers and byte-identical invoices (ids normalised);
-// - a transaction id sent in two edge requests counts once;
+// - a transaction id sent in two edge requests counts once, also when many requests sharing ids
+//   are in flight at once (the shards commit them together);
 // - malformed input gets the same status, retry flag and message as central's native path;
 // - a metric created through the edge meters the next events (snapshot invalidation);
 // - every other path is proxied unchanged (method, query, body, Authorization, status).
@@ -11,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { Central, Edge, call, until } from './harness.mjs';
-import { eventStream, invoices, setupBilling, timeLayout } from './scenario.mjs';
+import { eventStream, invoices, rng, setupBilling, timeLayout } from './scenario.mjs';
 
 const KEY = 'edge-test-key';
 
@@ -84,6 +85,41 @@ describe('edge ingest', () => {
     assert.equal(third.body.data.duplicates, 1);
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(await quantity(), 2);
+  });
+
+  test('concurrent requests sharing transaction ids, committed together by the shards, count each id once', async () => {
+    // Shards group-commit the calls that reach them together: many requests in flight at once
+    // land in one storage transaction, where a key's first copy is its candidate. Each id has one
+    // payload here, so whichever request wins, the invoices must equal central's native ones.
+    const layout = timeLayout();
+    const viaEdge = await setupBilling(edge.url, central.token, layout, { tag: '-conc' });
+    const direct = await setupBilling(native.url, native.token, layout, { tag: '-conc' });
+    const pool = new Map();
+    for (const e of eventStream(layout, { seed: 11, events: 900, prefix: 'conc', customerRef: (c) => `${c}-conc` }).flat()) {
+      if (!pool.has(e.transaction_id)) pool.set(e.transaction_id, e);
+    }
+    const unique = [...pool.values()];
+    const rand = rng(5);
+    const requests = Array.from({ length: 48 }, () => Array.from({ length: 60 }, () => unique[Math.floor(rand() * unique.length)]));
+    const sent = new Set(requests.flat().map((e) => e.transaction_id));
+    const total = (answers) => answers.reduce((t, r) => {
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.body.data.rejected, []);
+      return { accepted: t.accepted + r.body.data.accepted, duplicates: t.duplicates + r.body.data.duplicates };
+    }, { accepted: 0, duplicates: 0 });
+    const a = total(await Promise.all(requests.map((events) => call(edge.url, central.token, 'POST', '/v1/ingest', events))));
+    const b = total(await Promise.all(requests.map((events) => call(native.url, native.token, 'POST', '/v1/ingest', events))));
+    assert.deepEqual(a, { accepted: sent.size, duplicates: 48 * 60 - sent.size });
+    assert.deepEqual(b, a);
+    // The whole set again, concurrently: every event is now a duplicate.
+    const again = total(await Promise.all(requests.map((events) => call(edge.url, central.token, 'POST', '/v1/ingest', events))));
+    assert.deepEqual(again, { accepted: 0, duplicates: 48 * 60 });
+    const expected = await invoices(native.url, native.token, direct.customers);
+    await until('the concurrent usage to reach central', async () => (await invoices(central.url, central.token, viaEdge.customers)) === expected, { deadlineMs: 30_000, everyMs: 200 })
+      .catch(async (e) => {
+        assert.equal(await invoices(central.url, central.token, viaEdge.customers), expected);
+        throw e;
+      });
   });
 
   test('malformed input gets the same 4xx as central\'s native path', async () => {

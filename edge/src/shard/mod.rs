@@ -5,6 +5,10 @@
 //! (environment, `transaction_id`) and merge the contributions of the events whose key was new
 //! into the pending partials keyed by (environment, `PartialKey`). The reply is sent only after the
 //! transaction committed (and the runtime's output gate holds it until the write is durable).
+//! Calls are group-committed: the calls that reach the object within one turn of its event loop
+//! share one transaction (calls from different client requests; all requests to an object share
+//! its I/O context). Each commit costs a disk sync where storage is local, so with many concurrent
+//! requests this divides the shard's commits by the number of calls waiting.
 //!
 //! Flush (the alarm): seal pending partials into batch `(shard_id, seq)` (store the sealed bytes,
 //! delete those pendings, advance `seq`, in one transaction), POST it signed to central, delete it
@@ -17,7 +21,9 @@
 //!
 //! Invariants:
 //! - A key is claimed in the same transaction that records its event's usage; a failed transaction
-//!   stores neither, so the Worker's 503 and the client's retry are safe.
+//!   stores neither, so the Worker's 503 and the client's retry are safe. When a group's
+//!   transaction fails, each of its calls is retried in its own transaction, so one call's failure
+//!   is never another's.
 //! - A sealed batch never changes; `seq` is strictly increasing; a new batch is sealed only when
 //!   nothing sealed is waiting or the pending set is full (see [`policy`]).
 //! - Memory holds only caches (snapshots, counters, the alarm time); storage is the truth, so an
@@ -27,16 +33,18 @@ pub mod policy;
 pub mod store;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_channel::oneshot;
 use tally_core::accumulate::Accumulator;
 use tally_core::batch::MAX_BATCH_PARTIALS;
+use tally_core::event::Event;
 use tally_core::fold;
 use tally_core::metric::{contributions, MetricDef};
 use wasm_bindgen::JsCast;
-use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
+use worker::{durable_object, Delay, DurableObject, Env, Method, Request, Response, State};
 
 use crate::config::{EdgeConfig, DEFAULT_FLUSH_INTERVAL_MS};
 use crate::error::{json_response, EdgeError};
@@ -79,11 +87,23 @@ struct Memory {
     failures: u32,
 }
 
+/// What an ingest call is answered with once its group committed.
+type CallResult = Result<Vec<Outcome>, EdgeError>;
+
+/// An ingest call waiting for the next group commit.
+struct Queued {
+    msg: ShardIngest,
+    metrics: Metrics,
+    reply: oneshot::Sender<CallResult>,
+}
+
 #[durable_object]
 pub struct Shard {
     state: State,
     env: Env,
     mem: RefCell<Memory>,
+    /// Ingest calls waiting to commit; the first to arrive commits them all (see [`Shard::ingest`]).
+    queue: RefCell<Vec<Queued>>,
 }
 
 impl DurableObject for Shard {
@@ -92,6 +112,7 @@ impl DurableObject for Shard {
             state,
             env,
             mem: RefCell::new(Memory::default()),
+            queue: RefCell::new(Vec::new()),
         }
     }
 
@@ -144,20 +165,36 @@ impl Shard {
         self.prepare(Some(&msg.shard))?;
         self.check_alarm().await?;
         let metrics = self.metrics_for(&cfg, &msg.env).await?;
-        let pending_before = self.pending_count()?;
-        if pending_before >= policy::MAX_PENDING_PARTIALS {
+        if self.pending_count()? >= policy::MAX_PENDING_PARTIALS {
             return Err(EdgeError::Unavailable(
                 "this shard's backlog is full because central has not acknowledged its batches"
                     .to_string(),
             ));
         }
-        let now = crate::now_ms();
-        let outcomes = self.record(&msg, &metrics, now)?;
-        let pending = self.pending_count()?;
-        let current = self.mem.borrow().alarm_at_ms;
-        if let Some(due) = policy::flush_due(now, cfg.flush_interval_ms, pending, current) {
-            self.set_alarm_at(due, now).await?;
+        let (reply, leader) = {
+            let mut queue = self.queue.borrow_mut();
+            if queue.len() >= policy::MAX_QUEUED_CALLS {
+                return Err(EdgeError::Unavailable(
+                    "this shard has too many calls waiting to commit".to_string(),
+                ));
+            }
+            let (tx, rx) = oneshot::channel();
+            queue.push(Queued {
+                msg,
+                metrics,
+                reply: tx,
+            });
+            (rx, queue.len() == 1)
+        };
+        if leader {
+            // One turn of the event loop lets the calls already delivered to this object join
+            // this commit; then this call commits the whole queue, its own part included.
+            Delay::from(Duration::ZERO).await;
+            self.commit_queue(&cfg).await;
         }
+        let outcomes = reply.await.map_err(|_| {
+            EdgeError::Unavailable("the shard dropped a call before committing it".to_string())
+        })??;
         // An empty list means "all accepted" (the common case): a smaller reply to build and read.
         let outcomes = if outcomes.iter().all(|o| *o == Outcome::Accepted) {
             Vec::new()
@@ -167,29 +204,103 @@ impl Shard {
         json_response(200, &ShardReply { outcomes })
     }
 
-    /// The storage transaction of one ingest call: claim, merge, write; then the memory mirror.
+    /// Group commit: records every queued call, at most [`policy::MAX_GROUP_CALLS`] per storage
+    /// transaction, moves the alarm if the new partials are due sooner, then answers each call.
+    /// Nothing awaits between taking a group and updating the memory mirror, so no other call or
+    /// the alarm interleaves with a commit.
+    async fn commit_queue(&self, cfg: &EdgeConfig) {
+        let now = crate::now_ms();
+        let mut answered: Vec<(oneshot::Sender<CallResult>, CallResult)> = Vec::new();
+        loop {
+            let group: Vec<Queued> = {
+                let mut queue = self.queue.borrow_mut();
+                let n = queue.len().min(policy::MAX_GROUP_CALLS);
+                queue.drain(..n).collect()
+            };
+            if group.is_empty() {
+                break;
+            }
+            let items: Vec<(&ShardIngest, &Metrics)> =
+                group.iter().map(|q| (&q.msg, &q.metrics)).collect();
+            let results = match self.record(&items, now) {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                // One call's failure must not fail the others: commit each on its own.
+                Err(_) if items.len() > 1 => items
+                    .iter()
+                    .map(|item| {
+                        self.record(std::slice::from_ref(item), now)
+                            .map(|mut one| one.pop().unwrap_or_default())
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            answered.extend(group.into_iter().map(|q| q.reply).zip(results));
+        }
+        let alarm = match self.pending_count() {
+            Ok(pending) => {
+                let current = self.mem.borrow().alarm_at_ms;
+                match policy::flush_due(now, cfg.flush_interval_ms, pending, current) {
+                    Some(due) => self.set_alarm_at(due, now).await,
+                    None => Ok(()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        for (reply, result) in answered {
+            // The events are committed either way; without an alarm the caller must hear of it
+            // (a retry reports them as duplicates and moves the alarm again).
+            let result = match (&alarm, result) {
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (_, result) => result,
+            };
+            // A caller that went away needs no answer.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// The storage transaction of one group of ingest calls: claim, merge, write; then the memory
+    /// mirror. Returns each call's outcomes, in order.
+    ///
+    /// The group is folded as one list of events, in call order, exactly as central's writer folds
+    /// the requests of one commit: the first copy of a key in the group is its candidate.
     fn record(
         &self,
-        msg: &ShardIngest,
-        metrics: &Metrics,
+        items: &[(&ShardIngest, &Metrics)],
         now_ms: i64,
-    ) -> Result<Vec<Outcome>, EdgeError> {
-        let first = fold::first_occurrences(msg.events.iter().map(|(_, e)| &e.transaction_id));
-        let contribs: Vec<_> = msg
-            .events
+    ) -> Result<Vec<Vec<Outcome>>, EdgeError> {
+        // (environment, metrics, event) for every event of the group, in order.
+        let events: Vec<(&str, &Metrics, &Event)> = items
             .iter()
-            .map(|(_, e)| contributions(&metrics.defs, e))
+            .flat_map(|(msg, metrics)| {
+                msg.events
+                    .iter()
+                    .map(|(_, e)| (msg.env.as_str(), *metrics, e))
+            })
             .collect();
-        let candidates: Vec<&str> = msg
-            .events
+        let txn_keys = || {
+            events
+                .iter()
+                .map(|(env, _, e)| (*env, e.transaction_id.as_str()))
+        };
+        let first = fold::first_occurrences(txn_keys());
+        let mut candidates: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for ((env, txn), is_first) in txn_keys().zip(&first) {
+            if *is_first {
+                candidates.entry(env).or_default().push(txn);
+            }
+        }
+        let contribs: Vec<_> = events
             .iter()
-            .zip(&first)
-            .filter(|(_, is_first)| **is_first)
-            .map(|((_, e), _)| e.transaction_id.as_str())
+            .map(|(_, metrics, e)| contributions(&metrics.defs, e))
             .collect();
+        let keyed = |i: usize| -> Result<Vec<(String, &Accumulator)>, EdgeError> {
+            contribs[i]
+                .iter()
+                .map(|(key, acc)| Ok((store::row_key(events[i].0, key)?, acc)))
+                .collect()
+        };
         let storage = self.state.storage();
         let sql = storage.sql();
-        let env = msg.env.as_str();
         self.load_pending()?;
         // Synchronous from here on: nothing else runs on this object until the mirror is updated.
         let mut mem = self.mem.borrow_mut();
@@ -198,22 +309,19 @@ impl Shard {
                 "pending partials are not loaded".into(),
             ));
         };
-        let lower_version = match pending.version {
-            Some(v) if v <= metrics.version => None,
-            _ => Some(metrics.version),
-        };
-        let keyed = |i: usize| -> Result<Vec<(String, &Accumulator)>, EdgeError> {
-            contribs[i]
-                .iter()
-                .map(|(key, acc)| Ok((store::row_key(env, key)?, acc)))
-                .collect()
+        let oldest = items.iter().map(|(_, m)| m.version).min();
+        let lower_version = match (pending.version, oldest) {
+            (Some(v), Some(o)) if v <= o => None,
+            (_, o) => o,
         };
         let (outcomes, rows) = store::transaction(&storage, || {
-            let claimed = store::claim(&sql, env, &candidates, now_ms)?;
-            let mut outcomes = fold::accepted_by_claim(
-                msg.events.iter().map(|(_, e)| e.transaction_id.as_str()),
-                |t| claimed.contains(*t),
-            );
+            let mut claimed: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
+            for (env, txns) in &candidates {
+                claimed.insert(env, store::claim(&sql, env, txns, now_ms)?);
+            }
+            let mut outcomes = fold::accepted_by_claim(txn_keys(), |(env, txn)| {
+                claimed.get(env).is_some_and(|set| set.contains(*txn))
+            });
             let keys = fold::accepted_keys(&outcomes, |i| {
                 Ok::<_, EdgeError>(keyed(i)?.into_iter().map(|(k, _)| k).collect())
             })?;
@@ -222,14 +330,15 @@ impl Shard {
                 .filter_map(|k| pending.rows.get(&k).cloned().map(|acc| (k, acc)))
                 .collect();
             let rows = fold::fold_accepted(existing, &mut outcomes, keyed)?;
-            let rejected: Vec<&str> = msg
-                .events
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, Outcome::Rejected(_)))
-                .map(|((_, e), _)| e.transaction_id.as_str())
-                .collect();
-            store::release(&sql, env, &rejected)?;
+            let mut rejected: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for ((env, txn), outcome) in txn_keys().zip(&outcomes) {
+                if matches!(outcome, Outcome::Rejected(_)) {
+                    rejected.entry(env).or_default().push(txn);
+                }
+            }
+            for (env, txns) in &rejected {
+                store::release(&sql, env, txns)?;
+            }
             store::write_pending(&sql, &rows, lower_version)?;
             Ok((outcomes, rows))
         })?;
@@ -239,7 +348,11 @@ impl Shard {
                 pending.version = lower_version;
             }
         }
-        Ok(outcomes)
+        let mut outcomes = outcomes.into_iter();
+        Ok(items
+            .iter()
+            .map(|(msg, _)| outcomes.by_ref().take(msg.events.len()).collect())
+            .collect())
     }
 
     /// Marks every snapshot stale: the next ingest (or flush) fetches it again.

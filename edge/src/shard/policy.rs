@@ -20,6 +20,10 @@ pub const MAX_PENDING_PARTIALS: u64 = 4 * FLUSH_PARTIALS;
 pub const MAX_SEALED_BATCHES: u64 = 64;
 /// Most batches one alarm delivers before yielding (it re-arms itself at once if more remain).
 pub const MAX_BATCHES_PER_ALARM: usize = 16;
+/// Most ingest calls one storage transaction commits (group commit; the rest wait for the next).
+pub const MAX_GROUP_CALLS: usize = 64;
+/// Most ingest calls a shard holds waiting to commit; beyond it, calls get 503 (safe to retry).
+pub const MAX_QUEUED_CALLS: usize = 1024;
 /// Longest wait between delivery attempts.
 pub const MAX_BACKOFF_MS: i64 = 10_000;
 /// How often dedupe keys are pruned.

@@ -275,7 +275,7 @@ struct PendingRow {
     acc: String,
 }
 
-/// Every pending partial (at most `policy::MAX_PENDING_PARTIALS` plus one request's worth) and
+/// Every pending partial (at most `policy::MAX_PENDING_PARTIALS` plus one group commit's worth) and
 /// the metric version they were computed with.
 pub fn load_all_pending(
     sql: &SqlStorage,
