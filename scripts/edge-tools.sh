@@ -80,9 +80,12 @@ build() {
   eval "$(print_env)"
   cd "$ROOT/edge"
   log "worker-build --release (edge/build/)"
+  # worker-build keeps files of earlier builds that this one does not write.
+  rm -rf "$ROOT/edge/build"
   # One codegen unit: about 20 KB (gzipped) smaller than the default 16, for this build only.
-  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 worker-build --release >&2
-  local wasm="$ROOT/edge/build/index_bg.wasm"
+  # edge/shim.js is the entry module: it makes the shard class a DurableObject, for RPC.
+  CUSTOM_SHIM="$ROOT/edge/shim.js" CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 worker-build --release >&2
+  local wasm="$ROOT/edge/build/worker/index.wasm"
   [ -f "$wasm" ] || { log "no $wasm after the build"; exit 1; }
   # worker-build 0.8.7 always runs wasm-opt with --debuginfo, which keeps the name section (about
   # 28 KB of the gzipped bundle). The edge never panics by design, so symbolicated WASM stack
@@ -94,7 +97,7 @@ build() {
       --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling
     mv "$wasm.stripped" "$wasm"
   fi
-  log "bundle: $(wc -c <"$wasm") bytes wasm, $(gzip -9c "$wasm" "$ROOT/edge/build/index.js" | wc -c) bytes gzipped with its JS"
+  log "bundle: $(wc -c <"$wasm") bytes wasm, $(gzip -9c "$wasm" "$ROOT/edge/build/worker/shim.mjs" | wc -c) bytes gzipped with its JS"
 }
 
 case "${1:-install}" in

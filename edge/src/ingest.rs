@@ -14,12 +14,13 @@ use futures_util::future::join_all;
 use serde_json::json;
 use tally_core::event::Event;
 use tally_core::ingest::{parse_batch, IngestSummary, Rejection, MAX_BODY_BYTES};
-use wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, RequestInit, Response};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use worker::{Env, Request, Response};
 
 use crate::config::{EdgeConfig, SHARD_BINDING};
 use crate::error::{json_response, EdgeError};
-use crate::protocol::{Outcome, ShardIngestRef, ShardReply, INGEST_PATH, SHARD_ORIGIN};
+use crate::protocol::{Outcome, ShardIngestRef, ShardReply};
 use crate::routing::{shard_index, shard_name};
 
 /// Serves one ingest request.
@@ -87,6 +88,16 @@ fn shard_failed(index: u64, why: impl core::fmt::Display) -> EdgeError {
     ))
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// A shard's Durable Object stub, for its RPC methods (`crate::shard::Shard`).
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ShardStub;
+
+    #[wasm_bindgen(method, catch, js_name = ingestEvents)]
+    fn ingest_events(this: &ShardStub, body: &str) -> Result<js_sys::Promise, JsValue>;
+}
+
 async fn call_shard(
     namespace: &worker::ObjectNamespace,
     index: u64,
@@ -100,25 +111,18 @@ async fn call_shard(
         events,
     };
     let body = serde_json::to_string(&msg).map_err(|e| shard_failed(index, e))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let url = format!("{SHARD_ORIGIN}{INGEST_PATH}");
-    let req = Request::new_with_init(&url, &init)?;
-    let stub = namespace
-        .id_from_name(&name)
-        .and_then(|id| id.get_stub())
-        .map_err(|e| shard_failed(index, e))?;
-    let resp = stub
-        .fetch_with_request(req)
+    let stub: ShardStub = namespace
+        .get_by_name(&name)
+        .map_err(|e| shard_failed(index, e))?
+        .into_rpc();
+    let call = stub
+        .ingest_events(&body)
+        .map_err(|e| shard_failed(index, EdgeError::from(e)))?;
+    let text = JsFuture::from(call)
         .await
-        .map_err(|e| shard_failed(index, e))?;
-    let (status, text) = crate::js::text(resp)
-        .await
-        .map_err(|e| shard_failed(index, e))?;
-    if status != 200 {
-        return Err(shard_failed(index, format!("status {status}: {text}")));
-    }
+        .map_err(|e| shard_failed(index, EdgeError::from(e)))?
+        .as_string()
+        .ok_or_else(|| shard_failed(index, "a reply that is not text"))?;
     let reply: ShardReply = serde_json::from_str(&text).map_err(|e| shard_failed(index, e))?;
     if reply.outcomes.is_empty() {
         return Ok(vec![Outcome::Accepted; events.len()]);

@@ -8,8 +8,6 @@
 use serde::{Deserialize, Serialize};
 use tally_core::event::Event;
 
-/// Path of the shard's ingest call.
-pub const INGEST_PATH: &str = "/ingest";
 /// Path of the call that marks the shard's metric snapshots stale.
 pub const INVALIDATE_PATH: &str = "/invalidate";
 /// The URL host used for calls to a shard (the runtime routes by stub, not by host).

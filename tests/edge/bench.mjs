@@ -33,8 +33,8 @@ const SHARDS = Number(opts.shards);
 const BATCH = 100;
 
 ensureEdgeBuilt();
-const wasm = readFileSync(path.join(EDGE_BUILD, 'index_bg.wasm'));
-const js = readFileSync(path.join(EDGE_BUILD, 'index.js'));
+const wasm = readFileSync(path.join(EDGE_BUILD, 'worker', 'index.wasm'));
+const js = readFileSync(path.join(EDGE_BUILD, 'worker', 'shim.mjs'));
 const gz = gzipSync(Buffer.concat([wasm, js]), { level: 9 }).length;
 console.log(`bundle: ${wasm.length} bytes wasm + ${js.length} bytes js; ${(gz / 1024).toFixed(1)} KiB gzipped (target <= 300 KB)`);
 

@@ -4,6 +4,8 @@
 //   with the same (shard_id, seq), central answers `applied: false`, and the totals do not move;
 // - central's batch endpoint end to end: a bad signature is 401 and changes nothing, a replayed
 //   batch is applied once;
+// - a shard that cannot record its part (no metric snapshot while central is down) makes the
+//   request 503 with the shard's reason; the retry records the rest, and nothing counts twice;
 // - an edge whose key central does not accept answers 5xx, never 200.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
@@ -62,6 +64,35 @@ describe('flush to central', () => {
     assert.deepEqual(again.body.data, { accepted: 0, duplicates: 40, rejected: [] });
     await sleep(800);
     assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(80));
+  });
+
+  test('a shard that cannot record its part makes the request 503, and the retry completes it once', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const edge = await new Edge({ centralUrl: central.url, hmacKey: KEY, shardCount: 2, flushIntervalMs: 200 }).start();
+    cleanup.push(edge);
+    const layout = timeLayout();
+    const setup = await setupBilling(edge.url, central.token, layout, { kinds: ['sum'] });
+    const all = events('split', 21, 'acme', layout);
+    // One event: one shard fetches the metric snapshot; the other shard has none yet.
+    assert.equal((await call(edge.url, central.token, 'POST', '/v1/ingest', all.slice(0, 1))).body.data.accepted, 1);
+    await central.stop();
+    // Twenty more span both shards; the one without a snapshot cannot meter without central.
+    const rest = all.slice(1);
+    const failed = await call(edge.url, central.token, 'POST', '/v1/ingest', rest);
+    assert.equal(failed.status, 503, failed.text);
+    assert.equal(failed.headers.get('x-should-retry'), 'true');
+    // The shard's own error crosses the Durable Object call into the answer.
+    assert.match(failed.body.message, /^shard \d could not record its events \(.*central.*\); retrying the request is safe/);
+    await central.start();
+    const retried = await call(edge.url, central.token, 'POST', '/v1/ingest', rest);
+    assert.equal(retried.status, 200, retried.text);
+    const { accepted, duplicates } = retried.body.data;
+    assert.equal(accepted + duplicates, 20);
+    assert.ok(accepted > 0 && duplicates > 0, `the healthy shard kept its part (${accepted} accepted, ${duplicates} duplicates)`);
+    await until('all 21 events at central, once', async () => (await usage(central.url, central.token, setup.customers.acme, setup.products.sum)) === expectedMb(21));
+    await sleep(600);
+    assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(21));
   });
 
   test('lost acknowledgements: the same sealed batch is resent and applied once', async () => {

@@ -63,11 +63,12 @@ function newest(dir) {
 /** Builds edge/build/ unless it is newer than edge/src, core/src and the manifests. */
 export function ensureEdgeBuilt() {
   if (process.env.EDGE_BUILD_DIR) return;
-  const wasm = path.join(EDGE_BUILD, 'index_bg.wasm');
+  const wasm = path.join(EDGE_BUILD, 'worker', 'index.wasm');
   const sources = Math.max(
     newest(path.join(ROOT, 'edge', 'src')),
     newest(path.join(ROOT, 'core', 'src')),
     statSync(path.join(ROOT, 'edge', 'Cargo.toml')).mtimeMs,
+    statSync(path.join(ROOT, 'edge', 'shim.js')).mtimeMs,
   );
   if (existsSync(wasm) && statSync(wasm).mtimeMs >= sources) return;
   const r = spawnSync('bash', [path.join(ROOT, 'scripts', 'edge-tools.sh'), 'build'], { stdio: 'inherit', cwd: ROOT });

@@ -1,7 +1,7 @@
 //! The shard Durable Object: the single writer of the dedupe keys routed to it. It dedupes and
 //! pre-aggregates events in its SQLite storage, and flushes sealed, numbered batches to central.
 //!
-//! Ingest (`POST /ingest`, from the Worker): in one storage transaction, claim each event's key
+//! Ingest (the RPC method `ingestEvents`, from the Worker): in one storage transaction, claim each event's key
 //! (environment, `transaction_id`) and merge the contributions of the events whose key was new
 //! into the pending partials keyed by (environment, `PartialKey`). The reply is sent only after the
 //! transaction committed (and the runtime's output gate holds it until the write is durable).
@@ -43,12 +43,13 @@ use tally_core::batch::MAX_BATCH_PARTIALS;
 use tally_core::event::Event;
 use tally_core::fold;
 use tally_core::metric::{contributions, MetricDef};
+use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{durable_object, Delay, DurableObject, Env, Method, Request, Response, State};
 
 use crate::config::{EdgeConfig, DEFAULT_FLUSH_INTERVAL_MS};
 use crate::error::{json_response, EdgeError};
-use crate::protocol::{Outcome, ShardIngest, ShardReply, INGEST_PATH, INVALIDATE_PATH};
+use crate::protocol::{Outcome, ShardIngest, ShardReply, INVALIDATE_PATH};
 
 /// How long to keep using a stale snapshot before asking central again after a failed refresh.
 const SNAPSHOT_RETRY_MS: i64 = 5_000;
@@ -97,7 +98,7 @@ struct Queued {
     reply: oneshot::Sender<CallResult>,
 }
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct Shard {
     state: State,
     env: Env,
@@ -116,9 +117,8 @@ impl DurableObject for Shard {
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let result = match (req.method(), req.path().as_str()) {
-            (Method::Post, INGEST_PATH) => self.ingest(&mut req).await,
             (Method::Post, INVALIDATE_PATH) => self.invalidate(),
             _ => Err(EdgeError::Client(404, "no such shard endpoint".to_string())),
         };
@@ -150,11 +150,24 @@ impl DurableObject for Shard {
     }
 }
 
+/// Durable Object RPC (enabled by `edge/shim.js`): what the Worker calls, without the Request,
+/// Response and body streams a `fetch` costs on both sides.
+#[wasm_bindgen]
 impl Shard {
-    async fn ingest(&self, req: &mut Request) -> Result<Response, EdgeError> {
+    /// Records a [`ShardIngest`] (JSON) and answers its [`ShardReply`] (JSON) once committed; an
+    /// error is thrown with its message (the Worker answers 503 either way).
+    #[wasm_bindgen(js_name = ingestEvents)]
+    pub async fn ingest_events(&self, body: String) -> Result<String, JsValue> {
+        self.ingest(&body)
+            .await
+            .map_err(|e| js_sys::Error::new(&e.message()).into())
+    }
+}
+
+impl Shard {
+    async fn ingest(&self, text: &str) -> Result<String, EdgeError> {
         let cfg = EdgeConfig::from_env(&self.env)?;
-        let text = req.text().await?;
-        let msg: ShardIngest = serde_json::from_str(&text)
+        let msg: ShardIngest = serde_json::from_str(text)
             .map_err(|e| EdgeError::BadRequest(format!("invalid shard request: {e}")))?;
         if msg.env != "sandbox" && msg.env != "production" {
             return Err(EdgeError::BadRequest(format!(
@@ -201,7 +214,8 @@ impl Shard {
         } else {
             outcomes
         };
-        json_response(200, &ShardReply { outcomes })
+        serde_json::to_string(&ShardReply { outcomes })
+            .map_err(|e| EdgeError::Unavailable(format!("encoding the shard's reply: {e}")))
     }
 
     /// Group commit: records every queued call, at most [`policy::MAX_GROUP_CALLS`] per storage
