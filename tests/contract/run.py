@@ -609,6 +609,13 @@ def main() -> int:
         )
         return 1
 
+    if not OPENAPI.is_file():
+        print(
+            f"Metronome's OpenAPI document is missing: {OPENAPI} (the repository expects the "
+            "shared docs checked out as ../shared beside it, as in CI)",
+            file=sys.stderr,
+        )
+        return 1
     document = contract_document()
     doc_path = work / "metronome-tally.json"
     doc_path.write_text(json.dumps(document))
