@@ -11,7 +11,7 @@
 // cost) instead of Miniflare's temporary directory on disk.
 //
 // Prints one line per figure. Targets (issue #3): >= 50,000 events/s, <= 300 KB gzipped.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -94,7 +94,11 @@ try {
   const t0 = performance.now();
   const accepted = await drive(1_000_000, REQUESTS);
   const secs = (performance.now() - t0) / 1000;
-  if (profiler) { const p = await profiler.stop(); if (process.env.BENCH_PROFILE_OUT) (await import('node:fs')).writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(p)); summarise(p); }
+  if (profiler) {
+    const profile = await profiler.stop();
+    if (process.env.BENCH_PROFILE_OUT) writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(profile));
+    summarise(profile);
+  }
   console.log(`ingest: ${accepted} events in ${REQUESTS} requests of ${BATCH}, ${CONCURRENCY} concurrent, ${SHARDS} shards: ${secs.toFixed(2)} s, ${Math.round(accepted / secs)} events/s (target >= 50,000)`);
   agent.destroy();
 } finally {
