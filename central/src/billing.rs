@@ -36,18 +36,9 @@ pub fn invoice_id(env: Env, contract_id: &str, period_start_ms: i64) -> String {
     uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
 }
 
-/// Every period of the contract that has begun by `now_ms` and is invoiced.
+/// Every period of the contract that is invoiced at `now_ms` (core decides which).
 pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
-    let schedule = contract.schedule();
-    let end = contract.ending_before.map(|t| t.0);
-    let mut periods = schedule.periods(contract.starting_at.0, end, now_ms.saturating_add(1));
-    if let Some(from) = contract
-        .usage_statement_schedule
-        .invoice_generation_starting_at
-    {
-        periods.retain(|p| p.end_ms > from.0);
-    }
-    periods
+    contract.snapshot().invoiced_periods(now_ms)
 }
 
 /// Ensures the contract's rows exist, finalizes the due ones, and returns all rows in period order.

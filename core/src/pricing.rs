@@ -23,7 +23,7 @@ use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceLine};
 use crate::metric::MetricDef;
 use crate::money::{CreditType, CreditTypeId, MoneyError, Totals};
-use crate::period::{Period, Schedule};
+use crate::period::{Period, Schedule, MAX_PERIODS};
 use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, UsageRow};
 
 /// The contract's terms beyond its rate card. Commits, credits, overrides, scheduled charges and
@@ -43,6 +43,24 @@ pub struct ContractSnapshot {
     pub invoice_generation_starting_at_ms: Option<i64>,
     #[serde(default)]
     pub terms: ContractTerms,
+}
+
+impl ContractSnapshot {
+    /// The periods that exist for this contract at `now_ms`: those begun by then and not before
+    /// `invoice_generation_starting_at`, the most recent [`MAX_PERIODS`] of them, so a contract
+    /// of any age has its current period at bounded cost.
+    pub fn invoiced_periods(&self, now_ms: i64) -> Vec<Period> {
+        let mut periods = self.usage_statement_schedule.recent_periods(
+            self.starting_at_ms,
+            self.ending_before_ms,
+            now_ms.saturating_add(1),
+            MAX_PERIODS,
+        );
+        if let Some(from) = self.invoice_generation_starting_at_ms {
+            periods.retain(|p| p.end_ms > from);
+        }
+        periods
+    }
 }
 
 /// Everything a contract prices with, as one serializable value.
@@ -185,6 +203,24 @@ mod tests {
                 terms: ContractTerms::default(),
             },
         }
+    }
+
+    #[test]
+    fn invoiced_periods_are_recent_and_respect_invoice_generation_start() {
+        let mut c = snapshot().contract;
+        let day = crate::time::DAY_MS;
+        c.starting_at_ms = crate::time::parse_rfc3339_ms("2000-01-03T00:00:00Z").unwrap();
+        c.usage_statement_schedule.frequency = crate::period::Frequency::Weekly;
+        c.usage_statement_schedule.day = crate::period::AnchorDay::ContractStart;
+        let now = crate::time::parse_rfc3339_ms("2026-12-01T10:00:00Z").unwrap();
+        let periods = c.invoiced_periods(now);
+        assert_eq!(periods.len(), MAX_PERIODS);
+        assert!(periods[MAX_PERIODS - 1].contains(now));
+        c.invoice_generation_starting_at_ms = Some(now - 10 * day);
+        let periods = c.invoiced_periods(now);
+        // Weeks from Mondays: 11-16 (holding 11-21), 11-23, 11-30 (holding today).
+        assert_eq!(periods.len(), 3);
+        assert!(periods[0].contains(now - 10 * day) && periods[2].contains(now));
     }
 
     #[test]
