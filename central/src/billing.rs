@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally_core::invoice::{Invoice, InvoiceLine, LineKind};
-use tally_core::metric::Aggregation;
 use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
@@ -243,17 +242,14 @@ impl RatingContext {
             .usage
             .usage_rows(env, &refs, &ids, period.start_ms, period.end_ms)
             .await?;
-        let latest: Vec<String> = metrics
-            .values()
-            .filter(|m| m.aggregation == Aggregation::Latest)
-            .map(|m| m.id.clone())
-            .collect();
+        let latest = self.snapshot.baseline_metric_ids();
         if !latest.is_empty() {
-            // LATEST bills changes, so it needs the last value before the period.
+            // LATEST bills changes, so it needs the last value before the period: only the
+            // most recent earlier row of each grain, whatever the contract's age.
             usage.extend(
                 st.stores
                     .usage
-                    .usage_rows(env, &refs, &latest, i64::MIN, period.start_ms)
+                    .latest_rows_before(env, &refs, &latest, period.start_ms)
                     .await?,
             );
         }

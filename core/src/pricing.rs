@@ -80,6 +80,17 @@ pub struct PricingSnapshot {
 }
 
 impl PricingSnapshot {
+    /// The metrics whose pricing needs a baseline before the period: LATEST bills the change
+    /// from the last value before it, so for these the usage passed to [`price_invoice`] must
+    /// also hold, per customer reference and grain, the most recent hourly row before the period.
+    pub fn baseline_metric_ids(&self) -> Vec<String> {
+        self.metrics
+            .values()
+            .filter(|m| m.aggregation == crate::metric::Aggregation::Latest)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
     /// The credit type with this id, if the snapshot has it.
     pub fn credit_type(&self, id: &CreditTypeId) -> Option<&CreditType> {
         self.credit_types.iter().find(|c| &c.id == id)
