@@ -10,7 +10,7 @@ use super::customers::load_customer;
 use super::{
     decode_cursor, id_response, offset_page, page_limit, Body, Caller, QueryMap, MAX_PAGE_SIZE,
 };
-use crate::billing::{invoice_json, skip_zero_lines, sync_contract, void_invoice};
+use crate::billing::{invoice_json, sync_contract, void_invoice};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{decode, kind, load, Contract, USD_ID};
 use crate::store::{ArchiveFilter, InvoiceStatus};
@@ -99,11 +99,7 @@ async fn list(
     // Only the page's invoices are rendered; the others are placeholders for paging maths.
     let mut items = vec![Value::Null; selected.len()];
     for (i, (row, contract)) in selected.iter().enumerate().take(end).skip(start) {
-        let mut inv = invoice_json(&st, env, contract, row).await?;
-        if skip_zero {
-            skip_zero_lines(&mut inv);
-        }
-        items[i] = inv;
+        items[i] = invoice_json(&st, env, contract, row, skip_zero).await?;
     }
     Ok(offset_page(items, offset, limit, "next_page"))
 }
@@ -129,10 +125,7 @@ async fn retrieve(
     .await?;
     let rows = sync_contract(&st, env, &contract).await?;
     let row = rows.into_iter().find(|r| r.id == invoice_id).unwrap_or(row);
-    let mut inv = invoice_json(&st, env, &contract, &row).await?;
-    if skip_zero {
-        skip_zero_lines(&mut inv);
-    }
+    let inv = invoice_json(&st, env, &contract, &row, skip_zero).await?;
     Ok(Json(json!({ "data": inv })))
 }
 
