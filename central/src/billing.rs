@@ -1,13 +1,13 @@
-//! Invoices: which periods a contract has, computing a period's invoice from stored usage with
-//! `tally_core::rating`, and the lifecycle DRAFT → FINALIZED (after the grace period) or VOID.
+//! Invoice computation: which periods a contract has, and a period's invoice computed from stored
+//! usage with `tally_core::rating`. The lifecycle (DRAFT → FINALIZED / VOID, the job) is
+//! `service::invoices` and `service::jobs`; nothing here writes.
 //!
 //! Invariants:
-//! - One invoice row per begun contract period, with a deterministic id, created idempotently.
+//! - Invoice ids are deterministic (`uuid5(env/contract/period start)`), so a draft that has no
+//!   row yet has the same id as the row the job later stores for it.
 //! - A DRAFT has no stored body: it is computed on read from hourly usage, so its cost is
 //!   O(hours × groups) rows, independent of the number of events.
-//! - Finalization freezes the computed body; a FINALIZED or VOID invoice is never recomputed.
-//! - A period past `end + grace` is finalized before it is ever shown, whether the background
-//!   job or a read gets there first.
+//! - A FINALIZED or VOID invoice is shown from its frozen body, never recomputed.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +17,35 @@ use tally_core::metric::{Aggregation, MetricDef};
 use tally_core::period::Period;
 use tally_core::rating::{rate_period, Line, RatedInvoice, RatedProduct, RatingInput};
 
-use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, kind, Contract, CreditTypeRef, Customer, Metric, Product, RateRecord};
-use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus};
+use crate::model::{
+    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, RateRecord,
+};
+use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, StoreError};
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
+
+/// Why an invoice could not be computed. No HTTP here: `http::error` maps it to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Core refused to rate the period (an amount overflows the exact decimal range, ...).
+    #[error("rating failed: {0}")]
+    Rating(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LoadError> for BillingError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(what) => BillingError::NotFound(what),
+            LoadError::Store(e) => BillingError::Store(e),
+        }
+    }
+}
+
+pub type BillingResult<T> = Result<T, BillingError>;
 
 /// Namespace of invoice ids: `uuid5(NS, "{env}/{contract}/{period start}")`.
 const INVOICE_NAMESPACE: uuid::Uuid =
@@ -46,84 +70,6 @@ pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
     periods
 }
 
-/// Ensures the contract's rows exist, finalizes the due ones, and returns all rows in period order.
-pub async fn sync_contract(
-    st: &AppState,
-    env: Env,
-    contract: &Contract,
-) -> ApiResult<Vec<InvoiceRow>> {
-    let now = st.now_ms();
-    let mut rows = st
-        .stores
-        .invoices
-        .invoices_for_contract(env, &contract.id)
-        .await?;
-    if contract.archived_at.is_none() {
-        let missing: Vec<InvoiceRow> = begun_periods(contract, now)
-            .into_iter()
-            .filter(|p| !rows.iter().any(|r| r.period_start_ms == p.start_ms))
-            .map(|p| InvoiceRow {
-                id: invoice_id(env, &contract.id, p.start_ms),
-                contract_id: contract.id.clone(),
-                customer_id: contract.customer_id.clone(),
-                period_start_ms: p.start_ms,
-                period_end_ms: p.end_ms,
-                status: InvoiceStatus::Draft,
-                body: None,
-            })
-            .collect();
-        if !missing.is_empty() {
-            st.stores.invoices.ensure_invoices(env, &missing).await?;
-            rows = st
-                .stores
-                .invoices
-                .invoices_for_contract(env, &contract.id)
-                .await?;
-        }
-    }
-    let grace = st.settings.invoice_grace_ms;
-    let mut ctx = None;
-    for row in rows.iter_mut() {
-        if row.status != InvoiceStatus::Draft || row.period_end_ms.saturating_add(grace) > now {
-            continue;
-        }
-        if ctx.is_none() {
-            ctx = Some(RatingContext::load(st, env, contract).await?);
-        }
-        let body = render_computed(
-            st,
-            env,
-            contract,
-            row,
-            ctx.as_ref().unwrap_or_else(|| unreachable!()),
-        )
-        .await?;
-        let text = serde_json::to_string(&body).map_err(ApiError::internal)?;
-        // Conditional: if another worker got there first, re-read its frozen body.
-        if !st
-            .stores
-            .invoices
-            .transition_invoice(
-                env,
-                &row.id,
-                InvoiceStatus::Draft,
-                InvoiceStatus::Finalized,
-                &text,
-            )
-            .await?
-        {
-            if let Some(fresh) = st.stores.invoices.invoice(env, &row.id).await? {
-                *row = fresh;
-            }
-            continue;
-        }
-        tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
-        row.status = InvoiceStatus::Finalized;
-        row.body = Some(text);
-    }
-    Ok(rows)
-}
-
 /// What rating needs from configuration, loaded once per contract.
 pub struct RatingContext {
     customer: Customer,
@@ -135,7 +81,11 @@ pub struct RatingContext {
 }
 
 impl RatingContext {
-    pub async fn load(st: &AppState, env: Env, contract: &Contract) -> ApiResult<RatingContext> {
+    pub async fn load(
+        st: &AppState,
+        env: Env,
+        contract: &Contract,
+    ) -> BillingResult<RatingContext> {
         let now = st.now_ms();
         let customer: Customer = crate::model::load(
             &st.stores,
@@ -161,7 +111,8 @@ impl RatingContext {
             .config
             .list_docs(env, kind::RATE, Some(card_id), ArchiveFilter::All, None)
             .await?;
-        let records: Vec<RateRecord> = docs.iter().map(decode).collect::<ApiResult<_>>()?;
+        let records: Vec<RateRecord> =
+            docs.iter().map(decode).collect::<Result<_, StoreError>>()?;
         ctx.rates = records.iter().filter_map(RateRecord::core).collect();
         // Line order = the order products were first given a rate on the card.
         for r in &records {
@@ -188,7 +139,7 @@ impl RatingContext {
         Ok(ctx)
     }
 
-    async fn load_metric(&mut self, st: &AppState, env: Env, id: &str) -> ApiResult<()> {
+    async fn load_metric(&mut self, st: &AppState, env: Env, id: &str) -> BillingResult<()> {
         if self.metrics.contains_key(id) {
             return Ok(());
         }
@@ -200,7 +151,12 @@ impl RatingContext {
     }
 
     /// Rates one period from stored usage.
-    pub async fn rate(&self, st: &AppState, env: Env, period: Period) -> ApiResult<RatedInvoice> {
+    pub async fn rate(
+        &self,
+        st: &AppState,
+        env: Env,
+        period: Period,
+    ) -> BillingResult<RatedInvoice> {
         let refs = self.customer.refs();
         let ids: Vec<String> = self.metrics.keys().cloned().collect();
         let mut usage = st
@@ -230,17 +186,17 @@ impl RatingContext {
             rates: &self.rates,
             usage: &usage,
         };
-        rate_period(&input).map_err(ApiError::internal)
+        rate_period(&input).map_err(|e| BillingError::Rating(e.to_string()))
     }
 }
 
-async fn render_computed(
+pub async fn render_computed(
     st: &AppState,
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
     ctx: &RatingContext,
-) -> ApiResult<Value> {
+) -> BillingResult<Value> {
     let period = Period {
         start_ms: row.period_start_ms,
         end_ms: row.period_end_ms,
@@ -327,14 +283,15 @@ pub async fn invoice_json(
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
-) -> ApiResult<Value> {
+) -> BillingResult<Value> {
     let mut body = match (&row.status, &row.body) {
         (InvoiceStatus::Draft, _) | (_, None) => {
             let ctx = RatingContext::load(st, env, contract).await?;
             render_computed(st, env, contract, row, &ctx).await?
         }
         (_, Some(text)) => {
-            let mut frozen: Value = serde_json::from_str(text).map_err(ApiError::internal)?;
+            let mut frozen: Value = serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(format!("invoice {}: {e}", row.id)))?;
             // Bodies frozen before unset terms were left out carry `null` here; show them the
             // same way as new ones.
             if let Some(map) = frozen.as_object_mut() {
@@ -358,93 +315,5 @@ pub fn skip_zero_lines(invoice: &mut Value) {
                 .and_then(|t| t.parse::<Decimal>().ok())
                 .is_none_or(|d| !d.is_zero())
         });
-    }
-}
-
-/// Voids an invoice: a draft is frozen as computed now; a finalized one keeps its body.
-pub async fn void_invoice(st: &AppState, env: Env, id: &str) -> ApiResult<()> {
-    let row = st
-        .stores
-        .invoices
-        .invoice(env, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invoice"))?;
-    let contract: Contract = crate::model::load(
-        &st.stores,
-        env,
-        kind::CONTRACT,
-        &row.contract_id,
-        "contract",
-    )
-    .await?;
-    // Finalize first if due, so a void never freezes a draft that should have been final.
-    let rows = sync_contract(st, env, &contract).await?;
-    let row = rows.into_iter().find(|r| r.id == id).unwrap_or(row);
-    if row.status == InvoiceStatus::Void {
-        return Ok(());
-    }
-    let mut body = invoice_json(st, env, &contract, &row).await?;
-    body["status"] = json!(InvoiceStatus::Void.as_str());
-    let text = serde_json::to_string(&body).map_err(ApiError::internal)?;
-    if !st
-        .stores
-        .invoices
-        .transition_invoice(env, id, row.status, InvoiceStatus::Void, &text)
-        .await?
-    {
-        return Err(ApiError::conflict(
-            "the invoice changed while voiding it; retry",
-        ));
-    }
-    Ok(())
-}
-
-/// One pass of the background work under the job lock: finalize due invoices everywhere, prune
-/// old dedupe keys. Returns false (and does nothing) when another replica holds the lock.
-pub async fn run_jobs_once(st: &AppState) -> ApiResult<bool> {
-    let Some(guard) = st.stores.jobs.try_job_lock().await? else {
-        return Ok(false);
-    };
-    let result = run_jobs_locked(st).await;
-    // A failed release is logged only: the guard's connection was closed, which frees the lock.
-    if let Err(e) = guard.release().await {
-        tracing::warn!(error = %e, "releasing the job lock failed");
-    }
-    result.map(|()| true)
-}
-
-/// The pass itself. Every step is idempotent or conditional, so a replica killed mid-pass leaves
-/// each invoice either DRAFT or completely FINALIZED, and the next pass carries on.
-async fn run_jobs_locked(st: &AppState) -> ApiResult<()> {
-    for env in Env::ALL {
-        let docs = st
-            .stores
-            .config
-            .list_docs(env, kind::CONTRACT, None, ArchiveFilter::Active, None)
-            .await?;
-        for doc in docs {
-            let contract: Contract = decode(&doc)?;
-            sync_contract(st, env, &contract).await?;
-        }
-    }
-    // Keys are kept 35 days: the 34-day backdating window plus a day of margin.
-    let cutoff = st.now_ms().saturating_sub(35 * tally_core::time::DAY_MS);
-    st.stores.usage.prune_dedupe(cutoff).await?;
-    Ok(())
-}
-
-/// Runs [`run_jobs_once`] forever at the configured interval.
-pub async fn run_jobs(st: AppState) {
-    let mut tick = tokio::time::interval(st.settings.job_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match run_jobs_once(&st).await {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!("another replica holds the job lock; skipping this pass"),
-            Err(e) => {
-                tracing::warn!(status = %e.status, message = %e.message, "background jobs failed; will retry");
-            }
-        }
     }
 }

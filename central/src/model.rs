@@ -10,8 +10,8 @@ use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter
 use tally_core::period::{AnchorDay, Frequency, Schedule};
 use tally_core::rating::{self, Price, ProductState as CoreState, RatedProduct, Tier};
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::{ArchiveFilter, Doc, Env, Stores};
+use crate::service::Invalid;
+use crate::store::{ArchiveFilter, Doc, Env, StoreError, StoreResult, Stores};
 use crate::wire::{set_opt, Dec, Time};
 use crate::wire_enum;
 
@@ -45,36 +45,45 @@ impl CreditTypeRef {
 }
 
 /// Resolves a `credit_type_id` (default USD cents). Only USD (cents) is supported so far.
-pub fn credit_type(id: Option<&str>) -> ApiResult<CreditTypeRef> {
+pub fn credit_type(id: Option<&str>) -> Result<CreditTypeRef, Invalid> {
     match id {
         None | Some(USD_ID) => Ok(CreditTypeRef::usd()),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(Invalid(format!(
             "credit type {other:?} is not supported; only USD (cents) ({USD_ID}) is available"
         ))),
     }
 }
 
-pub fn decode<T: DeserializeOwned>(doc: &Doc) -> ApiResult<T> {
+pub fn decode<T: DeserializeOwned>(doc: &Doc) -> StoreResult<T> {
     serde_json::from_str(&doc.body)
-        .map_err(|e| ApiError::internal(format!("document {}: {e}", doc.id)))
+        .map_err(|e| StoreError::Corrupt(format!("document {}: {e}", doc.id)))
 }
 
-/// Loads and decodes one document; a missing one is a 404 naming `what`.
+/// A document that had to exist and does not (`what` names it: "customer", "rate card", ...).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loads and decodes one document; a missing one is [`LoadError::NotFound`] naming `what`.
 pub async fn load<T: DeserializeOwned>(
     stores: &Stores,
     env: Env,
     kind: &str,
     id: &str,
-    what: &str,
-) -> ApiResult<T> {
+    what: &'static str,
+) -> Result<T, LoadError> {
     match stores.config.get_doc(env, kind, id).await? {
-        Some(doc) => decode(&doc),
-        None => Err(ApiError::not_found(what)),
+        Some(doc) => Ok(decode(&doc)?),
+        None => Err(LoadError::NotFound(what)),
     }
 }
 
-pub fn encode<T: Serialize>(value: &T) -> ApiResult<String> {
-    serde_json::to_string(value).map_err(ApiError::internal)
+pub fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub fn new_id() -> String {
@@ -132,7 +141,7 @@ impl Metric {
     }
 }
 
-pub async fn load_metric_defs(stores: &Stores, env: Env) -> ApiResult<Vec<MetricDef>> {
+pub async fn load_metric_defs(stores: &Stores, env: Env) -> StoreResult<Vec<MetricDef>> {
     let docs = stores
         .config
         .list_docs(env, kind::METRIC, None, ArchiveFilter::All, None)

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tally_core::batch::{self, Batch, BatchAck, MetricsSnapshot, TokenInfo};
 
+use super::error::{ApiError, ApiResult};
 use super::{from_value, read_body, QueryMap};
-use crate::error::{ApiError, ApiResult};
 use crate::store::Env;
 use crate::AppState;
 

@@ -2,14 +2,17 @@
 //!
 //! Conventions enforced here for every endpoint: Bearer auth mapping a token to its environment,
 //! `{"message"}` errors (unknown routes and wrong methods included), an empty POST body read as
-//! `{}`, unknown fields ignored, keyset cursors.
+//! `{}`, unknown fields ignored, keyset cursors. Handlers parse the wire request, call one
+//! `service` function and map its result; handler modules never import each other.
 
 mod billable_metrics;
 mod contracts;
 mod customers;
+pub mod error;
 mod ingest;
 mod internal;
 mod invoices;
+mod operations;
 mod products;
 mod rate_cards;
 
@@ -27,7 +30,7 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult};
+use self::error::{ApiError, ApiResult};
 use crate::store::{Env, PageReq};
 use crate::AppState;
 
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(customers::routes())
         .merge(contracts::routes())
         .merge(invoices::routes())
+        .merge(operations::routes())
         .merge(ingest::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -120,7 +124,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -359,24 +363,10 @@ pub fn id_response(id: &str) -> Json<Value> {
 
 /// Refuses a timestamp that is not on a UTC hour boundary.
 pub fn require_hour(field: &str, t: crate::wire::Time) -> ApiResult<()> {
-    if tally_core::time::is_hour_aligned(t.0) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{field} must be on an hour boundary (UTC)"
-        )))
-    }
+    Ok(crate::service::require_hour(field, t)?)
 }
 
 /// Refuses an empty or whitespace-only required string.
 pub fn require_text(field: &str, value: &str, max_chars: usize) -> ApiResult<()> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    if value.chars().count() > max_chars {
-        return Err(ApiError::bad_request(format!(
-            "{field} is longer than {max_chars} characters"
-        )));
-    }
-    Ok(())
+    Ok(crate::service::require_text(field, value, max_chars)?)
 }

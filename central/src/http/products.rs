@@ -9,10 +9,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::{ApiError, ApiResult};
 use super::{
     id_response, keyset_page, page_from_query, require_hour, require_text, Body, Caller, QueryMap,
 };
-use crate::error::{ApiError, ApiResult};
 use crate::model::{
     decode, double_option, encode, kind, load, new_id, Metric, Product, ProductState, ProductType,
     ProductUpdate, QuantityConversion, QuantityRounding, CREATED_BY,

@@ -9,13 +9,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::{ApiError, ApiResult};
 use super::from_value;
 use super::products::load_product;
 use super::{
     decode_cursor, id_response, keyset_page, offset_page, page_from_query, page_limit,
     require_hour, require_text, Body, Caller, QueryMap, MAX_PAGE_SIZE,
 };
-use crate::error::{ApiError, ApiResult};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BillingFrequency, Product, RateCard,
     RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
@@ -104,7 +104,7 @@ async fn create(
 }
 
 pub async fn load_rate_card(st: &AppState, env: Env, id: &str) -> ApiResult<RateCard> {
-    load(&st.stores, env, kind::RATE_CARD, id, "rate card").await
+    Ok(load(&st.stores, env, kind::RATE_CARD, id, "rate card").await?)
 }
 
 #[derive(Deserialize)]
@@ -324,7 +324,7 @@ fn check_pricing_values(product: &Product, r: &RateRecord) -> ApiResult<()> {
 async fn insert_rates(st: &AppState, env: Env, rates: &[RateRecord]) -> ApiResult<()> {
     let now = st.now_ms();
     let ids: Vec<String> = rates.iter().map(|_| new_id()).collect();
-    let bodies = rates.iter().map(encode).collect::<ApiResult<Vec<_>>>()?;
+    let bodies = rates.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let docs: Vec<NewDoc> = rates
         .iter()
         .zip(&ids)
@@ -405,7 +405,7 @@ pub async fn load_rates(st: &AppState, env: Env, rate_card_id: &str) -> ApiResul
             None,
         )
         .await?;
-    docs.iter().map(decode).collect()
+    Ok(docs.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
 #[derive(Deserialize, Default)]

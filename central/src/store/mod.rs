@@ -298,6 +298,48 @@ pub trait InvoiceStore: Send + Sync {
         to: InvoiceStatus,
         body: &str,
     ) -> StoreResult<bool>;
+    /// Starts a unit of work: one write transaction for changes that must land together.
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>>;
+    /// Records that the job could not finalize a contract (counting repeats).
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Forgets a contract's job failure once it finalizes again.
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()>;
+    /// `env`'s stuck contracts, oldest failure first, at most `limit`.
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>>;
+}
+
+/// A contract the background job could not finalize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub contract_id: String,
+    pub error: String,
+    pub first_failed_ms: i64,
+    pub last_failed_ms: i64,
+    pub failures: i64,
+}
+
+/// One write transaction through which invoice state changes (and, as they arrive, ledger
+/// entries and outbox rows) are written together: all of them commit, or none. Dropping it
+/// without [`UnitOfWork::commit`] rolls everything back.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    /// Stores `row` with its status and frozen body if it is still `from`: inserted when the
+    /// period has no row yet (drafts are not stored until they need to be), else moved from
+    /// `from`. False, changing nothing, when the row exists in another status (someone else
+    /// finalized or voided it first).
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
 /// API tokens, stored as hashes.

@@ -604,6 +604,53 @@ impl UsageStore for PostgresStore {
     }
 }
 
+/// [`UnitOfWork`] over one write transaction.
+struct PostgresWork(sqlx::Transaction<'static, Postgres>);
+
+#[async_trait]
+impl UnitOfWork for PostgresWork {
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO invoices
+                 (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(&row.contract_id)
+        .bind(&row.customer_id)
+        .bind(row.period_start_ms)
+        .bind(row.period_end_ms)
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .execute(&mut *self.0)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let moved = sqlx::query(
+            "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5",
+        )
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 fn invoice_from_row(row: &PgRow) -> StoreResult<InvoiceRow> {
     let status: String = row.get("status");
     Ok(InvoiceRow {
@@ -693,6 +740,64 @@ impl InvoiceStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        Ok(Box::new(PostgresWork(self.pool.begin().await?)))
+    }
+
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_failures
+                 (env, contract_id, error, first_failed_ms, last_failed_ms, failures)
+             VALUES ($1, $2, $3, $4, $5, 1)
+             ON CONFLICT (env, contract_id) DO UPDATE SET error = excluded.error,
+                 last_failed_ms = excluded.last_failed_ms, failures = job_failures.failures + 1",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_failures WHERE env = $1 AND contract_id = $2")
+            .bind(env.as_str())
+            .bind(contract_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_failures WHERE env = $1
+             ORDER BY first_failed_ms, contract_id LIMIT $2",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r: &PgRow| JobFailure {
+                contract_id: r.get("contract_id"),
+                error: r.get("error"),
+                first_failed_ms: r.get("first_failed_ms"),
+                last_failed_ms: r.get("last_failed_ms"),
+                failures: r.get("failures"),
+            })
+            .collect())
     }
 }
 

@@ -541,6 +541,53 @@ impl UsageStore for SqliteStore {
     }
 }
 
+/// [`UnitOfWork`] over one write transaction.
+struct SqliteWork(sqlx::Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl UnitOfWork for SqliteWork {
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO invoices
+                 (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(&row.contract_id)
+        .bind(&row.customer_id)
+        .bind(row.period_start_ms)
+        .bind(row.period_end_ms)
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .execute(&mut *self.0)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let moved = sqlx::query(
+            "UPDATE invoices SET status = ?, body = ? WHERE env = ? AND id = ? AND status = ?",
+        )
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 fn invoice_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<InvoiceRow> {
     let status: String = row.get("status");
     Ok(InvoiceRow {
@@ -624,6 +671,66 @@ impl InvoiceStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        Ok(Box::new(SqliteWork(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        )))
+    }
+
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_failures
+                 (env, contract_id, error, first_failed_ms, last_failed_ms, failures)
+             VALUES (?, ?, ?, ?, ?, 1)
+             ON CONFLICT (env, contract_id) DO UPDATE SET error = excluded.error,
+                 last_failed_ms = excluded.last_failed_ms, failures = job_failures.failures + 1",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_failures WHERE env = ? AND contract_id = ?")
+            .bind(env.as_str())
+            .bind(contract_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_failures WHERE env = ?
+             ORDER BY first_failed_ms, contract_id LIMIT ?",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r: &sqlx::sqlite::SqliteRow| JobFailure {
+                contract_id: r.get("contract_id"),
+                error: r.get("error"),
+                first_failed_ms: r.get("first_failed_ms"),
+                last_failed_ms: r.get("last_failed_ms"),
+                failures: r.get("failures"),
+            })
+            .collect())
     }
 }
 

@@ -1,0 +1,244 @@
+//! Customers: create, get, list (with `customer_ids` / `ingest_alias` filters), archive, rename,
+//! replace ingest aliases.
+//!
+//! Invariants: ingest aliases are unique per environment (archived customers keep theirs); a
+//! taken alias is a conflict and nothing changes. Usage is keyed by the reference as sent, so
+//! moving an alias moves its usage with it. Archiving a customer archives its contracts at the
+//! same instant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{require_text, Invalid, SeqPage};
+use crate::model::{decode, encode, kind, load, new_id, Contract, Customer, LoadError};
+use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
+use crate::wire::Time;
+use crate::AppState;
+
+/// Longest customer name kept (longer names are truncated, as upstream does).
+const MAX_NAME_CHARS: usize = 160;
+pub const MAX_ALIAS_CHARS: usize = 256;
+/// Most ingest aliases one customer may have.
+pub const MAX_ALIASES: usize = 100;
+/// Most ids one `customer_ids` filter may name.
+pub const MAX_FILTER_IDS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerError {
+    #[error("customer not found")]
+    NotFound,
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// An alias (or id) already taken.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CustomerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => CustomerError::Conflict(m),
+            other => CustomerError::Store(other),
+        }
+    }
+}
+
+impl From<LoadError> for CustomerError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(_) => CustomerError::NotFound,
+            LoadError::Store(e) => e.into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CustomerError>;
+
+fn clean_aliases(aliases: Vec<String>) -> Result<Vec<String>> {
+    if aliases.len() > MAX_ALIASES {
+        return Err(Invalid(format!("at most {MAX_ALIASES} ingest aliases are allowed")).into());
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for a in aliases {
+        require_text("ingest_aliases[]", &a, MAX_ALIAS_CHARS)?;
+        if seen.insert(a.clone()) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn truncate_name(name: &str) -> Result<String> {
+    require_text("name", name, usize::MAX)?;
+    Ok(name.chars().take(MAX_NAME_CHARS).collect())
+}
+
+/// A customer as a client asks for it.
+pub struct NewCustomer {
+    pub name: String,
+    pub ingest_aliases: Vec<String>,
+    /// The deprecated `external_id`: one more alias.
+    pub external_id: Option<String>,
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+pub async fn create(st: &AppState, env: Env, req: NewCustomer) -> Result<Customer> {
+    let name = truncate_name(&req.name)?;
+    let mut aliases = req.ingest_aliases;
+    if let Some(ext) = req.external_id {
+        aliases.insert(0, ext);
+    }
+    let aliases = clean_aliases(aliases)?;
+    let now = Time(st.now_ms());
+    let customer = Customer {
+        id: new_id(),
+        name,
+        ingest_aliases: aliases,
+        custom_fields: req.custom_fields,
+        created_at: now,
+        updated_at: now,
+        archived_at: None,
+    };
+    let doc = NewDoc {
+        kind: kind::CUSTOMER,
+        id: &customer.id,
+        parent_id: None,
+        unique_key: None,
+        created_ms: now.0,
+        body: encode(&customer)?,
+    };
+    st.stores
+        .config
+        .insert_customer(env, doc, &customer.ingest_aliases)
+        .await?;
+    Ok(customer)
+}
+
+pub async fn get(st: &AppState, env: Env, id: &str) -> Result<Customer> {
+    Ok(load(&st.stores, env, kind::CUSTOMER, id, "customer").await?)
+}
+
+/// What `GET /v1/customers` filters on.
+pub struct CustomerFilter {
+    pub ids: Vec<String>,
+    pub ingest_alias: Option<String>,
+    pub only_archived: bool,
+}
+
+/// One keyset page of customers matching `filter` (`limit + 1` items when more follow).
+pub async fn list(
+    st: &AppState,
+    env: Env,
+    filter: CustomerFilter,
+    page: PageReq,
+) -> Result<SeqPage<Customer>> {
+    if filter.ids.len() > MAX_FILTER_IDS {
+        return Err(Invalid(format!("customer_ids accepts at most {MAX_FILTER_IDS} ids")).into());
+    }
+    let archived = match filter.only_archived {
+        true => ArchiveFilter::Archived,
+        false => ArchiveFilter::Active,
+    };
+    let alias_owner = match &filter.ingest_alias {
+        Some(alias) => Some(
+            st.stores
+                .config
+                .customer_by_alias(env, alias)
+                .await?
+                .unwrap_or_default(),
+        ),
+        None => None,
+    };
+    // Filters are applied after the keyset fetch, so page through until the page fills.
+    let mut items = Vec::new();
+    let mut after = page.after;
+    loop {
+        let fetch = PageReq { after, limit: 200 };
+        let docs = st
+            .stores
+            .config
+            .list_docs(env, kind::CUSTOMER, None, archived, Some(fetch))
+            .await?;
+        let exhausted = docs.len() < 200;
+        for d in &docs {
+            after = d.seq;
+            let keep = (filter.ids.is_empty() || filter.ids.contains(&d.id))
+                && alias_owner.as_ref().is_none_or(|o| *o == d.id);
+            if keep {
+                items.push((d.seq, decode::<Customer>(d)?));
+            }
+            if items.len() as i64 > page.limit {
+                break;
+            }
+        }
+        if exhausted || items.len() as i64 > page.limit {
+            break;
+        }
+    }
+    Ok(items)
+}
+
+/// Archives a customer and its contracts at one instant (idempotent); aliases stay reserved.
+pub async fn archive(st: &AppState, env: Env, id: &str) -> Result<()> {
+    let mut customer = get(st, env, id).await?;
+    if customer.archived_at.is_some() {
+        return Ok(());
+    }
+    let now = Time(st.now_ms());
+    let contracts = st
+        .stores
+        .config
+        .list_docs(env, kind::CONTRACT, Some(id), ArchiveFilter::Active, None)
+        .await?;
+    for doc in contracts {
+        let mut contract: Contract = decode(&doc)?;
+        contract.archived_at = Some(now);
+        st.stores
+            .config
+            .update_doc(env, kind::CONTRACT, &contract.id, &encode(&contract)?, true)
+            .await?;
+    }
+    customer.archived_at = Some(now);
+    customer.updated_at = now;
+    st.stores
+        .config
+        .update_doc(env, kind::CUSTOMER, &customer.id, &encode(&customer)?, true)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a customer's ingest aliases; a taken one is a conflict and nothing changes.
+pub async fn set_ingest_aliases(
+    st: &AppState,
+    env: Env,
+    id: &str,
+    aliases: Vec<String>,
+) -> Result<()> {
+    let mut customer = get(st, env, id).await?;
+    customer.ingest_aliases = clean_aliases(aliases)?;
+    customer.updated_at = Time(st.now_ms());
+    st.stores
+        .config
+        .set_customer_aliases(env, id, &customer.ingest_aliases, &encode(&customer)?)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_name(st: &AppState, env: Env, id: &str, name: &str) -> Result<Customer> {
+    let mut customer = get(st, env, id).await?;
+    customer.name = truncate_name(name)?;
+    customer.updated_at = Time(st.now_ms());
+    st.stores
+        .config
+        .update_doc(
+            env,
+            kind::CUSTOMER,
+            id,
+            &encode(&customer)?,
+            customer.archived_at.is_some(),
+        )
+        .await?;
+    Ok(customer)
+}
