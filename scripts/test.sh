@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Runs every check and test Tally has: formatting, lints, the core's no_std WASM build, unit and
+# Runs every check and test Tally has: formatting, lints, the core's no_std and WASM builds, unit and
 # property tests, bounded coverage-guided fuzzing of the core, in-process HTTP tests, the store
 # conformance suite (SQLite and PostgreSQL), golden invoices, the SDK end-to-end, contract
 # (schemathesis), crash, fault, limit and replica tests, and the edge Worker (wasm32 lints, an
 # offline deployment dry run, and its tests on workerd in front of the real tally).
-# Installs or starts what the tests need first when it is missing (wasm target, Metronome's Python
-# SDK, schemathesis, the local PostgreSQL server).
+# Installs or starts what the tests need first when it is missing (the wasm32 and no_std targets,
+# Metronome's Python SDK, schemathesis, the local PostgreSQL server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
 step "toolchain and test dependencies"
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+for target in wasm32-unknown-unknown thumbv7em-none-eabihf; do
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
 python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.0" else 1)' 2>/dev/null \
   || python3 -m pip install -q metronome-sdk==4.12.0
 # The contract test (tests/it/contract.rs) fuzzes tally against Metronome's OpenAPI document with
@@ -46,7 +48,11 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "core builds alone for wasm32 without std"
+step "core builds alone without std (thumbv7em-none-eabihf has no std at all) and for wasm32"
+# wasm32-unknown-unknown ships a std, so only a target without one proves `no_std` + `alloc`: a std
+# leak in core or a dependency fails to compile here. (x86_64-unknown-none would do too, but sha2
+# 0.10's x86 SIMD backend crashes LLVM on that soft-float target.)
+cargo build -p tally-core --target thumbv7em-none-eabihf --no-default-features
 cargo build -p tally-core --target wasm32-unknown-unknown --no-default-features
 
 step "edge lints for wasm32 (the Worker's real target)"

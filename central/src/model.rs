@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter};
 use tally_core::period::{AnchorDay, Frequency, Schedule};
-use tally_core::rating::{self, Price, ProductState as CoreState, RatedProduct, Tier};
+use tally_core::product::{ProductAttrs, ProductChange, ProductTimeline};
+use tally_core::rating::{self, Price, RatedProduct, Tier};
 
 use crate::service::Invalid;
 use crate::store::{ArchiveFilter, Doc, Env, StoreError, StoreResult, Stores};
@@ -255,64 +256,109 @@ pub mod double_option {
     }
 }
 
-impl ProductState {
-    fn apply(&self, u: &ProductUpdate) -> ProductState {
-        let mut next = self.clone();
-        if let Some(v) = &u.name {
-            next.name = v.clone();
+impl QuantityConversion {
+    fn core(&self) -> rating::QuantityConversion {
+        rating::QuantityConversion {
+            conversion_factor: self.conversion_factor.0,
+            operation: match self.operation {
+                ConversionOperation::Multiply => rating::ConversionOperation::Multiply,
+                ConversionOperation::Divide => rating::ConversionOperation::Divide,
+            },
+            name: self.name.clone(),
         }
-        if let Some(v) = &u.billable_metric_id {
-            next.billable_metric_id = Some(v.clone());
-        }
-        if let Some(v) = &u.pricing_group_key {
-            next.pricing_group_key = Some(v.clone());
-        }
-        if let Some(v) = &u.presentation_group_key {
-            next.presentation_group_key = Some(v.clone());
-        }
-        if let Some(v) = &u.quantity_conversion {
-            next.quantity_conversion = v.clone();
-        }
-        if let Some(v) = &u.quantity_rounding {
-            next.quantity_rounding = v.clone();
-        }
-        if let Some(v) = &u.tags {
-            next.tags = v.clone();
-        }
-        if let Some(v) = u.is_refundable {
-            next.is_refundable = Some(v);
-        }
-        next.starting_at = Some(u.starting_at);
-        next.created_at = u.created_at;
-        next
     }
 
-    fn core(&self) -> Option<CoreState> {
-        Some(CoreState {
-            metric_id: self.billable_metric_id.clone()?,
-            pricing_group_key: self.pricing_group_key.clone().unwrap_or_default(),
-            presentation_group_key: self.presentation_group_key.clone().unwrap_or_default(),
-            quantity_conversion: self.quantity_conversion.as_ref().map(|c| {
-                rating::QuantityConversion {
-                    conversion_factor: c.conversion_factor.0,
-                    operation: match c.operation {
-                        ConversionOperation::Multiply => rating::ConversionOperation::Multiply,
-                        ConversionOperation::Divide => rating::ConversionOperation::Divide,
-                    },
-                }
-            }),
+    fn from_core(c: rating::QuantityConversion) -> Self {
+        QuantityConversion {
+            conversion_factor: Dec(c.conversion_factor),
+            operation: match c.operation {
+                rating::ConversionOperation::Multiply => ConversionOperation::Multiply,
+                rating::ConversionOperation::Divide => ConversionOperation::Divide,
+            },
+            name: c.name,
+        }
+    }
+}
+
+impl QuantityRounding {
+    fn core(&self) -> rating::QuantityRounding {
+        rating::QuantityRounding {
+            decimal_places: self.decimal_places,
+            rounding_method: match self.rounding_method {
+                RoundingMethod::RoundUp => rating::RoundingMethod::RoundUp,
+                RoundingMethod::RoundDown => rating::RoundingMethod::RoundDown,
+                RoundingMethod::RoundHalfUp => rating::RoundingMethod::RoundHalfUp,
+            },
+        }
+    }
+
+    fn from_core(r: rating::QuantityRounding) -> Self {
+        QuantityRounding {
+            decimal_places: r.decimal_places,
+            rounding_method: match r.rounding_method {
+                rating::RoundingMethod::RoundUp => RoundingMethod::RoundUp,
+                rating::RoundingMethod::RoundDown => RoundingMethod::RoundDown,
+                rating::RoundingMethod::RoundHalfUp => RoundingMethod::RoundHalfUp,
+            },
+        }
+    }
+}
+
+impl ProductState {
+    /// Core's view of these attributes (bookkeeping left out).
+    pub fn attrs(&self) -> ProductAttrs {
+        ProductAttrs {
+            name: self.name.clone(),
+            billable_metric_id: self.billable_metric_id.clone(),
+            pricing_group_key: self.pricing_group_key.clone(),
+            presentation_group_key: self.presentation_group_key.clone(),
+            quantity_conversion: self
+                .quantity_conversion
+                .as_ref()
+                .map(QuantityConversion::core),
+            quantity_rounding: self.quantity_rounding.as_ref().map(QuantityRounding::core),
+            tags: self.tags.clone(),
+            is_refundable: self.is_refundable,
+        }
+    }
+
+    /// Core's attributes with this state's bookkeeping, as the document shows them.
+    fn with_attrs(&self, a: ProductAttrs) -> ProductState {
+        ProductState {
+            created_at: self.created_at,
+            created_by: self.created_by.clone(),
+            name: a.name,
+            billable_metric_id: a.billable_metric_id,
+            pricing_group_key: a.pricing_group_key,
+            presentation_group_key: a.presentation_group_key,
+            quantity_conversion: a.quantity_conversion.map(QuantityConversion::from_core),
+            quantity_rounding: a.quantity_rounding.map(QuantityRounding::from_core),
+            tags: a.tags,
+            is_refundable: a.is_refundable,
+            starting_at: self.starting_at,
+        }
+    }
+}
+
+impl ProductUpdate {
+    fn change(&self) -> ProductChange {
+        ProductChange {
+            starting_at_ms: self.starting_at.0,
+            name: self.name.clone(),
+            billable_metric_id: self.billable_metric_id.clone(),
+            pricing_group_key: self.pricing_group_key.clone(),
+            presentation_group_key: self.presentation_group_key.clone(),
+            quantity_conversion: self
+                .quantity_conversion
+                .as_ref()
+                .map(|c| c.as_ref().map(QuantityConversion::core)),
             quantity_rounding: self
                 .quantity_rounding
                 .as_ref()
-                .map(|r| rating::QuantityRounding {
-                    decimal_places: r.decimal_places,
-                    rounding_method: match r.rounding_method {
-                        RoundingMethod::RoundUp => rating::RoundingMethod::RoundUp,
-                        RoundingMethod::RoundDown => rating::RoundingMethod::RoundDown,
-                        RoundingMethod::RoundHalfUp => rating::RoundingMethod::RoundHalfUp,
-                    },
-                }),
-        })
+                .map(|r| r.as_ref().map(QuantityRounding::core)),
+            tags: self.tags.clone(),
+            is_refundable: self.is_refundable,
+        }
     }
 }
 
@@ -333,22 +379,22 @@ pub struct Product {
 }
 
 impl Product {
-    /// Updates sorted by effective time (creation order among equals).
-    fn timeline(&self) -> Vec<&ProductUpdate> {
-        let mut updates: Vec<&ProductUpdate> = self.updates.iter().collect();
-        updates.sort_by_key(|u| u.starting_at);
-        updates
+    /// Core's view of the product's history (initial state plus every update, as made).
+    pub fn timeline(&self) -> ProductTimeline {
+        ProductTimeline {
+            initial: self.initial.attrs(),
+            changes: self.updates.iter().map(ProductUpdate::change).collect(),
+        }
     }
 
-    /// The state in effect at `t_ms`.
+    /// The state in effect at `t_ms`, stamped with the last update in effect (if any).
     pub fn state_at(&self, t_ms: i64) -> ProductState {
-        let mut state = self.initial.clone();
-        for u in self
-            .timeline()
-            .into_iter()
-            .filter(|u| u.starting_at.0 <= t_ms)
-        {
-            state = state.apply(u);
+        let timeline = self.timeline();
+        let attrs = timeline.state_at(t_ms);
+        let mut state = self.initial.with_attrs(attrs);
+        if let Some(u) = timeline.last_applied(t_ms).map(|i| &self.updates[i]) {
+            state.starting_at = Some(u.starting_at);
+            state.created_at = u.created_at;
         }
         state
     }
@@ -363,17 +409,7 @@ impl Product {
         if self.product_type != ProductType::Usage {
             return None;
         }
-        let mut versions = vec![(i64::MIN, self.initial.core()?)];
-        let mut state = self.initial.clone();
-        for u in self.timeline() {
-            state = state.apply(u);
-            versions.push((u.starting_at.0, state.core()?));
-        }
-        Some(RatedProduct {
-            product_id: self.id.clone(),
-            name: self.state_at(now_ms).name,
-            versions,
-        })
+        self.timeline().rated(&self.id, now_ms)
     }
 }
 
@@ -384,6 +420,20 @@ wire_enum!(RateType {
     Flat => "FLAT", Percentage => "PERCENTAGE", Subscription => "SUBSCRIPTION", Tiered => "TIERED",
     TieredPercentage => "TIERED_PERCENTAGE", Custom => "CUSTOM",
 });
+impl RateType {
+    pub fn core(self) -> tally_core::rate::RateType {
+        use tally_core::rate::RateType as Core;
+        match self {
+            RateType::Flat => Core::Flat,
+            RateType::Percentage => Core::Percentage,
+            RateType::Subscription => Core::Subscription,
+            RateType::Tiered => Core::Tiered,
+            RateType::TieredPercentage => Core::TieredPercentage,
+            RateType::Custom => Core::Custom,
+        }
+    }
+}
+
 wire_enum!(BillingFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", Annual => "ANNUAL", Weekly => "WEEKLY" });
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,5 +23,7 @@ pub mod fold;
 pub mod ingest;
 pub mod metric;
 pub mod period;
+pub mod product;
+pub mod rate;
 pub mod rating;
 pub mod time;

@@ -111,6 +111,9 @@ pub enum ConversionOperation {
 pub struct QuantityConversion {
     pub conversion_factor: Decimal,
     pub operation: ConversionOperation,
+    /// A label shown to people (e.g. "bytes to GB"); never used by rating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

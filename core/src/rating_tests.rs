@@ -136,6 +136,7 @@ fn flat_example_and_conversion_with_rounding() {
     st.quantity_conversion = Some(QuantityConversion {
         conversion_factor: d("1000000000"),
         operation: ConversionOperation::Divide,
+        name: None,
     });
     st.quantity_rounding = Some(QuantityRounding {
         decimal_places: 0,
@@ -382,6 +383,7 @@ fn product_versions_split_segments() {
     doubled.quantity_conversion = Some(QuantityConversion {
         conversion_factor: d("2"),
         operation: ConversionOperation::Multiply,
+        name: None,
     });
     let p = RatedProduct {
         product_id: "p".into(),

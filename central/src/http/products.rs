@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
+use tally_core::product;
 
 use super::error::{ApiError, ApiResult};
 use super::{
@@ -47,7 +47,7 @@ struct CreateProduct {
     custom_fields: BTreeMap<String, String>,
 }
 
-/// Checks a usage product's rating attributes against its metric.
+/// Checks a usage product's rating attributes against its metric (the rules are core's).
 /// `new_metric`: the metric is being attached now, so an archived one is refused.
 async fn check_usage_state(
     st: &AppState,
@@ -55,43 +55,20 @@ async fn check_usage_state(
     state: &ProductState,
     new_metric: bool,
 ) -> ApiResult<()> {
-    let metric_id = state.billable_metric_id.as_deref().ok_or_else(|| {
-        ApiError::bad_request("billable_metric_id is required for USAGE products")
-    })?;
+    let attrs = state.attrs();
+    let metric_id = product::required_metric(&attrs).map_err(bad_product)?;
     let metric: Metric = load(&st.stores, env, kind::METRIC, metric_id, "billable metric").await?;
-    if metric.archived_at.is_some() && new_metric {
-        return Err(ApiError::bad_request(
-            "an archived billable metric cannot be attached to a product",
-        ));
-    }
-    let grain = metric.def().grain();
-    let keys = state
-        .pricing_group_key
-        .iter()
-        .chain(&state.presentation_group_key)
-        .flatten();
-    for key in keys {
-        if !grain.contains(key) {
-            return Err(ApiError::bad_request(format!(
-                "group key {key:?} is not one of the billable metric's group keys"
-            )));
-        }
-    }
-    if let Some(c) = &state.quantity_conversion {
-        if c.conversion_factor.0 <= Decimal::ZERO {
-            return Err(ApiError::bad_request(
-                "quantity_conversion.conversion_factor must be greater than zero",
-            ));
-        }
-    }
-    if let Some(r) = &state.quantity_rounding {
-        if r.decimal_places > 20 {
-            return Err(ApiError::bad_request(
-                "quantity_rounding.decimal_places must be between 0 and 20",
-            ));
-        }
-    }
-    Ok(())
+    product::check_usage_attrs(
+        &attrs,
+        &metric.def(),
+        metric.archived_at.is_some(),
+        new_metric,
+    )
+    .map_err(bad_product)
+}
+
+fn bad_product(e: product::ProductError) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
 async fn create(

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tally_core::rate;
+use tally_core::rating::Tier;
 
 use super::error::{ApiError, ApiResult};
 use super::from_value;
@@ -243,12 +244,8 @@ async fn build_rate(
     require_hour("starting_at", input.starting_at)?;
     if let Some(end) = input.ending_before {
         require_hour("ending_before", end)?;
-        if end <= input.starting_at {
-            return Err(ApiError::bad_request(
-                "ending_before must be after starting_at",
-            ));
-        }
     }
+    rate::check_window(input.starting_at.0, input.ending_before.map(|t| t.0)).map_err(bad_rate)?;
     let product = load_product(st, env, &input.product_id).await?;
     let record = RateRecord {
         rate_card_id: card.id.clone(),
@@ -269,56 +266,29 @@ async fn build_rate(
     Ok(record)
 }
 
+/// The rate's price as core checks it (type, price, tiers).
 fn check_price(r: &RateRecord) -> ApiResult<()> {
-    match r.rate_type {
-        RateType::Flat => {
-            let price = r
-                .price
-                .ok_or_else(|| ApiError::bad_request("price is required for FLAT rates"))?;
-            if price.0 < Decimal::ZERO {
-                return Err(ApiError::bad_request("price must not be negative"));
-            }
-            if r.tiers.is_some() {
-                return Err(ApiError::bad_request(
-                    "tiers are only allowed on TIERED rates",
-                ));
-            }
-        }
-        RateType::Tiered => {
-            if r.tiers.is_none() {
-                return Err(ApiError::bad_request("tiers are required for TIERED rates"));
-            }
-            if r.tiers.iter().flatten().any(|t| t.price.0 < Decimal::ZERO) {
-                return Err(ApiError::bad_request("tier prices must not be negative"));
-            }
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "rate_type {} is not supported yet",
-                other.as_str()
-            )));
-        }
-    }
-    let price = r
-        .price()
-        .ok_or_else(|| ApiError::bad_request("rate has no price"))?;
-    price
-        .validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    let tiers = r.tiers.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| Tier {
+                price: t.price.0,
+                size: t.size.map(|s| s.0),
+            })
+            .collect()
+    });
+    rate::rate_price(r.rate_type.core(), r.price.map(|p| p.0), tiers)
+        .map(|_| ())
+        .map_err(bad_rate)
 }
 
 fn check_pricing_values(product: &Product, r: &RateRecord) -> ApiResult<()> {
     let state = product.state_at(r.starting_at.0);
-    let keys: BTreeSet<&String> = state.pricing_group_key.iter().flatten().collect();
-    let given: BTreeSet<&String> = r.pricing_group_values.keys().collect();
-    if keys != given {
-        let want: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
-        return Err(ApiError::bad_request(format!(
-            "pricing_group_values must give exactly the product's pricing_group_key [{}]",
-            want.join(", ")
-        )));
-    }
-    Ok(())
+    rate::check_pricing_values(state.pricing_group_key.as_deref(), &r.pricing_group_values)
+        .map_err(bad_rate)
+}
+
+fn bad_rate(e: rate::RateError) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
 async fn insert_rates(st: &AppState, env: Env, rates: &[RateRecord]) -> ApiResult<()> {

@@ -130,6 +130,7 @@ impl<'a> Arbitrary<'a> for Input {
                                         ConversionOperation::Multiply,
                                         ConversionOperation::Divide,
                                     ])?,
+                                    name: None,
                                 })
                             } else {
                                 None
