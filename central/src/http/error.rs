@@ -15,6 +15,8 @@ use crate::service::customers::CustomerError;
 use crate::service::invoices::InvoiceError;
 use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;
+use crate::service::products::ProductError;
+use crate::service::rate_cards::RateCardError;
 use crate::service::Invalid;
 use crate::store::StoreError;
 
@@ -68,6 +70,10 @@ impl From<StoreError> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
+            StoreError::Contended(m) => {
+                tracing::warn!(error = %m, "transaction contended past its retries");
+                ApiError::conflict("the resource is being changed concurrently; retry")
+            }
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable");
                 ApiError::new(
@@ -111,6 +117,26 @@ impl From<MetricError> for ApiError {
             MetricError::NotFound => ApiError::not_found("billable metric"),
             MetricError::Invalid(e) => e.into(),
             MetricError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ProductError> for ApiError {
+    fn from(e: ProductError) -> Self {
+        match e {
+            ProductError::NotFound(what) => ApiError::not_found(what),
+            ProductError::Invalid(e) => e.into(),
+            ProductError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RateCardError> for ApiError {
+    fn from(e: RateCardError) -> Self {
+        match e {
+            RateCardError::NotFound(what) => ApiError::not_found(what),
+            RateCardError::Invalid(e) => e.into(),
+            RateCardError::Store(e) => e.into(),
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{require_text, Invalid, SeqPage};
+use super::{
+    lost_race_is_false, modify_doc, require_text, retry_conflicts, Invalid, SeqPage, Write,
+};
 use crate::model::{decode, encode, kind, load, new_id, Contract, Customer, LoadError};
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
 use crate::wire::Time;
@@ -181,8 +183,10 @@ pub async fn list(
 }
 
 /// Archives a customer and its contracts at one instant (idempotent); aliases stay reserved.
+/// Each document is changed with optimistic concurrency, contracts first, so a customer shown
+/// archived never has an active contract left behind.
 pub async fn archive(st: &AppState, env: Env, id: &str) -> Result<()> {
-    let mut customer = get(st, env, id).await?;
+    let customer = get(st, env, id).await?;
     if customer.archived_at.is_some() {
         return Ok(());
     }
@@ -193,52 +197,82 @@ pub async fn archive(st: &AppState, env: Env, id: &str) -> Result<()> {
         .list_docs(env, kind::CONTRACT, Some(id), ArchiveFilter::Active, None)
         .await?;
     for doc in contracts {
-        let mut contract: Contract = decode(&doc)?;
-        contract.archived_at = Some(now);
-        st.stores
-            .config
-            .update_doc(env, kind::CONTRACT, &contract.id, &encode(&contract)?, true)
-            .await?;
-    }
-    customer.archived_at = Some(now);
-    customer.updated_at = now;
-    st.stores
-        .config
-        .update_doc(env, kind::CUSTOMER, &customer.id, &encode(&customer)?, true)
+        modify_doc(
+            st,
+            env,
+            kind::CONTRACT,
+            &doc.id,
+            "contract",
+            |c: &mut Contract| {
+                if c.archived_at.is_some() {
+                    return Ok::<_, CustomerError>(Write::Unchanged);
+                }
+                c.archived_at = Some(now);
+                Ok(Write::Save { archived: true })
+            },
+        )
         .await?;
+    }
+    modify_doc(
+        st,
+        env,
+        kind::CUSTOMER,
+        id,
+        "customer",
+        |c: &mut Customer| {
+            if c.archived_at.is_some() {
+                return Ok::<_, CustomerError>(Write::Unchanged);
+            }
+            c.archived_at = Some(now);
+            c.updated_at = now;
+            Ok(Write::Save { archived: true })
+        },
+    )
+    .await?;
     Ok(())
 }
 
-/// Replaces a customer's ingest aliases; a taken one is a conflict and nothing changes.
+/// Replaces a customer's ingest aliases; a taken one is a conflict and nothing changes. Retried
+/// on a concurrent change of the customer or a deadlock with a concurrent alias swap.
 pub async fn set_ingest_aliases(
     st: &AppState,
     env: Env,
     id: &str,
     aliases: Vec<String>,
 ) -> Result<()> {
-    let mut customer = get(st, env, id).await?;
-    customer.ingest_aliases = clean_aliases(aliases)?;
-    customer.updated_at = Time(st.now_ms());
-    st.stores
-        .config
-        .set_customer_aliases(env, id, &customer.ingest_aliases, &encode(&customer)?)
-        .await?;
-    Ok(())
+    let aliases = &clean_aliases(aliases)?;
+    retry_conflicts(move || async move {
+        let doc = st.stores.config.get_doc(env, kind::CUSTOMER, id).await?;
+        let doc = doc.ok_or(CustomerError::NotFound)?;
+        let mut customer: Customer = decode(&doc)?;
+        customer.ingest_aliases = aliases.clone();
+        customer.updated_at = Time(st.now_ms());
+        let written = st
+            .stores
+            .config
+            .set_customer_aliases(env, id, aliases, &encode(&customer)?, doc.version)
+            .await;
+        Ok(lost_race_is_false(written)?.then_some(()))
+    })
+    .await
 }
 
 pub async fn set_name(st: &AppState, env: Env, id: &str, name: &str) -> Result<Customer> {
-    let mut customer = get(st, env, id).await?;
-    customer.name = truncate_name(name)?;
-    customer.updated_at = Time(st.now_ms());
-    st.stores
-        .config
-        .update_doc(
-            env,
-            kind::CUSTOMER,
-            id,
-            &encode(&customer)?,
-            customer.archived_at.is_some(),
-        )
-        .await?;
-    Ok(customer)
+    let name = truncate_name(name)?;
+    let now = Time(st.now_ms());
+    modify_doc(
+        st,
+        env,
+        kind::CUSTOMER,
+        id,
+        "customer",
+        |c: &mut Customer| {
+            c.name = name.clone();
+            c.updated_at = now;
+            Ok::<_, CustomerError>(Write::Save {
+                archived: c.archived_at.is_some(),
+            })
+        },
+    )
+    .await
 }

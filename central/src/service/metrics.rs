@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tally_core::metric::{EventTypeFilter, PropertyFilter};
 
-use super::{require_text, Invalid, SeqPage};
+use super::{modify_doc, require_text, Invalid, SeqPage, Write};
 use crate::model::{decode, encode, kind, load, new_id, AggregationType, LoadError, Metric};
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
 use crate::wire::Time;
@@ -111,15 +111,23 @@ pub async fn list(
         .collect()
 }
 
-/// Archives a metric (idempotent). Metrics are never otherwise updated, so this needs no version.
+/// Archives a metric (idempotent).
 pub async fn archive(st: &AppState, env: Env, id: &str) -> Result<(), MetricError> {
-    let mut metric = get(st, env, id).await?;
-    if metric.archived_at.is_none() {
-        metric.archived_at = Some(Time(st.now_ms()));
-        st.stores
-            .config
-            .update_doc(env, kind::METRIC, id, &encode(&metric)?, true)
-            .await?;
-    }
+    let now = Time(st.now_ms());
+    modify_doc(
+        st,
+        env,
+        kind::METRIC,
+        id,
+        "billable metric",
+        |m: &mut Metric| {
+            if m.archived_at.is_some() {
+                return Ok::<_, MetricError>(Write::Unchanged);
+            }
+            m.archived_at = Some(now);
+            Ok(Write::Save { archived: true })
+        },
+    )
+    .await?;
     Ok(())
 }

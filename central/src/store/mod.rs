@@ -60,6 +60,10 @@ pub enum StoreError {
     /// Input the database cannot store (PostgreSQL refuses NUL characters in text).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// Concurrent transactions got in each other's way (a PostgreSQL deadlock or serialization
+    /// failure): nothing was written, and running the same transaction again is the remedy.
+    #[error("contended: {0}")]
+    Contended(String),
     /// The operation could not complete (a failed group commit, a stopped writer); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +82,12 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Invalid("text contains a character that cannot be stored (NUL)".into())
             }
+            // deadlock_detected, serialization_failure: the transaction lost a race.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                StoreError::Contended(db.message().to_string())
+            }
             _ => StoreError::Database(e),
         }
     }
@@ -92,6 +102,8 @@ pub struct Doc {
     pub archived: bool,
     pub created_ms: i64,
     pub body: String,
+    /// Bumped by every update; an update names the version it read (optimistic concurrency).
+    pub version: i64,
 }
 
 /// A new document to insert.
@@ -126,6 +138,8 @@ pub trait ConfigStore: Send + Sync {
     /// Inserts documents atomically (all or none). A taken unique key is `Conflict`.
     async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()>;
     async fn get_doc(&self, env: Env, kind: &str, id: &str) -> StoreResult<Option<Doc>>;
+    /// Replaces a document's body if it is still at `version` (and bumps the version). False,
+    /// changing nothing, when it has changed since it was read (or does not exist).
     async fn update_doc(
         &self,
         env: Env,
@@ -133,6 +147,7 @@ pub trait ConfigStore: Send + Sync {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool>;
     async fn list_docs(
         &self,
@@ -149,14 +164,16 @@ pub trait ConfigStore: Send + Sync {
         doc: NewDoc<'_>,
         aliases: &[String],
     ) -> StoreResult<()>;
-    /// Replaces a customer's aliases and body atomically; a taken alias is `Conflict`.
+    /// Replaces a customer's aliases and body atomically if the document is still at `version`
+    /// (false, changing nothing, when it is not); a taken alias is `Conflict`.
     async fn set_customer_aliases(
         &self,
         env: Env,
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()>;
+        version: i64,
+    ) -> StoreResult<bool>;
     /// A number that grows whenever a billable metric is created (in any environment).
     async fn metrics_version(&self) -> StoreResult<u64>;
     /// The customer owning an ingest alias.

@@ -137,6 +137,7 @@ fn doc_from_row(row: &PgRow) -> Doc {
         archived: row.get("archived"),
         created_ms: row.get("created_ms"),
         body: row.get("body"),
+        version: row.get("version"),
     }
 }
 
@@ -210,15 +211,18 @@ impl ConfigStore for PostgresStore {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE documents SET body = $1, archived = $2 WHERE env = $3 AND kind = $4 AND id = $5",
+            "UPDATE documents SET body = $1, archived = $2, version = version + 1
+             WHERE env = $3 AND kind = $4 AND id = $5 AND version = $6",
         )
         .bind(body)
         .bind(archived)
         .bind(env.as_str())
         .bind(kind)
         .bind(id)
+        .bind(version)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -274,24 +278,32 @@ impl ConfigStore for PostgresStore {
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()> {
+        version: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        // The document first: its row lock orders concurrent changes of one customer, and a
+        // stale version stops here having changed nothing.
+        let done = sqlx::query(
+            "UPDATE documents SET body = $1, version = version + 1
+             WHERE env = $2 AND kind = 'customer' AND id = $3 AND version = $4",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM customer_aliases WHERE env = $1 AND customer_id = $2")
             .bind(env.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
         insert_aliases(&mut tx, env, id, aliases).await?;
-        sqlx::query(
-            "UPDATE documents SET body = $1 WHERE env = $2 AND kind = 'customer' AND id = $3",
-        )
-        .bind(body)
-        .bind(env.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {

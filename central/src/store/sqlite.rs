@@ -93,6 +93,7 @@ fn doc_from_row(row: &sqlx::sqlite::SqliteRow) -> Doc {
         archived: row.get::<i64, _>("archived") != 0,
         created_ms: row.get("created_ms"),
         body: row.get("body"),
+        version: row.get("version"),
     }
 }
 
@@ -170,15 +171,18 @@ impl ConfigStore for SqliteStore {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE documents SET body = ?, archived = ? WHERE env = ? AND kind = ? AND id = ?",
+            "UPDATE documents SET body = ?, archived = ?, version = version + 1
+             WHERE env = ? AND kind = ? AND id = ? AND version = ?",
         )
         .bind(body)
         .bind(i64::from(archived))
         .bind(env.as_str())
         .bind(kind)
         .bind(id)
+        .bind(version)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -234,22 +238,32 @@ impl ConfigStore for SqliteStore {
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()> {
+        version: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
+        // The document first: its row lock orders concurrent changes of one customer, and a
+        // stale version stops here having changed nothing.
+        let done = sqlx::query(
+            "UPDATE documents SET body = ?, version = version + 1
+             WHERE env = ? AND kind = 'customer' AND id = ? AND version = ?",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM customer_aliases WHERE env = ? AND customer_id = ?")
             .bind(env.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
         insert_aliases(&mut tx, env, id, aliases).await?;
-        sqlx::query("UPDATE documents SET body = ? WHERE env = ? AND kind = 'customer' AND id = ?")
-            .bind(body)
-            .bind(env.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {

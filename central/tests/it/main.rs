@@ -2,6 +2,7 @@
 
 mod support;
 
+mod concurrency;
 mod conventions;
 mod edge_internal;
 mod ingest;
