@@ -169,6 +169,19 @@ async fn insert_aliases(
     aliases: &[String],
 ) -> StoreResult<()> {
     for alias in aliases {
+        // Customer ids are never deleted, so this check cannot be raced into a wrong answer.
+        let is_id: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM documents WHERE env = $1 AND kind = 'customer' AND id = $2",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if is_id.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "ingest alias {alias:?} is a customer's id"
+            )));
+        }
         sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES ($1, $2, $3)")
             .bind(env.as_str())
             .bind(alias)
@@ -266,6 +279,19 @@ impl ConfigStore for PostgresStore {
         aliases: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = $1 AND alias = $2",
+        )
+        .bind(env.as_str())
+        .bind(doc.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "customer id {:?} is another customer's ingest alias",
+                doc.id
+            )));
+        }
         insert_doc(&mut tx, env, &doc).await?;
         insert_aliases(&mut tx, env, doc.id, aliases).await?;
         tx.commit().await?;

@@ -129,6 +129,19 @@ async fn insert_aliases(
     aliases: &[String],
 ) -> StoreResult<()> {
     for alias in aliases {
+        // Customer ids are never deleted, so this check cannot be raced into a wrong answer.
+        let is_id: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM documents WHERE env = ? AND kind = 'customer' AND id = ?",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if is_id.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "ingest alias {alias:?} is a customer's id"
+            )));
+        }
         sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES (?, ?, ?)")
             .bind(env.as_str())
             .bind(alias)
@@ -226,6 +239,19 @@ impl ConfigStore for SqliteStore {
         aliases: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = ? AND alias = ?",
+        )
+        .bind(env.as_str())
+        .bind(doc.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "customer id {:?} is another customer's ingest alias",
+                doc.id
+            )));
+        }
         insert_doc(&mut tx, env, &doc).await?;
         insert_aliases(&mut tx, env, doc.id, aliases).await?;
         tx.commit().await?;

@@ -1471,3 +1471,51 @@ async fn professional_service_products_read_back_as_pro_service() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn an_ingest_alias_equal_to_a_customer_id_is_409() {
+    let app = TestApp::new(NOW).await;
+    let a = app.customer(SBX, "A", &["a"]).await;
+    let r = app
+        .post(
+            "/v1/customers",
+            json!({ "name": "B", "ingest_aliases": [a.clone()] }),
+        )
+        .await
+        .client_error(StatusCode::CONFLICT);
+    assert!(r.message().contains("customer's id"), "{}", r.message());
+    let b = app.customer(SBX, "B", &["b"]).await;
+    app.post(
+        &format!("/v1/customers/{b}/setIngestAliases"),
+        json!({ "ingest_aliases": ["b2", a] }),
+    )
+    .await
+    .client_error(StatusCode::CONFLICT);
+    let got = app.get(&format!("/v1/customers/{b}")).await.data();
+    assert_eq!(got["ingest_aliases"], json!(["b"]));
+}
+
+#[tokio::test]
+async fn customers_create_is_the_same_call_as_post_customers() {
+    let app = TestApp::new(NOW).await;
+    let body =
+        json!({ "name": "Quickstart", "ingest_aliases": ["qs"], "custom_fields": { "k": "v" } });
+    let made = app.post("/v1/customers/create", body).await.data();
+    let id = text(&made, "id").to_string();
+    let got = app.get(&format!("/v1/customers/{id}")).await.data();
+    assert_eq!(got["name"], "Quickstart");
+    assert_eq!(got["ingest_aliases"], json!(["qs"]));
+    let other = app
+        .post("/v1/customers", json!({ "name": "Sdk" }))
+        .await
+        .data();
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(&made), keys(&other));
+    // The same rules: a taken alias is a 409 on both spellings.
+    app.post(
+        "/v1/customers/create",
+        json!({ "name": "Dup", "ingest_aliases": ["qs"] }),
+    )
+    .await
+    .client_error(StatusCode::CONFLICT);
+}

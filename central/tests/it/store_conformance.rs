@@ -337,6 +337,40 @@ store_test!(inserts_are_atomic_and_conflicts_are_reported, |db| {
     .unwrap();
 });
 
+store_test!(an_alias_never_equals_a_customer_id, |db| {
+    let c = &db.stores.config;
+    let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    c.insert_customer(SBX, doc("customer", "c1", None, "{}"), &aliases(&["a"]))
+        .await
+        .unwrap();
+    // An alias that is a customer's id: refused on create and on replace, changing nothing.
+    let err = c
+        .insert_customer(SBX, doc("customer", "c2", None, "{}"), &aliases(&["c1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(c.get_doc(SBX, "customer", "c2").await.unwrap().is_none());
+    let err = c
+        .set_customer_aliases(SBX, "c1", &aliases(&["c1"]), "{}", 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        c.customer_by_alias(SBX, "a").await.unwrap().as_deref(),
+        Some("c1")
+    );
+    // A customer whose id is an existing alias: refused.
+    let err = c
+        .insert_customer(SBX, doc("customer", "a", None, "{}"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Other environments' ids do not count.
+    c.insert_customer(PROD, doc("customer", "p1", None, "{}"), &aliases(&["c1"]))
+        .await
+        .unwrap();
+});
+
 store_test!(customer_aliases_are_unique_and_replaceable, |db| {
     let c = &db.stores.config;
     let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
