@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_request_time,
         ))
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .with_state(state)
 }
 
@@ -84,6 +85,17 @@ async fn limit_request_time(State(state): State<AppState>, req: Request, next: N
         )
         .into_response(),
     }
+}
+
+/// Refuses a path or query holding an encoded NUL (`%00`) with a 400 on both backends, before
+/// any handler: PostgreSQL cannot store NUL, so an id with one can never exist anywhere.
+async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.contains("%00") || s.contains('\0');
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request("the path or query contains a NUL character").into_response();
+    }
+    next.run(req).await
 }
 
 async fn info() -> Json<Value> {
@@ -175,6 +187,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value: Value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
+        // One JSON value and nothing after it (whitespace aside): `{}x` is not a valid body.
+        de.end()
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
         check_string_lengths(&value, &mut String::new())?;
         from_value(value).map(Body)
     }
@@ -194,8 +209,20 @@ fn check_string_lengths(value: &Value, path: &mut String) -> ApiResult<()> {
             "invalid request body at {at}: strings are limited to {MAX_STRING_CHARS} characters"
         )))
     };
+    let at = |path: &str| {
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        }
+    };
     match value {
         Value::String(s) if too_long(s) => refuse(path),
+        // Both backends must answer alike: PostgreSQL cannot store NUL, so no one stores it.
+        Value::String(s) if s.contains('\0') => Err(ApiError::bad_request(format!(
+            "invalid request body at {}: strings may not contain NUL characters",
+            at(path)
+        ))),
         Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
             let len = path.len();
             path.push_str(&format!("[{i}]"));
@@ -211,6 +238,11 @@ fn check_string_lengths(value: &Value, path: &mut String) -> ApiResult<()> {
             path.push_str(key);
             if too_long(key) {
                 return refuse(path);
+            }
+            if key.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "invalid request body at {path}: keys may not contain NUL characters"
+                )));
             }
             check_string_lengths(item, path)?;
             path.truncate(len);
