@@ -225,6 +225,8 @@ async fn build_rate(
         billing_frequency: input.billing_frequency,
         commit_rate: input.commit_rate,
     };
+    let tier_prices: Vec<_> = record.tiers.iter().flatten().map(|t| t.price.0).collect();
+    rate_cards::check_rate_limits(record.price.map(|p| p.0), &tier_prices)?;
     check_price(&record)?;
     check_pricing_values(&product, &record)?;
     Ok(record)
@@ -256,6 +258,11 @@ fn bad_rate(e: rate::RateError) -> ApiError {
 }
 
 async fn insert_rates(st: &AppState, env: Env, rates: &[RateRecord]) -> ApiResult<()> {
+    if let Some(first) = rates.first() {
+        // Concurrent adds to one card may pass this together by at most one call's rates.
+        let existing = load_rates(st, env, &first.rate_card_id).await?.len();
+        rate_cards::check_card_capacity(existing, rates.len())?;
+    }
     let now = st.now_ms();
     let ids: Vec<String> = rates.iter().map(|_| new_id()).collect();
     let bodies = rates.iter().map(encode).collect::<Result<Vec<_>, _>>()?;

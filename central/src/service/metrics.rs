@@ -30,6 +30,38 @@ impl From<LoadError> for MetricError {
     }
 }
 
+/// Most group keys one metric may have.
+pub const MAX_GROUP_KEYS: usize = 20;
+/// Most properties one (compound) group key may name.
+pub const MAX_GROUP_KEY_PROPERTIES: usize = 10;
+/// Most property filters one metric may have.
+pub const MAX_PROPERTY_FILTERS: usize = 50;
+
+/// Refuses a metric past the configuration limits (each event's grain carries one value per
+/// distinct group-key property, so these bound what every ingest and draft read costs).
+fn check_limits(req: &NewMetric) -> Result<(), Invalid> {
+    if req.group_keys.len() > MAX_GROUP_KEYS {
+        return Err(Invalid(format!(
+            "group_keys: at most {MAX_GROUP_KEYS} group keys are allowed"
+        )));
+    }
+    if req
+        .group_keys
+        .iter()
+        .any(|k| k.len() > MAX_GROUP_KEY_PROPERTIES)
+    {
+        return Err(Invalid(format!(
+            "group_keys: a group key names at most {MAX_GROUP_KEY_PROPERTIES} properties"
+        )));
+    }
+    if req.property_filters.len() > MAX_PROPERTY_FILTERS {
+        return Err(Invalid(format!(
+            "property_filters: at most {MAX_PROPERTY_FILTERS} property filters are allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// A metric as a client asks for it.
 pub struct NewMetric {
     pub name: String,
@@ -45,6 +77,7 @@ pub struct NewMetric {
 /// Validates and stores a metric; it meters every event that arrives after this returns.
 pub async fn create(st: &AppState, env: Env, req: NewMetric) -> Result<String, MetricError> {
     require_text("name", &req.name, 256)?;
+    check_limits(&req)?;
     if req.sql.is_some() {
         return Err(Invalid("sql billable metrics are not supported yet".into()).into());
     }

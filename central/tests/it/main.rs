@@ -3,6 +3,7 @@
 mod support;
 
 mod concurrency;
+mod config_limits;
 mod conventions;
 mod edge_internal;
 mod ingest;
