@@ -129,7 +129,9 @@ pub struct CustomerFilter {
     pub only_archived: bool,
 }
 
-/// One keyset page of customers matching `filter` (`limit + 1` items when more follow).
+/// One keyset page of customers matching `filter` (`limit + 1` items when more follow). Filters
+/// are indexed lookups: an alias through the alias table, ids by primary key; only an unfiltered
+/// list walks the documents, one page at a time.
 pub async fn list(
     st: &AppState,
     env: Env,
@@ -143,42 +145,38 @@ pub async fn list(
         true => ArchiveFilter::Archived,
         false => ArchiveFilter::Active,
     };
-    let alias_owner = match &filter.ingest_alias {
-        Some(alias) => Some(
-            st.stores
-                .config
-                .customer_by_alias(env, alias)
-                .await?
-                .unwrap_or_default(),
-        ),
+    let candidates: Option<Vec<String>> = match &filter.ingest_alias {
+        Some(alias) => {
+            let owner = st.stores.config.customer_by_alias(env, alias).await?;
+            let owner = owner.filter(|o| filter.ids.is_empty() || filter.ids.contains(o));
+            Some(owner.into_iter().collect())
+        }
+        None if !filter.ids.is_empty() => Some(filter.ids.clone()),
         None => None,
     };
-    // Filters are applied after the keyset fetch, so page through until the page fills.
-    let mut items = Vec::new();
-    let mut after = page.after;
-    loop {
-        let fetch = PageReq { after, limit: 200 };
+    let Some(candidates) = candidates else {
+        let fetch = PageReq {
+            after: page.after,
+            limit: page.limit + 1,
+        };
         let docs = st
             .stores
             .config
             .list_docs(env, kind::CUSTOMER, None, archived, Some(fetch))
             .await?;
-        let exhausted = docs.len() < 200;
-        for d in &docs {
-            after = d.seq;
-            let keep = (filter.ids.is_empty() || filter.ids.contains(&d.id))
-                && alias_owner.as_ref().is_none_or(|o| *o == d.id);
-            if keep {
-                items.push((d.seq, decode::<Customer>(d)?));
-            }
-            if items.len() as i64 > page.limit {
-                break;
-            }
-        }
-        if exhausted || items.len() as i64 > page.limit {
-            break;
+        return docs.iter().map(|d| Ok((d.seq, decode(d)?))).collect();
+    };
+    let mut items = Vec::new();
+    for id in BTreeSet::from_iter(candidates) {
+        let Some(doc) = st.stores.config.get_doc(env, kind::CUSTOMER, &id).await? else {
+            continue;
+        };
+        if doc.seq > page.after && doc.archived == filter.only_archived {
+            items.push((doc.seq, decode::<Customer>(&doc)?));
         }
     }
+    items.sort_by_key(|(seq, _)| *seq);
+    items.truncate(page.limit as usize + 1);
     Ok(items)
 }
 

@@ -1519,3 +1519,58 @@ async fn customers_create_is_the_same_call_as_post_customers() {
     .await
     .client_error(StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn filtered_customer_lists_page_by_index() {
+    let app = TestApp::new(NOW).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            app.customer(SBX, &format!("c{i}"), &[&format!("alias-{i}")])
+                .await,
+        );
+    }
+    let pick = [ids[25].clone(), ids[3].clone(), ids[17].clone()];
+    let url = format!("/v1/customers?customer_ids={}&limit=2", pick.join(","));
+    let first = app.get(&url).await.expect(StatusCode::OK).body;
+    let names = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|c| text(c, "name").to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["c3", "c17"]);
+    let cursor = first["next_page"].as_str().expect("a next page");
+    let second = app
+        .get(&format!("{url}&next_page={cursor}"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(names(&second), ["c25"]);
+    assert_eq!(second["next_page"], Value::Null);
+
+    let by_alias = app.get("/v1/customers?ingest_alias=alias-7").await.data();
+    assert_eq!(by_alias.as_array().map(Vec::len), Some(1));
+    assert_eq!(by_alias[0]["id"], ids[7].as_str());
+    let both = format!("/v1/customers?ingest_alias=alias-7&customer_ids={}", ids[8]);
+    assert_eq!(app.get(&both).await.data(), json!([]));
+    assert_eq!(
+        app.get("/v1/customers?ingest_alias=nobody").await.data(),
+        json!([])
+    );
+    // Archived customers show only with only_archived=true.
+    app.post("/v1/customers/archive", json!({ "id": ids[7] }))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/customers?ingest_alias=alias-7").await.data(),
+        json!([])
+    );
+    let archived = app
+        .get("/v1/customers?ingest_alias=alias-7&only_archived=true")
+        .await
+        .data();
+    assert_eq!(archived[0]["id"], ids[7].as_str());
+}
