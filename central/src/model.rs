@@ -688,7 +688,31 @@ pub struct Contract {
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+    /// Stored and read back; Tally does not act on them. Nested (not flattened: serde's
+    /// flatten would read `total_contract_value` through a float-free but lossy buffer).
+    #[serde(default)]
+    pub record: ContractRecord,
 }
+
+/// Contract fields Tally stores and shows but does not act on (CRM ids, prioritization of
+/// overrides it does not rate yet, the contract value, invoice consolidation of charges it does
+/// not bill yet). Never silently dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContractRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce_opportunity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netsuite_sales_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_contract_value: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier_override_prioritization: Option<MultiplierPrioritization>,
+}
+
+wire_enum!(ScheduledChargesOnUsageInvoices { All => "ALL" });
+wire_enum!(MultiplierPrioritization { LowestMultiplier => "LOWEST_MULTIPLIER", Explicit => "EXPLICIT" });
 
 impl Contract {
     pub fn schedule(&self) -> Schedule {
@@ -721,6 +745,23 @@ impl Contract {
             "net_payment_terms_days",
             self.net_payment_terms_days,
         );
+        let r = &self.record;
+        set_opt(
+            &mut v,
+            "salesforce_opportunity_id",
+            r.salesforce_opportunity_id.as_ref(),
+        );
+        set_opt(
+            &mut v,
+            "netsuite_sales_order_id",
+            r.netsuite_sales_order_id.as_ref(),
+        );
+        set_opt(&mut v, "total_contract_value", r.total_contract_value);
+        set_opt(
+            &mut v,
+            "scheduled_charges_on_usage_invoices",
+            r.scheduled_charges_on_usage_invoices,
+        );
         v
     }
 
@@ -752,7 +793,10 @@ impl Contract {
             "usage_filter": [],
             "subscriptions": [],
             "custom_fields": self.custom_fields,
-            "multiplier_override_prioritization": "LOWEST_MULTIPLIER",
+            "multiplier_override_prioritization": self
+                .record
+                .multiplier_override_prioritization
+                .unwrap_or(MultiplierPrioritization::LowestMultiplier),
         });
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::{decode_cursor, from_value, id_response, offset_page, page_limit, Body, Caller};
-use crate::model::{ScheduleDay, ScheduleFrequency};
+use crate::model::{
+    ContractRecord, MultiplierPrioritization, ScheduleDay, ScheduleFrequency,
+    ScheduledChargesOnUsageInvoices,
+};
 use crate::service::contracts::{self, ContractFilter, NewContract, ScheduleInput};
 use crate::store::Env;
 use crate::wire::{Dec, Time};
@@ -47,6 +50,11 @@ struct CreateContract {
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
     net_payment_terms_days: Option<Dec>,
+    salesforce_opportunity_id: Option<String>,
+    netsuite_sales_order_id: Option<String>,
+    total_contract_value: Option<Dec>,
+    scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
+    multiplier_override_prioritization: Option<MultiplierPrioritization>,
 }
 
 async fn create(
@@ -74,6 +82,13 @@ async fn create(
         uniqueness_key: req.uniqueness_key,
         custom_fields: req.custom_fields,
         net_payment_terms_days: req.net_payment_terms_days,
+        record: ContractRecord {
+            salesforce_opportunity_id: req.salesforce_opportunity_id,
+            netsuite_sales_order_id: req.netsuite_sales_order_id,
+            total_contract_value: req.total_contract_value,
+            scheduled_charges_on_usage_invoices: req.scheduled_charges_on_usage_invoices,
+            multiplier_override_prioritization: req.multiplier_override_prioritization,
+        },
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::{require_hour, require_text, Invalid};
 use crate::model::{
-    decode, encode, kind, load, new_id, Contract, Customer, LoadError, RateCard, ScheduleDay,
-    ScheduleFrequency, UsageStatementSchedule, CREATED_BY,
+    decode, encode, kind, load, new_id, Contract, ContractRecord, Customer, LoadError, RateCard,
+    ScheduleDay, ScheduleFrequency, UsageStatementSchedule, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
@@ -161,6 +161,7 @@ pub struct NewContract {
     pub uniqueness_key: Option<String>,
     pub custom_fields: BTreeMap<String, String>,
     pub net_payment_terms_days: Option<Dec>,
+    pub record: ContractRecord,
 }
 
 fn check_window(req: &NewContract) -> Result<()> {
@@ -223,6 +224,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_at: Time(now),
         created_by: CREATED_BY.into(),
         archived_at: None,
+        record: req.record,
     };
     let doc = NewDoc {
         kind: kind::CONTRACT,

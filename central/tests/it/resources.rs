@@ -1574,3 +1574,54 @@ async fn filtered_customer_lists_page_by_index() {
         .data();
     assert_eq!(archived[0]["id"], ids[7].as_str());
 }
+
+#[tokio::test]
+async fn contract_fields_tally_does_not_act_on_are_stored_and_read_back() {
+    let app = TestApp::new(NOW).await;
+    let customer = app.customer(SBX, "acme", &[]).await;
+    let id = app
+        .post(
+            "/v1/contracts/create",
+            json!({
+                "customer_id": customer, "starting_at": "2024-10-01T00:00:00Z",
+                "salesforce_opportunity_id": "006Dn00000ABC", "netsuite_sales_order_id": "SO-42",
+                "total_contract_value": 1234567.891, "scheduled_charges_on_usage_invoices": "ALL",
+                "multiplier_override_prioritization": "EXPLICIT",
+            }),
+        )
+        .await
+        .id();
+    let get = json!({ "customer_id": customer, "contract_id": id });
+    let v1 = app.post("/v1/contracts/get", get.clone()).await.data();
+    let v2 = app.post("/v2/contracts/get", get).await.data();
+    for terms in [&v1["initial"], &v1["current"], &v2] {
+        assert_eq!(
+            terms["salesforce_opportunity_id"], "006Dn00000ABC",
+            "{terms}"
+        );
+        assert_eq!(terms["netsuite_sales_order_id"], "SO-42");
+        assert_eq!(num(&terms["total_contract_value"]), "1234567.891");
+        assert_eq!(terms["scheduled_charges_on_usage_invoices"], "ALL");
+    }
+    assert_eq!(v2["multiplier_override_prioritization"], "EXPLICIT");
+    // Unset, they are left out (v2's prioritization keeps upstream's default).
+    let plain = app
+        .contract(SBX, &customer, &app.rate_card(SBX, "c").await, NOW_HOUR)
+        .await;
+    let get = json!({ "customer_id": customer, "contract_id": plain });
+    let v2 = app.post("/v2/contracts/get", get).await.data();
+    assert!(v2.get("salesforce_opportunity_id").is_none(), "{v2}");
+    assert_eq!(
+        v2["multiplier_override_prioritization"],
+        "LOWEST_MULTIPLIER"
+    );
+    app.post(
+        "/v1/contracts/create",
+        json!({ "customer_id": customer, "starting_at": NOW_HOUR,
+                "multiplier_override_prioritization": "HIGHEST" }),
+    )
+    .await
+    .client_error(StatusCode::BAD_REQUEST);
+}
+
+const NOW_HOUR: &str = "2024-10-15T12:00:00Z";
