@@ -31,8 +31,8 @@ use tally_core::batch::{
 };
 use tokio::sync::Semaphore;
 
+use super::error::{ApiError, ApiResult};
 use super::{from_value, read_body, QueryMap};
-use crate::error::{ApiError, ApiResult};
 use crate::store::Env;
 use crate::AppState;
 
