@@ -74,6 +74,10 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+step "date independence (the SDK quickstart with the clock at a month's first and last hour; ~30 s)"
+# The full form, with the contract walkthrough, replicas and edge tests: scripts/test-clock.sh.
+bash scripts/test-clock.sh --quick all
+
 step "edge: deployment dry run (offline; runs wrangler.toml's build command into edge/build/)"
 eval "$(bash scripts/edge-tools.sh env)"
 npx --no-install wrangler deploy --dry-run --outdir target/edge-dry-run

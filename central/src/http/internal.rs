@@ -7,8 +7,10 @@
 //! - Nothing of a body is read before the configuration and the signature headers (present, well
 //!   formed, timestamp inside the skew) have been checked; a declared `content-length` over the
 //!   limit is refused unread; and all bodies being read before their signature is verified hold at
-//!   most [`MAX_UNVERIFIED_BYTES`] together (per router, so per process), so unauthenticated uploads cannot exhaust memory.
+//!   most [`MAX_UNVERIFIED_BYTES`] together (per router, so per process), so unauthenticated
+//!   uploads cannot exhaust memory.
 //!
+//! Endpoints:
 //! - `POST /internal/v1/batches`: apply a sealed batch exactly once; a replay answers 200 with
 //!   `applied: false`. A partial that cannot be merged (its hourly total would overflow) becomes a
 //!   dead letter (logged at warn, counted in the ack) and the rest applies, still 200: a batch

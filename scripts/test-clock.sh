@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs the tests that read the real clock with the clock moved to a month's first hour and to its
+# last hour, to prove they do not depend on the day they run on (a month's first day is when the
+# previous period is still in its 24-hour grace, its last hour is when "now - 2 h" and "now" are in
+# one period but "now + 1 h" is not).
+#
+# Usage: scripts/test-clock.sh [--quick] [first|last|all]   (default: all)
+#   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about a minute in all;
+#             scripts/test.sh runs this form.
+#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis),
+#             the replica tests and the edge tests that bill by the clock (ingest, wrangler dev,
+#             SDK through the edge); each step is bounded by `timeout`.
+#
+# How: libfaketime (Debian's `faketime`, installed if missing) preloaded into every process the
+# tests start (tally, python, node, workerd) with a constant offset, so all of them agree on the
+# moved "now" while it keeps ticking. Monotonic clocks are left alone (timeouts stay real).
+# Binaries are built first, on the real clock; the tests' own binary then runs faked directly
+# under libtest (cargo-nextest hangs under libfaketime).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+which=all
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    first | last | all) which=$arg ;;
+    *) echo "usage: $0 [--quick] [first|last|all]" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n== %s\n' "$*"; }
+
+lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+if [ ! -e "$lib" ]; then
+  apt-get update -qq && apt-get install -y -qq faketime >/dev/null
+fi
+lib=$(find /usr/lib -name libfaketime.so.1 -path '*faketime*' | head -n 1)
+[ -n "$lib" ] || { echo "libfaketime.so.1 not found after installing faketime" >&2; exit 1; }
+
+# Seconds from now to a target instant (UTC): the next month's 1st at 00:05 or this month's last
+# day at 23:05 (the suite needs well under the 55 minutes left before the hour ends).
+offset_to() {
+  local target
+  case "$1" in
+    first) target=$(date -u -d "$(date -u +%Y-%m-01) +1 month" +%Y-%m-%dT00:05:00Z) ;;
+    last) target=$(date -u -d "$(date -u +%Y-%m-01) +1 month -1 day" +%Y-%m-%dT23:05:00Z) ;;
+  esac
+  echo "$target $(($(date -u -d "$target" +%s) - $(date -u +%s)))"
+}
+
+# Runs "$@" with the clock moved by $offset seconds, bounded by $1 seconds.
+faked() {
+  local limit=$1
+  shift
+  LD_PRELOAD="$lib" FAKETIME="$(printf '%+d' "$offset")" FAKETIME_DONT_FAKE_MONOTONIC=1 \
+    timeout --kill-after=10 "$limit" "$@"
+}
+
+step "binaries and test binaries (real clock)"
+cargo build --workspace --bins
+it=$(cargo test -p tally-tests --test it --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
+        print(m["executable"])')
+[ -x "$it" ] || { echo "could not build the tally-tests integration binary" >&2; exit 1; }
+if [ "$quick" = 0 ]; then
+  bash scripts/edge-tools.sh install >/dev/null
+  eval "$(bash scripts/edge-tools.sh env)"
+  # Build the Worker now (the edge harness rebuilds it when stale) so that is not done faked.
+  bash scripts/edge-tools.sh build >/dev/null
+fi
+
+run_at() {
+  read -r target offset < <(offset_to "$1")
+  step "clock at $target (offset ${offset}s): $(faked 5 date -u +%Y-%m-%dT%H:%M:%SZ)"
+  if [ "$quick" = 1 ]; then
+    faked 300 "$it" --exact sdk_python::python_sdk_quickstart
+    return
+  fi
+  # From the workspace's root, as cargo runs them (the tests find tests/ and target/ from there).
+  faked 900 "$it" --test-threads 1 --exact sdk_python::python_sdk_quickstart \
+    sdk_python::python_sdk_quickstart_on_postgres contract::tally_conforms_to_metronomes_openapi_document \
+    postgres::two_replicas_on_one_database_behave_as_one
+  faked 1200 node --test --test-concurrency=1 --test-timeout=600000 \
+    tests/edge/ingest.test.mjs tests/edge/wrangler.test.mjs tests/edge/sdk.test.mjs
+}
+
+case "$which" in
+  first | last) run_at "$which" ;;
+  all) run_at first && run_at last ;;
+esac
