@@ -17,10 +17,11 @@
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
 //!   segment), then conversion, then rounding (only if configured), then pricing.
 //! - FLAT: `quantity × price`. TIERED: graduated, one line per tier reached.
-//! - Line totals are exact; nothing is rounded that no configuration asks to round (a division
-//!   conversion gives 28 decimal places). An amount that has no exact `Decimal` (out of range, or
-//!   needing more than 28 places or 96 bits of mantissa) is a [`RatingError::Overflow`], never
-//!   silently rounded.
+//! - Line totals are exact; nothing is rounded that no configuration asks to round, except a
+//!   `DIVIDE` conversion whose quotient does not terminate (÷3, ÷60): it is rounded half-even to
+//!   [`DIVIDE_PLACES`] (12) before `quantity_rounding`, and everything after it is exact. An
+//!   amount that has no exact `Decimal` (out of range, or needing more than 28 places or 96 bits
+//!   of mantissa) is a [`RatingError::Overflow`], never silently rounded.
 //! - Every line is a `LineKind::Usage` line whose amounts are in its rate's credit type.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -457,13 +458,7 @@ impl<'a> SegmentCtx<'a> {
     fn adjust(&self, quantity: Decimal) -> Result<Decimal, RatingError> {
         let converted = match &self.state.quantity_conversion {
             None => quantity,
-            Some(c) => match c.operation {
-                ConversionOperation::Multiply => mul_exact(quantity, c.conversion_factor),
-                // A quotient such as 1/3 has no exact decimal; 28 places is what the
-                // configured division gives.
-                ConversionOperation::Divide => quantity.checked_div(c.conversion_factor),
-            }
-            .ok_or(RatingError::Overflow)?,
+            Some(c) => convert(quantity, c).ok_or(RatingError::Overflow)?,
         };
         Ok(match &self.state.quantity_rounding {
             None => converted,
@@ -471,6 +466,30 @@ impl<'a> SegmentCtx<'a> {
                 converted.round_dp_with_strategy(r.decimal_places, strategy(r.rounding_method))
             }
         })
+    }
+}
+
+/// Decimal places a non-terminating `DIVIDE` conversion is rounded to (half-even).
+pub const DIVIDE_PLACES: u32 = 12;
+
+/// Applies a quantity conversion. `MULTIPLY` is exact or `None`. `DIVIDE` keeps an exact
+/// quotient as it is (1 / 1024 = 0.0009765625); a quotient that does not terminate (100 / 60)
+/// is rounded half-even to [`DIVIDE_PLACES`], so the amounts priced from it stay exact
+/// (28 places of 1.666… times a price would leave the exact range).
+pub fn convert(quantity: Decimal, conversion: &QuantityConversion) -> Option<Decimal> {
+    let factor = conversion.conversion_factor;
+    match conversion.operation {
+        ConversionOperation::Multiply => mul_exact(quantity, factor),
+        ConversionOperation::Divide => {
+            let quotient = quantity.checked_div(factor)?;
+            if mul_exact(quotient, factor) == Some(quantity) {
+                return Some(quotient);
+            }
+            Some(
+                quotient
+                    .round_dp_with_strategy(DIVIDE_PLACES, RoundingStrategy::MidpointNearestEven),
+            )
+        }
     }
 }
 

@@ -633,3 +633,102 @@ proptest! {
         prop_assert_eq!(billed_a, used_a);
     }
 }
+
+/// A SUM product converted by `DIVIDE factor`, no rounding, priced at `price`, over `values`.
+fn divided(factor: &str, price: Price, values: &[&str]) -> RatedInvoice {
+    let m = metric("secs", Aggregation::Sum, vec![]);
+    let mut st = state("secs", &[], &[]);
+    st.quantity_conversion = Some(QuantityConversion {
+        conversion_factor: d(factor),
+        operation: ConversionOperation::Divide,
+        name: None,
+    });
+    let usage: Vec<UsageRow> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let hour = SEP.start_ms + i64::try_from(i).unwrap() * HOUR_MS;
+            row("secs", &[], hour, Accumulator::Sum(d(v)))
+        })
+        .collect();
+    rate_one(
+        &[product("p", st)],
+        &[m],
+        &[rate("p", &[], 0, price)],
+        &usage,
+    )
+}
+
+/// Issue 19 item 1: a division that does not terminate (seconds → minutes) made the whole
+/// invoice an overflow. It is rounded half-even to 12 places; everything after is exact.
+#[test]
+fn a_non_terminating_division_is_rounded_to_12_places() {
+    let inv = divided("60", Price::Flat(d("7")), &["100"]);
+    // 100 / 60 = 1.6666… → 1.666666666667; × 7 = 11.666666666669.
+    assert_eq!(inv.lines[0].quantity, d("1.666666666667"));
+    assert_eq!(inv.total, d("11.666666666669"));
+    for (price, want) in [
+        ("7", "233.333333333331"),
+        ("0.5", "16.6666666666665"),
+        ("3", "99.999999999999"),
+        ("1.5", "49.9999999999995"),
+    ] {
+        // 100 / 3 = 33.333333333333 (half-even keeps the 3).
+        let inv = divided("3", Price::Flat(d(price)), &["100"]);
+        assert_eq!(inv.lines[0].quantity, d("33.333333333333"), "{price}");
+        assert_eq!(inv.total, d(want), "{price}");
+    }
+    // 2 / 3 = 0.6666… → 0.666666666667 (the 13th place is 6: rounded up).
+    assert_eq!(
+        divided("3", Price::Flat(d("1")), &["2"]).total,
+        d("0.666666666667")
+    );
+    // Tiers: 100 / 3 over [{10, size 10}, {1}] = 10 × 10 + 23.333333333333 × 1.
+    let tiers = vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("10")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    let inv = divided("3", Price::Tiered(tiers), &["100"]);
+    assert_eq!(inv.total, d("123.333333333333"));
+    // A terminating quotient keeps every place it has: 1 / 1024 = 0.0009765625.
+    assert_eq!(
+        divided("1024", Price::Flat(d("1")), &["1"]).total,
+        d("0.0009765625")
+    );
+}
+
+proptest! {
+    /// Realistic divisions never fail an invoice: factors up to 1e9 (up to 4 places), quantities
+    /// up to 1e11 (up to 6 places; 100 billion seconds in one bucket and period), flat and tiered
+    /// prices with up to 6 significant digits. The converted quantity is within half a unit of
+    /// the 12th place of the true quotient, and the total is the sum of exact lines. (Beyond
+    /// these, a 12-place quotient times a price can need more than 28 digits: no exact decimal.)
+    #[test]
+    fn realistic_divisions_always_price(
+        factor in (1i64..1_000_000_000, 0u32..5),
+        value in (0i64..100_000_000_000, 0u32..7),
+        price in (0i64..1_000_000, 0u32..6),
+        tiered in any::<bool>(),
+    ) {
+        let factor = Decimal::new(factor.0, factor.1);
+        let value = Decimal::new(value.0, value.1);
+        let p = Decimal::new(price.0, price.1);
+        let price = if tiered {
+            Price::Tiered(vec![Tier { price: p, size: Some(d("1000")) }, Tier { price: d("0.5"), size: None }])
+        } else {
+            Price::Flat(p)
+        };
+        let inv = divided(&factor.to_string(), price, &[&value.to_string()]);
+        let quantity: Decimal = inv.lines.iter().map(|l| l.quantity).sum();
+        let error = (quantity * factor - value).abs();
+        prop_assert!(error <= factor * d("0.0000000000005"), "{quantity} × {factor} vs {value}");
+        let sum: Decimal = inv.lines.iter().map(|l| l.total).sum();
+        prop_assert_eq!(inv.total, sum);
+    }
+}

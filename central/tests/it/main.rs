@@ -8,5 +8,6 @@ mod ingest;
 mod invoices;
 mod isolation;
 mod limits;
+mod pricing_rules;
 mod resources;
 mod store_conformance;

@@ -1,0 +1,75 @@
+//! The pricing rules of the decisions table, through the HTTP API with hand-computed numbers:
+//! non-terminating conversions (issue 19 item 1), cosmetic product updates (item 2) and
+//! presentation groups (item 3). Each product here meters SUM/MAX/UNIQUE of one property of
+//! `use` events for customer `acme`, on a monthly contract from 2024-11-01.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use tally_central::store::Env;
+
+use crate::support::*;
+
+const SBX: Env = Env::Sandbox;
+const START: &str = "2024-11-01T00:00:00Z";
+
+/// One product on one card, priced by `rate` (an addRate body without ids and dates).
+struct Setup {
+    product: String,
+    customer: String,
+}
+
+impl Setup {
+    async fn new(app: &TestApp, metric: Value, product: Value, rate: Value) -> Setup {
+        let mut metric_body = json!({ "name": "m", "event_type_filter": { "in_values": ["use"] } });
+        merge(&mut metric_body, metric);
+        let metric = app.metric(SBX, metric_body).await;
+        let product = app.usage_product(SBX, "Usage", &metric, product).await;
+        let card = app.rate_card(SBX, "card").await;
+        let mut body = json!({
+            "rate_card_id": card, "product_id": product, "starting_at": START, "entitled": true,
+        });
+        merge(&mut body, rate);
+        app.post("/v1/contract-pricing/rate-cards/addRate", body)
+            .await
+            .expect(StatusCode::OK);
+        let customer = app.customer(SBX, "acme", &["acme"]).await;
+        app.contract(SBX, &customer, &card, START).await;
+        Setup { product, customer }
+    }
+
+    /// Ingests `(timestamp, properties)` events for acme.
+    async fn events(&self, app: &TestApp, events: &[(&str, Value)]) {
+        let events: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (at, props))| event(&format!("e{i}"), "acme", "use", at, props.clone()))
+            .collect();
+        let r = app.ingest(SBX, Value::Array(events.clone())).await;
+        assert_eq!(r["accepted"], events.len(), "{r}");
+    }
+
+    /// The November invoice, read through the list (which must answer 200).
+    async fn november(&self, app: &TestApp) -> Value {
+        app.invoice_at(SBX, &self.customer, START).await
+    }
+}
+
+#[tokio::test]
+async fn seconds_to_minutes_is_rounded_to_12_places_and_the_list_answers() {
+    let app = TestApp::new("2024-11-25T00:00:00Z").await;
+    let s = Setup::new(
+        &app,
+        json!({ "aggregation_type": "SUM", "aggregation_key": "v" }),
+        json!({ "quantity_conversion": { "conversion_factor": 60, "operation": "DIVIDE" } }),
+        json!({ "rate_type": "FLAT", "price": 7 }),
+    )
+    .await;
+    s.events(&app, &[("2024-11-10T00:00:00Z", json!({ "v": "100" }))])
+        .await;
+    let inv = s.november(&app).await;
+    // 100 / 60 = 1.666666666667 (12 places, half-even); × 7 = 11.666666666669.
+    let line = &inv["line_items"][0];
+    assert_eq!(line["product_id"], s.product.as_str());
+    assert_eq!(num(&line["quantity"]), "1.666666666667");
+    assert_eq!(num(&inv["total"]), "11.666666666669");
+}
