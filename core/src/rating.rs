@@ -9,8 +9,11 @@
 //!
 //! Rules (see `metronome-api.md` §3):
 //! - A product's lines are split into *segments*: maximal sub-intervals of the period in which the
-//!   product's rating state (metric, group keys, conversion, rounding) and the rate for a pricing
-//!   combination are constant. Each segment is aggregated and priced on its own.
+//!   product's rating state (metric, pricing group keys, conversion, rounding) and the rate for a
+//!   pricing combination are constant. Each segment is aggregated and priced on its own. A
+//!   product update that changes nothing rating sees (name, tags, presentation keys, a
+//!   conversion's label) does not split the period; lines carry the name in effect at the
+//!   period's end.
 //! - Rates of one product and pricing group values form a schedule: sorted by `starting_at`, each
 //!   ends at its own `ending_before` or where the next one starts, whichever is first.
 //! - No rate, or a rate that is not `entitled` → the usage is not billed (no line).
@@ -152,10 +155,34 @@ pub struct ProductState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RatedProduct {
     pub product_id: String,
-    /// Shown on invoice lines (the product's current name).
-    pub name: String,
+    /// `(effective from, name)`, sorted by time; the first applies from the beginning of time.
+    /// Lines carry the name in effect at their period's end ([`RatedProduct::name_at_end`]).
+    pub names: Vec<(i64, String)>,
     /// `(effective from, state)`, sorted by time; the first applies from the beginning of time.
     pub versions: Vec<(i64, ProductState)>,
+}
+
+impl RatedProduct {
+    /// The name in effect at the last instant of `period` (empty if the product has none).
+    pub fn name_at_end(&self, period: Period) -> &str {
+        self.names
+            .iter()
+            .rev()
+            .find(|(from, _)| *from < period.end_ms)
+            .or(self.names.first())
+            .map_or("", |(_, name)| name.as_str())
+    }
+}
+
+impl ProductState {
+    /// Whether two states rate alike: everything but the presentation keys, which never change
+    /// an amount (so a change of them alone does not split the period either).
+    fn rates_like(&self, other: &ProductState) -> bool {
+        self.metric_id == other.metric_id
+            && self.pricing_group_key == other.pricing_group_key
+            && self.quantity_conversion == other.quantity_conversion
+            && self.quantity_rounding == other.quantity_rounding
+    }
 }
 
 /// One stored hourly partial, already resolved to the invoice's customer.
@@ -231,9 +258,12 @@ pub fn price_usage(input: &RatingInput<'_>) -> Result<Vec<InvoiceLine>, RatingEr
     Ok(lines)
 }
 
-/// The product's states clipped to the period, as `(interval, state)` in time order.
+/// The product's rating segments within the period, as `(interval, state)` in time order: the
+/// versions clipped to the period, with consecutive versions that rate alike merged into one
+/// (a change of name, tags or presentation keys alone never splits the period). A merged
+/// segment presents with the state in effect at its end.
 fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &ProductState)> {
-    let mut out = Vec::new();
+    let mut out: Vec<(Period, &ProductState)> = Vec::new();
     for (i, (from, state)) in product.versions.iter().enumerate() {
         let start = if i == 0 {
             period.start_ms
@@ -244,14 +274,21 @@ fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &Produ
             .versions
             .get(i + 1)
             .map_or(period.end_ms, |(next, _)| (*next).min(period.end_ms));
-        if start < end {
-            out.push((
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some((span, last)) if span.end_ms == start && last.rates_like(state) => {
+                span.end_ms = end;
+                *last = state;
+            }
+            _ => out.push((
                 Period {
                     start_ms: start,
                     end_ms: end,
                 },
                 state,
-            ));
+            )),
         }
     }
     out
@@ -427,7 +464,7 @@ impl<'a> SegmentCtx<'a> {
             let base = InvoiceLine {
                 kind: LineKind::Usage,
                 product_id: self.product.product_id.clone(),
-                name: self.product.name.clone(),
+                name: self.product.name_at_end(self.input.period).into(),
                 quantity,
                 unit_price: zero.clone(),
                 total: zero,

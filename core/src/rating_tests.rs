@@ -57,7 +57,7 @@ fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductSta
 fn product(id: &str, st: ProductState) -> RatedProduct {
     RatedProduct {
         product_id: id.into(),
-        name: id.to_uppercase(),
+        names: vec![(i64::MIN, id.to_uppercase())],
         versions: vec![(i64::MIN, st)],
     }
 }
@@ -466,7 +466,7 @@ fn product_versions_split_segments() {
     });
     let p = RatedProduct {
         product_id: "p".into(),
-        name: "P".into(),
+        names: vec![(i64::MIN, "P".into())],
         versions: vec![(i64::MIN, state("n", &[], &[])), (mid, doubled)],
     };
     let usage = [
@@ -731,4 +731,160 @@ proptest! {
         let sum: Decimal = inv.lines.iter().map(|l| l.total).sum();
         prop_assert_eq!(inv.total, sum);
     }
+}
+
+/// A product on metric `m` whose timeline has one change at 09-16: `change` (name or tags only,
+/// so nothing rating sees), with `conversion`/`rounding` from the start; events on 09-10 and
+/// 09-20 with the given accumulators.
+fn cosmetic_case(
+    aggregation: Aggregation,
+    conversion: Option<QuantityConversion>,
+    rounding: Option<QuantityRounding>,
+    change: crate::product::ProductChange,
+    price: Price,
+    accs: [Accumulator; 2],
+) -> RatedInvoice {
+    let initial = crate::product::ProductAttrs {
+        name: "Old".into(),
+        billable_metric_id: Some("m".into()),
+        pricing_group_key: None,
+        presentation_group_key: None,
+        quantity_conversion: conversion,
+        quantity_rounding: rounding,
+        tags: vec![],
+        is_refundable: None,
+    };
+    let timeline = crate::product::ProductTimeline {
+        initial,
+        changes: vec![crate::product::ProductChange {
+            starting_at_ms: t("2024-09-16T00:00:00Z"),
+            ..change
+        }],
+    };
+    let p = timeline.rated("p").unwrap();
+    let [a, b] = accs;
+    let usage = [
+        row("m", &[], t("2024-09-10T00:00:00Z"), a),
+        row("m", &[], t("2024-09-20T00:00:00Z"), b),
+    ];
+    let m = metric("m", aggregation, vec![]);
+    rate_one(&[p], &[m], &[rate("p", &[], 0, price)], &usage)
+}
+
+/// Issue 19 item 2: a product update that changes only the name (or tags) does not split the
+/// period; the lines carry the name in effect at the period's end.
+#[test]
+fn a_cosmetic_product_update_changes_no_amount() {
+    let renamed = crate::product::ProductChange {
+        name: Some("New".into()),
+        ..Default::default()
+    };
+    let retagged = crate::product::ProductChange {
+        tags: Some(vec!["t".into()]),
+        ..Default::default()
+    };
+    let sum100 = || [Accumulator::Sum(d("100")), Accumulator::Sum(d("100"))];
+    let tiers = vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("100")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    for change in [renamed.clone(), retagged] {
+        // TIERED over 200: 100 × 10 + 100 × 1 = 1100 (not 2 × 1000).
+        let inv = cosmetic_case(
+            Aggregation::Sum,
+            None,
+            None,
+            change.clone(),
+            Price::Tiered(tiers.clone()),
+            sum100(),
+        );
+        assert_eq!(inv.total, d("1100"), "{change:?}");
+        // ÷1000 ROUND_UP 0: 200 / 1000 = 0.2 → 1 × 100 (not 1 + 1).
+        let inv = cosmetic_case(
+            Aggregation::Sum,
+            Some(QuantityConversion {
+                conversion_factor: d("1000"),
+                operation: ConversionOperation::Divide,
+                name: None,
+            }),
+            Some(QuantityRounding {
+                decimal_places: 0,
+                rounding_method: RoundingMethod::RoundUp,
+            }),
+            change.clone(),
+            Price::Flat(d("100")),
+            sum100(),
+        );
+        assert_eq!(inv.total, d("100"), "{change:?}");
+        // MAX of 9 and 7 is 9 (not 9 + 7).
+        let maxes = [Accumulator::Max(d("9")), Accumulator::Max(d("7"))];
+        let inv = cosmetic_case(
+            Aggregation::Max,
+            None,
+            None,
+            change.clone(),
+            Price::Flat(d("1")),
+            maxes,
+        );
+        assert_eq!(inv.total, d("9"), "{change:?}");
+        // UNIQUE: one user on both days is 1.
+        let users = [Accumulator::unique_of("u"), Accumulator::unique_of("u")];
+        let inv = cosmetic_case(
+            Aggregation::Unique,
+            None,
+            None,
+            change.clone(),
+            Price::Flat(d("1")),
+            users,
+        );
+        assert_eq!(inv.total, d("1"), "{change:?}");
+        assert_eq!(inv.lines.len(), 1);
+        assert_eq!(
+            (inv.lines[0].starting_at_ms, inv.lines[0].ending_before_ms),
+            (SEP.start_ms, SEP.end_ms)
+        );
+    }
+    // The name in effect at the period's end: renamed inside September → "New".
+    let inv = cosmetic_case(
+        Aggregation::Sum,
+        None,
+        None,
+        renamed.clone(),
+        Price::Flat(d("1")),
+        sum100(),
+    );
+    assert_eq!(inv.lines[0].name, "New");
+    // Renamed from October on: September's lines keep "Old".
+    let later = crate::product::ProductTimeline {
+        initial: crate::product::ProductAttrs {
+            name: "Old".into(),
+            billable_metric_id: Some("m".into()),
+            pricing_group_key: None,
+            presentation_group_key: None,
+            quantity_conversion: None,
+            quantity_rounding: None,
+            tags: vec![],
+            is_refundable: None,
+        },
+        changes: vec![crate::product::ProductChange {
+            starting_at_ms: SEP.end_ms,
+            ..renamed
+        }],
+    };
+    let m = metric("m", Aggregation::Count, vec![]);
+    let usage = [row("m", &[], SEP.start_ms, Accumulator::Count(1))];
+    let p = later.rated("p").unwrap();
+    let inv = rate_one(
+        &[p],
+        &[m],
+        &[rate("p", &[], 0, Price::Flat(d("1")))],
+        &usage,
+    );
+    assert_eq!(inv.lines[0].name, "Old");
 }

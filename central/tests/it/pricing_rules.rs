@@ -73,3 +73,71 @@ async fn seconds_to_minutes_is_rounded_to_12_places_and_the_list_answers() {
     assert_eq!(num(&line["quantity"]), "1.666666666667");
     assert_eq!(num(&inv["total"]), "11.666666666669");
 }
+
+/// Issue 19 item 2: `products/update` with only a new name (or only tags) at 11-16, events on
+/// 11-10 and 11-20. Each case: metric, product, rate, the two events' properties, the total.
+#[tokio::test]
+async fn a_cosmetic_product_update_changes_no_amount() {
+    let tiers = json!({
+        "rate_type": "TIERED", "tiers": [{ "price": 10, "size": 100 }, { "price": 1 }],
+    });
+    let sum = json!({ "aggregation_type": "SUM", "aggregation_key": "v" });
+    let per_1000 = json!({
+        "quantity_conversion": { "conversion_factor": 1000, "operation": "DIVIDE" },
+        "quantity_rounding": { "decimal_places": 0, "rounding_method": "ROUND_UP" },
+    });
+    let flat = |p: u32| json!({ "rate_type": "FLAT", "price": p });
+    let cases = [
+        // 200 over [{10, size 100}, {1}] = 1000 + 100.
+        (sum.clone(), Value::Null, tiers, ["100", "100"], "1100"),
+        // 200 / 1000 = 0.2 → ROUND_UP → 1 × 100.
+        (sum, per_1000, flat(100), ["100", "100"], "100"),
+        // MAX(9, 7) = 9.
+        (
+            json!({ "aggregation_type": "MAX", "aggregation_key": "v" }),
+            Value::Null,
+            flat(1),
+            ["9", "7"],
+            "9",
+        ),
+        // One user on both days: 1.
+        (
+            json!({ "aggregation_type": "UNIQUE", "aggregation_key": "v" }),
+            Value::Null,
+            flat(1),
+            ["u", "u"],
+            "1",
+        ),
+    ];
+    for update in [json!({ "name": "Renamed" }), json!({ "tags": ["t"] })] {
+        for (metric, product, rate, values, total) in cases.clone() {
+            let app = TestApp::new("2024-11-25T00:00:00Z").await;
+            let s = Setup::new(&app, metric, product, rate).await;
+            let mut body =
+                json!({ "product_id": s.product, "starting_at": "2024-11-16T00:00:00Z" });
+            merge(&mut body, update.clone());
+            app.post("/v1/contract-pricing/products/update", body)
+                .await
+                .expect(StatusCode::OK);
+            s.events(
+                &app,
+                &[
+                    ("2024-11-10T00:00:00Z", json!({ "v": values[0] })),
+                    ("2024-11-20T00:00:00Z", json!({ "v": values[1] })),
+                ],
+            )
+            .await;
+            let inv = s.november(&app).await;
+            assert_eq!(num(&inv["total"]), total, "{update} {inv}");
+            let name = if update.get("name").is_some() {
+                "Renamed"
+            } else {
+                "Usage"
+            };
+            for line in inv["line_items"].as_array().expect("lines") {
+                assert_eq!(line["name"], name, "{inv}");
+                assert_eq!(line["starting_at"], START);
+            }
+        }
+    }
+}
