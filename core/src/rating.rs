@@ -20,6 +20,14 @@
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
 //!   segment), then conversion, then rounding (only if configured), then pricing.
 //! - FLAT: `quantity × price`. TIERED: graduated, one line per tier reached.
+//! - Presentation groups never change a total. The quantity (conversion and rounding included)
+//!   and the tiers are computed per *pricing bucket* (UNIQUE counts distinct values over the
+//!   bucket); the presentation lines then take the bucket's units in the order of their group
+//!   values (sorted): line i shows `Q(groups ≤ i) − Q(groups < i)`, so a line may span tiers (one
+//!   line per presentation group and tier) and the lines sum to the bucket by telescoping. For
+//!   SUM and COUNT a line shows its own usage (up to rounding); for UNIQUE the distinct values
+//!   not already seen in an earlier group; for MAX how far it raises the maximum; for LATEST
+//!   how it moves the bucket's change.
 //! - Line totals are exact; nothing is rounded that no configuration asks to round, except a
 //!   `DIVIDE` conversion whose quotient does not terminate (÷3, ÷60): it is rounded half-even to
 //!   [`DIVIDE_PLACES`] (12) before `quantity_rounding`, and everything after it is exact. An
@@ -428,6 +436,9 @@ impl<'a> SegmentCtx<'a> {
             .collect()
     }
 
+    /// Prices one pricing bucket over one rate's part of the segment: the bucket's quantity is
+    /// aggregated over all its presentation groups, and each presentation line (in the order of
+    /// its group values) takes the units it adds to those before it.
     fn rate_sub(
         &self,
         lines: &mut Vec<InvoiceLine>,
@@ -437,46 +448,56 @@ impl<'a> SegmentCtx<'a> {
         groups: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
         baseline: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
     ) -> Result<(), RatingError> {
-        let mut buckets: Vec<(Option<&GroupValues>, Decimal)> = Vec::new();
+        let mut running = Running::default();
+        let mut filled = Decimal::ZERO;
+        let mut any = false;
         for (presentation, rows) in groups.into_iter().flatten() {
-            let rows_in: Vec<&UsageRow> = rows
+            let inside = rows
                 .iter()
-                .copied()
-                .filter(|r| r.hour_ms >= sub.start_ms && r.hour_ms < sub.end_ms)
-                .collect();
-            if rows_in.is_empty() {
-                continue;
-            }
-            let earlier = rows.iter().copied().filter(|r| r.hour_ms < sub.start_ms);
+                .filter(|r| r.hour_ms >= sub.start_ms && r.hour_ms < sub.end_ms);
+            let earlier = rows.iter().filter(|r| r.hour_ms < sub.start_ms);
             let base = baseline
                 .and_then(|b| b.get(presentation))
                 .into_iter()
-                .flatten()
-                .copied();
-            let quantity = segment_quantity(&rows_in, earlier.chain(base))?;
-            buckets.push((Some(presentation), self.adjust(quantity)?));
+                .flatten();
+            if !running.add(inside, earlier.chain(base))? {
+                continue;
+            }
+            let upto = self.adjust(running.quantity()?)?;
+            let base = self.base_line(sub, rate, pricing_map, Some(presentation));
+            price_range(&rate.price, base, (filled, upto), lines)?;
+            filled = upto;
+            any = true;
         }
-        if buckets.is_empty() {
-            buckets.push((None, Decimal::ZERO));
-        }
-        for (presentation, quantity) in buckets {
-            let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
-            let base = InvoiceLine {
-                kind: LineKind::Usage,
-                product_id: self.product.product_id.clone(),
-                name: self.product.name_at_end(self.input.period).into(),
-                quantity,
-                unit_price: zero.clone(),
-                total: zero,
-                segment: sub,
-                pricing_group_values: (!self.state.pricing_group_key.is_empty())
-                    .then(|| pricing_map.clone()),
-                presentation_group_values: self.presentation_map(presentation),
-                tier: None,
-            };
-            price_lines(&rate.price, base, lines)?;
+        if !any {
+            let base = self.base_line(sub, rate, pricing_map, None);
+            price_range(&rate.price, base, (Decimal::ZERO, Decimal::ZERO), lines)?;
         }
         Ok(())
+    }
+
+    /// A zero line of this segment, rate and groups, for [`price_range`] to fill in.
+    fn base_line(
+        &self,
+        sub: Period,
+        rate: &Rate,
+        pricing_map: &BTreeMap<String, String>,
+        presentation: Option<&GroupValues>,
+    ) -> InvoiceLine {
+        let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
+        InvoiceLine {
+            kind: LineKind::Usage,
+            product_id: self.product.product_id.clone(),
+            name: self.product.name_at_end(self.input.period).into(),
+            quantity: Decimal::ZERO,
+            unit_price: zero.clone(),
+            total: zero,
+            segment: sub,
+            pricing_group_values: (!self.state.pricing_group_key.is_empty())
+                .then(|| pricing_map.clone()),
+            presentation_group_values: self.presentation_map(presentation),
+            tier: None,
+        }
     }
 
     fn presentation_map(
@@ -544,61 +565,154 @@ fn positions(grain: &[String], keys: &[String]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// The metric quantity of a segment. LATEST bills the change of the latest value: last value in
-/// the segment minus the last value before it (zero when there is none).
-fn segment_quantity<'r>(
-    rows: &[&'r UsageRow],
-    earlier: impl Iterator<Item = &'r UsageRow>,
-) -> Result<Decimal, RatingError> {
-    let merged = crate::accumulate::merge_all(rows.iter().map(|r| &r.acc))?;
-    let Some(acc) = merged else {
-        return Ok(Decimal::ZERO);
-    };
-    if !matches!(acc, Accumulator::Latest { .. }) {
-        return Ok(acc.quantity());
-    }
-    let earlier: Vec<&UsageRow> = earlier.collect();
-    let prior = crate::accumulate::merge_all(earlier.iter().map(|r| &r.acc))?;
-    let prior_value = prior.map_or(Decimal::ZERO, |p| p.quantity());
-    sub_exact(acc.quantity(), prior_value).ok_or(RatingError::Overflow)
+/// The usage of a pricing bucket's presentation groups taken so far: the merged rows inside the
+/// rate's part of the segment and, for LATEST, the merged rows before it (the baseline).
+#[derive(Default)]
+struct Running {
+    inside: Option<Accumulator>,
+    before: Option<Accumulator>,
 }
 
-/// Prices `base.quantity` and appends the resulting line(s).
-fn price_lines(
-    price: &Price,
-    base: InvoiceLine,
-    lines: &mut Vec<InvoiceLine>,
-) -> Result<(), RatingError> {
-    let credit_type = base.total.credit_type.clone();
-    let amount = |value: Decimal| Amount::new(credit_type.clone(), value);
-    match price {
-        Price::Flat(p) => {
-            let total = mul_exact(base.quantity, *p).ok_or(RatingError::Overflow)?;
-            lines.push(InvoiceLine {
-                unit_price: amount(*p),
-                total: amount(total),
-                ..base
-            });
-        }
-        Price::Tiered(tiers) => {
-            for part in tier_split(tiers, base.quantity)? {
-                let total =
-                    mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
-                lines.push(InvoiceLine {
-                    quantity: part.quantity,
-                    unit_price: amount(part.tier.price),
-                    total: amount(total),
-                    tier: Some(TierRef {
-                        level: part.level,
-                        starting_at: part.start,
-                        size: part.tier.size,
-                    }),
-                    ..base.clone()
-                });
+impl Running {
+    /// Adds one presentation group's rows; `false` (and nothing added) when it has none inside.
+    fn add<'r>(
+        &mut self,
+        inside: impl Iterator<Item = &'r &'r UsageRow>,
+        before: impl Iterator<Item = &'r &'r UsageRow>,
+    ) -> Result<bool, RatingError> {
+        let Some(acc) = crate::accumulate::merge_all(inside.map(|r| &r.acc))? else {
+            return Ok(false);
+        };
+        merge_into(&mut self.inside, &acc)?;
+        if matches!(acc, Accumulator::Latest { .. }) {
+            if let Some(prior) = crate::accumulate::merge_all(before.map(|r| &r.acc))? {
+                merge_into(&mut self.before, &prior)?;
             }
         }
+        Ok(true)
+    }
+
+    /// The metric quantity of the rows so far. LATEST bills the change of the latest value:
+    /// the last value inside minus the last value before (zero when there is none).
+    fn quantity(&self) -> Result<Decimal, RatingError> {
+        let Some(acc) = &self.inside else {
+            return Ok(Decimal::ZERO);
+        };
+        if !matches!(acc, Accumulator::Latest { .. }) {
+            return Ok(acc.quantity());
+        }
+        let prior = self.before.as_ref().map_or(Decimal::ZERO, |p| p.quantity());
+        sub_exact(acc.quantity(), prior).ok_or(RatingError::Overflow)
+    }
+}
+
+fn merge_into(target: &mut Option<Accumulator>, acc: &Accumulator) -> Result<(), RatingError> {
+    match target {
+        None => *target = Some(acc.clone()),
+        Some(t) => t.merge(acc)?,
     }
     Ok(())
+}
+
+/// Prices the units of a bucket's quantity from `range.0` to `range.1` (a presentation line's
+/// share) and appends the line(s): FLAT one line, TIERED one line per tier the range crosses.
+fn price_range(
+    price: &Price,
+    base: InvoiceLine,
+    range: (Decimal, Decimal),
+    lines: &mut Vec<InvoiceLine>,
+) -> Result<(), RatingError> {
+    match price {
+        Price::Flat(p) => {
+            let quantity = sub_exact(range.1, range.0).ok_or(RatingError::Overflow)?;
+            let total = mul_exact(quantity, *p).ok_or(RatingError::Overflow)?;
+            let credit_type = &base.total.credit_type;
+            lines.push(InvoiceLine {
+                quantity,
+                unit_price: Amount::new(credit_type.clone(), *p),
+                total: Amount::new(credit_type.clone(), total),
+                ..base
+            });
+            Ok(())
+        }
+        Price::Tiered(tiers) => {
+            for part in tier_range_split(tiers, range.0, range.1)? {
+                tier_line(&base, &part, lines)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tier_line(
+    base: &InvoiceLine,
+    part: &TierPart<'_>,
+    lines: &mut Vec<InvoiceLine>,
+) -> Result<(), RatingError> {
+    let credit_type = &base.total.credit_type;
+    let total = mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
+    lines.push(InvoiceLine {
+        quantity: part.quantity,
+        unit_price: Amount::new(credit_type.clone(), part.tier.price),
+        total: Amount::new(credit_type.clone(), total),
+        tier: Some(TierRef {
+            level: part.level,
+            starting_at: part.start,
+            size: part.tier.size,
+        }),
+        ..base.clone()
+    });
+    Ok(())
+}
+
+/// Splits the units between positions `from` and `to` of a quantity over graduated tiers, one
+/// part per tier the range crosses (negative parts when `to < from`). The first tier also holds
+/// everything below zero, as in [`tier_split`]. An empty range gives one empty part at the tier
+/// holding `from`. The parts priced sum to `price_total(to) - price_total(from)`.
+pub fn tier_range_split(
+    tiers: &[Tier],
+    from: Decimal,
+    to: Decimal,
+) -> Result<Vec<TierPart<'_>>, RatingError> {
+    let mut out = Vec::new();
+    let mut holding = None;
+    let mut start = Decimal::ZERO;
+    for (i, tier) in tiers.iter().enumerate() {
+        let level = u32::try_from(i + 1).map_err(|_| RatingError::Overflow)?;
+        let end = match tier.size {
+            Some(size) => Some(add_exact(start, size).ok_or(RatingError::Overflow)?),
+            None => None,
+        };
+        let low = (i > 0).then_some(start);
+        let clamp = |x: Decimal| {
+            let x = low.map_or(x, |l| x.max(l));
+            end.map_or(x, |e| x.min(e))
+        };
+        let quantity = sub_exact(clamp(to), clamp(from)).ok_or(RatingError::Overflow)?;
+        let part = TierPart {
+            level,
+            tier,
+            start,
+            quantity,
+        };
+        if holding.is_none() && end.is_none_or(|e| from < e) {
+            holding = Some(TierPart {
+                quantity: Decimal::ZERO,
+                ..part.clone()
+            });
+        }
+        if !quantity.is_zero() {
+            out.push(part);
+        }
+        match end {
+            Some(e) => start = e,
+            None => break,
+        }
+    }
+    if out.is_empty() {
+        out.extend(holding);
+    }
+    Ok(out)
 }
 
 /// The units of a quantity that fall in one tier.

@@ -888,3 +888,231 @@ fn a_cosmetic_product_update_changes_no_amount() {
     );
     assert_eq!(inv.lines[0].name, "Old");
 }
+
+fn tiers_10_then_1() -> Vec<Tier> {
+    vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("100")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ]
+}
+
+/// Rates a product on metric `m` (group key `user`, aggregation `agg`), presented by `user`
+/// when `presented`, priced by `price`, over `(user, accumulator)` rows in one hour.
+fn presented(
+    agg: Aggregation,
+    presented: bool,
+    price: Price,
+    rows: &[(&str, Accumulator)],
+) -> RatedInvoice {
+    let m = metric("m", agg, vec![vec!["user".into()]]);
+    let presentation: &[&str] = if presented { &["user"] } else { &[] };
+    let usage: Vec<UsageRow> = rows
+        .iter()
+        .map(|(u, acc)| row("m", &[Some(u)], SEP.start_ms, acc.clone()))
+        .collect();
+    rate_one(
+        &[product("p", state("m", &[], presentation))],
+        &[m],
+        &[rate("p", &[], 0, price)],
+        &usage,
+    )
+}
+
+/// `(user, tier level, quantity, total)` of each line.
+fn by_user(inv: &RatedInvoice) -> Vec<(String, u32, Decimal, Decimal)> {
+    inv.lines
+        .iter()
+        .map(|l| {
+            let user = l.presentation_group_values.as_ref().unwrap()["user"]
+                .clone()
+                .unwrap();
+            (
+                user,
+                l.tier.as_ref().map_or(0, |t| t.level),
+                l.quantity,
+                l.total,
+            )
+        })
+        .collect()
+}
+
+/// Issue 19 item 3: presentation groups never change a total. Tiers fill over the pricing
+/// bucket and the presentation lines take its units in the order of their group values.
+#[test]
+fn presentation_groups_share_the_bucket_tiers() {
+    let sum = |v: &str| Accumulator::Sum(d(v));
+    let tiers = Price::Tiered(tiers_10_then_1());
+    let inv = presented(
+        Aggregation::Sum,
+        true,
+        tiers.clone(),
+        &[("b", sum("100")), ("a", sum("100"))],
+    );
+    assert_eq!(inv.total, d("1100"));
+    let u = |s: &str| s.to_string();
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 1, d("100"), d("1000")),
+            (u("b"), 2, d("100"), d("100"))
+        ]
+    );
+    // A presentation line may span tiers: a takes 50 of tier 1, b the other 50 and 50 of tier 2.
+    let inv = presented(
+        Aggregation::Sum,
+        true,
+        tiers,
+        &[("a", sum("50")), ("b", sum("100"))],
+    );
+    assert_eq!(inv.total, d("1050"));
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 1, d("50"), d("500")),
+            (u("b"), 1, d("50"), d("500")),
+            (u("b"), 2, d("50"), d("50")),
+        ]
+    );
+    let tier2 = inv.lines[2].tier.clone().unwrap();
+    assert_eq!((tier2.starting_at, tier2.size), (d("100"), None));
+}
+
+/// UNIQUE counts a value seen by two presentation groups once: each line shows the distinct
+/// values it adds to those of the groups before it (in sorted order), so the lines sum to the
+/// bucket's distinct count.
+#[test]
+fn unique_counts_a_value_once_across_presentation_groups() {
+    let mut ab = Accumulator::unique_of("x");
+    ab.merge(&Accumulator::unique_of("y")).unwrap();
+    let rows = [
+        ("a", ab),
+        ("b", Accumulator::unique_of("x")),
+        ("c", Accumulator::unique_of("z")),
+    ];
+    let inv = presented(Aggregation::Unique, true, Price::Flat(d("5")), &rows);
+    let u = |s: &str| s.to_string();
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 0, d("2"), d("10")),
+            (u("b"), 0, d("0"), d("0")),
+            (u("c"), 0, d("1"), d("5")),
+        ]
+    );
+    assert_eq!(inv.total, d("15"));
+    assert_eq!(
+        presented(Aggregation::Unique, false, Price::Flat(d("5")), &rows).total,
+        d("15")
+    );
+}
+
+/// Random hourly usage over users and models for the presentation laws: `(model, user, hour,
+/// value)`.
+fn arb_usage() -> impl Strategy<Value = Vec<(usize, usize, i64, u64)>> {
+    prop::collection::vec((0usize..2, 0usize..3, 0i64..700, 0u64..300), 0..20)
+}
+
+/// Rates the usage on a product priced by model (a: tiers, b: flat 0.25), presented by user or
+/// not, with aggregation `agg` and an optional ÷7 ROUND_HALF_UP 1 conversion.
+fn rate_models(
+    agg: Aggregation,
+    tiers: &[Tier],
+    rows: &[(usize, usize, i64, u64)],
+    presented: bool,
+    converted: bool,
+) -> RatedInvoice {
+    let m = metric("m", agg, vec![vec!["model".into(), "user".into()]]);
+    let (models, users) = (["a", "b"], ["u1", "u2", "u3"]);
+    let usage: Vec<UsageRow> = rows
+        .iter()
+        .map(|(mi, ui, h, v)| {
+            let acc = match agg {
+                Aggregation::Unique => Accumulator::unique_of(&(v % 7).to_string()),
+                Aggregation::Max => Accumulator::Max(Decimal::from(*v)),
+                _ => Accumulator::Sum(Decimal::from(*v)),
+            };
+            row(
+                "m",
+                &[Some(models[*mi]), Some(users[*ui])],
+                SEP.start_ms + h * HOUR_MS,
+                acc,
+            )
+        })
+        .collect();
+    let mut st = state("m", &["model"], if presented { &["user"] } else { &[] });
+    if converted {
+        st.quantity_conversion = Some(QuantityConversion {
+            conversion_factor: d("7"),
+            operation: ConversionOperation::Divide,
+            name: None,
+        });
+        st.quantity_rounding = Some(QuantityRounding {
+            decimal_places: 1,
+            rounding_method: RoundingMethod::RoundHalfUp,
+        });
+    }
+    let rates = [
+        rate("p", &[("model", "a")], 0, Price::Tiered(tiers.to_vec())),
+        rate("p", &[("model", "b")], 0, Price::Flat(d("0.25"))),
+    ];
+    rate_one(&[product("p", st)], &[m], &rates, &usage)
+}
+
+/// Σ quantity and Σ total of the lines of one model.
+fn model_sums(inv: &RatedInvoice, model: &str) -> (Decimal, Decimal) {
+    inv.lines
+        .iter()
+        .filter(|l| l.pricing_group_values.as_ref().unwrap()["model"] == model)
+        .fold((Decimal::ZERO, Decimal::ZERO), |(q, t), l| {
+            (q + l.quantity, t + l.total)
+        })
+}
+
+proptest! {
+    /// Presentation groups split a pricing bucket without changing it: per model, the presented
+    /// lines' quantities and totals sum to the unpresented ones, for every aggregation, with and
+    /// without conversion and rounding; the invoice total is the sum of the lines.
+    #[test]
+    fn presentation_split_conserves_the_bucket(
+        tiers in arb_tiers(),
+        rows in arb_usage(),
+        agg in prop::sample::select(vec![Aggregation::Sum, Aggregation::Max, Aggregation::Unique]),
+        converted in any::<bool>(),
+    ) {
+        let plain = rate_models(agg, &tiers, &rows, false, converted);
+        let split = rate_models(agg, &tiers, &rows, true, converted);
+        for model in ["a", "b"] {
+            prop_assert_eq!(model_sums(&split, model), model_sums(&plain, model));
+        }
+        prop_assert_eq!(split.total, plain.total);
+        let sum: Decimal = split.lines.iter().map(|l| l.total).sum();
+        prop_assert_eq!(split.total, sum);
+        for l in &split.lines {
+            prop_assert_eq!(l.total, l.quantity * l.unit_price);
+            prop_assert!(l.quantity >= Decimal::ZERO);
+        }
+    }
+
+    /// Rating is monotone in quantity: with non-negative prices and usage, more usage (one more
+    /// row) never costs less, presented or not.
+    #[test]
+    fn more_usage_never_costs_less(
+        tiers in arb_tiers(),
+        rows in arb_usage(),
+        extra in (0usize..2, 0usize..3, 0i64..700, 0u64..300),
+        agg in prop::sample::select(vec![Aggregation::Sum, Aggregation::Max, Aggregation::Unique]),
+        presented in any::<bool>(),
+    ) {
+        let before = rate_models(agg, &tiers, &rows, presented, true);
+        let mut more = rows.clone();
+        more.push(extra);
+        let after = rate_models(agg, &tiers, &more, presented, true);
+        prop_assert!(before.total <= after.total, "{} > {}", before.total, after.total);
+    }
+}

@@ -141,3 +141,65 @@ async fn a_cosmetic_product_update_changes_no_amount() {
         }
     }
 }
+
+/// Issue 19 item 3: presentation groups never change a total. Users a and b with 100 each over
+/// `[{10, size 100}, {1}]` bill 1000 + 100 (tiers fill over the bucket, a then b); a UNIQUE
+/// value seen by two users counts once.
+#[tokio::test]
+async fn presentation_groups_never_change_a_total() {
+    let app = TestApp::new("2024-11-25T00:00:00Z").await;
+    let s = Setup::new(
+        &app,
+        json!({ "aggregation_type": "SUM", "aggregation_key": "v", "group_keys": [["user"]] }),
+        json!({ "presentation_group_key": ["user"] }),
+        json!({ "rate_type": "TIERED", "tiers": [{ "price": 10, "size": 100 }, { "price": 1 }] }),
+    )
+    .await;
+    s.events(
+        &app,
+        &[
+            ("2024-11-10T00:00:00Z", json!({ "v": "100", "user": "b" })),
+            ("2024-11-11T00:00:00Z", json!({ "v": "100", "user": "a" })),
+        ],
+    )
+    .await;
+    let inv = s.november(&app).await;
+    assert_eq!(num(&inv["total"]), "1100", "{inv}");
+    let got: Vec<(Value, String, String)> = inv["line_items"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["presentation_group_values"].clone(),
+                num(&l["quantity"]),
+                num(&l["total"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!({ "user": "a" }), "100".into(), "1000".into()),
+            (json!({ "user": "b" }), "100".into(), "100".into()),
+        ]
+    );
+
+    let app = TestApp::new("2024-11-25T00:00:00Z").await;
+    let s = Setup::new(
+        &app,
+        json!({ "aggregation_type": "UNIQUE", "aggregation_key": "v", "group_keys": [["user"]] }),
+        json!({ "presentation_group_key": ["user"] }),
+        json!({ "rate_type": "FLAT", "price": 5 }),
+    )
+    .await;
+    s.events(
+        &app,
+        &[
+            ("2024-11-10T00:00:00Z", json!({ "v": "x", "user": "a" })),
+            ("2024-11-10T00:00:00Z", json!({ "v": "x", "user": "b" })),
+        ],
+    )
+    .await;
+    assert_eq!(num(&s.november(&app).await["total"]), "5");
+}
