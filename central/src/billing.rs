@@ -1,14 +1,14 @@
-//! Invoices: which periods a contract has, computing a period's invoice from stored usage with
-//! `tally_core::rating`, and the lifecycle DRAFT → FINALIZED (after the grace period) or VOID.
+//! Invoice computation: which periods a contract has, and a period's invoice priced by core's one
+//! entry point (`tally_core::pricing::price_invoice`) from stored usage, rendered to the API's JSON in
+//! one place. The lifecycle (DRAFT → FINALIZED / VOID, the job) is `service::invoices` and
+//! `service::jobs`; nothing here writes.
 //!
 //! Invariants:
-//! - One invoice row per begun contract period, with a deterministic id, created idempotently.
+//! - Invoice ids are deterministic (`uuid5(env/contract/period start)`), so a draft that has no
+//!   row yet has the same id as the row the job later stores for it.
 //! - A DRAFT has no stored body: it is computed on read from hourly usage, so its cost is
 //!   O(hours × groups) rows, independent of the number of events.
-//! - Finalization freezes the computed body; a FINALIZED or VOID invoice is never recomputed.
-//! - A period past `end + grace` is finalized before it is ever shown, whether the background
-//!   job or a read gets there first.
-
+//! - A FINALIZED or VOID invoice is shown from its frozen body, never recomputed.
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
@@ -18,13 +18,36 @@ use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
 
-use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    decode, kind, Contract, CreditTypeRef, Customer, Metric, Product, RateCard, RateRecord,
+    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, RateCard,
+    RateRecord,
 };
-use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus};
+use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, StoreError};
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
+
+/// Why an invoice could not be computed. No HTTP here: `http::error` maps it to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Core refused to price the period (an amount overflows the exact decimal range, ...).
+    #[error("rating failed: {0}")]
+    Rating(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LoadError> for BillingError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(what) => BillingError::NotFound(what),
+            LoadError::Store(e) => BillingError::Store(e),
+        }
+    }
+}
+
+pub type BillingResult<T> = Result<T, BillingError>;
 
 /// Namespace of invoice ids: `uuid5(NS, "{env}/{contract}/{period start}")`.
 const INVOICE_NAMESPACE: uuid::Uuid =
@@ -40,85 +63,6 @@ pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
     contract.snapshot().invoiced_periods(now_ms)
 }
 
-/// Ensures the contract's rows exist, finalizes the due ones, and returns all rows in period order.
-pub async fn sync_contract(
-    st: &AppState,
-    env: Env,
-    contract: &Contract,
-) -> ApiResult<Vec<InvoiceRow>> {
-    let now = st.now_ms();
-    let mut rows = st
-        .stores
-        .invoices
-        .invoices_for_contract(env, &contract.id)
-        .await?;
-    if contract.archived_at.is_none() {
-        let missing: Vec<InvoiceRow> = begun_periods(contract, now)
-            .into_iter()
-            .filter(|p| !rows.iter().any(|r| r.period_start_ms == p.start_ms))
-            .map(|p| InvoiceRow {
-                id: invoice_id(env, &contract.id, p.start_ms),
-                contract_id: contract.id.clone(),
-                customer_id: contract.customer_id.clone(),
-                period_start_ms: p.start_ms,
-                period_end_ms: p.end_ms,
-                status: InvoiceStatus::Draft,
-                body: None,
-            })
-            .collect();
-        if !missing.is_empty() {
-            st.stores.invoices.ensure_invoices(env, &missing).await?;
-            rows = st
-                .stores
-                .invoices
-                .invoices_for_contract(env, &contract.id)
-                .await?;
-        }
-    }
-    let grace = st.settings.invoice_grace_ms;
-    let mut ctx = None;
-    for row in rows.iter_mut() {
-        if row.status != InvoiceStatus::Draft || row.period_end_ms.saturating_add(grace) > now {
-            continue;
-        }
-        if ctx.is_none() {
-            ctx = Some(RatingContext::load(st, env, contract).await?);
-        }
-        let body = render_computed(
-            st,
-            env,
-            contract,
-            row,
-            ctx.as_ref().unwrap_or_else(|| unreachable!()),
-            false,
-        )
-        .await?;
-        let text = serde_json::to_string(&body).map_err(ApiError::internal)?;
-        // Conditional: if another worker got there first, re-read its frozen body.
-        if !st
-            .stores
-            .invoices
-            .transition_invoice(
-                env,
-                &row.id,
-                InvoiceStatus::Draft,
-                InvoiceStatus::Finalized,
-                &text,
-            )
-            .await?
-        {
-            if let Some(fresh) = st.stores.invoices.invoice(env, &row.id).await? {
-                *row = fresh;
-            }
-            continue;
-        }
-        tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
-        row.status = InvoiceStatus::Finalized;
-        row.body = Some(text);
-    }
-    Ok(rows)
-}
-
 /// What pricing needs, loaded once per contract: core's snapshot plus what only the API's JSON
 /// shows (the customer and the products' documents).
 pub struct RatingContext {
@@ -128,7 +72,11 @@ pub struct RatingContext {
 }
 
 impl RatingContext {
-    pub async fn load(st: &AppState, env: Env, contract: &Contract) -> ApiResult<RatingContext> {
+    pub async fn load(
+        st: &AppState,
+        env: Env,
+        contract: &Contract,
+    ) -> BillingResult<RatingContext> {
         let customer: Customer = crate::model::load(
             &st.stores,
             env,
@@ -165,7 +113,7 @@ impl RatingContext {
         st: &AppState,
         env: Env,
         card_id: &str,
-    ) -> ApiResult<CreditTypeRef> {
+    ) -> BillingResult<CreditTypeRef> {
         let now = st.now_ms();
         let card = st
             .stores
@@ -181,7 +129,8 @@ impl RatingContext {
             .config
             .list_docs(env, kind::RATE, Some(card_id), ArchiveFilter::All, None)
             .await?;
-        let records: Vec<RateRecord> = docs.iter().map(decode).collect::<ApiResult<_>>()?;
+        let records: Vec<RateRecord> =
+            docs.iter().map(decode).collect::<Result<_, StoreError>>()?;
         for r in &records {
             self.add_credit_type(&r.credit_type);
         }
@@ -220,7 +169,7 @@ impl RatingContext {
         }
     }
 
-    async fn load_metric(&mut self, st: &AppState, env: Env, id: &str) -> ApiResult<()> {
+    async fn load_metric(&mut self, st: &AppState, env: Env, id: &str) -> BillingResult<()> {
         if self.snapshot.metrics.contains_key(id) {
             return Ok(());
         }
@@ -233,7 +182,7 @@ impl RatingContext {
     }
 
     /// Prices one period from stored usage through core's entry point.
-    pub async fn rate(&self, st: &AppState, env: Env, period: Period) -> ApiResult<Invoice> {
+    pub async fn rate(&self, st: &AppState, env: Env, period: Period) -> BillingResult<Invoice> {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
         let ids: Vec<String> = metrics.keys().cloned().collect();
@@ -253,29 +202,30 @@ impl RatingContext {
                     .await?,
             );
         }
-        price_invoice(&self.snapshot, &usage, period).map_err(ApiError::internal)
+        price_invoice(&self.snapshot, &usage, period)
+            .map_err(|e| BillingError::Rating(e.to_string()))
     }
 
     /// A credit type as the API shows it (`{id, name}`).
-    fn credit_type_json(&self, id: &CreditTypeId) -> ApiResult<Value> {
+    fn credit_type_json(&self, id: &CreditTypeId) -> BillingResult<Value> {
         let c = self.snapshot.credit_type(id).ok_or_else(|| {
-            ApiError::internal(format!(
+            BillingError::Rating(format!(
                 "credit type {} is not in the snapshot",
                 id.as_str()
             ))
         })?;
-        serde_json::to_value(c).map_err(ApiError::internal)
+        serde_json::to_value(c).map_err(|e| BillingError::Rating(e.to_string()))
     }
 }
 
-async fn render_computed(
+pub async fn render_computed(
     st: &AppState,
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
     ctx: &RatingContext,
     skip_zero: bool,
-) -> ApiResult<Value> {
+) -> BillingResult<Value> {
     let period = Period {
         start_ms: row.period_start_ms,
         end_ms: row.period_end_ms,
@@ -294,12 +244,12 @@ fn render(
     priced: &Invoice,
     ctx: &RatingContext,
     grace_ms: i64,
-) -> ApiResult<Value> {
+) -> BillingResult<Value> {
     let lines = priced
         .lines
         .iter()
         .map(|l| line_json(l, ctx))
-        .collect::<ApiResult<Vec<Value>>>()?;
+        .collect::<BillingResult<Vec<Value>>>()?;
     let mut invoice = json!({
         "id": row.id,
         "customer_id": row.customer_id,
@@ -339,7 +289,7 @@ fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
     }
 }
 
-fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> ApiResult<Value> {
+fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
     let product = ctx.product_info.get(&l.product_id);
     let (line_type, product_type) = kind_names(l.kind);
     let mut v = json!({
@@ -381,14 +331,15 @@ pub async fn invoice_json(
     contract: &Contract,
     row: &InvoiceRow,
     skip_zero: bool,
-) -> ApiResult<Value> {
+) -> BillingResult<Value> {
     let mut body = match (&row.status, &row.body) {
         (InvoiceStatus::Draft, _) | (_, None) => {
             let ctx = RatingContext::load(st, env, contract).await?;
             render_computed(st, env, contract, row, &ctx, skip_zero).await?
         }
         (_, Some(text)) => {
-            let mut frozen: Value = serde_json::from_str(text).map_err(ApiError::internal)?;
+            let mut frozen: Value = serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(format!("invoice {}: {e}", row.id)))?;
             // Bodies frozen before unset terms were left out carry `null` here; show them the
             // same way as new ones.
             if let Some(map) = frozen.as_object_mut() {
@@ -415,93 +366,5 @@ fn skip_zero_frozen_lines(invoice: &mut Value) {
                 .and_then(|t| t.parse::<Decimal>().ok())
                 .is_none_or(|d| !d.is_zero())
         });
-    }
-}
-
-/// Voids an invoice: a draft is frozen as computed now; a finalized one keeps its body.
-pub async fn void_invoice(st: &AppState, env: Env, id: &str) -> ApiResult<()> {
-    let row = st
-        .stores
-        .invoices
-        .invoice(env, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invoice"))?;
-    let contract: Contract = crate::model::load(
-        &st.stores,
-        env,
-        kind::CONTRACT,
-        &row.contract_id,
-        "contract",
-    )
-    .await?;
-    // Finalize first if due, so a void never freezes a draft that should have been final.
-    let rows = sync_contract(st, env, &contract).await?;
-    let row = rows.into_iter().find(|r| r.id == id).unwrap_or(row);
-    if row.status == InvoiceStatus::Void {
-        return Ok(());
-    }
-    let mut body = invoice_json(st, env, &contract, &row, false).await?;
-    body["status"] = json!(InvoiceStatus::Void.as_str());
-    let text = serde_json::to_string(&body).map_err(ApiError::internal)?;
-    if !st
-        .stores
-        .invoices
-        .transition_invoice(env, id, row.status, InvoiceStatus::Void, &text)
-        .await?
-    {
-        return Err(ApiError::conflict(
-            "the invoice changed while voiding it; retry",
-        ));
-    }
-    Ok(())
-}
-
-/// One pass of the background work under the job lock: finalize due invoices everywhere, prune
-/// old dedupe keys. Returns false (and does nothing) when another replica holds the lock.
-pub async fn run_jobs_once(st: &AppState) -> ApiResult<bool> {
-    let Some(guard) = st.stores.jobs.try_job_lock().await? else {
-        return Ok(false);
-    };
-    let result = run_jobs_locked(st).await;
-    // A failed release is logged only: the guard's connection was closed, which frees the lock.
-    if let Err(e) = guard.release().await {
-        tracing::warn!(error = %e, "releasing the job lock failed");
-    }
-    result.map(|()| true)
-}
-
-/// The pass itself. Every step is idempotent or conditional, so a replica killed mid-pass leaves
-/// each invoice either DRAFT or completely FINALIZED, and the next pass carries on.
-async fn run_jobs_locked(st: &AppState) -> ApiResult<()> {
-    for env in Env::ALL {
-        let docs = st
-            .stores
-            .config
-            .list_docs(env, kind::CONTRACT, None, ArchiveFilter::Active, None)
-            .await?;
-        for doc in docs {
-            let contract: Contract = decode(&doc)?;
-            sync_contract(st, env, &contract).await?;
-        }
-    }
-    // Keys are kept 35 days: the 34-day backdating window plus a day of margin.
-    let cutoff = st.now_ms().saturating_sub(35 * tally_core::time::DAY_MS);
-    st.stores.usage.prune_dedupe(cutoff).await?;
-    Ok(())
-}
-
-/// Runs [`run_jobs_once`] forever at the configured interval.
-pub async fn run_jobs(st: AppState) {
-    let mut tick = tokio::time::interval(st.settings.job_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match run_jobs_once(&st).await {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!("another replica holds the job lock; skipping this pass"),
-            Err(e) => {
-                tracing::warn!(status = %e.status, message = %e.message, "background jobs failed; will retry");
-            }
-        }
     }
 }

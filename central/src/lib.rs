@@ -1,8 +1,8 @@
 //! `tally-central`: the Metronome-compatible admin API, storage, native ingest, rating and invoices.
 //!
-//! Layout: `http` (one module per resource, routes beside handlers) → services (`ingest` group
-//! commit, `billing` invoice computation and finalization) → `store` (one trait per aggregate;
-//! SQLite today). All billing arithmetic is `tally_core`; this crate moves data and enforces the
+//! Layout: `http` (one module per resource, routes beside handlers; the only place HTTP statuses
+//! exist) → `service` (one module per use case, each with its domain error; `ingest` group commit;
+//! `billing` invoice computation) → `store` (one trait per aggregate; SQLite and PostgreSQL). All billing arithmetic is `tally_core`; this crate moves data and enforces the
 //! API contract.
 //!
 //! Invariants: every row is scoped by the token's environment; a 200 from ingest means the events
@@ -10,11 +10,11 @@
 
 pub mod auth;
 pub mod billing;
-pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod model;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod wire;
 
@@ -153,7 +153,7 @@ impl AppState {
     /// process drops it when it adds one; when other processes share the database (replicas), the
     /// stored metrics version is compared on every call, so a metric created through any replica
     /// meters the very next event on all of them.
-    pub async fn metric_defs(&self, env: Env) -> Result<Arc<Vec<MetricDef>>, error::ApiError> {
+    pub async fn metric_defs(&self, env: Env) -> store::StoreResult<Arc<Vec<MetricDef>>> {
         let version = match self.stores.shared {
             true => self.stores.config.metrics_version().await?,
             false => 0,
@@ -177,7 +177,7 @@ impl AppState {
     }
 
     /// The environment of a token, by its hash (tokens are never revoked, so caching is safe).
-    pub async fn token_env(&self, hash: &str) -> Result<Option<Env>, error::ApiError> {
+    pub async fn token_env(&self, hash: &str) -> store::StoreResult<Option<Env>> {
         if let Some(env) = self.tokens.read().await.get(hash) {
             return Ok(Some(*env));
         }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tally_central::server::{self, ServeLimits};
 use tally_central::store::{self, Env};
 use tally_central::{
-    auth, billing, http, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
+    auth, http, service, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
 };
 
 #[derive(Parser)]
@@ -207,7 +207,7 @@ async fn serve(
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(stores, clock, settings);
-    tokio::spawn(billing::run_jobs(state.clone()));
+    tokio::spawn(service::jobs::run_jobs(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -11,8 +11,8 @@ use tally_core::period::{AnchorDay, Frequency, Schedule};
 use tally_core::product::{ProductAttrs, ProductChange, ProductTimeline};
 use tally_core::rating::{self, Price, RatedProduct, Tier};
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::{ArchiveFilter, Doc, Env, Stores};
+use crate::service::Invalid;
+use crate::store::{ArchiveFilter, Doc, Env, StoreError, StoreResult, Stores};
 use crate::wire::{set_opt, Dec, Time};
 use crate::wire_enum;
 
@@ -46,36 +46,45 @@ impl CreditTypeRef {
 }
 
 /// Resolves a `credit_type_id` (default USD cents). Only USD (cents) is supported so far.
-pub fn credit_type(id: Option<&str>) -> ApiResult<CreditTypeRef> {
+pub fn credit_type(id: Option<&str>) -> Result<CreditTypeRef, Invalid> {
     match id {
         None | Some(USD_ID) => Ok(CreditTypeRef::usd()),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(Invalid(format!(
             "credit type {other:?} is not supported; only USD (cents) ({USD_ID}) is available"
         ))),
     }
 }
 
-pub fn decode<T: DeserializeOwned>(doc: &Doc) -> ApiResult<T> {
+pub fn decode<T: DeserializeOwned>(doc: &Doc) -> StoreResult<T> {
     serde_json::from_str(&doc.body)
-        .map_err(|e| ApiError::internal(format!("document {}: {e}", doc.id)))
+        .map_err(|e| StoreError::Corrupt(format!("document {}: {e}", doc.id)))
 }
 
-/// Loads and decodes one document; a missing one is a 404 naming `what`.
+/// A document that had to exist and does not (`what` names it: "customer", "rate card", ...).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loads and decodes one document; a missing one is [`LoadError::NotFound`] naming `what`.
 pub async fn load<T: DeserializeOwned>(
     stores: &Stores,
     env: Env,
     kind: &str,
     id: &str,
-    what: &str,
-) -> ApiResult<T> {
+    what: &'static str,
+) -> Result<T, LoadError> {
     match stores.config.get_doc(env, kind, id).await? {
-        Some(doc) => decode(&doc),
-        None => Err(ApiError::not_found(what)),
+        Some(doc) => Ok(decode(&doc)?),
+        None => Err(LoadError::NotFound(what)),
     }
 }
 
-pub fn encode<T: Serialize>(value: &T) -> ApiResult<String> {
-    serde_json::to_string(value).map_err(ApiError::internal)
+pub fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub fn new_id() -> String {
@@ -133,7 +142,7 @@ impl Metric {
     }
 }
 
-pub async fn load_metric_defs(stores: &Stores, env: Env) -> ApiResult<Vec<MetricDef>> {
+pub async fn load_metric_defs(stores: &Stores, env: Env) -> StoreResult<Vec<MetricDef>> {
     let docs = stores
         .config
         .list_docs(env, kind::METRIC, None, ArchiveFilter::All, None)
@@ -680,7 +689,31 @@ pub struct Contract {
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+    /// Stored and read back; Tally does not act on them. Nested (not flattened: serde's
+    /// flatten would read `total_contract_value` through a float-free but lossy buffer).
+    #[serde(default)]
+    pub record: ContractRecord,
 }
+
+/// Contract fields Tally stores and shows but does not act on (CRM ids, prioritization of
+/// overrides it does not rate yet, the contract value, invoice consolidation of charges it does
+/// not bill yet). Never silently dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContractRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce_opportunity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netsuite_sales_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_contract_value: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier_override_prioritization: Option<MultiplierPrioritization>,
+}
+
+wire_enum!(ScheduledChargesOnUsageInvoices { All => "ALL" });
+wire_enum!(MultiplierPrioritization { LowestMultiplier => "LOWEST_MULTIPLIER", Explicit => "EXPLICIT" });
 
 impl Contract {
     pub fn schedule(&self) -> Schedule {
@@ -728,6 +761,23 @@ impl Contract {
             "net_payment_terms_days",
             self.net_payment_terms_days,
         );
+        let r = &self.record;
+        set_opt(
+            &mut v,
+            "salesforce_opportunity_id",
+            r.salesforce_opportunity_id.as_ref(),
+        );
+        set_opt(
+            &mut v,
+            "netsuite_sales_order_id",
+            r.netsuite_sales_order_id.as_ref(),
+        );
+        set_opt(&mut v, "total_contract_value", r.total_contract_value);
+        set_opt(
+            &mut v,
+            "scheduled_charges_on_usage_invoices",
+            r.scheduled_charges_on_usage_invoices,
+        );
         v
     }
 
@@ -759,7 +809,10 @@ impl Contract {
             "usage_filter": [],
             "subscriptions": [],
             "custom_fields": self.custom_fields,
-            "multiplier_override_prioritization": "LOWEST_MULTIPLIER",
+            "multiplier_override_prioritization": self
+                .record
+                .multiplier_override_prioritization
+                .unwrap_or(MultiplierPrioritization::LowestMultiplier),
         });
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);

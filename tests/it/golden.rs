@@ -83,7 +83,10 @@ fn entitlement_and_zero_lines() {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
+    /// An HTTP method, or `FINALIZE` with path `CUSTOMER/CONTRACT`: what a job pass does to that
+    /// one contract (its due periods are finalized).
     method: String,
+    #[serde(default)]
     path: String,
     #[serde(default)]
     body: Option<Value>,
@@ -179,6 +182,7 @@ fn check(case: &str) {
 /// An in-process Tally: the router, its token, and the database directory it must outlive.
 struct Server {
     router: Router,
+    state: AppState,
     token: String,
     _db_dir: tempfile::TempDir,
 }
@@ -199,10 +203,34 @@ impl Server {
         };
         let state = AppState::new(stores, Arc::new(FixedClock::new(now_ms)), settings);
         Server {
-            router: http::router(state),
+            router: http::router(state.clone()),
+            state,
             token,
             _db_dir: db_dir,
         }
+    }
+
+    /// One pass of the background job; it must run and not fail.
+    async fn run_job(&self, case: &str) {
+        let pass = tally_central::service::jobs::run_jobs_once(&self.state).await;
+        assert!(
+            matches!(&pass, Ok(Some(r)) if r.failed == 0),
+            "{case}: job pass: {pass:?}"
+        );
+    }
+
+    /// Finalizes the due periods of one contract (`CUSTOMER/CONTRACT`), as a job pass would.
+    async fn finalize(&self, case: &str, path: &str) {
+        use tally_central::service::{contracts, invoices};
+        let (customer, contract) = path
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{case}: FINALIZE path {path:?} is not CUSTOMER/CONTRACT"));
+        let contract = contracts::get(&self.state, Env::Sandbox, customer, contract)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: FINALIZE {path}: {e}"));
+        invoices::finalize_due(&self.state, Env::Sandbox, &contract)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: FINALIZE {path}: {e}"));
     }
 
     /// Sends one request and returns its status and JSON body (`null` when empty).
@@ -252,6 +280,11 @@ async fn run_case(case: &str, setup: &[Step], events: &[Value], spec: &Case) -> 
     let mut saved: BTreeMap<String, Value> = BTreeMap::new();
 
     for (i, step) in setup.iter().enumerate() {
+        if step.method == "FINALIZE" {
+            let path = substitute_text(&step.path, &saved);
+            server.finalize(case, &path).await;
+            continue;
+        }
         let path = substitute_text(&step.path, &saved);
         let body = step.body.as_ref().map(|b| substitute(b, &saved));
         let (status, resp) = server.call(&step.method, &path, body.as_ref()).await;
@@ -296,6 +329,8 @@ async fn run_case(case: &str, setup: &[Step], events: &[Value], spec: &Case) -> 
         "{case}: ingest totals differ from case.json"
     );
 
+    // Reads never finalize: one job pass, as `tally serve` runs it, finalizes the due periods.
+    server.run_job(case).await;
     let mut responses = Vec::new();
     for read in &spec.reads {
         let customer = substitute_text(&read.customer, &saved);

@@ -1,10 +1,8 @@
-//! `/v1/customers`: create, get, list, archive, setIngestAliases, setName.
-//!
-//! Ingest aliases are unique per environment (archived customers keep theirs): a taken alias is a
-//! 409 and nothing changes. Usage is keyed by the reference as sent, so moving an alias moves its
-//! usage with it.
+//! `/v1/customers` (and `/v1/customers/create`, the quickstart's spelling of the same call):
+//! create, get, list, archive, setIngestAliases, setName. Wire side only; the rules are
+//! `service::customers`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
@@ -15,21 +13,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{id_response, keyset_page, page_from_query, require_text, Body, Caller, QueryMap};
-use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, encode, kind, load, new_id, Contract, Customer};
-use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
-use crate::wire::Time;
+use super::error::ApiResult;
+use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
+use crate::service::customers::{self, CustomerFilter, NewCustomer};
 use crate::AppState;
-
-/// Longest customer name kept (longer names are truncated, as upstream does).
-const MAX_NAME_CHARS: usize = 160;
-const MAX_ALIAS_CHARS: usize = 256;
-const MAX_ALIASES: usize = 100;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/customers", post(create).get(list))
+        .route("/v1/customers/create", post(create))
         .route("/v1/customers/archive", post(archive))
         .route("/v1/customers/{id}", get(retrieve))
         .route(
@@ -37,28 +29,6 @@ pub fn routes() -> Router<AppState> {
             post(set_ingest_aliases),
         )
         .route("/v1/customers/{id}/setName", post(set_name))
-}
-
-fn clean_aliases(aliases: Vec<String>) -> ApiResult<Vec<String>> {
-    if aliases.len() > MAX_ALIASES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_ALIASES} ingest aliases are allowed"
-        )));
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for a in aliases {
-        require_text("ingest_aliases[]", &a, MAX_ALIAS_CHARS)?;
-        if seen.insert(a.clone()) {
-            out.push(a);
-        }
-    }
-    Ok(out)
-}
-
-fn truncate_name(name: &str) -> ApiResult<String> {
-    require_text("name", name, usize::MAX)?;
-    Ok(name.chars().take(MAX_NAME_CHARS).collect())
 }
 
 #[derive(Deserialize)]
@@ -76,40 +46,14 @@ async fn create(
     Caller(env): Caller,
     Body(req): Body<CreateCustomer>,
 ) -> ApiResult<Json<Value>> {
-    let name = truncate_name(&req.name)?;
-    let mut aliases = req.ingest_aliases;
-    // The deprecated external_id is one more alias.
-    if let Some(ext) = req.external_id {
-        aliases.insert(0, ext);
-    }
-    let aliases = clean_aliases(aliases)?;
-    let now = Time(st.now_ms());
-    let customer = Customer {
-        id: new_id(),
-        name,
-        ingest_aliases: aliases,
+    let new = NewCustomer {
+        name: req.name,
+        ingest_aliases: req.ingest_aliases,
+        external_id: req.external_id,
         custom_fields: req.custom_fields,
-        created_at: now,
-        updated_at: now,
-        archived_at: None,
     };
-    let doc = NewDoc {
-        kind: kind::CUSTOMER,
-        id: &customer.id,
-        parent_id: None,
-        unique_key: None,
-        created_ms: now.0,
-        body: encode(&customer)?,
-    };
-    st.stores
-        .config
-        .insert_customer(env, doc, &customer.ingest_aliases)
-        .await?;
+    let customer = customers::create(&st, env, new).await?;
     Ok(Json(json!({ "data": customer.summary_json() })))
-}
-
-pub async fn load_customer(st: &AppState, env: Env, id: &str) -> ApiResult<Customer> {
-    load(&st.stores, env, kind::CUSTOMER, id, "customer").await
 }
 
 async fn retrieve(
@@ -117,7 +61,7 @@ async fn retrieve(
     Caller(env): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let customer = load_customer(&st, env, &id).await?;
+    let customer = customers::get(&st, env, &id).await?;
     Ok(Json(json!({ "data": customer.detail_json() })))
 }
 
@@ -127,52 +71,16 @@ async fn list(
     q: QueryMap,
 ) -> ApiResult<Json<Value>> {
     let page = page_from_query(&q)?;
-    let ids = q.list("customer_ids");
-    if ids.len() > 100 {
-        return Err(ApiError::bad_request(
-            "customer_ids accepts at most 100 ids",
-        ));
-    }
-    let filter = match q.bool("only_archived")? {
-        Some(true) => ArchiveFilter::Archived,
-        _ => ArchiveFilter::Active,
+    let filter = CustomerFilter {
+        ids: q.list("customer_ids"),
+        ingest_alias: q.one("ingest_alias").map(String::from),
+        only_archived: q.bool("only_archived")?.unwrap_or(false),
     };
-    let alias_owner = match q.one("ingest_alias") {
-        Some(alias) => Some(
-            st.stores
-                .config
-                .customer_by_alias(env, alias)
-                .await?
-                .unwrap_or_default(),
-        ),
-        None => None,
-    };
-    // Filters are applied after the keyset fetch, so page through until the page fills.
-    let mut items = Vec::new();
-    let mut after = page.after;
-    loop {
-        let fetch = PageReq { after, limit: 200 };
-        let docs = st
-            .stores
-            .config
-            .list_docs(env, kind::CUSTOMER, None, filter, Some(fetch))
-            .await?;
-        let exhausted = docs.len() < 200;
-        for d in &docs {
-            after = d.seq;
-            let keep = (ids.is_empty() || ids.contains(&d.id))
-                && alias_owner.as_ref().is_none_or(|o| *o == d.id);
-            if keep {
-                items.push((d.seq, decode::<Customer>(d)?.detail_json()));
-            }
-            if items.len() as i64 > page.limit {
-                break;
-            }
-        }
-        if exhausted || items.len() as i64 > page.limit {
-            break;
-        }
-    }
+    let items = customers::list(&st, env, filter, page).await?;
+    let items = items
+        .into_iter()
+        .map(|(seq, c)| (seq, c.detail_json()))
+        .collect();
     Ok(keyset_page(items, page.limit))
 }
 
@@ -186,37 +94,7 @@ async fn archive(
     Caller(env): Caller,
     Body(req): Body<ArchiveReq>,
 ) -> ApiResult<Json<Value>> {
-    let mut customer = load_customer(&st, env, &req.id).await?;
-    if customer.archived_at.is_some() {
-        return Ok(id_response(&req.id));
-    }
-    let now = Time(st.now_ms());
-    // Archiving a customer archives its contracts; aliases stay reserved.
-    let contracts = st
-        .stores
-        .config
-        .list_docs(
-            env,
-            kind::CONTRACT,
-            Some(&req.id),
-            ArchiveFilter::Active,
-            None,
-        )
-        .await?;
-    for doc in contracts {
-        let mut contract: Contract = decode(&doc)?;
-        contract.archived_at = Some(now);
-        st.stores
-            .config
-            .update_doc(env, kind::CONTRACT, &contract.id, &encode(&contract)?, true)
-            .await?;
-    }
-    customer.archived_at = Some(now);
-    customer.updated_at = now;
-    st.stores
-        .config
-        .update_doc(env, kind::CUSTOMER, &customer.id, &encode(&customer)?, true)
-        .await?;
+    customers::archive(&st, env, &req.id).await?;
     Ok(id_response(&req.id))
 }
 
@@ -231,13 +109,7 @@ async fn set_ingest_aliases(
     Path(id): Path<String>,
     Body(req): Body<SetAliases>,
 ) -> ApiResult<Response> {
-    let mut customer = load_customer(&st, env, &id).await?;
-    customer.ingest_aliases = clean_aliases(req.ingest_aliases)?;
-    customer.updated_at = Time(st.now_ms());
-    st.stores
-        .config
-        .set_customer_aliases(env, &id, &customer.ingest_aliases, &encode(&customer)?)
-        .await?;
+    customers::set_ingest_aliases(&st, env, &id, req.ingest_aliases).await?;
     Ok((StatusCode::OK, HttpBody::empty()).into_response())
 }
 
@@ -252,18 +124,6 @@ async fn set_name(
     Path(id): Path<String>,
     Body(req): Body<SetName>,
 ) -> ApiResult<Json<Value>> {
-    let mut customer = load_customer(&st, env, &id).await?;
-    customer.name = truncate_name(&req.name)?;
-    customer.updated_at = Time(st.now_ms());
-    st.stores
-        .config
-        .update_doc(
-            env,
-            kind::CUSTOMER,
-            &id,
-            &encode(&customer)?,
-            customer.archived_at.is_some(),
-        )
-        .await?;
+    let customer = customers::set_name(&st, env, &id, &req.name).await?;
     Ok(Json(json!({ "data": customer.summary_json() })))
 }

@@ -15,8 +15,8 @@ use tally_core::ingest::{content_encoding, parse_batch, IngestSummary, Rejection
 use tally_core::metric::contributions;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use super::error::{ApiError, ApiResult};
 use super::Caller;
-use crate::error::{ApiError, ApiResult};
 use crate::store::{IngestItem, ItemOutcome};
 use crate::AppState;
 

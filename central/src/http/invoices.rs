@@ -1,4 +1,5 @@
-//! Customer invoices (list, get) and `/v1/invoices/void`.
+//! Customer invoices (list, get) and `/v1/invoices/void`: the wire side of `service::invoices`.
+//! The GETs never write: drafts are computed on read.
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -6,14 +7,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::customers::load_customer;
-use super::{
-    decode_cursor, id_response, offset_page, page_limit, Body, Caller, QueryMap, MAX_PAGE_SIZE,
-};
-use crate::billing::{invoice_json, sync_contract, void_invoice};
-use crate::error::{ApiError, ApiResult};
-use crate::model::{decode, kind, load, Contract, USD_ID};
-use crate::store::{ArchiveFilter, InvoiceStatus};
+use super::error::{ApiError, ApiResult};
+use super::MAX_PAGE_SIZE;
+use super::{decode_cursor, encode_cursor, id_response, page_limit, Body, Caller, QueryMap};
+use crate::service::invoices::{self, InvoiceQuery};
+use crate::store::InvoiceStatus;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -32,6 +30,31 @@ fn time_param(q: &QueryMap, key: &str) -> ApiResult<Option<i64>> {
         .transpose()
 }
 
+fn invoice_query(q: &QueryMap) -> ApiResult<InvoiceQuery> {
+    let status = match q.one("status") {
+        None => None,
+        Some(s) => Some(InvoiceStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request("status must be one of DRAFT, FINALIZED, VOID")
+        })?),
+    };
+    let descending = match q.one("sort") {
+        None => false,
+        Some(s) if s.eq_ignore_ascii_case("date_asc") => false,
+        Some(s) if s.eq_ignore_ascii_case("date_desc") => true,
+        Some(_) => return Err(ApiError::bad_request("sort must be date_asc or date_desc")),
+    };
+    Ok(InvoiceQuery {
+        contract_id: q.one("contract_id").map(String::from),
+        status,
+        starting_on: time_param(q, "starting_on")?,
+        ending_before: time_param(q, "ending_before")?,
+        descending,
+        invoice_type: q.one("type").map(String::from),
+        credit_type_id: q.one("credit_type_id").map(String::from),
+        skip_zero_lines: q.bool("skip_zero_qty_line_items")?.unwrap_or(false),
+    })
+}
+
 async fn list(
     State(st): State<AppState>,
     Caller(env): Caller,
@@ -40,68 +63,10 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let limit = page_limit(q.one("limit"), MAX_PAGE_SIZE)?;
     let offset = decode_cursor(q.one("next_page"))?;
-    let status = match q.one("status") {
-        None => None,
-        Some(s) => Some(InvoiceStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request("status must be one of DRAFT, FINALIZED, VOID")
-        })?),
-    };
-    let starting_on = time_param(&q, "starting_on")?;
-    let ending_before = time_param(&q, "ending_before")?;
-    let descending = match q.one("sort") {
-        None => false,
-        Some(s) if s.eq_ignore_ascii_case("date_asc") => false,
-        Some(s) if s.eq_ignore_ascii_case("date_desc") => true,
-        Some(_) => return Err(ApiError::bad_request("sort must be date_asc or date_desc")),
-    };
-    let type_ok = q
-        .one("type")
-        .is_none_or(|t| t.eq_ignore_ascii_case("USAGE"));
-    let credit_ok = q.one("credit_type_id").is_none_or(|c| c == USD_ID);
-    let skip_zero = q.bool("skip_zero_qty_line_items")?.unwrap_or(false);
-    load_customer(&st, env, &customer_id).await?;
-
-    let docs = st
-        .stores
-        .config
-        .list_docs(
-            env,
-            kind::CONTRACT,
-            Some(&customer_id),
-            ArchiveFilter::All,
-            None,
-        )
-        .await?;
-    let mut selected = Vec::new();
-    for doc in &docs {
-        let contract: Contract = decode(doc)?;
-        if q.one("contract_id").is_some_and(|id| id != contract.id) || !type_ok || !credit_ok {
-            continue;
-        }
-        for row in sync_contract(&st, env, &contract).await? {
-            let keep = status.is_none_or(|s| s == row.status)
-                && starting_on.is_none_or(|t| row.period_start_ms >= t)
-                && ending_before.is_none_or(|t| row.period_end_ms <= t);
-            if keep {
-                selected.push((row, contract.clone()));
-            }
-        }
-    }
-    // Sorted by issue date (period end), then contract, for a stable order across pages.
-    selected.sort_by(|a, b| {
-        (a.0.period_end_ms, &a.0.contract_id).cmp(&(b.0.period_end_ms, &b.0.contract_id))
-    });
-    if descending {
-        selected.reverse();
-    }
-    let start = (offset as usize).min(selected.len());
-    let end = (start + limit as usize).min(selected.len());
-    // Only the page's invoices are rendered; the others are placeholders for paging maths.
-    let mut items = vec![Value::Null; selected.len()];
-    for (i, (row, contract)) in selected.iter().enumerate().take(end).skip(start) {
-        items[i] = invoice_json(&st, env, contract, row, skip_zero).await?;
-    }
-    Ok(offset_page(items, offset, limit, "next_page"))
+    let query = invoice_query(&q)?;
+    let page = invoices::list(&st, env, &customer_id, &query, offset, limit).await?;
+    let next = page.next_offset.map(encode_cursor);
+    Ok(Json(json!({ "data": page.items, "next_page": next })))
 }
 
 async fn retrieve(
@@ -111,21 +76,7 @@ async fn retrieve(
     q: QueryMap,
 ) -> ApiResult<Json<Value>> {
     let skip_zero = q.bool("skip_zero_qty_line_items")?.unwrap_or(false);
-    let row = st.stores.invoices.invoice(env, &invoice_id).await?;
-    let row = row
-        .filter(|r| r.customer_id == customer_id)
-        .ok_or_else(|| ApiError::not_found("invoice"))?;
-    let contract: Contract = load(
-        &st.stores,
-        env,
-        kind::CONTRACT,
-        &row.contract_id,
-        "contract",
-    )
-    .await?;
-    let rows = sync_contract(&st, env, &contract).await?;
-    let row = rows.into_iter().find(|r| r.id == invoice_id).unwrap_or(row);
-    let inv = invoice_json(&st, env, &contract, &row, skip_zero).await?;
+    let inv = invoices::get(&st, env, &customer_id, &invoice_id, skip_zero).await?;
     Ok(Json(json!({ "data": inv })))
 }
 
@@ -139,6 +90,6 @@ async fn void(
     Caller(env): Caller,
     Body(req): Body<VoidReq>,
 ) -> ApiResult<Json<Value>> {
-    void_invoice(&st, env, &req.id).await?;
+    invoices::void(&st, env, &req.id).await?;
     Ok(id_response(&req.id))
 }

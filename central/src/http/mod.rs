@@ -2,14 +2,17 @@
 //!
 //! Conventions enforced here for every endpoint: Bearer auth mapping a token to its environment,
 //! `{"message"}` errors (unknown routes and wrong methods included), an empty POST body read as
-//! `{}`, unknown fields ignored, keyset cursors.
+//! `{}`, unknown fields ignored, keyset cursors. Handlers parse the wire request, call one
+//! `service` function and map its result; handler modules never import each other.
 
 mod billable_metrics;
 mod contracts;
 mod customers;
+pub mod error;
 mod ingest;
 mod internal;
 mod invoices;
+mod operations;
 mod products;
 mod rate_cards;
 
@@ -27,7 +30,7 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult};
+use self::error::{ApiError, ApiResult};
 use crate::store::{Env, PageReq};
 use crate::AppState;
 
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(customers::routes())
         .merge(contracts::routes())
         .merge(invoices::routes())
+        .merge(operations::routes())
         .merge(ingest::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -63,6 +67,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_request_time,
         ))
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .with_state(state)
 }
 
@@ -80,6 +85,17 @@ async fn limit_request_time(State(state): State<AppState>, req: Request, next: N
         )
         .into_response(),
     }
+}
+
+/// Refuses a path or query holding an encoded NUL (`%00`) with a 400 on both backends, before
+/// any handler: PostgreSQL cannot store NUL, so an id with one can never exist anywhere.
+async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.contains("%00") || s.contains('\0');
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request("the path or query contains a NUL character").into_response();
+    }
+    next.run(req).await
 }
 
 async fn info() -> Json<Value> {
@@ -120,7 +136,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -171,6 +187,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value: Value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
+        // One JSON value and nothing after it (whitespace aside): `{}x` is not a valid body.
+        de.end()
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
         check_string_lengths(&value, &mut String::new())?;
         from_value(value).map(Body)
     }
@@ -190,8 +209,20 @@ fn check_string_lengths(value: &Value, path: &mut String) -> ApiResult<()> {
             "invalid request body at {at}: strings are limited to {MAX_STRING_CHARS} characters"
         )))
     };
+    let at = |path: &str| {
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        }
+    };
     match value {
         Value::String(s) if too_long(s) => refuse(path),
+        // Both backends must answer alike: PostgreSQL cannot store NUL, so no one stores it.
+        Value::String(s) if s.contains('\0') => Err(ApiError::bad_request(format!(
+            "invalid request body at {}: strings may not contain NUL characters",
+            at(path)
+        ))),
         Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
             let len = path.len();
             path.push_str(&format!("[{i}]"));
@@ -207,6 +238,11 @@ fn check_string_lengths(value: &Value, path: &mut String) -> ApiResult<()> {
             path.push_str(key);
             if too_long(key) {
                 return refuse(path);
+            }
+            if key.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "invalid request body at {path}: keys may not contain NUL characters"
+                )));
             }
             check_string_lengths(item, path)?;
             path.truncate(len);
@@ -359,24 +395,10 @@ pub fn id_response(id: &str) -> Json<Value> {
 
 /// Refuses a timestamp that is not on a UTC hour boundary.
 pub fn require_hour(field: &str, t: crate::wire::Time) -> ApiResult<()> {
-    if tally_core::time::is_hour_aligned(t.0) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{field} must be on an hour boundary (UTC)"
-        )))
-    }
+    Ok(crate::service::require_hour(field, t)?)
 }
 
 /// Refuses an empty or whitespace-only required string.
 pub fn require_text(field: &str, value: &str, max_chars: usize) -> ApiResult<()> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    if value.chars().count() > max_chars {
-        return Err(ApiError::bad_request(format!(
-            "{field} is longer than {max_chars} characters"
-        )));
-    }
-    Ok(())
+    Ok(crate::service::require_text(field, value, max_chars)?)
 }

@@ -10,17 +10,18 @@ use serde_json::{json, Value};
 use tally_core::rate;
 use tally_core::rating::Tier;
 
+use super::error::{ApiError, ApiResult};
 use super::from_value;
-use super::products::load_product;
 use super::{
     decode_cursor, id_response, keyset_page, offset_page, page_from_query, page_limit,
     require_hour, require_text, Body, Caller, QueryMap, MAX_PAGE_SIZE,
 };
-use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    credit_type, decode, encode, kind, load, new_id, BillingFrequency, Product, RateCard,
-    RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
+    credit_type, decode, encode, kind, new_id, BillingFrequency, Product, RateCard, RateCardAlias,
+    RateRecord, RateType, WireTier, CREATED_BY,
 };
+use crate::service::products;
+use crate::service::rate_cards::{self, CardChange};
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq};
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -52,27 +53,13 @@ struct CreateRateCard {
     custom_fields: BTreeMap<String, String>,
 }
 
-fn check_aliases(aliases: &[RateCardAlias]) -> ApiResult<()> {
-    for a in aliases {
-        require_text("aliases[].name", &a.name, 256)?;
-        if let (Some(s), Some(e)) = (a.starting_at, a.ending_before) {
-            if e <= s {
-                return Err(ApiError::bad_request(
-                    "alias ending_before must be after starting_at",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn create(
     State(st): State<AppState>,
     Caller(env): Caller,
     Body(req): Body<CreateRateCard>,
 ) -> ApiResult<Json<Value>> {
     require_text("name", &req.name, 256)?;
-    check_aliases(&req.aliases)?;
+    rate_cards::check_aliases(&req.aliases)?;
     if !req.credit_type_conversions.is_empty() {
         return Err(ApiError::bad_request(
             "custom pricing units (credit_type_conversions) are not supported yet",
@@ -104,8 +91,8 @@ async fn create(
     Ok(id_response(&card.id))
 }
 
-pub async fn load_rate_card(st: &AppState, env: Env, id: &str) -> ApiResult<RateCard> {
-    load(&st.stores, env, kind::RATE_CARD, id, "rate card").await
+async fn load_rate_card(st: &AppState, env: Env, id: &str) -> ApiResult<RateCard> {
+    Ok(rate_cards::get(st, env, id).await?)
 }
 
 #[derive(Deserialize)]
@@ -166,34 +153,18 @@ async fn update(
     Caller(env): Caller,
     Body(req): Body<UpdateReq>,
 ) -> ApiResult<Json<Value>> {
-    let mut card = load_rate_card(&st, env, &req.rate_card_id).await?;
     if !req.add_credit_type_conversions.is_empty() {
         return Err(ApiError::bad_request(
             "custom pricing units (credit_type_conversions) are not supported yet",
         ));
     }
-    if let Some(name) = req.name {
-        require_text("name", &name, 256)?;
-        card.name = name;
-    }
-    if let Some(d) = req.description {
-        card.description = Some(d);
-    }
-    if let Some(aliases) = req.aliases {
-        check_aliases(&aliases)?;
-        card.assign_aliases(aliases, st.now_ms());
-    }
-    st.stores
-        .config
-        .update_doc(
-            env,
-            kind::RATE_CARD,
-            &card.id,
-            &encode(&card)?,
-            card.archived_at.is_some(),
-        )
-        .await?;
-    Ok(id_response(&card.id))
+    let change = CardChange {
+        name: req.name,
+        description: req.description,
+        aliases: req.aliases,
+    };
+    rate_cards::update(&st, env, &req.rate_card_id, change).await?;
+    Ok(id_response(&req.rate_card_id))
 }
 
 async fn archive(
@@ -201,15 +172,8 @@ async fn archive(
     Caller(env): Caller,
     Body(req): Body<GetReq>,
 ) -> ApiResult<Json<Value>> {
-    let mut card = load_rate_card(&st, env, &req.id).await?;
-    if card.archived_at.is_none() {
-        card.archived_at = Some(Time(st.now_ms()));
-        st.stores
-            .config
-            .update_doc(env, kind::RATE_CARD, &card.id, &encode(&card)?, true)
-            .await?;
-    }
-    Ok(id_response(&card.id))
+    rate_cards::archive(&st, env, &req.id).await?;
+    Ok(id_response(&req.id))
 }
 
 /// One rate as sent to addRate / addRates.
@@ -246,7 +210,7 @@ async fn build_rate(
         require_hour("ending_before", end)?;
     }
     rate::check_window(input.starting_at.0, input.ending_before.map(|t| t.0)).map_err(bad_rate)?;
-    let product = load_product(st, env, &input.product_id).await?;
+    let product = products::get(st, env, &input.product_id).await?;
     let record = RateRecord {
         rate_card_id: card.id.clone(),
         product_id: product.id.clone(),
@@ -261,6 +225,8 @@ async fn build_rate(
         billing_frequency: input.billing_frequency,
         commit_rate: input.commit_rate,
     };
+    let tier_prices: Vec<_> = record.tiers.iter().flatten().map(|t| t.price.0).collect();
+    rate_cards::check_rate_limits(record.price.map(|p| p.0), &tier_prices)?;
     check_price(&record)?;
     check_pricing_values(&product, &record)?;
     Ok(record)
@@ -292,9 +258,14 @@ fn bad_rate(e: rate::RateError) -> ApiError {
 }
 
 async fn insert_rates(st: &AppState, env: Env, rates: &[RateRecord]) -> ApiResult<()> {
+    if let Some(first) = rates.first() {
+        // Concurrent adds to one card may pass this together by at most one call's rates.
+        let existing = load_rates(st, env, &first.rate_card_id).await?.len();
+        rate_cards::check_card_capacity(existing, rates.len())?;
+    }
     let now = st.now_ms();
     let ids: Vec<String> = rates.iter().map(|_| new_id()).collect();
-    let bodies = rates.iter().map(encode).collect::<ApiResult<Vec<_>>>()?;
+    let bodies = rates.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let docs: Vec<NewDoc> = rates
         .iter()
         .zip(&ids)
@@ -375,7 +346,7 @@ pub async fn load_rates(st: &AppState, env: Env, rate_card_id: &str) -> ApiResul
             None,
         )
         .await?;
-    docs.iter().map(decode).collect()
+    Ok(docs.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
 #[derive(Deserialize, Default)]
@@ -450,7 +421,7 @@ async fn get_rates(
         if !products.contains_key(&active.product_id) {
             products.insert(
                 active.product_id.clone(),
-                load_product(&st, env, &active.product_id).await?,
+                products::get(&st, env, &active.product_id).await?,
             );
         }
         let product = &products[&active.product_id];

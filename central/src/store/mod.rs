@@ -60,6 +60,10 @@ pub enum StoreError {
     /// Input the database cannot store (PostgreSQL refuses NUL characters in text).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// Concurrent transactions got in each other's way (a PostgreSQL deadlock or serialization
+    /// failure): nothing was written, and running the same transaction again is the remedy.
+    #[error("contended: {0}")]
+    Contended(String),
     /// The operation could not complete (a failed group commit, a stopped writer); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +82,12 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Invalid("text contains a character that cannot be stored (NUL)".into())
             }
+            // deadlock_detected, serialization_failure: the transaction lost a race.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                StoreError::Contended(db.message().to_string())
+            }
             _ => StoreError::Database(e),
         }
     }
@@ -92,6 +102,8 @@ pub struct Doc {
     pub archived: bool,
     pub created_ms: i64,
     pub body: String,
+    /// Bumped by every update; an update names the version it read (optimistic concurrency).
+    pub version: i64,
 }
 
 /// A new document to insert.
@@ -126,6 +138,8 @@ pub trait ConfigStore: Send + Sync {
     /// Inserts documents atomically (all or none). A taken unique key is `Conflict`.
     async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()>;
     async fn get_doc(&self, env: Env, kind: &str, id: &str) -> StoreResult<Option<Doc>>;
+    /// Replaces a document's body if it is still at `version` (and bumps the version). False,
+    /// changing nothing, when it has changed since it was read (or does not exist).
     async fn update_doc(
         &self,
         env: Env,
@@ -133,6 +147,7 @@ pub trait ConfigStore: Send + Sync {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool>;
     async fn list_docs(
         &self,
@@ -149,14 +164,16 @@ pub trait ConfigStore: Send + Sync {
         doc: NewDoc<'_>,
         aliases: &[String],
     ) -> StoreResult<()>;
-    /// Replaces a customer's aliases and body atomically; a taken alias is `Conflict`.
+    /// Replaces a customer's aliases and body atomically if the document is still at `version`
+    /// (false, changing nothing, when it is not); a taken alias is `Conflict`.
     async fn set_customer_aliases(
         &self,
         env: Env,
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()>;
+        version: i64,
+    ) -> StoreResult<bool>;
     /// A number that grows whenever a billable metric is created (in any environment).
     async fn metrics_version(&self) -> StoreResult<u64>;
     /// The customer owning an ingest alias.
@@ -308,6 +325,48 @@ pub trait InvoiceStore: Send + Sync {
         to: InvoiceStatus,
         body: &str,
     ) -> StoreResult<bool>;
+    /// Starts a unit of work: one write transaction for changes that must land together.
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>>;
+    /// Records that the job could not finalize a contract (counting repeats).
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Forgets a contract's job failure once it finalizes again.
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()>;
+    /// `env`'s stuck contracts, oldest failure first, at most `limit`.
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>>;
+}
+
+/// A contract the background job could not finalize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub contract_id: String,
+    pub error: String,
+    pub first_failed_ms: i64,
+    pub last_failed_ms: i64,
+    pub failures: i64,
+}
+
+/// One write transaction through which invoice state changes (and, as they arrive, ledger
+/// entries and outbox rows) are written together: all of them commit, or none. Dropping it
+/// without [`UnitOfWork::commit`] rolls everything back.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    /// Stores `row` with its status and frozen body if it is still `from`: inserted when the
+    /// period has no row yet (drafts are not stored until they need to be), else moved from
+    /// `from`. False, changing nothing, when the row exists in another status (someone else
+    /// finalized or voided it first).
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
 /// API tokens, stored as hashes.

@@ -137,6 +137,7 @@ fn doc_from_row(row: &PgRow) -> Doc {
         archived: row.get("archived"),
         created_ms: row.get("created_ms"),
         body: row.get("body"),
+        version: row.get("version"),
     }
 }
 
@@ -168,6 +169,19 @@ async fn insert_aliases(
     aliases: &[String],
 ) -> StoreResult<()> {
     for alias in aliases {
+        // Customer ids are never deleted, so this check cannot be raced into a wrong answer.
+        let is_id: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM documents WHERE env = $1 AND kind = 'customer' AND id = $2",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if is_id.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "ingest alias {alias:?} is a customer's id"
+            )));
+        }
         sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES ($1, $2, $3)")
             .bind(env.as_str())
             .bind(alias)
@@ -210,15 +224,18 @@ impl ConfigStore for PostgresStore {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE documents SET body = $1, archived = $2 WHERE env = $3 AND kind = $4 AND id = $5",
+            "UPDATE documents SET body = $1, archived = $2, version = version + 1
+             WHERE env = $3 AND kind = $4 AND id = $5 AND version = $6",
         )
         .bind(body)
         .bind(archived)
         .bind(env.as_str())
         .bind(kind)
         .bind(id)
+        .bind(version)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -262,6 +279,19 @@ impl ConfigStore for PostgresStore {
         aliases: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = $1 AND alias = $2",
+        )
+        .bind(env.as_str())
+        .bind(doc.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "customer id {:?} is another customer's ingest alias",
+                doc.id
+            )));
+        }
         insert_doc(&mut tx, env, &doc).await?;
         insert_aliases(&mut tx, env, doc.id, aliases).await?;
         tx.commit().await?;
@@ -274,24 +304,32 @@ impl ConfigStore for PostgresStore {
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()> {
+        version: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        // The document first: its row lock orders concurrent changes of one customer, and a
+        // stale version stops here having changed nothing.
+        let done = sqlx::query(
+            "UPDATE documents SET body = $1, version = version + 1
+             WHERE env = $2 AND kind = 'customer' AND id = $3 AND version = $4",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM customer_aliases WHERE env = $1 AND customer_id = $2")
             .bind(env.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
         insert_aliases(&mut tx, env, id, aliases).await?;
-        sqlx::query(
-            "UPDATE documents SET body = $1 WHERE env = $2 AND kind = 'customer' AND id = $3",
-        )
-        .bind(body)
-        .bind(env.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
@@ -638,6 +676,53 @@ impl UsageStore for PostgresStore {
     }
 }
 
+/// [`UnitOfWork`] over one write transaction.
+struct PostgresWork(sqlx::Transaction<'static, Postgres>);
+
+#[async_trait]
+impl UnitOfWork for PostgresWork {
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO invoices
+                 (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(&row.contract_id)
+        .bind(&row.customer_id)
+        .bind(row.period_start_ms)
+        .bind(row.period_end_ms)
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .execute(&mut *self.0)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let moved = sqlx::query(
+            "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5",
+        )
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 fn invoice_from_row(row: &PgRow) -> StoreResult<InvoiceRow> {
     let status: String = row.get("status");
     Ok(InvoiceRow {
@@ -727,6 +812,64 @@ impl InvoiceStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        Ok(Box::new(PostgresWork(self.pool.begin().await?)))
+    }
+
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_failures
+                 (env, contract_id, error, first_failed_ms, last_failed_ms, failures)
+             VALUES ($1, $2, $3, $4, $5, 1)
+             ON CONFLICT (env, contract_id) DO UPDATE SET error = excluded.error,
+                 last_failed_ms = excluded.last_failed_ms, failures = job_failures.failures + 1",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_failures WHERE env = $1 AND contract_id = $2")
+            .bind(env.as_str())
+            .bind(contract_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_failures WHERE env = $1
+             ORDER BY first_failed_ms, contract_id LIMIT $2",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r: &PgRow| JobFailure {
+                contract_id: r.get("contract_id"),
+                error: r.get("error"),
+                first_failed_ms: r.get("first_failed_ms"),
+                last_failed_ms: r.get("last_failed_ms"),
+                failures: r.get("failures"),
+            })
+            .collect())
     }
 }
 

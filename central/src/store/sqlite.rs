@@ -93,6 +93,7 @@ fn doc_from_row(row: &sqlx::sqlite::SqliteRow) -> Doc {
         archived: row.get::<i64, _>("archived") != 0,
         created_ms: row.get("created_ms"),
         body: row.get("body"),
+        version: row.get("version"),
     }
 }
 
@@ -128,6 +129,19 @@ async fn insert_aliases(
     aliases: &[String],
 ) -> StoreResult<()> {
     for alias in aliases {
+        // Customer ids are never deleted, so this check cannot be raced into a wrong answer.
+        let is_id: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM documents WHERE env = ? AND kind = 'customer' AND id = ?",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if is_id.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "ingest alias {alias:?} is a customer's id"
+            )));
+        }
         sqlx::query("INSERT INTO customer_aliases (env, alias, customer_id) VALUES (?, ?, ?)")
             .bind(env.as_str())
             .bind(alias)
@@ -170,15 +184,18 @@ impl ConfigStore for SqliteStore {
         id: &str,
         body: &str,
         archived: bool,
+        version: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE documents SET body = ?, archived = ? WHERE env = ? AND kind = ? AND id = ?",
+            "UPDATE documents SET body = ?, archived = ?, version = version + 1
+             WHERE env = ? AND kind = ? AND id = ? AND version = ?",
         )
         .bind(body)
         .bind(i64::from(archived))
         .bind(env.as_str())
         .bind(kind)
         .bind(id)
+        .bind(version)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -222,6 +239,19 @@ impl ConfigStore for SqliteStore {
         aliases: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_aliases WHERE env = ? AND alias = ?",
+        )
+        .bind(env.as_str())
+        .bind(doc.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "customer id {:?} is another customer's ingest alias",
+                doc.id
+            )));
+        }
         insert_doc(&mut tx, env, &doc).await?;
         insert_aliases(&mut tx, env, doc.id, aliases).await?;
         tx.commit().await?;
@@ -234,22 +264,32 @@ impl ConfigStore for SqliteStore {
         id: &str,
         aliases: &[String],
         body: &str,
-    ) -> StoreResult<()> {
+        version: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
+        // The document first: its row lock orders concurrent changes of one customer, and a
+        // stale version stops here having changed nothing.
+        let done = sqlx::query(
+            "UPDATE documents SET body = ?, version = version + 1
+             WHERE env = ? AND kind = 'customer' AND id = ? AND version = ?",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM customer_aliases WHERE env = ? AND customer_id = ?")
             .bind(env.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
         insert_aliases(&mut tx, env, id, aliases).await?;
-        sqlx::query("UPDATE documents SET body = ? WHERE env = ? AND kind = 'customer' AND id = ?")
-            .bind(body)
-            .bind(env.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
@@ -582,6 +622,53 @@ impl UsageStore for SqliteStore {
     }
 }
 
+/// [`UnitOfWork`] over one write transaction.
+struct SqliteWork(sqlx::Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl UnitOfWork for SqliteWork {
+    async fn put_invoice(
+        &mut self,
+        env: Env,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO invoices
+                 (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(&row.contract_id)
+        .bind(&row.customer_id)
+        .bind(row.period_start_ms)
+        .bind(row.period_end_ms)
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .execute(&mut *self.0)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let moved = sqlx::query(
+            "UPDATE invoices SET status = ?, body = ? WHERE env = ? AND id = ? AND status = ?",
+        )
+        .bind(row.status.as_str())
+        .bind(&row.body)
+        .bind(env.as_str())
+        .bind(&row.id)
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 fn invoice_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<InvoiceRow> {
     let status: String = row.get("status");
     Ok(InvoiceRow {
@@ -665,6 +752,66 @@ impl InvoiceStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        Ok(Box::new(SqliteWork(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        )))
+    }
+
+    async fn record_job_failure(
+        &self,
+        env: Env,
+        contract_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_failures
+                 (env, contract_id, error, first_failed_ms, last_failed_ms, failures)
+             VALUES (?, ?, ?, ?, ?, 1)
+             ON CONFLICT (env, contract_id) DO UPDATE SET error = excluded.error,
+                 last_failed_ms = excluded.last_failed_ms, failures = job_failures.failures + 1",
+        )
+        .bind(env.as_str())
+        .bind(contract_id)
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_failures WHERE env = ? AND contract_id = ?")
+            .bind(env.as_str())
+            .bind(contract_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_failures WHERE env = ?
+             ORDER BY first_failed_ms, contract_id LIMIT ?",
+        )
+        .bind(env.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r: &sqlx::sqlite::SqliteRow| JobFailure {
+                contract_id: r.get("contract_id"),
+                error: r.get("error"),
+                first_failed_ms: r.get("first_failed_ms"),
+                last_failed_ms: r.get("last_failed_ms"),
+                failures: r.get("failures"),
+            })
+            .collect())
     }
 }
 

@@ -387,3 +387,52 @@ async fn an_oversized_admin_body_is_413_json() {
     assert!(r.message().contains("bytes"), "{}", r.message());
     assert_eq!(app.get("/v1/customers").await.data(), json!([]));
 }
+
+#[tokio::test]
+async fn trailing_bytes_after_a_json_body_are_400_and_store_nothing() {
+    let app = TestApp::new(NOW).await;
+    for body in [
+        &br#"{"name": "A"} x"#[..],
+        br#"{"name": "A"}{}"#,
+        br#"{"name": "A"}]"#,
+    ] {
+        app.post_raw("/v1/customers", Some(body))
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+    }
+    // Trailing whitespace is still fine.
+    app.post_raw("/v1/customers", Some(b"{\"name\": \"B\"} \n"))
+        .await
+        .expect(StatusCode::OK);
+    let names: Vec<Value> = app
+        .get("/v1/customers")
+        .await
+        .data()
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("B")]);
+}
+
+#[tokio::test]
+async fn nul_in_an_id_or_a_body_is_400() {
+    let app = TestApp::new(NOW).await;
+    app.get("/v1/customers/abc%00def")
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    app.get("/v1/customers?ingest_alias=a%00b")
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    app.post("/v1/customers", json!({ "name": "a\u{0}b" }))
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    app.post(
+        "/v1/customers",
+        json!({ "name": "ok", "custom_fields": { "k\u{0}": "v" } }),
+    )
+    .await
+    .client_error(StatusCode::BAD_REQUEST);
+    assert_eq!(app.get("/v1/customers").await.data(), json!([]));
+}

@@ -491,14 +491,14 @@ async fn dedupe_keys_outlive_the_backdating_window() {
     // 35 days later the event is exactly 34 days old: still ingestible, so still a duplicate,
     // even after the pruning job has run.
     app.set_now_ms(sent + 35 * DAY_MS);
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     let r = app.ingest(SBX, ev.clone()).await;
     assert_eq!(r["duplicates"], 1, "{r}");
     // One millisecond later the key may be pruned, but the event is now too old to count.
     app.set_now_ms(sent + 35 * DAY_MS + 1);
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     let r = app.ingest(SBX, ev).await;

@@ -47,6 +47,7 @@ async fn stored_status(app: &TestApp, id: &str) -> InvoiceStatus {
 async fn one_invoice_per_begun_period_with_statuses() {
     let app = TestApp::new("2024-10-15T12:00:00Z").await;
     let b = Billing::count(&app, SBX, "call", "1", "acme", "2024-08-15T00:00:00Z").await;
+    app.run_jobs().await;
     let all = app.invoices(SBX, &b.customer, "").await;
     assert_eq!(
         periods(&all),
@@ -127,6 +128,7 @@ async fn one_invoice_per_begun_period_with_statuses() {
 
     // A month later the October invoice is final too and November is the draft.
     app.set_now("2024-11-02T00:00:00Z");
+    app.run_jobs().await;
     let all = app.invoices(SBX, &b.customer, "").await;
     assert_eq!(
         statuses(&all),
@@ -162,13 +164,13 @@ async fn a_draft_recomputes_then_finalizes_and_freezes() {
 
     // One millisecond before end + grace the job leaves it a draft...
     app.set_now("2024-10-01T23:59:59.999Z");
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     assert_eq!(stored_status(&app, &id).await, InvoiceStatus::Draft);
     // ...and at end + grace the job (not a read) finalizes it.
     app.set_now("2024-10-02T00:00:00Z");
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     assert_eq!(stored_status(&app, &id).await, InvoiceStatus::Finalized);
@@ -185,7 +187,7 @@ async fn a_draft_recomputes_then_finalizes_and_freezes() {
     assert_eq!(inv["status"], "FINALIZED");
     assert_eq!(num(&inv["total"]), "35");
     assert_eq!(num(&line(&inv, &b.product)["quantity"]), "5");
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     let one = app
@@ -196,6 +198,7 @@ async fn a_draft_recomputes_then_finalizes_and_freezes() {
 
     // The late events were stored: a contract created now rates September with all nine.
     let second = app.contract(SBX, &b.customer, &b.card, sept).await;
+    app.run_jobs().await;
     let invs = app
         .invoices(SBX, &b.customer, &format!("contract_id={second}"))
         .await;
@@ -229,6 +232,7 @@ async fn zero_grace_finalizes_at_period_end() {
     assert_eq!(statuses(&all), vec!["DRAFT"]);
     assert_eq!(all[0]["issued_at"], "2024-10-01T00:00:00Z");
     app.set_now("2024-10-01T00:00:00Z");
+    app.run_jobs().await;
     let all = app.invoices(SBX, &b.customer, "").await;
     assert_eq!(statuses(&all), vec!["FINALIZED", "DRAFT"]);
     assert_eq!(num(&all[0]["total"]), "3");
@@ -276,6 +280,7 @@ async fn void_a_draft_and_a_finalized_invoice() {
         }))
         .collect();
     app.ingest(SBX, Value::Array(events)).await;
+    app.run_jobs().await;
     let all = app.invoices(SBX, &b.customer, "").await;
     assert_eq!(statuses(&all), vec!["FINALIZED", "DRAFT"]);
     let (sept, oct) = (
@@ -310,7 +315,7 @@ async fn void_a_draft_and_a_finalized_invoice() {
     )
     .await;
     app.set_now("2024-11-03T00:00:00Z");
-    tally_central::billing::run_jobs_once(&app.state)
+    tally_central::service::jobs::run_jobs_once(&app.state)
         .await
         .expect("jobs");
     assert_eq!(stored_status(&app, &oct).await, InvoiceStatus::Void);
@@ -371,6 +376,7 @@ async fn skip_zero_qty_line_items_drops_zero_lines() {
             .map(|l| text(l, "product_id").to_string())
             .collect()
     };
+    app.run_jobs().await;
     let all = app.invoices(SBX, &b.customer, "").await;
     assert_eq!(products(&all[0]), vec![b.product.clone(), idle.clone()]);
     assert_eq!(num(&line(&all[0], &idle)["quantity"]), "0");
@@ -698,6 +704,7 @@ async fn latest_bills_the_change_across_periods() {
         ]),
     )
     .await;
+    app.run_jobs().await;
     let all = app.invoices(SBX, &customer, "").await;
     assert_eq!(statuses(&all), vec!["FINALIZED", "DRAFT"]);
     assert_eq!(num(&line(&all[0], &product)["quantity"]), "10");
@@ -760,4 +767,100 @@ async fn a_rate_change_within_the_period_splits_the_line() {
         ]
     );
     assert_eq!(num(&inv["total"]), "13");
+}
+
+#[tokio::test]
+async fn reads_never_write_invoice_rows() {
+    let app = TestApp::new("2024-10-15T12:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "2", "acme", "2024-08-01T00:00:00Z").await;
+    let all = app.invoices(SBX, &b.customer, "").await;
+    // Due periods read as DRAFT until the job runs, and nothing was stored by the reads.
+    assert_eq!(statuses(&all), vec!["DRAFT", "DRAFT", "DRAFT"]);
+    let id = text(&all[0], "id").to_string();
+    app.get(&format!("/v1/customers/{}/invoices/{id}", b.customer))
+        .await
+        .expect(StatusCode::OK);
+    let stored = app
+        .state
+        .stores
+        .invoices
+        .invoices_for_contract(SBX, &b.contract);
+    assert!(stored.await.expect("store").is_empty());
+    // The job stores every period and finalizes the due ones, under the same ids.
+    app.run_jobs().await;
+    let after = app.invoices(SBX, &b.customer, "").await;
+    assert_eq!(statuses(&after), vec!["FINALIZED", "FINALIZED", "DRAFT"]);
+    assert_eq!(after[0]["id"], id.as_str());
+    let stored = app
+        .state
+        .stores
+        .invoices
+        .invoices_for_contract(SBX, &b.contract);
+    assert_eq!(stored.await.expect("store").len(), 3);
+}
+
+#[tokio::test]
+async fn voiding_a_draft_the_job_has_not_stored_yet() {
+    let app = TestApp::new("2024-10-15T12:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "2", "acme", "2024-10-01T00:00:00Z").await;
+    let id = text(&app.invoices(SBX, &b.customer, "").await[0], "id").to_string();
+    assert_eq!(
+        app.post("/v1/invoices/void", json!({ "id": id }))
+            .await
+            .id(),
+        id
+    );
+    assert_eq!(stored_status(&app, &id).await, InvoiceStatus::Void);
+    app.post("/v1/invoices/void", json!({ "id": "no-such-invoice" }))
+        .await
+        .client_error(StatusCode::NOT_FOUND);
+}
+
+/// Largest decimal: one event rates, two overflow the invoice's exact range.
+const HUGE_PRICE: &str = "79228162514264337593543950335";
+
+#[tokio::test]
+async fn a_contract_that_cannot_be_rated_stops_no_other_finalization() {
+    let app = TestApp::new("2024-10-15T12:00:00Z").await;
+    let sept = "2024-09-01T00:00:00Z";
+    let mut stuck = Vec::new();
+    let mut fine = Vec::new();
+    for env in [Env::Sandbox, Env::Production] {
+        // The broken contract is created first, so a pass meets it before the healthy one.
+        let bad = Billing::count(&app, env, "big", HUGE_PRICE, "bad", sept).await;
+        let good = Billing::count(&app, env, "call", "3", "good", sept).await;
+        let events = json!([
+            event("b1", "bad", "big", "2024-09-20T00:00:00Z", json!({})),
+            event("b2", "bad", "big", "2024-09-21T00:00:00Z", json!({})),
+            event("g1", "good", "call", "2024-09-22T00:00:00Z", json!({})),
+        ]);
+        assert_eq!(app.ingest(env, events).await["accepted"], 3);
+        stuck.push((env, bad));
+        fine.push((env, good));
+    }
+    let report = tally_central::service::jobs::run_jobs_once(&app.state)
+        .await
+        .expect("a failing contract does not fail the pass")
+        .expect("lock");
+    assert_eq!(report.failed, 2, "{report:?}");
+    for (env, good) in &fine {
+        let path = format!("/v1/customers/{}/invoices", good.customer);
+        let all = app.get_as(*env, &path).await.data();
+        assert_eq!(all[0]["status"], "FINALIZED", "{env:?}");
+        assert_eq!(num(&all[0]["total"]), "3");
+    }
+    for (env, bad) in &stuck {
+        let listed = app
+            .get_as(*env, "/v1/operations/stuck-contracts")
+            .await
+            .data();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        assert_eq!(listed[0]["contract_id"], bad.contract.as_str());
+        assert_eq!(listed[0]["failed_passes"], 1);
+        assert!(text(&listed[0], "error").contains("overflow"), "{listed}");
+    }
+    // A second pass counts the failure again; the healthy contracts stay final.
+    app.run_jobs().await;
+    let listed = app.get("/v1/operations/stuck-contracts").await.data();
+    assert_eq!(listed[0]["failed_passes"], 2);
 }

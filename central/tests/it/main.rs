@@ -2,6 +2,8 @@
 
 mod support;
 
+mod concurrency;
+mod config_limits;
 mod conventions;
 mod edge_internal;
 mod ingest;

@@ -1471,3 +1471,157 @@ async fn professional_service_products_read_back_as_pro_service() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn an_ingest_alias_equal_to_a_customer_id_is_409() {
+    let app = TestApp::new(NOW).await;
+    let a = app.customer(SBX, "A", &["a"]).await;
+    let r = app
+        .post(
+            "/v1/customers",
+            json!({ "name": "B", "ingest_aliases": [a.clone()] }),
+        )
+        .await
+        .client_error(StatusCode::CONFLICT);
+    assert!(r.message().contains("customer's id"), "{}", r.message());
+    let b = app.customer(SBX, "B", &["b"]).await;
+    app.post(
+        &format!("/v1/customers/{b}/setIngestAliases"),
+        json!({ "ingest_aliases": ["b2", a] }),
+    )
+    .await
+    .client_error(StatusCode::CONFLICT);
+    let got = app.get(&format!("/v1/customers/{b}")).await.data();
+    assert_eq!(got["ingest_aliases"], json!(["b"]));
+}
+
+#[tokio::test]
+async fn customers_create_is_the_same_call_as_post_customers() {
+    let app = TestApp::new(NOW).await;
+    let body =
+        json!({ "name": "Quickstart", "ingest_aliases": ["qs"], "custom_fields": { "k": "v" } });
+    let made = app.post("/v1/customers/create", body).await.data();
+    let id = text(&made, "id").to_string();
+    let got = app.get(&format!("/v1/customers/{id}")).await.data();
+    assert_eq!(got["name"], "Quickstart");
+    assert_eq!(got["ingest_aliases"], json!(["qs"]));
+    let other = app
+        .post("/v1/customers", json!({ "name": "Sdk" }))
+        .await
+        .data();
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(&made), keys(&other));
+    // The same rules: a taken alias is a 409 on both spellings.
+    app.post(
+        "/v1/customers/create",
+        json!({ "name": "Dup", "ingest_aliases": ["qs"] }),
+    )
+    .await
+    .client_error(StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn filtered_customer_lists_page_by_index() {
+    let app = TestApp::new(NOW).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            app.customer(SBX, &format!("c{i}"), &[&format!("alias-{i}")])
+                .await,
+        );
+    }
+    let pick = [ids[25].clone(), ids[3].clone(), ids[17].clone()];
+    let url = format!("/v1/customers?customer_ids={}&limit=2", pick.join(","));
+    let first = app.get(&url).await.expect(StatusCode::OK).body;
+    let names = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|c| text(c, "name").to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["c3", "c17"]);
+    let cursor = first["next_page"].as_str().expect("a next page");
+    let second = app
+        .get(&format!("{url}&next_page={cursor}"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(names(&second), ["c25"]);
+    assert_eq!(second["next_page"], Value::Null);
+
+    let by_alias = app.get("/v1/customers?ingest_alias=alias-7").await.data();
+    assert_eq!(by_alias.as_array().map(Vec::len), Some(1));
+    assert_eq!(by_alias[0]["id"], ids[7].as_str());
+    let both = format!("/v1/customers?ingest_alias=alias-7&customer_ids={}", ids[8]);
+    assert_eq!(app.get(&both).await.data(), json!([]));
+    assert_eq!(
+        app.get("/v1/customers?ingest_alias=nobody").await.data(),
+        json!([])
+    );
+    // Archived customers show only with only_archived=true.
+    app.post("/v1/customers/archive", json!({ "id": ids[7] }))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/customers?ingest_alias=alias-7").await.data(),
+        json!([])
+    );
+    let archived = app
+        .get("/v1/customers?ingest_alias=alias-7&only_archived=true")
+        .await
+        .data();
+    assert_eq!(archived[0]["id"], ids[7].as_str());
+}
+
+#[tokio::test]
+async fn contract_fields_tally_does_not_act_on_are_stored_and_read_back() {
+    let app = TestApp::new(NOW).await;
+    let customer = app.customer(SBX, "acme", &[]).await;
+    let id = app
+        .post(
+            "/v1/contracts/create",
+            json!({
+                "customer_id": customer, "starting_at": "2024-10-01T00:00:00Z",
+                "salesforce_opportunity_id": "006Dn00000ABC", "netsuite_sales_order_id": "SO-42",
+                "total_contract_value": 1234567.891, "scheduled_charges_on_usage_invoices": "ALL",
+                "multiplier_override_prioritization": "EXPLICIT",
+            }),
+        )
+        .await
+        .id();
+    let get = json!({ "customer_id": customer, "contract_id": id });
+    let v1 = app.post("/v1/contracts/get", get.clone()).await.data();
+    let v2 = app.post("/v2/contracts/get", get).await.data();
+    for terms in [&v1["initial"], &v1["current"], &v2] {
+        assert_eq!(
+            terms["salesforce_opportunity_id"], "006Dn00000ABC",
+            "{terms}"
+        );
+        assert_eq!(terms["netsuite_sales_order_id"], "SO-42");
+        assert_eq!(num(&terms["total_contract_value"]), "1234567.891");
+        assert_eq!(terms["scheduled_charges_on_usage_invoices"], "ALL");
+    }
+    assert_eq!(v2["multiplier_override_prioritization"], "EXPLICIT");
+    // Unset, they are left out (v2's prioritization keeps upstream's default).
+    let plain = app
+        .contract(SBX, &customer, &app.rate_card(SBX, "c").await, NOW_HOUR)
+        .await;
+    let get = json!({ "customer_id": customer, "contract_id": plain });
+    let v2 = app.post("/v2/contracts/get", get).await.data();
+    assert!(v2.get("salesforce_opportunity_id").is_none(), "{v2}");
+    assert_eq!(
+        v2["multiplier_override_prioritization"],
+        "LOWEST_MULTIPLIER"
+    );
+    app.post(
+        "/v1/contracts/create",
+        json!({ "customer_id": customer, "starting_at": NOW_HOUR,
+                "multiplier_override_prioritization": "HIGHEST" }),
+    )
+    .await
+    .client_error(StatusCode::BAD_REQUEST);
+}
+
+const NOW_HOUR: &str = "2024-10-15T12:00:00Z";

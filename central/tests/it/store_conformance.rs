@@ -239,13 +239,23 @@ store_test!(documents_round_trip_list_and_page, |db| {
     assert!(c.get_doc(SBX, "rate", "p1").await.unwrap().is_none());
 
     assert!(c
-        .update_doc(SBX, "product", "p2", r#"{"n":22}"#, true)
+        .update_doc(SBX, "product", "p2", r#"{"n":22}"#, true, 0)
         .await
         .unwrap());
     assert!(!c
-        .update_doc(PROD, "product", "p2", "{}", true)
+        .update_doc(PROD, "product", "p2", "{}", true, 0)
         .await
         .unwrap());
+    // Optimistic concurrency: an update naming a version already replaced changes nothing.
+    assert!(!c
+        .update_doc(SBX, "product", "p2", r#"{"n":"stale"}"#, false, 0)
+        .await
+        .unwrap());
+    let p2 = c.get_doc(SBX, "product", "p2").await.unwrap().unwrap();
+    assert_eq!(
+        (p2.body.as_str(), p2.archived, p2.version),
+        (r#"{"n":22}"#, true, 1)
+    );
     let list = |f| c.list_docs(SBX, "product", None, f, None);
     assert_eq!(
         ids(&list(ArchiveFilter::Active).await.unwrap()),
@@ -327,6 +337,40 @@ store_test!(inserts_are_atomic_and_conflicts_are_reported, |db| {
     .unwrap();
 });
 
+store_test!(an_alias_never_equals_a_customer_id, |db| {
+    let c = &db.stores.config;
+    let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    c.insert_customer(SBX, doc("customer", "c1", None, "{}"), &aliases(&["a"]))
+        .await
+        .unwrap();
+    // An alias that is a customer's id: refused on create and on replace, changing nothing.
+    let err = c
+        .insert_customer(SBX, doc("customer", "c2", None, "{}"), &aliases(&["c1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(c.get_doc(SBX, "customer", "c2").await.unwrap().is_none());
+    let err = c
+        .set_customer_aliases(SBX, "c1", &aliases(&["c1"]), "{}", 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        c.customer_by_alias(SBX, "a").await.unwrap().as_deref(),
+        Some("c1")
+    );
+    // A customer whose id is an existing alias: refused.
+    let err = c
+        .insert_customer(SBX, doc("customer", "a", None, "{}"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Other environments' ids do not count.
+    c.insert_customer(PROD, doc("customer", "p1", None, "{}"), &aliases(&["c1"]))
+        .await
+        .unwrap();
+});
+
 store_test!(customer_aliases_are_unique_and_replaceable, |db| {
     let c = &db.stores.config;
     let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -354,9 +398,16 @@ store_test!(customer_aliases_are_unique_and_replaceable, |db| {
     );
     assert_eq!(c.customer_by_alias(PROD, "b").await.unwrap(), None);
 
-    c.set_customer_aliases(SBX, "c1", &aliases(&["b", "c"]), r#"{"v":2}"#)
+    assert!(c
+        .set_customer_aliases(SBX, "c1", &aliases(&["b", "c"]), r#"{"v":2}"#, 0)
         .await
-        .unwrap();
+        .unwrap());
+    // A stale version changes neither the aliases nor the body.
+    assert!(!c
+        .set_customer_aliases(SBX, "c1", &aliases(&["z"]), r#"{"v":"stale"}"#, 0)
+        .await
+        .unwrap());
+    assert_eq!(c.customer_by_alias(SBX, "z").await.unwrap(), None);
     assert_eq!(c.customer_by_alias(SBX, "a").await.unwrap(), None);
     assert_eq!(
         c.customer_by_alias(SBX, "c").await.unwrap().as_deref(),
@@ -374,7 +425,7 @@ store_test!(customer_aliases_are_unique_and_replaceable, |db| {
         .await
         .unwrap();
     let err = c
-        .set_customer_aliases(SBX, "c2", &aliases(&["c"]), "{}")
+        .set_customer_aliases(SBX, "c2", &aliases(&["c"]), "{}", 0)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");

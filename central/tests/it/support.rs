@@ -178,6 +178,14 @@ impl TestApp {
         self.clock.set(ms(now));
     }
 
+    /// One pass of the background job (finalization, pruning), as `tally serve` runs it.
+    pub async fn run_jobs(&self) {
+        tally_central::service::jobs::run_jobs_once(&self.state)
+            .await
+            .expect("job pass")
+            .expect("the job lock is free");
+    }
+
     pub fn set_now_ms(&self, now_ms: i64) {
         self.clock.set(now_ms);
     }

@@ -1,0 +1,337 @@
+//! Invoices: listing and reading a customer's invoices, voiding one, and finalizing due periods.
+//!
+//! Invariants:
+//! - Reads never write. A begun period without a stored row is shown as a DRAFT computed on
+//!   read; its id is deterministic (`billing::invoice_id`), so it is the id the row gets later.
+//! - Only writes finalize: the background job (`service::jobs`) and a void (which finalizes a
+//!   due draft before voiding it). A period past `end + grace` that neither has reached yet
+//!   reads as DRAFT. Contract creation does not finalize: tests, fixtures and clients create a
+//!   contract with a past start and then send its backdated usage, which must still count.
+//! - Finalization and voiding go through one `UnitOfWork` and are conditional on the stored
+//!   status, so concurrent finalizers (replicas, a void racing the job) agree on one body.
+//! - FINALIZED and VOID invoices are shown from their frozen body, never recomputed.
+
+use serde_json::{json, Value};
+
+use super::Invalid;
+use crate::billing::{
+    begun_periods, invoice_id, invoice_json, render_computed, BillingError, RatingContext,
+};
+use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
+use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, PageReq, StoreError};
+use crate::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvoiceError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The invoice changed status while this request was changing it.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LoadError> for InvoiceError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(what) => InvoiceError::NotFound(what),
+            LoadError::Store(e) => InvoiceError::Store(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, InvoiceError>;
+
+/// The last instant whose period is invoiced: now, or just before an archived contract's archive
+/// time (events after it are not billed, so a period starting then has nothing to bill).
+fn invoiced_until(contract: &Contract, now_ms: i64) -> i64 {
+    contract
+        .archived_at
+        .map_or(now_ms, |a| a.0.saturating_sub(1).min(now_ms))
+}
+
+fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> InvoiceRow {
+    InvoiceRow {
+        id: invoice_id(env, &contract.id, start_ms),
+        contract_id: contract.id.clone(),
+        customer_id: contract.customer_id.clone(),
+        period_start_ms: start_ms,
+        period_end_ms: end_ms,
+        status: InvoiceStatus::Draft,
+        body: None,
+    }
+}
+
+/// The contract's invoices in period order: its stored rows, plus a DRAFT for every begun
+/// period that has none yet. Reads only.
+pub async fn contract_invoices(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+) -> std::result::Result<Vec<InvoiceRow>, StoreError> {
+    let mut rows = st
+        .stores
+        .invoices
+        .invoices_for_contract(env, &contract.id)
+        .await?;
+    for p in begun_periods(contract, invoiced_until(contract, st.now_ms())) {
+        if !rows.iter().any(|r| r.period_start_ms == p.start_ms) {
+            rows.push(draft_row(env, contract, p.start_ms, p.end_ms));
+        }
+    }
+    rows.sort_by_key(|r| r.period_start_ms);
+    Ok(rows)
+}
+
+/// Stores a DRAFT row for every begun period that has none (the job does this, so operators and
+/// `invoices/void` find every period's row; reads do not need it).
+pub async fn store_drafts(
+    st: &AppState,
+    env: Env,
+    rows: &[InvoiceRow],
+) -> std::result::Result<(), StoreError> {
+    let missing: Vec<InvoiceRow> = rows
+        .iter()
+        .filter(|r| r.status == InvoiceStatus::Draft && r.body.is_none())
+        .cloned()
+        .collect();
+    st.stores.invoices.ensure_invoices(env, &missing).await
+}
+
+/// Finalizes every period of the contract past `end + grace` that is still a draft, all in one
+/// unit of work; returns how many this call finalized (another finalizer's wins are skipped).
+pub async fn finalize_due(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+) -> std::result::Result<usize, BillingError> {
+    let rows = contract_invoices(st, env, contract).await?;
+    finalize_rows(st, env, contract, &rows).await
+}
+
+/// [`finalize_due`] over rows already read with [`contract_invoices`].
+pub async fn finalize_rows(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+    rows: &[InvoiceRow],
+) -> std::result::Result<usize, BillingError> {
+    let now = st.now_ms();
+    let grace = st.settings.invoice_grace_ms;
+    let due: Vec<&InvoiceRow> = rows
+        .iter()
+        .filter(|r| {
+            r.status == InvoiceStatus::Draft && r.period_end_ms.saturating_add(grace) <= now
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // Rate everything before the transaction opens, so no write lock is held while rating.
+    let ctx = RatingContext::load(st, env, contract).await?;
+    let mut finals = Vec::with_capacity(due.len());
+    for row in due {
+        let mut row = row.clone();
+        row.status = InvoiceStatus::Finalized;
+        let body = render_computed(st, env, contract, &row, &ctx, false).await?;
+        row.body = Some(body.to_string());
+        finals.push(row);
+    }
+    let mut work = st.stores.invoices.begin().await?;
+    let mut finalized = 0;
+    for row in &finals {
+        if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
+            finalized += 1;
+            tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
+        }
+    }
+    work.commit().await?;
+    Ok(finalized)
+}
+
+/// Which of a customer's invoices `GET /v1/customers/{id}/invoices` returns.
+pub struct InvoiceQuery {
+    pub contract_id: Option<String>,
+    pub status: Option<InvoiceStatus>,
+    pub starting_on: Option<i64>,
+    pub ending_before: Option<i64>,
+    pub descending: bool,
+    pub invoice_type: Option<String>,
+    pub credit_type_id: Option<String>,
+    pub skip_zero_lines: bool,
+}
+
+/// One page of invoices: the rendered items and the offset of the next page, if any.
+pub struct InvoicePage {
+    pub items: Vec<Value>,
+    pub next_offset: Option<i64>,
+}
+
+async fn customer_contracts(st: &AppState, env: Env, customer_id: &str) -> Result<Vec<Contract>> {
+    let docs = st
+        .stores
+        .config
+        .list_docs(
+            env,
+            kind::CONTRACT,
+            Some(customer_id),
+            ArchiveFilter::All,
+            None,
+        )
+        .await?;
+    Ok(docs
+        .iter()
+        .map(decode)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// The customer's invoices matching `q`, sorted by issue date then contract, paged by offset;
+/// only the page's invoices are rendered.
+pub async fn list(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    q: &InvoiceQuery,
+    offset: i64,
+    limit: i64,
+) -> Result<InvoicePage> {
+    let _: Customer = load(&st.stores, env, kind::CUSTOMER, customer_id, "customer").await?;
+    let type_ok = q
+        .invoice_type
+        .as_deref()
+        .is_none_or(|t| t.eq_ignore_ascii_case("USAGE"));
+    let credit_ok = q.credit_type_id.as_deref().is_none_or(|c| c == USD_ID);
+    let mut selected = Vec::new();
+    for contract in customer_contracts(st, env, customer_id).await? {
+        if q.contract_id.as_ref().is_some_and(|id| *id != contract.id) || !type_ok || !credit_ok {
+            continue;
+        }
+        for row in contract_invoices(st, env, &contract).await? {
+            let keep = q.status.is_none_or(|s| s == row.status)
+                && q.starting_on.is_none_or(|t| row.period_start_ms >= t)
+                && q.ending_before.is_none_or(|t| row.period_end_ms <= t);
+            if keep {
+                selected.push((row, contract.clone()));
+            }
+        }
+    }
+    selected.sort_by(|a, b| {
+        (a.0.period_end_ms, &a.0.contract_id).cmp(&(b.0.period_end_ms, &b.0.contract_id))
+    });
+    if q.descending {
+        selected.reverse();
+    }
+    let start = (offset.max(0) as usize).min(selected.len());
+    let end = (start + limit.max(0) as usize).min(selected.len());
+    let mut items = Vec::with_capacity(end - start);
+    for (row, contract) in &selected[start..end] {
+        items.push(render(st, env, contract, row, q.skip_zero_lines).await?);
+    }
+    let next_offset = (end < selected.len()).then_some(end as i64);
+    Ok(InvoicePage { items, next_offset })
+}
+
+async fn render(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+    row: &InvoiceRow,
+    skip_zero: bool,
+) -> Result<Value> {
+    Ok(invoice_json(st, env, contract, row, skip_zero).await?)
+}
+
+/// One of the customer's invoices by id, stored or a computed draft.
+pub async fn get(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    invoice_id: &str,
+    skip_zero: bool,
+) -> Result<Value> {
+    for contract in customer_contracts(st, env, customer_id).await? {
+        let rows = contract_invoices(st, env, &contract).await?;
+        if let Some(row) = rows.iter().find(|r| r.id == invoice_id) {
+            return render(st, env, &contract, row, skip_zero).await;
+        }
+    }
+    Err(InvoiceError::NotFound("invoice"))
+}
+
+/// Contracts read per page while looking for an invoice that has no row yet.
+const FIND_PAGE: i64 = 200;
+
+/// The invoice `id` of `env` and its contract: its stored row, or else the begun period whose
+/// deterministic id it is (drafts the job has not stored yet), found by paging through contracts.
+async fn find_invoice(st: &AppState, env: Env, id: &str) -> Result<(Contract, InvoiceRow)> {
+    if let Some(row) = st.stores.invoices.invoice(env, id).await? {
+        let contract: Contract = load(
+            &st.stores,
+            env,
+            kind::CONTRACT,
+            &row.contract_id,
+            "contract",
+        )
+        .await?;
+        return Ok((contract, row));
+    }
+    let mut after = 0;
+    loop {
+        let page = PageReq {
+            after,
+            limit: FIND_PAGE,
+        };
+        let docs = st
+            .stores
+            .config
+            .list_docs(env, kind::CONTRACT, None, ArchiveFilter::All, Some(page))
+            .await?;
+        for doc in &docs {
+            after = doc.seq;
+            let contract: Contract = decode(doc)?;
+            let rows = contract_invoices(st, env, &contract).await?;
+            if let Some(row) = rows.into_iter().find(|r| r.id == id) {
+                return Ok((contract, row));
+            }
+        }
+        if (docs.len() as i64) < FIND_PAGE {
+            return Err(InvoiceError::NotFound("invoice"));
+        }
+    }
+}
+
+/// Voids an invoice: a draft is frozen as computed now; a finalized one keeps its body. A draft
+/// already past its grace is finalized first, so a void never freezes what should have been final.
+pub async fn void(st: &AppState, env: Env, id: &str) -> Result<()> {
+    let (contract, row) = find_invoice(st, env, id).await?;
+    if row.status == InvoiceStatus::Void {
+        return Ok(());
+    }
+    let rows = contract_invoices(st, env, &contract).await?;
+    finalize_rows(st, env, &contract, &rows).await?;
+    let (_, row) = find_invoice(st, env, id).await?;
+    if row.status == InvoiceStatus::Void {
+        return Ok(());
+    }
+    let mut body = invoice_json(st, env, &contract, &row, false).await?;
+    body["status"] = json!(InvoiceStatus::Void.as_str());
+    let from = row.status;
+    let voided = InvoiceRow {
+        status: InvoiceStatus::Void,
+        body: Some(body.to_string()),
+        ..row
+    };
+    let mut work = st.stores.invoices.begin().await?;
+    if !work.put_invoice(env, &voided, from).await? {
+        return Err(InvoiceError::Conflict(
+            "the invoice changed while voiding it; retry".into(),
+        ));
+    }
+    work.commit().await?;
+    Ok(())
+}
