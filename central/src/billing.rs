@@ -148,7 +148,7 @@ impl RatingContext {
                 continue;
             };
             let product: Product = decode::<Product>(&doc)?.with_current(now);
-            if let Some(rated) = product.rated(now) {
+            if let Some(rated) = product.rated() {
                 for (_, state) in &rated.versions {
                     self.load_metric(st, env, &state.metric_id).await?;
                 }

@@ -405,11 +405,11 @@ impl Product {
     }
 
     /// Rating's view of a usage product; `None` for other product types.
-    pub fn rated(&self, now_ms: i64) -> Option<RatedProduct> {
+    pub fn rated(&self) -> Option<RatedProduct> {
         if self.product_type != ProductType::Usage {
             return None;
         }
-        self.timeline().rated(&self.id, now_ms)
+        self.timeline().rated(&self.id)
     }
 }
 

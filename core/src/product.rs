@@ -135,11 +135,24 @@ impl ProductTimeline {
         Some(versions)
     }
 
-    /// Rating's view of this (usage) product, named as it is at `now_ms`.
-    pub fn rated(&self, product_id: &str, now_ms: i64) -> Option<RatedProduct> {
+    /// `(effective from, name)` in time order, the first from the beginning of time.
+    pub fn names(&self) -> Vec<(i64, String)> {
+        let mut names = Vec::with_capacity(self.changes.len() + 1);
+        names.push((i64::MIN, self.initial.name.clone()));
+        for i in self.order() {
+            let change = &self.changes[i];
+            if let Some(name) = &change.name {
+                names.push((change.starting_at_ms, name.clone()));
+            }
+        }
+        names
+    }
+
+    /// Rating's view of this (usage) product: its names and rating versions over time.
+    pub fn rated(&self, product_id: &str) -> Option<RatedProduct> {
         Some(RatedProduct {
             product_id: product_id.into(),
-            name: self.state_at(now_ms).name,
+            names: self.names(),
             versions: self.rating_versions()?,
         })
     }

@@ -118,11 +118,9 @@ fn rating_versions_start_at_the_beginning_of_time_without_labels() {
         (versions[1].0, versions[1].1.metric_id.as_str()),
         (50, "m2")
     );
-    let rated = tl.rated("p1", 0).unwrap();
-    assert_eq!(
-        (rated.product_id.as_str(), rated.name.as_str()),
-        ("p1", "P")
-    );
+    let rated = tl.rated("p1").unwrap();
+    assert_eq!(rated.product_id, "p1");
+    assert_eq!(rated.names, vec![(i64::MIN, "P".to_string())]);
 }
 
 #[test]

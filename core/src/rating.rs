@@ -9,18 +9,30 @@
 //!
 //! Rules (see `metronome-api.md` §3):
 //! - A product's lines are split into *segments*: maximal sub-intervals of the period in which the
-//!   product's rating state (metric, group keys, conversion, rounding) and the rate for a pricing
-//!   combination are constant. Each segment is aggregated and priced on its own.
+//!   product's rating state (metric, pricing group keys, conversion, rounding) and the rate for a
+//!   pricing combination are constant. Each segment is aggregated and priced on its own. A
+//!   product update that changes nothing rating sees (name, tags, presentation keys, a
+//!   conversion's label) does not split the period; lines carry the name in effect at the
+//!   period's end.
 //! - Rates of one product and pricing group values form a schedule: sorted by `starting_at`, each
 //!   ends at its own `ending_before` or where the next one starts, whichever is first.
 //! - No rate, or a rate that is not `entitled` → the usage is not billed (no line).
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
 //!   segment), then conversion, then rounding (only if configured), then pricing.
 //! - FLAT: `quantity × price`. TIERED: graduated, one line per tier reached.
-//! - Line totals are exact; nothing is rounded that no configuration asks to round (a division
-//!   conversion gives 28 decimal places). An amount that has no exact `Decimal` (out of range, or
-//!   needing more than 28 places or 96 bits of mantissa) is a [`RatingError::Overflow`], never
-//!   silently rounded.
+//! - Presentation groups never change a total. The quantity (conversion and rounding included)
+//!   and the tiers are computed per *pricing bucket* (UNIQUE counts distinct values over the
+//!   bucket); the presentation lines then take the bucket's units in the order of their group
+//!   values (sorted): line i shows `Q(groups ≤ i) − Q(groups < i)`, so a line may span tiers (one
+//!   line per presentation group and tier) and the lines sum to the bucket by telescoping. For
+//!   SUM and COUNT a line shows its own usage (up to rounding); for UNIQUE the distinct values
+//!   not already seen in an earlier group; for MAX how far it raises the maximum; for LATEST
+//!   how it moves the bucket's change.
+//! - Line totals are exact; nothing is rounded that no configuration asks to round, except a
+//!   `DIVIDE` conversion whose quotient does not terminate (÷3, ÷60): it is rounded half-even to
+//!   [`DIVIDE_PLACES`] (12) before `quantity_rounding`, and everything after it is exact. An
+//!   amount that has no exact `Decimal` (out of range, or needing more than 28 places or 96 bits
+//!   of mantissa) is a [`RatingError::Overflow`], never silently rounded.
 //! - Every line is a `LineKind::Usage` line whose amounts are in its rate's credit type.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -151,10 +163,34 @@ pub struct ProductState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RatedProduct {
     pub product_id: String,
-    /// Shown on invoice lines (the product's current name).
-    pub name: String,
+    /// `(effective from, name)`, sorted by time; the first applies from the beginning of time.
+    /// Lines carry the name in effect at their period's end ([`RatedProduct::name_at_end`]).
+    pub names: Vec<(i64, String)>,
     /// `(effective from, state)`, sorted by time; the first applies from the beginning of time.
     pub versions: Vec<(i64, ProductState)>,
+}
+
+impl RatedProduct {
+    /// The name in effect at the last instant of `period` (empty if the product has none).
+    pub fn name_at_end(&self, period: Period) -> &str {
+        self.names
+            .iter()
+            .rev()
+            .find(|(from, _)| *from < period.end_ms)
+            .or(self.names.first())
+            .map_or("", |(_, name)| name.as_str())
+    }
+}
+
+impl ProductState {
+    /// Whether two states rate alike: everything but the presentation keys, which never change
+    /// an amount (so a change of them alone does not split the period either).
+    fn rates_like(&self, other: &ProductState) -> bool {
+        self.metric_id == other.metric_id
+            && self.pricing_group_key == other.pricing_group_key
+            && self.quantity_conversion == other.quantity_conversion
+            && self.quantity_rounding == other.quantity_rounding
+    }
 }
 
 /// One stored hourly partial, already resolved to the invoice's customer.
@@ -230,9 +266,12 @@ pub fn price_usage(input: &RatingInput<'_>) -> Result<Vec<InvoiceLine>, RatingEr
     Ok(lines)
 }
 
-/// The product's states clipped to the period, as `(interval, state)` in time order.
+/// The product's rating segments within the period, as `(interval, state)` in time order: the
+/// versions clipped to the period, with consecutive versions that rate alike merged into one
+/// (a change of name, tags or presentation keys alone never splits the period). A merged
+/// segment presents with the state in effect at its end.
 fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &ProductState)> {
-    let mut out = Vec::new();
+    let mut out: Vec<(Period, &ProductState)> = Vec::new();
     for (i, (from, state)) in product.versions.iter().enumerate() {
         let start = if i == 0 {
             period.start_ms
@@ -243,14 +282,21 @@ fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &Produ
             .versions
             .get(i + 1)
             .map_or(period.end_ms, |(next, _)| (*next).min(period.end_ms));
-        if start < end {
-            out.push((
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some((span, last)) if span.end_ms == start && last.rates_like(state) => {
+                span.end_ms = end;
+                *last = state;
+            }
+            _ => out.push((
                 Period {
                     start_ms: start,
                     end_ms: end,
                 },
                 state,
-            ));
+            )),
         }
     }
     out
@@ -390,6 +436,9 @@ impl<'a> SegmentCtx<'a> {
             .collect()
     }
 
+    /// Prices one pricing bucket over one rate's part of the segment: the bucket's quantity is
+    /// aggregated over all its presentation groups, and each presentation line (in the order of
+    /// its group values) takes the units it adds to those before it.
     fn rate_sub(
         &self,
         lines: &mut Vec<InvoiceLine>,
@@ -399,46 +448,56 @@ impl<'a> SegmentCtx<'a> {
         groups: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
         baseline: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
     ) -> Result<(), RatingError> {
-        let mut buckets: Vec<(Option<&GroupValues>, Decimal)> = Vec::new();
+        let mut running = Running::default();
+        let mut filled = Decimal::ZERO;
+        let mut any = false;
         for (presentation, rows) in groups.into_iter().flatten() {
-            let rows_in: Vec<&UsageRow> = rows
+            let inside = rows
                 .iter()
-                .copied()
-                .filter(|r| r.hour_ms >= sub.start_ms && r.hour_ms < sub.end_ms)
-                .collect();
-            if rows_in.is_empty() {
-                continue;
-            }
-            let earlier = rows.iter().copied().filter(|r| r.hour_ms < sub.start_ms);
+                .filter(|r| r.hour_ms >= sub.start_ms && r.hour_ms < sub.end_ms);
+            let earlier = rows.iter().filter(|r| r.hour_ms < sub.start_ms);
             let base = baseline
                 .and_then(|b| b.get(presentation))
                 .into_iter()
-                .flatten()
-                .copied();
-            let quantity = segment_quantity(&rows_in, earlier.chain(base))?;
-            buckets.push((Some(presentation), self.adjust(quantity)?));
+                .flatten();
+            if !running.add(inside, earlier.chain(base))? {
+                continue;
+            }
+            let upto = self.adjust(running.quantity()?)?;
+            let base = self.base_line(sub, rate, pricing_map, Some(presentation));
+            price_range(&rate.price, base, (filled, upto), lines)?;
+            filled = upto;
+            any = true;
         }
-        if buckets.is_empty() {
-            buckets.push((None, Decimal::ZERO));
-        }
-        for (presentation, quantity) in buckets {
-            let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
-            let base = InvoiceLine {
-                kind: LineKind::Usage,
-                product_id: self.product.product_id.clone(),
-                name: self.product.name.clone(),
-                quantity,
-                unit_price: zero.clone(),
-                total: zero,
-                segment: sub,
-                pricing_group_values: (!self.state.pricing_group_key.is_empty())
-                    .then(|| pricing_map.clone()),
-                presentation_group_values: self.presentation_map(presentation),
-                tier: None,
-            };
-            price_lines(&rate.price, base, lines)?;
+        if !any {
+            let base = self.base_line(sub, rate, pricing_map, None);
+            price_range(&rate.price, base, (Decimal::ZERO, Decimal::ZERO), lines)?;
         }
         Ok(())
+    }
+
+    /// A zero line of this segment, rate and groups, for [`price_range`] to fill in.
+    fn base_line(
+        &self,
+        sub: Period,
+        rate: &Rate,
+        pricing_map: &BTreeMap<String, String>,
+        presentation: Option<&GroupValues>,
+    ) -> InvoiceLine {
+        let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
+        InvoiceLine {
+            kind: LineKind::Usage,
+            product_id: self.product.product_id.clone(),
+            name: self.product.name_at_end(self.input.period).into(),
+            quantity: Decimal::ZERO,
+            unit_price: zero.clone(),
+            total: zero,
+            segment: sub,
+            pricing_group_values: (!self.state.pricing_group_key.is_empty())
+                .then(|| pricing_map.clone()),
+            presentation_group_values: self.presentation_map(presentation),
+            tier: None,
+        }
     }
 
     fn presentation_map(
@@ -457,13 +516,7 @@ impl<'a> SegmentCtx<'a> {
     fn adjust(&self, quantity: Decimal) -> Result<Decimal, RatingError> {
         let converted = match &self.state.quantity_conversion {
             None => quantity,
-            Some(c) => match c.operation {
-                ConversionOperation::Multiply => mul_exact(quantity, c.conversion_factor),
-                // A quotient such as 1/3 has no exact decimal; 28 places is what the
-                // configured division gives.
-                ConversionOperation::Divide => quantity.checked_div(c.conversion_factor),
-            }
-            .ok_or(RatingError::Overflow)?,
+            Some(c) => convert(quantity, c).ok_or(RatingError::Overflow)?,
         };
         Ok(match &self.state.quantity_rounding {
             None => converted,
@@ -471,6 +524,30 @@ impl<'a> SegmentCtx<'a> {
                 converted.round_dp_with_strategy(r.decimal_places, strategy(r.rounding_method))
             }
         })
+    }
+}
+
+/// Decimal places a non-terminating `DIVIDE` conversion is rounded to (half-even).
+pub const DIVIDE_PLACES: u32 = 12;
+
+/// Applies a quantity conversion. `MULTIPLY` is exact or `None`. `DIVIDE` keeps an exact
+/// quotient as it is (1 / 1024 = 0.0009765625); a quotient that does not terminate (100 / 60)
+/// is rounded half-even to [`DIVIDE_PLACES`], so the amounts priced from it stay exact
+/// (28 places of 1.666… times a price would leave the exact range).
+pub fn convert(quantity: Decimal, conversion: &QuantityConversion) -> Option<Decimal> {
+    let factor = conversion.conversion_factor;
+    match conversion.operation {
+        ConversionOperation::Multiply => mul_exact(quantity, factor),
+        ConversionOperation::Divide => {
+            let quotient = quantity.checked_div(factor)?;
+            if mul_exact(quotient, factor) == Some(quantity) {
+                return Some(quotient);
+            }
+            Some(
+                quotient
+                    .round_dp_with_strategy(DIVIDE_PLACES, RoundingStrategy::MidpointNearestEven),
+            )
+        }
     }
 }
 
@@ -488,61 +565,154 @@ fn positions(grain: &[String], keys: &[String]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// The metric quantity of a segment. LATEST bills the change of the latest value: last value in
-/// the segment minus the last value before it (zero when there is none).
-fn segment_quantity<'r>(
-    rows: &[&'r UsageRow],
-    earlier: impl Iterator<Item = &'r UsageRow>,
-) -> Result<Decimal, RatingError> {
-    let merged = crate::accumulate::merge_all(rows.iter().map(|r| &r.acc))?;
-    let Some(acc) = merged else {
-        return Ok(Decimal::ZERO);
-    };
-    if !matches!(acc, Accumulator::Latest { .. }) {
-        return Ok(acc.quantity());
-    }
-    let earlier: Vec<&UsageRow> = earlier.collect();
-    let prior = crate::accumulate::merge_all(earlier.iter().map(|r| &r.acc))?;
-    let prior_value = prior.map_or(Decimal::ZERO, |p| p.quantity());
-    sub_exact(acc.quantity(), prior_value).ok_or(RatingError::Overflow)
+/// The usage of a pricing bucket's presentation groups taken so far: the merged rows inside the
+/// rate's part of the segment and, for LATEST, the merged rows before it (the baseline).
+#[derive(Default)]
+struct Running {
+    inside: Option<Accumulator>,
+    before: Option<Accumulator>,
 }
 
-/// Prices `base.quantity` and appends the resulting line(s).
-fn price_lines(
-    price: &Price,
-    base: InvoiceLine,
-    lines: &mut Vec<InvoiceLine>,
-) -> Result<(), RatingError> {
-    let credit_type = base.total.credit_type.clone();
-    let amount = |value: Decimal| Amount::new(credit_type.clone(), value);
-    match price {
-        Price::Flat(p) => {
-            let total = mul_exact(base.quantity, *p).ok_or(RatingError::Overflow)?;
-            lines.push(InvoiceLine {
-                unit_price: amount(*p),
-                total: amount(total),
-                ..base
-            });
-        }
-        Price::Tiered(tiers) => {
-            for part in tier_split(tiers, base.quantity)? {
-                let total =
-                    mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
-                lines.push(InvoiceLine {
-                    quantity: part.quantity,
-                    unit_price: amount(part.tier.price),
-                    total: amount(total),
-                    tier: Some(TierRef {
-                        level: part.level,
-                        starting_at: part.start,
-                        size: part.tier.size,
-                    }),
-                    ..base.clone()
-                });
+impl Running {
+    /// Adds one presentation group's rows; `false` (and nothing added) when it has none inside.
+    fn add<'r>(
+        &mut self,
+        inside: impl Iterator<Item = &'r &'r UsageRow>,
+        before: impl Iterator<Item = &'r &'r UsageRow>,
+    ) -> Result<bool, RatingError> {
+        let Some(acc) = crate::accumulate::merge_all(inside.map(|r| &r.acc))? else {
+            return Ok(false);
+        };
+        merge_into(&mut self.inside, &acc)?;
+        if matches!(acc, Accumulator::Latest { .. }) {
+            if let Some(prior) = crate::accumulate::merge_all(before.map(|r| &r.acc))? {
+                merge_into(&mut self.before, &prior)?;
             }
         }
+        Ok(true)
+    }
+
+    /// The metric quantity of the rows so far. LATEST bills the change of the latest value:
+    /// the last value inside minus the last value before (zero when there is none).
+    fn quantity(&self) -> Result<Decimal, RatingError> {
+        let Some(acc) = &self.inside else {
+            return Ok(Decimal::ZERO);
+        };
+        if !matches!(acc, Accumulator::Latest { .. }) {
+            return Ok(acc.quantity());
+        }
+        let prior = self.before.as_ref().map_or(Decimal::ZERO, |p| p.quantity());
+        sub_exact(acc.quantity(), prior).ok_or(RatingError::Overflow)
+    }
+}
+
+fn merge_into(target: &mut Option<Accumulator>, acc: &Accumulator) -> Result<(), RatingError> {
+    match target {
+        None => *target = Some(acc.clone()),
+        Some(t) => t.merge(acc)?,
     }
     Ok(())
+}
+
+/// Prices the units of a bucket's quantity from `range.0` to `range.1` (a presentation line's
+/// share) and appends the line(s): FLAT one line, TIERED one line per tier the range crosses.
+fn price_range(
+    price: &Price,
+    base: InvoiceLine,
+    range: (Decimal, Decimal),
+    lines: &mut Vec<InvoiceLine>,
+) -> Result<(), RatingError> {
+    match price {
+        Price::Flat(p) => {
+            let quantity = sub_exact(range.1, range.0).ok_or(RatingError::Overflow)?;
+            let total = mul_exact(quantity, *p).ok_or(RatingError::Overflow)?;
+            let credit_type = &base.total.credit_type;
+            lines.push(InvoiceLine {
+                quantity,
+                unit_price: Amount::new(credit_type.clone(), *p),
+                total: Amount::new(credit_type.clone(), total),
+                ..base
+            });
+            Ok(())
+        }
+        Price::Tiered(tiers) => {
+            for part in tier_range_split(tiers, range.0, range.1)? {
+                tier_line(&base, &part, lines)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tier_line(
+    base: &InvoiceLine,
+    part: &TierPart<'_>,
+    lines: &mut Vec<InvoiceLine>,
+) -> Result<(), RatingError> {
+    let credit_type = &base.total.credit_type;
+    let total = mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
+    lines.push(InvoiceLine {
+        quantity: part.quantity,
+        unit_price: Amount::new(credit_type.clone(), part.tier.price),
+        total: Amount::new(credit_type.clone(), total),
+        tier: Some(TierRef {
+            level: part.level,
+            starting_at: part.start,
+            size: part.tier.size,
+        }),
+        ..base.clone()
+    });
+    Ok(())
+}
+
+/// Splits the units between positions `from` and `to` of a quantity over graduated tiers, one
+/// part per tier the range crosses (negative parts when `to < from`). The first tier also holds
+/// everything below zero, as in [`tier_split`]. An empty range gives one empty part at the tier
+/// holding `from`. The parts priced sum to `price_total(to) - price_total(from)`.
+pub fn tier_range_split(
+    tiers: &[Tier],
+    from: Decimal,
+    to: Decimal,
+) -> Result<Vec<TierPart<'_>>, RatingError> {
+    let mut out = Vec::new();
+    let mut holding = None;
+    let mut start = Decimal::ZERO;
+    for (i, tier) in tiers.iter().enumerate() {
+        let level = u32::try_from(i + 1).map_err(|_| RatingError::Overflow)?;
+        let end = match tier.size {
+            Some(size) => Some(add_exact(start, size).ok_or(RatingError::Overflow)?),
+            None => None,
+        };
+        let low = (i > 0).then_some(start);
+        let clamp = |x: Decimal| {
+            let x = low.map_or(x, |l| x.max(l));
+            end.map_or(x, |e| x.min(e))
+        };
+        let quantity = sub_exact(clamp(to), clamp(from)).ok_or(RatingError::Overflow)?;
+        let part = TierPart {
+            level,
+            tier,
+            start,
+            quantity,
+        };
+        if holding.is_none() && end.is_none_or(|e| from < e) {
+            holding = Some(TierPart {
+                quantity: Decimal::ZERO,
+                ..part.clone()
+            });
+        }
+        if !quantity.is_zero() {
+            out.push(part);
+        }
+        match end {
+            Some(e) => start = e,
+            None => break,
+        }
+    }
+    if out.is_empty() {
+        out.extend(holding);
+    }
+    Ok(out)
 }
 
 /// The units of a quantity that fall in one tier.

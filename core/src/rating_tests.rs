@@ -57,7 +57,7 @@ fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductSta
 fn product(id: &str, st: ProductState) -> RatedProduct {
     RatedProduct {
         product_id: id.into(),
-        name: id.to_uppercase(),
+        names: vec![(i64::MIN, id.to_uppercase())],
         versions: vec![(i64::MIN, st)],
     }
 }
@@ -466,7 +466,7 @@ fn product_versions_split_segments() {
     });
     let p = RatedProduct {
         product_id: "p".into(),
-        name: "P".into(),
+        names: vec![(i64::MIN, "P".into())],
         versions: vec![(i64::MIN, state("n", &[], &[])), (mid, doubled)],
     };
     let usage = [
@@ -631,5 +631,488 @@ proptest! {
             .map(|l| l.quantity).sum();
         let used_a: Decimal = counts.iter().filter(|c| c.0 == 0 && c.1 < 720).map(|c| Decimal::from(c.2)).sum();
         prop_assert_eq!(billed_a, used_a);
+    }
+}
+
+/// A SUM product converted by `DIVIDE factor`, no rounding, priced at `price`, over `values`.
+fn divided(factor: &str, price: Price, values: &[&str]) -> RatedInvoice {
+    let m = metric("secs", Aggregation::Sum, vec![]);
+    let mut st = state("secs", &[], &[]);
+    st.quantity_conversion = Some(QuantityConversion {
+        conversion_factor: d(factor),
+        operation: ConversionOperation::Divide,
+        name: None,
+    });
+    let usage: Vec<UsageRow> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let hour = SEP.start_ms + i64::try_from(i).unwrap() * HOUR_MS;
+            row("secs", &[], hour, Accumulator::Sum(d(v)))
+        })
+        .collect();
+    rate_one(
+        &[product("p", st)],
+        &[m],
+        &[rate("p", &[], 0, price)],
+        &usage,
+    )
+}
+
+/// Issue 19 item 1: a division that does not terminate (seconds → minutes) made the whole
+/// invoice an overflow. It is rounded half-even to 12 places; everything after is exact.
+#[test]
+fn a_non_terminating_division_is_rounded_to_12_places() {
+    let inv = divided("60", Price::Flat(d("7")), &["100"]);
+    // 100 / 60 = 1.6666… → 1.666666666667; × 7 = 11.666666666669.
+    assert_eq!(inv.lines[0].quantity, d("1.666666666667"));
+    assert_eq!(inv.total, d("11.666666666669"));
+    for (price, want) in [
+        ("7", "233.333333333331"),
+        ("0.5", "16.6666666666665"),
+        ("3", "99.999999999999"),
+        ("1.5", "49.9999999999995"),
+    ] {
+        // 100 / 3 = 33.333333333333 (half-even keeps the 3).
+        let inv = divided("3", Price::Flat(d(price)), &["100"]);
+        assert_eq!(inv.lines[0].quantity, d("33.333333333333"), "{price}");
+        assert_eq!(inv.total, d(want), "{price}");
+    }
+    // 2 / 3 = 0.6666… → 0.666666666667 (the 13th place is 6: rounded up).
+    assert_eq!(
+        divided("3", Price::Flat(d("1")), &["2"]).total,
+        d("0.666666666667")
+    );
+    // Tiers: 100 / 3 over [{10, size 10}, {1}] = 10 × 10 + 23.333333333333 × 1.
+    let tiers = vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("10")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    let inv = divided("3", Price::Tiered(tiers), &["100"]);
+    assert_eq!(inv.total, d("123.333333333333"));
+    // A terminating quotient keeps every place it has: 1 / 1024 = 0.0009765625.
+    assert_eq!(
+        divided("1024", Price::Flat(d("1")), &["1"]).total,
+        d("0.0009765625")
+    );
+}
+
+proptest! {
+    /// Realistic divisions never fail an invoice: factors up to 1e9 (up to 4 places), quantities
+    /// up to 1e11 (up to 6 places; 100 billion seconds in one bucket and period), flat and tiered
+    /// prices with up to 6 significant digits. The converted quantity is within half a unit of
+    /// the 12th place of the true quotient, and the total is the sum of exact lines. (Beyond
+    /// these, a 12-place quotient times a price can need more than 28 digits: no exact decimal.)
+    #[test]
+    fn realistic_divisions_always_price(
+        factor in (1i64..1_000_000_000, 0u32..5),
+        value in (0i64..100_000_000_000, 0u32..7),
+        price in (0i64..1_000_000, 0u32..6),
+        tiered in any::<bool>(),
+    ) {
+        let factor = Decimal::new(factor.0, factor.1);
+        let value = Decimal::new(value.0, value.1);
+        let p = Decimal::new(price.0, price.1);
+        let price = if tiered {
+            Price::Tiered(vec![Tier { price: p, size: Some(d("1000")) }, Tier { price: d("0.5"), size: None }])
+        } else {
+            Price::Flat(p)
+        };
+        let inv = divided(&factor.to_string(), price, &[&value.to_string()]);
+        let quantity: Decimal = inv.lines.iter().map(|l| l.quantity).sum();
+        let error = (quantity * factor - value).abs();
+        prop_assert!(error <= factor * d("0.0000000000005"), "{quantity} × {factor} vs {value}");
+        let sum: Decimal = inv.lines.iter().map(|l| l.total).sum();
+        prop_assert_eq!(inv.total, sum);
+    }
+}
+
+/// A product on metric `m` whose timeline has one change at 09-16: `change` (name or tags only,
+/// so nothing rating sees), with `conversion`/`rounding` from the start; events on 09-10 and
+/// 09-20 with the given accumulators.
+fn cosmetic_case(
+    aggregation: Aggregation,
+    conversion: Option<QuantityConversion>,
+    rounding: Option<QuantityRounding>,
+    change: crate::product::ProductChange,
+    price: Price,
+    accs: [Accumulator; 2],
+) -> RatedInvoice {
+    let initial = crate::product::ProductAttrs {
+        name: "Old".into(),
+        billable_metric_id: Some("m".into()),
+        pricing_group_key: None,
+        presentation_group_key: None,
+        quantity_conversion: conversion,
+        quantity_rounding: rounding,
+        tags: vec![],
+        is_refundable: None,
+    };
+    let timeline = crate::product::ProductTimeline {
+        initial,
+        changes: vec![crate::product::ProductChange {
+            starting_at_ms: t("2024-09-16T00:00:00Z"),
+            ..change
+        }],
+    };
+    let p = timeline.rated("p").unwrap();
+    let [a, b] = accs;
+    let usage = [
+        row("m", &[], t("2024-09-10T00:00:00Z"), a),
+        row("m", &[], t("2024-09-20T00:00:00Z"), b),
+    ];
+    let m = metric("m", aggregation, vec![]);
+    rate_one(&[p], &[m], &[rate("p", &[], 0, price)], &usage)
+}
+
+/// Issue 19 item 2: a product update that changes only the name (or tags) does not split the
+/// period; the lines carry the name in effect at the period's end.
+#[test]
+fn a_cosmetic_product_update_changes_no_amount() {
+    let renamed = crate::product::ProductChange {
+        name: Some("New".into()),
+        ..Default::default()
+    };
+    let retagged = crate::product::ProductChange {
+        tags: Some(vec!["t".into()]),
+        ..Default::default()
+    };
+    let sum100 = || [Accumulator::Sum(d("100")), Accumulator::Sum(d("100"))];
+    let tiers = vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("100")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ];
+    for change in [renamed.clone(), retagged] {
+        // TIERED over 200: 100 × 10 + 100 × 1 = 1100 (not 2 × 1000).
+        let inv = cosmetic_case(
+            Aggregation::Sum,
+            None,
+            None,
+            change.clone(),
+            Price::Tiered(tiers.clone()),
+            sum100(),
+        );
+        assert_eq!(inv.total, d("1100"), "{change:?}");
+        // ÷1000 ROUND_UP 0: 200 / 1000 = 0.2 → 1 × 100 (not 1 + 1).
+        let inv = cosmetic_case(
+            Aggregation::Sum,
+            Some(QuantityConversion {
+                conversion_factor: d("1000"),
+                operation: ConversionOperation::Divide,
+                name: None,
+            }),
+            Some(QuantityRounding {
+                decimal_places: 0,
+                rounding_method: RoundingMethod::RoundUp,
+            }),
+            change.clone(),
+            Price::Flat(d("100")),
+            sum100(),
+        );
+        assert_eq!(inv.total, d("100"), "{change:?}");
+        // MAX of 9 and 7 is 9 (not 9 + 7).
+        let maxes = [Accumulator::Max(d("9")), Accumulator::Max(d("7"))];
+        let inv = cosmetic_case(
+            Aggregation::Max,
+            None,
+            None,
+            change.clone(),
+            Price::Flat(d("1")),
+            maxes,
+        );
+        assert_eq!(inv.total, d("9"), "{change:?}");
+        // UNIQUE: one user on both days is 1.
+        let users = [Accumulator::unique_of("u"), Accumulator::unique_of("u")];
+        let inv = cosmetic_case(
+            Aggregation::Unique,
+            None,
+            None,
+            change.clone(),
+            Price::Flat(d("1")),
+            users,
+        );
+        assert_eq!(inv.total, d("1"), "{change:?}");
+        assert_eq!(inv.lines.len(), 1);
+        assert_eq!(
+            (inv.lines[0].starting_at_ms, inv.lines[0].ending_before_ms),
+            (SEP.start_ms, SEP.end_ms)
+        );
+    }
+    // The name in effect at the period's end: renamed inside September → "New".
+    let inv = cosmetic_case(
+        Aggregation::Sum,
+        None,
+        None,
+        renamed.clone(),
+        Price::Flat(d("1")),
+        sum100(),
+    );
+    assert_eq!(inv.lines[0].name, "New");
+    // Renamed from October on: September's lines keep "Old".
+    let later = crate::product::ProductTimeline {
+        initial: crate::product::ProductAttrs {
+            name: "Old".into(),
+            billable_metric_id: Some("m".into()),
+            pricing_group_key: None,
+            presentation_group_key: None,
+            quantity_conversion: None,
+            quantity_rounding: None,
+            tags: vec![],
+            is_refundable: None,
+        },
+        changes: vec![crate::product::ProductChange {
+            starting_at_ms: SEP.end_ms,
+            ..renamed
+        }],
+    };
+    let m = metric("m", Aggregation::Count, vec![]);
+    let usage = [row("m", &[], SEP.start_ms, Accumulator::Count(1))];
+    let p = later.rated("p").unwrap();
+    let inv = rate_one(
+        &[p],
+        &[m],
+        &[rate("p", &[], 0, Price::Flat(d("1")))],
+        &usage,
+    );
+    assert_eq!(inv.lines[0].name, "Old");
+}
+
+fn tiers_10_then_1() -> Vec<Tier> {
+    vec![
+        Tier {
+            price: d("10"),
+            size: Some(d("100")),
+        },
+        Tier {
+            price: d("1"),
+            size: None,
+        },
+    ]
+}
+
+/// Rates a product on metric `m` (group key `user`, aggregation `agg`), presented by `user`
+/// when `presented`, priced by `price`, over `(user, accumulator)` rows in one hour.
+fn presented(
+    agg: Aggregation,
+    presented: bool,
+    price: Price,
+    rows: &[(&str, Accumulator)],
+) -> RatedInvoice {
+    let m = metric("m", agg, vec![vec!["user".into()]]);
+    let presentation: &[&str] = if presented { &["user"] } else { &[] };
+    let usage: Vec<UsageRow> = rows
+        .iter()
+        .map(|(u, acc)| row("m", &[Some(u)], SEP.start_ms, acc.clone()))
+        .collect();
+    rate_one(
+        &[product("p", state("m", &[], presentation))],
+        &[m],
+        &[rate("p", &[], 0, price)],
+        &usage,
+    )
+}
+
+/// `(user, tier level, quantity, total)` of each line.
+fn by_user(inv: &RatedInvoice) -> Vec<(String, u32, Decimal, Decimal)> {
+    inv.lines
+        .iter()
+        .map(|l| {
+            let user = l.presentation_group_values.as_ref().unwrap()["user"]
+                .clone()
+                .unwrap();
+            (
+                user,
+                l.tier.as_ref().map_or(0, |t| t.level),
+                l.quantity,
+                l.total,
+            )
+        })
+        .collect()
+}
+
+/// Issue 19 item 3: presentation groups never change a total. Tiers fill over the pricing
+/// bucket and the presentation lines take its units in the order of their group values.
+#[test]
+fn presentation_groups_share_the_bucket_tiers() {
+    let sum = |v: &str| Accumulator::Sum(d(v));
+    let tiers = Price::Tiered(tiers_10_then_1());
+    let inv = presented(
+        Aggregation::Sum,
+        true,
+        tiers.clone(),
+        &[("b", sum("100")), ("a", sum("100"))],
+    );
+    assert_eq!(inv.total, d("1100"));
+    let u = |s: &str| s.to_string();
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 1, d("100"), d("1000")),
+            (u("b"), 2, d("100"), d("100"))
+        ]
+    );
+    // A presentation line may span tiers: a takes 50 of tier 1, b the other 50 and 50 of tier 2.
+    let inv = presented(
+        Aggregation::Sum,
+        true,
+        tiers,
+        &[("a", sum("50")), ("b", sum("100"))],
+    );
+    assert_eq!(inv.total, d("1050"));
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 1, d("50"), d("500")),
+            (u("b"), 1, d("50"), d("500")),
+            (u("b"), 2, d("50"), d("50")),
+        ]
+    );
+    let tier2 = inv.lines[2].tier.clone().unwrap();
+    assert_eq!((tier2.starting_at, tier2.size), (d("100"), None));
+}
+
+/// UNIQUE counts a value seen by two presentation groups once: each line shows the distinct
+/// values it adds to those of the groups before it (in sorted order), so the lines sum to the
+/// bucket's distinct count.
+#[test]
+fn unique_counts_a_value_once_across_presentation_groups() {
+    let mut ab = Accumulator::unique_of("x");
+    ab.merge(&Accumulator::unique_of("y")).unwrap();
+    let rows = [
+        ("a", ab),
+        ("b", Accumulator::unique_of("x")),
+        ("c", Accumulator::unique_of("z")),
+    ];
+    let inv = presented(Aggregation::Unique, true, Price::Flat(d("5")), &rows);
+    let u = |s: &str| s.to_string();
+    assert_eq!(
+        by_user(&inv),
+        vec![
+            (u("a"), 0, d("2"), d("10")),
+            (u("b"), 0, d("0"), d("0")),
+            (u("c"), 0, d("1"), d("5")),
+        ]
+    );
+    assert_eq!(inv.total, d("15"));
+    assert_eq!(
+        presented(Aggregation::Unique, false, Price::Flat(d("5")), &rows).total,
+        d("15")
+    );
+}
+
+/// Random hourly usage over users and models for the presentation laws: `(model, user, hour,
+/// value)`.
+fn arb_usage() -> impl Strategy<Value = Vec<(usize, usize, i64, u64)>> {
+    prop::collection::vec((0usize..2, 0usize..3, 0i64..700, 0u64..300), 0..20)
+}
+
+/// Rates the usage on a product priced by model (a: tiers, b: flat 0.25), presented by user or
+/// not, with aggregation `agg` and an optional ÷7 ROUND_HALF_UP 1 conversion.
+fn rate_models(
+    agg: Aggregation,
+    tiers: &[Tier],
+    rows: &[(usize, usize, i64, u64)],
+    presented: bool,
+    converted: bool,
+) -> RatedInvoice {
+    let m = metric("m", agg, vec![vec!["model".into(), "user".into()]]);
+    let (models, users) = (["a", "b"], ["u1", "u2", "u3"]);
+    let usage: Vec<UsageRow> = rows
+        .iter()
+        .map(|(mi, ui, h, v)| {
+            let acc = match agg {
+                Aggregation::Unique => Accumulator::unique_of(&(v % 7).to_string()),
+                Aggregation::Max => Accumulator::Max(Decimal::from(*v)),
+                _ => Accumulator::Sum(Decimal::from(*v)),
+            };
+            row(
+                "m",
+                &[Some(models[*mi]), Some(users[*ui])],
+                SEP.start_ms + h * HOUR_MS,
+                acc,
+            )
+        })
+        .collect();
+    let mut st = state("m", &["model"], if presented { &["user"] } else { &[] });
+    if converted {
+        st.quantity_conversion = Some(QuantityConversion {
+            conversion_factor: d("7"),
+            operation: ConversionOperation::Divide,
+            name: None,
+        });
+        st.quantity_rounding = Some(QuantityRounding {
+            decimal_places: 1,
+            rounding_method: RoundingMethod::RoundHalfUp,
+        });
+    }
+    let rates = [
+        rate("p", &[("model", "a")], 0, Price::Tiered(tiers.to_vec())),
+        rate("p", &[("model", "b")], 0, Price::Flat(d("0.25"))),
+    ];
+    rate_one(&[product("p", st)], &[m], &rates, &usage)
+}
+
+/// Σ quantity and Σ total of the lines of one model.
+fn model_sums(inv: &RatedInvoice, model: &str) -> (Decimal, Decimal) {
+    inv.lines
+        .iter()
+        .filter(|l| l.pricing_group_values.as_ref().unwrap()["model"] == model)
+        .fold((Decimal::ZERO, Decimal::ZERO), |(q, t), l| {
+            (q + l.quantity, t + l.total)
+        })
+}
+
+proptest! {
+    /// Presentation groups split a pricing bucket without changing it: per model, the presented
+    /// lines' quantities and totals sum to the unpresented ones, for every aggregation, with and
+    /// without conversion and rounding; the invoice total is the sum of the lines.
+    #[test]
+    fn presentation_split_conserves_the_bucket(
+        tiers in arb_tiers(),
+        rows in arb_usage(),
+        agg in prop::sample::select(vec![Aggregation::Sum, Aggregation::Max, Aggregation::Unique]),
+        converted in any::<bool>(),
+    ) {
+        let plain = rate_models(agg, &tiers, &rows, false, converted);
+        let split = rate_models(agg, &tiers, &rows, true, converted);
+        for model in ["a", "b"] {
+            prop_assert_eq!(model_sums(&split, model), model_sums(&plain, model));
+        }
+        prop_assert_eq!(split.total, plain.total);
+        let sum: Decimal = split.lines.iter().map(|l| l.total).sum();
+        prop_assert_eq!(split.total, sum);
+        for l in &split.lines {
+            prop_assert_eq!(l.total, l.quantity * l.unit_price);
+            prop_assert!(l.quantity >= Decimal::ZERO);
+        }
+    }
+
+    /// Rating is monotone in quantity: with non-negative prices and usage, more usage (one more
+    /// row) never costs less, presented or not.
+    #[test]
+    fn more_usage_never_costs_less(
+        tiers in arb_tiers(),
+        rows in arb_usage(),
+        extra in (0usize..2, 0usize..3, 0i64..700, 0u64..300),
+        agg in prop::sample::select(vec![Aggregation::Sum, Aggregation::Max, Aggregation::Unique]),
+        presented in any::<bool>(),
+    ) {
+        let before = rate_models(agg, &tiers, &rows, presented, true);
+        let mut more = rows.clone();
+        more.push(extra);
+        let after = rate_models(agg, &tiers, &more, presented, true);
+        prop_assert!(before.total <= after.total, "{} > {}", before.total, after.total);
     }
 }

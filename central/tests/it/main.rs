@@ -10,5 +10,6 @@ mod ingest;
 mod invoices;
 mod isolation;
 mod limits;
+mod pricing_rules;
 mod resources;
 mod store_conformance;

@@ -189,7 +189,7 @@ impl<'a> Arbitrary<'a> for Input {
                     .collect::<arbitrary::Result<_>>()?;
                 Ok(RatedProduct {
                     product_id: format!("p{p}"),
-                    name: format!("P{p}"),
+                    names: vec![(i64::MIN, format!("P{p}"))],
                     versions,
                 })
             })
