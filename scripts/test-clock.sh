@@ -5,14 +5,16 @@
 # one period but "now + 1 h" is not).
 #
 # Usage: scripts/test-clock.sh [--quick] [first|last|all]   (default: all)
-#   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about a minute in all;
+#   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about 15 s per clock;
 #             scripts/test.sh runs this form.
-#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis),
-#             the replica tests and the edge tests that bill by the clock (ingest, wrangler dev,
-#             SDK through the edge); each step is bounded by `timeout`.
+#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis) and
+#             the replica test, about 6 minutes per clock; bounded by `timeout`.
+# Not the edge tests (tests/edge/*.mjs): node is faked fine, but Miniflare's workerd hangs at start
+# under libfaketime (seen with workerd 2026-04-26), so they are kept date-independent by
+# construction instead (they read the invoice whose period holds their events).
 #
 # How: libfaketime (Debian's `faketime`, installed if missing) preloaded into every process the
-# tests start (tally, python, node, workerd) with a constant offset, so all of them agree on the
+# tests start (tally, python) with a constant offset, so all of them agree on the
 # moved "now" while it keeps ticking. Monotonic clocks are left alone (timeouts stay real).
 # Binaries are built first, on the real clock; the tests' own binary then runs faked directly
 # under libtest (cargo-nextest hangs under libfaketime).
@@ -66,12 +68,6 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
         print(m["executable"])')
 [ -x "$it" ] || { echo "could not build the tally-tests integration binary" >&2; exit 1; }
-if [ "$quick" = 0 ]; then
-  bash scripts/edge-tools.sh install >/dev/null
-  eval "$(bash scripts/edge-tools.sh env)"
-  # Build the Worker now (the edge harness rebuilds it when stale) so that is not done faked.
-  bash scripts/edge-tools.sh build >/dev/null
-fi
 
 run_at() {
   read -r target offset < <(offset_to "$1")
@@ -84,8 +80,6 @@ run_at() {
   faked 900 "$it" --test-threads 1 --exact sdk_python::python_sdk_quickstart \
     sdk_python::python_sdk_quickstart_on_postgres contract::tally_conforms_to_metronomes_openapi_document \
     postgres::two_replicas_on_one_database_behave_as_one
-  faked 1200 node --test --test-concurrency=1 --test-timeout=600000 \
-    tests/edge/ingest.test.mjs tests/edge/wrangler.test.mjs tests/edge/sdk.test.mjs
 }
 
 case "$which" in

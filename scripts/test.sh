@@ -74,7 +74,7 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-step "date independence (the SDK quickstart with the clock at a month's first and last hour; ~30 s)"
+step "date independence (the SDK quickstart with the clock at a month's first and last hour; about a minute)"
 # The full form, with the contract walkthrough, replicas and edge tests: scripts/test-clock.sh.
 bash scripts/test-clock.sh --quick all
 
