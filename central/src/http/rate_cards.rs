@@ -87,7 +87,8 @@ async fn create(
         created_ms: now,
         body: encode(&card)?,
     };
-    st.stores.config.insert_docs(env, &[doc]).await?;
+    let names = rate_cards::alias_names(&card);
+    st.stores.config.insert_rate_card(env, doc, &names).await?;
     Ok(id_response(&card.id))
 }
 

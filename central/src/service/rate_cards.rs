@@ -3,8 +3,8 @@
 //! configuration limits of rates (tiers per rate, rates per card, price magnitude). Creating
 //! cards and their rates is still done by `http::rate_cards` (to be moved here).
 
-use super::{modify_doc, require_text, Invalid, Write};
-use crate::model::{kind, load, LoadError, RateCard, RateCardAlias};
+use super::{lost_race_is_false, modify_doc, require_text, retry_conflicts, Invalid, Write};
+use crate::model::{decode, encode, kind, load, LoadError, RateCard, RateCardAlias};
 use crate::store::{Env, StoreError};
 use crate::wire::Time;
 use crate::AppState;
@@ -101,7 +101,8 @@ pub struct CardChange {
     pub aliases: Option<Vec<RateCardAlias>>,
 }
 
-/// Applies a change to a card, retried on a concurrent change of the same card.
+/// Applies a change to a card, retried on a concurrent change of the same card. The card's
+/// alias index changes in the same transaction as its document.
 pub async fn update(st: &AppState, env: Env, id: &str, change: CardChange) -> Result<()> {
     if let Some(name) = &change.name {
         require_text("name", name, 256)?;
@@ -109,30 +110,34 @@ pub async fn update(st: &AppState, env: Env, id: &str, change: CardChange) -> Re
     if let Some(aliases) = &change.aliases {
         check_aliases(aliases)?;
     }
-    let now = st.now_ms();
-    modify_doc(
-        st,
-        env,
-        kind::RATE_CARD,
-        id,
-        "rate card",
-        |card: &mut RateCard| {
-            if let Some(name) = &change.name {
-                card.name = name.clone();
-            }
-            if let Some(d) = &change.description {
-                card.description = Some(d.clone());
-            }
-            if let Some(aliases) = &change.aliases {
-                card.assign_aliases(aliases.clone(), now);
-            }
-            Ok::<_, RateCardError>(Write::Save {
-                archived: card.archived_at.is_some(),
-            })
-        },
-    )
-    .await?;
-    Ok(())
+    let change = &change;
+    retry_conflicts(move || async move {
+        let doc = st.stores.config.get_doc(env, kind::RATE_CARD, id).await?;
+        let doc = doc.ok_or(RateCardError::NotFound("rate card"))?;
+        let mut card: RateCard = decode(&doc)?;
+        if let Some(name) = &change.name {
+            card.name = name.clone();
+        }
+        if let Some(d) = &change.description {
+            card.description = Some(d.clone());
+        }
+        if let Some(aliases) = &change.aliases {
+            card.assign_aliases(aliases.clone(), st.now_ms());
+        }
+        let names = alias_names(&card);
+        let written = st
+            .stores
+            .config
+            .update_rate_card(env, id, &encode(&card)?, doc.version, &names)
+            .await;
+        Ok(lost_race_is_false(written)?.then_some(()))
+    })
+    .await
+}
+
+/// The alias names a card's document holds, as the alias index keeps them.
+pub fn alias_names(card: &RateCard) -> Vec<String> {
+    card.aliases.iter().map(|a| a.name.clone()).collect()
 }
 
 /// Archives a card (idempotent).
