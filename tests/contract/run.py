@@ -341,12 +341,18 @@ def walkthrough(call: Walk) -> dict[str, list]:
         ]
     ]
     call("getInvoice-v1", path={"customer_id": acme, "invoice_id": invoices[-1]})
-    finalized = [
-        inv["id"]
-        for inv in call(
-            "listInvoices-v1", path={"customer_id": globex}, query={"status": "FINALIZED"}
-        )["data"]
-    ]
+    # Reads never finalize; the server's job (every second here) does, so wait for its pass.
+    deadline = time.monotonic() + 30
+    while True:
+        finalized = [
+            inv["id"]
+            for inv in call(
+                "listInvoices-v1", path={"customer_id": globex}, query={"status": "FINALIZED"}
+            )["data"]
+        ]
+        if len(finalized) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if len(invoices) < 2 or len(finalized) < 2:
         raise SystemExit(f"walkthrough: expected invoices, got {invoices} and {finalized}")
     call("voidInvoice-v1", body={"id": finalized[0]})
