@@ -137,6 +137,10 @@ impl From<RateCardError> for ApiError {
             RateCardError::NotFound(what) => ApiError::not_found(what),
             RateCardError::Invalid(e) => e.into(),
             RateCardError::Store(e) => e.into(),
+            RateCardError::AtIndex { index, source } => {
+                let inner = ApiError::from(*source);
+                ApiError::new(inner.status, format!("rates[{index}]: {}", inner.message))
+            }
         }
     }
 }

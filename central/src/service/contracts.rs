@@ -125,11 +125,14 @@ fn schedule_from(input: Option<ScheduleInput>) -> Result<UsageStatementSchedule>
 /// Resolves a rate card alias as of `at`: among cards holding it then, the one it was most
 /// recently assigned to.
 async fn rate_card_by_alias(st: &AppState, env: Env, alias: &str, at: i64) -> Result<RateCard> {
-    let docs = st
-        .stores
-        .config
-        .list_docs(env, kind::RATE_CARD, None, ArchiveFilter::All, None)
-        .await?;
+    // The index names the candidates; documents in creation order decide among them.
+    let mut docs = Vec::new();
+    for id in st.stores.config.rate_cards_by_alias(env, alias).await? {
+        if let Some(doc) = st.stores.config.get_doc(env, kind::RATE_CARD, &id).await? {
+            docs.push(doc);
+        }
+    }
+    docs.sort_by_key(|d| d.seq);
     let mut best: Option<(Option<Time>, RateCard)> = None;
     for doc in &docs {
         let card: RateCard = decode(doc)?;

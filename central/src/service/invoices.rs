@@ -67,6 +67,26 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
     }
 }
 
+/// The contract's stored invoice rows, and a DRAFT row (not stored) for every begun period that
+/// has none yet. Reads only.
+pub async fn stored_and_missing(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+) -> std::result::Result<(Vec<InvoiceRow>, Vec<InvoiceRow>), StoreError> {
+    let stored = st
+        .stores
+        .invoices
+        .invoices_for_contract(env, &contract.id)
+        .await?;
+    let missing = begun_periods(contract, invoiced_until(contract, st.now_ms()))
+        .into_iter()
+        .filter(|p| !stored.iter().any(|r| r.period_start_ms == p.start_ms))
+        .map(|p| draft_row(env, contract, p.start_ms, p.end_ms))
+        .collect();
+    Ok((stored, missing))
+}
+
 /// The contract's invoices in period order: its stored rows, plus a DRAFT for every begun
 /// period that has none yet. Reads only.
 pub async fn contract_invoices(
@@ -74,33 +94,10 @@ pub async fn contract_invoices(
     env: Env,
     contract: &Contract,
 ) -> std::result::Result<Vec<InvoiceRow>, StoreError> {
-    let mut rows = st
-        .stores
-        .invoices
-        .invoices_for_contract(env, &contract.id)
-        .await?;
-    for p in begun_periods(contract, invoiced_until(contract, st.now_ms())) {
-        if !rows.iter().any(|r| r.period_start_ms == p.start_ms) {
-            rows.push(draft_row(env, contract, p.start_ms, p.end_ms));
-        }
-    }
+    let (mut rows, missing) = stored_and_missing(st, env, contract).await?;
+    rows.extend(missing);
     rows.sort_by_key(|r| r.period_start_ms);
     Ok(rows)
-}
-
-/// Stores a DRAFT row for every begun period that has none (the job does this, so operators and
-/// `invoices/void` find every period's row; reads do not need it).
-pub async fn store_drafts(
-    st: &AppState,
-    env: Env,
-    rows: &[InvoiceRow],
-) -> std::result::Result<(), StoreError> {
-    let missing: Vec<InvoiceRow> = rows
-        .iter()
-        .filter(|r| r.status == InvoiceStatus::Draft && r.body.is_none())
-        .cloned()
-        .collect();
-    st.stores.invoices.ensure_invoices(env, &missing).await
 }
 
 /// Finalizes every period of the contract past `end + grace` that is still a draft, all in one

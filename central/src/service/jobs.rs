@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use super::invoices::{contract_invoices, finalize_rows, store_drafts};
+use super::invoices::{finalize_rows, stored_and_missing};
 use crate::billing::BillingError;
 use crate::model::{decode, kind, Contract};
 use crate::store::{ArchiveFilter, Doc, Env, PageReq, StoreError};
@@ -124,8 +124,11 @@ async fn finalize_env(st: &AppState, env: Env, report: &mut PassReport) -> Resul
 /// Stores the drafts of every begun period and finalizes the due ones.
 async fn sync_contract(st: &AppState, env: Env, doc: &Doc) -> Result<usize, BillingError> {
     let contract: Contract = decode(doc)?;
-    let rows = contract_invoices(st, env, &contract).await?;
-    store_drafts(st, env, &rows).await?;
+    let (mut rows, missing) = stored_and_missing(st, env, &contract).await?;
+    // Drafts are stored once, when their period begins (only this job writes them).
+    st.stores.invoices.ensure_invoices(env, &missing).await?;
+    rows.extend(missing);
+    rows.sort_by_key(|r| r.period_start_ms);
     finalize_rows(st, env, &contract, &rows).await
 }
 

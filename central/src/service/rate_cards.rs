@@ -1,12 +1,26 @@
-//! Rate cards: the read-modify-writes of a card document (update of name, description and
-//! aliases; archive), with optimistic concurrency so concurrent changes are all kept, and the
-//! configuration limits of rates (tiers per rate, rates per card, price magnitude). Creating
-//! cards and their rates is still done by `http::rate_cards` (to be moved here).
+//! Rate cards and their rates: create, list, update (name, description, aliases), archive, add
+//! rates, read a card's rates.
+//!
+//! Invariants: every change of a card document is a read-modify-write with optimistic
+//! concurrency, so concurrent changes are all kept, and its alias index is written in the same
+//! transaction; a rate is validated by core's rules against its product and by the configuration
+//! limits (tiers per rate, rates per card, price magnitude) before it is stored; a list of rates
+//! is stored all or nothing.
 
-use super::{modify_doc, require_text, Invalid, Write};
-use crate::model::{kind, load, LoadError, RateCard, RateCardAlias};
-use crate::store::{Env, StoreError};
-use crate::wire::Time;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tally_core::rate;
+use tally_core::rating::Tier;
+
+use super::{lost_race_is_false, modify_doc, require_hour, require_text, retry_conflicts};
+use super::{products, Invalid, SeqPage, Write};
+use crate::model::{
+    credit_type, decode, encode, kind, load, new_id, BillingFrequency, LoadError, Product,
+    RateCard, RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
+};
+use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
+use crate::wire::{Dec, Time};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +31,28 @@ pub enum RateCardError {
     Invalid(#[from] Invalid),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One rate of an `addRates` list was refused; nothing was stored.
+    #[error("rates[{index}]: {source}")]
+    AtIndex {
+        index: usize,
+        source: Box<RateCardError>,
+    },
+}
+
+impl From<products::ProductError> for RateCardError {
+    fn from(e: products::ProductError) -> Self {
+        match e {
+            products::ProductError::NotFound(what) => RateCardError::NotFound(what),
+            products::ProductError::Invalid(e) => RateCardError::Invalid(e),
+            products::ProductError::Store(e) => RateCardError::Store(e),
+        }
+    }
+}
+
+impl From<rate::RateError> for RateCardError {
+    fn from(e: rate::RateError) -> Self {
+        RateCardError::Invalid(Invalid(e.to_string()))
+    }
 }
 
 impl From<LoadError> for RateCardError {
@@ -90,6 +126,247 @@ pub fn check_aliases(aliases: &[RateCardAlias]) -> std::result::Result<(), Inval
     Ok(())
 }
 
+/// Most rates one `addRates` call may add.
+pub const MAX_RATES_PER_CALL: usize = 1_000;
+
+/// A rate card as a client creates it.
+pub struct NewRateCard {
+    pub name: String,
+    pub description: Option<String>,
+    pub aliases: Vec<RateCardAlias>,
+    pub fiat_credit_type_id: Option<String>,
+    /// Custom pricing units, which Tally does not support yet (refused when non-empty).
+    pub credit_type_conversions: Vec<Value>,
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+fn refuse_conversions(conversions: &[Value]) -> std::result::Result<(), Invalid> {
+    match conversions.is_empty() {
+        true => Ok(()),
+        false => Err(Invalid(
+            "custom pricing units (credit_type_conversions) are not supported yet".into(),
+        )),
+    }
+}
+
+pub async fn create(st: &AppState, env: Env, req: NewRateCard) -> Result<String> {
+    require_text("name", &req.name, 256)?;
+    check_aliases(&req.aliases)?;
+    refuse_conversions(&req.credit_type_conversions)?;
+    let now = st.now_ms();
+    let mut card = RateCard {
+        id: new_id(),
+        name: req.name,
+        description: req.description,
+        aliases: Vec::new(),
+        fiat_credit_type: credit_type(req.fiat_credit_type_id.as_deref())?,
+        credit_type_conversions: Vec::new(),
+        created_at: Time(now),
+        created_by: CREATED_BY.into(),
+        custom_fields: req.custom_fields,
+        archived_at: None,
+    };
+    card.assign_aliases(req.aliases, now);
+    let doc = NewDoc {
+        kind: kind::RATE_CARD,
+        id: &card.id,
+        parent_id: None,
+        unique_key: None,
+        created_ms: now,
+        body: encode(&card)?,
+    };
+    let names = alias_names(&card);
+    st.stores.config.insert_rate_card(env, doc, &names).await?;
+    Ok(card.id)
+}
+
+/// One keyset page of active cards (`limit + 1` fetched, so the caller knows whether more follow).
+pub async fn list(st: &AppState, env: Env, page: PageReq) -> Result<SeqPage<RateCard>> {
+    let fetch = PageReq {
+        after: page.after,
+        limit: page.limit + 1,
+    };
+    let docs = st
+        .stores
+        .config
+        .list_docs(
+            env,
+            kind::RATE_CARD,
+            None,
+            ArchiveFilter::Active,
+            Some(fetch),
+        )
+        .await?;
+    docs.iter().map(|d| Ok((d.seq, decode(d)?))).collect()
+}
+
+/// A rate as a client adds it.
+pub struct NewRate {
+    pub product_id: String,
+    pub starting_at: Time,
+    pub ending_before: Option<Time>,
+    pub entitled: bool,
+    pub rate_type: RateType,
+    pub price: Option<Dec>,
+    pub tiers: Option<Vec<WireTier>>,
+    pub pricing_group_values: BTreeMap<String, String>,
+    pub credit_type_id: Option<String>,
+    pub billing_frequency: Option<BillingFrequency>,
+    pub commit_rate: Option<Value>,
+}
+
+/// Validates one rate against its product and the limits; returns the record to store.
+async fn build_rate(
+    st: &AppState,
+    env: Env,
+    card: &RateCard,
+    input: NewRate,
+) -> Result<RateRecord> {
+    require_hour("starting_at", input.starting_at)?;
+    if let Some(end) = input.ending_before {
+        require_hour("ending_before", end)?;
+    }
+    rate::check_window(input.starting_at.0, input.ending_before.map(|t| t.0))?;
+    let product = products::get(st, env, &input.product_id).await?;
+    let record = RateRecord {
+        rate_card_id: card.id.clone(),
+        product_id: product.id.clone(),
+        starting_at: input.starting_at,
+        ending_before: input.ending_before,
+        entitled: input.entitled,
+        rate_type: input.rate_type,
+        price: input.price,
+        tiers: input.tiers,
+        pricing_group_values: input.pricing_group_values,
+        credit_type: credit_type(input.credit_type_id.as_deref())?,
+        billing_frequency: input.billing_frequency,
+        commit_rate: input.commit_rate,
+    };
+    let tier_prices: Vec<_> = record.tiers.iter().flatten().map(|t| t.price.0).collect();
+    check_rate_limits(record.price.map(|p| p.0), &tier_prices)?;
+    check_price(&record)?;
+    check_pricing_values(&product, &record)?;
+    Ok(record)
+}
+
+/// The rate's price as core checks it (type, price, tiers).
+fn check_price(r: &RateRecord) -> Result<()> {
+    let tiers = r.tiers.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| Tier {
+                price: t.price.0,
+                size: t.size.map(|s| s.0),
+            })
+            .collect()
+    });
+    rate::rate_price(r.rate_type.core(), r.price.map(|p| p.0), tiers)?;
+    Ok(())
+}
+
+fn check_pricing_values(product: &Product, r: &RateRecord) -> Result<()> {
+    let state = product.state_at(r.starting_at.0);
+    rate::check_pricing_values(state.pricing_group_key.as_deref(), &r.pricing_group_values)?;
+    Ok(())
+}
+
+async fn insert_rates(st: &AppState, env: Env, rates: &[RateRecord]) -> Result<()> {
+    if let Some(first) = rates.first() {
+        // Concurrent adds to one card may pass this together by at most one call's rates.
+        let existing = load_rates(st, env, &first.rate_card_id).await?.len();
+        check_card_capacity(existing, rates.len())?;
+    }
+    let now = st.now_ms();
+    let ids: Vec<String> = rates.iter().map(|_| new_id()).collect();
+    let bodies = rates
+        .iter()
+        .map(encode)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let docs: Vec<NewDoc> = rates
+        .iter()
+        .zip(&ids)
+        .zip(bodies)
+        .map(|((r, id), body)| NewDoc {
+            kind: kind::RATE,
+            id,
+            parent_id: Some(&r.rate_card_id),
+            unique_key: None,
+            created_ms: now,
+            body,
+        })
+        .collect();
+    st.stores.config.insert_docs(env, &docs).await?;
+    Ok(())
+}
+
+/// Adds one rate (`addRate`) and returns it as stored.
+pub async fn add_rate(st: &AppState, env: Env, card_id: &str, rate: NewRate) -> Result<RateRecord> {
+    let card = get(st, env, card_id).await?;
+    let record = build_rate(st, env, &card, rate).await?;
+    insert_rates(st, env, std::slice::from_ref(&record)).await?;
+    Ok(record)
+}
+
+/// Adds a list of rates (`addRates`), all or nothing; a refused one is named by its index.
+pub async fn add_rates(st: &AppState, env: Env, card_id: &str, rates: Vec<NewRate>) -> Result<()> {
+    if rates.is_empty() || rates.len() > MAX_RATES_PER_CALL {
+        return Err(Invalid(format!(
+            "rates must contain 1 to {MAX_RATES_PER_CALL} rates"
+        ))
+        .into());
+    }
+    let card = get(st, env, card_id).await?;
+    let mut records = Vec::with_capacity(rates.len());
+    for (index, input) in rates.into_iter().enumerate() {
+        let r = build_rate(st, env, &card, input)
+            .await
+            .map_err(|e| RateCardError::AtIndex {
+                index,
+                source: Box::new(e),
+            })?;
+        records.push(r);
+    }
+    insert_rates(st, env, &records).await
+}
+
+/// Every rate of a rate card, in the order added (at most [`MAX_RATES_PER_CARD`]).
+pub async fn load_rates(st: &AppState, env: Env, rate_card_id: &str) -> Result<Vec<RateRecord>> {
+    let docs = st
+        .stores
+        .config
+        .list_docs(
+            env,
+            kind::RATE,
+            Some(rate_card_id),
+            ArchiveFilter::All,
+            None,
+        )
+        .await?;
+    Ok(docs
+        .iter()
+        .map(decode)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// The card's rates and the products they price, for `getRates` (which selects among them).
+pub async fn rates_with_products(
+    st: &AppState,
+    env: Env,
+    card_id: &str,
+) -> Result<(Vec<RateRecord>, BTreeMap<String, Product>)> {
+    get(st, env, card_id).await?;
+    let records = load_rates(st, env, card_id).await?;
+    let mut products = BTreeMap::new();
+    for r in &records {
+        if !products.contains_key(&r.product_id) {
+            products.insert(
+                r.product_id.clone(),
+                products::get(st, env, &r.product_id).await?,
+            );
+        }
+    }
+    Ok((records, products))
+}
+
 pub async fn get(st: &AppState, env: Env, id: &str) -> Result<RateCard> {
     Ok(load(&st.stores, env, kind::RATE_CARD, id, "rate card").await?)
 }
@@ -99,40 +376,48 @@ pub struct CardChange {
     pub name: Option<String>,
     pub description: Option<String>,
     pub aliases: Option<Vec<RateCardAlias>>,
+    /// Custom pricing units, which Tally does not support yet (refused when non-empty).
+    pub add_credit_type_conversions: Vec<Value>,
 }
 
-/// Applies a change to a card, retried on a concurrent change of the same card.
+/// Applies a change to a card, retried on a concurrent change of the same card. The card's
+/// alias index changes in the same transaction as its document.
 pub async fn update(st: &AppState, env: Env, id: &str, change: CardChange) -> Result<()> {
+    refuse_conversions(&change.add_credit_type_conversions)?;
     if let Some(name) = &change.name {
         require_text("name", name, 256)?;
     }
     if let Some(aliases) = &change.aliases {
         check_aliases(aliases)?;
     }
-    let now = st.now_ms();
-    modify_doc(
-        st,
-        env,
-        kind::RATE_CARD,
-        id,
-        "rate card",
-        |card: &mut RateCard| {
-            if let Some(name) = &change.name {
-                card.name = name.clone();
-            }
-            if let Some(d) = &change.description {
-                card.description = Some(d.clone());
-            }
-            if let Some(aliases) = &change.aliases {
-                card.assign_aliases(aliases.clone(), now);
-            }
-            Ok::<_, RateCardError>(Write::Save {
-                archived: card.archived_at.is_some(),
-            })
-        },
-    )
-    .await?;
-    Ok(())
+    let change = &change;
+    retry_conflicts(move || async move {
+        let doc = st.stores.config.get_doc(env, kind::RATE_CARD, id).await?;
+        let doc = doc.ok_or(RateCardError::NotFound("rate card"))?;
+        let mut card: RateCard = decode(&doc)?;
+        if let Some(name) = &change.name {
+            card.name = name.clone();
+        }
+        if let Some(d) = &change.description {
+            card.description = Some(d.clone());
+        }
+        if let Some(aliases) = &change.aliases {
+            card.assign_aliases(aliases.clone(), st.now_ms());
+        }
+        let names = alias_names(&card);
+        let written = st
+            .stores
+            .config
+            .update_rate_card(env, id, &encode(&card)?, doc.version, &names)
+            .await;
+        Ok(lost_race_is_false(written)?.then_some(()))
+    })
+    .await
+}
+
+/// The alias names a card's document holds, as the alias index keeps them.
+pub fn alias_names(card: &RateCard) -> Vec<String> {
+    card.aliases.iter().map(|a| a.name.clone()).collect()
 }
 
 /// Archives a card (idempotent).

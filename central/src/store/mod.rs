@@ -174,6 +174,25 @@ pub trait ConfigStore: Send + Sync {
         body: &str,
         version: i64,
     ) -> StoreResult<bool>;
+    /// Inserts a rate card document with its alias names indexed, in one transaction.
+    async fn insert_rate_card(
+        &self,
+        env: Env,
+        doc: NewDoc<'_>,
+        aliases: &[String],
+    ) -> StoreResult<()>;
+    /// Replaces a rate card's body and indexed alias names if it is still at `version` (false,
+    /// changing nothing, when it is not).
+    async fn update_rate_card(
+        &self,
+        env: Env,
+        id: &str,
+        body: &str,
+        version: i64,
+        aliases: &[String],
+    ) -> StoreResult<bool>;
+    /// Ids of the rate cards whose documents name `alias` (at any time), by index.
+    async fn rate_cards_by_alias(&self, env: Env, alias: &str) -> StoreResult<Vec<String>>;
     /// A number that grows whenever a billable metric is created (in any environment).
     async fn metrics_version(&self) -> StoreResult<u64>;
     /// The customer owning an ingest alias.

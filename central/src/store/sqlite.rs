@@ -156,6 +156,31 @@ async fn insert_aliases(
     Ok(())
 }
 
+async fn index_card_aliases(
+    conn: &mut sqlx::SqliteConnection,
+    env: Env,
+    card_id: &str,
+    aliases: &[String],
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM rate_card_aliases WHERE env = ? AND rate_card_id = ?")
+        .bind(env.as_str())
+        .bind(card_id)
+        .execute(&mut *conn)
+        .await?;
+    for alias in aliases {
+        sqlx::query(
+            "INSERT INTO rate_card_aliases (env, alias, rate_card_id) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .bind(card_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ConfigStore for SqliteStore {
     async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()> {
@@ -290,6 +315,56 @@ impl ConfigStore for SqliteStore {
         insert_aliases(&mut tx, env, id, aliases).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn insert_rate_card(
+        &self,
+        env: Env,
+        doc: NewDoc<'_>,
+        aliases: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_doc(&mut tx, env, &doc).await?;
+        index_card_aliases(&mut tx, env, doc.id, aliases).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_rate_card(
+        &self,
+        env: Env,
+        id: &str,
+        body: &str,
+        version: i64,
+        aliases: &[String],
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE documents SET body = ?, version = version + 1
+             WHERE env = ? AND kind = 'rate_card' AND id = ? AND version = ?",
+        )
+        .bind(body)
+        .bind(env.as_str())
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        index_card_aliases(&mut tx, env, id, aliases).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn rate_cards_by_alias(&self, env: Env, alias: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT rate_card_id FROM rate_card_aliases WHERE env = ? AND alias = ?",
+        )
+        .bind(env.as_str())
+        .bind(alias)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
