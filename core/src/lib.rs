@@ -1,7 +1,8 @@
 //! `tally-core`: all of Tally's billing logic, as pure functions of their inputs.
 //!
-//! The same crate runs natively in central, compiled to WASM in the edge Worker and in the browser,
-//! so an invoice computed anywhere is the same to the last digit.
+//! The same crate runs natively in central and compiled to WASM in the edge Worker, so what both
+//! compute is the same to the last digit. It builds for the browser's target too (wasm32, and
+//! without std at all); the browser preview's bindings (a `wasm` feature) do not exist yet.
 //!
 //! Invariants:
 //! - No IO, no clock, no threads: "now" is always a parameter (`now_ms`).
