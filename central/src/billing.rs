@@ -427,8 +427,10 @@ async fn run_jobs_locked(st: &AppState) -> ApiResult<()> {
             sync_contract(st, env, &contract).await?;
         }
     }
-    // Keys are kept 35 days: the 34-day backdating window plus a day of margin.
-    let cutoff = st.now_ms().saturating_sub(35 * tally_core::time::DAY_MS);
+    // The retention both central and the edge keep (`tally_core::ingest::DEDUPE_RETENTION_MS`).
+    let cutoff = st
+        .now_ms()
+        .saturating_sub(tally_core::ingest::DEDUPE_RETENTION_MS);
     st.stores.usage.prune_dedupe(cutoff).await?;
     Ok(())
 }

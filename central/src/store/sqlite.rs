@@ -6,17 +6,15 @@
 //! that fails (disk full, I/O error) rolls back whole, and the pool drops any connection it left
 //! confused, so the service recovers by itself once the cause is gone.
 
-use std::collections::{HashMap, HashSet};
+mod usage;
+
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
-use tally_core::accumulate::{Accumulator, PartialKey};
-use tally_core::rating::UsageRow;
 
-use super::merge::{self, decode_acc, decode_groups, parse_env, RowKey, RowWrite};
 use super::*;
 
 /// Row-batching sizes for multi-row statements: few distinct SQL shapes keep the statement cache hot.
@@ -253,11 +251,9 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
-        let v: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) FROM documents WHERE kind = 'billable_metric'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let v: i64 = sqlx::query_scalar(super::usage::sql::METRICS_VERSION)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
@@ -269,275 +265,6 @@ impl ConfigStore for SqliteStore {
         .bind(alias)
         .fetch_optional(&self.pool)
         .await?)
-    }
-}
-
-/// Claims dedupe keys; returns the set of keys this transaction inserted.
-async fn claim_keys(
-    conn: &mut sqlx::SqliteConnection,
-    items: &[IngestItem],
-    now_ms: i64,
-) -> StoreResult<HashSet<(Env, String)>> {
-    // Inside the write transaction nobody else can claim a key, so "not there yet" followed by a
-    // plain INSERT is a claim. Asking which keys exist returns only the (rare) duplicates, which
-    // is far cheaper than streaming every inserted key back with RETURNING.
-    let mut seen: HashSet<(Env, &str)> = HashSet::with_capacity(items.len());
-    let mut fresh: Vec<&IngestItem> = Vec::with_capacity(items.len());
-    for chunk in chunks(items) {
-        let mut q = QueryBuilder::<Sqlite>::new("WITH k (e, t) AS (");
-        q.push_values(chunk, |mut b, item| {
-            b.push_bind(item.env.as_str())
-                .push_bind(&item.transaction_id);
-        });
-        q.push(
-            ") SELECT d.env, d.transaction_id FROM k
-             JOIN dedupe d ON d.env = k.e AND d.transaction_id = k.t",
-        );
-        let existing: HashSet<(Env, String)> = q
-            .build()
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| Ok((parse_env(row.get(0))?, row.get::<String, _>(1))))
-            .collect::<StoreResult<_>>()?;
-        for item in chunk {
-            let known = existing.contains(&(item.env, item.transaction_id.clone()));
-            if !known && seen.insert((item.env, item.transaction_id.as_str())) {
-                fresh.push(item);
-            }
-        }
-    }
-    for chunk in chunks(&fresh) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO dedupe (env, transaction_id, recorded_ms) ");
-        q.push_values(chunk, |mut b, item| {
-            b.push_bind(item.env.as_str())
-                .push_bind(&item.transaction_id)
-                .push_bind(now_ms);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(fresh
-        .into_iter()
-        .map(|i| (i.env, i.transaction_id.clone()))
-        .collect())
-}
-
-async fn load_partials(
-    conn: &mut sqlx::SqliteConnection,
-    keys: &[RowKey],
-) -> StoreResult<HashMap<RowKey, Accumulator>> {
-    let mut out = HashMap::new();
-    for chunk in chunks(keys) {
-        // A join on the VALUES list lets SQLite search the primary key per row (a row-value
-        // `IN (VALUES ...)` would scan the whole table). The rows come back as one JSON array,
-        // not one result row each: sqlx hands every result row across threads, which costs more
-        // than SQLite's own work here (measured: ingest throughput ×1.8).
-        let mut q = QueryBuilder::<Sqlite>::new("WITH k (i, e, c, m, h, g) AS (");
-        q.push_values(chunk.iter().enumerate(), |mut b, (i, k)| {
-            b.push_bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .push_bind(k.0.as_str())
-                .push_bind(&k.1)
-                .push_bind(&k.2)
-                .push_bind(k.3)
-                .push_bind(&k.4);
-        });
-        q.push(
-            ") SELECT json_group_array(json_array(k.i, u.acc)) FROM k JOIN usage_hourly u
-             ON u.env = k.e AND u.customer_ref = k.c AND u.metric_id = k.m
-             AND u.hour_ms = k.h AND u.groups = k.g",
-        );
-        let found: String = q.build_query_scalar().fetch_one(&mut *conn).await?;
-        let found: Vec<(usize, String)> = serde_json::from_str(&found)
-            .map_err(|e| StoreError::Corrupt(format!("loaded partials: {e}")))?;
-        for (i, acc) in found {
-            let key = chunk
-                .get(i)
-                .ok_or_else(|| StoreError::Corrupt("loaded partial index".into()))?;
-            out.insert(key.clone(), decode_acc(&acc)?);
-        }
-    }
-    Ok(out)
-}
-
-async fn upsert_partials(conn: &mut sqlx::SqliteConnection, rows: &[RowWrite]) -> StoreResult<()> {
-    for chunk in chunks(rows) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc) ",
-        );
-        q.push_values(chunk, |mut b, (k, acc)| {
-            b.push_bind(k.0.as_str())
-                .push_bind(&k.1)
-                .push_bind(&k.2)
-                .push_bind(k.3)
-                .push_bind(&k.4)
-                .push_bind(acc);
-        });
-        q.push(
-            " ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl UsageStore for SqliteStore {
-    async fn commit_ingest(
-        &self,
-        items: &[IngestItem],
-        now_ms: i64,
-    ) -> StoreResult<Vec<ItemOutcome>> {
-        let mut tx = self.begin_write().await?;
-        let claimed = claim_keys(&mut tx, items, now_ms).await?;
-        let mut outcomes = merge::outcomes_from_claims(items, &claimed);
-        let keys = merge::accepted_keys(items, &outcomes)?;
-        let partials = load_partials(&mut tx, &keys).await?;
-        let rows = merge::fold_items(items, &mut outcomes, partials)?;
-        // An item refused at merge gives its dedupe key back, so a corrected retry can land.
-        for (item, outcome) in items.iter().zip(&outcomes) {
-            if matches!(outcome, ItemOutcome::Rejected(_)) {
-                sqlx::query("DELETE FROM dedupe WHERE env = ? AND transaction_id = ?")
-                    .bind(item.env.as_str())
-                    .bind(&item.transaction_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        upsert_partials(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn usage_rows(
-        &self,
-        env: Env,
-        customer_refs: &[String],
-        metric_ids: &[String],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> StoreResult<Vec<UsageRow>> {
-        if customer_refs.is_empty() || metric_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly WHERE env = ",
-        );
-        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
-        let mut sep = q.separated(", ");
-        for r in customer_refs {
-            sep.push_bind(r);
-        }
-        q.push(") AND metric_id IN (");
-        let mut sep = q.separated(", ");
-        for m in metric_ids {
-            sep.push_bind(m);
-        }
-        q.push(") AND hour_ms >= ")
-            .push_bind(from_ms)
-            .push(" AND hour_ms < ")
-            .push_bind(to_ms);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
-    }
-
-    async fn apply_batch(
-        &self,
-        shard_id: &str,
-        seq: u64,
-        partials: &[(Env, PartialKey, Accumulator)],
-        now_ms: i64,
-    ) -> StoreResult<BatchApplied> {
-        let seq_i =
-            i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO applied_batches (shard_id, seq, applied_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(shard_id)
-        .bind(seq_i)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(BatchApplied {
-                applied: false,
-                dead_letters: Vec::new(),
-            });
-        }
-        let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
-        let (rows, dead_letters) = merge::merge_batch(shard_id, seq, partials, existing, now_ms)?;
-        upsert_partials(&mut tx, &rows).await?;
-        for chunk in chunks(&dead_letters) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dead_letters (shard_id, seq, partial_index, env, partial, reason, recorded_ms) ",
-            );
-            q.push_values(chunk, |mut b, d| {
-                b.push_bind(&d.shard_id)
-                    .push_bind(seq_i)
-                    .push_bind(i64::try_from(d.index).unwrap_or(i64::MAX))
-                    .push_bind(d.env.as_str())
-                    .push_bind(&d.partial)
-                    .push_bind(&d.reason)
-                    .push_bind(d.recorded_ms);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(BatchApplied {
-            applied: true,
-            dead_letters,
-        })
-    }
-
-    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE env = ?")
-            .bind(env.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT shard_id, seq, partial_index, partial, reason, recorded_ms FROM dead_letters
-             WHERE env = ? ORDER BY shard_id, seq, partial_index LIMIT ?",
-        )
-        .bind(env.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    shard_id: row.get(0),
-                    seq: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
-                    index: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
-                    env,
-                    partial: row.get(3),
-                    reason: row.get(4),
-                    recorded_ms: row.get(5),
-                })
-            })
-            .collect()
-    }
-
-    async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM dedupe WHERE recorded_ms < ?")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 }
 
