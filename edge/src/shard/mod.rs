@@ -474,9 +474,13 @@ impl Shard {
         Ok(())
     }
 
-    fn known_version(&self) -> u64 {
+    /// Whether any cached snapshot was loaded at another metrics version than central's current
+    /// one. Any difference, not only "older": an environment fetched before another may lag behind
+    /// it, and a central whose version is computed differently (SQLite's used to be MAX(seq), now
+    /// the count) must still be followed rather than ignored until it catches up.
+    fn differs_from(&self, version: u64) -> bool {
         let mem = self.mem.borrow();
-        mem.snapshots.values().map(|m| m.version).max().unwrap_or(0)
+        mem.snapshots.values().any(|m| m.version != version)
     }
 
     /// One alarm: prune if due, then seal and deliver in `seq` order, then re-arm.
@@ -522,7 +526,7 @@ impl Shard {
                     ack.dead_letters
                 );
             }
-            if ack.metrics_version > self.known_version() {
+            if self.differs_from(ack.metrics_version) {
                 if let Err(e) = self.refresh_snapshots(&cfg).await {
                     worker::console_warn!("metric snapshot refresh failed: {e}");
                 }
