@@ -19,6 +19,7 @@ pub mod store;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,8 +110,26 @@ impl Default for Settings {
 /// bucket, so the map is bounded by the number of tokens).
 pub type TokenLimiter = governor::DefaultKeyedRateLimiter<String>;
 
-/// Per environment: the metrics version a snapshot was loaded at, and the snapshot.
-type MetricSnapshots = HashMap<Env, (u64, Arc<Vec<MetricDef>>)>;
+/// The metric snapshots handlers meter with, one per environment, each stamped with what it was
+/// loaded at: this process's metric generation (bumped after every metric this process creates)
+/// and, when replicas share the database, the stored metrics version.
+///
+/// Invariant: a snapshot is used only while its stamp is current, and a stamp is read *before*
+/// the list it stamps is loaded. A create bumps the generation only after its write committed, so
+/// any snapshot stamped with the new generation (or a newer stored version) was loaded after the
+/// metric existed: an event that arrives after a create returned is always metered by it, even
+/// when an ingest that loaded the old list finishes (and caches it) later.
+#[derive(Default)]
+struct MetricCache {
+    generation: std::sync::atomic::AtomicU64,
+    snapshots: RwLock<HashMap<Env, StampedMetrics>>,
+}
+
+/// A snapshot and the stamp read before it was loaded.
+type StampedMetrics = (MetricStamp, Arc<Vec<MetricDef>>);
+
+/// (this process's metric generation, the stored metrics version or 0 when unshared).
+type MetricStamp = (u64, u64);
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -120,7 +139,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub ingest: ingest::IngestHandle,
     pub limiter: Option<Arc<TokenLimiter>>,
-    metrics: Arc<RwLock<MetricSnapshots>>,
+    metrics: Arc<MetricCache>,
     tokens: Arc<RwLock<HashMap<String, Env>>>,
 }
 
@@ -147,33 +166,39 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    /// The metering definitions of every metric in `env` (archived ones keep metering).
-    ///
-    /// Metrics never change once created, so the snapshot stays valid until one is added. This
-    /// process drops it when it adds one; when other processes share the database (replicas), the
-    /// stored metrics version is compared on every call, so a metric created through any replica
-    /// meters the very next event on all of them.
+    /// The metering definitions of every metric in `env` (archived ones keep metering), from
+    /// the cache while its stamp is current (see [`MetricCache`]). Metrics never change once
+    /// created, so only a new one makes a snapshot stale; when other processes share the database
+    /// (replicas), the stored metrics version is read on every call, so a metric created through
+    /// any replica meters the very next event on all of them.
     pub async fn metric_defs(&self, env: Env) -> store::StoreResult<Arc<Vec<MetricDef>>> {
+        let generation = self.metrics.generation.load(Ordering::SeqCst);
         let version = match self.stores.shared {
             true => self.stores.config.metrics_version().await?,
             false => 0,
         };
-        if let Some((cached, defs)) = self.metrics.read().await.get(&env) {
-            if *cached == version {
+        let stamp = (generation, version);
+        if let Some((cached, defs)) = self.metrics.snapshots.read().await.get(&env) {
+            if *cached == stamp {
                 return Ok(defs.clone());
             }
         }
         let defs = Arc::new(model::load_metric_defs(&self.stores, env).await?);
-        self.metrics
-            .write()
-            .await
-            .insert(env, (version, defs.clone()));
+        let mut snapshots = self.metrics.snapshots.write().await;
+        // Never replace a snapshot loaded at a newer stamp with this one.
+        if snapshots
+            .get(&env)
+            .is_none_or(|(cached, _)| *cached <= stamp)
+        {
+            snapshots.insert(env, (stamp, defs.clone()));
+        }
         Ok(defs)
     }
 
-    /// Drops the cached metric snapshot after a metric is created.
+    /// Makes every cached metric snapshot stale; call it after a metric's create committed.
     pub async fn invalidate_metrics(&self, env: Env) {
-        self.metrics.write().await.remove(&env);
+        self.metrics.generation.fetch_add(1, Ordering::SeqCst);
+        self.metrics.snapshots.write().await.remove(&env);
     }
 
     /// The environment of a token, by its hash (tokens are never revoked, so caching is safe).

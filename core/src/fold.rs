@@ -1,23 +1,27 @@
-//! Folding usage into stored partial aggregates: which copy of a dedupe key is accepted, and what
-//! each touched row becomes. The one implementation behind central's native ingest and batch
-//! merge (`central/src/store`, both backends) and the edge shard's ingest (`edge/src/shard`).
-//!
-//! Callers own storage and the row key's encoding (`K`): they claim dedupe keys, load the current
-//! rows an operation touches, fold here, and write [`Fold::into_touched`], all in one transaction.
+//! The one ingest fold: claim → outcomes → keys → load → fold → write, as a single plan that
+//! central's two backends (native ingest and edge batch merge, `central/src/store`) and the edge
+//! shard (`edge/src/shard`) all run. Storage supplies only IO, through [`RowIo`] (load and write
+//! rows) and [`ClaimIo`] (claim and release dedupe keys), inside one transaction of its own;
+//! [`ingest`] and [`merge`] decide everything else.
 //!
 //! Invariants:
 //! - Within one operation, the first item of a dedupe key is its candidate; later copies are
-//!   duplicates. Across operations, whichever claimed the key first wins ([`accepted_by_claim`]).
-//! - Folding is all or nothing per item ([`Fold::add`]): an item whose merge fails changes no row,
-//!   and the caller reports it (an ingested event becomes [`Outcome::Rejected`] and its key is
-//!   released; a batch partial becomes a dead letter).
+//!   duplicates. Across operations, whichever claimed the key first wins.
+//! - Folding is all or nothing per item ([`Fold::add`]): an item whose merge fails changes no row;
+//!   an ingested event becomes [`Outcome::Rejected`] and its key is released, a batch partial is
+//!   reported back to the caller (a dead letter).
+//! - Only rows some item changed or created are written, each once, in key order.
 //! - Merging uses `Accumulator::merge` only (checked, associative, commutative), so any split of
 //!   the items, folded in any number of operations, gives the same rows.
+//!
+//! The IO traits return futures so central's database drivers can await; synchronous storage (the
+//! edge's `transactionSync`) answers with ready futures and runs a plan with [`run_ready`].
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulator, MergeError};
@@ -44,41 +48,6 @@ impl Outcome {
 pub fn first_occurrences<K: Ord>(keys: impl IntoIterator<Item = K>) -> Vec<bool> {
     let mut seen = BTreeSet::new();
     keys.into_iter().map(|k| seen.insert(k)).collect()
-}
-
-/// Outcomes once the claim is known: the first item of a key this operation claimed is accepted
-/// (pending its merge); every other item is a duplicate.
-pub fn accepted_by_claim<K: Ord>(
-    keys: impl IntoIterator<Item = K>,
-    claimed: impl Fn(&K) -> bool,
-) -> Vec<Outcome> {
-    let mut seen = BTreeSet::new();
-    keys.into_iter()
-        .map(|k| {
-            if claimed(&k) && seen.insert(k) {
-                Outcome::Accepted
-            } else {
-                Outcome::Duplicate
-            }
-        })
-        .collect()
-}
-
-/// The sorted, distinct row keys the accepted items contribute to (the rows to load before
-/// folding). `keyed(i)` gives item `i`'s row keys.
-pub fn accepted_keys<K: Ord, E>(
-    outcomes: &[Outcome],
-    mut keyed: impl FnMut(usize) -> Result<Vec<K>, E>,
-) -> Result<Vec<K>, E> {
-    let mut keys = Vec::new();
-    for (i, outcome) in outcomes.iter().enumerate() {
-        if *outcome == Outcome::Accepted {
-            keys.extend(keyed(i)?);
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
 }
 
 /// Rows being folded into: the loaded rows plus those created, each marked when changed.
@@ -146,24 +115,145 @@ impl<K: Ord + Clone> Fold<K> {
     }
 }
 
-/// Folds every accepted item into `existing`, all or nothing per item; an item whose merge fails
-/// becomes [`Outcome::not_counted`]. `keyed(i)` gives item `i`'s contributions under their row
-/// keys. Returns the touched rows in key order.
-pub fn fold_accepted<'a, K: Ord + Clone, E>(
-    existing: impl IntoIterator<Item = (K, Accumulator)>,
-    outcomes: &mut [Outcome],
-    mut keyed: impl FnMut(usize) -> Result<Vec<(K, &'a Accumulator)>, E>,
-) -> Result<Vec<(K, Accumulator)>, E> {
-    let mut fold = Fold::new(existing);
-    for (i, outcome) in outcomes.iter_mut().enumerate() {
-        if *outcome != Outcome::Accepted {
-            continue;
-        }
-        if let Err(e) = fold.add(&keyed(i)?) {
-            *outcome = Outcome::not_counted(e);
+/// Rows of usage as a storage holds them: the IO half of a fold, run inside the caller's
+/// transaction. `Row` is the storage's own spelling of a row key (ordered, so folds are in key
+/// order and each row is loaded and written once).
+pub trait RowIo {
+    type Row: Ord + Clone;
+    type Error;
+    /// The stored accumulators of those of `rows` (sorted, distinct) that exist.
+    fn load(
+        &mut self,
+        rows: &[Self::Row],
+    ) -> impl Future<Output = Result<Vec<(Self::Row, Accumulator)>, Self::Error>>;
+    /// Inserts or replaces `rows` (sorted, distinct; every row some item changed or created).
+    fn write(
+        &mut self,
+        rows: Vec<(Self::Row, Accumulator)>,
+    ) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// Dedupe keys as a storage holds them, claimed in the transaction that writes their usage.
+pub trait ClaimIo: RowIo {
+    type Claim: Ord + Clone;
+    /// Claims each of `keys` (distinct) not claimed yet; one flag per key, in order: `true` when
+    /// this call claimed it, `false` when it was already taken.
+    fn claim(
+        &mut self,
+        keys: &[&Self::Claim],
+    ) -> impl Future<Output = Result<Vec<bool>, Self::Error>>;
+    /// Gives back keys this transaction claimed for items it then could not count.
+    fn release(&mut self, keys: &[&Self::Claim]) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// One event of an ingest: its dedupe key and its usage, under the storage's row keys.
+#[derive(Debug, Clone)]
+pub struct Item<'a, C, R> {
+    pub claim: C,
+    pub contributions: Vec<(R, &'a Accumulator)>,
+}
+
+/// Ingests `items` in one transaction of `io`: claims the candidate keys, folds the usage of every
+/// accepted item into the stored rows, releases the keys of items whose merge failed, and writes
+/// the touched rows. One outcome per item, in order. On an IO error the caller rolls back.
+pub async fn ingest<Io: ClaimIo>(
+    io: &mut Io,
+    items: &[Item<'_, Io::Claim, Io::Row>],
+) -> Result<Vec<Outcome>, Io::Error> {
+    let mut outcomes = claim_outcomes(io, items).await?;
+    let contributions: Vec<&[(Io::Row, &Accumulator)]> =
+        items.iter().map(|i| i.contributions.as_slice()).collect();
+    let accepted: Vec<bool> = outcomes.iter().map(|o| *o == Outcome::Accepted).collect();
+    let failed = fold_rows(io, &contributions, &accepted).await?;
+    let mut released = Vec::with_capacity(failed.len());
+    for (i, e) in failed {
+        outcomes[i] = Outcome::not_counted(e);
+        released.push(&items[i].claim);
+    }
+    if !released.is_empty() {
+        io.release(&released).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Merges pre-aggregated partials (an edge batch, already deduplicated by the edge) into the
+/// stored rows, each on its own, and writes the touched rows. Returns the partials whose merge
+/// failed (by index, in order): they changed nothing, and the caller keeps them as dead letters.
+pub async fn merge<Io: RowIo>(
+    io: &mut Io,
+    partials: &[(Io::Row, &Accumulator)],
+) -> Result<Vec<(usize, MergeError)>, Io::Error> {
+    let contributions: Vec<&[(Io::Row, &Accumulator)]> =
+        partials.iter().map(core::slice::from_ref).collect();
+    fold_rows(io, &contributions, &alloc::vec![true; partials.len()]).await
+}
+
+/// The claim step: the first item of each key is its candidate; a candidate whose key this call
+/// claimed is accepted (pending its merge); every other item is a duplicate.
+async fn claim_outcomes<Io: ClaimIo>(
+    io: &mut Io,
+    items: &[Item<'_, Io::Claim, Io::Row>],
+) -> Result<Vec<Outcome>, Io::Error> {
+    let first = first_occurrences(items.iter().map(|i| &i.claim));
+    let candidates: Vec<&Io::Claim> = items
+        .iter()
+        .zip(&first)
+        .filter_map(|(item, is_first)| is_first.then_some(&item.claim))
+        .collect();
+    let claimed = io.claim(&candidates).await?;
+    debug_assert_eq!(claimed.len(), candidates.len(), "one claim flag per key");
+    let mut claimed = claimed.into_iter();
+    Ok(first
+        .iter()
+        .map(|is_first| match *is_first && claimed.next() == Some(true) {
+            true => Outcome::Accepted,
+            false => Outcome::Duplicate,
+        })
+        .collect())
+}
+
+/// keys → load → fold → write for the items flagged in `fold`; returns those whose merge failed.
+async fn fold_rows<Io: RowIo>(
+    io: &mut Io,
+    items: &[&[(Io::Row, &Accumulator)]],
+    fold: &[bool],
+) -> Result<Vec<(usize, MergeError)>, Io::Error> {
+    let mut keys: Vec<Io::Row> = items
+        .iter()
+        .zip(fold)
+        .filter(|(_, f)| **f)
+        .flat_map(|(c, _)| c.iter().map(|(k, _)| k.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = Fold::new(io.load(&keys).await?);
+    let mut failed = Vec::new();
+    for (i, contributions) in items.iter().enumerate() {
+        if fold[i] {
+            if let Err(e) = rows.add(contributions) {
+                failed.push((i, e));
+            }
         }
     }
-    Ok(fold.into_touched())
+    let touched = rows.into_touched();
+    if !touched.is_empty() {
+        io.write(touched).await?;
+    }
+    Ok(failed)
+}
+
+/// Runs a future whose IO is synchronous (every await is already ready) to completion, without an
+/// executor: `None` if it was not ready when first polled, which synchronous IO never causes.
+pub fn run_ready<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = core::pin::pin!(future);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        core::task::Poll::Ready(out) => Some(out),
+        core::task::Poll::Pending => None,
+    }
 }
 
 #[cfg(test)]
@@ -175,53 +265,147 @@ mod tests {
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
+    /// Storage in memory, recording what the plan asked of it.
+    #[derive(Default)]
+    struct MemoryIo {
+        claimed: BTreeSet<&'static str>,
+        rows: BTreeMap<u8, Accumulator>,
+        loads: Vec<Vec<u8>>,
+        writes: Vec<Vec<u8>>,
+        released: Vec<&'static str>,
+    }
+
+    impl RowIo for MemoryIo {
+        type Row = u8;
+        type Error = Infallible;
+        async fn load(&mut self, rows: &[u8]) -> Result<Vec<(u8, Accumulator)>, Infallible> {
+            self.loads.push(rows.to_vec());
+            Ok(rows
+                .iter()
+                .filter_map(|k| self.rows.get(k).map(|a| (*k, a.clone())))
+                .collect())
+        }
+        async fn write(&mut self, rows: Vec<(u8, Accumulator)>) -> Result<(), Infallible> {
+            self.writes.push(rows.iter().map(|(k, _)| *k).collect());
+            self.rows.extend(rows);
+            Ok(())
+        }
+    }
+
+    impl ClaimIo for MemoryIo {
+        type Claim = &'static str;
+        async fn claim(&mut self, keys: &[&&'static str]) -> Result<Vec<bool>, Infallible> {
+            Ok(keys.iter().map(|k| self.claimed.insert(**k)).collect())
+        }
+        async fn release(&mut self, keys: &[&&'static str]) -> Result<(), Infallible> {
+            for k in keys {
+                self.claimed.remove(**k);
+                self.released.push(**k);
+            }
+            Ok(())
+        }
+    }
+
+    fn item<'a>(
+        claim: &'static str,
+        contributions: &[(u8, &'a Accumulator)],
+    ) -> Item<'a, &'static str, u8> {
+        Item {
+            claim,
+            contributions: contributions.to_vec(),
+        }
+    }
+
+    fn ingest_now(io: &mut MemoryIo, items: &[Item<'_, &'static str, u8>]) -> Vec<Outcome> {
+        let result = run_ready(ingest(io, items)).expect("memory IO is ready");
+        result.unwrap_or_else(|never| match never {})
+    }
+
     #[test]
-    fn first_copy_in_an_operation_is_the_candidate() {
+    fn first_copy_in_an_operation_is_the_candidate_and_the_first_claim_wins() {
         assert_eq!(first_occurrences(["a", "b", "a"]), [true, true, false]);
-        let claimed = |k: &&str| *k == "a";
+        let one = Accumulator::Count(1);
+        let mut io = MemoryIo::default();
+        io.claimed.insert("b");
+        let got = ingest_now(
+            &mut io,
+            &[
+                item("a", &[(1, &one)]),
+                item("b", &[(1, &one)]),
+                item("a", &[(1, &one)]),
+            ],
+        );
         assert_eq!(
-            accepted_by_claim(["a", "b", "a"], claimed),
+            got,
             [Outcome::Accepted, Outcome::Duplicate, Outcome::Duplicate]
         );
+        assert_eq!(io.rows, BTreeMap::from([(1, Accumulator::Count(1))]));
     }
 
     #[test]
-    fn accepted_keys_are_sorted_distinct_and_skip_the_rest() {
-        let outcomes = [Outcome::Accepted, Outcome::Duplicate, Outcome::Accepted];
-        let keys = [vec![3, 1], vec![9], vec![1, 2]];
-        let got = accepted_keys(&outcomes, |i| Ok::<_, Infallible>(keys[i].clone()));
-        assert_eq!(got, Ok(vec![1, 2, 3]));
+    fn only_accepted_rows_are_loaded_sorted_and_distinct() {
+        let one = Accumulator::Count(1);
+        let mut io = MemoryIo::default();
+        io.claimed.insert("dup");
+        ingest_now(
+            &mut io,
+            &[
+                item("a", &[(3, &one), (1, &one)]),
+                item("dup", &[(9, &one)]),
+                item("c", &[(1, &one), (2, &one)]),
+            ],
+        );
+        assert_eq!(io.loads, [vec![1, 2, 3]]);
+        assert_eq!(io.writes, [vec![1, 2, 3]]);
+        // Nothing accepted: nothing loaded or written.
+        let mut io = MemoryIo::default();
+        io.claimed.insert("dup");
+        ingest_now(&mut io, &[item("dup", &[(9, &one)])]);
+        assert!(io.loads.is_empty() && io.writes.is_empty());
     }
 
     #[test]
-    fn folding_merges_into_existing_rows_all_or_nothing() {
+    fn an_event_that_cannot_merge_changes_nothing_and_gives_its_key_back() {
         let one = Accumulator::Count(1);
         let huge = Accumulator::Sum(Decimal::MAX);
-        let contributions: Vec<Vec<(&str, &Accumulator)>> = vec![
-            vec![("count", &one)],
-            // Overflows the stored sum: the whole event must contribute nothing.
-            vec![("count", &one), ("sum", &huge)],
-            vec![("count", &one)],
-            vec![("count", &one)],
-        ];
-        let mut outcomes = vec![
-            Outcome::Accepted,
-            Outcome::Accepted,
-            Outcome::Duplicate,
-            Outcome::Accepted,
-        ];
-        let existing = [
-            ("count", Accumulator::Count(10)),
-            ("sum", Accumulator::Sum(Decimal::ONE)),
-            ("untouched", Accumulator::Count(5)),
-        ];
-        let rows = fold_accepted(existing, &mut outcomes, |i| {
-            Ok::<_, Infallible>(contributions[i].clone())
-        })
-        .unwrap();
-        assert_eq!(rows, [("count", Accumulator::Count(12))]);
-        assert!(matches!(&outcomes[1], Outcome::Rejected(m) if m.starts_with("event not counted")));
-        assert_eq!(outcomes[3], Outcome::Accepted);
+        let mut io = MemoryIo::default();
+        io.rows.insert(0, Accumulator::Count(10));
+        io.rows.insert(1, Accumulator::Sum(Decimal::ONE));
+        io.rows.insert(2, Accumulator::Count(5));
+        let got = ingest_now(
+            &mut io,
+            &[
+                item("a", &[(0, &one)]),
+                // Overflows the stored sum: the whole event must contribute nothing.
+                item("b", &[(0, &one), (1, &huge)]),
+                item("a", &[(0, &one)]),
+                item("d", &[(0, &one)]),
+            ],
+        );
+        assert!(matches!(&got[1], Outcome::Rejected(m) if m.starts_with("event not counted")));
+        assert_eq!(
+            (&got[2], &got[3]),
+            (&Outcome::Duplicate, &Outcome::Accepted)
+        );
+        assert_eq!(io.released, ["b"]);
+        assert!(!io.claimed.contains("b"));
+        assert_eq!(io.writes, [vec![0]]);
+        assert_eq!(io.rows[&0], Accumulator::Count(12));
+        assert_eq!(io.rows[&1], Accumulator::Sum(Decimal::ONE));
+    }
+
+    #[test]
+    fn merge_reports_the_partials_it_could_not_fold_and_applies_the_rest() {
+        let two = Accumulator::Sum(Decimal::TWO);
+        let huge = Accumulator::Sum(Decimal::MAX);
+        let mut io = MemoryIo::default();
+        io.rows.insert(0, Accumulator::Sum(Decimal::ONE));
+        let failed = run_ready(merge(&mut io, &[(0, &two), (0, &huge), (4, &two)]))
+            .expect("ready")
+            .unwrap_or_else(|never| match never {});
+        assert_eq!(failed, [(1, MergeError::Overflow)]);
+        assert_eq!(io.rows[&0], Accumulator::Sum(Decimal::from(3)));
+        assert_eq!(io.rows[&4], Accumulator::Sum(Decimal::TWO));
     }
 
     #[test]
@@ -275,20 +459,14 @@ mod tests {
         fn any_split_of_operations_equals_the_whole(n in 1i64..30, cut in 0usize..30) {
             let accs: Vec<Accumulator> = (0..n).map(latest).collect();
             let cut = cut.min(accs.len());
-            let mut stored: Vec<(u8, Accumulator)> = Vec::new();
+            let mut io = MemoryIo::default();
             for part in [&accs[..cut], &accs[cut..]] {
-                let mut outcomes = vec![Outcome::Accepted; part.len()];
-                let rows = fold_accepted(stored.clone(), &mut outcomes, |i| {
-                    Ok::<_, Infallible>(vec![(0u8, &part[i])])
-                })
-                .unwrap();
-                for (k, acc) in rows {
-                    stored.retain(|(s, _)| *s != k);
-                    stored.push((k, acc));
-                }
+                let partials: Vec<(u8, &Accumulator)> = part.iter().map(|a| (0u8, a)).collect();
+                let failed = run_ready(merge(&mut io, &partials)).expect("ready");
+                prop_assert_eq!(failed, Ok(Vec::new()));
             }
             let whole = merge_all(&accs).unwrap().unwrap();
-            prop_assert_eq!(stored, vec![(0u8, whole)]);
+            prop_assert_eq!(io.rows, BTreeMap::from([(0u8, whole)]));
         }
     }
 }

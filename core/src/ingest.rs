@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Event;
+use crate::fold::Outcome;
 use crate::time::{parse_rfc3339_ms, DAY_MS};
 
 /// Largest accepted request body, in bytes (after gzip decoding).
@@ -33,6 +34,12 @@ pub const MAX_PROPERTY_VALUE_CHARS: usize = 4_096;
 pub const BACKDATE_LIMIT_MS: i64 = 34 * DAY_MS;
 /// How far ahead an event may be dated.
 pub const FUTURE_LIMIT_MS: i64 = DAY_MS;
+/// How long a dedupe key is kept after it was claimed, by central and by the edge's shards: 36
+/// days. A retry passes validation only while its timestamp is at most [`BACKDATE_LIMIT_MS`] old,
+/// and that timestamp was at most [`FUTURE_LIMIT_MS`] ahead of the first copy's arrival, so 35 days
+/// after a key was claimed no copy of its event can be accepted again. One more day covers the
+/// clocks of different machines: at the edge the Worker validates and the shard records the key.
+pub const DEDUPE_RETENTION_MS: i64 = BACKDATE_LIMIT_MS + FUTURE_LIMIT_MS + DAY_MS;
 
 /// How a request body is encoded, from its `Content-Encoding` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +124,41 @@ pub struct IngestSummary {
     pub accepted: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejection>,
+}
+
+impl IngestSummary {
+    /// The summary of a request whose invalid items were `rejected`, before any event's outcome.
+    pub fn new(rejected: Vec<Rejection>) -> Self {
+        IngestSummary {
+            rejected,
+            ..IngestSummary::default()
+        }
+    }
+
+    /// Counts the outcomes of `events` (pairs of request index and event), one outcome each in order.
+    pub fn tally(
+        &mut self,
+        events: &[(usize, Event)],
+        outcomes: impl IntoIterator<Item = Outcome>,
+    ) {
+        for ((index, event), outcome) in events.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Accepted => self.accepted += 1,
+                Outcome::Duplicate => self.duplicates += 1,
+                Outcome::Rejected(message) => self.rejected.push(Rejection {
+                    index: *index,
+                    transaction_id: Some(event.transaction_id.clone()),
+                    message,
+                }),
+            }
+        }
+    }
+
+    /// The summary as answered: rejections in request order.
+    pub fn finish(mut self) -> Self {
+        self.rejected.sort_by_key(|r| r.index);
+        self
+    }
 }
 
 /// Parses and validates an ingest request body against `now_ms`.
@@ -371,6 +413,43 @@ mod tests {
         assert_eq!(at(NOW + FUTURE_LIMIT_MS), 1);
         assert_eq!(at(NOW + FUTURE_LIMIT_MS + 1), 0);
         assert_eq!(at(NOW - HOUR_MS), 1);
+    }
+
+    #[test]
+    fn a_summary_counts_outcomes_and_lists_rejections_in_request_order() {
+        let b = one(
+            r#"{"transaction_id":"t","customer_id":"c","event_type":"e","timestamp":"2024-09-30T12:00:00Z"}"#,
+        );
+        let event = b.events[0].1.clone();
+        let events = [(3, event.clone()), (5, event.clone()), (1, event)];
+        let early = Rejection {
+            index: 2,
+            transaction_id: None,
+            message: "bad".into(),
+        };
+        let mut s = IngestSummary::new(alloc::vec![early]);
+        s.tally(
+            &events,
+            [
+                Outcome::Accepted,
+                Outcome::Duplicate,
+                Outcome::Rejected("event not counted: x".into()),
+            ],
+        );
+        let s = s.finish();
+        assert_eq!((s.accepted, s.duplicates), (1, 1));
+        let order: Vec<usize> = s.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(order, [1, 2]);
+        assert_eq!(s.rejected[0].transaction_id.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn dedupe_keys_outlive_every_retry_that_could_pass_validation() {
+        // First copy dated as far ahead as allowed; a retry passes while its timestamp is within
+        // the backdating window, so the key must outlive that by the clock margin.
+        let last_valid_retry = FUTURE_LIMIT_MS + BACKDATE_LIMIT_MS;
+        assert!(DEDUPE_RETENTION_MS > last_valid_retry);
+        assert_eq!(DEDUPE_RETENTION_MS, 36 * DAY_MS);
     }
 
     #[test]

@@ -19,6 +19,7 @@ extern crate std;
 pub mod accumulate;
 pub mod batch;
 pub mod decimal;
+pub mod env;
 pub mod event;
 pub mod fold;
 pub mod ingest;

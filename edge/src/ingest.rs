@@ -12,8 +12,9 @@
 
 use futures_util::future::join_all;
 use serde_json::json;
+use tally_core::env::Env as Environment;
 use tally_core::event::Event;
-use tally_core::ingest::{parse_batch, IngestSummary, Rejection, MAX_BODY_BYTES};
+use tally_core::ingest::{parse_batch, IngestSummary, MAX_BODY_BYTES};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, Request, Response};
@@ -26,30 +27,28 @@ use crate::routing::{shard_index, shard_name};
 /// Serves one ingest request.
 pub async fn handle(mut req: Request, env: &Env, cfg: &EdgeConfig) -> Result<Response, EdgeError> {
     let now_ms = crate::now_ms();
-    let environment = crate::tokens::environment(cfg, req.headers(), now_ms).await?;
+    let named = crate::tokens::environment(cfg, req.headers(), now_ms).await?;
+    let environment = Environment::parse(&named).ok_or_else(|| {
+        EdgeError::Unavailable(format!("central named an unknown environment {named:?}"))
+    })?;
     let body = crate::body::read_limited(&mut req, MAX_BODY_BYTES).await?;
     let batch = parse_batch(&body, now_ms).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
 
-    let groups = group_by_shard(&environment, batch.events, cfg.shard_count);
+    let groups = group_by_shard(environment.as_str(), batch.events, cfg.shard_count);
     let namespace = env.durable_object(SHARD_BINDING)?;
     let calls = groups.into_iter().map(|(index, events)| {
         let namespace = &namespace;
-        let environment = environment.as_str();
         async move {
             let replies = call_shard(namespace, index, environment, &events).await?;
             Ok::<_, EdgeError>((events, replies))
         }
     });
-    let mut summary = IngestSummary {
-        rejected: batch.rejected,
-        ..IngestSummary::default()
-    };
+    let mut summary = IngestSummary::new(batch.rejected);
     for result in join_all(calls).await {
         let (events, outcomes) = result?;
-        tally(&mut summary, &events, outcomes);
+        summary.tally(&events, outcomes);
     }
-    summary.rejected.sort_by_key(|r| r.index);
-    json_response(200, &json!({ "data": summary }))
+    json_response(200, &json!({ "data": summary.finish() }))
 }
 
 /// Valid events grouped by owning shard, each group in request order; only non-empty groups.
@@ -64,21 +63,6 @@ pub fn group_by_shard(
         groups.entry(shard).or_default().push((index, event));
     }
     groups.into_iter().collect()
-}
-
-/// Adds one shard's outcomes to the summary.
-pub fn tally(summary: &mut IngestSummary, events: &[(usize, Event)], outcomes: Vec<Outcome>) {
-    for ((index, event), outcome) in events.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Accepted => summary.accepted += 1,
-            Outcome::Duplicate => summary.duplicates += 1,
-            Outcome::Rejected(message) => summary.rejected.push(Rejection {
-                index: *index,
-                transaction_id: Some(event.transaction_id.clone()),
-                message,
-            }),
-        }
-    }
 }
 
 fn shard_failed(index: u64, why: impl core::fmt::Display) -> EdgeError {
@@ -101,7 +85,7 @@ extern "C" {
 async fn call_shard(
     namespace: &worker::ObjectNamespace,
     index: u64,
-    environment: &str,
+    environment: Environment,
     events: &[(usize, Event)],
 ) -> Result<Vec<Outcome>, EdgeError> {
     let name = shard_name(index);
@@ -163,23 +147,5 @@ mod tests {
             total += items.len();
         }
         assert_eq!(total, 50);
-    }
-
-    #[test]
-    fn tally_counts_and_reports_rejections_by_request_index() {
-        let mut s = IngestSummary::default();
-        let events = vec![(3, ev("a")), (5, ev("b")), (9, ev("c"))];
-        tally(
-            &mut s,
-            &events,
-            vec![
-                Outcome::Accepted,
-                Outcome::Duplicate,
-                Outcome::Rejected("event not counted: x".into()),
-            ],
-        );
-        assert_eq!((s.accepted, s.duplicates), (1, 1));
-        assert_eq!(s.rejected[0].index, 9);
-        assert_eq!(s.rejected[0].transaction_id.as_deref(), Some("c"));
     }
 }

@@ -6,6 +6,7 @@
 //! - A [`ShardReply`] has exactly one [`Outcome`] per event, in the same order.
 
 use serde::{Deserialize, Serialize};
+use tally_core::env::Env;
 use tally_core::event::Event;
 
 /// Path of the call that marks the shard's metric snapshots stale.
@@ -18,8 +19,7 @@ pub const SHARD_ORIGIN: &str = "https://shard.tally.internal";
 pub struct ShardIngest {
     /// The shard's name (`shard-N`); the shard keeps it to name its batches.
     pub shard: String,
-    /// `sandbox` or `production`.
-    pub env: String,
+    pub env: Env,
     /// `(index in the client's request, validated event)`.
     pub events: Vec<(usize, Event)>,
 }
@@ -29,7 +29,7 @@ pub struct ShardIngest {
 #[derive(Debug, Serialize)]
 pub struct ShardIngestRef<'a> {
     pub shard: &'a str,
-    pub env: &'a str,
+    pub env: Env,
     pub events: &'a [(usize, Event)],
 }
 
@@ -62,12 +62,12 @@ mod tests {
         )];
         let owned = ShardIngest {
             shard: "shard-1".into(),
-            env: "sandbox".into(),
+            env: Env::Sandbox,
             events: events.clone(),
         };
         let borrowed = ShardIngestRef {
             shard: "shard-1",
-            env: "sandbox",
+            env: Env::Sandbox,
             events: &events,
         };
         let text = serde_json::to_string(&borrowed).unwrap();

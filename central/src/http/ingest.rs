@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tally_core::ingest::{content_encoding, parse_batch, IngestSummary, Rejection, MAX_BODY_BYTES};
+use tally_core::ingest::{content_encoding, parse_batch, IngestSummary, MAX_BODY_BYTES};
 use tally_core::metric::contributions;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use super::error::{ApiError, ApiResult};
 use super::Caller;
-use crate::store::{IngestItem, ItemOutcome};
+use crate::store::IngestItem;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -73,10 +73,8 @@ async fn ingest(
     let batch =
         parse_batch(&body, st.now_ms()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let metrics = st.metric_defs(env).await?;
-    let mut indices = Vec::with_capacity(batch.events.len());
     let mut items = Vec::with_capacity(batch.events.len());
-    for (index, event) in &batch.events {
-        indices.push(*index);
+    for (_, event) in &batch.events {
         items.push(IngestItem {
             env,
             transaction_id: event.transaction_id.clone(),
@@ -84,25 +82,8 @@ async fn ingest(
         });
     }
     let outcomes = st.ingest.submit(items).await?;
-    let mut summary = IngestSummary {
-        rejected: batch.rejected,
-        ..IngestSummary::default()
-    };
-    for ((index, item), outcome) in indices
-        .iter()
-        .zip(batch.events.iter().map(|e| &e.1))
-        .zip(outcomes)
-    {
-        match outcome {
-            ItemOutcome::Accepted => summary.accepted += 1,
-            ItemOutcome::Duplicate => summary.duplicates += 1,
-            ItemOutcome::Rejected(message) => summary.rejected.push(Rejection {
-                index: *index,
-                transaction_id: Some(item.transaction_id.clone()),
-                message,
-            }),
-        }
-    }
-    summary.rejected.sort_by_key(|r| r.index);
+    let mut summary = IngestSummary::new(batch.rejected);
+    summary.tally(&batch.events, outcomes);
+    let summary = summary.finish();
     Ok(Json(json!({ "data": summary })))
 }

@@ -23,8 +23,6 @@ use crate::AppState;
 pub const JOB_PAGE: i64 = 200;
 /// Most stuck contracts one environment reports (and a pass reloads to clear).
 pub const MAX_STUCK_LISTED: i64 = 1_000;
-/// Dedupe keys are kept 35 days: the 34-day backdating window plus a day of margin.
-const DEDUPE_KEEP_MS: i64 = 35 * tally_core::time::DAY_MS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -65,7 +63,9 @@ async fn run_pass(st: &AppState) -> Result<PassReport, JobError> {
             first_error.get_or_insert(e);
         }
     }
-    let cutoff = st.now_ms().saturating_sub(DEDUPE_KEEP_MS);
+    let cutoff = st
+        .now_ms()
+        .saturating_sub(tally_core::ingest::DEDUPE_RETENTION_MS);
     report.pruned_keys = st.stores.usage.prune_dedupe(cutoff).await?;
     if report.failed > 0 {
         tracing::warn!(

@@ -10,9 +10,9 @@
 //!   write lock, PostgreSQL's transaction-scoped advisory lock) and background jobs run under
 //!   [`JobLock`], so replicas behave as one.
 
-mod merge;
 pub mod postgres;
 pub mod sqlite;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,32 +22,8 @@ use serde::{Deserialize, Serialize};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::rating::UsageRow;
 
-/// The environment a token (and so every row it touches) belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Env {
-    Sandbox,
-    Production,
-}
-
-impl Env {
-    pub const ALL: [Env; 2] = [Env::Sandbox, Env::Production];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Env::Sandbox => "sandbox",
-            Env::Production => "production",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Env> {
-        match s.to_ascii_lowercase().as_str() {
-            "sandbox" => Some(Env::Sandbox),
-            "production" => Some(Env::Production),
-            _ => None,
-        }
-    }
-}
+/// The environment a token (and so every row it touches) belongs to: defined once, in core.
+pub use tally_core::env::Env;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

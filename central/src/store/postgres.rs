@@ -16,7 +16,8 @@
 //! writable), so after the database comes back, or becomes writable again, the pool reconnects by
 //! itself. Until then requests fail with `StoreError::Database` (a 503).
 
-use std::collections::{HashMap, HashSet};
+mod usage;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -25,10 +26,7 @@ use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
-use tally_core::accumulate::{Accumulator, PartialKey};
-use tally_core::rating::UsageRow;
 
-use super::merge::{self, decode_acc, decode_groups, parse_env, RowKey, RowWrite};
 use super::*;
 
 /// Advisory lock key serializing usage writes across replicas ("tally" + 1).
@@ -115,14 +113,6 @@ fn not_up_yet(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
         _ => false,
     }
-}
-
-async fn advisory_xact_lock(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(USAGE_LOCK)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -408,13 +398,9 @@ impl ConfigStore for PostgresStore {
     }
 
     async fn metrics_version(&self) -> StoreResult<u64> {
-        // The count, not MAX(seq): identity values of concurrent inserts (two replicas) can commit
-        // out of order, so a later commit may carry a smaller seq and leave MAX unchanged. Metrics
-        // are never deleted, so the count grows with every commit that adds one.
-        let v: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE kind = 'billable_metric'")
-                .fetch_one(&self.pool)
-                .await?;
+        let v: i64 = sqlx::query_scalar(super::usage::sql::METRICS_VERSION)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
@@ -426,328 +412,6 @@ impl ConfigStore for PostgresStore {
         .bind(alias)
         .fetch_optional(&self.pool)
         .await?)
-    }
-}
-
-/// Row keys as column arrays, for `UNNEST`: one statement shape whatever the number of rows.
-#[derive(Default)]
-struct KeyColumns<'a> {
-    env: Vec<&'static str>,
-    customer_ref: Vec<&'a str>,
-    metric_id: Vec<&'a str>,
-    hour_ms: Vec<i64>,
-    groups: Vec<&'a str>,
-}
-
-impl<'a> KeyColumns<'a> {
-    fn of(keys: impl Iterator<Item = &'a RowKey>) -> Self {
-        let mut c = KeyColumns::default();
-        for k in keys {
-            c.env.push(k.0.as_str());
-            c.customer_ref.push(&k.1);
-            c.metric_id.push(&k.2);
-            c.hour_ms.push(k.3);
-            c.groups.push(&k.4);
-        }
-        c
-    }
-}
-
-/// Claims dedupe keys; returns the keys this transaction inserted.
-async fn claim_keys(
-    conn: &mut PgConnection,
-    items: &[IngestItem],
-    now_ms: i64,
-) -> StoreResult<HashSet<(Env, String)>> {
-    let envs: Vec<&str> = items.iter().map(|i| i.env.as_str()).collect();
-    let ids: Vec<&str> = items.iter().map(|i| i.transaction_id.as_str()).collect();
-    let rows = sqlx::query(
-        "INSERT INTO dedupe (env, transaction_id, recorded_ms)
-         SELECT e, t, $3 FROM UNNEST($1::text[], $2::text[]) AS k(e, t)
-         ON CONFLICT DO NOTHING RETURNING env, transaction_id",
-    )
-    .bind(&envs)
-    .bind(&ids)
-    .bind(now_ms)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| Ok((parse_env(row.get(0))?, row.get::<String, _>(1))))
-        .collect()
-}
-
-async fn load_partials(
-    conn: &mut PgConnection,
-    keys: &[RowKey],
-) -> StoreResult<HashMap<RowKey, Accumulator>> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let c = KeyColumns::of(keys.iter());
-    let rows = sqlx::query(
-        "SELECT u.env, u.customer_ref, u.metric_id, u.hour_ms, u.groups, u.acc
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-              AS k(env, customer_ref, metric_id, hour_ms, groups)
-         JOIN usage_hourly u USING (env, customer_ref, metric_id, hour_ms, groups)",
-    )
-    .bind(&c.env)
-    .bind(&c.customer_ref)
-    .bind(&c.metric_id)
-    .bind(&c.hour_ms)
-    .bind(&c.groups)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let key = (
-            parse_env(row.get(0))?,
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-        );
-        out.insert(key, decode_acc(row.get(5))?);
-    }
-    Ok(out)
-}
-
-async fn upsert_partials(conn: &mut PgConnection, rows: &[RowWrite]) -> StoreResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let c = KeyColumns::of(rows.iter().map(|(k, _)| k));
-    let accs: Vec<&str> = rows.iter().map(|(_, a)| a.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-         ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
-    )
-    .bind(&c.env)
-    .bind(&c.customer_ref)
-    .bind(&c.metric_id)
-    .bind(&c.hour_ms)
-    .bind(&c.groups)
-    .bind(&accs)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Gives back the dedupe keys of items refused at merge, so a corrected retry can land.
-async fn release_rejected(
-    conn: &mut PgConnection,
-    items: &[IngestItem],
-    outcomes: &[ItemOutcome],
-) -> StoreResult<()> {
-    let rejected: Vec<&IngestItem> = items
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, o)| matches!(o, ItemOutcome::Rejected(_)))
-        .map(|(i, _)| i)
-        .collect();
-    if rejected.is_empty() {
-        return Ok(());
-    }
-    let envs: Vec<&str> = rejected.iter().map(|i| i.env.as_str()).collect();
-    let ids: Vec<&str> = rejected.iter().map(|i| i.transaction_id.as_str()).collect();
-    sqlx::query(
-        "DELETE FROM dedupe WHERE (env, transaction_id) IN
-         (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-    )
-    .bind(&envs)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-#[async_trait]
-impl UsageStore for PostgresStore {
-    async fn commit_ingest(
-        &self,
-        items: &[IngestItem],
-        now_ms: i64,
-    ) -> StoreResult<Vec<ItemOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        advisory_xact_lock(&mut tx).await?;
-        let claimed = claim_keys(&mut tx, items, now_ms).await?;
-        let mut outcomes = merge::outcomes_from_claims(items, &claimed);
-        let keys = merge::accepted_keys(items, &outcomes)?;
-        let partials = load_partials(&mut tx, &keys).await?;
-        let rows = merge::fold_items(items, &mut outcomes, partials)?;
-        release_rejected(&mut tx, items, &outcomes).await?;
-        upsert_partials(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn usage_rows(
-        &self,
-        env: Env,
-        customer_refs: &[String],
-        metric_ids: &[String],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> StoreResult<Vec<UsageRow>> {
-        if customer_refs.is_empty() || metric_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly
-             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
-               AND hour_ms >= $4 AND hour_ms < $5",
-        )
-        .bind(env.as_str())
-        .bind(customer_refs)
-        .bind(metric_ids)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
-    }
-
-    async fn latest_rows_before(
-        &self,
-        env: Env,
-        customer_refs: &[String],
-        metric_ids: &[String],
-        before_ms: i64,
-    ) -> StoreResult<Vec<UsageRow>> {
-        if customer_refs.is_empty() || metric_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT DISTINCT ON (customer_ref, metric_id, groups) metric_id, hour_ms, groups, acc
-             FROM usage_hourly
-             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3) AND hour_ms < $4
-             ORDER BY customer_ref, metric_id, groups, hour_ms DESC",
-        )
-        .bind(env.as_str())
-        .bind(customer_refs)
-        .bind(metric_ids)
-        .bind(before_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
-    }
-
-    async fn apply_batch(
-        &self,
-        shard_id: &str,
-        seq: u64,
-        partials: &[(Env, PartialKey, Accumulator)],
-        now_ms: i64,
-    ) -> StoreResult<BatchApplied> {
-        let seq_i =
-            i64::try_from(seq).map_err(|_| StoreError::Corrupt("batch seq out of range".into()))?;
-        let mut tx = self.pool.begin().await?;
-        advisory_xact_lock(&mut tx).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO applied_batches (shard_id, seq, applied_ms) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(shard_id)
-        .bind(seq_i)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(BatchApplied {
-                applied: false,
-                dead_letters: Vec::new(),
-            });
-        }
-        let existing = load_partials(&mut tx, &merge::batch_keys(partials)?).await?;
-        let (rows, dead_letters) = merge::merge_batch(shard_id, seq, partials, existing, now_ms)?;
-        upsert_partials(&mut tx, &rows).await?;
-        if !dead_letters.is_empty() {
-            let indexes: Vec<i64> = dead_letters
-                .iter()
-                .map(|d| i64::try_from(d.index).unwrap_or(i64::MAX))
-                .collect();
-            let envs: Vec<&str> = dead_letters.iter().map(|d| d.env.as_str()).collect();
-            let bodies: Vec<&str> = dead_letters.iter().map(|d| d.partial.as_str()).collect();
-            let reasons: Vec<&str> = dead_letters.iter().map(|d| d.reason.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO dead_letters (shard_id, seq, partial_index, env, partial, reason, recorded_ms)
-                 SELECT $1, $2, d.i, d.e, d.p, d.r, $7
-                 FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) AS d (i, e, p, r)",
-            )
-            .bind(shard_id)
-            .bind(seq_i)
-            .bind(&indexes)
-            .bind(&envs)
-            .bind(&bodies)
-            .bind(&reasons)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(BatchApplied {
-            applied: true,
-            dead_letters,
-        })
-    }
-
-    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE env = $1")
-            .bind(env.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT shard_id, seq, partial_index, partial, reason, recorded_ms FROM dead_letters
-             WHERE env = $1 ORDER BY shard_id, seq, partial_index LIMIT $2",
-        )
-        .bind(env.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    shard_id: row.get(0),
-                    seq: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
-                    index: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
-                    env,
-                    partial: row.get(3),
-                    reason: row.get(4),
-                    recorded_ms: row.get(5),
-                })
-            })
-            .collect()
-    }
-
-    async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM dedupe WHERE recorded_ms < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 }
 

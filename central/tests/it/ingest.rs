@@ -536,3 +536,70 @@ async fn a_metric_meters_events_that_arrive_after_it_exists() {
     assert_eq!(num(&line["quantity"]), "8");
     assert_eq!(num(&inv["total"]), "84");
 }
+
+/// Issue 19 item 6: a metric created while ingest requests run meters every event sent after its
+/// create returned. An ingest that loaded the metric list before the create committed, and
+/// cached it after the create cleared the cache, must not hide the new metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_metric_created_under_concurrent_ingest_meters_the_next_event() {
+    const INGESTERS: usize = 8;
+    const TRIALS: usize = 20;
+    let app = Arc::new(TestApp::new(NOW).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for task in 0..INGESTERS {
+        let (app, stop) = (app.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let events: Vec<Value> = (0..5)
+                    .map(|j| {
+                        json!({"transaction_id": format!("noise-{task}-{n}-{j}"), "customer_id": "acme",
+                               "event_type": "noise", "timestamp": AT})
+                    })
+                    .collect();
+                app.post("/v1/ingest", json!(events)).await.expect(StatusCode::OK);
+                n += 1;
+            }
+        }));
+    }
+    let mut unmetered = Vec::new();
+    for trial in 0..TRIALS {
+        let kind = format!("kind-{trial}");
+        // A first create makes every ingester reload the list; the second lands while they do.
+        app.metric(
+            SBX,
+            json!({"name": "decoy", "aggregation_type": "COUNT",
+                   "event_type_filter": {"in_values": ["decoy"]}}),
+        )
+        .await;
+        let metric = app
+            .metric(
+                SBX,
+                json!({"name": kind, "aggregation_type": "COUNT",
+                       "event_type_filter": {"in_values": [kind]}}),
+            )
+            .await;
+        let event = json!([{"transaction_id": format!("after-{trial}"), "customer_id": "acme",
+                            "event_type": kind, "timestamp": AT}]);
+        app.post("/v1/ingest", event).await.expect(StatusCode::OK);
+        let rows = app
+            .state
+            .stores
+            .usage
+            .usage_rows(SBX, &["acme".into()], &[metric], 0, i64::MAX)
+            .await
+            .expect("usage rows");
+        if rows.is_empty() {
+            unmetered.push(trial);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for h in handles {
+        h.await.expect("ingester");
+    }
+    assert!(
+        unmetered.is_empty(),
+        "trials whose new metric metered nothing: {unmetered:?}"
+    );
+}

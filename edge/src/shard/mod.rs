@@ -33,15 +33,17 @@ pub mod policy;
 pub mod store;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 use tally_core::accumulate::Accumulator;
 use tally_core::batch::MAX_BATCH_PARTIALS;
+use tally_core::env::Env as Environment;
 use tally_core::event::Event;
 use tally_core::fold;
+use tally_core::ingest::DEDUPE_RETENTION_MS;
 use tally_core::metric::{contributions, MetricDef};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -169,15 +171,9 @@ impl Shard {
         let cfg = EdgeConfig::from_env(&self.env)?;
         let msg: ShardIngest = serde_json::from_str(text)
             .map_err(|e| EdgeError::BadRequest(format!("invalid shard request: {e}")))?;
-        if msg.env != "sandbox" && msg.env != "production" {
-            return Err(EdgeError::BadRequest(format!(
-                "unknown environment {:?}",
-                msg.env
-            )));
-        }
         self.prepare(Some(&msg.shard))?;
         self.check_alarm().await?;
-        let metrics = self.metrics_for(&cfg, &msg.env).await?;
+        let metrics = self.metrics_for(&cfg, msg.env.as_str()).await?;
         if self.pending_count()? >= policy::MAX_PENDING_PARTIALS {
             return Err(EdgeError::Unavailable(
                 "this shard's backlog is full because central has not acknowledged its batches"
@@ -272,8 +268,9 @@ impl Shard {
         }
     }
 
-    /// The storage transaction of one group of ingest calls: claim, merge, write; then the memory
-    /// mirror. Returns each call's outcomes, in order.
+    /// The storage transaction of one group of ingest calls: `tally_core::fold::ingest` over the
+    /// shard's storage ([`store::ShardTx`]), then the memory mirror. Returns each call's outcomes,
+    /// in order.
     ///
     /// The group is folded as one list of events, in call order, exactly as central's writer folds
     /// the requests of one commit: the first copy of a key in the group is its candidate.
@@ -283,36 +280,28 @@ impl Shard {
         now_ms: i64,
     ) -> Result<Vec<Vec<Outcome>>, EdgeError> {
         // (environment, metrics, event) for every event of the group, in order.
-        let events: Vec<(&str, &Metrics, &Event)> = items
+        let events: Vec<(Environment, &Metrics, &Event)> = items
             .iter()
-            .flat_map(|(msg, metrics)| {
-                msg.events
-                    .iter()
-                    .map(|(_, e)| (msg.env.as_str(), *metrics, e))
-            })
+            .flat_map(|(msg, metrics)| msg.events.iter().map(|(_, e)| (msg.env, *metrics, e)))
             .collect();
-        let txn_keys = || {
-            events
-                .iter()
-                .map(|(env, _, e)| (*env, e.transaction_id.as_str()))
-        };
-        let first = fold::first_occurrences(txn_keys());
-        let mut candidates: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for ((env, txn), is_first) in txn_keys().zip(&first) {
-            if *is_first {
-                candidates.entry(env).or_default().push(txn);
-            }
-        }
         let contribs: Vec<_> = events
             .iter()
             .map(|(_, metrics, e)| contributions(&metrics.defs, e))
             .collect();
-        let keyed = |i: usize| -> Result<Vec<(String, &Accumulator)>, EdgeError> {
-            contribs[i]
-                .iter()
-                .map(|(key, acc)| Ok((store::row_key(events[i].0, key)?, acc)))
-                .collect()
-        };
+        let fold_items = events
+            .iter()
+            .zip(&contribs)
+            .map(|((env, _, e), contribs)| {
+                let contributions = contribs
+                    .iter()
+                    .map(|(key, acc)| Ok((store::row_key(env.as_str(), key)?, acc)))
+                    .collect::<Result<_, EdgeError>>()?;
+                Ok(fold::Item {
+                    claim: (*env, e.transaction_id.as_str()),
+                    contributions,
+                })
+            })
+            .collect::<Result<Vec<_>, EdgeError>>()?;
         let storage = self.state.storage();
         let sql = storage.sql();
         self.load_pending()?;
@@ -328,34 +317,15 @@ impl Shard {
             (Some(v), Some(o)) if v <= o => None,
             (_, o) => o,
         };
-        let (outcomes, rows) = store::transaction(&storage, || {
-            let mut claimed: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
-            for (env, txns) in &candidates {
-                claimed.insert(env, store::claim(&sql, env, txns, now_ms)?);
-            }
-            let mut outcomes = fold::accepted_by_claim(txn_keys(), |(env, txn)| {
-                claimed.get(env).is_some_and(|set| set.contains(*txn))
-            });
-            let keys = fold::accepted_keys(&outcomes, |i| {
-                Ok::<_, EdgeError>(keyed(i)?.into_iter().map(|(k, _)| k).collect())
-            })?;
-            let existing: Vec<(String, Accumulator)> = keys
-                .into_iter()
-                .filter_map(|k| pending.rows.get(&k).cloned().map(|acc| (k, acc)))
-                .collect();
-            let rows = fold::fold_accepted(existing, &mut outcomes, keyed)?;
-            let mut rejected: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-            for ((env, txn), outcome) in txn_keys().zip(&outcomes) {
-                if matches!(outcome, Outcome::Rejected(_)) {
-                    rejected.entry(env).or_default().push(txn);
-                }
-            }
-            for (env, txns) in &rejected {
-                store::release(&sql, env, txns)?;
-            }
-            store::write_pending(&sql, &rows, lower_version)?;
-            Ok((outcomes, rows))
+        let mut tx = store::ShardTx::new(&sql, now_ms, &pending.rows, lower_version);
+        let outcomes = store::transaction(&storage, || {
+            fold::run_ready(fold::ingest(&mut tx, &fold_items)).unwrap_or_else(|| {
+                Err(EdgeError::Unavailable(
+                    "shard storage did not answer synchronously".into(),
+                ))
+            })
         })?;
+        let rows = tx.into_written();
         if !rows.is_empty() {
             pending.rows.extend(rows);
             if lower_version.is_some() {
@@ -504,9 +474,13 @@ impl Shard {
         Ok(())
     }
 
-    fn known_version(&self) -> u64 {
+    /// Whether any cached snapshot was loaded at another metrics version than central's current
+    /// one. Any difference, not only "older": an environment fetched before another may lag behind
+    /// it, and a central whose version is computed differently (SQLite's used to be MAX(seq), now
+    /// the count) must still be followed rather than ignored until it catches up.
+    fn differs_from(&self, version: u64) -> bool {
         let mem = self.mem.borrow();
-        mem.snapshots.values().map(|m| m.version).max().unwrap_or(0)
+        mem.snapshots.values().any(|m| m.version != version)
     }
 
     /// One alarm: prune if due, then seal and deliver in `seq` order, then re-arm.
@@ -552,7 +526,7 @@ impl Shard {
                     ack.dead_letters
                 );
             }
-            if ack.metrics_version > self.known_version() {
+            if self.differs_from(ack.metrics_version) {
                 if let Err(e) = self.refresh_snapshots(&cfg).await {
                     worker::console_warn!("metric snapshot refresh failed: {e}");
                 }
@@ -587,7 +561,7 @@ impl Shard {
         if now.saturating_sub(last) < policy::PRUNE_INTERVAL_MS {
             return Ok(());
         }
-        let before = now.saturating_sub(store::DEDUPE_RETENTION_MS);
+        let before = now.saturating_sub(DEDUPE_RETENTION_MS);
         for _ in 0..policy::MAX_PRUNE_ROUNDS {
             let removed = store::prune(sql, before)?;
             if i64::try_from(removed).unwrap_or(i64::MAX) < store::PRUNE_CHUNK {

@@ -4,7 +4,8 @@
 //! Tables:
 //! - `meta(k, n, s)`: `shard_id` (text: name + incarnation); `next_seq`, `pending_version`,
 //!   `last_prune_ms` (integers).
-//! - `dedupe(env, txn, seen_ms)`: claimed keys, pruned after [`DEDUPE_RETENTION_MS`].
+//! - `dedupe(env, txn, seen_ms)`: claimed keys, pruned after
+//!   `tally_core::ingest::DEDUPE_RETENTION_MS` (central keeps them as long).
 //! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is [`row_key`], `acc` the
 //!   accumulator's JSON.
 //! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged.
@@ -23,16 +24,14 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::batch::{Batch, BatchPartial, MetricsSnapshot};
+use tally_core::env::Env as Environment;
+use tally_core::fold::{ClaimIo, RowIo};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
 use crate::error::EdgeError;
 
-/// How long a dedupe key is kept. A retry is accepted only while its timestamp is at most 34 days
-/// old, and a timestamp may be up to 24 hours ahead of its first arrival, so 35 days after first
-/// sight no retry can pass validation; one more day covers clock differences.
-pub const DEDUPE_RETENTION_MS: i64 = 36 * 24 * 60 * 60 * 1000;
 /// Most dedupe keys removed by one prune statement.
 pub const PRUNE_CHUNK: i64 = 20_000;
 /// Largest sealed batch body. The platform stores at most 2 MB per value, and central takes 16 MiB.
@@ -267,6 +266,93 @@ pub fn release(sql: &SqlStorage, env: &str, txns: &[&str]) -> Result<(), EdgeErr
         vec![text(env), json_param(&txns)?],
     )?;
     Ok(())
+}
+
+/// The IO of one ingest transaction, for `tally_core::fold::ingest`: keys are claimed and released
+/// in storage, rows are read from the pending mirror (which equals storage) and written to both
+/// storage and, after the commit, the mirror ([`ShardTx::into_written`]). Every call is
+/// synchronous, so the plan runs with `fold::run_ready` inside `transactionSync`.
+pub struct ShardTx<'s, 'a> {
+    sql: &'s SqlStorage,
+    now_ms: i64,
+    pending: &'s BTreeMap<String, Accumulator>,
+    lower_version: Option<u64>,
+    written: Vec<(String, Accumulator)>,
+    claims: core::marker::PhantomData<&'a str>,
+}
+
+impl<'s> ShardTx<'s, '_> {
+    /// `lower_version`: the snapshot version to lower `pending_version` to, if the rows written
+    /// were computed with an older snapshot than those pending.
+    pub fn new(
+        sql: &'s SqlStorage,
+        now_ms: i64,
+        pending: &'s BTreeMap<String, Accumulator>,
+        lower_version: Option<u64>,
+    ) -> Self {
+        ShardTx {
+            sql,
+            now_ms,
+            pending,
+            lower_version,
+            written: Vec::new(),
+            claims: core::marker::PhantomData,
+        }
+    }
+
+    /// The rows written, for the mirror once the transaction committed.
+    pub fn into_written(self) -> Vec<(String, Accumulator)> {
+        self.written
+    }
+}
+
+/// `keys` grouped by environment, each group in order (one statement per environment).
+fn by_env<'a>(keys: &[&(Environment, &'a str)]) -> BTreeMap<Environment, Vec<&'a str>> {
+    let mut out: BTreeMap<Environment, Vec<&'a str>> = BTreeMap::new();
+    for (env, txn) in keys {
+        out.entry(*env).or_default().push(txn);
+    }
+    out
+}
+
+impl RowIo for ShardTx<'_, '_> {
+    type Row = String;
+    type Error = EdgeError;
+
+    async fn load(&mut self, rows: &[String]) -> Result<Vec<(String, Accumulator)>, EdgeError> {
+        Ok(rows
+            .iter()
+            .filter_map(|k| self.pending.get(k).map(|acc| (k.clone(), acc.clone())))
+            .collect())
+    }
+
+    async fn write(&mut self, rows: Vec<(String, Accumulator)>) -> Result<(), EdgeError> {
+        write_pending(self.sql, &rows, self.lower_version)?;
+        self.written = rows;
+        Ok(())
+    }
+}
+
+impl<'a> ClaimIo for ShardTx<'_, 'a> {
+    type Claim = (Environment, &'a str);
+
+    async fn claim(&mut self, keys: &[&(Environment, &'a str)]) -> Result<Vec<bool>, EdgeError> {
+        let mut claimed = BTreeMap::new();
+        for (env, txns) in by_env(keys) {
+            claimed.insert(env, claim(self.sql, env.as_str(), &txns, self.now_ms)?);
+        }
+        Ok(keys
+            .iter()
+            .map(|(env, txn)| claimed.get(env).is_some_and(|set| set.contains(*txn)))
+            .collect())
+    }
+
+    async fn release(&mut self, keys: &[&(Environment, &'a str)]) -> Result<(), EdgeError> {
+        for (env, txns) in by_env(keys) {
+            release(self.sql, env.as_str(), &txns)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]

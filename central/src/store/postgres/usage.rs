@@ -1,0 +1,339 @@
+//! PostgreSQL's usage store: the dialect's half of `store::usage` (claiming keys, loading and
+//! writing hourly rows as `UNNEST`ed arrays, one statement shape whatever the number of rows)
+//! inside one transaction that first takes the advisory lock [`USAGE_LOCK`], so the
+//! read-merge-write of hourly rows never interleaves across replicas.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, Row};
+use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::fold::{ClaimIo, RowIo};
+use tally_core::rating::UsageRow;
+
+use super::super::usage::{
+    self, decode_acc, decode_groups, encode_rows, parse_env, sql, Claim, RowKey, RowWrite,
+};
+use super::super::{
+    BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
+};
+use super::{PostgresStore, USAGE_LOCK};
+
+/// The IO of one usage transaction.
+struct Tx<'c, 'a> {
+    conn: &'c mut PgConnection,
+    now_ms: i64,
+    claims: PhantomData<Claim<'a>>,
+}
+
+impl<'c> Tx<'c, '_> {
+    /// Takes the usage lock for the rest of the transaction on `conn`.
+    async fn lock(conn: &'c mut PgConnection, now_ms: i64) -> StoreResult<Self> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(USAGE_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Tx {
+            conn,
+            now_ms,
+            claims: PhantomData,
+        })
+    }
+}
+
+impl RowIo for Tx<'_, '_> {
+    type Row = RowKey;
+    type Error = StoreError;
+
+    async fn load(&mut self, rows: &[RowKey]) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+        load_partials(self.conn, rows).await
+    }
+
+    async fn write(&mut self, rows: Vec<(RowKey, Accumulator)>) -> StoreResult<()> {
+        upsert_partials(self.conn, &encode_rows(rows)?).await
+    }
+}
+
+impl<'a> ClaimIo for Tx<'_, 'a> {
+    type Claim = Claim<'a>;
+
+    async fn claim(&mut self, keys: &[&Claim<'a>]) -> StoreResult<Vec<bool>> {
+        let (envs, ids) = claim_columns(keys);
+        let rows = sqlx::query(
+            "INSERT INTO dedupe (env, transaction_id, recorded_ms)
+             SELECT e, t, $3 FROM UNNEST($1::text[], $2::text[]) AS k(e, t)
+             ON CONFLICT DO NOTHING RETURNING env, transaction_id",
+        )
+        .bind(&envs)
+        .bind(&ids)
+        .bind(self.now_ms)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let claimed: HashSet<(Env, String)> = rows
+            .iter()
+            .map(|row| Ok((parse_env(row.get(0))?, row.get::<String, _>(1))))
+            .collect::<StoreResult<_>>()?;
+        Ok(keys
+            .iter()
+            .map(|(env, id)| claimed.contains(&(*env, id.to_string())))
+            .collect())
+    }
+
+    async fn release(&mut self, keys: &[&Claim<'a>]) -> StoreResult<()> {
+        let (envs, ids) = claim_columns(keys);
+        sqlx::query(
+            "DELETE FROM dedupe WHERE (env, transaction_id) IN
+             (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(&envs)
+        .bind(&ids)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
+
+impl usage::BatchTx for Tx<'_, '_> {
+    async fn record_batch(&mut self, shard_id: &str, seq: i64, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(sql::RECORD_BATCH)
+            .bind(shard_id)
+            .bind(seq)
+            .bind(now_ms)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_dead_letters(&mut self, dead: &[DeadLetter]) -> StoreResult<()> {
+        let column = |f: fn(&DeadLetter) -> i64| dead.iter().map(f).collect::<Vec<i64>>();
+        let seqs = column(|d| i64::try_from(d.seq).unwrap_or(i64::MAX));
+        let indexes = column(|d| i64::try_from(d.index).unwrap_or(i64::MAX));
+        let times = column(|d| d.recorded_ms);
+        let shards: Vec<&str> = dead.iter().map(|d| d.shard_id.as_str()).collect();
+        let envs: Vec<&str> = dead.iter().map(|d| d.env.as_str()).collect();
+        let bodies: Vec<&str> = dead.iter().map(|d| d.partial.as_str()).collect();
+        let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO dead_letters (shard_id, seq, partial_index, env, partial, reason, recorded_ms)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                                  $6::text[], $7::bigint[])",
+        )
+        .bind(&shards)
+        .bind(&seqs)
+        .bind(&indexes)
+        .bind(&envs)
+        .bind(&bodies)
+        .bind(&reasons)
+        .bind(&times)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn claim_columns<'a>(keys: &[&Claim<'a>]) -> (Vec<&'static str>, Vec<&'a str>) {
+    keys.iter().map(|(env, id)| (env.as_str(), *id)).unzip()
+}
+
+/// Row keys as column arrays, for `UNNEST`: one statement shape whatever the number of rows.
+#[derive(Default)]
+struct KeyColumns<'a> {
+    env: Vec<&'static str>,
+    customer_ref: Vec<&'a str>,
+    metric_id: Vec<&'a str>,
+    hour_ms: Vec<i64>,
+    groups: Vec<&'a str>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn of(keys: impl Iterator<Item = &'a RowKey>) -> Self {
+        let mut c = KeyColumns::default();
+        for k in keys {
+            c.env.push(k.0.as_str());
+            c.customer_ref.push(&k.1);
+            c.metric_id.push(&k.2);
+            c.hour_ms.push(k.3);
+            c.groups.push(&k.4);
+        }
+        c
+    }
+}
+
+async fn load_partials(
+    conn: &mut PgConnection,
+    keys: &[RowKey],
+) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+    let c = KeyColumns::of(keys.iter());
+    let rows = sqlx::query(
+        "SELECT u.env, u.customer_ref, u.metric_id, u.hour_ms, u.groups, u.acc
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+              AS k(env, customer_ref, metric_id, hour_ms, groups)
+         JOIN usage_hourly u USING (env, customer_ref, metric_id, hour_ms, groups)",
+    )
+    .bind(&c.env)
+    .bind(&c.customer_ref)
+    .bind(&c.metric_id)
+    .bind(&c.hour_ms)
+    .bind(&c.groups)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let key = (
+                parse_env(row.get(0))?,
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+            );
+            Ok((key, decode_acc(row.get(5))?))
+        })
+        .collect()
+}
+
+async fn upsert_partials(conn: &mut PgConnection, rows: &[RowWrite]) -> StoreResult<()> {
+    let c = KeyColumns::of(rows.iter().map(|(k, _)| k));
+    let accs: Vec<&str> = rows.iter().map(|(_, a)| a.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+         ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
+    )
+    .bind(&c.env)
+    .bind(&c.customer_ref)
+    .bind(&c.metric_id)
+    .bind(&c.hour_ms)
+    .bind(&c.groups)
+    .bind(&accs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl UsageStore for PostgresStore {
+    async fn commit_ingest(
+        &self,
+        items: &[IngestItem],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let outcomes = usage::commit_ingest(&mut Tx::lock(&mut tx, now_ms).await?, items).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn usage_rows(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly
+             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
+               AND hour_ms >= $4 AND hour_ms < $5",
+        )
+        .bind(env.as_str())
+        .bind(customer_refs)
+        .bind(metric_ids)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: decode_groups(row.get(2))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_rows_before(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        before_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (customer_ref, metric_id, groups) metric_id, hour_ms, groups, acc
+             FROM usage_hourly
+             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3) AND hour_ms < $4
+             ORDER BY customer_ref, metric_id, groups, hour_ms DESC",
+        )
+        .bind(env.as_str())
+        .bind(customer_refs)
+        .bind(metric_ids)
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: decode_groups(row.get(2))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_batch(
+        &self,
+        shard_id: &str,
+        seq: u64,
+        partials: &[(Env, PartialKey, Accumulator)],
+        now_ms: i64,
+    ) -> StoreResult<BatchApplied> {
+        let mut tx = self.pool.begin().await?;
+        let mut io = Tx::lock(&mut tx, now_ms).await?;
+        let done = usage::apply_batch(&mut io, shard_id, seq, partials, now_ms).await?;
+        if done.applied {
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(sql::DEAD_LETTER_COUNT)
+            .bind(env.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>> {
+        let rows: Vec<(String, i64, i64, String, String, i64)> = sqlx::query_as(sql::DEAD_LETTERS)
+            .bind(env.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| usage::dead_letter_row(env, row))
+            .collect())
+    }
+
+    async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(sql::PRUNE_DEDUPE)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
