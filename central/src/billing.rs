@@ -1,6 +1,7 @@
-//! Invoice computation: which periods a contract has, and a period's invoice computed from stored
-//! usage with `tally_core::rating`. The lifecycle (DRAFT → FINALIZED / VOID, the job) is
-//! `service::invoices` and `service::jobs`; nothing here writes.
+//! Invoice computation: which periods a contract has, and a period's invoice priced by core's one
+//! entry point (`tally_core::pricing::price_invoice`) from stored usage, rendered to the API's JSON in
+//! one place. The lifecycle (DRAFT → FINALIZED / VOID, the job) is `service::invoices` and
+//! `service::jobs`; nothing here writes.
 //!
 //! Invariants:
 //! - Invoice ids are deterministic (`uuid5(env/contract/period start)`), so a draft that has no
@@ -8,17 +9,18 @@
 //! - A DRAFT has no stored body: it is computed on read from hourly usage, so its cost is
 //!   O(hours × groups) rows, independent of the number of events.
 //! - A FINALIZED or VOID invoice is shown from its frozen body, never recomputed.
-
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tally_core::metric::{Aggregation, MetricDef};
+use tally_core::invoice::{Invoice, InvoiceLine, LineKind};
+use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
-use tally_core::rating::{rate_period, Line, RatedInvoice, RatedProduct, RatingInput};
+use tally_core::pricing::{price_invoice, PricingSnapshot};
 
 use crate::model::{
-    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, RateRecord,
+    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, RateCard,
+    RateRecord,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, StoreError};
 use crate::wire::{set_opt, Dec, Time};
@@ -29,7 +31,7 @@ use crate::AppState;
 pub enum BillingError {
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// Core refused to rate the period (an amount overflows the exact decimal range, ...).
+    /// Core refused to price the period (an amount overflows the exact decimal range, ...).
     #[error("rating failed: {0}")]
     Rating(String),
     #[error(transparent)]
@@ -56,28 +58,17 @@ pub fn invoice_id(env: Env, contract_id: &str, period_start_ms: i64) -> String {
     uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
 }
 
-/// Every period of the contract that has begun by `now_ms` and is invoiced.
+/// Every period of the contract that is invoiced at `now_ms` (core decides which).
 pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
-    let schedule = contract.schedule();
-    let end = contract.ending_before.map(|t| t.0);
-    let mut periods = schedule.periods(contract.starting_at.0, end, now_ms.saturating_add(1));
-    if let Some(from) = contract
-        .usage_statement_schedule
-        .invoice_generation_starting_at
-    {
-        periods.retain(|p| p.end_ms > from.0);
-    }
-    periods
+    contract.snapshot().invoiced_periods(now_ms)
 }
 
-/// What rating needs from configuration, loaded once per contract.
+/// What pricing needs, loaded once per contract: core's snapshot plus what only the API's JSON
+/// shows (the customer and the products' documents).
 pub struct RatingContext {
     customer: Customer,
-    rates: Vec<tally_core::rating::Rate>,
-    products: Vec<RatedProduct>,
+    snapshot: PricingSnapshot,
     product_info: BTreeMap<String, Product>,
-    metrics: BTreeMap<String, MetricDef>,
-    credit_type: CreditTypeRef,
 }
 
 impl RatingContext {
@@ -86,7 +77,6 @@ impl RatingContext {
         env: Env,
         contract: &Contract,
     ) -> BillingResult<RatingContext> {
-        let now = st.now_ms();
         let customer: Customer = crate::model::load(
             &st.stores,
             env,
@@ -97,14 +87,42 @@ impl RatingContext {
         .await?;
         let mut ctx = RatingContext {
             customer,
-            rates: Vec::new(),
-            products: Vec::new(),
+            snapshot: PricingSnapshot {
+                credit_types: Vec::new(),
+                fiat_credit_type: CreditTypeId(String::new()),
+                metrics: BTreeMap::new(),
+                products: Vec::new(),
+                rates: Vec::new(),
+                contract: contract.snapshot(),
+            },
             product_info: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            credit_type: CreditTypeRef::usd(),
         };
-        let Some(card_id) = &contract.rate_card_id else {
-            return Ok(ctx);
+        let fiat = match &contract.rate_card_id {
+            Some(card_id) => ctx.load_rate_card(st, env, card_id).await?,
+            None => CreditTypeRef::usd(),
+        };
+        ctx.add_credit_type(&fiat);
+        ctx.snapshot.fiat_credit_type = CreditTypeId(fiat.id);
+        Ok(ctx)
+    }
+
+    /// Loads the card's rates, products (line order = the order products were first given a
+    /// rate on the card) and metrics; returns the card's fiat credit type.
+    async fn load_rate_card(
+        &mut self,
+        st: &AppState,
+        env: Env,
+        card_id: &str,
+    ) -> BillingResult<CreditTypeRef> {
+        let now = st.now_ms();
+        let card = st
+            .stores
+            .config
+            .get_doc(env, kind::RATE_CARD, card_id)
+            .await?;
+        let fiat = match card {
+            Some(doc) => decode::<RateCard>(&doc)?.fiat_credit_type,
+            None => CreditTypeRef::usd(),
         };
         let docs = st
             .stores
@@ -113,10 +131,12 @@ impl RatingContext {
             .await?;
         let records: Vec<RateRecord> =
             docs.iter().map(decode).collect::<Result<_, StoreError>>()?;
-        ctx.rates = records.iter().filter_map(RateRecord::core).collect();
-        // Line order = the order products were first given a rate on the card.
         for r in &records {
-            if ctx.product_info.contains_key(&r.product_id) {
+            self.add_credit_type(&r.credit_type);
+        }
+        self.snapshot.rates = records.iter().filter_map(RateRecord::core).collect();
+        for r in &records {
+            if self.product_info.contains_key(&r.product_id) {
                 continue;
             }
             let Some(doc) = st
@@ -130,63 +150,71 @@ impl RatingContext {
             let product: Product = decode::<Product>(&doc)?.with_current(now);
             if let Some(rated) = product.rated(now) {
                 for (_, state) in &rated.versions {
-                    ctx.load_metric(st, env, &state.metric_id).await?;
+                    self.load_metric(st, env, &state.metric_id).await?;
                 }
-                ctx.products.push(rated);
+                self.snapshot.products.push(rated);
             }
-            ctx.product_info.insert(product.id.clone(), product);
+            self.product_info.insert(product.id.clone(), product);
         }
-        Ok(ctx)
+        Ok(fiat)
+    }
+
+    fn add_credit_type(&mut self, c: &CreditTypeRef) {
+        let id = CreditTypeId(c.id.clone());
+        if self.snapshot.credit_type(&id).is_none() {
+            self.snapshot.credit_types.push(CreditType {
+                id,
+                name: c.name.clone(),
+            });
+        }
     }
 
     async fn load_metric(&mut self, st: &AppState, env: Env, id: &str) -> BillingResult<()> {
-        if self.metrics.contains_key(id) {
+        if self.snapshot.metrics.contains_key(id) {
             return Ok(());
         }
         if let Some(doc) = st.stores.config.get_doc(env, kind::METRIC, id).await? {
-            self.metrics
+            self.snapshot
+                .metrics
                 .insert(id.to_string(), decode::<Metric>(&doc)?.def());
         }
         Ok(())
     }
 
-    /// Rates one period from stored usage.
-    pub async fn rate(
-        &self,
-        st: &AppState,
-        env: Env,
-        period: Period,
-    ) -> BillingResult<RatedInvoice> {
+    /// Prices one period from stored usage through core's entry point.
+    pub async fn rate(&self, st: &AppState, env: Env, period: Period) -> BillingResult<Invoice> {
         let refs = self.customer.refs();
-        let ids: Vec<String> = self.metrics.keys().cloned().collect();
+        let metrics = &self.snapshot.metrics;
+        let ids: Vec<String> = metrics.keys().cloned().collect();
         let mut usage = st
             .stores
             .usage
             .usage_rows(env, &refs, &ids, period.start_ms, period.end_ms)
             .await?;
-        let latest: Vec<String> = self
-            .metrics
-            .values()
-            .filter(|m| m.aggregation == Aggregation::Latest)
-            .map(|m| m.id.clone())
-            .collect();
+        let latest = self.snapshot.baseline_metric_ids();
         if !latest.is_empty() {
-            // LATEST bills changes, so it needs the last value before the period.
+            // LATEST bills changes, so it needs the last value before the period: only the
+            // most recent earlier row of each grain, whatever the contract's age.
             usage.extend(
                 st.stores
                     .usage
-                    .usage_rows(env, &refs, &latest, i64::MIN, period.start_ms)
+                    .latest_rows_before(env, &refs, &latest, period.start_ms)
                     .await?,
             );
         }
-        let input = RatingInput {
-            period,
-            products: &self.products,
-            metrics: &self.metrics,
-            rates: &self.rates,
-            usage: &usage,
-        };
-        rate_period(&input).map_err(|e| BillingError::Rating(e.to_string()))
+        price_invoice(&self.snapshot, &usage, period)
+            .map_err(|e| BillingError::Rating(e.to_string()))
+    }
+
+    /// A credit type as the API shows it (`{id, name}`).
+    fn credit_type_json(&self, id: &CreditTypeId) -> BillingResult<Value> {
+        let c = self.snapshot.credit_type(id).ok_or_else(|| {
+            BillingError::Rating(format!(
+                "credit type {} is not in the snapshot",
+                id.as_str()
+            ))
+        })?;
+        serde_json::to_value(c).map_err(|e| BillingError::Rating(e.to_string()))
     }
 }
 
@@ -196,29 +224,32 @@ pub async fn render_computed(
     contract: &Contract,
     row: &InvoiceRow,
     ctx: &RatingContext,
+    skip_zero: bool,
 ) -> BillingResult<Value> {
     let period = Period {
         start_ms: row.period_start_ms,
         end_ms: row.period_end_ms,
     };
-    let rated = ctx.rate(st, env, period).await?;
-    Ok(render(
-        contract,
-        row,
-        &rated,
-        ctx,
-        st.settings.invoice_grace_ms,
-    ))
+    let mut priced = ctx.rate(st, env, period).await?;
+    if skip_zero {
+        priced = priced.without_zero_quantity_lines();
+    }
+    render(contract, row, &priced, ctx, st.settings.invoice_grace_ms)
 }
 
+/// The API's invoice JSON, made from core's typed invoice: the one place it is shaped.
 fn render(
     contract: &Contract,
     row: &InvoiceRow,
-    rated: &RatedInvoice,
+    priced: &Invoice,
     ctx: &RatingContext,
     grace_ms: i64,
-) -> Value {
-    let lines: Vec<Value> = rated.lines.iter().map(|l| line_json(l, ctx)).collect();
+) -> BillingResult<Value> {
+    let lines = priced
+        .lines
+        .iter()
+        .map(|l| line_json(l, ctx))
+        .collect::<BillingResult<Vec<Value>>>()?;
     let mut invoice = json!({
         "id": row.id,
         "customer_id": row.customer_id,
@@ -228,10 +259,10 @@ fn render(
         "start_timestamp": Time(row.period_start_ms),
         "end_timestamp": Time(row.period_end_ms),
         "issued_at": Time(row.period_end_ms.saturating_add(grace_ms)),
-        "credit_type": ctx.credit_type,
+        "credit_type": ctx.credit_type_json(&priced.credit_type)?,
         "line_items": lines,
-        "subtotal": Dec(rated.subtotal),
-        "total": Dec(rated.total),
+        "subtotal": Dec(priced.subtotal.get(&priced.credit_type)),
+        "total": Dec(priced.total.get(&priced.credit_type)),
         "contract_custom_fields": contract.custom_fields,
         "customer_custom_fields": ctx.customer.custom_fields,
         "custom_fields": {},
@@ -242,24 +273,38 @@ fn render(
         "net_payment_terms_days",
         contract.net_payment_terms_days,
     );
-    invoice
+    Ok(invoice)
 }
 
-fn line_json(l: &Line, ctx: &RatingContext) -> Value {
+/// The wire names of a line's kind: its `type` and `product_type`.
+fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
+    match kind {
+        LineKind::Usage => ("usage", "UsageProductListItem"),
+        LineKind::Scheduled => ("scheduled", "FixedProductListItem"),
+        LineKind::Subscription => ("subscription", "SubscriptionProductListItem"),
+        LineKind::CommitPurchase => ("commit_purchase", "FixedProductListItem"),
+        LineKind::AppliedCommit => ("applied_commit", "FixedProductListItem"),
+        LineKind::AppliedCredit => ("applied_credit", "FixedProductListItem"),
+        LineKind::TrueUp => ("true_up", "FixedProductListItem"),
+    }
+}
+
+fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
     let product = ctx.product_info.get(&l.product_id);
+    let (line_type, product_type) = kind_names(l.kind);
     let mut v = json!({
         "name": l.name,
-        "type": "usage",
+        "type": line_type,
         "product_id": l.product_id,
-        "product_type": "UsageProductListItem",
+        "product_type": product_type,
         "product_tags": product.map(|p| p.current.tags.clone()).unwrap_or_default(),
         "product_custom_fields": product.map(|p| p.custom_fields.clone()).unwrap_or_default(),
         "quantity": Dec(l.quantity),
-        "unit_price": Dec(l.unit_price),
-        "total": Dec(l.total),
-        "credit_type": ctx.credit_type,
-        "starting_at": Time(l.starting_at_ms),
-        "ending_before": Time(l.ending_before_ms),
+        "unit_price": Dec(l.unit_price.value),
+        "total": Dec(l.total.value),
+        "credit_type": ctx.credit_type_json(&l.total.credit_type)?,
+        "starting_at": Time(l.segment.start_ms),
+        "ending_before": Time(l.segment.end_ms),
     });
     if let Some(p) = &l.pricing_group_values {
         v["pricing_group_values"] = json!(p);
@@ -274,20 +319,23 @@ fn line_json(l: &Line, ctx: &RatingContext) -> Value {
             "size": t.size.map(|s| s.normalize().to_string()),
         });
     }
-    v
+    Ok(v)
 }
 
 /// The invoice as the API shows it: drafts computed now, others from their frozen body.
+/// `skip_zero` drops zero-quantity lines (`skip_zero_qty_line_items`): from the typed invoice for
+/// a computed one; a frozen body is the API JSON rendered when it was frozen, its only record.
 pub async fn invoice_json(
     st: &AppState,
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
+    skip_zero: bool,
 ) -> BillingResult<Value> {
     let mut body = match (&row.status, &row.body) {
         (InvoiceStatus::Draft, _) | (_, None) => {
             let ctx = RatingContext::load(st, env, contract).await?;
-            render_computed(st, env, contract, row, &ctx).await?
+            render_computed(st, env, contract, row, &ctx, skip_zero).await?
         }
         (_, Some(text)) => {
             let mut frozen: Value = serde_json::from_str(text)
@@ -299,6 +347,9 @@ pub async fn invoice_json(
                     map.remove("net_payment_terms_days");
                 }
             }
+            if skip_zero {
+                skip_zero_frozen_lines(&mut frozen);
+            }
             frozen
         }
     };
@@ -306,8 +357,8 @@ pub async fn invoice_json(
     Ok(body)
 }
 
-/// Drops zero-quantity lines (the `skip_zero_qty_line_items` option).
-pub fn skip_zero_lines(invoice: &mut Value) {
+/// Drops zero-quantity lines from a frozen body.
+fn skip_zero_frozen_lines(invoice: &mut Value) {
     if let Some(lines) = invoice.get_mut("line_items").and_then(Value::as_array_mut) {
         lines.retain(|l| {
             let q = l.get("quantity").map(|q| q.to_string());

@@ -553,6 +553,7 @@ impl RateRecord {
             ending_before_ms: self.ending_before.map(|t| t.0),
             entitled: self.entitled,
             price: self.price()?,
+            credit_type: tally_core::money::CreditTypeId(self.credit_type.id.clone()),
         })
     }
 
@@ -717,6 +718,21 @@ wire_enum!(MultiplierPrioritization { LowestMultiplier => "LOWEST_MULTIPLIER", E
 impl Contract {
     pub fn schedule(&self) -> Schedule {
         self.usage_statement_schedule.core()
+    }
+
+    /// What core's pricing needs to know about this contract.
+    pub fn snapshot(&self) -> tally_core::pricing::ContractSnapshot {
+        tally_core::pricing::ContractSnapshot {
+            id: self.id.clone(),
+            starting_at_ms: self.starting_at.0,
+            ending_before_ms: self.ending_before.map(|t| t.0),
+            usage_statement_schedule: self.schedule(),
+            invoice_generation_starting_at_ms: self
+                .usage_statement_schedule
+                .invoice_generation_starting_at
+                .map(|t| t.0),
+            terms: tally_core::pricing::ContractTerms::default(),
+        }
     }
 
     fn schedule_json(&self) -> serde_json::Value {

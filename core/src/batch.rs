@@ -4,9 +4,13 @@
 //! Invariants:
 //! - A batch is identified by `(shard_id, seq)`; a sealed batch never changes, so central can treat
 //!   a second delivery as a replay (a no-op that still acknowledges).
-//! - The signature covers `timestamp || "." || body` exactly as sent, so neither the body nor the
-//!   timestamp can be altered or replayed outside the accepted clock skew.
+//! - The signature covers the timestamp, the method, the path with its query and the body, exactly
+//!   as sent: none can be altered, and a signed request cannot be replayed to another endpoint,
+//!   another environment (`?env=`) or outside the accepted clock skew.
+//! - The headers (present, well formed, timestamp inside the skew) are checked by
+//!   [`SignatureHeaders::parse`] before the body is read; the body only by [`SignatureHeaders::verify`].
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use hmac::{Hmac, Mac};
@@ -74,29 +78,34 @@ pub struct TokenInfo {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn mac(key: &[u8], timestamp_ms: i64, body: &[u8]) -> HmacSha256 {
+/// What a signature covers besides the timestamp: the request's method, its path with query exactly
+/// as sent (relative to central's root, e.g. `/internal/v1/metrics?env=sandbox`), and its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedRequest<'a> {
+    /// Upper-case HTTP method (`GET`, `POST`).
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The signed message is `timestamp "\n" method "\n" path_and_query "\n" body`. Neither a decimal
+/// timestamp, an HTTP method nor a request target can hold a newline, so the fields cannot be
+/// shifted into one another.
+fn mac(key: &[u8], timestamp_ms: i64, req: &SignedRequest<'_>) -> HmacSha256 {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut mac = match HmacSha256::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
     };
-    let mut ts = itoa_i64(timestamp_ms);
-    ts.push('.');
-    mac.update(ts.as_bytes());
-    mac.update(body);
+    let head = format!("{timestamp_ms}\n{}\n{}\n", req.method, req.path_and_query);
+    mac.update(head.as_bytes());
+    mac.update(req.body);
     mac
 }
 
-fn itoa_i64(n: i64) -> String {
-    use core::fmt::Write;
-    let mut s = String::new();
-    let _ = write!(s, "{n}");
-    s
-}
-
-/// The lowercase hex HMAC-SHA256 of `timestamp_ms || "." || body` under `key`.
-pub fn sign(key: &[u8], timestamp_ms: i64, body: &[u8]) -> String {
-    let tag = mac(key, timestamp_ms, body).finalize().into_bytes();
+/// The lowercase hex HMAC-SHA256 of `req` signed at `timestamp_ms` under `key`.
+pub fn sign(key: &[u8], timestamp_ms: i64, req: &SignedRequest<'_>) -> String {
+    let tag = mac(key, timestamp_ms, req).finalize().into_bytes();
     let mut out = String::with_capacity(tag.len() * 2);
     for b in tag {
         out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
@@ -123,22 +132,46 @@ impl core::fmt::Display for SignatureError {
     }
 }
 
-/// Verifies a signature in constant time and checks the timestamp against `now_ms`.
+/// A request's signature headers, well formed and with a timestamp inside the accepted skew:
+/// everything a verifier can check before it reads (and buffers) the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeaders {
+    timestamp_ms: i64,
+    tag: Vec<u8>,
+}
+
+impl SignatureHeaders {
+    /// Parses the two header values and checks the timestamp against `now_ms`.
+    pub fn parse(
+        timestamp: &str,
+        signature_hex: &str,
+        now_ms: i64,
+    ) -> Result<SignatureHeaders, SignatureError> {
+        let timestamp_ms: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
+        let tag = decode_hex(signature_hex).ok_or(SignatureError::Malformed)?;
+        if (now_ms.saturating_sub(timestamp_ms)).abs() > MAX_SKEW_MS {
+            return Err(SignatureError::Stale);
+        }
+        Ok(SignatureHeaders { timestamp_ms, tag })
+    }
+
+    /// Checks, in constant time, that the signature is `req`'s under `key`.
+    pub fn verify(&self, key: &[u8], req: &SignedRequest<'_>) -> Result<(), SignatureError> {
+        mac(key, self.timestamp_ms, req)
+            .verify_slice(&self.tag)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+/// Parses the headers, checks the timestamp against `now_ms` and verifies the signature of `req`.
 pub fn verify(
     key: &[u8],
     timestamp: &str,
     signature_hex: &str,
-    body: &[u8],
+    req: &SignedRequest<'_>,
     now_ms: i64,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
-    if (now_ms.saturating_sub(ts)).abs() > MAX_SKEW_MS {
-        return Err(SignatureError::Stale);
-    }
-    let tag = decode_hex(signature_hex).ok_or(SignatureError::Malformed)?;
-    mac(key, ts, body)
-        .verify_slice(&tag)
-        .map_err(|_| SignatureError::Mismatch)
+    SignatureHeaders::parse(timestamp, signature_hex, now_ms)?.verify(key, req)
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -153,43 +186,120 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const POST_BATCH: SignedRequest<'static> = SignedRequest {
+        method: "POST",
+        path_and_query: "/internal/v1/batches",
+        body: b"{}",
+    };
+
     #[test]
     fn sign_then_verify() {
-        let sig = sign(b"k", 1_000, b"{}");
+        let sig = sign(b"k", 1_000, &POST_BATCH);
         assert_eq!(sig.len(), 64);
-        assert_eq!(verify(b"k", "1000", &sig, b"{}", 1_000), Ok(()));
+        assert_eq!(verify(b"k", "1000", &sig, &POST_BATCH, 1_000), Ok(()));
+        let other_body = SignedRequest {
+            body: b"{ }",
+            ..POST_BATCH
+        };
         assert_eq!(
-            verify(b"k", "1000", &sig, b"{ }", 1_000),
+            verify(b"k", "1000", &sig, &other_body, 1_000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"other", "1000", &sig, b"{}", 1_000),
+            verify(b"other", "1000", &sig, &POST_BATCH, 1_000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"k", "1001", &sig, b"{}", 1_000),
+            verify(b"k", "1001", &sig, &POST_BATCH, 1_000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"k", "1000", &sig, b"{}", 1_000 + MAX_SKEW_MS + 1),
+            verify(b"k", "1000", &sig, &POST_BATCH, 1_000 + MAX_SKEW_MS + 1),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(b"k", "x", &sig, b"{}", 0),
+            verify(b"k", "x", &sig, &POST_BATCH, 0),
             Err(SignatureError::Malformed)
         );
         assert_eq!(
-            verify(b"k", "1000", "zz", b"{}", 1_000),
+            verify(b"k", "1000", "zz", &POST_BATCH, 1_000),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_signature_is_bound_to_its_method_path_and_query() {
+        let sandbox = SignedRequest {
+            method: "GET",
+            path_and_query: "/internal/v1/metrics?env=sandbox",
+            body: b"",
+        };
+        let sig = sign(b"k", 1_000, &sandbox);
+        let replays = [
+            SignedRequest {
+                path_and_query: "/internal/v1/metrics?env=production",
+                ..sandbox
+            },
+            SignedRequest {
+                path_and_query: "/internal/v1/stats",
+                ..sandbox
+            },
+            SignedRequest {
+                path_and_query: "/internal/v1/metrics",
+                ..sandbox
+            },
+            SignedRequest {
+                method: "POST",
+                ..sandbox
+            },
+            // The separators are part of the message: moving bytes between fields changes it.
+            SignedRequest {
+                path_and_query: "/internal/v1/metrics?env=sandbox\n",
+                body: b"",
+                ..sandbox
+            },
+        ];
+        for replay in replays {
+            assert_eq!(
+                verify(b"k", "1000", &sig, &replay, 1_000),
+                Err(SignatureError::Mismatch),
+                "{replay:?}"
+            );
+        }
+        assert_eq!(verify(b"k", "1000", &sig, &sandbox, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn headers_are_checked_before_the_body() {
+        let sig = sign(b"k", 1_000, &POST_BATCH);
+        let headers = SignatureHeaders::parse("1000", &sig, 1_000 + MAX_SKEW_MS).unwrap();
+        assert_eq!(headers.verify(b"k", &POST_BATCH), Ok(()));
+        assert_eq!(
+            SignatureHeaders::parse("1000", &sig, 1_000 - MAX_SKEW_MS - 1),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            SignatureHeaders::parse("", "", 1_000),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            SignatureHeaders::parse("1000", &sig[..63], 1_000),
             Err(SignatureError::Malformed)
         );
     }
 
     #[test]
     fn known_vector() {
-        // `printf '0.what do ya want for nothing?' | openssl dgst -sha256 -hmac Jefe`
+        // `printf '0\nPOST\n/internal/v1/batches\nwhat do ya want for nothing?' |
+        //  openssl dgst -sha256 -hmac Jefe`
+        let req = SignedRequest {
+            method: "POST",
+            path_and_query: "/internal/v1/batches",
+            body: b"what do ya want for nothing?",
+        };
         assert_eq!(
-            sign(b"Jefe", 0, b"what do ya want for nothing?"),
-            "37f471929915ccd2cbbe79feb84ffcff4f2bb25e15fc41c2506687331ae179cc"
+            sign(b"Jefe", 0, &req),
+            "aaaaba0cb6cdf36f46f75fcda5247fea145cfad0b13d47b51f6e0998a3b3c4f5"
         );
     }
 }

@@ -124,6 +124,30 @@ impl Schedule {
         out
     }
 
+    /// The most recent `max` periods whose start is `< until_ms`, in order: what a contract of any
+    /// age invoices. Walks back from the period holding the last instant before `until_ms` (or the
+    /// contract end), so the cost is O(`max`) however old the contract is.
+    pub fn recent_periods(
+        &self,
+        contract_start_ms: i64,
+        contract_end_ms: Option<i64>,
+        until_ms: i64,
+        max: usize,
+    ) -> Vec<Period> {
+        let mut out = Vec::new();
+        let last_ms = contract_end_ms.map_or(until_ms, |end| end.min(until_ms));
+        let mut t_ms = last_ms.saturating_sub(1);
+        while out.len() < max && t_ms >= contract_start_ms && t_ms < last_ms {
+            let Some(p) = self.period_containing(contract_start_ms, contract_end_ms, t_ms) else {
+                break;
+            };
+            out.push(p);
+            t_ms = p.start_ms.saturating_sub(1);
+        }
+        out.reverse();
+        out
+    }
+
     fn grid(&self, contract_start_ms: i64) -> Grid {
         let step = match self.frequency {
             Frequency::Monthly => Step::Months(1),
@@ -596,6 +620,43 @@ mod tests {
     }
 
     #[test]
+    fn an_old_weekly_contract_keeps_its_recent_periods() {
+        // Issue 19 item 4: WEEKLY from 2000-01-03; "now" is 2026-12-01.
+        let s = schedule(Frequency::Weekly, AnchorDay::ContractStart, None);
+        let start = ms("2000-01-03T00:00:00Z");
+        let now = ms("2026-12-01T10:00:00Z");
+        let got = s.recent_periods(start, None, now + 1, MAX_PERIODS);
+        assert_eq!(got.len(), MAX_PERIODS);
+        let last = got[MAX_PERIODS - 1];
+        assert!(last.contains(now), "{:?}", show(&[last]));
+        assert_eq!(show(&[last])[0].0, "2026-11-30T00:00:00Z");
+        for w in got.windows(2) {
+            assert_eq!(w[0].end_ms, w[1].start_ms);
+        }
+        // The earliest, capped sequence never reached today.
+        let capped = s.periods(start, None, now + 1);
+        assert!(capped[MAX_PERIODS - 1].end_ms < now);
+    }
+
+    #[test]
+    fn recent_periods_stop_at_the_contract_and_before_it_starts() {
+        let s = schedule(Frequency::Monthly, AnchorDay::FirstOfMonth, None);
+        let start = ms(START);
+        assert!(s.recent_periods(start, None, start, 10).is_empty());
+        let end = ms("2024-11-10T00:00:00Z");
+        let got = s.recent_periods(start, Some(end), i64::MAX, 10);
+        assert_eq!(
+            show(&got),
+            [
+                (String::from(START), String::from("2024-10-01T00:00:00Z")),
+                ("2024-10-01T00:00:00Z".into(), "2024-11-01T00:00:00Z".into()),
+                ("2024-11-01T00:00:00Z".into(), "2024-11-10T00:00:00Z".into()),
+            ]
+        );
+        assert_eq!(s.recent_periods(start, Some(end), i64::MAX, 1), got[2..]);
+    }
+
+    #[test]
     fn extreme_inputs_end_the_sequence_without_panicking() {
         let s = schedule(Frequency::Monthly, AnchorDay::ContractStart, None);
         // Beyond chrono's calendar there is no month grid at all.
@@ -702,6 +763,26 @@ mod tests {
             let inside = end.is_none_or(|e| t < e);
             prop_assert_eq!(holding.len(), usize::from(inside));
             prop_assert_eq!(s.period_containing(start, end, t), holding.first().copied().copied());
+        }
+
+        /// The recent periods are the tail of all periods, and each instant from the first one's
+        /// start to the last one's end falls in exactly one of them.
+        #[test]
+        fn recent_periods_are_the_tail_and_tile(
+            (s, start, end) in case(),
+            span in 1..10 * YEAR_MS,
+            max in 1usize..40,
+            probe in 0u32..1000,
+        ) {
+            let until = start + span;
+            let all = s.periods(start, end, until);
+            let recent = s.recent_periods(start, end, until, max);
+            let tail = &all[all.len().saturating_sub(max)..];
+            prop_assert_eq!(&recent[..], tail);
+            let (first, last) = (recent[0].start_ms, recent[recent.len() - 1].end_ms);
+            let t = first + (last - first) / 1000 * i64::from(probe);
+            let holding = recent.iter().filter(|p| p.contains(t)).count();
+            prop_assert_eq!(holding, 1);
         }
 
         #[test]

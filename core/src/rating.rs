@@ -1,8 +1,11 @@
-//! Rating: one billing period of stored usage → priced invoice lines.
+//! Rating: the "resolve rates" and "price quantities" stages of pricing: one billing period of
+//! stored usage → priced usage lines. `pricing::price_invoice` is the entry point that runs these
+//! stages and then balances and totals.
 //!
-//! [`rate_period`] is a pure function of its inputs (period, products in rate-card order, metrics,
-//! rates, hourly usage), so central, the browser preview and the tests compute the same invoice to
-//! the last digit.
+//! [`rate_schedule`] resolves the effective rate at each instant (the rate card's schedule now;
+//! contract overrides will be layered on it) and [`price_usage`] prices the quantities. Both are
+//! pure functions of their inputs, so central, the browser preview and the tests compute the same
+//! lines to the last digit.
 //!
 //! Rules (see `metronome-api.md` §3):
 //! - A product's lines are split into *segments*: maximal sub-intervals of the period in which the
@@ -18,7 +21,7 @@
 //!   conversion gives 28 decimal places). An amount that has no exact `Decimal` (out of range, or
 //!   needing more than 28 places or 96 bits of mantissa) is a [`RatingError::Overflow`], never
 //!   silently rounded.
-//! - Invariant: `total == subtotal == Σ line totals`.
+//! - Every line is a `LineKind::Usage` line whose amounts are in its rate's credit type.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
@@ -28,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulator, GroupValues, MergeError};
 use crate::decimal::{add_exact, mul_exact, sub_exact};
+use crate::invoice::{InvoiceLine, LineKind, TierRef};
 use crate::metric::{Aggregation, MetricDef};
+use crate::money::{Amount, CreditTypeId};
 use crate::period::Period;
 
 /// One tier of a graduated price; the last tier has no size.
@@ -98,6 +103,8 @@ pub struct Rate {
     pub ending_before_ms: Option<i64>,
     pub entitled: bool,
     pub price: Price,
+    /// The pricing unit of `price`.
+    pub credit_type: CreditTypeId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,37 +178,6 @@ pub struct RatingInput<'a> {
     pub usage: &'a [UsageRow],
 }
 
-/// Which tier a line prices (tier lines only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TierRef {
-    pub level: u32,
-    pub starting_at: Decimal,
-    pub size: Option<Decimal>,
-}
-
-/// One priced invoice line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Line {
-    pub product_id: String,
-    pub name: String,
-    pub quantity: Decimal,
-    pub unit_price: Decimal,
-    pub total: Decimal,
-    pub starting_at_ms: i64,
-    pub ending_before_ms: i64,
-    pub pricing_group_values: Option<BTreeMap<String, String>>,
-    pub presentation_group_values: Option<BTreeMap<String, Option<String>>>,
-    pub tier: Option<TierRef>,
-}
-
-/// A rated period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RatedInvoice {
-    pub lines: Vec<Line>,
-    pub subtotal: Decimal,
-    pub total: Decimal,
-}
-
 /// Why a period could not be rated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RatingError {
@@ -209,6 +185,8 @@ pub enum RatingError {
     Overflow,
     /// Stored usage does not match its metric's aggregation.
     CorruptUsage,
+    /// Amounts of different credit types were to be combined.
+    MixedCreditTypes,
 }
 
 impl core::fmt::Display for RatingError {
@@ -216,6 +194,7 @@ impl core::fmt::Display for RatingError {
         f.write_str(match self {
             RatingError::Overflow => "an invoice amount overflows the exact decimal range",
             RatingError::CorruptUsage => "stored usage does not match its billable metric",
+            RatingError::MixedCreditTypes => "amounts in different credit types were combined",
         })
     }
 }
@@ -229,8 +208,10 @@ impl From<MergeError> for RatingError {
     }
 }
 
-/// Rates one period. See the module docs for the rules.
-pub fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
+/// Prices one period's usage (stage 2; stage 1, [`rate_schedule`], runs per pricing
+/// combination inside it). See the module docs for the rules. Lines come in product order, then
+/// segment, pricing combination, rate and presentation group.
+pub fn price_usage(input: &RatingInput<'_>) -> Result<Vec<InvoiceLine>, RatingError> {
     let mut lines = Vec::new();
     for product in input.products {
         for (span, state) in state_segments(product, input.period) {
@@ -246,15 +227,7 @@ pub fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError>
             }
         }
     }
-    let mut subtotal = Decimal::ZERO;
-    for line in &lines {
-        subtotal = add_exact(subtotal, line.total).ok_or(RatingError::Overflow)?;
-    }
-    Ok(RatedInvoice {
-        lines,
-        subtotal,
-        total: subtotal,
-    })
+    Ok(lines)
 }
 
 /// The product's states clipped to the period, as `(interval, state)` in time order.
@@ -283,7 +256,8 @@ fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &Produ
     out
 }
 
-/// The effective schedule of one product + pricing combination, as `(interval, rate)`.
+/// Stage 1: the effective rate at each instant for one product + pricing combination, as
+/// `(interval, rate)` (the rate card's schedule; overrides will be applied here).
 pub fn rate_schedule<'r>(
     rates: &'r [Rate],
     product_id: &str,
@@ -329,7 +303,7 @@ struct SegmentCtx<'a> {
 type Buckets<'a> = BTreeMap<GroupValues, BTreeMap<GroupValues, Vec<&'a UsageRow>>>;
 
 impl<'a> SegmentCtx<'a> {
-    fn rate_into(&self, lines: &mut Vec<Line>) -> Result<(), RatingError> {
+    fn rate_into(&self, lines: &mut Vec<InvoiceLine>) -> Result<(), RatingError> {
         let grain = self.metric.grain();
         let pricing_idx = positions(&grain, &self.state.pricing_group_key);
         let presentation_idx = positions(&grain, &self.state.presentation_group_key);
@@ -418,7 +392,7 @@ impl<'a> SegmentCtx<'a> {
 
     fn rate_sub(
         &self,
-        lines: &mut Vec<Line>,
+        lines: &mut Vec<InvoiceLine>,
         sub: Period,
         rate: &Rate,
         pricing_map: &BTreeMap<String, String>,
@@ -448,14 +422,15 @@ impl<'a> SegmentCtx<'a> {
             buckets.push((None, Decimal::ZERO));
         }
         for (presentation, quantity) in buckets {
-            let base = Line {
+            let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
+            let base = InvoiceLine {
+                kind: LineKind::Usage,
                 product_id: self.product.product_id.clone(),
                 name: self.product.name.clone(),
                 quantity,
-                unit_price: Decimal::ZERO,
-                total: Decimal::ZERO,
-                starting_at_ms: sub.start_ms,
-                ending_before_ms: sub.end_ms,
+                unit_price: zero.clone(),
+                total: zero,
+                segment: sub,
                 pricing_group_values: (!self.state.pricing_group_key.is_empty())
                     .then(|| pricing_map.clone()),
                 presentation_group_values: self.presentation_map(presentation),
@@ -533,13 +508,19 @@ fn segment_quantity<'r>(
 }
 
 /// Prices `base.quantity` and appends the resulting line(s).
-fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), RatingError> {
+fn price_lines(
+    price: &Price,
+    base: InvoiceLine,
+    lines: &mut Vec<InvoiceLine>,
+) -> Result<(), RatingError> {
+    let credit_type = base.total.credit_type.clone();
+    let amount = |value: Decimal| Amount::new(credit_type.clone(), value);
     match price {
         Price::Flat(p) => {
             let total = mul_exact(base.quantity, *p).ok_or(RatingError::Overflow)?;
-            lines.push(Line {
-                unit_price: *p,
-                total,
+            lines.push(InvoiceLine {
+                unit_price: amount(*p),
+                total: amount(total),
                 ..base
             });
         }
@@ -547,10 +528,10 @@ fn price_lines(price: &Price, base: Line, lines: &mut Vec<Line>) -> Result<(), R
             for part in tier_split(tiers, base.quantity)? {
                 let total =
                     mul_exact(part.quantity, part.tier.price).ok_or(RatingError::Overflow)?;
-                lines.push(Line {
+                lines.push(InvoiceLine {
                     quantity: part.quantity,
-                    unit_price: part.tier.price,
-                    total,
+                    unit_price: amount(part.tier.price),
+                    total: amount(total),
                     tier: Some(TierRef {
                         level: part.level,
                         starting_at: part.start,

@@ -73,6 +73,7 @@ fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: Price) -> Ra
         ending_before_ms: None,
         entitled: true,
         price,
+        credit_type: usd(),
     }
 }
 
@@ -83,6 +84,84 @@ fn row(metric: &str, groups: &[Option<&str>], hour_ms: i64, acc: Accumulator) ->
         hour_ms,
         acc,
     }
+}
+
+fn usd() -> CreditTypeId {
+    CreditTypeId("usd".into())
+}
+
+/// The fields of a priced line these tests assert, as plain decimals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    product_id: String,
+    name: String,
+    quantity: Decimal,
+    unit_price: Decimal,
+    total: Decimal,
+    starting_at_ms: i64,
+    ending_before_ms: i64,
+    pricing_group_values: Option<BTreeMap<String, String>>,
+    presentation_group_values: Option<BTreeMap<String, Option<String>>>,
+    tier: Option<TierRef>,
+}
+
+/// A priced period in one credit type, as these tests assert it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RatedInvoice {
+    lines: Vec<Line>,
+    subtotal: Decimal,
+    total: Decimal,
+}
+
+/// Prices `input` through the pricing entry point (`pricing::price_invoice`), in USD.
+fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
+    let snapshot = crate::pricing::PricingSnapshot {
+        credit_types: vec![crate::money::CreditType {
+            id: usd(),
+            name: "USD".into(),
+        }],
+        fiat_credit_type: usd(),
+        metrics: input.metrics.clone(),
+        products: input.products.to_vec(),
+        rates: input.rates.to_vec(),
+        contract: crate::pricing::ContractSnapshot {
+            id: "c".into(),
+            starting_at_ms: input.period.start_ms,
+            ending_before_ms: None,
+            usage_statement_schedule: crate::period::Schedule {
+                frequency: crate::period::Frequency::Monthly,
+                day: crate::period::AnchorDay::FirstOfMonth,
+                billing_anchor_ms: None,
+            },
+            invoice_generation_starting_at_ms: None,
+            terms: Default::default(),
+        },
+    };
+    let inv = crate::pricing::price_invoice(&snapshot, input.usage, input.period)?;
+    let lines = inv
+        .lines
+        .into_iter()
+        .map(|l| {
+            assert_eq!((&l.kind, &l.total.credit_type), (&LineKind::Usage, &usd()));
+            Line {
+                product_id: l.product_id,
+                name: l.name,
+                quantity: l.quantity,
+                unit_price: l.unit_price.value,
+                total: l.total.value,
+                starting_at_ms: l.segment.start_ms,
+                ending_before_ms: l.segment.end_ms,
+                pricing_group_values: l.pricing_group_values,
+                presentation_group_values: l.presentation_group_values,
+                tier: l.tier,
+            }
+        })
+        .collect();
+    Ok(RatedInvoice {
+        lines,
+        subtotal: inv.subtotal.get(&usd()),
+        total: inv.total.get(&usd()),
+    })
 }
 
 const SEP: Period = Period {

@@ -1,14 +1,17 @@
 //! A client for central's internal endpoints (`/internal/v1/...`), signed with
-//! `tally_core::batch::sign` (HMAC-SHA256 over `"{timestamp}." + body`).
+//! `tally_core::batch::sign` (HMAC-SHA256 over the timestamp, method, path with query, and body).
 //!
 //! Invariants:
-//! - Every call carries a fresh timestamp and signature; the body is sent exactly as signed.
+//! - Every call carries a fresh timestamp and signature; the method, the path with its query and
+//!   the body are sent exactly as signed, so central refuses the signature anywhere else.
 //! - Every call is bounded by [`CENTRAL_TIMEOUT_MS`], so a hung central cannot hold a shard's
 //!   alarm or an ingest request forever.
 //! - A transport failure or a 5xx is [`EdgeError::Unavailable`]; a 401 means the edge and central
 //!   disagree on the key and is reported as a configuration error.
 
-use tally_core::batch::{sign, BatchAck, MetricsSnapshot, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tally_core::batch::{
+    sign, BatchAck, MetricsSnapshot, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 use wasm_bindgen::JsValue;
 use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit};
 
@@ -26,7 +29,7 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Sends a signed request to `path` (with its query) and reads the reply.
+/// Sends a signed request to `path` (with its query, relative to central's root) and reads the reply.
 pub async fn call(
     cfg: &EdgeConfig,
     method: Method,
@@ -36,7 +39,12 @@ pub async fn call(
     let ts = crate::now_ms();
     let headers = Headers::new();
     headers.set(TIMESTAMP_HEADER, &ts.to_string())?;
-    headers.set(SIGNATURE_HEADER, &sign(&cfg.hmac_key, ts, body))?;
+    let signed = SignedRequest {
+        method: method.as_ref(),
+        path_and_query: path,
+        body,
+    };
+    headers.set(SIGNATURE_HEADER, &sign(&cfg.hmac_key, ts, &signed))?;
     let post = method == Method::Post;
     if post {
         headers.set("content-type", "application/json")?;

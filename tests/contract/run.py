@@ -211,6 +211,26 @@ def month_start(t: datetime, back: int = 0) -> datetime:
     return datetime(year, month, 1, tzinfo=timezone.utc)
 
 
+# How long the walkthrough waits for the background job (`--job-interval-secs 1`, set by
+# tests/it/contract.rs) to finalize the periods past their grace.
+FINALIZE_WAIT_S = 30
+
+
+def finalized_invoices(call: Walk, customer: str, at_least: int) -> list[str]:
+    """The ids of `customer`'s FINALIZED invoices, polled until there are `at_least` (bounded)."""
+    deadline = time.monotonic() + FINALIZE_WAIT_S
+    while True:
+        finalized = [
+            inv["id"]
+            for inv in call(
+                "listInvoices-v1", path={"customer_id": customer}, query={"status": "FINALIZED"}
+            )["data"]
+        ]
+        if len(finalized) >= at_least or time.monotonic() > deadline:
+            return finalized
+        time.sleep(0.5)
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -301,7 +321,10 @@ def walkthrough(call: Walk) -> dict[str, list]:
             {
                 "customer_id": customer,
                 "rate_card_id": card,
-                "starting_at": iso(month_start(now, 2)),
+                # Three months back: the two oldest periods ended at least 28 days ago, so they
+                # are past any grace whatever the day; the previous month may still be in its
+                # 24 hours of grace (on a month's 1st) and is not counted on.
+                "starting_at": iso(month_start(now, 3)),
                 "usage_statement_schedule": {"frequency": "MONTHLY"},
             },
         )
@@ -341,18 +364,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         ]
     ]
     call("getInvoice-v1", path={"customer_id": acme, "invoice_id": invoices[-1]})
-    # Reads never finalize; the server's job (every second here) does, so wait for its pass.
-    deadline = time.monotonic() + 30
-    while True:
-        finalized = [
-            inv["id"]
-            for inv in call(
-                "listInvoices-v1", path={"customer_id": globex}, query={"status": "FINALIZED"}
-            )["data"]
-        ]
-        if len(finalized) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    finalized = finalized_invoices(call, globex, at_least=2)
     if len(invoices) < 2 or len(finalized) < 2:
         raise SystemExit(f"walkthrough: expected invoices, got {invoices} and {finalized}")
     call("voidInvoice-v1", body={"id": finalized[0]})

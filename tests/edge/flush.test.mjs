@@ -148,15 +148,22 @@ describe('flush to central', () => {
         acc: { count },
       }],
     });
-    const deliver = (body, key = KEY, ts = Date.now()) => call(central.url, null, 'POST', '/internal/v1/batches', body, {
-      'x-tally-timestamp': String(ts), 'x-tally-signature': sign(key, ts, body),
+    const signed = (path, body, sig, ts) => call(central.url, null, 'POST', path, body, {
+      'x-tally-timestamp': String(ts), 'x-tally-signature': sig,
     });
+    const deliver = (body, key = KEY, ts = Date.now()) =>
+      signed('/internal/v1/batches', body, sign(key, ts, 'POST', '/internal/v1/batches', body), ts);
     const quantity = () => usage(central.url, central.token, setup.customers.acme, setup.products.count);
     assert.equal(await quantity(), 0);
     const bad = await deliver(batch(1, 5), 'wrong-key');
     assert.equal(bad.status, 401);
     const stale = await deliver(batch(1, 5), KEY, Date.now() - 10 * 60_000);
     assert.equal(stale.status, 401);
+    // A signature made for another endpoint does not deliver a batch.
+    const ts = Date.now();
+    const elsewhere = sign(KEY, ts, 'POST', '/internal/v1/tokens/lookup', batch(1, 5));
+    const replayed = await signed('/internal/v1/batches', batch(1, 5), elsewhere, ts);
+    assert.equal(replayed.status, 401, replayed.text);
     assert.equal(await quantity(), 0);
     const ok = await deliver(batch(1, 5));
     assert.equal(ok.status, 200, ok.text);

@@ -278,9 +278,12 @@ export async function call(base, token, method, urlPath, body, headers = {}) {
   return { status: resp.status, headers: resp.headers, body: parsed, text };
 }
 
-/** Signs like tally_core::batch::sign: hex HMAC-SHA256 of `${ts}.${body}`. */
-export function sign(key, ts, body) {
-  return createHmac('sha256', key).update(`${ts}.`).update(body).digest('hex');
+/**
+ * Signs like tally_core::batch::sign: hex HMAC-SHA256 of `${ts}\n${method}\n${pathAndQuery}\n${body}`,
+ * so a signature answers only its own method, path and query.
+ */
+export function sign(key, ts, method, pathAndQuery, body) {
+  return createHmac('sha256', key).update(`${ts}\n${method}\n${pathAndQuery}\n`).update(body).digest('hex');
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

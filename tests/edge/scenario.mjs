@@ -122,6 +122,19 @@ export function eventStream(layout, { seed = 7, events = 600, prefix = 'ev', cus
   return requests;
 }
 
+/**
+ * The quantity of `productId`'s line on the invoice whose period holds `atMs` (undefined if none):
+ * a contract may span two periods (on a month's first days the previous one is still a draft in its
+ * grace), so the first invoice listed is not necessarily the one the events went to.
+ */
+export async function lineQuantity(base, token, customerId, productId, atMs) {
+  const r = await call(base, token, 'GET', `/v1/customers/${customerId}/invoices`);
+  assert.equal(r.status, 200, r.text);
+  const holds = (inv) => Date.parse(inv.start_timestamp) <= atMs && atMs < Date.parse(inv.end_timestamp);
+  const invoice = r.body.data.find(holds);
+  return invoice?.line_items.find((l) => l.product_id === productId)?.quantity;
+}
+
 /** Replaces every UUID in `text` by <id:N> in order of first appearance, so two centrals compare equal. */
 export function normalizeIds(text) {
   const ids = new Map();

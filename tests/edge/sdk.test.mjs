@@ -65,7 +65,7 @@ describe('official Python SDK through the edge', () => {
     const ts = Date.now();
     const stats = await call(central.url, null, 'GET', '/internal/v1/stats', undefined, {
       'x-tally-timestamp': String(ts),
-      'x-tally-signature': sign(KEY, ts, ''),
+      'x-tally-signature': sign(KEY, ts, 'GET', '/internal/v1/stats', ''),
     });
     assert.equal(stats.status, 200, stats.text);
     assert.deepEqual(stats.body, { dead_letters: { sandbox: 0, production: 0 } });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
 import { Central, WranglerDev, call, tempDir, until } from './harness.mjs';
-import { setupBilling, timeLayout } from './scenario.mjs';
+import { lineQuantity, setupBilling, timeLayout } from './scenario.mjs';
 
 const KEY = 'wrangler-test-key';
 
@@ -40,10 +40,7 @@ describe('wrangler dev', () => {
     const evs = Array.from({ length: 30 }, (_, i) => ({ transaction_id: `w-${i}`, customer_id: 'acme', event_type: 'api_call', timestamp: ts }));
     const r = await call(dev.url, central.token, 'POST', '/v1/ingest', evs);
     assert.deepEqual(r.body.data, { accepted: 30, duplicates: 0, rejected: [] }, r.text);
-    const quantity = async () => {
-      const inv = await call(dev.url, central.token, 'GET', `/v1/customers/${setup.customers.acme}/invoices`);
-      return inv.body.data.flatMap((i) => i.line_items).find((l) => l.product_id === setup.products.count)?.quantity;
-    };
+    const quantity = () => lineQuantity(dev.url, central.token, setup.customers.acme, setup.products.count, layout.lo);
     await until('30 API calls on the invoice', async () => (await quantity()) === 30);
 
     // Restart wrangler on the same --persist-to: the shards remember the keys they claimed.

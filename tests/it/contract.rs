@@ -20,8 +20,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 #[test]
 fn tally_conforms_to_metronomes_openapi_document() {
     python_package_ready("schemathesis", "schemathesis", SCHEMATHESIS_VERSION);
-    // Reads never finalize: the walkthrough waits for a job pass, so run one every second.
-    let server = TallyServer::start_on(None, &["--job-interval-secs", "1"], &[]);
+    // The walkthrough needs FINALIZED invoices: a one-second job finalizes due periods instead of
+    // the walkthrough relying on a read to do it.
+    let server = TallyServer::start_with(&["--job-interval-secs", "1"], &[]);
     let workdir = tempfile::Builder::new()
         .prefix("tally-contract-")
         .tempdir()

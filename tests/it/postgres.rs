@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tally_central::store::{self, postgres, Env, InvoiceStatus};
-use tally_core::batch::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tally_core::batch::{sign, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
 use tally_tests::{pg_admin_url, run_with_timeout, tally_bin, ApiClient, PgDatabase, TallyServer};
 
@@ -55,12 +55,17 @@ impl Api {
 
     /// Delivers a signed edge batch, as an edge Worker does.
     async fn batch(&self, body: &[u8], now_ms: i64) -> (u16, Value) {
+        let signed = SignedRequest {
+            method: "POST",
+            path_and_query: "/internal/v1/batches",
+            body,
+        };
         let req = self
             .0
             .http()
             .post(self.0.url("/internal/v1/batches"))
             .header(TIMESTAMP_HEADER, now_ms.to_string())
-            .header(SIGNATURE_HEADER, sign(EDGE_KEY.as_bytes(), now_ms, body))
+            .header(SIGNATURE_HEADER, sign(EDGE_KEY.as_bytes(), now_ms, &signed))
             .header("content-type", "application/json")
             .body(body.to_vec());
         self.0

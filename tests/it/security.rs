@@ -78,7 +78,15 @@ fn no_secret_appears_in_the_logs() {
                 .header(tally_core::batch::TIMESTAMP_HEADER, now_ms.to_string())
                 .header(
                     tally_core::batch::SIGNATURE_HEADER,
-                    tally_core::batch::sign(key.as_bytes(), now_ms, &body),
+                    tally_core::batch::sign(
+                        key.as_bytes(),
+                        now_ms,
+                        &tally_core::batch::SignedRequest {
+                            method: "POST",
+                            path_and_query: "/internal/v1/tokens/lookup",
+                            body: &body,
+                        },
+                    ),
                 )
                 .body(body.clone())
                 .send()

@@ -1,7 +1,8 @@
-//! What the benchmark binaries share: the wall clock in epoch milliseconds and the billing setup
-//! they measure against (an LLM-token SUM metric priced per model).
+//! What the benchmark binaries share: the wall clock in epoch milliseconds, the billing setup
+//! they measure against (an LLM-token SUM metric priced per model), and the value parsers of
+//! their clap command lines.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tally_core::time::format_rfc3339_ms;
@@ -10,6 +11,23 @@ use crate::ApiClient;
 
 /// Models the benchmark events spread over (`model-0` .. `model-9`).
 pub const MODELS: usize = 10;
+
+/// A positive count for a clap flag; `_` and `,` separators are allowed (`1_000_000`).
+pub fn positive(text: &str) -> Result<usize, String> {
+    let digits: String = text.chars().filter(|c| *c != '_' && *c != ',').collect();
+    match digits.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("must be a positive integer, got {text:?}")),
+    }
+}
+
+/// A positive number of seconds for a clap flag.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let n = positive(text)?;
+    Ok(Duration::from_secs(
+        u64::try_from(n).map_err(|e| e.to_string())?,
+    ))
+}
 
 pub fn now_ms() -> i64 {
     let since = SystemTime::now()
@@ -85,4 +103,18 @@ pub async fn token_billing(
     )
     .await?;
     Ok(customer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_positive_and_may_have_separators() {
+        assert_eq!(positive("1_000,000"), Ok(1_000_000));
+        assert!(positive("0").is_err());
+        assert!(positive("-1").is_err());
+        assert!(positive("ten").is_err());
+        assert_eq!(seconds("90"), Ok(Duration::from_secs(90)));
+    }
 }

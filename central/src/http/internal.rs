@@ -1,6 +1,14 @@
 //! Internal endpoints for edge Workers, authenticated by HMAC-SHA256 (see `tally_core::batch`),
 //! not by API tokens. They answer 404 when no edge key is configured.
 //!
+//! Invariants:
+//! - A signature is checked against this request's method, path and query, so one signed request
+//!   answers only itself: not another endpoint, not another `?env=`.
+//! - Nothing of a body is read before the configuration and the signature headers (present, well
+//!   formed, timestamp inside the skew) have been checked; a declared `content-length` over the
+//!   limit is refused unread; and all bodies being read before their signature is verified hold at
+//!   most [`MAX_UNVERIFIED_BYTES`] together (per router, so per process), so unauthenticated uploads cannot exhaust memory.
+//!
 //! - `POST /internal/v1/batches`: apply a sealed batch exactly once; a replay answers 200 with
 //!   `applied: false`. A partial that cannot be merged (its hourly total would overflow) becomes a
 //!   dead letter (logged at warn, counted in the ack) and the rest applies, still 200: a batch
@@ -9,12 +17,19 @@
 //! - `GET /internal/v1/metrics?env=`: the metric snapshot the edge meters with.
 //! - `POST /internal/v1/tokens/lookup` `{"token_hash"}`: the environment of an API token.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use tally_core::batch::{self, Batch, BatchAck, MetricsSnapshot, TokenInfo};
+use tally_core::batch::{
+    self, Batch, BatchAck, MetricsSnapshot, SignatureHeaders, SignedRequest, TokenInfo,
+};
+use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ApiResult};
 use super::{from_value, read_body, QueryMap};
@@ -23,40 +38,141 @@ use crate::AppState;
 
 /// Largest accepted batch body.
 const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Largest accepted token lookup body.
+const MAX_LOOKUP_BYTES: usize = 4096;
+/// Most bytes that all bodies being read, and not yet verified, may reserve at once in this
+/// process: four full batches.
+pub const MAX_UNVERIFIED_BYTES: usize = 4 * MAX_BATCH_BYTES;
+/// How long a body waits for room in that budget before it is answered 503 (the edge resends).
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+/// The budget of [`MAX_UNVERIFIED_BYTES`], one permit per byte, shared by every request to one
+/// router (a process builds one).
+#[derive(Clone)]
+struct UploadBudget(Arc<Semaphore>);
 
 pub fn routes() -> Router<AppState> {
+    let budget = UploadBudget(Arc::new(Semaphore::new(MAX_UNVERIFIED_BYTES)));
     Router::new()
         .route("/internal/v1/batches", post(apply_batch))
         .route("/internal/v1/metrics", get(metrics))
         .route("/internal/v1/stats", get(stats))
         .route("/internal/v1/tokens/lookup", post(token_lookup))
+        .layer(Extension(budget))
 }
 
-/// Checks the request's signature over `body`; 404 when the edge is not configured.
-fn verify(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
-    let Some(key) = &st.settings.edge_hmac_key else {
-        return Err(ApiError::not_found("route"));
-    };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    batch::verify(
-        &key.0,
-        header(batch::TIMESTAMP_HEADER),
-        header(batch::SIGNATURE_HEADER),
-        body,
-        st.now_ms(),
-    )
-    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+/// A request whose signature headers passed: the edge is configured, the headers are well formed
+/// and their timestamp is inside the skew. Only the MAC, over method, target and body, is left.
+struct Unverified {
+    key: Vec<u8>,
+    headers: SignatureHeaders,
+    method: String,
+    path_and_query: String,
 }
 
-async fn apply_batch(State(st): State<AppState>, req: Request) -> ApiResult<Json<BatchAck>> {
-    let headers = req.headers().clone();
-    let body = read_body(req, MAX_BATCH_BYTES).await?;
-    verify(&st, &headers, &body)?;
+impl Unverified {
+    /// Checks what can be checked without the body; 404 when the edge is not configured.
+    fn check(st: &AppState, req: &Request) -> ApiResult<Unverified> {
+        let Some(key) = &st.settings.edge_hmac_key else {
+            return Err(ApiError::not_found("route"));
+        };
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let headers = SignatureHeaders::parse(
+            header(batch::TIMESTAMP_HEADER),
+            header(batch::SIGNATURE_HEADER),
+            st.now_ms(),
+        )
+        .map_err(refused)?;
+        // The target as the client sent it, even if a router above this one rewrote the URI.
+        let uri = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or(req.uri(), |o| &o.0);
+        let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        Ok(Unverified {
+            key: key.0.clone(),
+            headers,
+            method: req.method().as_str().to_string(),
+            path_and_query: path_and_query.to_string(),
+        })
+    }
+
+    fn verify(&self, body: &[u8]) -> ApiResult<()> {
+        let req = SignedRequest {
+            method: &self.method,
+            path_and_query: &self.path_and_query,
+            body,
+        };
+        self.headers.verify(&self.key, &req).map_err(refused)
+    }
+}
+
+fn refused(e: batch::SignatureError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+}
+
+/// Verifies a request that has no body to read.
+fn verify_bodiless(st: &AppState, req: &Request) -> ApiResult<()> {
+    Unverified::check(st, req)?.verify(b"")
+}
+
+/// Reads and verifies a signed body of at most `limit` bytes: headers first, then the body within
+/// the process-wide budget of unverified bytes, then the MAC.
+async fn read_signed(
+    st: &AppState,
+    budget: &UploadBudget,
+    req: Request,
+    limit: usize,
+) -> ApiResult<Bytes> {
+    let pending = Unverified::check(st, &req)?;
+    let reserve = declared_length(&req, limit)?;
+    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let _permit = tokio::time::timeout(BUDGET_WAIT, budget.0.acquire_many(permits))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many internal uploads in progress; retry later",
+            )
+        })?;
+    let body = read_body(req, reserve).await?;
+    pending.verify(&body)?;
+    Ok(body)
+}
+
+/// The bytes to reserve for a body: its declared `content-length` (413 unread when over `limit`),
+/// or `limit` when it declares none.
+fn declared_length(req: &Request, limit: usize) -> ApiResult<usize> {
+    let Some(value) = req.headers().get(header::CONTENT_LENGTH) else {
+        return Ok(limit);
+    };
+    let n: usize = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("invalid content-length"))?;
+    if n > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
+        ));
+    }
+    Ok(n)
+}
+
+async fn apply_batch(
+    State(st): State<AppState>,
+    Extension(budget): Extension<UploadBudget>,
+    req: Request,
+) -> ApiResult<Json<BatchAck>> {
+    let body = read_signed(&st, &budget, req, MAX_BATCH_BYTES).await?;
     let value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid batch: {e}")))?;
     let b: Batch = from_value(value)?;
@@ -97,7 +213,7 @@ async fn apply_batch(State(st): State<AppState>, req: Request) -> ApiResult<Json
 
 /// Operational counters, read from the database so every replica answers the same.
 async fn stats(State(st): State<AppState>, req: Request) -> ApiResult<Json<serde_json::Value>> {
-    verify(&st, req.headers(), b"")?;
+    verify_bodiless(&st, &req)?;
     let mut dead_letters = serde_json::Map::new();
     for env in Env::ALL {
         let n = st.stores.usage.dead_letter_count(env).await?;
@@ -111,7 +227,7 @@ async fn metrics(
     q: QueryMap,
     req: Request,
 ) -> ApiResult<Json<MetricsSnapshot>> {
-    verify(&st, req.headers(), b"")?;
+    verify_bodiless(&st, &req)?;
     let env = q
         .one("env")
         .and_then(Env::parse)
@@ -127,10 +243,12 @@ struct LookupReq {
     token_hash: String,
 }
 
-async fn token_lookup(State(st): State<AppState>, req: Request) -> ApiResult<Json<TokenInfo>> {
-    let headers = req.headers().clone();
-    let body = read_body(req, 4096).await?;
-    verify(&st, &headers, &body)?;
+async fn token_lookup(
+    State(st): State<AppState>,
+    Extension(budget): Extension<UploadBudget>,
+    req: Request,
+) -> ApiResult<Json<TokenInfo>> {
+    let body = read_signed(&st, &budget, req, MAX_LOOKUP_BYTES).await?;
     let value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let r: LookupReq = from_value(value)?;

@@ -15,8 +15,7 @@ use serde_json::{json, Value};
 
 use super::Invalid;
 use crate::billing::{
-    begun_periods, invoice_id, invoice_json, render_computed, skip_zero_lines, BillingError,
-    RatingContext,
+    begun_periods, invoice_id, invoice_json, render_computed, BillingError, RatingContext,
 };
 use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, PageReq, StoreError};
@@ -136,7 +135,7 @@ pub async fn finalize_rows(
     for row in due {
         let mut row = row.clone();
         row.status = InvoiceStatus::Finalized;
-        let body = render_computed(st, env, contract, &row, &ctx).await?;
+        let body = render_computed(st, env, contract, &row, &ctx, false).await?;
         row.body = Some(body.to_string());
         finals.push(row);
     }
@@ -241,11 +240,7 @@ async fn render(
     row: &InvoiceRow,
     skip_zero: bool,
 ) -> Result<Value> {
-    let mut inv = invoice_json(st, env, contract, row).await?;
-    if skip_zero {
-        skip_zero_lines(&mut inv);
-    }
-    Ok(inv)
+    Ok(invoice_json(st, env, contract, row, skip_zero).await?)
 }
 
 /// One of the customer's invoices by id, stored or a computed draft.
@@ -320,7 +315,7 @@ pub async fn void(st: &AppState, env: Env, id: &str) -> Result<()> {
     if row.status == InvoiceStatus::Void {
         return Ok(());
     }
-    let mut body = invoice_json(st, env, &contract, &row).await?;
+    let mut body = invoice_json(st, env, &contract, &row, false).await?;
     body["status"] = json!(InvoiceStatus::Void.as_str());
     let from = row.status;
     let voided = InvoiceRow {

@@ -255,6 +255,16 @@ pub trait UsageStore: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<UsageRow>>;
+    /// For each (customer reference, metric, grain values) of these references and metrics, the
+    /// most recent hourly row with `hour < before_ms` (the LATEST baseline; index
+    /// `usage_hourly_by_grain`). Merging these gives what merging every earlier row gives.
+    async fn latest_rows_before(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        before_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>>;
     /// In one transaction: record `(shard_id, seq)`, merge the batch's partials and record those
     /// that cannot be merged as dead letters. When that batch was already applied, changes
     /// nothing and answers `applied: false`.

@@ -616,6 +616,40 @@ impl UsageStore for PostgresStore {
             .collect()
     }
 
+    async fn latest_rows_before(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        before_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (customer_ref, metric_id, groups) metric_id, hour_ms, groups, acc
+             FROM usage_hourly
+             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3) AND hour_ms < $4
+             ORDER BY customer_ref, metric_id, groups, hour_ms DESC",
+        )
+        .bind(env.as_str())
+        .bind(customer_refs)
+        .bind(metric_ids)
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: decode_groups(row.get(2))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
     async fn apply_batch(
         &self,
         shard_id: &str,

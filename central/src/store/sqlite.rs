@@ -565,6 +565,47 @@ impl UsageStore for SqliteStore {
             .collect()
     }
 
+    async fn latest_rows_before(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        before_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // With one MAX() aggregate, SQLite takes the bare columns (acc) from the row holding the
+        // maximum: the most recent row of each group.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT metric_id, MAX(hour_ms), groups, acc FROM usage_hourly WHERE env = ",
+        );
+        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
+        let mut sep = q.separated(", ");
+        for r in customer_refs {
+            sep.push_bind(r);
+        }
+        q.push(") AND metric_id IN (");
+        let mut sep = q.separated(", ");
+        for m in metric_ids {
+            sep.push_bind(m);
+        }
+        q.push(") AND hour_ms < ")
+            .push_bind(before_ms)
+            .push(" GROUP BY customer_ref, metric_id, groups");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    metric_id: row.get(0),
+                    hour_ms: row.get(1),
+                    groups: decode_groups(row.get(2))?,
+                    acc: decode_acc(row.get(3))?,
+                })
+            })
+            .collect()
+    }
+
     async fn apply_batch(
         &self,
         shard_id: &str,

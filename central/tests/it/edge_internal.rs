@@ -1,10 +1,15 @@
 //! The internal edge endpoints: signed batches applied exactly once, the metric snapshot, token lookup.
 
-use axum::http::{Method, StatusCode};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tally_central::store::Env;
-use tally_core::batch::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tally_central::Settings;
+use tally_core::batch::{sign, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
+use crate::limits::Stalled;
 use crate::support::*;
 
 const NOW: &str = "2024-09-20T12:00:00Z";
@@ -17,15 +22,37 @@ async fn signed(
     key: &[u8],
     at_ms: i64,
 ) -> Resp {
+    let sig = signature(method.as_str(), path, body, key, at_ms);
+    send_signed(app, method, path, body, at_ms, &sig).await
+}
+
+/// The signature of `method path body` at `at_ms`.
+fn signature(method: &str, path: &str, body: &[u8], key: &[u8], at_ms: i64) -> String {
+    let req = SignedRequest {
+        method,
+        path_and_query: path,
+        body,
+    };
+    sign(key, at_ms, &req)
+}
+
+/// Sends `method path body` with the given timestamp and signature headers.
+async fn send_signed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    at_ms: i64,
+    sig: &str,
+) -> Resp {
     let ts = at_ms.to_string();
-    let sig = sign(key, at_ms, body);
     let body = (method == Method::POST).then(|| body.to_vec());
     app.send(
         method,
         path,
         None,
         body,
-        &[(TIMESTAMP_HEADER, &ts), (SIGNATURE_HEADER, &sig)],
+        &[(TIMESTAMP_HEADER, &ts), (SIGNATURE_HEADER, sig)],
     )
     .await
 }
@@ -426,4 +453,191 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         .send(Method::GET, "/internal/v1/stats", None, None, &[])
         .await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_signature_answers_only_its_own_method_path_and_query() {
+    let app = TestApp::new(NOW).await;
+    let sandbox = "/internal/v1/metrics?env=sandbox";
+    let sig = signature("GET", sandbox, b"", EDGE_KEY, ms(NOW));
+    for (method, path) in [
+        (Method::GET, "/internal/v1/metrics?env=production"),
+        (
+            Method::GET,
+            "/internal/v1/metrics?env=sandbox&env=production",
+        ),
+        (Method::GET, "/internal/v1/metrics"),
+        (Method::GET, "/internal/v1/stats"),
+        (Method::POST, "/internal/v1/tokens/lookup"),
+    ] {
+        let replay = send_signed(&app, method, path, b"", ms(NOW), &sig).await;
+        assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(replay.message(), "signature does not match", "{path}");
+    }
+    send_signed(&app, Method::GET, sandbox, b"", ms(NOW), &sig)
+        .await
+        .expect(StatusCode::OK);
+
+    // A signed token lookup is not a signed batch, even with the same body.
+    let hash = tally_central::auth::hash_token(app.token(Env::Sandbox));
+    let body = serde_json::to_vec(&json!({ "token_hash": hash })).unwrap();
+    let lookup = "/internal/v1/tokens/lookup";
+    let sig = signature("POST", lookup, &body, EDGE_KEY, ms(NOW));
+    let replay = send_signed(
+        &app,
+        Method::POST,
+        "/internal/v1/batches",
+        &body,
+        ms(NOW),
+        &sig,
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    let found = send_signed(&app, Method::POST, lookup, &body, ms(NOW), &sig)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(found.body["env"], json!("sandbox"));
+}
+
+/// Request headers as name and value.
+type Headers = Vec<(&'static str, String)>;
+
+/// A POST to `path` whose body sends a first chunk and then stalls, with `headers`.
+fn stalled_post(path: &str, headers: &[(&str, String)]) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    b.body(Body::from_stream(Stalled(Some(Bytes::from_static(b"{")))))
+        .expect("request")
+}
+
+/// Well-formed signature headers with a fresh timestamp and a made-up signature: what anyone
+/// without the key can send.
+fn forged_headers(app: &TestApp, content_length: usize) -> Headers {
+    vec![
+        (TIMESTAMP_HEADER, app.state.now_ms().to_string()),
+        (SIGNATURE_HEADER, "ab".repeat(32)),
+        ("content-length", content_length.to_string()),
+    ]
+}
+
+/// Settings whose request timeout (408) would end a handler that waited for a stalled body.
+fn short_timeout(edge_hmac_key: Option<tally_central::Secret>) -> Settings {
+    Settings {
+        request_timeout: Duration::from_secs(3),
+        edge_hmac_key,
+        ..TestApp::settings()
+    }
+}
+
+#[tokio::test]
+async fn no_body_is_read_before_the_configuration_and_signature_headers_pass() {
+    let unconfigured = TestApp::with_settings(NOW, short_timeout(None)).await;
+    for path in ["/internal/v1/batches", "/internal/v1/tokens/lookup"] {
+        let r = unconfigured
+            .request(stalled_post(path, &forged_headers(&unconfigured, 1000)))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {:?}", r.body);
+    }
+
+    let app = TestApp::with_settings(
+        NOW,
+        short_timeout(Some(tally_central::Secret(EDGE_KEY.to_vec()))),
+    )
+    .await;
+    let now = ms(NOW);
+    let cases: [(&str, Headers, StatusCode); 4] = [
+        ("no headers", vec![], StatusCode::UNAUTHORIZED),
+        (
+            "stale timestamp",
+            vec![
+                (TIMESTAMP_HEADER, (now - 10 * 60 * 1000).to_string()),
+                (SIGNATURE_HEADER, "ab".repeat(32)),
+            ],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "short signature",
+            vec![
+                (TIMESTAMP_HEADER, now.to_string()),
+                (SIGNATURE_HEADER, "ab".to_string()),
+            ],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "declared length over the limit",
+            forged_headers(&app, (16 << 20) + 1),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (what, headers, status) in cases {
+        let r = app
+            .request(stalled_post("/internal/v1/batches", &headers))
+            .await;
+        assert_eq!(r.status, status, "{what}: {:?}", r.body);
+    }
+}
+
+/// Polls `fut` once, so it runs as far as it can without waiting.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+#[tokio::test]
+async fn unverified_uploads_hold_a_bounded_budget_and_genuine_batches_proceed_after() {
+    let settings = Settings {
+        request_timeout: Duration::from_secs(30),
+        ..TestApp::settings()
+    };
+    let app = TestApp::with_settings(NOW, settings).await;
+    // `MAX_UNVERIFIED_BYTES / MAX_BATCH_BYTES` in `http/internal.rs`: if the budget grew, the
+    // extra upload below would not be refused and this test would say so.
+    let (full, holders) = (16 << 20, 4);
+    // Forged uploads that declare a full batch and stall: each holds its reservation.
+    let mut held = Vec::new();
+    for _ in 0..holders {
+        let req = stalled_post("/internal/v1/batches", &forged_headers(&app, full));
+        let mut fut = Box::pin(app.request(req));
+        assert!(poll_once(&mut fut).await.is_pending());
+        held.push(fut);
+    }
+    // The budget is spent: one more waits a bounded time and is answered 503, retryable.
+    let started = std::time::Instant::now();
+    let r = app
+        .request(stalled_post(
+            "/internal/v1/batches",
+            &forged_headers(&app, full),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.header("x-should-retry"), Some("true"));
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // Once the stalled uploads end, their reservations return and a genuine batch applies.
+    drop(held);
+    let b = Billing::count(
+        &app,
+        Env::Sandbox,
+        "api_call",
+        "2",
+        "acme",
+        "2024-09-01T00:00:00Z",
+    )
+    .await;
+    let body = batch("shard-0", 1, "acme", &b.metric, "2024-09-20T10:00:00Z", 7);
+    let ack = signed(
+        &app,
+        Method::POST,
+        "/internal/v1/batches",
+        &body,
+        EDGE_KEY,
+        ms(NOW),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(ack.body["applied"], json!(true));
 }

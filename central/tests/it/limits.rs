@@ -115,7 +115,7 @@ async fn a_rate_limited_ingest_changes_nothing_and_its_retry_counts_once() {
 }
 
 /// A body that sends its first chunk and then never ends, like a client that stalls mid-upload.
-struct Stalled(Option<Bytes>);
+pub(crate) struct Stalled(pub(crate) Option<Bytes>);
 
 impl futures_core::Stream for Stalled {
     type Item = Result<Bytes, std::io::Error>;

@@ -922,3 +922,86 @@ async fn postgres_store_recovers_after_the_database_comes_back() {
     assert_eq!(tokens.token_env("h").await.unwrap(), Some(SBX));
     assert_eq!(tokens.token_count().await.unwrap(), 1);
 }
+
+/// One LATEST value of `customer`'s metric "lat" at `hour`, for grain value `g`.
+fn latest_item(tid: &str, customer: &str, g: &str, hour: i64, value: i64) -> IngestItem {
+    let key = PartialKey {
+        customer_ref: customer.to_string(),
+        metric_id: "lat".to_string(),
+        groups: vec![Some(g.to_string())],
+        hour_ms: T0 + hour * 3_600_000,
+    };
+    let acc = Accumulator::Latest {
+        timestamp_ms: key.hour_ms + 60_000,
+        transaction_id: tid.to_string(),
+        value: Decimal::from(value),
+    };
+    IngestItem {
+        env: SBX,
+        transaction_id: tid.to_string(),
+        contributions: vec![(key, acc)],
+    }
+}
+
+store_test!(latest_rows_before_are_the_most_recent_row_per_grain, |db| {
+    let u = &db.stores.usage;
+    let items = [
+        latest_item("a1", "c", "x", 0, 5),
+        latest_item("a2", "c", "x", 3, 7),
+        latest_item("a3", "c", "x", 9, 11), // at the bound: not before it
+        latest_item("b1", "c", "y", 1, 2),
+        latest_item("b2", "alias", "x", 2, 4),
+        latest_item("b3", "other", "x", 4, 100), // another customer's reference
+    ];
+    u.commit_ingest(&items, T0).await.unwrap();
+    let refs = ["c".to_string(), "alias".to_string()];
+    let metric = ["lat".to_string()];
+    let before = T0 + 9 * 3_600_000;
+    let mut got: Vec<(i64, Vec<Option<String>>, Decimal)> = u
+        .latest_rows_before(SBX, &refs, &metric, before)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| ((r.hour_ms - T0) / 3_600_000, r.groups, r.acc.quantity()))
+        .collect();
+    got.sort();
+    let g = |v: &str| vec![Some(v.to_string())];
+    let want = vec![
+        (1, g("y"), Decimal::from(2)),
+        (2, g("x"), Decimal::from(4)),
+        (3, g("x"), Decimal::from(7)),
+    ];
+    assert_eq!(got, want);
+    // The same answer as merging every earlier row, per grain.
+    let all = u
+        .usage_rows(SBX, &refs, &metric, i64::MIN, before)
+        .await
+        .unwrap();
+    for grain in ["x", "y"] {
+        let merge = |rows: Vec<&tally_core::rating::UsageRow>| {
+            tally_core::accumulate::merge_all(rows.into_iter().map(|r| &r.acc)).unwrap()
+        };
+        let latest = u
+            .latest_rows_before(SBX, &refs, &metric, before)
+            .await
+            .unwrap();
+        let pick = |rows: &[tally_core::rating::UsageRow]| -> Vec<_> {
+            rows.iter()
+                .filter(|r| r.groups == g(grain))
+                .cloned()
+                .collect()
+        };
+        let (a, b) = (pick(&all), pick(&latest));
+        assert_eq!(merge(a.iter().collect()), merge(b.iter().collect()));
+    }
+    assert!(u
+        .latest_rows_before(PROD, &refs, &metric, before)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(u
+        .latest_rows_before(SBX, &refs, &metric, T0)
+        .await
+        .unwrap()
+        .is_empty());
+});

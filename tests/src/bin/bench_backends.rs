@@ -32,77 +32,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::{json, Value};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
-use tally_tests::bench::{month_start, now_ms, token_billing, MODELS};
+use tally_tests::bench::{month_start, now_ms, positive, token_billing, MODELS};
 use tally_tests::{ApiClient, PgDatabase, TallyServer};
 
-const USAGE: &str = "usage: bench_backends [--tally PATH] [--events N] [--concurrency C] \
-[--users U] [--reads R] [--read-concurrency C] [--backends sqlite,postgres]";
 const BATCH: usize = 100;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Native ingest and draft-invoice reads on SQLite and PostgreSQL, in one run.
+#[derive(Parser)]
+#[command(name = "bench_backends")]
 struct Args {
+    /// The tally binary (default: `tally` next to this executable).
+    #[arg(long, value_name = "PATH")]
     tally: Option<PathBuf>,
+    /// Events to ingest per backend.
+    #[arg(long, value_name = "N", default_value = "200000", value_parser = positive)]
     events: usize,
+    /// Concurrent ingest tasks.
+    #[arg(long, value_name = "C", default_value = "32", value_parser = positive)]
     concurrency: usize,
+    /// Users the events spread over (times 10 models).
+    #[arg(long, value_name = "U", default_value = "100", value_parser = positive)]
     users: usize,
+    /// Draft invoice reads per backend.
+    #[arg(long, value_name = "R", default_value = "2000", value_parser = positive)]
     reads: usize,
+    /// Concurrent read tasks.
+    #[arg(long, value_name = "C", default_value = "8", value_parser = positive)]
     read_concurrency: usize,
+    /// Backends to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
 }
 
-impl Args {
-    fn parse() -> Result<Option<Args>, String> {
-        let mut a = Args {
-            tally: None,
-            events: 200_000,
-            concurrency: 32,
-            users: 100,
-            reads: 2_000,
-            read_concurrency: 8,
-            backends: vec!["sqlite".into(), "postgres".into()],
-        };
-        let mut argv = std::env::args().skip(1);
-        while let Some(flag) = argv.next() {
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let value = argv.next().ok_or(format!("{flag} needs a value"))?;
-            let num = || {
-                value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(format!("{flag} needs a positive number"))
-            };
-            match flag.as_str() {
-                "--tally" => a.tally = Some(PathBuf::from(&value)),
-                "--events" => a.events = num()?,
-                "--concurrency" => a.concurrency = num()?,
-                "--users" => a.users = num()?,
-                "--reads" => a.reads = num()?,
-                "--read-concurrency" => a.read_concurrency = num()?,
-                "--backends" => a.backends = value.split(',').map(str::to_string).collect(),
-                other => return Err(format!("unknown option {other}")),
-            }
-        }
-        Ok(Some(a))
-    }
-}
-
 fn main() -> ExitCode {
-    let args = match Args::parse() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bench_backends: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

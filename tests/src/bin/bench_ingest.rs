@@ -42,16 +42,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tally_core::ingest::{parse_batch, IngestSummary, MAX_BATCH_EVENTS};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
+use tally_tests::bench::positive;
 use tally_tests::TallyServer;
 
-const USAGE: &str = "usage: bench_ingest [--tally PATH] [--events N] [--concurrency C] \
-[--batch B] [--url URL --token TOKEN]";
-const DEFAULT_EVENTS: usize = 1_000_000;
-const DEFAULT_CONCURRENCY: usize = 32;
 const EVENT_TYPE: &str = "llm_request";
 const MODELS: [&str; 10] = [
     "gpt-4o",
@@ -78,17 +76,7 @@ const PROC_TICKS_PER_SEC: u64 = 100;
 const LOG_TAIL_LINES: usize = 30;
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bench_ingest: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     // `run` owns the server, so it is killed (dropped) before we get here, error or not.
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,67 +88,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// How many usage events per second `POST /v1/ingest` durably commits.
+#[derive(Parser)]
+#[command(name = "bench_ingest")]
 struct Args {
+    /// The tally binary to spawn (default: `tally` next to this executable).
+    #[arg(long, value_name = "PATH")]
     tally: Option<PathBuf>,
+    /// Events to send.
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = positive)]
     events: usize,
+    /// Concurrent ingest tasks, one keep-alive connection each.
+    #[arg(long, value_name = "C", default_value = "32", value_parser = positive)]
     concurrency: usize,
+    /// Events per request.
+    #[arg(long, value_name = "B", default_value_t = MAX_BATCH_EVENTS, value_parser = batch_size)]
     batch: usize,
+    /// Benchmark this running server instead of spawning one.
+    #[arg(long, value_name = "URL", requires = "token", value_parser = without_trailing_slash)]
     url: Option<String>,
+    /// The API token for `--url`.
+    #[arg(long, value_name = "TOKEN", requires = "url")]
     token: Option<String>,
 }
 
-impl Args {
-    /// `Ok(None)` means help was asked for.
-    fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut args = Args {
-            tally: None,
-            events: DEFAULT_EVENTS,
-            concurrency: DEFAULT_CONCURRENCY,
-            batch: MAX_BATCH_EVENTS,
-            url: None,
-            token: None,
-        };
-        while let Some(arg) = argv.next() {
-            if arg == "-h" || arg == "--help" {
-                return Ok(None);
-            }
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f.to_string(), Some(v.to_string())),
-                None => (arg, None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| argv.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--tally" => args.tally = Some(PathBuf::from(value()?)),
-                "--events" => args.events = count(&flag, &value()?)?,
-                "--concurrency" => args.concurrency = count(&flag, &value()?)?,
-                "--batch" => args.batch = count(&flag, &value()?)?,
-                "--url" => args.url = Some(value()?.trim_end_matches('/').to_string()),
-                "--token" => args.token = Some(value()?),
-                _ => return Err(format!("unknown argument {flag:?}")),
-            }
-        }
-        if args.batch > MAX_BATCH_EVENTS {
-            return Err(format!("--batch is at most {MAX_BATCH_EVENTS}"));
-        }
-        if args.url.is_some() != args.token.is_some() {
-            return Err("--url and --token go together".to_string());
-        }
-        Ok(Some(args))
+/// A request size: positive and at most what `/v1/ingest` accepts.
+fn batch_size(text: &str) -> Result<usize, String> {
+    match positive(text)? {
+        n if n > MAX_BATCH_EVENTS => Err(format!("is at most {MAX_BATCH_EVENTS}")),
+        n => Ok(n),
     }
 }
 
-/// A positive count; `_` and `,` separators are allowed (`1_000_000`).
-fn count(flag: &str, text: &str) -> Result<usize, String> {
-    let digits: String = text.chars().filter(|c| *c != '_' && *c != ',').collect();
-    match digits.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{flag} must be a positive integer, got {text:?}")),
-    }
+fn without_trailing_slash(text: &str) -> Result<String, String> {
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 /// The server under test: spawned here (killed on drop) or already running elsewhere.

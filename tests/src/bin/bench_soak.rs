@@ -35,87 +35,54 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally_core::time::format_rfc3339_ms;
-use tally_tests::bench::{month_start, now_ms, token_billing, MODELS};
+use tally_tests::bench::{month_start, now_ms, positive, seconds, token_billing, MODELS};
 use tally_tests::{ApiClient, PgDatabase, TallyServer};
 
-const USAGE: &str = "usage: bench_soak [--tally PATH] [--backend sqlite|postgres] \
-[--duration-secs S] [--rate EVENTS_PER_SEC] [--concurrency C] [--readers R] [--users U] \
-[--sample-secs S] [--max-growth-pct P]";
 const BATCH: usize = 100;
 /// One body in this many is a resend of an earlier body.
 const RESEND_EVERY: usize = 50;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A steady ingest rate with concurrent draft reads for a bounded time.
+#[derive(Parser)]
+#[command(name = "bench_soak")]
 struct Args {
+    /// The tally binary (default: `tally` next to this executable).
+    #[arg(long, value_name = "PATH")]
     tally: Option<PathBuf>,
+    /// `sqlite` or `postgres`.
+    #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// How long to hold the rate.
+    #[arg(long = "duration-secs", value_name = "S", default_value = "120", value_parser = seconds)]
     duration: Duration,
+    /// Events per second to send (at least one body of 100 per second).
+    #[arg(long, value_name = "EVENTS_PER_SEC", default_value = "10000", value_parser = positive)]
     rate: usize,
+    /// Concurrent ingest tasks.
+    #[arg(long, value_name = "C", default_value = "16", value_parser = positive)]
     concurrency: usize,
+    /// Concurrent draft readers (0 for none).
+    #[arg(long, value_name = "R", default_value = "2")]
     readers: usize,
+    /// Users the events spread over.
+    #[arg(long, value_name = "U", default_value = "100", value_parser = positive)]
     users: usize,
+    /// Seconds between report lines.
+    #[arg(long = "sample-secs", value_name = "S", default_value = "10", value_parser = seconds)]
     sample: Duration,
-    max_growth_pct: u64,
-}
-
-impl Args {
-    fn parse() -> Result<Option<Args>, String> {
-        let mut a = Args {
-            tally: None,
-            backend: "sqlite".into(),
-            duration: Duration::from_secs(120),
-            rate: 10_000,
-            concurrency: 16,
-            readers: 2,
-            users: 100,
-            sample: Duration::from_secs(10),
-            max_growth_pct: 10,
-        };
-        let mut argv = std::env::args().skip(1);
-        while let Some(flag) = argv.next() {
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let value = argv.next().ok_or(format!("{flag} needs a value"))?;
-            let num = || {
-                value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(format!("{flag} needs a positive number"))
-            };
-            match flag.as_str() {
-                "--tally" => a.tally = Some(PathBuf::from(&value)),
-                "--backend" => a.backend = value.clone(),
-                "--duration-secs" => a.duration = Duration::from_secs(num()? as u64),
-                "--rate" => a.rate = num()?.max(BATCH),
-                "--concurrency" => a.concurrency = num()?,
-                "--readers" => a.readers = value.parse().map_err(|_| "--readers needs a number")?,
-                "--users" => a.users = num()?,
-                "--sample-secs" => a.sample = Duration::from_secs(num()? as u64),
-                "--max-growth-pct" => a.max_growth_pct = num()? as u64,
-                other => return Err(format!("unknown option {other}")),
-            }
-        }
-        Ok(Some(a))
-    }
+    /// Largest accepted growth of memory from the middle to the last third, in percent.
+    #[arg(long, value_name = "P", default_value = "10", value_parser = positive)]
+    max_growth_pct: usize,
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bench_soak: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let mut args = Args::parse();
+    args.rate = args.rate.max(BATCH);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,78 @@
+//! The typed invoice core's pricing produces: every line has a kind, a credit type on each
+//! amount, its product, pricing/presentation groups, tier and rate segment; the invoice has a
+//! subtotal, adjustments and total per credit type. The API's JSON is made from this type in one
+//! place (central's renderer); nothing reads amounts back from JSON.
+//!
+//! Invariants (checked by `pricing::totals` when it builds an invoice):
+//! - `subtotal` is the per-credit-type sum of line totals, and `total = subtotal + adjustments`.
+//! - A line's `total` and `unit_price` are in the same credit type.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Amount, CreditTypeId, Totals};
+use crate::period::Period;
+
+/// What a line charges for. Only usage lines are produced today; the others are the places
+/// contract terms go (scheduled charges, subscriptions, commit purchases, drawdowns, true-ups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    Usage,
+    Scheduled,
+    Subscription,
+    CommitPurchase,
+    AppliedCommit,
+    AppliedCredit,
+    TrueUp,
+}
+
+/// Which tier a line prices (tier lines only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierRef {
+    pub level: u32,
+    pub starting_at: Decimal,
+    pub size: Option<Decimal>,
+}
+
+/// One priced invoice line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub kind: LineKind,
+    pub product_id: String,
+    pub name: String,
+    pub quantity: Decimal,
+    pub unit_price: Amount,
+    pub total: Amount,
+    /// The rate segment this line prices: a sub-interval of the period.
+    pub segment: Period,
+    pub pricing_group_values: Option<BTreeMap<String, String>>,
+    pub presentation_group_values: Option<BTreeMap<String, Option<String>>>,
+    pub tier: Option<TierRef>,
+}
+
+/// A priced billing period of one contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub contract_id: String,
+    pub period: Period,
+    /// The credit type the invoice is stated in (the rate card's fiat credit type).
+    pub credit_type: CreditTypeId,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: Totals,
+    /// Balance drawdowns and other adjustments (none yet: commits and credits come next).
+    pub adjustments: Totals,
+    pub total: Totals,
+}
+
+impl Invoice {
+    /// Drops the lines with zero quantity (`skip_zero_qty_line_items`). Zero-quantity lines have
+    /// zero totals, so the sums stay right.
+    pub fn without_zero_quantity_lines(mut self) -> Invoice {
+        self.lines.retain(|l| !l.quantity.is_zero());
+        self
+    }
+}
