@@ -93,7 +93,7 @@ export class Central {
     const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
     if (this.hmacKey) env.TALLY_EDGE_HMAC_KEY = this.hmacKey;
     else delete env.TALLY_EDGE_HMAC_KEY;
-    this.proc = spawn(TALLY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`, '--database', this.db], { env });
+    this.proc = spawn(TALLY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`, '--database', this.db, '--job-interval-secs', '1'], { env });
     const proc = this.proc;
     const keep = (stream) => (chunk) => {
       for (const line of chunk.toString().split('\n')) if (line) this.logs.push(`[${stream}] ${line}`);
