@@ -208,6 +208,36 @@ async fn upsert_partials(conn: &mut SqliteConnection, rows: &[RowWrite]) -> Stor
     Ok(())
 }
 
+/// `env = ? AND customer_ref IN (...) AND metric_id IN (...` after a `WHERE env = ` the caller
+/// wrote; the caller closes the parenthesis.
+fn push_usage_filter(
+    q: &mut QueryBuilder<'_, Sqlite>,
+    env: Env,
+    customer_refs: &[String],
+    metric_ids: &[String],
+) {
+    q.push_bind(env.as_str()).push(" AND customer_ref IN (");
+    let mut sep = q.separated(", ");
+    for r in customer_refs {
+        sep.push_bind(r.clone());
+    }
+    q.push(") AND metric_id IN (");
+    let mut sep = q.separated(", ");
+    for m in metric_ids {
+        sep.push_bind(m.clone());
+    }
+}
+
+/// One `(metric_id, hour_ms, groups, acc)` row as rating reads it.
+fn usage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<UsageRow> {
+    Ok(UsageRow {
+        metric_id: row.get(0),
+        hour_ms: row.get(1),
+        groups: decode_groups(row.get(2))?,
+        acc: decode_acc(row.get(3))?,
+    })
+}
+
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn commit_ingest(
@@ -235,31 +265,13 @@ impl UsageStore for SqliteStore {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly WHERE env = ",
         );
-        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
-        let mut sep = q.separated(", ");
-        for r in customer_refs {
-            sep.push_bind(r);
-        }
-        q.push(") AND metric_id IN (");
-        let mut sep = q.separated(", ");
-        for m in metric_ids {
-            sep.push_bind(m);
-        }
+        push_usage_filter(&mut q, env, customer_refs, metric_ids);
         q.push(") AND hour_ms >= ")
             .push_bind(from_ms)
             .push(" AND hour_ms < ")
             .push_bind(to_ms);
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
+        rows.iter().map(usage_row).collect()
     }
 
     async fn latest_rows_before(
@@ -277,30 +289,12 @@ impl UsageStore for SqliteStore {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT metric_id, MAX(hour_ms), groups, acc FROM usage_hourly WHERE env = ",
         );
-        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
-        let mut sep = q.separated(", ");
-        for r in customer_refs {
-            sep.push_bind(r);
-        }
-        q.push(") AND metric_id IN (");
-        let mut sep = q.separated(", ");
-        for m in metric_ids {
-            sep.push_bind(m);
-        }
+        push_usage_filter(&mut q, env, customer_refs, metric_ids);
         q.push(") AND hour_ms < ")
             .push_bind(before_ms)
             .push(" GROUP BY customer_ref, metric_id, groups");
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
+        rows.iter().map(usage_row).collect()
     }
 
     async fn apply_batch(
