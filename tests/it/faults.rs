@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tally_central::store::postgres;
+use tally_tests::pg as postgres;
 use tally_tests::{pg_admin_url, run_with_timeout, ApiClient, PgDatabase, TallyServer};
 
 use crate::stream::{self, Layout, Request, Stream, Totals, SERVE_ARGS};

@@ -9,9 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tally_central::store::{self, postgres, Env, InvoiceStatus};
+use tally_central::store::{self, Env, InvoiceStatus};
 use tally_core::batch::{sign, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
+use tally_tests::pg as postgres;
 use tally_tests::{pg_admin_url, run_with_timeout, tally_bin, ApiClient, PgDatabase, TallyServer};
 
 const EDGE_KEY: &str = "replica-test-edge-key";

@@ -25,6 +25,9 @@
 //! test).
 
 pub mod bench;
+pub mod pg;
+
+pub use pg::pg_admin_url;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -388,20 +391,17 @@ impl PgDatabase {
     pub fn create() -> PgDatabase {
         let name = format!("tally_e2e_{:016x}", rand_u64());
         let admin = pg_admin_url();
-        let url =
-            on_runtime({
-                let (admin, name) = (admin.clone(), name.clone());
-                move || async move {
-                    tally_central::store::postgres::create_database(&admin, &name).await
-                }
-            })
-            .unwrap_or_else(|e| {
-                panic!(
+        let url = on_runtime({
+            let (admin, name) = (admin.clone(), name.clone());
+            move || async move { pg::create_database(&admin, &name).await }
+        })
+        .unwrap_or_else(|e| {
+            panic!(
                 "cannot create a PostgreSQL database through {} ({e:#}); is PostgreSQL running? \
                  (`scripts/test.sh` starts it)",
                 tally_central::store::redact_url(&admin)
             )
-            });
+        });
         PgDatabase { name, url }
     }
 
@@ -419,21 +419,11 @@ impl PgDatabase {
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let (admin, name) = (pg_admin_url(), self.name.clone());
-        let dropped = on_runtime(move || async move {
-            tally_central::store::postgres::drop_database(&admin, &name).await
-        });
+        let dropped = on_runtime(move || async move { pg::drop_database(&admin, &name).await });
         if let Err(e) = dropped {
             eprintln!("could not drop test database {}: {e:#}", self.name);
         }
     }
-}
-
-/// The maintenance database URL the PostgreSQL tests create their databases through.
-pub fn pg_admin_url() -> String {
-    std::env::var("TALLY_TEST_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 /// Runs an async job to completion on a runtime of its own, on a thread of its own, so it works

@@ -12,19 +12,14 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tally_central::store::{
-    self, postgres, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus,
-    ItemOutcome, NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores,
+    self, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome,
+    NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores,
 };
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tempfile::TempDir;
 
-/// The maintenance database test databases are created through.
-pub fn pg_admin_url() -> String {
-    std::env::var("TALLY_TEST_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
+use tally_tests::pg as postgres;
+pub use tally_tests::pg::pg_admin_url;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Backend {
