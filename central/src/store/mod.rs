@@ -10,6 +10,7 @@
 //!   write lock, PostgreSQL's transaction-scoped advisory lock) and background jobs run under
 //!   [`JobLock`], so replicas behave as one.
 
+mod documents;
 pub mod postgres;
 pub mod sqlite;
 mod usage;

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
@@ -211,6 +212,16 @@ async fn upsert_partials(conn: &mut PgConnection, rows: &[RowWrite]) -> StoreRes
     Ok(())
 }
 
+/// One `(metric_id, hour_ms, groups, acc)` row as rating reads it.
+fn usage_row(row: &PgRow) -> StoreResult<UsageRow> {
+    Ok(UsageRow {
+        metric_id: row.get(0),
+        hour_ms: row.get(1),
+        groups: decode_groups(row.get(2))?,
+        acc: decode_acc(row.get(3))?,
+    })
+}
+
 #[async_trait]
 impl UsageStore for PostgresStore {
     async fn commit_ingest(
@@ -247,16 +258,7 @@ impl UsageStore for PostgresStore {
         .bind(to_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
+        rows.iter().map(usage_row).collect()
     }
 
     async fn latest_rows_before(
@@ -281,16 +283,7 @@ impl UsageStore for PostgresStore {
         .bind(before_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    metric_id: row.get(0),
-                    hour_ms: row.get(1),
-                    groups: decode_groups(row.get(2))?,
-                    acc: decode_acc(row.get(3))?,
-                })
-            })
-            .collect()
+        rows.iter().map(usage_row).collect()
     }
 
     async fn apply_batch(

@@ -1,0 +1,556 @@
+//! The backend-independent half of the document, invoice and token stores: every statement has one
+//! text (in [`sql`], `$N` parameters, which SQLite and PostgreSQL both read) and one body of Rust
+//! around it ([`document_stores!`], expanded once per backend over that backend's sqlx types).
+//!
+//! A backend provides only what its dialect does differently:
+//! - `begin_write()`: its write transaction (SQLite `BEGIN IMMEDIATE`, so a reader never upgrades
+//!   to a writer mid-transaction; PostgreSQL a plain `BEGIN`);
+//! - `insert_draft_invoices(env, rows)`: many rows in one statement (SQLite chunked multi-row
+//!   `VALUES`, PostgreSQL `UNNEST` of arrays);
+//! - its job lock (`JobLock`), which has nothing in common between the two.
+//!
+//! `archived` is `INTEGER` 0/1 on SQLite and `BOOLEAN` on PostgreSQL; both bind and decode a Rust
+//! `bool`, and `NOT archived` reads the same in both.
+
+/// Statements with one meaning and one text on both backends.
+pub mod sql {
+    pub const INSERT_DOC: &str =
+        "INSERT INTO documents (env, kind, id, parent_id, unique_key, created_ms, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const GET_DOC: &str = "SELECT * FROM documents WHERE env = $1 AND kind = $2 AND id = $3";
+    /// A versioned update: changes nothing unless the stored version is the one read.
+    pub const UPDATE_DOC: &str =
+        "UPDATE documents SET body = $1, archived = $2, version = version + 1
+         WHERE env = $3 AND kind = $4 AND id = $5 AND version = $6";
+    /// A versioned update of a document's body alone (`$3` is its kind).
+    pub const UPDATE_DOC_BODY: &str = "UPDATE documents SET body = $1, version = version + 1
+         WHERE env = $2 AND kind = $3 AND id = $4 AND version = $5";
+    pub const IS_CUSTOMER_ID: &str =
+        "SELECT seq FROM documents WHERE env = $1 AND kind = 'customer' AND id = $2";
+    pub const CUSTOMER_BY_ALIAS: &str =
+        "SELECT customer_id FROM customer_aliases WHERE env = $1 AND alias = $2";
+    pub const INSERT_ALIAS: &str =
+        "INSERT INTO customer_aliases (env, alias, customer_id) VALUES ($1, $2, $3)";
+    pub const DELETE_CUSTOMER_ALIASES: &str =
+        "DELETE FROM customer_aliases WHERE env = $1 AND customer_id = $2";
+    pub const DELETE_CARD_ALIASES: &str =
+        "DELETE FROM rate_card_aliases WHERE env = $1 AND rate_card_id = $2";
+    pub const INSERT_CARD_ALIAS: &str =
+        "INSERT INTO rate_card_aliases (env, alias, rate_card_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING";
+    pub const CARDS_BY_ALIAS: &str =
+        "SELECT rate_card_id FROM rate_card_aliases WHERE env = $1 AND alias = $2";
+
+    pub const INSERT_INVOICE: &str = "INSERT INTO invoices
+             (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+    /// Moves an invoice from one status to another; changes nothing from any other status.
+    pub const TRANSITION_INVOICE: &str =
+        "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5";
+    pub const CONTRACT_INVOICES: &str =
+        "SELECT * FROM invoices WHERE env = $1 AND contract_id = $2 ORDER BY period_start_ms";
+    pub const INVOICE: &str = "SELECT * FROM invoices WHERE env = $1 AND id = $2";
+
+    pub const RECORD_JOB_FAILURE: &str = "INSERT INTO job_failures
+             (env, contract_id, error, first_failed_ms, last_failed_ms, failures)
+         VALUES ($1, $2, $3, $4, $5, 1)
+         ON CONFLICT (env, contract_id) DO UPDATE SET error = excluded.error,
+             last_failed_ms = excluded.last_failed_ms, failures = job_failures.failures + 1";
+    pub const CLEAR_JOB_FAILURE: &str =
+        "DELETE FROM job_failures WHERE env = $1 AND contract_id = $2";
+    pub const JOB_FAILURES: &str = "SELECT * FROM job_failures WHERE env = $1
+         ORDER BY first_failed_ms, contract_id LIMIT $2";
+
+    pub const INSERT_TOKEN: &str = "INSERT INTO tokens (hash, env, created_ms) VALUES ($1, $2, $3)";
+    pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1";
+    pub const TOKEN_COUNT: &str = "SELECT COUNT(*) FROM tokens";
+}
+
+/// Expands the `ConfigStore`, `InvoiceStore`, `TokenStore` and `UnitOfWork` implementations for
+/// one backend: `document_stores!(Store, Work, Database, Row, Connection)`, where `Store` has
+/// `pool`, `begin_write()` and `insert_draft_invoices()`, and `Work` is the unit of work's
+/// transaction newtype. Expanded inside the backend module (its `use super::*` brings the store
+/// types into scope).
+macro_rules! document_stores {
+    ($store:ident, $work:ident, $db:ty, $row:ty, $conn:ty) => {
+        use $crate::store::documents::sql;
+
+        fn is_unique_violation(e: &sqlx::Error) -> bool {
+            matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+        }
+
+        fn doc_from_row(row: &$row) -> Doc {
+            Doc {
+                seq: row.get("seq"),
+                id: row.get("id"),
+                parent_id: row.get("parent_id"),
+                archived: row.get("archived"),
+                created_ms: row.get("created_ms"),
+                body: row.get("body"),
+                version: row.get("version"),
+            }
+        }
+
+        fn invoice_from_row(row: &$row) -> StoreResult<InvoiceRow> {
+            let status: String = row.get("status");
+            Ok(InvoiceRow {
+                id: row.get("id"),
+                contract_id: row.get("contract_id"),
+                customer_id: row.get("customer_id"),
+                period_start_ms: row.get("period_start_ms"),
+                period_end_ms: row.get("period_end_ms"),
+                status: InvoiceStatus::parse(&status).ok_or(StoreError::Corrupt(status))?,
+                body: row.get("body"),
+            })
+        }
+
+        async fn insert_doc(conn: &mut $conn, env: Env, doc: &NewDoc<'_>) -> StoreResult<()> {
+            sqlx::query(sql::INSERT_DOC)
+                .bind(env.as_str())
+                .bind(doc.kind)
+                .bind(doc.id)
+                .bind(doc.parent_id)
+                .bind(doc.unique_key)
+                .bind(doc.created_ms)
+                .bind(&doc.body)
+                .execute(conn)
+                .await
+                .map_err(|e| match is_unique_violation(&e) {
+                    true => {
+                        StoreError::Conflict(format!("{} {} already exists", doc.kind, doc.id))
+                    }
+                    false => e.into(),
+                })?;
+            Ok(())
+        }
+
+        /// A versioned update of `kind` `id`'s body in `conn`'s transaction; false when stale.
+        async fn update_body(
+            conn: &mut $conn,
+            env: Env,
+            kind: &str,
+            id: &str,
+            body: &str,
+            version: i64,
+        ) -> StoreResult<bool> {
+            let done = sqlx::query(sql::UPDATE_DOC_BODY)
+                .bind(body)
+                .bind(env.as_str())
+                .bind(kind)
+                .bind(id)
+                .bind(version)
+                .execute(conn)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn insert_aliases(
+            conn: &mut $conn,
+            env: Env,
+            customer_id: &str,
+            aliases: &[String],
+        ) -> StoreResult<()> {
+            for alias in aliases {
+                // Customer ids are never deleted, so this check cannot be raced into a wrong answer.
+                let is_id: Option<i64> = sqlx::query_scalar(sql::IS_CUSTOMER_ID)
+                    .bind(env.as_str())
+                    .bind(alias)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if is_id.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "ingest alias {alias:?} is a customer's id"
+                    )));
+                }
+                sqlx::query(sql::INSERT_ALIAS)
+                    .bind(env.as_str())
+                    .bind(alias)
+                    .bind(customer_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| match is_unique_violation(&e) {
+                        true => StoreError::Conflict(format!(
+                            "ingest alias {alias:?} is already in use"
+                        )),
+                        false => e.into(),
+                    })?;
+            }
+            Ok(())
+        }
+
+        async fn index_card_aliases(
+            conn: &mut $conn,
+            env: Env,
+            card_id: &str,
+            aliases: &[String],
+        ) -> StoreResult<()> {
+            sqlx::query(sql::DELETE_CARD_ALIASES)
+                .bind(env.as_str())
+                .bind(card_id)
+                .execute(&mut *conn)
+                .await?;
+            for alias in aliases {
+                sqlx::query(sql::INSERT_CARD_ALIAS)
+                    .bind(env.as_str())
+                    .bind(alias)
+                    .bind(card_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        #[async_trait]
+        impl ConfigStore for $store {
+            async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                for doc in docs {
+                    insert_doc(&mut tx, env, doc).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_doc(&self, env: Env, kind: &str, id: &str) -> StoreResult<Option<Doc>> {
+                let row = sqlx::query(sql::GET_DOC)
+                    .bind(env.as_str())
+                    .bind(kind)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(doc_from_row))
+            }
+
+            async fn update_doc(
+                &self,
+                env: Env,
+                kind: &str,
+                id: &str,
+                body: &str,
+                archived: bool,
+                version: i64,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(sql::UPDATE_DOC)
+                    .bind(body)
+                    .bind(archived)
+                    .bind(env.as_str())
+                    .bind(kind)
+                    .bind(id)
+                    .bind(version)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_docs(
+                &self,
+                env: Env,
+                kind: &str,
+                parent_id: Option<&str>,
+                filter: ArchiveFilter,
+                page: Option<PageReq>,
+            ) -> StoreResult<Vec<Doc>> {
+                let mut q = QueryBuilder::<$db>::new("SELECT * FROM documents WHERE env = ");
+                q.push_bind(env.as_str())
+                    .push(" AND kind = ")
+                    .push_bind(kind);
+                if let Some(parent) = parent_id {
+                    q.push(" AND parent_id = ").push_bind(parent);
+                }
+                match filter {
+                    ArchiveFilter::Active => q.push(" AND NOT archived"),
+                    ArchiveFilter::Archived => q.push(" AND archived"),
+                    ArchiveFilter::All => &mut q,
+                };
+                if let Some(p) = page {
+                    q.push(" AND seq > ").push_bind(p.after);
+                }
+                q.push(" ORDER BY seq");
+                if let Some(p) = page {
+                    q.push(" LIMIT ").push_bind(p.limit);
+                }
+                let rows = q.build().fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(doc_from_row).collect())
+            }
+
+            async fn insert_customer(
+                &self,
+                env: Env,
+                doc: NewDoc<'_>,
+                aliases: &[String],
+            ) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                let taken: Option<String> = sqlx::query_scalar(sql::CUSTOMER_BY_ALIAS)
+                    .bind(env.as_str())
+                    .bind(doc.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "customer id {:?} is another customer's ingest alias",
+                        doc.id
+                    )));
+                }
+                insert_doc(&mut tx, env, &doc).await?;
+                insert_aliases(&mut tx, env, doc.id, aliases).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_customer_aliases(
+                &self,
+                env: Env,
+                id: &str,
+                aliases: &[String],
+                body: &str,
+                version: i64,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                // The document first: its row lock orders concurrent changes of one customer,
+                // and a stale version stops here having changed nothing.
+                if !update_body(&mut tx, env, "customer", id, body, version).await? {
+                    return Ok(false);
+                }
+                sqlx::query(sql::DELETE_CUSTOMER_ALIASES)
+                    .bind(env.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_aliases(&mut tx, env, id, aliases).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn insert_rate_card(
+                &self,
+                env: Env,
+                doc: NewDoc<'_>,
+                aliases: &[String],
+            ) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                insert_doc(&mut tx, env, &doc).await?;
+                index_card_aliases(&mut tx, env, doc.id, aliases).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_rate_card(
+                &self,
+                env: Env,
+                id: &str,
+                body: &str,
+                version: i64,
+                aliases: &[String],
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                if !update_body(&mut tx, env, "rate_card", id, body, version).await? {
+                    return Ok(false);
+                }
+                index_card_aliases(&mut tx, env, id, aliases).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn rate_cards_by_alias(
+                &self,
+                env: Env,
+                alias: &str,
+            ) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(sql::CARDS_BY_ALIAS)
+                    .bind(env.as_str())
+                    .bind(alias)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn metrics_version(&self) -> StoreResult<u64> {
+                let v: i64 = sqlx::query_scalar(super::usage::sql::METRICS_VERSION)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(v).unwrap_or(0))
+            }
+
+            async fn customer_by_alias(
+                &self,
+                env: Env,
+                alias: &str,
+            ) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar(sql::CUSTOMER_BY_ALIAS)
+                    .bind(env.as_str())
+                    .bind(alias)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+        }
+
+        /// [`UnitOfWork`] over one write transaction.
+        struct $work(sqlx::Transaction<'static, $db>);
+
+        #[async_trait]
+        impl UnitOfWork for $work {
+            async fn put_invoice(
+                &mut self,
+                env: Env,
+                row: &InvoiceRow,
+                from: InvoiceStatus,
+            ) -> StoreResult<bool> {
+                let inserted = sqlx::query(sql::INSERT_INVOICE)
+                    .bind(env.as_str())
+                    .bind(&row.id)
+                    .bind(&row.contract_id)
+                    .bind(&row.customer_id)
+                    .bind(row.period_start_ms)
+                    .bind(row.period_end_ms)
+                    .bind(row.status.as_str())
+                    .bind(&row.body)
+                    .execute(&mut *self.0)
+                    .await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(true);
+                }
+                let moved = sqlx::query(sql::TRANSITION_INVOICE)
+                    .bind(row.status.as_str())
+                    .bind(&row.body)
+                    .bind(env.as_str())
+                    .bind(&row.id)
+                    .bind(from.as_str())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(moved.rows_affected() == 1)
+            }
+
+            async fn commit(self: Box<Self>) -> StoreResult<()> {
+                Ok(self.0.commit().await?)
+            }
+        }
+
+        #[async_trait]
+        impl InvoiceStore for $store {
+            async fn ensure_invoices(&self, env: Env, rows: &[InvoiceRow]) -> StoreResult<()> {
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                self.insert_draft_invoices(env, rows).await
+            }
+
+            async fn invoices_for_contract(
+                &self,
+                env: Env,
+                contract_id: &str,
+            ) -> StoreResult<Vec<InvoiceRow>> {
+                let rows = sqlx::query(sql::CONTRACT_INVOICES)
+                    .bind(env.as_str())
+                    .bind(contract_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(invoice_from_row).collect()
+            }
+
+            async fn invoice(&self, env: Env, id: &str) -> StoreResult<Option<InvoiceRow>> {
+                let row = sqlx::query(sql::INVOICE)
+                    .bind(env.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(invoice_from_row).transpose()
+            }
+
+            async fn transition_invoice(
+                &self,
+                env: Env,
+                id: &str,
+                from: InvoiceStatus,
+                to: InvoiceStatus,
+                body: &str,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(sql::TRANSITION_INVOICE)
+                    .bind(to.as_str())
+                    .bind(body)
+                    .bind(env.as_str())
+                    .bind(id)
+                    .bind(from.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+                Ok(Box::new($work(self.begin_write().await?)))
+            }
+
+            async fn record_job_failure(
+                &self,
+                env: Env,
+                contract_id: &str,
+                error: &str,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(sql::RECORD_JOB_FAILURE)
+                    .bind(env.as_str())
+                    .bind(contract_id)
+                    .bind(error)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn clear_job_failure(&self, env: Env, contract_id: &str) -> StoreResult<()> {
+                sqlx::query(sql::CLEAR_JOB_FAILURE)
+                    .bind(env.as_str())
+                    .bind(contract_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn job_failures(&self, env: Env, limit: i64) -> StoreResult<Vec<JobFailure>> {
+                let rows = sqlx::query(sql::JOB_FAILURES)
+                    .bind(env.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r: &$row| JobFailure {
+                        contract_id: r.get("contract_id"),
+                        error: r.get("error"),
+                        first_failed_ms: r.get("first_failed_ms"),
+                        last_failed_ms: r.get("last_failed_ms"),
+                        failures: r.get("failures"),
+                    })
+                    .collect())
+            }
+        }
+
+        #[async_trait]
+        impl TokenStore for $store {
+            async fn insert_token(&self, hash: &str, env: Env, now_ms: i64) -> StoreResult<()> {
+                sqlx::query(sql::INSERT_TOKEN)
+                    .bind(hash)
+                    .bind(env.as_str())
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_env(&self, hash: &str) -> StoreResult<Option<Env>> {
+                let env: Option<String> = sqlx::query_scalar(sql::TOKEN_ENV)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(env.as_deref().and_then(Env::parse))
+            }
+
+            async fn token_count(&self) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar(sql::TOKEN_COUNT)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+        }
+    };
+}
+
+pub(crate) use document_stores;
