@@ -95,7 +95,10 @@ pub async fn serve(
         );
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(limits.header_read_timeout)
+            // Above the router's own header limit, so an oversized head gets its 431 with a
+            // message (`http::check_request_head`) rather than hyper's empty one.
+            .max_headers(crate::http::HYPER_MAX_HEADERS);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(Box::pin(io)), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

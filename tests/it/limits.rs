@@ -155,3 +155,70 @@ fn the_rate_limit_flags_reach_the_server() {
     );
     assert!(retry_after.is_some(), "no retry-after on the 429");
 }
+
+/// Sends `head` (a whole request head, ending in a blank line) with `Connection: close` and
+/// returns the status code and body of the answer.
+fn raw_request(addr: SocketAddr, head: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let got = String::from_utf8_lossy(&read_until_closed(&mut stream)?).into_owned();
+    let status = got
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {got:?}"))?;
+    let body = got
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+/// The `message` of a JSON error body, or a description of what came instead.
+fn message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| format!("<no JSON message in {body:?}>"))
+}
+
+#[test]
+fn oversized_request_heads_are_refused_with_a_message() {
+    let server = TallyServer::start();
+    let addr = addr(&server);
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+    };
+
+    // At the limits: served (401 without a token is the router answering, not a size check).
+    let target = format!("/v1/customers?x={}", "a".repeat(16 * 1024 - 16));
+    assert_eq!(target.len(), 16 * 1024);
+    let (status, body) = raw_request(addr, &get(&target, "")).unwrap();
+    assert_eq!(status, 401, "{body}");
+    // Host and Connection plus 98: 100 headers.
+    let headers: String = (0..98).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, body) = raw_request(addr, &get("/v1/customers", &headers)).unwrap();
+    assert_eq!(status, 401, "100 headers are served: {body}");
+
+    // One byte past the target limit: 414 with a message (hyper's own would be empty).
+    let long = format!("{target}b");
+    let (status, body) = raw_request(addr, &get(&long, "")).unwrap();
+    assert_eq!(status, 414, "{body}");
+    assert!(message(&body).contains("at most 16384"), "{body}");
+
+    // 101 headers, and 100 KiB of headers in two: 431 with a message.
+    let headers: String = (0..99).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, body) = raw_request(addr, &get("/v1/customers", &headers)).unwrap();
+    assert_eq!(status, 431, "{body}");
+    assert!(message(&body).contains("101 headers"), "{body}");
+    let big = "v".repeat(50 * 1024);
+    let headers = format!("x-a: {big}\r\nx-b: {big}\r\n");
+    let (status, body) = raw_request(addr, &get("/v1/customers", &headers)).unwrap();
+    assert_eq!(status, 431, "{body}");
+    assert!(message(&body).contains("at most 65536"), "{body}");
+
+    // The server is still serving.
+    assert!(get_root(addr).unwrap().contains(" 200 "));
+}

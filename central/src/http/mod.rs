@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_request_time,
         ))
-        .layer(middleware::from_fn(refuse_nul_in_uri))
+        .layer(middleware::from_fn(check_request_head))
         .with_state(state)
 }
 
@@ -87,10 +87,55 @@ async fn limit_request_time(State(state): State<AppState>, req: Request, next: N
     }
 }
 
-/// Refuses a path or query holding an encoded NUL (`%00`) with a 400 on both backends, before
-/// any handler: PostgreSQL cannot store NUL, so an id with one can never exist anywhere.
-async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+/// Longest request target (path and query) served; longer is a 414 with a `{"message"}` body.
+/// hyper's own limit (65,534 bytes) sits above it and answers with an empty body.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Most request headers served; more is a 431 with a `{"message"}` body. hyper parses up to
+/// [`HYPER_MAX_HEADERS`] (`server.rs`), so this check, not hyper's bare 431, answers first.
+pub const MAX_HEADERS: usize = 100;
+/// The number of headers hyper parses before its own, empty-bodied 431.
+pub const HYPER_MAX_HEADERS: usize = 400;
+/// Largest total of header names and values served; more is a 431 with a `{"message"}` body
+/// (hyper's own limit, its ~400 KiB read buffer, sits above it).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Checks the request head before any handler: its size (414/431 with a `{"message"}` body, where
+/// hyper's own answers to the same have none), and an encoded NUL (`%00`) in the path or query
+/// (400 on both backends: PostgreSQL cannot store NUL, so an id with one can never exist).
+async fn check_request_head(req: Request, next: Next) -> Response {
     let uri = req.uri();
+    let target_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if target_len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target_len} bytes; at most {MAX_URI_BYTES} are served"),
+        )
+        .into_response();
+    }
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request has {} headers; at most {MAX_HEADERS} are served",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request's headers total {header_bytes} bytes; at most {MAX_HEADER_BYTES} are served"
+            ),
+        )
+        .into_response();
+    }
     let has_nul = |s: &str| s.contains("%00") || s.contains('\0');
     if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
         return ApiError::bad_request("the path or query contains a NUL character").into_response();
