@@ -6,6 +6,7 @@ mod concurrency;
 mod config_limits;
 mod conventions;
 mod edge_internal;
+mod group_commit;
 mod ingest;
 mod invoices;
 mod isolation;
