@@ -19,8 +19,13 @@ pub fn hash_token(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates, stores and returns a new token for `env`.
-pub async fn create_token(store: &dyn TokenStore, env: Env, now_ms: i64) -> StoreResult<String> {
+/// Creates, stores and returns a new token for `env`, optionally named.
+pub async fn create_token(
+    store: &dyn TokenStore,
+    env: Env,
+    name: Option<&str>,
+    now_ms: i64,
+) -> StoreResult<String> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let prefix = match env {
@@ -31,6 +36,8 @@ pub async fn create_token(store: &dyn TokenStore, env: Env, now_ms: i64) -> Stor
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
-    store.insert_token(&hash_token(&token), env, now_ms).await?;
+    store
+        .insert_token(&hash_token(&token), env, name, now_ms)
+        .await?;
     Ok(token)
 }

@@ -140,8 +140,13 @@ pub struct AppState {
     pub ingest: ingest::IngestHandle,
     pub limiter: Option<Arc<TokenLimiter>>,
     metrics: Arc<MetricCache>,
-    tokens: Arc<RwLock<HashMap<String, Env>>>,
+    /// When this process last recorded each token's use (hash → ms), to write it at most once
+    /// per [`TOKEN_TOUCH_INTERVAL_MS`]. Only tokens that authenticated get an entry.
+    token_touches: Arc<std::sync::Mutex<HashMap<String, i64>>>,
 }
+
+/// How often one process records that a token was used (`tally token list`'s "last used").
+pub const TOKEN_TOUCH_INTERVAL_MS: i64 = 60_000;
 
 impl AppState {
     /// Builds the state and starts the ingest writer task (needs a Tokio runtime).
@@ -158,7 +163,7 @@ impl AppState {
             ingest,
             limiter,
             metrics: Arc::default(),
-            tokens: Arc::default(),
+            token_touches: Arc::default(),
         }
     }
 
@@ -201,14 +206,34 @@ impl AppState {
         self.metrics.snapshots.write().await.remove(&env);
     }
 
-    /// The environment of a token, by its hash (tokens are never revoked, so caching is safe).
+    /// The environment of a token, by its hash; `None` when it is unknown or revoked. Read from
+    /// the database on every request (one primary-key lookup), never cached, so a revocation
+    /// takes effect at once on every replica. Records the token's use at most once a minute, in
+    /// the background.
     pub async fn token_env(&self, hash: &str) -> store::StoreResult<Option<Env>> {
-        if let Some(env) = self.tokens.read().await.get(hash) {
-            return Ok(Some(*env));
-        }
         let env = self.stores.tokens.token_env(hash).await?;
-        if let Some(env) = env {
-            self.tokens.write().await.insert(hash.to_string(), env);
+        if env.is_some() {
+            let now = self.now_ms();
+            let due = {
+                let mut touches = self
+                    .token_touches
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let last = touches.get(hash).copied();
+                let due = last.is_none_or(|t| now.saturating_sub(t) >= TOKEN_TOUCH_INTERVAL_MS);
+                if due {
+                    touches.insert(hash.to_string(), now);
+                }
+                due
+            };
+            if due {
+                let (tokens, hash) = (self.stores.tokens.clone(), hash.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = tokens.touch_token(&hash, now).await {
+                        tracing::warn!(error = %e, "could not record a token's last use");
+                    }
+                });
+            }
         }
         Ok(env)
     }

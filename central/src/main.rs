@@ -1,4 +1,4 @@
-//! The `tally` binary: `tally serve` and `tally token create`.
+//! The `tally` binary: `tally serve`, `tally token create|list|revoke`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -12,6 +12,7 @@ use tally_central::store::{self, Env};
 use tally_central::{
     auth, http, service, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
 };
+use tally_core::time::format_rfc3339_ms;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +59,22 @@ enum TokenCommand {
     Create {
         #[arg(long, value_enum)]
         env: EnvArg,
+        /// A name to tell the token by in `tally token list`.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List tokens (id, name, environment, created, last used, revoked); never their secrets.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by the id `tally token list` shows: it fails at once on every replica (the
+    /// edge Worker caches authentications for up to 60 s).
+    Revoke {
+        /// The token's id (the first 16 hex digits of its SHA-256, as listed).
+        id: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -180,17 +197,58 @@ async fn main() -> anyhow::Result<()> {
             };
             serve(listen, &db, settings, limits.serve_limits()).await
         }
-        Command::Token {
-            command: TokenCommand::Create { env, db },
-        } => {
+        Command::Token { command } => token_command(command).await,
+    }
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { env, name, db } => {
             let stores = db.open().await?;
-            let token =
-                auth::create_token(stores.tokens.as_ref(), env.into(), SystemClock.now_ms())
-                    .await?;
+            let token = auth::create_token(
+                stores.tokens.as_ref(),
+                env.into(),
+                name.as_deref(),
+                SystemClock.now_ms(),
+            )
+            .await?;
             println!("{token}");
-            Ok(())
+        }
+        TokenCommand::List { db } => {
+            let stores = db.open().await?;
+            let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), format_rfc3339_ms);
+            println!("ID\tNAME\tENV\tCREATED\tLAST USED\tREVOKED");
+            for t in stores.tokens.list_tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.name.as_deref().unwrap_or("-"),
+                    t.env.as_str(),
+                    format_rfc3339_ms(t.created_ms),
+                    when(t.last_used_ms),
+                    when(t.revoked_ms),
+                );
+            }
+        }
+        TokenCommand::Revoke { id, db } => {
+            let stores = db.open().await?;
+            let id = id.trim().to_ascii_lowercase();
+            anyhow::ensure!(
+                id.len() == store::TOKEN_ID_CHARS && id.chars().all(|c| c.is_ascii_hexdigit()),
+                "a token id is {} hex digits, as `tally token list` shows",
+                store::TOKEN_ID_CHARS
+            );
+            if !stores
+                .tokens
+                .revoke_token(&id, SystemClock.now_ms())
+                .await?
+            {
+                anyhow::bail!("no token {id} that is not already revoked");
+            }
+            println!("revoked {id}");
         }
     }
+    Ok(())
 }
 
 async fn serve(
@@ -201,8 +259,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let stores = db.open().await?;
     if stores.tokens.token_count().await? == 0 {
-        let token =
-            auth::create_token(stores.tokens.as_ref(), Env::Sandbox, SystemClock.now_ms()).await?;
+        let token = auth::create_token(
+            stores.tokens.as_ref(),
+            Env::Sandbox,
+            None,
+            SystemClock.now_ms(),
+        )
+        .await?;
         println!("No API tokens yet: created a sandbox token (shown once, store it now):\n{token}");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

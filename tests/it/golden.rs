@@ -194,7 +194,7 @@ impl Server {
         let stores = store::open(&url, &Default::default())
             .await
             .expect("open database");
-        let token = auth::create_token(stores.tokens.as_ref(), Env::Sandbox, now_ms)
+        let token = auth::create_token(stores.tokens.as_ref(), Env::Sandbox, None, now_ms)
             .await
             .expect("create token");
         let settings = Settings {

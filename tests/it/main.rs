@@ -9,3 +9,4 @@ mod postgres;
 mod sdk_python;
 mod security;
 mod stream;
+mod tokens;

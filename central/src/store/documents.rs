@@ -61,9 +61,17 @@ pub mod sql {
     pub const JOB_FAILURES: &str = "SELECT * FROM job_failures WHERE env = $1
          ORDER BY first_failed_ms, contract_id LIMIT $2";
 
-    pub const INSERT_TOKEN: &str = "INSERT INTO tokens (hash, env, created_ms) VALUES ($1, $2, $3)";
-    pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1";
+    pub const INSERT_TOKEN: &str =
+        "INSERT INTO tokens (hash, env, name, created_ms) VALUES ($1, $2, $3, $4)";
+    pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1 AND revoked_ms IS NULL";
     pub const TOKEN_COUNT: &str = "SELECT COUNT(*) FROM tokens";
+    pub const LIST_TOKENS: &str =
+        "SELECT substr(hash, 1, 16) AS id, name, env, created_ms, last_used_ms, revoked_ms
+         FROM tokens ORDER BY created_ms, hash";
+    pub const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_ms = $1
+         WHERE substr(hash, 1, 16) = $2 AND revoked_ms IS NULL";
+    pub const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_ms = $1
+         WHERE hash = $2 AND (last_used_ms IS NULL OR last_used_ms < $1)";
 }
 
 /// Expands the `ConfigStore`, `InvoiceStore`, `TokenStore` and `UnitOfWork` implementations for
@@ -526,10 +534,17 @@ macro_rules! document_stores {
 
         #[async_trait]
         impl TokenStore for $store {
-            async fn insert_token(&self, hash: &str, env: Env, now_ms: i64) -> StoreResult<()> {
+            async fn insert_token(
+                &self,
+                hash: &str,
+                env: Env,
+                name: Option<&str>,
+                now_ms: i64,
+            ) -> StoreResult<()> {
                 sqlx::query(sql::INSERT_TOKEN)
                     .bind(hash)
                     .bind(env.as_str())
+                    .bind(name)
                     .bind(now_ms)
                     .execute(&self.pool)
                     .await?;
@@ -548,6 +563,41 @@ macro_rules! document_stores {
                 Ok(sqlx::query_scalar(sql::TOKEN_COUNT)
                     .fetch_one(&self.pool)
                     .await?)
+            }
+
+            async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+                let rows = sqlx::query(sql::LIST_TOKENS).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r: &$row| {
+                        let env: String = r.get("env");
+                        Ok(TokenInfo {
+                            id: r.get("id"),
+                            name: r.get("name"),
+                            env: Env::parse(&env).ok_or(StoreError::Corrupt(env))?,
+                            created_ms: r.get("created_ms"),
+                            last_used_ms: r.get("last_used_ms"),
+                            revoked_ms: r.get("revoked_ms"),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn revoke_token(&self, id: &str, now_ms: i64) -> StoreResult<bool> {
+                let done = sqlx::query(sql::REVOKE_TOKEN)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_token(&self, hash: &str, now_ms: i64) -> StoreResult<()> {
+                sqlx::query(sql::TOUCH_TOKEN)
+                    .bind(now_ms)
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
     };

@@ -368,10 +368,41 @@ pub trait UnitOfWork: Send {
 /// API tokens, stored as hashes.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    async fn insert_token(&self, hash: &str, env: Env, now_ms: i64) -> StoreResult<()>;
+    async fn insert_token(
+        &self,
+        hash: &str,
+        env: Env,
+        name: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// The environment of the token with this hash, unless it is unknown or revoked.
     async fn token_env(&self, hash: &str) -> StoreResult<Option<Env>>;
+    /// How many tokens exist, revoked ones included.
     async fn token_count(&self) -> StoreResult<i64>;
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
+    /// Revokes the token whose id ([`TokenInfo::id`]) is `id`; false when there is none not
+    /// revoked yet.
+    async fn revoke_token(&self, id: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Records that the token was used at `now_ms` (never moves the time backwards).
+    async fn touch_token(&self, hash: &str, now_ms: i64) -> StoreResult<()>;
 }
+
+/// A token as operators see it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The first [`TOKEN_ID_CHARS`] hex digits of the token's SHA-256 (a digest says nothing
+    /// about the token; this names it in `tally token list` and `revoke`).
+    pub id: String,
+    pub name: Option<String>,
+    pub env: Env,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+/// How many hex digits of a token's hash form its id.
+pub const TOKEN_ID_CHARS: usize = 16;
 
 /// The right to run the background jobs (finalization, pruning) for one pass.
 #[async_trait]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use tally_central::store::{
     self, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome,
-    NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores,
+    NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores, TokenInfo,
 };
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tempfile::TempDir;
@@ -747,13 +747,72 @@ store_test!(
 store_test!(tokens_map_hashes_to_environments, |db| {
     let t = &db.stores.tokens;
     assert_eq!(t.token_count().await.unwrap(), 0);
-    t.insert_token("h1", SBX, T0).await.unwrap();
-    t.insert_token("h2", PROD, T0).await.unwrap();
+    t.insert_token("h1", SBX, None, T0).await.unwrap();
+    t.insert_token("h2", PROD, None, T0).await.unwrap();
     assert_eq!(t.token_env("h1").await.unwrap(), Some(SBX));
     assert_eq!(t.token_env("h2").await.unwrap(), Some(PROD));
     assert_eq!(t.token_env("nope").await.unwrap(), None);
     assert_eq!(t.token_count().await.unwrap(), 2);
-    assert!(t.insert_token("h1", PROD, T0).await.is_err());
+    assert!(t.insert_token("h1", PROD, None, T0).await.is_err());
+});
+
+store_test!(tokens_are_listed_touched_and_revoked, |db| {
+    let t = &db.stores.tokens;
+    let (a, b) = (
+        "a".repeat(64),
+        format!("{}{}", "b".repeat(16), "c".repeat(48)),
+    );
+    t.insert_token(&a, SBX, Some("ci"), T0).await.unwrap();
+    t.insert_token(&b, PROD, None, T0 + 1).await.unwrap();
+    let listed = t.list_tokens().await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            TokenInfo {
+                id: "a".repeat(16),
+                name: Some("ci".into()),
+                env: SBX,
+                created_ms: T0,
+                last_used_ms: None,
+                revoked_ms: None,
+            },
+            TokenInfo {
+                id: "b".repeat(16),
+                name: None,
+                env: PROD,
+                created_ms: T0 + 1,
+                last_used_ms: None,
+                revoked_ms: None,
+            },
+        ]
+    );
+    // Use times only move forward.
+    t.touch_token(&a, T0 + 50).await.unwrap();
+    t.touch_token(&a, T0 + 10).await.unwrap();
+    assert_eq!(
+        t.list_tokens().await.unwrap()[0].last_used_ms,
+        Some(T0 + 50)
+    );
+    // Revoking names the token by id; a second revoke finds nothing to revoke.
+    assert!(!t.revoke_token("0000000000000000", T0 + 60).await.unwrap());
+    assert!(t.revoke_token(&"b".repeat(16), T0 + 60).await.unwrap());
+    assert!(!t.revoke_token(&"b".repeat(16), T0 + 70).await.unwrap());
+    assert_eq!(
+        t.token_env(&b).await.unwrap(),
+        None,
+        "a revoked token authenticates nothing"
+    );
+    assert_eq!(t.token_env(&a).await.unwrap(), Some(SBX));
+    let listed = t.list_tokens().await.unwrap();
+    assert_eq!(listed[1].revoked_ms, Some(T0 + 60));
+    assert_eq!(
+        t.token_count().await.unwrap(),
+        2,
+        "revoked tokens still count"
+    );
+    // Another process sees the revocation at once (nothing is cached in the store).
+    let other = db.reopen().await;
+    assert_eq!(other.tokens.token_env(&b).await.unwrap(), None);
 });
 
 store_test!(
@@ -898,7 +957,7 @@ async fn postgres_refuses_nul_text_as_invalid_input() {
 async fn postgres_store_recovers_after_the_database_comes_back() {
     let db = TestDb::postgres().await;
     let tokens = &db.stores.tokens;
-    tokens.insert_token("h", SBX, T0).await.unwrap();
+    tokens.insert_token("h", SBX, None, T0).await.unwrap();
     let name = db.pg_name();
     let kill =
         format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");

@@ -157,13 +157,17 @@ impl TestApp {
         let state = AppState::new(stores.clone(), clock.clone(), settings);
         let router = tally_central::http::router(state.clone());
         let sandbox =
-            tally_central::auth::create_token(stores.tokens.as_ref(), Env::Sandbox, now_ms)
+            tally_central::auth::create_token(stores.tokens.as_ref(), Env::Sandbox, None, now_ms)
                 .await
                 .expect("sandbox token");
-        let production =
-            tally_central::auth::create_token(stores.tokens.as_ref(), Env::Production, now_ms)
-                .await
-                .expect("production token");
+        let production = tally_central::auth::create_token(
+            stores.tokens.as_ref(),
+            Env::Production,
+            None,
+            now_ms,
+        )
+        .await
+        .expect("production token");
         TestApp {
             state,
             clock,
