@@ -1,4 +1,4 @@
-//! The `tally` binary: `tally serve`, `tally token create|list|revoke`.
+//! The `tally` binary: `tally serve`, `tally token create|list|revoke`, `tally backup|restore`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -51,6 +51,36 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Copy a running SQLite database consistently to a new file (ingest and reads go on). For
+    /// PostgreSQL use its own tools (pg_dump, or pg_basebackup with WAL archiving).
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
+    /// Replace a SQLite database with a backup (stop every `tally serve` using it first).
+    Restore {
+        /// The backup file `tally backup` wrote.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        #[command(flatten)]
+        db: DatabaseArg,
+        /// Replace the database if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Backups are SQLite's; PostgreSQL has its own tools.
+fn sqlite_only(database: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        database.starts_with("sqlite:"),
+        "tally backup and restore handle SQLite databases; for PostgreSQL use pg_dump / pg_restore \
+         (or pg_basebackup with WAL archiving), as the README describes"
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -80,9 +110,9 @@ enum TokenCommand {
     },
 }
 
-/// Where the data lives and how to connect to it (shared by every command).
+/// Where the data lives (shared by every command).
 #[derive(clap::Args)]
-struct DbArgs {
+struct DatabaseArg {
     /// Database URL: sqlite://PATH (created if missing) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
     #[arg(
         long = "database",
@@ -91,6 +121,13 @@ struct DbArgs {
         hide_env_values = true
     )]
     database: String,
+}
+
+/// Where the data lives and how to connect to it.
+#[derive(clap::Args)]
+struct DbArgs {
+    #[command(flatten)]
+    url: DatabaseArg,
     /// Most database connections this process opens.
     #[arg(long, env = "TALLY_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
@@ -109,9 +146,9 @@ impl DbArgs {
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs.max(1)),
             connect_wait: Duration::from_secs(self.db_connect_wait_secs),
         };
-        store::open(&self.database, &options)
+        store::open(&self.url.database, &options)
             .await
-            .with_context(|| format!("opening database {}", store::redact_url(&self.database)))
+            .with_context(|| format!("opening database {}", store::redact_url(&self.url.database)))
     }
 }
 
@@ -198,6 +235,33 @@ async fn main() -> anyhow::Result<()> {
             serve(listen, &db, settings, limits.serve_limits()).await
         }
         Command::Token { command } => token_command(command).await,
+        Command::Backup {
+            to,
+            db: DatabaseArg { database },
+        } => {
+            sqlite_only(&database)?;
+            let bytes = store::sqlite::backup(&database, &to).await?;
+            println!(
+                "backed up {} to {} ({bytes} bytes)",
+                store::redact_url(&database),
+                to.display()
+            );
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            db: DatabaseArg { database },
+            force,
+        } => {
+            sqlite_only(&database)?;
+            store::sqlite::restore(&from, &database, force).await?;
+            println!(
+                "restored {} from {}",
+                store::redact_url(&database),
+                from.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -276,7 +340,7 @@ async fn serve(
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    tracing::info!(%addr, database = %store::redact_url(&db.database), "tally serving");
+    tracing::info!(%addr, database = %store::redact_url(&db.url.database), "tally serving");
     server::serve(listener, http::router(state), limits, async {
         let _ = tokio::signal::ctrl_c().await;
     })

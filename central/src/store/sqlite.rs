@@ -11,6 +11,7 @@ mod usage;
 use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
@@ -117,4 +118,103 @@ impl JobLock for SqliteStore {
     async fn try_job_lock(&self) -> StoreResult<Option<JobGuard>> {
         Ok(Some(JobGuard::unshared()))
     }
+}
+
+/// The file a `sqlite://` URL names.
+fn database_path(url: &str) -> anyhow::Result<std::path::PathBuf> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf())
+}
+
+/// Writes a consistent copy of the Tally database at `url` to `to` (which must not exist) while
+/// other processes keep reading and writing it. `VACUUM INTO` copies from one read transaction,
+/// so the copy holds exactly the transactions committed before it began: an acknowledged ingest
+/// is in it whole or (if acknowledged later) not at all, never in part. Returns the copy's size.
+pub async fn backup(url: &str, to: &std::path::Path) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        !to.exists(),
+        "{} already exists; back up to a new file",
+        to.display()
+    );
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30));
+    let path = database_path(url)?;
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    check_tally_database(&mut conn).await?;
+    let target = to
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 path", to.display()))?;
+    sqlx::query("VACUUM INTO ?1")
+        .bind(target)
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("copying into {}", to.display()))?;
+    conn.close().await?;
+    Ok(std::fs::metadata(to)?.len())
+}
+
+/// Replaces the database at `url` with the backup `from`, after checking the backup is an intact
+/// Tally database. Run it with no `tally serve` using `url`. Refuses to overwrite an existing
+/// database unless `force`. The copy is written beside the target and renamed over it, and the
+/// target's stale `-wal`/`-shm` files are removed, so a crash leaves the old or the new database.
+pub async fn restore(from: &std::path::Path, url: &str, force: bool) -> anyhow::Result<()> {
+    let source = SqliteConnectOptions::new()
+        .filename(from)
+        .create_if_missing(false)
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&source)
+        .await
+        .with_context(|| format!("opening backup {}", from.display()))?;
+    check_tally_database(&mut conn).await?;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await?;
+    anyhow::ensure!(
+        integrity == "ok",
+        "backup {} fails its integrity check: {integrity}",
+        from.display()
+    );
+    conn.close().await?;
+    let target = database_path(url)?;
+    anyhow::ensure!(
+        force || !target.exists(),
+        "{} already exists; pass --force to replace it (stop every tally serve using it first)",
+        target.display()
+    );
+    let partial = target.with_extension("restoring");
+    std::fs::copy(from, &partial)
+        .with_context(|| format!("copying {} to {}", from.display(), partial.display()))?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    for suffix in ["-wal", "-shm"] {
+        let mut stale = target.clone().into_os_string();
+        stale.push(suffix);
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("moving the restored copy to {}", target.display()))?;
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Fails unless the open database has Tally's migrations applied.
+async fn check_tally_database(conn: &mut sqlx::SqliteConnection) -> anyhow::Result<()> {
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|_| anyhow::anyhow!("not a Tally database (no migrations table)"))?;
+    anyhow::ensure!(
+        applied.is_some(),
+        "not a Tally database (no migrations applied)"
+    );
+    Ok(())
 }
