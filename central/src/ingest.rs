@@ -130,7 +130,11 @@ async fn writer(mut rx: mpsc::Receiver<Job>, store: Arc<dyn UsageStore>, clock: 
         for (job, &n) in open.iter_mut().zip(&takes) {
             items.extend(job.rest.drain(..n));
         }
+        let started = std::time::Instant::now();
         let result = store.commit_ingest(&items, clock.now_ms()).await;
+        metrics::histogram!("tally_ingest_group_commit_seconds").record(started.elapsed());
+        metrics::histogram!("tally_ingest_group_commit_events")
+            .record(u32::try_from(items.len()).unwrap_or(u32::MAX));
         let served: Vec<InFlight> = open.drain(..takes.len()).collect();
         match result {
             Ok(outcomes) => {
@@ -147,6 +151,7 @@ async fn writer(mut rx: mpsc::Receiver<Job>, store: Arc<dyn UsageStore>, clock: 
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = served.len(), "ingest group commit failed");
+                metrics::counter!("tally_ingest_group_commit_failures_total").increment(1);
                 for job in served {
                     let _ = job.reply.send(Err(e.to_string()));
                 }

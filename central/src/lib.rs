@@ -16,6 +16,7 @@ pub mod model;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod wire;
 
 use std::collections::HashMap;

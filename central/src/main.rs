@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tally_central::server::{self, ServeLimits};
 use tally_central::store::{self, Env};
 use tally_central::{
-    auth, http, service, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
+    auth, http, service, telemetry, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
 };
 use tally_core::time::format_rfc3339_ms;
 
@@ -40,6 +40,9 @@ enum Command {
         /// Seconds between runs of the finalization and pruning job.
         #[arg(long, env = "TALLY_JOB_INTERVAL_SECS", default_value_t = 60)]
         job_interval_secs: u64,
+        /// Address to serve Prometheus metrics on (`GET /metrics`, unauthenticated; off when unset).
+        #[arg(long, env = "TALLY_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         /// Shared secret edge Workers sign batches with (enables the internal edge endpoints).
         #[arg(long, env = "TALLY_EDGE_HMAC_KEY", hide_env_values = true)]
         edge_hmac_key: Option<String>,
@@ -215,6 +218,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Serve {
@@ -222,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
             db,
             invoice_grace_hours,
             job_interval_secs,
+            metrics_listen,
             edge_hmac_key,
             limits,
         } => {
@@ -232,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
                 rate_limit: limits.rate_limit(),
                 request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
             };
-            serve(listen, &db, settings, limits.serve_limits()).await
+            serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
         }
         Command::Token { command } => token_command(command).await,
         Command::Backup {
@@ -317,6 +323,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
 
 async fn serve(
     listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
     db: &DbArgs,
     settings: Settings,
     limits: ServeLimits,
@@ -334,6 +341,20 @@ async fn serve(
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(stores, clock, settings);
+    if let Some(addr) = metrics_listen {
+        let handle = telemetry::install()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let app = telemetry::metrics_router(state.clone(), handle);
+        tokio::spawn(server::serve(
+            listener,
+            app,
+            limits.clone(),
+            std::future::pending(),
+        ));
+    }
     tokio::spawn(service::jobs::run_jobs(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

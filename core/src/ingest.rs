@@ -108,6 +108,57 @@ pub struct Rejection {
     pub index: usize,
     pub transaction_id: Option<String>,
     pub message: String,
+    /// Why, as one of a few fixed codes (for counting; not on the wire, where `message` says it).
+    #[serde(skip)]
+    pub reason: RejectReason,
+}
+
+/// Why an event was refused, as a small fixed set (operators count rejections by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RejectReason {
+    /// The item is not a JSON object.
+    NotAnObject,
+    /// `transaction_id`, `customer_id`, `event_type` or `timestamp` is absent or null.
+    MissingField,
+    /// One of those is empty, not a string, too long or holds NUL.
+    InvalidField,
+    /// `timestamp` is not RFC 3339.
+    InvalidTimestamp,
+    /// `timestamp` is more than 34 days in the past or 24 hours in the future.
+    OutsideWindow,
+    /// `properties` is not an object, has too many entries, or one is too long or nested.
+    InvalidProperties,
+    /// Its usage cannot be merged (a total would overflow the exact decimal range).
+    Unmergeable,
+    /// Read back from a summary on the wire, which carries no code.
+    #[default]
+    Unknown,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::InvalidField => "invalid_field",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::OutsideWindow => "outside_window",
+            RejectReason::InvalidProperties => "invalid_properties",
+            RejectReason::Unmergeable => "unmergeable",
+            RejectReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why one event is invalid: a code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: RejectReason,
+    pub message: String,
+}
+
+fn invalid(reason: RejectReason, message: String) -> Invalid {
+    Invalid { reason, message }
 }
 
 /// The outcome of parsing and validating a request body.
@@ -149,6 +200,7 @@ impl IngestSummary {
                     index: *index,
                     transaction_id: Some(event.transaction_id.clone()),
                     message,
+                    reason: RejectReason::Unmergeable,
                 }),
             }
         }
@@ -185,41 +237,55 @@ pub fn parse_batch(body: &[u8], now_ms: i64) -> Result<ParsedBatch, BatchError> 
             .map(str::to_string);
         match validate_event(item, now_ms) {
             Ok(event) => batch.events.push((index, event)),
-            Err(message) => batch.rejected.push(Rejection {
+            Err(e) => batch.rejected.push(Rejection {
                 index,
                 transaction_id,
-                message,
+                message: e.message,
+                reason: e.reason,
             }),
         }
     }
     Ok(batch)
 }
 
-/// Validates one JSON item as a usage event. The error is a human-readable reason.
-pub fn validate_event(item: Value, now_ms: i64) -> Result<Event, String> {
+/// Validates one JSON item as a usage event. The error carries a code and a human-readable reason.
+pub fn validate_event(item: Value, now_ms: i64) -> Result<Event, Invalid> {
+    use RejectReason::*;
     let Value::Object(mut fields) = item else {
-        return Err("usage event must be a JSON object".to_string());
+        return Err(invalid(
+            NotAnObject,
+            "usage event must be a JSON object".to_string(),
+        ));
     };
     let transaction_id = required_str(&fields, "transaction_id", MAX_TRANSACTION_ID_CHARS)?;
     let customer_id = required_str(&fields, "customer_id", MAX_ID_CHARS)?;
     let event_type = required_str(&fields, "event_type", MAX_ID_CHARS)?;
     let timestamp = required_str(&fields, "timestamp", 64)?;
-    let timestamp_ms =
-        parse_rfc3339_ms(&timestamp).map_err(|e| format!("timestamp {e}: {timestamp:?}"))?;
+    let timestamp_ms = parse_rfc3339_ms(&timestamp)
+        .map_err(|e| invalid(InvalidTimestamp, format!("timestamp {e}: {timestamp:?}")))?;
     if timestamp_ms < now_ms.saturating_sub(BACKDATE_LIMIT_MS) {
-        return Err(format!(
-            "timestamp {timestamp} is more than 34 days in the past"
+        return Err(invalid(
+            OutsideWindow,
+            format!("timestamp {timestamp} is more than 34 days in the past"),
         ));
     }
     if timestamp_ms > now_ms.saturating_add(FUTURE_LIMIT_MS) {
-        return Err(format!(
-            "timestamp {timestamp} is more than 24 hours in the future"
+        return Err(invalid(
+            OutsideWindow,
+            format!("timestamp {timestamp} is more than 24 hours in the future"),
         ));
     }
     let properties = match fields.remove("properties") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(map)) => properties_from(map)?,
-        Some(_) => return Err("properties must be a JSON object".to_string()),
+        Some(Value::Object(map)) => {
+            properties_from(map).map_err(|message| invalid(InvalidProperties, message))?
+        }
+        Some(_) => {
+            return Err(invalid(
+                InvalidProperties,
+                "properties must be a JSON object".to_string(),
+            ))
+        }
     };
     Ok(Event {
         transaction_id,
@@ -234,19 +300,23 @@ fn required_str(
     fields: &serde_json::Map<String, Value>,
     name: &str,
     max_chars: usize,
-) -> Result<String, String> {
+) -> Result<String, Invalid> {
+    let bad = |message: String| Err(invalid(RejectReason::InvalidField, message));
     match fields.get(name) {
-        None | Some(Value::Null) => Err(format!("{name} is required")),
-        Some(Value::String(s)) if s.is_empty() => Err(format!("{name} must not be empty")),
+        None | Some(Value::Null) => Err(invalid(
+            RejectReason::MissingField,
+            format!("{name} is required"),
+        )),
+        Some(Value::String(s)) if s.is_empty() => bad(format!("{name} must not be empty")),
         // Keys and references are stored as database text; PostgreSQL cannot hold NUL.
         Some(Value::String(s)) if s.contains('\0') => {
-            Err(format!("{name} must not contain NUL characters"))
+            bad(format!("{name} must not contain NUL characters"))
         }
         Some(Value::String(s)) if s.chars().count() > max_chars => {
-            Err(format!("{name} is longer than {max_chars} characters"))
+            bad(format!("{name} is longer than {max_chars} characters"))
         }
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("{name} must be a string")),
+        Some(_) => bad(format!("{name} must be a string")),
     }
 }
 
@@ -396,6 +466,20 @@ mod tests {
         assert!(b.rejected[1].message.contains("34 days"));
         assert!(b.rejected[2].message.contains("24 hours"));
         assert_eq!(b.rejected[1].transaction_id.as_deref(), Some("old"));
+        use RejectReason::*;
+        let reasons: Vec<RejectReason> = b.rejected.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                MissingField,
+                OutsideWindow,
+                OutsideWindow,
+                InvalidTimestamp,
+                InvalidField,
+                InvalidProperties,
+                NotAnObject
+            ]
+        );
     }
 
     #[test]
@@ -426,6 +510,7 @@ mod tests {
             index: 2,
             transaction_id: None,
             message: "bad".into(),
+            reason: RejectReason::InvalidField,
         };
         let mut s = IngestSummary::new(alloc::vec![early]);
         s.tally(
@@ -441,6 +526,7 @@ mod tests {
         let order: Vec<usize> = s.rejected.iter().map(|r| r.index).collect();
         assert_eq!(order, [1, 2]);
         assert_eq!(s.rejected[0].transaction_id.as_deref(), Some("t"));
+        assert_eq!(s.rejected[0].reason, RejectReason::Unmergeable);
     }
 
     #[test]

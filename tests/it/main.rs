@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod golden;
 mod limits;
+mod metrics;
 mod postgres;
 mod sdk_python;
 mod security;

@@ -294,6 +294,26 @@ fn requests_get_503_while_the_database_is_away_and_succeed_when_it_returns() {
         let (status, body) = api.get(list).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["message"], "the database is unavailable; retry later");
+        // Readiness follows the database; liveness does not.
+        let probe = api
+            .0
+            .http()
+            .get(api.0.url("/readyz"))
+            .header("x-request-id", "outage-probe");
+        assert_eq!(probe.send().await.unwrap().status(), 503);
+        assert_eq!(api.0.get("/livez").await.unwrap().0, 200);
+        // The request's log line carries its id.
+        let logged = || {
+            server
+                .logs()
+                .lines()
+                .any(|l| l.contains("readiness check") && l.contains("id=outage-probe"))
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !logged() {
+            assert!(Instant::now() < deadline, "{}", server.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let event = json!([{
             "transaction_id": "during-outage", "customer_id": "c", "event_type": "e",
             "timestamp": format_rfc3339_ms(now_ms()),
@@ -302,6 +322,7 @@ fn requests_get_503_while_the_database_is_away_and_succeed_when_it_returns() {
 
         admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
         assert_eq!(api.get(list).await.0, 200, "{}", server.logs());
+        assert_eq!(api.0.get("/readyz").await.unwrap().0, 200);
         // The ingest that failed stored nothing: its retry is accepted.
         let (status, body) = api.post("/v1/ingest", &event).await;
         assert_eq!(

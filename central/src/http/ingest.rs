@@ -85,5 +85,21 @@ async fn ingest(
     let mut summary = IngestSummary::new(batch.rejected);
     summary.tally(&batch.events, outcomes);
     let summary = summary.finish();
+    record(env, &summary);
     Ok(Json(json!({ "data": summary })))
+}
+
+/// Counts the request's outcomes (`tally_ingest_events_total`).
+fn record(env: crate::store::Env, summary: &IngestSummary) {
+    let count = |outcome: &'static str, reason: &'static str, n: usize| {
+        if n > 0 {
+            metrics::counter!("tally_ingest_events_total", "env" => env.as_str(), "outcome" => outcome, "reason" => reason)
+                .increment(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+    };
+    count("accepted", "", summary.accepted);
+    count("duplicate", "", summary.duplicates);
+    for r in &summary.rejected {
+        count("rejected", r.reason.as_str(), 1);
+    }
 }

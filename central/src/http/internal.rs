@@ -205,6 +205,10 @@ async fn apply_batch(
             "edge batch partial not merged; recorded as a dead letter",
         );
     }
+    let applied = if done.applied { "true" } else { "false" };
+    metrics::counter!("tally_edge_batches_total", "applied" => applied).increment(1);
+    metrics::counter!("tally_dead_letters_total")
+        .increment(u64::try_from(done.dead_letters.len()).unwrap_or(u64::MAX));
     let metrics_version = st.stores.config.metrics_version().await?;
     Ok(Json(BatchAck {
         applied: done.applied,

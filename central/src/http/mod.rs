@@ -29,6 +29,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use self::error::{ApiError, ApiResult};
 use crate::store::{Env, PageReq};
@@ -52,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(info))
+        .route("/livez", get(crate::telemetry::livez))
+        .route("/readyz", get(crate::telemetry::readyz))
         .merge(api)
         .merge(internal::routes())
         .fallback(|| async { ApiError::not_found("route") })
@@ -68,7 +72,23 @@ pub fn router(state: AppState) -> Router {
             limit_request_time,
         ))
         .layer(middleware::from_fn(check_request_head))
+        .layer(middleware::from_fn(crate::telemetry::track_requests))
+        // Every request gets an `x-request-id` (the client's, or a new UUID), echoed on the
+        // response and carried by the span every log line of the request is written in.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span a request's log lines are written in: its id, method and path.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
 }
 
 /// Answers 408 when a request (reading its body included) takes longer than the configured

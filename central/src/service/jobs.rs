@@ -157,10 +157,26 @@ pub async fn run_jobs(st: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match run_jobs_once(&st).await {
-            Ok(Some(_)) => {}
-            Ok(None) => tracing::debug!("another replica holds the job lock; skipping this pass"),
-            Err(e) => tracing::warn!(error = %e, "background jobs failed; will retry"),
+        let started = std::time::Instant::now();
+        let result = match run_jobs_once(&st).await {
+            Ok(Some(report)) => {
+                metrics::counter!("tally_invoices_finalized_total").increment(report.finalized);
+                metrics::gauge!("tally_job_failed_contracts")
+                    .set(u32::try_from(report.failed).unwrap_or(u32::MAX));
+                "ok"
+            }
+            Ok(None) => {
+                tracing::debug!("another replica holds the job lock; skipping this pass");
+                "skipped"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "background jobs failed; will retry");
+                "error"
+            }
+        };
+        metrics::counter!("tally_job_passes_total", "result" => result).increment(1);
+        if result != "skipped" {
+            metrics::histogram!("tally_job_pass_seconds").record(started.elapsed());
         }
     }
 }

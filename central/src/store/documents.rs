@@ -74,7 +74,7 @@ pub mod sql {
          WHERE hash = $2 AND (last_used_ms IS NULL OR last_used_ms < $1)";
 }
 
-/// Expands the `ConfigStore`, `InvoiceStore`, `TokenStore` and `UnitOfWork` implementations for
+/// Expands the `ConfigStore`, `InvoiceStore`, `TokenStore`, `Health` and `UnitOfWork` implementations for
 /// one backend: `document_stores!(Store, Work, Database, Row, Connection)`, where `Store` has
 /// `pool`, `begin_write()` and `insert_draft_invoices()`, and `Work` is the unit of work's
 /// transaction newtype. Expanded inside the backend module (its `use super::*` brings the store
@@ -529,6 +529,21 @@ macro_rules! document_stores {
                         failures: r.get("failures"),
                     })
                     .collect())
+            }
+        }
+
+        #[async_trait]
+        impl Health for $store {
+            fn pool_stats(&self) -> PoolStats {
+                PoolStats {
+                    size: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                }
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
             }
         }
 

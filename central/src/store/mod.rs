@@ -440,6 +440,21 @@ impl JobGuard {
     }
 }
 
+/// The database as operators watch it: its pool, and whether it answers.
+#[async_trait]
+pub trait Health: Send + Sync {
+    fn pool_stats(&self) -> PoolStats;
+    /// One round trip (`SELECT 1`).
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Connections in the pool now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+}
+
 /// Connection pool settings (`--db-max-connections`, `--db-acquire-timeout-secs`, ...).
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -469,6 +484,7 @@ pub struct Stores {
     pub invoices: Arc<dyn InvoiceStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub jobs: Arc<dyn JobLock>,
+    pub health: Arc<dyn Health>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -477,7 +493,7 @@ pub struct Stores {
 impl Stores {
     fn of<S>(db: S, shared: bool) -> Stores
     where
-        S: ConfigStore + UsageStore + InvoiceStore + TokenStore + JobLock + 'static,
+        S: ConfigStore + UsageStore + InvoiceStore + TokenStore + JobLock + Health + 'static,
     {
         let db = Arc::new(db);
         Stores {
@@ -485,7 +501,8 @@ impl Stores {
             usage: db.clone(),
             invoices: db.clone(),
             tokens: db.clone(),
-            jobs: db,
+            jobs: db.clone(),
+            health: db,
             shared,
         }
     }

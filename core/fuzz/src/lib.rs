@@ -163,7 +163,10 @@ pub fn check_parse_batch(body: &[u8]) -> Option<tally_core::ingest::ParsedBatch>
         let sent_id = item.get("transaction_id").and_then(Value::as_str);
         assert_eq!(r.transaction_id.as_deref(), sent_id);
         assert!(!r.message.is_empty());
-        assert_eq!(validate_event(item.clone(), NOW_MS), Err(r.message.clone()));
+        assert_eq!(
+            validate_event(item.clone(), NOW_MS).map_err(|e| (e.reason, e.message)),
+            Err((r.reason, r.message.clone()))
+        );
     }
 
     for (i, event) in &batch.events {
