@@ -9,6 +9,7 @@
 //! are durable; a FINALIZED invoice never changes; money is exact decimal end to end.
 
 pub mod auth;
+pub mod backfill;
 pub mod billing;
 pub mod http;
 pub mod ingest;

@@ -1,4 +1,5 @@
-//! The `tally` binary: `tally serve`, `tally token create|list|revoke`, `tally backup|restore`.
+//! The `tally` binary: `tally serve`, `tally token create|list|revoke`, `tally backup|restore`,
+//! `tally ingest` (bulk backfill).
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -10,7 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tally_central::server::{self, ServeLimits};
 use tally_central::store::{self, Env};
 use tally_central::{
-    auth, http, service, telemetry, AppState, Clock, RateLimit, Secret, Settings, SystemClock,
+    auth, backfill, http, service, telemetry, AppState, Clock, RateLimit, Secret, Settings,
+    SystemClock,
 };
 use tally_core::time::format_rfc3339_ms;
 
@@ -53,6 +55,35 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Backfill usage events from a file (NDJSON or a JSON array, gzip accepted) or stdin (`-`)
+    /// through the ingest contract, to a running Tally (`--url`, `--token`) or a local database
+    /// (`--database`, `--env`). Safe to re-run after an interruption: events already ingested
+    /// count once (dedupe), and are reported as duplicates.
+    Ingest {
+        /// The file to read, or `-` for stdin.
+        input: String,
+        /// Base URL of a running Tally (e.g. https://billing.internal); without it, events go
+        /// straight into the database of `--database`.
+        #[arg(long, env = "TALLY_URL")]
+        url: Option<String>,
+        /// API token for `--url` (its environment is the token's).
+        #[arg(long, env = "TALLY_TOKEN", hide_env_values = true, requires = "url")]
+        token: Option<String>,
+        /// Environment to ingest into a local database.
+        #[arg(long, value_enum, conflicts_with = "url")]
+        env: Option<EnvArg>,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Retries of one batch (429, 5xx, connection or database errors) before stopping.
+        #[arg(long, default_value_t = 10)]
+        max_retries: u32,
+        /// Write each rejected event, with its line and the reason, to this NDJSON file.
+        #[arg(long)]
+        rejects: Option<std::path::PathBuf>,
     },
     /// Copy a running SQLite database consistently to a new file (ingest and reads go on). For
     /// PostgreSQL use its own tools (pg_dump, or pg_basebackup with WAL archiving).
@@ -241,6 +272,56 @@ async fn main() -> anyhow::Result<()> {
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
         }
         Command::Token { command } => token_command(command).await,
+        Command::Ingest {
+            input,
+            url,
+            token,
+            env,
+            db,
+            concurrency,
+            max_retries,
+            rejects,
+        } => {
+            let target = match url {
+                Some(url) => backfill::Target::Remote {
+                    url,
+                    token: token.context("--token (or TALLY_TOKEN) is required with --url")?,
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(120))
+                        .build()?,
+                },
+                None => {
+                    let env = env.context(
+                        "--env is required to ingest into a local database (or give --url)",
+                    )?;
+                    let stores = db.open().await?;
+                    let state = AppState::new(stores, Arc::new(SystemClock), Settings::default());
+                    backfill::Target::Local {
+                        state,
+                        env: env.into(),
+                    }
+                }
+            };
+            let (reader, size): (Box<dyn std::io::Read + Send>, Option<u64>) = match input.as_str()
+            {
+                "-" => (Box::new(std::io::stdin()), None),
+                path => {
+                    let file =
+                        std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+                    let size = file.metadata().ok().map(|m| m.len());
+                    (Box::new(file), size)
+                }
+            };
+            let options = backfill::Options {
+                concurrency,
+                max_retries,
+                rejects,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = backfill::run(reader, size, target, options).await?;
+            println!("{}", report.summary());
+            Ok(())
+        }
         Command::Backup {
             to,
             db: DatabaseArg { database },

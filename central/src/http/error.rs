@@ -12,6 +12,7 @@ use crate::billing::BillingError;
 use crate::model::LoadError;
 use crate::service::contracts::ContractError;
 use crate::service::customers::CustomerError;
+use crate::service::ingest::IngestError;
 use crate::service::invoices::InvoiceError;
 use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;
@@ -166,6 +167,15 @@ impl From<ContractError> for ApiError {
             ContractError::Invalid(e) => e.into(),
             e @ ContractError::UniquenessKeyUsed => ApiError::conflict(e.to_string()),
             ContractError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Invalid(e) => e.into(),
+            IngestError::Store(e) => e.into(),
         }
     }
 }

@@ -11,13 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tally_core::ingest::{content_encoding, parse_batch, IngestSummary, MAX_BODY_BYTES};
-use tally_core::metric::contributions;
+use tally_core::ingest::{content_encoding, MAX_BODY_BYTES};
 use tower_http::decompression::RequestDecompressionLayer;
 
 use super::error::{ApiError, ApiResult};
 use super::Caller;
-use crate::store::IngestItem;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -70,36 +68,6 @@ async fn ingest(
                 false => ApiError::bad_request("request body is not valid gzip"),
             }
         })?;
-    let batch =
-        parse_batch(&body, st.now_ms()).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let metrics = st.metric_defs(env).await?;
-    let mut items = Vec::with_capacity(batch.events.len());
-    for (_, event) in &batch.events {
-        items.push(IngestItem {
-            env,
-            transaction_id: event.transaction_id.clone(),
-            contributions: contributions(&metrics, event),
-        });
-    }
-    let outcomes = st.ingest.submit(items).await?;
-    let mut summary = IngestSummary::new(batch.rejected);
-    summary.tally(&batch.events, outcomes);
-    let summary = summary.finish();
-    record(env, &summary);
+    let summary = crate::service::ingest::ingest(&st, env, &body).await?;
     Ok(Json(json!({ "data": summary })))
-}
-
-/// Counts the request's outcomes (`tally_ingest_events_total`).
-fn record(env: crate::store::Env, summary: &IngestSummary) {
-    let count = |outcome: &'static str, reason: &'static str, n: usize| {
-        if n > 0 {
-            metrics::counter!("tally_ingest_events_total", "env" => env.as_str(), "outcome" => outcome, "reason" => reason)
-                .increment(u64::try_from(n).unwrap_or(u64::MAX));
-        }
-    };
-    count("accepted", "", summary.accepted);
-    count("duplicate", "", summary.duplicates);
-    for r in &summary.rejected {
-        count("rejected", r.reason.as_str(), 1);
-    }
 }

@@ -8,6 +8,7 @@
 
 pub mod contracts;
 pub mod customers;
+pub mod ingest;
 pub mod invoices;
 pub mod jobs;
 pub mod metrics;
