@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tally_core::time::{format_rfc3339_ms, DAY_MS, HOUR_MS};
-use tally_tests::bench::{month_start, now_ms};
+use tally_tests::bench::{call_billing, month_start, now_ms};
 use tally_tests::{run_with_timeout, tally_bin, ApiClient, TallyServer};
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -18,53 +18,11 @@ fn event(id: &str, at: &str) -> Value {
             "properties": { "n": 1 } })
 }
 
-/// A COUNT metric on `call`, priced 1 per event, for customer alias `acme`; returns its id.
+/// The `call` billing of `bench::call_billing`, from last month's start, so events up to 34
+/// days old are inside the contract.
 async fn billing(api: &ApiClient) -> String {
-    let metric = api
-        .create(
-            "/v1/billable-metrics/create",
-            &json!({ "name": "calls", "event_type_filter": { "in_values": ["call"] },
-                     "aggregation_type": "COUNT" }),
-        )
-        .await
-        .unwrap();
-    let product = api
-        .create(
-            "/v1/contract-pricing/products/create",
-            &json!({ "name": "calls", "type": "USAGE", "billable_metric_id": metric }),
-        )
-        .await
-        .unwrap();
-    let card = api
-        .create(
-            "/v1/contract-pricing/rate-cards/create",
-            &json!({ "name": "card" }),
-        )
-        .await
-        .unwrap();
-    // From last month's start, so events up to 34 days old are inside the contract.
     let start = month_start(now_ms() - 35 * DAY_MS);
-    api.data(
-        "/v1/contract-pricing/rate-cards/addRate",
-        &json!({ "rate_card_id": card, "product_id": product, "starting_at": start,
-                 "entitled": true, "rate_type": "FLAT", "price": 1 }),
-    )
-    .await
-    .unwrap();
-    let customer = api
-        .create(
-            "/v1/customers",
-            &json!({ "name": "Acme", "ingest_aliases": ["acme"] }),
-        )
-        .await
-        .unwrap();
-    api.create(
-        "/v1/contracts/create",
-        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
-    )
-    .await
-    .unwrap();
-    customer
+    call_billing(api, &start).await.unwrap()
 }
 
 /// Events billed so far: the sum of the customer's invoice totals (price 1 each).

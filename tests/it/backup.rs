@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
-use tally_tests::bench::{month_start, now_ms};
+use tally_tests::bench::{call_billing, month_start, now_ms};
 use tally_tests::{run_with_timeout, tally_bin, ApiClient, TallyServer};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -76,50 +76,9 @@ fn a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice() 
     let backup = dir.path().join("backup.db");
 
     let (customer, before) = rt.block_on(async {
-        let metric = api
-            .create(
-                "/v1/billable-metrics/create",
-                &json!({ "name": "calls", "event_type_filter": { "in_values": ["call"] },
-                         "aggregation_type": "COUNT" }),
-            )
-            .await
-            .unwrap();
-        let product = api
-            .create(
-                "/v1/contract-pricing/products/create",
-                &json!({ "name": "calls", "type": "USAGE", "billable_metric_id": metric }),
-            )
-            .await
-            .unwrap();
-        let card = api
-            .create(
-                "/v1/contract-pricing/rate-cards/create",
-                &json!({ "name": "card" }),
-            )
-            .await
-            .unwrap();
         // The contract began last month, so last month's invoice finalizes (grace 0).
         let start = month_start(month_start_ms(now) - 1);
-        api.data(
-            "/v1/contract-pricing/rate-cards/addRate",
-            &json!({ "rate_card_id": card, "product_id": product, "starting_at": start,
-                     "entitled": true, "rate_type": "FLAT", "price": 1 }),
-        )
-        .await
-        .unwrap();
-        let customer = api
-            .create(
-                "/v1/customers",
-                &json!({ "name": "Acme", "ingest_aliases": ["acme"] }),
-            )
-            .await
-            .unwrap();
-        api.create(
-            "/v1/contracts/create",
-            &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
-        )
-        .await
-        .unwrap();
+        let customer = call_billing(&api, &start).await.unwrap();
         // Phase 1: acknowledged before the backup begins.
         for batch in 0..10 {
             let r = ingest(&api, &events("p1-", batch * 100, 100, &at)).await;

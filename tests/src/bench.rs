@@ -105,6 +105,48 @@ pub async fn token_billing(
     Ok(customer)
 }
 
+/// A COUNT metric on `call` events, a product priced 1 per event (FLAT), a rate card, a customer
+/// with the ingest alias `acme` and a monthly contract from `start`. Returns the customer's id.
+pub async fn call_billing(api: &ApiClient, start: &str) -> Result<String, String> {
+    let metric = api
+        .create(
+            "/v1/billable-metrics/create",
+            &json!({ "name": "calls", "event_type_filter": { "in_values": ["call"] },
+                     "aggregation_type": "COUNT" }),
+        )
+        .await?;
+    let product = api
+        .create(
+            "/v1/contract-pricing/products/create",
+            &json!({ "name": "calls", "type": "USAGE", "billable_metric_id": metric }),
+        )
+        .await?;
+    let card = api
+        .create(
+            "/v1/contract-pricing/rate-cards/create",
+            &json!({ "name": "card" }),
+        )
+        .await?;
+    api.data(
+        "/v1/contract-pricing/rate-cards/addRate",
+        &json!({ "rate_card_id": card, "product_id": product, "starting_at": start,
+                 "entitled": true, "rate_type": "FLAT", "price": 1 }),
+    )
+    .await?;
+    let customer = api
+        .create(
+            "/v1/customers",
+            &json!({ "name": "Acme", "ingest_aliases": ["acme"] }),
+        )
+        .await?;
+    api.create(
+        "/v1/contracts/create",
+        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
+    )
+    .await?;
+    Ok(customer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
