@@ -92,6 +92,7 @@ impl RatingContext {
                 fiat_credit_type: CreditTypeId(String::new()),
                 metrics: BTreeMap::new(),
                 products: Vec::new(),
+                product_order: Vec::new(),
                 rates: Vec::new(),
                 contract: contract.snapshot(),
             },
@@ -106,8 +107,8 @@ impl RatingContext {
         Ok(ctx)
     }
 
-    /// Loads the card's rates, products (line order = the order products were first given a
-    /// rate on the card) and metrics; returns the card's fiat credit type.
+    /// Loads the card's rates, products, product order (the invoice's line order, which core
+    /// applies) and metrics; returns the card's fiat credit type.
     async fn load_rate_card(
         &mut self,
         st: &AppState,
@@ -120,10 +121,7 @@ impl RatingContext {
             .config
             .get_doc(env, kind::RATE_CARD, card_id)
             .await?;
-        let fiat = match card {
-            Some(doc) => decode::<RateCard>(&doc)?.fiat_credit_type,
-            None => CreditTypeRef::usd(),
-        };
+        let card: Option<RateCard> = card.as_ref().map(decode).transpose()?;
         let docs = st
             .stores
             .config
@@ -131,6 +129,13 @@ impl RatingContext {
             .await?;
         let records: Vec<RateRecord> =
             docs.iter().map(decode).collect::<Result<_, StoreError>>()?;
+        let fiat = match &card {
+            Some(card) => {
+                self.snapshot.product_order = card.effective_product_order(&records);
+                card.fiat_credit_type.clone()
+            }
+            None => CreditTypeRef::usd(),
+        };
         for r in &records {
             self.add_credit_type(&r.credit_type);
         }

@@ -466,9 +466,22 @@ pub struct RateCard {
     pub custom_fields: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+    /// The product order `setRateCardProductsOrder` / `moveRateCardProducts` last stored (never
+    /// shown; `tally_core::product_order::effective` makes the card's order from it and its
+    /// rates). Empty until the card is first ordered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_order: Vec<String>,
 }
 
 impl RateCard {
+    /// The card's product order given its rates in the order they were added.
+    pub fn effective_product_order(&self, rates: &[RateRecord]) -> Vec<String> {
+        tally_core::product_order::effective(
+            &self.product_order,
+            rates.iter().map(|r| r.product_id.as_str()),
+        )
+    }
+
     /// Stamps aliases new to this card with `now`; kept aliases keep their assignment time.
     pub fn assign_aliases(&mut self, mut aliases: Vec<RateCardAlias>, now_ms: i64) {
         for alias in &mut aliases {
@@ -478,9 +491,12 @@ impl RateCard {
         self.aliases = aliases;
     }
 
-    /// The `RateCard` response shape (internal alias bookkeeping removed).
+    /// The `RateCard` response shape (internal alias and order bookkeeping removed).
     pub fn api_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(card) = v.as_object_mut() {
+            card.remove("product_order");
+        }
         if let Some(aliases) = v
             .get_mut("aliases")
             .and_then(serde_json::Value::as_array_mut)

@@ -29,6 +29,7 @@ pub mod money;
 pub mod period;
 pub mod pricing;
 pub mod product;
+pub mod product_order;
 pub mod rate;
 pub mod rating;
 pub mod time;

@@ -71,9 +71,13 @@ pub struct PricingSnapshot {
     /// The credit type the invoice is stated in (the rate card's fiat credit type).
     pub fiat_credit_type: CreditTypeId,
     pub metrics: BTreeMap<String, MetricDef>,
-    /// Usage products with their rating versions, in the rate card's product order (the
-    /// invoice's line order).
+    /// Usage products with their rating versions.
     pub products: Vec<RatedProduct>,
+    /// The rate card's product order (`product_order::effective`): the invoice's lines come in
+    /// this order of their products, then as rating produced them within one product. Lines of
+    /// a product it does not list follow, in the order of `products`.
+    #[serde(default)]
+    pub product_order: Vec<String>,
     /// The rate card's rates in the order they were added.
     pub rates: Vec<Rate>,
     pub contract: ContractSnapshot,
@@ -120,7 +124,8 @@ pub fn price_invoice(
         rates: &snapshot.rates,
         usage,
     };
-    let lines = price_usage(&input)?;
+    let mut lines = price_usage(&input)?;
+    order_lines(&mut lines, &snapshot.product_order);
     let (lines, adjustments) = apply_balances(lines);
     let (subtotal, total) = totals(&lines, &adjustments)?;
     Ok(Invoice {
@@ -132,6 +137,22 @@ pub fn price_invoice(
         adjustments,
         total,
     })
+}
+
+/// Puts lines in the card's product order. Stable, so a product's lines keep the order rating
+/// gave them (segment, pricing combination, rate, presentation group, tier), and lines of
+/// unlisted products keep theirs after the listed ones. Order never changes an amount.
+fn order_lines(lines: &mut [InvoiceLine], order: &[String]) {
+    let rank: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
+    lines.sort_by_key(|l| {
+        rank.get(l.product_id.as_str())
+            .copied()
+            .unwrap_or(order.len())
+    });
 }
 
 /// Stage 3: draws priced lines down against the contract's balances. There are no commits or
@@ -200,6 +221,7 @@ mod tests {
             fiat_credit_type: usd(),
             metrics: BTreeMap::new(),
             products: vec![],
+            product_order: vec![],
             rates: vec![],
             contract: ContractSnapshot {
                 id: "c".into(),

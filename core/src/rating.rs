@@ -309,15 +309,57 @@ pub fn rate_schedule<'r>(
     product_id: &str,
     pricing: &BTreeMap<String, String>,
 ) -> Vec<(Period, &'r Rate)> {
-    let mut candidates: Vec<&Rate> = rates
-        .iter()
-        .filter(|r| r.product_id == product_id && &r.pricing_group_values == pricing)
+    let mut candidates: Vec<usize> = (0..rates.len())
+        .filter(|&i| rates[i].product_id == product_id && &rates[i].pricing_group_values == pricing)
         .collect();
     // Stable sort: among equal starts the later-added rate comes last and supersedes.
-    candidates.sort_by_key(|r| r.starting_at_ms);
+    candidates.sort_by_key(|&i| rates[i].starting_at_ms);
     let mut out = Vec::new();
-    for (i, rate) in candidates.iter().enumerate() {
-        let next_start = candidates.get(i + 1).map(|n| n.starting_at_ms);
+    push_segments(rates, &candidates, &mut out);
+    out.into_iter().map(|s| (s.span, &rates[s.rate])).collect()
+}
+
+/// One segment of a rate card's schedule: `rates[rate]` is in effect over `span`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSegment {
+    /// Index of the rate in the slice given to [`rate_schedules`].
+    pub rate: usize,
+    pub span: Period,
+}
+
+/// Every schedule of a rate card at once: the non-empty segments of each product + pricing
+/// combination, grouped by combination (product id, then pricing values) and in time order
+/// within one. The same rule as [`rate_schedule`], in O(n log n) for n rates where calling it
+/// per combination costs O(n) each.
+pub fn rate_schedules(rates: &[Rate]) -> Vec<ScheduleSegment> {
+    let key = |i: usize| {
+        let r = &rates[i];
+        (&r.product_id, &r.pricing_group_values, r.starting_at_ms)
+    };
+    let mut order: Vec<usize> = (0..rates.len()).collect();
+    // Stable: among equal keys and starts the later-added rate comes last and supersedes.
+    order.sort_by(|&a, &b| key(a).cmp(&key(b)));
+    let mut out = Vec::with_capacity(rates.len());
+    let mut rest = order.as_slice();
+    while let Some(&first) = rest.first() {
+        let same = |&i: &usize| {
+            rates[i].product_id == rates[first].product_id
+                && rates[i].pricing_group_values == rates[first].pricing_group_values
+        };
+        let len = rest.iter().take_while(|i| same(i)).count();
+        push_segments(rates, &rest[..len], &mut out);
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// The segments of one combination's rates (`group`, sorted by start, later-added last among
+/// equal starts): each ends at its own `ending_before` or where the next starts, whichever is
+/// first; empty ones are left out.
+fn push_segments(rates: &[Rate], group: &[usize], out: &mut Vec<ScheduleSegment>) {
+    for (n, &i) in group.iter().enumerate() {
+        let rate = &rates[i];
+        let next_start = group.get(n + 1).map(|&j| rates[j].starting_at_ms);
         let end = match (rate.ending_before_ms, next_start) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,
@@ -325,16 +367,15 @@ pub fn rate_schedule<'r>(
             (None, None) => i64::MAX,
         };
         if rate.starting_at_ms < end {
-            out.push((
-                Period {
+            out.push(ScheduleSegment {
+                rate: i,
+                span: Period {
                     start_ms: rate.starting_at_ms,
                     end_ms: end,
                 },
-                *rate,
-            ));
+            });
         }
     }
-    out
 }
 
 struct SegmentCtx<'a> {

@@ -115,6 +115,14 @@ struct RatedInvoice {
 
 /// Prices `input` through the pricing entry point (`pricing::price_invoice`), in USD.
 fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
+    rate_period_in_order(input, &[])
+}
+
+/// [`rate_period`] with the rate card's product order `order`.
+fn rate_period_in_order(
+    input: &RatingInput<'_>,
+    order: &[&str],
+) -> Result<RatedInvoice, RatingError> {
     let snapshot = crate::pricing::PricingSnapshot {
         credit_types: vec![crate::money::CreditType {
             id: usd(),
@@ -123,6 +131,7 @@ fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
         fiat_credit_type: usd(),
         metrics: input.metrics.clone(),
         products: input.products.to_vec(),
+        product_order: order.iter().map(|p| p.to_string()).collect(),
         rates: input.rates.to_vec(),
         contract: crate::pricing::ContractSnapshot {
             id: "c".into(),
@@ -1115,4 +1124,112 @@ proptest! {
         let after = rate_models(agg, &tiers, &more, presented, true);
         prop_assert!(before.total <= after.total, "{} > {}", before.total, after.total);
     }
+}
+
+fn arb_schedule_rates() -> impl Strategy<Value = Vec<Rate>> {
+    let one = (0..3usize, 0..3usize, 0..6i64, proptest::option::of(1..4i64));
+    proptest::collection::vec(one, 0..40).prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(n, (p, region, start, len))| {
+                let product = ["a", "b", "c"][p];
+                let regions = [&[][..], &[("region", "us")][..], &[("region", "eu")][..]];
+                let mut r = rate(
+                    product,
+                    regions[region],
+                    start * HOUR_MS,
+                    Price::Flat(d("1")),
+                );
+                r.ending_before_ms = len.map(|l| (start + l) * HOUR_MS);
+                // Prices tell the rates apart, so a wrong pick shows.
+                r.price = Price::Flat(Decimal::from(n as i64));
+                r
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// The whole card's schedules at once are exactly each combination's schedule.
+    #[test]
+    fn rate_schedules_agree_with_rate_schedule(rates in arb_schedule_rates()) {
+        let all = rate_schedules(&rates);
+        let mut keys: Vec<(String, BTreeMap<String, String>)> = rates
+            .iter()
+            .map(|r| (r.product_id.clone(), r.pricing_group_values.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut expected = Vec::new();
+        for (product, pricing) in &keys {
+            for (span, rate) in rate_schedule(&rates, product, pricing) {
+                expected.push((span, rate.clone()));
+            }
+        }
+        let got: Vec<(Period, Rate)> = all.iter().map(|s| (s.span, rates[s.rate].clone())).collect();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn lines_follow_the_card_product_order_and_keep_their_order_within_a_product() {
+    let calls = metric("calls", Aggregation::Count, vec![vec!["region".into()]]);
+    let metrics: BTreeMap<String, MetricDef> = [(calls.id.clone(), calls)].into_iter().collect();
+    let products = [
+        product("a", state("calls", &["region"], &[])),
+        product("b", state("calls", &[], &[])),
+        product("c", state("calls", &[], &[])),
+    ];
+    let rates = [
+        rate("a", &[("region", "us")], SEP.start_ms, Price::Flat(d("1"))),
+        rate("a", &[("region", "eu")], SEP.start_ms, Price::Flat(d("2"))),
+        rate("b", &[], SEP.start_ms, Price::Flat(d("3"))),
+        rate("c", &[], SEP.start_ms, Price::Flat(d("5"))),
+    ];
+    let usage = [
+        row("calls", &[Some("us")], SEP.start_ms, Accumulator::Count(4)),
+        row("calls", &[Some("eu")], SEP.start_ms, Accumulator::Count(10)),
+    ];
+    let input = RatingInput {
+        period: SEP,
+        products: &products,
+        metrics: &metrics,
+        rates: &rates,
+        usage: &usage,
+    };
+    let summary = |inv: &RatedInvoice| -> Vec<(String, Option<String>, Decimal)> {
+        inv.lines
+            .iter()
+            .map(|l| {
+                let region = l.pricing_group_values.as_ref().map(|v| v["region"].clone());
+                (l.product_id.clone(), region, l.total)
+            })
+            .collect()
+    };
+    let unordered = rate_period(&input).unwrap();
+    // Rating's own order: products as given, a's combinations sorted by value (eu before us).
+    let a_lines = [
+        ("a".to_string(), Some("eu".to_string()), d("20")),
+        ("a".to_string(), Some("us".to_string()), d("4")),
+    ];
+    let (b, c) = (
+        ("b".to_string(), None, d("42")),
+        ("c".to_string(), None, d("70")),
+    );
+    assert_eq!(
+        summary(&unordered),
+        [a_lines.to_vec(), vec![b.clone(), c.clone()]].concat()
+    );
+    // "c" first, then "a"; "b" is not listed and follows.
+    let ordered = rate_period_in_order(&input, &["c", "a"]).unwrap();
+    assert_eq!(
+        summary(&ordered),
+        [vec![c.clone()], a_lines.to_vec(), vec![b.clone()]].concat()
+    );
+    assert_eq!(
+        (ordered.subtotal, ordered.total),
+        (unordered.subtotal, unordered.total)
+    );
+    assert_eq!(ordered.total, d("136"));
 }

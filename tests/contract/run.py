@@ -68,6 +68,9 @@ OPERATIONS = {
     "addRate-v1": "POST /v1/contract-pricing/rate-cards/addRate",
     "addRates-v1": "POST /v1/contract-pricing/rate-cards/addRates",
     "getRates-v1": "POST /v1/contract-pricing/rate-cards/getRates",
+    "getRateSchedule-v1": "POST /v1/contract-pricing/rate-cards/getRateSchedule",
+    "setRateCardProductsOrder-v1": "POST /v1/contract-pricing/rate-cards/setRateCardProductsOrder",
+    "moveRateCardProducts-v1": "POST /v1/contract-pricing/rate-cards/moveRateCardProducts",
     "createCustomer-v1": "POST /v1/customers",
     "listCustomers-v1": "GET /v1/customers",
     "getCustomer-v1": "GET /v1/customers/{customer_id}",
@@ -312,6 +315,12 @@ def walkthrough(call: Walk) -> dict[str, list]:
     call("updateRateCard-v1", body={"rate_card_id": card, "name": "Standard 2026"})
     call("listRateCards-v1", body={})
     call("getRates-v1", body={"rate_card_id": card, "at": iso(hour)})
+    call("getRateSchedule-v1", body={"rate_card_id": card, "starting_at": iso(month_start(now, 3))})
+    call("setRateCardProductsOrder-v1", body={"rate_card_id": card, "product_order": [fixed]})
+    call(
+        "moveRateCardProducts-v1",
+        body={"rate_card_id": card, "product_moves": [{"product_id": product, "position": 0}]},
+    )
 
     customers, contracts = [], []
     for name in ("Acme", "Globex"):
@@ -481,6 +490,16 @@ BINDINGS: dict[str, dict[str, str]] = {
         "body.rates[*].credit_type_id": "credit_type",
     },
     "getRates-v1": {"body.rate_card_id": "card", "body.at": "hour"},
+    "getRateSchedule-v1": {
+        "body.rate_card_id": "card",
+        "body.starting_at": "hour",
+        "body.ending_before": "hour",
+    },
+    "setRateCardProductsOrder-v1": {"body.rate_card_id": "card"},
+    "moveRateCardProducts-v1": {
+        "body.rate_card_id": "card",
+        "body.product_moves[*].product_id": "usage_product",
+    },
     "listCustomers-v1": {"query.ingest_alias": "alias"},
     "getCustomer-v1": {"path.customer_id": "customer"},
     "archiveCustomer-v1": {"body.id": "spare_customer"},

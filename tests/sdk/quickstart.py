@@ -23,6 +23,10 @@ What this proves, against a running `tally serve` (env TALLY_BASE_URL, TALLY_TOK
 4. Usage sent for an unknown customer id is attributed once that id becomes an ingest alias.
 5. Error mapping: 404 -> NotFoundError, 400 -> BadRequestError (SUM metric without
    aggregation_key, non-hour-aligned contract start), 409 -> ConflictError (ingest alias in use).
+6. The rate card's product order: `rate_cards.retrieve_rate_schedule` lists the schedule in the
+   card's product order (and pages with `next_page`); `rate_cards.product_orders.set` and
+   `.update` reorder it, the draft invoice's lines follow (totals unchanged), and bad input is a
+   BadRequestError (unknown product, position past the end, empty range) or NotFoundError.
 
 Prices are in cents (pricing unit "USD (cents)"). Expected numbers below are computed by hand.
 
@@ -614,6 +618,73 @@ def late_alias(client: Metronome, clock: Clock, ids: Ids) -> None:
     check_draft_invoice(client, clock, ids, EXPECTED_LINES_AFTER_ALIAS, EXPECTED_TOTAL_AFTER_ALIAS)
 
 
+def line_products(inv: dict) -> list[str]:
+    """The products of an invoice's lines in line order, each run of one product once."""
+    out: list[str] = []
+    for line in inv["line_items"]:
+        if not out or out[-1] != line["product_id"]:
+            out.append(line["product_id"])
+    return out
+
+
+def check_product_order(client: Metronome, clock: Clock, ids: Ids) -> None:
+    log("product order: rate schedule, set and move through the SDK; draft lines follow")
+    cards = client.v1.contracts.rate_cards
+    tokens, requests = ids.products["Tokens"], ids.products["Requests"]
+    start = iso(clock.contract_start)
+
+    sched = cards.retrieve_rate_schedule(rate_card_id=ids.rate_card, starting_at=start)
+    got = [(r.product_id, (r.pricing_group_values or {}).get("model")) for r in sched.data]
+    # Default order: Tokens (first rated), its models in the order rated; then Requests.
+    assert got == [(tokens, "small"), (tokens, "large"), (requests, None)], f"schedule: {got}"
+    assert sched.next_page is None, f"next_page: {sched.next_page!r}"
+    assert all(parse_ts(r.starting_at) == clock.contract_start and r.ending_before is None for r in sched.data)
+    assert num(body_of(cards.with_raw_response.retrieve_rate_schedule(
+        rate_card_id=ids.rate_card, starting_at=start))["data"][2]["rate"]["price"], "price") == D("0.1")
+    first = cards.retrieve_rate_schedule(rate_card_id=ids.rate_card, starting_at=start, limit=2)
+    assert len(first.data) == 2 and first.next_page, f"first page: {first}"
+    rest = cards.retrieve_rate_schedule(
+        rate_card_id=ids.rate_card, starting_at=start, limit=2, next_page=first.next_page
+    )
+    assert [r.product_id for r in rest.data] == [requests] and rest.next_page is None, f"second page: {rest}"
+    assert line_products(fetch_draft(client, clock, ids.customer)) == [tokens, requests]
+
+    done = cards.product_orders.set(rate_card_id=ids.rate_card, product_order=[requests])
+    assert done.data.id == ids.rate_card, f"set returns the card id, got {done.data.id}"
+    inv = fetch_draft(client, clock, ids.customer)
+    assert line_products(inv) == [requests, tokens], dump(inv)
+    check_invoice(inv, clock, ids, EXPECTED_LINES, EXPECTED_TOTAL)
+    sched = cards.retrieve_rate_schedule(rate_card_id=ids.rate_card, starting_at=start)
+    assert [r.product_id for r in sched.data] == [requests, tokens, tokens], f"schedule: {sched}"
+
+    done = cards.product_orders.update(
+        rate_card_id=ids.rate_card, product_moves=[{"product_id": tokens, "position": 0}]
+    )
+    assert done.data.id == ids.rate_card, f"update returns the card id, got {done.data.id}"
+    inv = fetch_draft(client, clock, ids.customer)
+    assert line_products(inv) == [tokens, requests], dump(inv)
+    check_invoice(inv, clock, ids, EXPECTED_LINES, EXPECTED_TOTAL)
+
+    unknown = str(uuid.uuid4())
+    for what, call in [
+        ("set with an unknown product",
+         lambda: cards.product_orders.set(rate_card_id=ids.rate_card, product_order=[unknown])),
+        ("move past the end",
+         lambda: cards.product_orders.update(
+             rate_card_id=ids.rate_card, product_moves=[{"product_id": requests, "position": 2}])),
+        ("schedule with an empty range",
+         lambda: cards.retrieve_rate_schedule(rate_card_id=ids.rate_card, starting_at=start, ending_before=start)),
+    ]:
+        assert_error_body(expect_error(metronome.BadRequestError, call, what), what)
+    e = expect_error(
+        metronome.NotFoundError,
+        lambda: cards.product_orders.set(rate_card_id=unknown, product_order=[]),
+        "set the order of an unknown card",
+    )
+    assert_error_body(e, "404 unknown card")
+    assert line_products(fetch_draft(client, clock, ids.customer)) == [tokens, requests]
+
+
 def check_errors(client: Metronome, clock: Clock, ids: Ids) -> None:
     log("error mapping: 404, 400s")
     e = expect_error(
@@ -672,6 +743,7 @@ def main() -> int:
     check_contract_reads(client, clock, ids.customer, ids.contract, ids.rate_card)
     ingest_usage(client, clock, ids.customer, base_url, token)
     check_draft_invoice(client, clock, ids, EXPECTED_LINES, EXPECTED_TOTAL)
+    check_product_order(client, clock, ids)
     late_alias(client, clock, ids)
     check_errors(client, clock, ids)
     log("PASS")

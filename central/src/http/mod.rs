@@ -446,11 +446,24 @@ pub fn keyset_page(mut items: Vec<(i64, Value)>, limit: i64) -> Json<Value> {
 
 /// `{data, next_page}` for an in-memory list paged by offset.
 pub fn offset_page(items: Vec<Value>, offset: i64, limit: i64, cursor_field: &str) -> Json<Value> {
-    let start = (offset as usize).min(items.len());
-    let end = (start + limit as usize).min(items.len());
-    let next = (end < items.len()).then(|| encode_cursor(end as i64));
-    let data: Vec<Value> = items[start..end].to_vec();
+    let (range, next) = offset_range(items.len(), offset, limit);
+    let data: Vec<Value> = items[range].to_vec();
     Json(json!({ "data": data, cursor_field: next }))
+}
+
+/// The slice of a `total`-item list one offset page shows, and the cursor of the next page
+/// (`None` on the last).
+pub fn offset_range(
+    total: usize,
+    offset: i64,
+    limit: i64,
+) -> (std::ops::Range<usize>, Option<String>) {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+    let end = start
+        .saturating_add(usize::try_from(limit).unwrap_or(0))
+        .min(total);
+    let next = (end < total).then(|| encode_cursor(end as i64));
+    (start..end, next)
 }
 
 /// `{"data": {"id": ...}}`.

@@ -1,7 +1,8 @@
-//! `/v1/contract-pricing/rate-cards/*`: rate cards and their rate schedules; the wire side of
-//! `service::rate_cards`.
+//! `/v1/contract-pricing/rate-cards/*`: rate cards, their rates and rate schedules (`getRates`,
+//! `getRateSchedule`, offset cursors reusable with the same filters) and their product order
+//! (`setRateCardProductsOrder`, `moveRateCardProducts`); the wire side of `service::rate_cards`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -12,13 +13,18 @@ use serde_json::{json, Value};
 use super::error::ApiResult;
 use super::from_value;
 use super::{
-    decode_cursor, id_response, keyset_page, offset_page, page_from_query, page_limit, Body,
+    decode_cursor, id_response, keyset_page, offset_range, page_from_query, page_limit, Body,
     Caller, QueryMap, MAX_PAGE_SIZE,
 };
 use crate::model::{BillingFrequency, Product, RateCardAlias, RateRecord, RateType, WireTier};
-use crate::service::rate_cards::{self, CardChange, NewRate, NewRateCard};
+use crate::service::rate_cards::{
+    self, CardChange, NewRate, NewRateCard, RateSelector, ScheduleWindow,
+};
+use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
+use tally_core::period::Period;
+use tally_core::product_order::ProductMove;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,6 +38,18 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contract-pricing/rate-cards/rates/add", post(add_rate))
         .route("/v1/contract-pricing/rate-cards/addRates", post(add_rates))
         .route("/v1/contract-pricing/rate-cards/getRates", post(get_rates))
+        .route(
+            "/v1/contract-pricing/rate-cards/getRateSchedule",
+            post(get_rate_schedule),
+        )
+        .route(
+            "/v1/contract-pricing/rate-cards/setRateCardProductsOrder",
+            post(set_products_order),
+        )
+        .route(
+            "/v1/contract-pricing/rate-cards/moveRateCardProducts",
+            post(move_products),
+        )
 }
 
 #[derive(Deserialize)]
@@ -204,23 +222,18 @@ struct Selector {
     product_tags: Option<Vec<String>>,
     pricing_group_values: Option<BTreeMap<String, String>>,
     partial_pricing_group_values: Option<BTreeMap<String, String>>,
+    billing_frequency: Option<BillingFrequency>,
 }
 
 impl Selector {
-    fn matches(&self, r: &RateRecord, product: &Product) -> bool {
-        self.product_id.as_ref().is_none_or(|p| *p == r.product_id)
-            && self
-                .product_tags
-                .as_ref()
-                .is_none_or(|tags| tags.iter().any(|t| product.current.tags.contains(t)))
-            && self
-                .pricing_group_values
-                .as_ref()
-                .is_none_or(|v| *v == r.pricing_group_values)
-            && self.partial_pricing_group_values.as_ref().is_none_or(|v| {
-                v.iter()
-                    .all(|(k, val)| r.pricing_group_values.get(k) == Some(val))
-            })
+    fn domain(self) -> RateSelector {
+        RateSelector {
+            product_id: self.product_id,
+            product_tags: self.product_tags,
+            pricing_group_values: self.pricing_group_values,
+            partial_pricing_group_values: self.partial_pricing_group_values,
+            billing_frequency: self.billing_frequency,
+        }
     }
 }
 
@@ -238,58 +251,122 @@ async fn get_rates(
     q: QueryMap,
     Body(req): Body<GetRatesReq>,
 ) -> ApiResult<Json<Value>> {
+    let window = ScheduleWindow::At(req.at);
+    schedule_page(&st, env, &q, &req.rate_card_id, window, req.selectors).await
+}
+
+#[derive(Deserialize)]
+struct GetRateScheduleReq {
+    rate_card_id: String,
+    starting_at: Time,
+    ending_before: Option<Time>,
+    #[serde(default)]
+    selectors: Vec<Selector>,
+}
+
+async fn get_rate_schedule(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    q: QueryMap,
+    Body(req): Body<GetRateScheduleReq>,
+) -> ApiResult<Json<Value>> {
+    let window = ScheduleWindow::Range {
+        starting_at: req.starting_at,
+        ending_before: req.ending_before,
+    };
+    schedule_page(&st, env, &q, &req.rate_card_id, window, req.selectors).await
+}
+
+/// One offset page of a card's selected schedule segments; only the page's items are rendered.
+async fn schedule_page(
+    st: &AppState,
+    env: Env,
+    q: &QueryMap,
+    card_id: &str,
+    window: ScheduleWindow,
+    selectors: Vec<Selector>,
+) -> ApiResult<Json<Value>> {
     let limit = page_limit(q.one("limit"), MAX_PAGE_SIZE)?;
     let offset = decode_cursor(q.one("next_page"))?;
-    let (records, products) = rate_cards::rates_with_products(&st, env, &req.rate_card_id).await?;
-    let cores: Vec<tally_core::rating::Rate> =
-        records.iter().filter_map(RateRecord::core).collect();
-    let mut items = Vec::new();
-    let mut seen = BTreeSet::new();
-    for r in &records {
-        if !seen.insert((r.product_id.clone(), r.pricing_group_values.clone())) {
-            continue;
-        }
-        let schedule =
-            tally_core::rating::rate_schedule(&cores, &r.product_id, &r.pricing_group_values);
-        let Some((span, _)) = schedule
-            .iter()
-            .find(|(p, _)| p.start_ms <= req.at.0 && req.at.0 < p.end_ms)
-        else {
-            continue;
-        };
-        // Find the record behind the active span (same product, values and start).
-        let Some(active) = records.iter().rev().find(|x| {
-            x.product_id == r.product_id
-                && x.pricing_group_values == r.pricing_group_values
-                && x.starting_at.0 == span.start_ms
-        }) else {
-            continue;
-        };
-        let Some(product) = products.get(&active.product_id) else {
-            continue;
-        };
-        if !req.selectors.is_empty() && !req.selectors.iter().any(|s| s.matches(active, product)) {
-            continue;
-        }
-        let ending = (span.end_ms != i64::MAX).then_some(Time(span.end_ms));
-        let mut item = json!({
-            "product_id": active.product_id,
-            "product_name": product.current.name,
-            "product_tags": product.current.tags,
-            "product_custom_fields": product.custom_fields,
-            "entitled": active.entitled,
-            "rate": active.rate_json(),
-            "starting_at": Time(span.start_ms),
-        });
-        // An open-ended rate has no `ending_before` (optional, non-nullable upstream).
-        set_opt(&mut item, "ending_before", ending);
-        if !active.pricing_group_values.is_empty() {
-            item["pricing_group_values"] = json!(active.pricing_group_values);
-        }
-        if let Some(f) = active.billing_frequency {
-            item["billing_frequency"] = json!(f);
-        }
-        items.push(item);
+    let selectors: Vec<RateSelector> = selectors.into_iter().map(Selector::domain).collect();
+    let found = rate_cards::schedule(st, env, card_id, window, &selectors).await?;
+    let (range, next) = offset_range(found.segments.len(), offset, limit);
+    let items: Vec<Value> = found.segments[range]
+        .iter()
+        .filter_map(|&(i, span)| {
+            let record = &found.records[i];
+            let product = found.products.get(&record.product_id)?;
+            Some(schedule_item(record, product, span))
+        })
+        .collect();
+    Ok(Json(json!({ "data": items, "next_page": next })))
+}
+
+/// A `getRates` / `getRateSchedule` item: one schedule segment of one rate.
+fn schedule_item(r: &RateRecord, product: &Product, span: Period) -> Value {
+    let mut item = json!({
+        "product_id": r.product_id,
+        "product_name": product.current.name,
+        "product_tags": product.current.tags,
+        "product_custom_fields": product.custom_fields,
+        "entitled": r.entitled,
+        "rate": r.rate_json(),
+        "starting_at": Time(span.start_ms),
+    });
+    // An open-ended segment has no `ending_before` (optional, non-nullable upstream).
+    let ending = (span.end_ms != i64::MAX).then_some(Time(span.end_ms));
+    set_opt(&mut item, "ending_before", ending);
+    if !r.pricing_group_values.is_empty() {
+        item["pricing_group_values"] = json!(r.pricing_group_values);
     }
-    Ok(offset_page(items, offset, limit, "next_page"))
+    if let Some(f) = r.billing_frequency {
+        item["billing_frequency"] = json!(f);
+    }
+    set_opt(&mut item, "commit_rate", r.commit_rate.as_ref());
+    item
+}
+
+#[derive(Deserialize)]
+struct SetOrderReq {
+    rate_card_id: String,
+    product_order: Vec<String>,
+}
+
+async fn set_products_order(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<SetOrderReq>,
+) -> ApiResult<Json<Value>> {
+    rate_cards::set_products_order(&st, env, &req.rate_card_id, req.product_order).await?;
+    Ok(id_response(&req.rate_card_id))
+}
+
+#[derive(Deserialize)]
+struct MoveReq {
+    rate_card_id: String,
+    product_moves: Vec<MoveInput>,
+}
+
+#[derive(Deserialize)]
+struct MoveInput {
+    product_id: String,
+    /// 0-based; a negative or fractional number is refused by the body extractor (400).
+    position: u64,
+}
+
+async fn move_products(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<MoveReq>,
+) -> ApiResult<Json<Value>> {
+    let moves = req
+        .product_moves
+        .into_iter()
+        .map(|m| ProductMove {
+            product_id: m.product_id,
+            position: m.position,
+        })
+        .collect();
+    rate_cards::move_products(&st, env, &req.rate_card_id, moves).await?;
+    Ok(id_response(&req.rate_card_id))
 }

@@ -1,17 +1,21 @@
 //! Rate cards and their rates: create, list, update (name, description, aliases), archive, add
-//! rates, read a card's rates.
+//! rates, order the card's products, read a card's rate schedule (`getRates`,
+//! `getRateSchedule`).
 //!
 //! Invariants: every change of a card document is a read-modify-write with optimistic
 //! concurrency, so concurrent changes are all kept, and its alias index is written in the same
 //! transaction; a rate is validated by core's rules against its product and by the configuration
 //! limits (tiers per rate, rates per card, price magnitude) before it is stored; a list of rates
-//! is stored all or nothing.
+//! is stored all or nothing; a card's schedule is read in O(n log n) of its rates, in the card's
+//! product order (`tally_core::product_order`), the same order its invoices' lines take.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use tally_core::period::Period;
+use tally_core::product_order::{self, ProductMove};
 use tally_core::rate;
-use tally_core::rating::Tier;
+use tally_core::rating::{self, Tier};
 
 use super::{lost_race_is_false, modify_doc, require_hour, require_text, retry_conflicts};
 use super::{products, Invalid, SeqPage, Write};
@@ -165,6 +169,7 @@ pub async fn create(st: &AppState, env: Env, req: NewRateCard) -> Result<String>
         created_by: CREATED_BY.into(),
         custom_fields: req.custom_fields,
         archived_at: None,
+        product_order: Vec::new(),
     };
     card.assign_aliases(req.aliases, now);
     let doc = NewDoc {
@@ -347,24 +352,228 @@ pub async fn load_rates(st: &AppState, env: Env, rate_card_id: &str) -> Result<V
         .collect::<std::result::Result<_, _>>()?)
 }
 
-/// The card's rates and the products they price, for `getRates` (which selects among them).
-pub async fn rates_with_products(
+/// Most selectors one `getRates` / `getRateSchedule` call may give.
+pub const MAX_SELECTORS: usize = 100;
+/// Most entries of one `product_order` or `product_moves` list (a card has at most as many
+/// products as rates).
+pub const MAX_ORDER_ENTRIES: usize = MAX_RATES_PER_CARD;
+
+/// One selector of `getRates` / `getRateSchedule`: a rate matches when it meets every field
+/// given (none given: every rate).
+#[derive(Debug, Clone, Default)]
+pub struct RateSelector {
+    pub product_id: Option<String>,
+    /// Any of these tags on the product (its current version).
+    pub product_tags: Option<Vec<String>>,
+    /// Exactly these pricing values.
+    pub pricing_group_values: Option<BTreeMap<String, String>>,
+    /// At least these pricing values.
+    pub partial_pricing_group_values: Option<BTreeMap<String, String>>,
+    pub billing_frequency: Option<BillingFrequency>,
+}
+
+impl RateSelector {
+    fn matches(&self, r: &RateRecord, product: &Product) -> bool {
+        self.product_id.as_ref().is_none_or(|p| *p == r.product_id)
+            && self
+                .product_tags
+                .as_ref()
+                .is_none_or(|tags| tags.iter().any(|t| product.current.tags.contains(t)))
+            && self
+                .pricing_group_values
+                .as_ref()
+                .is_none_or(|v| *v == r.pricing_group_values)
+            && self.partial_pricing_group_values.as_ref().is_none_or(|v| {
+                v.iter()
+                    .all(|(k, val)| r.pricing_group_values.get(k) == Some(val))
+            })
+            && self
+                .billing_frequency
+                .is_none_or(|f| r.billing_frequency == Some(f))
+    }
+}
+
+/// Which schedule segments a read wants.
+#[derive(Debug, Clone, Copy)]
+pub enum ScheduleWindow {
+    /// `getRates`: the segment in effect at this instant, per product and pricing values.
+    At(Time),
+    /// `getRateSchedule`: every segment overlapping `[starting_at, ending_before)`.
+    Range {
+        starting_at: Time,
+        ending_before: Option<Time>,
+    },
+}
+
+impl ScheduleWindow {
+    fn overlaps(&self, span: Period) -> bool {
+        match *self {
+            ScheduleWindow::At(t) => span.contains(t.0),
+            ScheduleWindow::Range {
+                starting_at,
+                ending_before,
+            } => span.end_ms > starting_at.0 && ending_before.is_none_or(|e| span.start_ms < e.0),
+        }
+    }
+}
+
+/// A card's schedule segments selected by a read, in the card's product order, then
+/// `starting_at`, then the order the product's pricing values were first given a rate.
+pub struct CardSchedule {
+    /// The card's rates in the order added; `segments` point into it.
+    pub records: Vec<RateRecord>,
+    /// The products of `records`, by id.
+    pub products: BTreeMap<String, Product>,
+    /// `(index into records, span)` of each selected segment, in order.
+    pub segments: Vec<(usize, Period)>,
+}
+
+/// The segments of a card's rate schedule that `window` and `selectors` (any of them; none:
+/// all) select. O(n log n) in the card's rates (plus one read per product).
+pub async fn schedule(
     st: &AppState,
     env: Env,
     card_id: &str,
-) -> Result<(Vec<RateRecord>, BTreeMap<String, Product>)> {
-    get(st, env, card_id).await?;
+    window: ScheduleWindow,
+    selectors: &[RateSelector],
+) -> Result<CardSchedule> {
+    if selectors.len() > MAX_SELECTORS {
+        return Err(Invalid(format!("selectors: at most {MAX_SELECTORS} are allowed")).into());
+    }
+    if let ScheduleWindow::Range {
+        starting_at,
+        ending_before: Some(end),
+    } = window
+    {
+        if end.0 <= starting_at.0 {
+            return Err(Invalid("ending_before must be after starting_at".into()).into());
+        }
+    }
+    let card = get(st, env, card_id).await?;
     let records = load_rates(st, env, card_id).await?;
     let mut products = BTreeMap::new();
     for r in &records {
         if !products.contains_key(&r.product_id) {
-            products.insert(
-                r.product_id.clone(),
-                products::get(st, env, &r.product_id).await?,
-            );
+            let product = products::get(st, env, &r.product_id).await?;
+            products.insert(r.product_id.clone(), product);
         }
     }
-    Ok((records, products))
+    let rank: BTreeMap<String, usize> = card
+        .effective_product_order(&records)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, i))
+        .collect();
+    // Where each (product, pricing values) was first given a rate: the order within a product.
+    let mut first_of_key: BTreeMap<(&str, &BTreeMap<String, String>), usize> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        first_of_key
+            .entry((&r.product_id, &r.pricing_group_values))
+            .or_insert(i);
+    }
+    let (indices, cores): (Vec<usize>, Vec<rating::Rate>) = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.core()?)))
+        .unzip();
+    let mut segments: Vec<(usize, Period)> = rating::rate_schedules(&cores)
+        .into_iter()
+        .map(|s| (indices[s.rate], s.span))
+        .filter(|&(i, span)| {
+            let r = &records[i];
+            window.overlaps(span)
+                && products.get(&r.product_id).is_some_and(|p| {
+                    selectors.is_empty() || selectors.iter().any(|s| s.matches(r, p))
+                })
+        })
+        .collect();
+    let sort_key = |&(i, span): &(usize, Period)| {
+        let r = &records[i];
+        let key = (r.product_id.as_str(), &r.pricing_group_values);
+        (
+            rank.get(&r.product_id).copied().unwrap_or(usize::MAX),
+            span.start_ms,
+            first_of_key.get(&key).copied().unwrap_or(i),
+        )
+    };
+    segments.sort_by_cached_key(sort_key);
+    Ok(CardSchedule {
+        records,
+        products,
+        segments,
+    })
+}
+
+/// `setRateCardProductsOrder`: the products named first, in that order, the rest after in
+/// their previous relative order. A product not on the card, or named twice, is a 400 naming
+/// it, and nothing changes.
+pub async fn set_products_order(
+    st: &AppState,
+    env: Env,
+    card_id: &str,
+    product_order: Vec<String>,
+) -> Result<()> {
+    check_order_entries("product_order", product_order.len())?;
+    reorder(st, env, card_id, |current| {
+        product_order::set_order(current, &product_order)
+    })
+    .await
+}
+
+/// `moveRateCardProducts`: each product moved to its 0-based position, one move after the
+/// other in the order given. A product not on the card or a position past the last one is a
+/// 400 naming it, and nothing changes.
+pub async fn move_products(
+    st: &AppState,
+    env: Env,
+    card_id: &str,
+    moves: Vec<ProductMove>,
+) -> Result<()> {
+    check_order_entries("product_moves", moves.len())?;
+    reorder(st, env, card_id, |current| {
+        product_order::apply_moves(current, &moves)
+    })
+    .await
+}
+
+fn check_order_entries(field: &str, len: usize) -> std::result::Result<(), Invalid> {
+    match len <= MAX_ORDER_ENTRIES {
+        true => Ok(()),
+        false => Err(Invalid(format!(
+            "{field}: at most {MAX_ORDER_ENTRIES} entries are allowed"
+        ))),
+    }
+}
+
+/// Read-modify-write of a card's product order (retried on a concurrent change of the card).
+/// The rates are read once: rates are never removed, and a product whose first rate lands
+/// after this read is simply not in the order this change stores, so it stays last.
+async fn reorder<F>(st: &AppState, env: Env, card_id: &str, change: F) -> Result<()>
+where
+    F: Fn(&[String]) -> std::result::Result<Vec<String>, product_order::OrderError>,
+{
+    get(st, env, card_id).await?;
+    let rates = load_rates(st, env, card_id).await?;
+    modify_doc(
+        st,
+        env,
+        kind::RATE_CARD,
+        card_id,
+        "rate card",
+        |card: &mut RateCard| {
+            let current = card.effective_product_order(&rates);
+            let next = change(&current).map_err(|e| Invalid(e.to_string()))?;
+            if next == current {
+                return Ok::<_, RateCardError>(Write::Unchanged);
+            }
+            card.product_order = next;
+            Ok(Write::Save {
+                archived: card.archived_at.is_some(),
+            })
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn get(st: &AppState, env: Env, id: &str) -> Result<RateCard> {

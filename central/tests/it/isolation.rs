@@ -316,6 +316,12 @@ async fn snapshot(app: &TestApp, env: Env, w: &World) -> Vec<Value> {
             json!({ "rate_card_id": b.card, "at": NOW }),
         )
         .await,
+        app.post_as(
+            env,
+            "/v1/contract-pricing/rate-cards/getRateSchedule",
+            json!({ "rate_card_id": b.card, "starting_at": START }),
+        )
+        .await,
         app.get_as(env, &format!("/v1/customers/{}", b.customer))
             .await,
         app.get_as(env, "/v1/customers?only_archived=false").await,
@@ -400,6 +406,22 @@ async fn attack(app: &TestApp, actor: Env, victim: &World) -> usize {
         post(
             "/v1/contract-pricing/rate-cards/getRates",
             json!({ "rate_card_id": b.card, "at": NOW }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/getRateSchedule",
+            json!({ "rate_card_id": b.card, "starting_at": START }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/setRateCardProductsOrder",
+            json!({ "rate_card_id": b.card, "product_order": [b.product] }),
+        )
+        .await,
+        post(
+            "/v1/contract-pricing/rate-cards/moveRateCardProducts",
+            json!({ "rate_card_id": b.card,
+                    "product_moves": [{ "product_id": b.product, "position": 0 }] }),
         )
         .await,
         post(
@@ -514,7 +536,7 @@ async fn every_endpoint_keeps_each_environment_out_of_the_other_both_ways() {
     ] {
         let before = snapshot(&app, victim, world).await;
         let calls = attack(&app, actor, world).await;
-        assert!(calls >= 32, "{calls} endpoint calls");
+        assert!(calls >= 35, "{calls} endpoint calls");
         let after = snapshot(&app, victim, world).await;
         assert_eq!(before, after, "{actor:?} changed {victim:?} data");
     }

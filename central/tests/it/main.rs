@@ -12,5 +12,7 @@ mod invoices;
 mod isolation;
 mod limits;
 mod pricing_rules;
+mod product_order;
+mod rate_schedule;
 mod resources;
 mod store_conformance;

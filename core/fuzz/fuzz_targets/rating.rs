@@ -35,6 +35,8 @@ fn snapshot(input: &Input) -> PricingSnapshot {
         fiat_credit_type: usd(),
         metrics: input.metrics.clone(),
         products: input.products.clone(),
+        // The card's order reversed, so fuzzing also runs the reordering.
+        product_order: input.products.iter().rev().map(|p| p.product_id.clone()).collect(),
         rates: input.rates.clone(),
         contract: ContractSnapshot {
             id: "c".into(),
