@@ -2,6 +2,7 @@
 
 mod support;
 
+mod billing_configs;
 mod concurrency;
 mod config_limits;
 mod conventions;
@@ -9,6 +10,7 @@ mod edge_internal;
 mod ingest;
 mod invoices;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod pricing_rules;
 mod resources;
