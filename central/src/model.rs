@@ -605,6 +605,14 @@ pub struct Customer {
     pub updated_at: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+    /// Stored and read back, never delivered to (Tally sends invoices to no provider).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub billing_provider_configurations: Vec<BillingProviderConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revenue_system_configurations: Vec<RevenueSystemConfig>,
+    /// The legacy (Plans) billing configuration per `billing_provider_type`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub billing_config: BTreeMap<String, LegacyBillingConfig>,
 }
 
 impl Customer {
@@ -646,6 +654,161 @@ impl Customer {
             "current_billable_status": { "value": "billable", "effective_at": null },
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Billing-provider and revenue-system configurations (stored and read back; Tally delivers
+// invoices to no provider)
+
+wire_enum!(BillingProvider {
+    AwsMarketplace => "aws_marketplace", Stripe => "stripe", Netsuite => "netsuite",
+    Custom => "custom", AzureMarketplace => "azure_marketplace",
+    QuickbooksOnline => "quickbooks_online", Workday => "workday",
+    GcpMarketplace => "gcp_marketplace", Metronome => "metronome",
+});
+wire_enum!(DeliveryMethod {
+    DirectToBillingProvider => "direct_to_billing_provider", AwsSqs => "aws_sqs",
+    Tackle => "tackle", AwsSns => "aws_sns",
+});
+wire_enum!(TaxProvider { Anrok => "anrok", Avalara => "avalara", Stripe => "stripe" });
+wire_enum!(RevenueSystemProvider { Netsuite => "netsuite" });
+wire_enum!(RevenueDeliveryMethod { DirectToBillingProvider => "direct_to_billing_provider" });
+wire_enum!(StripeCollectionMethod {
+    ChargeAutomatically => "charge_automatically", SendInvoice => "send_invoice",
+    AutoChargePaymentIntent => "auto_charge_payment_intent",
+    ManuallyChargePaymentIntent => "manually_charge_payment_intent",
+});
+wire_enum!(AwsRegion {
+    AfSouth1 => "af-south-1", ApEast1 => "ap-east-1", ApNortheast1 => "ap-northeast-1",
+    ApNortheast2 => "ap-northeast-2", ApNortheast3 => "ap-northeast-3",
+    ApSouth1 => "ap-south-1", ApSoutheast1 => "ap-southeast-1",
+    ApSoutheast2 => "ap-southeast-2", CaCentral1 => "ca-central-1",
+    CnNorth1 => "cn-north-1", CnNorthwest1 => "cn-northwest-1",
+    EuCentral1 => "eu-central-1", EuNorth1 => "eu-north-1", EuSouth1 => "eu-south-1",
+    EuWest1 => "eu-west-1", EuWest2 => "eu-west-2", EuWest3 => "eu-west-3",
+    MeSouth1 => "me-south-1", SaEast1 => "sa-east-1", UsEast1 => "us-east-1",
+    UsEast2 => "us-east-2", UsGovEast1 => "us-gov-east-1", UsGovWest1 => "us-gov-west-1",
+    UsWest1 => "us-west-1", UsWest2 => "us-west-2",
+});
+
+impl BillingProvider {
+    /// The providers a contract may be billed through (`ContractsBillingProviderType`); the
+    /// others exist only for the legacy Plans configuration and `setCustomerBillingProvider…`.
+    pub fn for_contracts(self) -> bool {
+        matches!(
+            self,
+            BillingProvider::AwsMarketplace
+                | BillingProvider::AzureMarketplace
+                | BillingProvider::GcpMarketplace
+                | BillingProvider::Stripe
+                | BillingProvider::Netsuite
+        )
+    }
+}
+
+impl DeliveryMethod {
+    pub const ALL: [DeliveryMethod; 4] = [
+        DeliveryMethod::DirectToBillingProvider,
+        DeliveryMethod::AwsSqs,
+        DeliveryMethod::Tackle,
+        DeliveryMethod::AwsSns,
+    ];
+}
+
+/// Namespace of the delivery-method ids Tally reports: `uuid5(NS, "{system}/{provider}/{method}")`.
+/// Tally has no delivery-method registry of its own: each (provider, method) pair is one
+/// delivery method, with this fixed id, the same in every environment.
+const DELIVERY_METHOD_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5e1f_7a11_de11_4e72_9b1e_1a77_c0de_0002);
+
+/// The id of the delivery method `method` of `provider` in `system` ("billing" or "revenue").
+pub fn delivery_method_id(system: &str, provider: &str, method: &str) -> String {
+    let name = format!("{system}/{provider}/{method}");
+    uuid::Uuid::new_v5(&DELIVERY_METHOD_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// A customer's billing-provider configuration (`CustomerBillingProviderConfiguration`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BillingProviderConfig {
+    pub id: String,
+    pub billing_provider: BillingProvider,
+    #[serde(default)]
+    pub configuration: serde_json::Map<String, serde_json::Value>,
+    pub delivery_method: DeliveryMethod,
+    pub delivery_method_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_provider: Option<TaxProvider>,
+    pub created_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl BillingProviderConfig {
+    /// The `CustomerBillingProviderConfiguration` shape (a superset of the set endpoint's
+    /// `…Output`): `archived_at` is always present (nullable there), the delivery method's own
+    /// configuration is empty (Tally configures no delivery).
+    pub fn api_json(&self, customer_id: &str) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "customer_id": customer_id,
+            "billing_provider": self.billing_provider,
+            "configuration": self.configuration,
+            "delivery_method": self.delivery_method,
+            "delivery_method_id": self.delivery_method_id,
+            "delivery_method_configuration": {},
+            "archived_at": self.archived_at,
+        });
+        set_opt(&mut v, "tax_provider", self.tax_provider);
+        v
+    }
+}
+
+/// A customer's revenue-system configuration (`CustomerRevenueSystemConfiguration`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevenueSystemConfig {
+    pub id: String,
+    pub provider: RevenueSystemProvider,
+    #[serde(default)]
+    pub configuration: serde_json::Map<String, serde_json::Value>,
+    pub delivery_method: RevenueDeliveryMethod,
+    pub delivery_method_id: String,
+    pub created_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl RevenueSystemConfig {
+    pub fn api_json(&self, customer_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "customer_id": customer_id,
+            "provider": self.provider,
+            "configuration": self.configuration,
+            "delivery_method": self.delivery_method,
+            "delivery_method_id": self.delivery_method_id,
+            "delivery_method_configuration": {},
+            "archived_at": self.archived_at,
+        })
+    }
+}
+
+/// The legacy (Plans) billing configuration of one provider type; its JSON is the
+/// `GET /v1/customers/{id}/billing-config/{type}` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyBillingConfig {
+    pub billing_provider_customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_collection_method: Option<StripeCollectionMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_customer_account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_product_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<AwsRegion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_is_subscription_product: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -726,6 +889,10 @@ pub struct ContractRecord {
     pub scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiplier_override_prioritization: Option<MultiplierPrioritization>,
+    /// The customer's billing-provider configuration the contract bills through, as resolved
+    /// at create (kept in step when the customer's configuration is archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_provider_configuration: Option<BillingProviderConfig>,
 }
 
 wire_enum!(ScheduledChargesOnUsageInvoices { All => "ALL" });
@@ -747,6 +914,7 @@ impl Contract {
                 .usage_statement_schedule
                 .invoice_generation_starting_at
                 .map(|t| t.0),
+            archived_at_ms: self.archived_at.map(|t| t.0),
             terms: tally_core::pricing::ContractTerms::default(),
         }
     }
@@ -797,10 +965,17 @@ impl Contract {
         v
     }
 
-    /// `uniqueness_key` and `archived_at`, when set (both optional, non-nullable upstream).
+    /// `uniqueness_key`, `archived_at` and `customer_billing_provider_configuration`, when set
+    /// (optional, non-nullable upstream; top-level in both v1 and v2).
     fn set_optional_identity(&self, v: &mut serde_json::Value) {
         set_opt(v, "uniqueness_key", self.uniqueness_key.as_ref());
         set_opt(v, "archived_at", self.archived_at);
+        let config = self.record.billing_provider_configuration.as_ref();
+        set_opt(
+            v,
+            "customer_billing_provider_configuration",
+            config.map(|c| c.api_json(&self.customer_id)),
+        );
     }
 
     pub fn v1_json(&self) -> serde_json::Value {

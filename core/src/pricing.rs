@@ -13,6 +13,9 @@
 //!   compute the same invoice to the last digit.
 //! - `subtotal` is the per-credit-type sum of the lines, `total = subtotal + adjustments`;
 //!   [`totals`] asserts it.
+//! - A contract bills nothing at or after its effective end
+//!   ([`ContractSnapshot::effective_end_ms`]: the earlier of `ending_before` and the hour of its
+//!   archiving): its periods stop there and [`price_invoice`] rates a period only up to it.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -25,6 +28,7 @@ use crate::metric::MetricDef;
 use crate::money::{CreditType, CreditTypeId, MoneyError, Totals};
 use crate::period::{Period, Schedule, MAX_PERIODS};
 use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, UsageRow};
+use crate::time::hour_floor;
 
 /// The contract's terms beyond its rate card. Commits, credits, overrides, scheduled charges and
 /// subscriptions are refused by the API today, so a snapshot carries none; they are added here
@@ -41,18 +45,46 @@ pub struct ContractSnapshot {
     pub usage_statement_schedule: Schedule,
     /// Periods that end at or before this instant are not invoiced.
     pub invoice_generation_starting_at_ms: Option<i64>,
+    /// When the contract was archived (itself, or with its customer): nothing after it is billed.
+    #[serde(default)]
+    pub archived_at_ms: Option<i64>,
     #[serde(default)]
     pub terms: ContractTerms,
 }
 
 impl ContractSnapshot {
-    /// The periods that exist for this contract at `now_ms`: those begun by then and not before
-    /// `invoice_generation_starting_at`, the most recent [`MAX_PERIODS`] of them, so a contract
-    /// of any age has its current period at bounded cost.
+    /// The instant the contract stops billing: the earlier of `ending_before` and its archive
+    /// time. Usage is kept per UTC hour, so an archive time is taken at the start of its hour:
+    /// no usage at or after the archive instant is ever billed (usage earlier in that same hour
+    /// is not either), and periods stay hour-aligned. `None`: open-ended.
+    pub fn effective_end_ms(&self) -> Option<i64> {
+        let archived = self.archived_at_ms.map(hour_floor);
+        match (self.ending_before_ms, archived) {
+            (Some(end), Some(archived)) => Some(end.min(archived)),
+            (end, archived) => end.or(archived),
+        }
+    }
+
+    /// The part of `period` the contract bills: cut at the effective end (a period starting at
+    /// or after it keeps its start and bills nothing, `[start, start)`).
+    pub fn billed_part(&self, period: Period) -> Period {
+        match self.effective_end_ms() {
+            Some(end) if end < period.end_ms => Period {
+                start_ms: period.start_ms,
+                end_ms: end.max(period.start_ms),
+            },
+            _ => period,
+        }
+    }
+
+    /// The periods that exist for this contract at `now_ms`: those begun by then and before its
+    /// effective end, not before `invoice_generation_starting_at`, the most recent
+    /// [`MAX_PERIODS`] of them, so a contract of any age has its current period at bounded cost.
+    /// The last one is cut at the effective end.
     pub fn invoiced_periods(&self, now_ms: i64) -> Vec<Period> {
         let mut periods = self.usage_statement_schedule.recent_periods(
             self.starting_at_ms,
-            self.ending_before_ms,
+            self.effective_end_ms(),
             now_ms.saturating_add(1),
             MAX_PERIODS,
         );
@@ -110,13 +142,15 @@ impl From<MoneyError> for RatingError {
     }
 }
 
-/// Prices one period of the snapshot's contract. `usage` holds the period's hourly rows and, for
-/// LATEST metrics, the baseline rows before it (see `rating`).
+/// Prices one period of the snapshot's contract, up to the contract's effective end (the
+/// invoice's period is the billed part). `usage` holds the period's hourly rows and, for LATEST
+/// metrics, the baseline rows before it (see `rating`).
 pub fn price_invoice(
     snapshot: &PricingSnapshot,
     usage: &[UsageRow],
     period: Period,
 ) -> Result<Invoice, RatingError> {
+    let period = snapshot.contract.billed_part(period);
     let input = RatingInput {
         period,
         products: &snapshot.products,
@@ -233,6 +267,7 @@ mod tests {
                     billing_anchor_ms: None,
                 },
                 invoice_generation_starting_at_ms: None,
+                archived_at_ms: None,
                 terms: ContractTerms::default(),
             },
         }
@@ -254,6 +289,47 @@ mod tests {
         // Weeks from Mondays: 11-16 (holding 11-21), 11-23, 11-30 (holding today).
         assert_eq!(periods.len(), 3);
         assert!(periods[0].contains(now - 10 * day) && periods[2].contains(now));
+    }
+
+    #[test]
+    fn archiving_ends_the_contract_at_the_start_of_the_archive_hour() {
+        let t = |s: &str| crate::time::parse_rfc3339_ms(s).unwrap();
+        let mut c = snapshot().contract;
+        c.starting_at_ms = t("2024-09-15T00:00:00Z");
+        assert_eq!(c.effective_end_ms(), None);
+        c.archived_at_ms = Some(t("2024-10-20T10:30:00.250Z"));
+        assert_eq!(c.effective_end_ms(), Some(t("2024-10-20T10:00:00Z")));
+        // An earlier ending_before wins; a later one does not.
+        c.ending_before_ms = Some(t("2024-10-10T00:00:00Z"));
+        assert_eq!(c.effective_end_ms(), Some(t("2024-10-10T00:00:00Z")));
+        c.ending_before_ms = Some(t("2025-01-01T00:00:00Z"));
+        assert_eq!(c.effective_end_ms(), Some(t("2024-10-20T10:00:00Z")));
+        // Months later the periods still stop at the archive hour: the last one is cut there.
+        let periods = c.invoiced_periods(t("2025-03-01T00:00:00Z"));
+        let spans: Vec<(i64, i64)> = periods.iter().map(|p| (p.start_ms, p.end_ms)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (t("2024-09-15T00:00:00Z"), t("2024-10-01T00:00:00Z")),
+                (t("2024-10-01T00:00:00Z"), t("2024-10-20T10:00:00Z")),
+            ]
+        );
+        let october = Period {
+            start_ms: t("2024-10-01T00:00:00Z"),
+            end_ms: t("2024-11-01T00:00:00Z"),
+        };
+        assert_eq!(c.billed_part(october), periods[1]);
+        // Archived in the first hour of a period: that period bills nothing.
+        c.archived_at_ms = Some(t("2024-10-01T00:59:59Z"));
+        let late = c.billed_part(october);
+        assert_eq!(
+            (late.start_ms, late.end_ms),
+            (october.start_ms, october.start_ms)
+        );
+        assert_eq!(c.invoiced_periods(t("2025-03-01T00:00:00Z")).len(), 1);
+        // Archived before the contract starts: no period at all.
+        c.archived_at_ms = Some(t("2024-09-01T00:00:00Z"));
+        assert!(c.invoiced_periods(t("2025-03-01T00:00:00Z")).is_empty());
     }
 
     #[test]

@@ -115,7 +115,7 @@ struct RatedInvoice {
 
 /// Prices `input` through the pricing entry point (`pricing::price_invoice`), in USD.
 fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
-    rate_period_in_order(input, &[])
+    rate_with(input, &[], None).map(|(inv, _)| inv)
 }
 
 /// [`rate_period`] with the rate card's product order `order`.
@@ -123,6 +123,23 @@ fn rate_period_in_order(
     input: &RatingInput<'_>,
     order: &[&str],
 ) -> Result<RatedInvoice, RatingError> {
+    rate_with(input, order, None).map(|(inv, _)| inv)
+}
+
+/// [`rate_period`] for a contract archived at `archived_at_ms`; also returns the invoice's period.
+fn rate_archived(
+    input: &RatingInput<'_>,
+    archived_at_ms: Option<i64>,
+) -> Result<(RatedInvoice, Period), RatingError> {
+    rate_with(input, &[], archived_at_ms)
+}
+
+/// Prices `input` through core's entry point, with a product order and an archive time.
+fn rate_with(
+    input: &RatingInput<'_>,
+    order: &[&str],
+    archived_at_ms: Option<i64>,
+) -> Result<(RatedInvoice, Period), RatingError> {
     let snapshot = crate::pricing::PricingSnapshot {
         credit_types: vec![crate::money::CreditType {
             id: usd(),
@@ -143,6 +160,7 @@ fn rate_period_in_order(
                 billing_anchor_ms: None,
             },
             invoice_generation_starting_at_ms: None,
+            archived_at_ms,
             terms: Default::default(),
         },
     };
@@ -166,11 +184,12 @@ fn rate_period_in_order(
             }
         })
         .collect();
-    Ok(RatedInvoice {
+    let rated = RatedInvoice {
         lines,
         subtotal: inv.subtotal.get(&usd()),
         total: inv.total.get(&usd()),
-    })
+    };
+    Ok((rated, inv.period))
 }
 
 const SEP: Period = Period {
@@ -374,6 +393,45 @@ fn not_entitled_or_unpriced_usage_is_not_billed() {
         .lines
         .is_empty());
     assert!(rate_one(&products, &[m], &[], &usage).lines.is_empty());
+}
+
+#[test]
+fn an_archived_contract_bills_only_the_hours_before_its_archive_hour() {
+    // Archived at 10:30 on Sep 3: rows of 09:00 (3 events) and 10:00 (4) and 12:00 (5) exist.
+    // Billing stops at 10:00: only the 3 events of 09:00 are billed, at 2 each.
+    let archived = t("2024-09-03T10:30:00Z");
+    let m = metric("n", Aggregation::Count, vec![]);
+    let metrics: BTreeMap<String, MetricDef> = [("n".to_string(), m)].into_iter().collect();
+    let usage = [
+        row("n", &[], t("2024-09-03T09:00:00Z"), Accumulator::Count(3)),
+        row("n", &[], t("2024-09-03T10:00:00Z"), Accumulator::Count(4)),
+        row("n", &[], t("2024-09-03T12:00:00Z"), Accumulator::Count(5)),
+    ];
+    let products = [product("p", state("n", &[], &[]))];
+    let rates = [rate("p", &[], 0, Price::Flat(d("2")))];
+    let input = RatingInput {
+        period: SEP,
+        products: &products,
+        metrics: &metrics,
+        rates: &rates,
+        usage: &usage,
+    };
+    let (inv, period) = rate_archived(&input, Some(archived)).unwrap();
+    assert_eq!(period.end_ms, t("2024-09-03T10:00:00Z"));
+    assert_eq!(inv.total, d("6"));
+    assert_eq!(inv.lines.len(), 1);
+    assert_eq!(inv.lines[0].quantity, d("3"));
+    assert_eq!(inv.lines[0].ending_before_ms, t("2024-09-03T10:00:00Z"));
+    // Not archived: all 12 events, 24.
+    let (all, period) = rate_archived(&input, None).unwrap();
+    assert_eq!((all.total, period), (d("24"), SEP));
+    // Archived before the period: the period bills nothing and keeps its start.
+    let (none, period) = rate_archived(&input, Some(SEP.start_ms - HOUR_MS)).unwrap();
+    assert_eq!(none.total, d("0"));
+    assert_eq!(
+        (period.start_ms, period.end_ms),
+        (SEP.start_ms, SEP.start_ms)
+    );
 }
 
 #[test]

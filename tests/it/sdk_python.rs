@@ -1,6 +1,7 @@
 //! Metronome's official Python SDK (`metronome-sdk` 4.12.0), unmodified except for `base_url`,
 //! drives the quickstart against a real `tally serve`: `tests/sdk/quickstart.py` asserts exact
 //! invoice numbers and exits non-zero on the first mismatch. It runs once per storage backend.
+//! `tests/sdk/billing_configs.py` does the same for billing-provider configurations and archiving.
 
 use std::process::Command;
 use std::time::Duration;
@@ -23,9 +24,19 @@ fn python_sdk_quickstart_on_postgres() {
     run_quickstart(&TallyServer::start_on(Some(db.url()), &[], &[]));
 }
 
+#[test]
+fn python_sdk_billing_configurations() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/billing_configs.py");
+}
+
 fn run_quickstart(server: &TallyServer) {
+    run_script(server, "tests/sdk/quickstart.py");
+}
+
+fn run_script(server: &TallyServer, script: &str) {
     let mut cmd = Command::new("python3");
-    cmd.arg("tests/sdk/quickstart.py")
+    cmd.arg(script)
         .current_dir(workspace_root())
         .env("TALLY_BASE_URL", server.base_url())
         .env("TALLY_TOKEN", server.token())
@@ -38,7 +49,7 @@ fn run_quickstart(server: &TallyServer) {
 
     assert!(
         out.status.success(),
-        "tests/sdk/quickstart.py failed on {} with {}\n--- script stdout ---\n{}\n\
+        "{script} failed on {} with {}\n--- script stdout ---\n{}\n\
          --- script stderr ---\n{}\n--- server output (last lines) ---\n{}",
         server.database_url(),
         out.status,

@@ -1,5 +1,5 @@
-//! `/v1/contracts/{create,get,list}` and `/v2/contracts/{get,list}`: the wire side. Supported
-//! terms and the rules are `service::contracts`.
+//! `/v1/contracts/{create,get,list,archive}` and `/v2/contracts/{get,list}`: the wire side.
+//! Supported terms and the rules are `service::contracts`.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use super::error::ApiResult;
 use super::{decode_cursor, from_value, id_response, offset_page, page_limit, Body, Caller};
 use crate::model::{
-    ContractRecord, MultiplierPrioritization, ScheduleDay, ScheduleFrequency,
-    ScheduledChargesOnUsageInvoices,
+    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, ScheduleDay,
+    ScheduleFrequency, ScheduledChargesOnUsageInvoices,
 };
+use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, NewContract, ScheduleInput};
 use crate::store::Env;
 use crate::wire::{Dec, Time};
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/contracts/create", post(create))
         .route("/v1/contracts/get", post(get_v1))
         .route("/v1/contracts/list", post(list_v1))
+        .route("/v1/contracts/archive", post(archive))
         .route("/v2/contracts/get", post(get_v2))
         .route("/v2/contracts/list", post(list_v2))
 }
@@ -55,6 +57,15 @@ struct CreateContract {
     total_contract_value: Option<Dec>,
     scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
     multiplier_override_prioritization: Option<MultiplierPrioritization>,
+    billing_provider_configuration: Option<ConfigLookupReq>,
+}
+
+/// `CustomerBillingProviderConfigurationLookup`.
+#[derive(Deserialize)]
+struct ConfigLookupReq {
+    billing_provider_configuration_id: Option<String>,
+    billing_provider: Option<BillingProvider>,
+    delivery_method: Option<DeliveryMethod>,
 }
 
 async fn create(
@@ -82,12 +93,18 @@ async fn create(
         uniqueness_key: req.uniqueness_key,
         custom_fields: req.custom_fields,
         net_payment_terms_days: req.net_payment_terms_days,
+        billing_provider_configuration: req.billing_provider_configuration.map(|l| ConfigLookup {
+            billing_provider_configuration_id: l.billing_provider_configuration_id,
+            billing_provider: l.billing_provider,
+            delivery_method: l.delivery_method,
+        }),
         record: ContractRecord {
             salesforce_opportunity_id: req.salesforce_opportunity_id,
             netsuite_sales_order_id: req.netsuite_sales_order_id,
             total_contract_value: req.total_contract_value,
             scheduled_charges_on_usage_invoices: req.scheduled_charges_on_usage_invoices,
             multiplier_override_prioritization: req.multiplier_override_prioritization,
+            billing_provider_configuration: None,
         },
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
@@ -115,6 +132,29 @@ async fn get_v2(
 ) -> ApiResult<Json<Value>> {
     let c = contracts::get(&st, env, &req.customer_id, &req.contract_id).await?;
     Ok(Json(json!({ "data": c.v2_json() })))
+}
+
+#[derive(Deserialize)]
+struct ArchiveReq {
+    contract_id: String,
+    customer_id: String,
+    void_invoices: bool,
+}
+
+async fn archive(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<ArchiveReq>,
+) -> ApiResult<Json<Value>> {
+    contracts::archive(
+        &st,
+        env,
+        &req.customer_id,
+        &req.contract_id,
+        req.void_invoices,
+    )
+    .await?;
+    Ok(id_response(&req.contract_id))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::ApiResult;
+use super::config_wire::{BillingProviderReq, LegacyBillingReq, RevenueSystemReq};
+use super::error::{ApiError, ApiResult};
 use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
 use crate::service::customers::{self, CustomerFilter, NewCustomer};
 use crate::AppState;
@@ -39,6 +40,11 @@ struct CreateCustomer {
     external_id: Option<String>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
+    billing_config: Option<LegacyBillingReq>,
+    #[serde(default)]
+    customer_billing_provider_configurations: Vec<BillingProviderReq>,
+    #[serde(default)]
+    customer_revenue_system_configurations: Vec<RevenueSystemReq>,
 }
 
 async fn create(
@@ -46,11 +52,31 @@ async fn create(
     Caller(env): Caller,
     Body(req): Body<CreateCustomer>,
 ) -> ApiResult<Json<Value>> {
+    let billing_config = match req.billing_config {
+        None => None,
+        Some(b) => {
+            let provider = b.billing_provider_type.ok_or_else(|| {
+                ApiError::bad_request("billing_config.billing_provider_type is required")
+            })?;
+            Some((provider, b.config()))
+        }
+    };
     let new = NewCustomer {
         name: req.name,
         ingest_aliases: req.ingest_aliases,
         external_id: req.external_id,
         custom_fields: req.custom_fields,
+        billing_config,
+        billing_provider_configurations: req
+            .customer_billing_provider_configurations
+            .into_iter()
+            .map(BillingProviderReq::input)
+            .collect(),
+        revenue_system_configurations: req
+            .customer_revenue_system_configurations
+            .into_iter()
+            .map(RevenueSystemReq::input)
+            .collect(),
     };
     let customer = customers::create(&st, env, new).await?;
     Ok(Json(json!({ "data": customer.summary_json() })))

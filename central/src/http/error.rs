@@ -10,6 +10,7 @@ use axum::Json;
 
 use crate::billing::BillingError;
 use crate::model::LoadError;
+use crate::service::billing_configs::BillingConfigError;
 use crate::service::contracts::ContractError;
 use crate::service::customers::CustomerError;
 use crate::service::ingest::IngestError;
@@ -157,6 +158,17 @@ impl From<CustomerError> for ApiError {
     }
 }
 
+impl From<BillingConfigError> for ApiError {
+    fn from(e: BillingConfigError) -> Self {
+        match e {
+            e @ BillingConfigError::UnknownCustomer(_) => ApiError::bad_request(e.to_string()),
+            BillingConfigError::NotFound(what) => ApiError::not_found(what),
+            BillingConfigError::Invalid(e) => e.into(),
+            BillingConfigError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<ContractError> for ApiError {
     fn from(e: ContractError) -> Self {
         match e {
@@ -167,6 +179,8 @@ impl From<ContractError> for ApiError {
             ContractError::Invalid(e) => e.into(),
             e @ ContractError::UniquenessKeyUsed => ApiError::conflict(e.to_string()),
             ContractError::Store(e) => e.into(),
+            ContractError::Invoice(e) => e.into(),
+            ContractError::BillingConfig(e) => e.into(),
         }
     }
 }

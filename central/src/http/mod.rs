@@ -6,6 +6,8 @@
 //! `service` function and map its result; handler modules never import each other.
 
 mod billable_metrics;
+mod billing_configs;
+mod config_wire;
 mod contracts;
 mod customers;
 pub mod error;
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(products::routes())
         .merge(rate_cards::routes())
         .merge(customers::routes())
+        .merge(billing_configs::routes())
         .merge(contracts::routes())
         .merge(invoices::routes())
         .merge(operations::routes())

@@ -1,19 +1,25 @@
-//! Contracts: create (validating terms and resolving the rate card), get, list.
+//! Contracts: create (validating terms, resolving the rate card and the billing-provider
+//! configuration), get, list, archive.
 //!
 //! Invariants: terms Tally does not rate yet (commits, credits, overrides, ...) are refused
 //! rather than silently ignored, so no invoice is ever wrong by omission; a `uniqueness_key` is
-//! used once per environment.
+//! used once per environment. No contract is created on an archived customer or rate card (400);
+//! a customer archived while a contract is being created archives that contract too, at the
+//! customer's archive instant, as if it had been created just before. An archived contract
+//! bills nothing from its archive time on (core's `ContractSnapshot::effective_end_ms`).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{require_hour, require_text, Invalid};
+use super::billing_configs::{self, BillingConfigError, ConfigLookup};
+use super::invoices::{self, InvoiceError};
+use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     decode, encode, kind, load, new_id, Contract, ContractRecord, Customer, LoadError, RateCard,
     ScheduleDay, ScheduleFrequency, UsageStatementSchedule, CREATED_BY,
 };
-use crate::store::{ArchiveFilter, Env, NewDoc, StoreError};
+use crate::store::{ArchiveFilter, Env, InvoiceStatus, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
 use crate::AppState;
 
@@ -29,6 +35,11 @@ pub enum ContractError {
     UniquenessKeyUsed,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Voiding the invoices of a contract being archived failed.
+    #[error(transparent)]
+    Invoice(#[from] InvoiceError),
+    #[error(transparent)]
+    BillingConfig(#[from] BillingConfigError),
 }
 
 impl From<LoadError> for ContractError {
@@ -62,6 +73,7 @@ const UNSUPPORTED_TERMS: &[&str] = &[
     "prepaid_balance_threshold_configuration",
     "hierarchy_configuration",
     "spend_trackers",
+    "revenue_system_configuration",
 ];
 
 fn is_empty_value(v: &Value) -> bool {
@@ -78,7 +90,7 @@ pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Inv
     for term in UNSUPPORTED_TERMS {
         if body.get(*term).is_some_and(|v| !is_empty_value(v)) {
             return Err(Invalid(format!(
-                "contract {term} are not supported by Tally yet"
+                "contract {term} is not supported by Tally yet"
             )));
         }
     }
@@ -164,6 +176,7 @@ pub struct NewContract {
     pub uniqueness_key: Option<String>,
     pub custom_fields: BTreeMap<String, String>,
     pub net_payment_terms_days: Option<Dec>,
+    pub billing_provider_configuration: Option<ConfigLookup>,
     pub record: ContractRecord,
 }
 
@@ -188,14 +201,23 @@ async fn resolve_rate_card(st: &AppState, env: Env, req: &NewContract) -> Result
         }
         (Some(id), None) => {
             let card: RateCard = load(&st.stores, env, kind::RATE_CARD, id, "rate card").await?;
-            Ok(Some(card.id))
+            active_card(card)
         }
-        (None, Some(alias)) => Ok(Some(
-            rate_card_by_alias(st, env, alias, req.starting_at.0)
-                .await?
-                .id,
-        )),
+        (None, Some(alias)) => {
+            active_card(rate_card_by_alias(st, env, alias, req.starting_at.0).await?)
+        }
         (None, None) => Ok(None),
+    }
+}
+
+fn active_card(card: RateCard) -> Result<Option<String>> {
+    match card.archived_at {
+        None => Ok(Some(card.id)),
+        Some(_) => Err(Invalid(format!(
+            "rate card {} is archived; contracts cannot be created on it",
+            card.id
+        ))
+        .into()),
     }
 }
 
@@ -211,7 +233,20 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         "customer",
     )
     .await?;
+    if customer.archived_at.is_some() {
+        return Err(Invalid(format!(
+            "customer {} is archived; contracts cannot be created for it",
+            customer.id
+        ))
+        .into());
+    }
     let rate_card_id = resolve_rate_card(st, env, &req).await?;
+    let billing_provider_configuration = req
+        .billing_provider_configuration
+        .map(|lookup| billing_configs::resolve_for_contract(&customer, lookup))
+        .transpose()?;
+    let mut record = req.record;
+    record.billing_provider_configuration = billing_provider_configuration;
     let now = st.now_ms();
     let contract = Contract {
         id: new_id(),
@@ -227,7 +262,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_at: Time(now),
         created_by: CREATED_BY.into(),
         archived_at: None,
-        record: req.record,
+        record,
     };
     let doc = NewDoc {
         kind: kind::CONTRACT,
@@ -245,7 +280,70 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
             StoreError::Conflict(_) => ContractError::UniquenessKeyUsed,
             other => other.into(),
         })?;
+    follow_customer(st, env, &contract).await?;
     Ok(contract.id)
+}
+
+/// After a contract's insert: if its customer was archived meanwhile (its archive listed its
+/// contracts before this one existed), archives the contract at the customer's archive instant;
+/// if its billing-provider configuration was archived meanwhile, archives the contract's copy.
+async fn follow_customer(st: &AppState, env: Env, contract: &Contract) -> Result<()> {
+    let customer: Customer = load(
+        &st.stores,
+        env,
+        kind::CUSTOMER,
+        &contract.customer_id,
+        "customer",
+    )
+    .await?;
+    if let Some(at) = customer.archived_at {
+        modify_doc(
+            st,
+            env,
+            kind::CONTRACT,
+            &contract.id,
+            "contract",
+            |c: &mut Contract| archive_at(c, at),
+        )
+        .await?;
+    }
+    Ok(billing_configs::archive_on_contracts(st, env, &customer).await?)
+}
+
+/// Archives a contract at `at` unless it already is (its first archive time stays).
+fn archive_at(c: &mut Contract, at: Time) -> Result<Write> {
+    if c.archived_at.is_some() {
+        return Ok(Write::Unchanged);
+    }
+    c.archived_at = Some(at);
+    Ok(Write::Save { archived: true })
+}
+
+/// Archives a contract now (idempotent): it bills nothing from now on (its open period is rated
+/// up to the archive time and finalizes after its grace, like any other). `void_invoices` also
+/// voids every invoice it has, the open draft included.
+pub async fn archive(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    id: &str,
+    void_invoices: bool,
+) -> Result<()> {
+    get(st, env, customer_id, id).await?;
+    let now = Time(st.now_ms());
+    let contract: Contract = modify_doc(st, env, kind::CONTRACT, id, "contract", |c| {
+        archive_at(c, now)
+    })
+    .await?;
+    if !void_invoices {
+        return Ok(());
+    }
+    for row in invoices::contract_invoices(st, env, &contract).await? {
+        if row.status != InvoiceStatus::Void {
+            invoices::void(st, env, &row.id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The contract, which must belong to `customer_id`.

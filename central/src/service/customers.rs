@@ -8,10 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::billing_configs::{self, BillingProviderInput, RevenueSystemInput};
 use super::{
-    lost_race_is_false, modify_doc, require_text, retry_conflicts, Invalid, SeqPage, Write,
+    lost_race_is_false, modify_contracts_of, modify_customer, require_text, retry_conflicts,
+    Invalid, SeqPage, Write,
 };
-use crate::model::{decode, encode, kind, load, new_id, Contract, Customer, LoadError};
+use crate::model::{
+    decode, encode, kind, load, new_id, BillingProvider, BillingProviderConfig, Contract, Customer,
+    LegacyBillingConfig, LoadError, RevenueSystemConfig,
+};
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
 use crate::wire::Time;
 use crate::AppState;
@@ -84,6 +89,37 @@ pub struct NewCustomer {
     /// The deprecated `external_id`: one more alias.
     pub external_id: Option<String>,
     pub custom_fields: BTreeMap<String, String>,
+    /// The legacy `billing_config`: one provider type's configuration.
+    pub billing_config: Option<(BillingProvider, LegacyBillingConfig)>,
+    pub billing_provider_configurations: Vec<BillingProviderInput>,
+    pub revenue_system_configurations: Vec<RevenueSystemInput>,
+}
+
+/// Validates the configurations of a new customer and gives each its id.
+fn new_configs(
+    req_billing: Vec<BillingProviderInput>,
+    req_revenue: Vec<RevenueSystemInput>,
+    now: Time,
+) -> Result<(Vec<BillingProviderConfig>, Vec<RevenueSystemConfig>)> {
+    const BILLING: &str = "customer_billing_provider_configurations";
+    const REVENUE: &str = "customer_revenue_system_configurations";
+    billing_configs::check_room(BILLING, req_billing.len())?;
+    billing_configs::check_room(REVENUE, req_revenue.len())?;
+    let billing = req_billing
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            billing_configs::new_billing_provider_config(&format!("{BILLING}[{i}]"), c, true, now)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let revenue = req_revenue
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            billing_configs::new_revenue_system_config(&format!("{REVENUE}[{i}]"), c, now)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((billing, revenue))
 }
 
 pub async fn create(st: &AppState, env: Env, req: NewCustomer) -> Result<Customer> {
@@ -94,6 +130,16 @@ pub async fn create(st: &AppState, env: Env, req: NewCustomer) -> Result<Custome
     }
     let aliases = clean_aliases(aliases)?;
     let now = Time(st.now_ms());
+    let (billing, revenue) = new_configs(
+        req.billing_provider_configurations,
+        req.revenue_system_configurations,
+        now,
+    )?;
+    let mut billing_config = BTreeMap::new();
+    if let Some((provider, config)) = req.billing_config {
+        billing_configs::check_legacy("billing_config", &config)?;
+        billing_config.insert(provider.as_str().to_string(), config);
+    }
     let customer = Customer {
         id: new_id(),
         name,
@@ -102,6 +148,9 @@ pub async fn create(st: &AppState, env: Env, req: NewCustomer) -> Result<Custome
         created_at: now,
         updated_at: now,
         archived_at: None,
+        billing_provider_configurations: billing,
+        revenue_system_configurations: revenue,
+        billing_config,
     };
     let doc = NewDoc {
         kind: kind::CUSTOMER,
@@ -181,53 +230,30 @@ pub async fn list(
 }
 
 /// Archives a customer and its contracts at one instant (idempotent); aliases stay reserved.
-/// Each document is changed with optimistic concurrency, contracts first, so a customer shown
-/// archived never has an active contract left behind.
+/// The customer is marked first, then its contracts: a contract inserted concurrently is either
+/// listed here or sees the archived customer when its create re-reads it
+/// (`service::contracts`), so none is left active. Archiving again re-applies the first archive
+/// instant to any contract an interrupted archive left behind.
 pub async fn archive(st: &AppState, env: Env, id: &str) -> Result<()> {
-    let customer = get(st, env, id).await?;
-    if customer.archived_at.is_some() {
-        return Ok(());
-    }
     let now = Time(st.now_ms());
-    let contracts = st
-        .stores
-        .config
-        .list_docs(env, kind::CONTRACT, Some(id), ArchiveFilter::Active, None)
-        .await?;
-    for doc in contracts {
-        modify_doc(
-            st,
-            env,
-            kind::CONTRACT,
-            &doc.id,
-            "contract",
-            |c: &mut Contract| {
-                if c.archived_at.is_some() {
-                    return Ok::<_, CustomerError>(Write::Unchanged);
-                }
-                c.archived_at = Some(now);
-                Ok(Write::Save { archived: true })
-            },
-        )
-        .await?;
-    }
-    modify_doc(
-        st,
-        env,
-        kind::CUSTOMER,
-        id,
-        "customer",
-        |c: &mut Customer| {
-            if c.archived_at.is_some() {
-                return Ok::<_, CustomerError>(Write::Unchanged);
-            }
-            c.archived_at = Some(now);
-            c.updated_at = now;
-            Ok(Write::Save { archived: true })
-        },
-    )
+    let customer = modify_customer(st, env, id, |c: &mut Customer| {
+        if c.archived_at.is_some() {
+            return Ok::<_, CustomerError>(Write::Unchanged);
+        }
+        c.archived_at = Some(now);
+        c.updated_at = now;
+        Ok(Write::Save { archived: true })
+    })
     .await?;
-    Ok(())
+    let at = customer.archived_at.unwrap_or(now);
+    modify_contracts_of(st, env, id, ArchiveFilter::Active, |c: &mut Contract| {
+        if c.archived_at.is_some() {
+            return Ok::<_, CustomerError>(Write::Unchanged);
+        }
+        c.archived_at = Some(at);
+        Ok(Write::Save { archived: true })
+    })
+    .await
 }
 
 /// Replaces a customer's ingest aliases; a taken one is a conflict and nothing changes. Retried
@@ -258,19 +284,12 @@ pub async fn set_ingest_aliases(
 pub async fn set_name(st: &AppState, env: Env, id: &str, name: &str) -> Result<Customer> {
     let name = truncate_name(name)?;
     let now = Time(st.now_ms());
-    modify_doc(
-        st,
-        env,
-        kind::CUSTOMER,
-        id,
-        "customer",
-        |c: &mut Customer| {
-            c.name = name.clone();
-            c.updated_at = now;
-            Ok::<_, CustomerError>(Write::Save {
-                archived: c.archived_at.is_some(),
-            })
-        },
-    )
+    modify_customer(st, env, id, |c: &mut Customer| {
+        c.name = name.clone();
+        c.updated_at = now;
+        Ok::<_, CustomerError>(Write::Save {
+            archived: c.archived_at.is_some(),
+        })
+    })
     .await
 }

@@ -12,6 +12,7 @@
 //! - FINALIZED and VOID invoices are shown from their frozen body, never recomputed.
 
 use serde_json::{json, Value};
+use tally_core::period::Period;
 
 use super::Invalid;
 use crate::billing::{
@@ -47,14 +48,6 @@ impl From<LoadError> for InvoiceError {
 
 type Result<T> = std::result::Result<T, InvoiceError>;
 
-/// The last instant whose period is invoiced: now, or just before an archived contract's archive
-/// time (events after it are not billed, so a period starting then has nothing to bill).
-fn invoiced_until(contract: &Contract, now_ms: i64) -> i64 {
-    contract
-        .archived_at
-        .map_or(now_ms, |a| a.0.saturating_sub(1).min(now_ms))
-}
-
 fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> InvoiceRow {
     InvoiceRow {
         id: invoice_id(env, &contract.id, start_ms),
@@ -68,18 +61,28 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
 }
 
 /// The contract's stored invoice rows, and a DRAFT row (not stored) for every begun period that
-/// has none yet. Reads only.
+/// has none yet. Reads only. Periods are as the contract bills them now: a draft stored before
+/// the contract was archived ends at its effective end (core's `billed_part`), so it is rated up
+/// to it and finalizes after its grace from there.
 pub async fn stored_and_missing(
     st: &AppState,
     env: Env,
     contract: &Contract,
 ) -> std::result::Result<(Vec<InvoiceRow>, Vec<InvoiceRow>), StoreError> {
-    let stored = st
+    let snapshot = contract.snapshot();
+    let mut stored = st
         .stores
         .invoices
         .invoices_for_contract(env, &contract.id)
         .await?;
-    let missing = begun_periods(contract, invoiced_until(contract, st.now_ms()))
+    for row in &mut stored {
+        let billed = snapshot.billed_part(Period {
+            start_ms: row.period_start_ms,
+            end_ms: row.period_end_ms,
+        });
+        row.period_end_ms = billed.end_ms;
+    }
+    let missing = begun_periods(contract, st.now_ms())
         .into_iter()
         .filter(|p| !stored.iter().any(|r| r.period_start_ms == p.start_ms))
         .map(|p| draft_row(env, contract, p.start_ms, p.end_ms))

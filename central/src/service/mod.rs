@@ -6,6 +6,7 @@
 //! Invariants: services never speak HTTP (no statuses, no `ApiError`); each area returns its own
 //! error enum, and `http::error` alone maps those to statuses. GET use cases never write.
 
+pub mod billing_configs;
 pub mod contracts;
 pub mod customers;
 pub mod ingest;
@@ -23,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tally_core::time::is_hour_aligned;
 
-use crate::model::{decode, encode, LoadError};
-use crate::store::{Env, StoreError, StoreResult};
+use crate::model::{decode, encode, kind, Contract, Customer, LoadError};
+use crate::store::{ArchiveFilter, Env, StoreError, StoreResult};
 use crate::wire::Time;
 use crate::AppState;
 
@@ -140,4 +141,41 @@ where
         Ok(lost_race_is_false(written)?.then_some(value))
     })
     .await
+}
+
+/// [`modify_doc`] of one customer.
+pub async fn modify_customer<E, F>(
+    st: &AppState,
+    env: Env,
+    id: &str,
+    change: F,
+) -> Result<Customer, E>
+where
+    E: From<StoreError> + From<LoadError>,
+    F: Fn(&mut Customer) -> Result<Write, E>,
+{
+    modify_doc(st, env, kind::CUSTOMER, id, "customer", change).await
+}
+
+/// [`modify_doc`] of each of a customer's contracts (`filter` picks which), one after another.
+pub async fn modify_contracts_of<E, F>(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    filter: ArchiveFilter,
+    change: F,
+) -> Result<(), E>
+where
+    E: From<StoreError> + From<LoadError>,
+    F: Fn(&mut Contract) -> Result<Write, E>,
+{
+    let docs = st
+        .stores
+        .config
+        .list_docs(env, kind::CONTRACT, Some(customer_id), filter, None)
+        .await?;
+    for doc in docs {
+        modify_doc(st, env, kind::CONTRACT, &doc.id, "contract", &change).await?;
+    }
+    Ok(())
 }

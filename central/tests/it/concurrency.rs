@@ -12,22 +12,6 @@ use crate::support::*;
 const SBX: Env = Env::Sandbox;
 const NOW: &str = "2024-10-15T12:00:00Z";
 
-/// Sends every request at once (one task each) and returns the responses in order.
-async fn all_at_once(app: &Arc<TestApp>, requests: Vec<(String, Value)>) -> Vec<Resp> {
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|(path, body)| {
-            let app = app.clone();
-            tokio::spawn(async move { app.post(&path, body).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await.expect("request task"));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_concurrent_product_updates_are_all_kept() {
     let app = Arc::new(TestApp::new(NOW).await);

@@ -162,7 +162,7 @@ async fn unknown_request_fields_are_ignored() {
     let customer = app
         .post(
             "/v1/customers",
-            json!({ "name": "acme", "billing_config": { "billing_provider_type": "stripe" } }),
+            json!({ "name": "acme", "future_setting": { "billing_provider_type": "stripe" } }),
         )
         .await
         .data();

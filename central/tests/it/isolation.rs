@@ -249,6 +249,7 @@ async fn uniqueness_keys_are_per_environment() {
 struct World {
     b: Billing,
     invoice: String,
+    billing_config: String,
 }
 
 impl World {
@@ -267,11 +268,31 @@ impl World {
         .await;
         let invoices = app.invoices(env, &b.customer, "").await;
         let invoice = text(&invoices[2], "id").to_string();
-        World { b, invoice }
+        let set = json!({ "data": [{
+            "customer_id": b.customer, "billing_provider": "stripe", "delivery_method": "aws_sqs",
+        }] });
+        let made = app
+            .post_as(env, "/v1/setCustomerBillingProviderConfigurations", set)
+            .await
+            .data();
+        let billing_config = text(&made[0], "id").to_string();
+        app.post_as(
+            env,
+            &format!("/v1/customers/{}/billing-config/stripe", b.customer),
+            json!({ "billing_provider_customer_id": "cus_w" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+        World {
+            b,
+            invoice,
+            billing_config,
+        }
     }
 
-    fn ids(&self) -> [&str; 6] {
+    fn ids(&self) -> [&str; 7] {
         [
+            &self.billing_config,
             &self.b.metric,
             &self.b.product,
             &self.b.card,
@@ -342,6 +363,17 @@ async fn snapshot(app: &TestApp, env: Env, w: &World) -> Vec<Value> {
             &format!("/v1/customers/{}/invoices?limit=100", b.customer),
         )
         .await,
+        app.post_as(
+            env,
+            "/v1/getCustomerBillingProviderConfigurations",
+            json!({ "customer_id": b.customer, "include_archived": true }),
+        )
+        .await,
+        app.get_as(
+            env,
+            &format!("/v1/customers/{}/billing-config/stripe", b.customer),
+        )
+        .await,
     ];
     let mut out = Vec::new();
     for r in reads.drain(..) {
@@ -358,7 +390,8 @@ async fn attack(app: &TestApp, actor: Env, victim: &World) -> usize {
     let get = |path: String| async move { app.get_as(actor, &path).await };
     let post =
         |path: &'static str, body: Value| async move { app.post_as(actor, path, body).await };
-    let responses = vec![
+    let responses =
+        vec![
         get(format!("/v1/billable-metrics/{}", b.metric)).await,
         get("/v1/billable-metrics?include_archived=true".into()).await,
         post("/v1/billable-metrics/archive", json!({ "id": b.metric })).await,
@@ -489,6 +522,48 @@ async fn attack(app: &TestApp, actor: Env, victim: &World) -> usize {
         ))
         .await,
         post("/v1/invoices/void", json!({ "id": victim.invoice })).await,
+        post(
+            "/v1/contracts/archive",
+            json!({ "customer_id": b.customer, "contract_id": b.contract, "void_invoices": true }),
+        )
+        .await,
+        post(
+            "/v1/setCustomerBillingProviderConfigurations",
+            json!({ "data": [{ "customer_id": b.customer, "billing_provider": "stripe",
+                               "delivery_method": "tackle" }] }),
+        )
+        .await,
+        post(
+            "/v1/getCustomerBillingProviderConfigurations",
+            json!({ "customer_id": b.customer, "include_archived": true }),
+        )
+        .await,
+        post(
+            "/v1/archiveCustomerBillingProviderConfigurations",
+            json!({ "customer_id": b.customer,
+                    "customer_billing_provider_configuration_ids": [victim.billing_config] }),
+        )
+        .await,
+        post(
+            "/v1/getCustomerRevenueSystemConfigurations",
+            json!({ "customer_id": b.customer }),
+        )
+        .await,
+        get(format!("/v1/customers/{}/billing-config/stripe", b.customer)).await,
+        app.post_as(
+            actor,
+            &format!("/v1/customers/{}/billing-config/stripe", b.customer),
+            json!({ "billing_provider_customer_id": "stolen" }),
+        )
+        .await,
+        app.send(
+            axum::http::Method::DELETE,
+            &format!("/v1/customers/{}/billing-config/stripe", b.customer),
+            Some(app.token(actor)),
+            None,
+            &[],
+        )
+        .await,
         // Usage addressed to the victim's customer id and alias meters nothing of the victim's.
         post(
             "/v1/ingest",
@@ -507,8 +582,13 @@ async fn attack(app: &TestApp, actor: Env, victim: &World) -> usize {
         .await,
     ];
     for r in &responses {
+        // The configuration endpoints answer an unknown customer with a 400, as upstream does.
+        let message = &r.body["message"];
+        let unknown_customer = r.status == StatusCode::BAD_REQUEST
+            && (message == "customer_id: customer not found"
+                || message == "data[0].customer_id: customer not found");
         assert!(
-            r.status == StatusCode::NOT_FOUND || r.status == StatusCode::OK,
+            r.status == StatusCode::NOT_FOUND || r.status == StatusCode::OK || unknown_customer,
             "{} {:?}",
             r.status,
             r.body
@@ -536,7 +616,7 @@ async fn every_endpoint_keeps_each_environment_out_of_the_other_both_ways() {
     ] {
         let before = snapshot(&app, victim, world).await;
         let calls = attack(&app, actor, world).await;
-        assert!(calls >= 35, "{calls} endpoint calls");
+        assert!(calls >= 43, "{calls} endpoint calls");
         let after = snapshot(&app, victim, world).await;
         assert_eq!(before, after, "{actor:?} changed {victim:?} data");
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod billing_configs;
 mod concurrency;
 mod config_limits;
 mod conventions;
@@ -10,6 +11,7 @@ mod group_commit;
 mod ingest;
 mod invoices;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod pricing_rules;
 mod product_order;

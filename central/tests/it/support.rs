@@ -117,7 +117,8 @@ pub struct TestApp {
     pub router: Router,
     sandbox: String,
     production: String,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
+    _db: Option<crate::store_conformance::TestDb>,
 }
 
 impl TestApp {
@@ -152,6 +153,24 @@ impl TestApp {
         let stores = tally_central::store::open(&url, &Default::default())
             .await
             .expect("open store");
+        TestApp::on_stores(now, settings, stores, Some(dir), None).await
+    }
+
+    /// An app like [`TestApp::new`] on a fresh database of `backend` (PostgreSQL: a throwaway
+    /// database on the test server, dropped with the app).
+    pub async fn on_backend(now: &str, backend: crate::store_conformance::Backend) -> TestApp {
+        let db = crate::store_conformance::TestDb::new(backend).await;
+        let stores = db.stores.clone();
+        TestApp::on_stores(now, TestApp::settings(), stores, None, Some(db)).await
+    }
+
+    async fn on_stores(
+        now: &str,
+        settings: Settings,
+        stores: tally_central::store::Stores,
+        dir: Option<TempDir>,
+        db: Option<crate::store_conformance::TestDb>,
+    ) -> TestApp {
         let now_ms = ms(now);
         let clock = Arc::new(FixedClock::new(now_ms));
         let state = AppState::new(stores.clone(), clock.clone(), settings);
@@ -175,6 +194,7 @@ impl TestApp {
             sandbox,
             production,
             _dir: dir,
+            _db: db,
         }
     }
 
@@ -458,4 +478,20 @@ impl Billing {
             contract,
         }
     }
+}
+
+/// Sends every request at once (one task each) and returns the responses in order.
+pub async fn all_at_once(app: &Arc<TestApp>, requests: Vec<(String, Value)>) -> Vec<Resp> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(path, body)| {
+            let app = app.clone();
+            tokio::spawn(async move { app.post(&path, body).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
 }

@@ -48,6 +48,7 @@ fn snapshot(input: &Input) -> PricingSnapshot {
                 billing_anchor_ms: None,
             },
             invoice_generation_starting_at_ms: None,
+            archived_at_ms: None,
             terms: Default::default(),
         },
     }
