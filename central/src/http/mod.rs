@@ -74,13 +74,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_request_time,
         ))
-        .layer(middleware::from_fn(check_request_head))
         .layer(middleware::from_fn(crate::telemetry::track_requests))
         // Every request gets an `x-request-id` (the client's, or a new UUID), echoed on the
         // response and carried by the span every log line of the request is written in.
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: the head is judged as the client sent it (before an id is added to it).
+        .layer(middleware::from_fn(check_request_head))
         .with_state(state)
 }
 
