@@ -412,3 +412,52 @@ fn two_replicas_keep_every_concurrent_document_change() {
         }
     });
 }
+
+/// One Idempotency-Key sent to two replicas at once, 20 times each: one customer is created and
+/// every request gets its answer.
+#[test]
+fn one_idempotency_key_on_two_replicas_creates_one_object() {
+    let db = PgDatabase::create();
+    let a = TallyServer::start_on(Some(db.url()), &[], &[]);
+    let b = TallyServer::start_on(Some(db.url()), &[], &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (ca, cb) = (ApiClient::new(&a), ApiClient::new(&b));
+        let send = |api: ApiClient| async move {
+            let req = api
+                .http()
+                .post(api.url("/v1/customers"))
+                .header("idempotency-key", "one-customer")
+                .header("content-type", "application/json")
+                .body(r#"{"name":"Replicated"}"#);
+            api.send(req).await.expect("response")
+        };
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let api = if i % 2 == 0 {
+                ApiClient::new(&a)
+            } else {
+                ApiClient::new(&b)
+            };
+            tasks.push(tokio::spawn(send(api)));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.expect("task"));
+        }
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{body}");
+            assert_eq!(body, &answers[0].1);
+        }
+        let (_, list) = ca.get("/v1/customers?limit=100").await.expect("list");
+        let named = list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter(|c| c["name"] == "Replicated")
+            .count();
+        assert_eq!(named, 1, "{list}");
+        let (_, again) = cb.get("/v1/customers?limit=100").await.expect("list");
+        assert_eq!(list, again);
+    });
+}

@@ -11,6 +11,7 @@ mod config_wire;
 mod contracts;
 mod customers;
 pub mod error;
+pub mod idempotency;
 mod ingest;
 mod internal;
 mod invoices;
@@ -54,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())
+        // Inside authentication: a key belongs to the caller's environment.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(info))

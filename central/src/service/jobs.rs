@@ -38,6 +38,7 @@ pub struct PassReport {
     /// Contracts that failed this pass (they are recorded as stuck).
     pub failed: u64,
     pub pruned_keys: u64,
+    pub pruned_idempotency_keys: u64,
 }
 
 /// One pass under the job lock. `Ok(None)` (and nothing done) when another replica holds it.
@@ -67,6 +68,10 @@ async fn run_pass(st: &AppState) -> Result<PassReport, JobError> {
         .now_ms()
         .saturating_sub(tally_core::ingest::DEDUPE_RETENTION_MS);
     report.pruned_keys = st.stores.usage.prune_dedupe(cutoff).await?;
+    let keys_cutoff = st
+        .now_ms()
+        .saturating_sub(crate::store::IDEMPOTENCY_RETENTION_MS);
+    report.pruned_idempotency_keys = st.stores.idempotency.prune_idempotency(keys_cutoff).await?;
     if report.failed > 0 {
         tracing::warn!(
             failed = report.failed,

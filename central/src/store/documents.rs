@@ -61,6 +61,23 @@ pub mod sql {
     pub const JOB_FAILURES: &str = "SELECT * FROM job_failures WHERE env = $1
          ORDER BY first_failed_ms, contract_id LIMIT $2";
 
+    /// Claims an Idempotency-Key for a request, in the transaction of its first write.
+    pub const CLAIM_KEY: &str =
+        "INSERT INTO idempotency_keys (env, key, fingerprint, nonce, created_ms)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+    pub const KEY_NONCE: &str = "SELECT nonce FROM idempotency_keys WHERE env = $1 AND key = $2";
+    pub const IDEMPOTENCY_RECORD: &str =
+        "SELECT fingerprint, nonce, created_ms, status, body FROM idempotency_keys
+         WHERE env = $1 AND key = $2";
+    /// The response of a request: on its own claim, or a new row when it wrote nothing.
+    pub const COMPLETE_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys
+             (env, key, fingerprint, nonce, created_ms, status, body, completed_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (env, key) DO UPDATE SET status = excluded.status, body = excluded.body,
+             completed_ms = excluded.completed_ms
+         WHERE idempotency_keys.nonce = excluded.nonce AND idempotency_keys.status IS NULL";
+    pub const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_ms < $1";
+
     pub const INSERT_TOKEN: &str =
         "INSERT INTO tokens (hash, env, name, created_ms) VALUES ($1, $2, $3, $4)";
     pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1 AND revoked_ms IS NULL";
@@ -85,6 +102,41 @@ macro_rules! document_stores {
 
         fn is_unique_violation(e: &sqlx::Error) -> bool {
             matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+        }
+
+        /// A write transaction that first records the request's Idempotency-Key claim, if it
+        /// has one: the key commits with the write, or neither does.
+        async fn write_tx(store: &$store) -> StoreResult<sqlx::Transaction<'static, $db>> {
+            let mut tx = store.begin_write().await?;
+            if let Some(claim) = current_claim() {
+                record_claim(&mut tx, &claim).await?;
+            }
+            Ok(tx)
+        }
+
+        async fn record_claim(conn: &mut $conn, c: &IdempotencyClaim) -> StoreResult<()> {
+            let inserted = sqlx::query(sql::CLAIM_KEY)
+                .bind(c.env.as_str())
+                .bind(&c.key)
+                .bind(&c.fingerprint)
+                .bind(&c.nonce)
+                .bind(c.now_ms)
+                .execute(&mut *conn)
+                .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+            let nonce: Option<String> = sqlx::query_scalar(sql::KEY_NONCE)
+                .bind(c.env.as_str())
+                .bind(&c.key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match nonce {
+                Some(n) if n == c.nonce => Ok(()),
+                _ => Err(StoreError::Conflict(
+                    "another request with this Idempotency-Key is being processed".into(),
+                )),
+            }
         }
 
         fn doc_from_row(row: &$row) -> Doc {
@@ -211,7 +263,7 @@ macro_rules! document_stores {
         #[async_trait]
         impl ConfigStore for $store {
             async fn insert_docs(&self, env: Env, docs: &[NewDoc<'_>]) -> StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = write_tx(self).await?;
                 for doc in docs {
                     insert_doc(&mut tx, env, doc).await?;
                 }
@@ -238,6 +290,7 @@ macro_rules! document_stores {
                 archived: bool,
                 version: i64,
             ) -> StoreResult<bool> {
+                let mut tx = write_tx(self).await?;
                 let done = sqlx::query(sql::UPDATE_DOC)
                     .bind(body)
                     .bind(archived)
@@ -245,9 +298,13 @@ macro_rules! document_stores {
                     .bind(kind)
                     .bind(id)
                     .bind(version)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false); // stale: rolled back, the claim with it
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_docs(
@@ -287,7 +344,7 @@ macro_rules! document_stores {
                 doc: NewDoc<'_>,
                 aliases: &[String],
             ) -> StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = write_tx(self).await?;
                 let taken: Option<String> = sqlx::query_scalar(sql::CUSTOMER_BY_ALIAS)
                     .bind(env.as_str())
                     .bind(doc.id)
@@ -313,7 +370,7 @@ macro_rules! document_stores {
                 body: &str,
                 version: i64,
             ) -> StoreResult<bool> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = write_tx(self).await?;
                 // The document first: its row lock orders concurrent changes of one customer,
                 // and a stale version stops here having changed nothing.
                 if !update_body(&mut tx, env, "customer", id, body, version).await? {
@@ -335,7 +392,7 @@ macro_rules! document_stores {
                 doc: NewDoc<'_>,
                 aliases: &[String],
             ) -> StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = write_tx(self).await?;
                 insert_doc(&mut tx, env, &doc).await?;
                 index_card_aliases(&mut tx, env, doc.id, aliases).await?;
                 tx.commit().await?;
@@ -350,7 +407,7 @@ macro_rules! document_stores {
                 version: i64,
                 aliases: &[String],
             ) -> StoreResult<bool> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = write_tx(self).await?;
                 if !update_body(&mut tx, env, "rate_card", id, body, version).await? {
                     return Ok(false);
                 }
@@ -471,19 +528,24 @@ macro_rules! document_stores {
                 to: InvoiceStatus,
                 body: &str,
             ) -> StoreResult<bool> {
+                let mut tx = write_tx(self).await?;
                 let done = sqlx::query(sql::TRANSITION_INVOICE)
                     .bind(to.as_str())
                     .bind(body)
                     .bind(env.as_str())
                     .bind(id)
                     .bind(from.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-                Ok(Box::new($work(self.begin_write().await?)))
+                Ok(Box::new($work(write_tx(self).await?)))
             }
 
             async fn record_job_failure(
@@ -529,6 +591,62 @@ macro_rules! document_stores {
                         failures: r.get("failures"),
                     })
                     .collect())
+            }
+        }
+
+        #[async_trait]
+        impl IdempotencyStore for $store {
+            async fn idempotency_record(
+                &self,
+                env: Env,
+                key: &str,
+            ) -> StoreResult<Option<IdempotencyRecord>> {
+                let row = sqlx::query(sql::IDEMPOTENCY_RECORD)
+                    .bind(env.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r: $row| {
+                    let status: Option<i64> = r.get("status");
+                    let body: Option<String> = r.get("body");
+                    IdempotencyRecord {
+                        fingerprint: r.get("fingerprint"),
+                        nonce: r.get("nonce"),
+                        created_ms: r.get("created_ms"),
+                        response: status
+                            .zip(body)
+                            .map(|(s, b)| (u16::try_from(s).unwrap_or(500), b)),
+                    }
+                }))
+            }
+
+            async fn complete_idempotency(
+                &self,
+                claim: &IdempotencyClaim,
+                status: u16,
+                body: &str,
+                now_ms: i64,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(sql::COMPLETE_IDEMPOTENCY)
+                    .bind(claim.env.as_str())
+                    .bind(&claim.key)
+                    .bind(&claim.fingerprint)
+                    .bind(&claim.nonce)
+                    .bind(claim.now_ms)
+                    .bind(i64::from(status))
+                    .bind(body)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn prune_idempotency(&self, before_ms: i64) -> StoreResult<u64> {
+                let done = sqlx::query(sql::PRUNE_IDEMPOTENCY)
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
 

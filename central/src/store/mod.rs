@@ -440,6 +440,65 @@ impl JobGuard {
     }
 }
 
+/// The `Idempotency-Key` claim of the request being served, if it sent one (set by
+/// `http::idempotency` around the handler). Every store write transaction records it first
+/// ([`IdempotencyStore`]), so a request's writes and its key commit together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub env: Env,
+    pub key: String,
+    /// SHA-256 (hex) of the request's method, path, query and body.
+    pub fingerprint: String,
+    /// Names this request's claim (a fresh UUID), telling it from another with the same key.
+    pub nonce: String,
+    pub now_ms: i64,
+}
+
+tokio::task_local! {
+    /// The claim in scope for the current request's task.
+    pub static IDEMPOTENCY: IdempotencyClaim;
+}
+
+/// How long an Idempotency-Key and its response are kept (at least the 24 hours upstream
+/// promises); the background job prunes older ones.
+pub const IDEMPOTENCY_RETENTION_MS: i64 = 25 * 60 * 60 * 1000;
+
+/// The claim in scope, if any.
+pub fn current_claim() -> Option<IdempotencyClaim> {
+    IDEMPOTENCY.try_with(Clone::clone).ok()
+}
+
+/// A stored `Idempotency-Key`: who claimed it, and the response once there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    pub nonce: String,
+    pub created_ms: i64,
+    /// The response's status and body, once the request that claimed the key answered.
+    pub response: Option<(u16, String)>,
+}
+
+/// `Idempotency-Key` records.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn idempotency_record(
+        &self,
+        env: Env,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    /// Stores the response of `claim`'s request: on its own claim row, or on a new row when the
+    /// request wrote nothing. A row another request claimed is left alone (false).
+    async fn complete_idempotency(
+        &self,
+        claim: &IdempotencyClaim,
+        status: u16,
+        body: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Forgets keys created before `before_ms`. Returns how many.
+    async fn prune_idempotency(&self, before_ms: i64) -> StoreResult<u64>;
+}
+
 /// The database as operators watch it: its pool, and whether it answers.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -485,6 +544,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     pub jobs: Arc<dyn JobLock>,
     pub health: Arc<dyn Health>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -493,7 +553,14 @@ pub struct Stores {
 impl Stores {
     fn of<S>(db: S, shared: bool) -> Stores
     where
-        S: ConfigStore + UsageStore + InvoiceStore + TokenStore + JobLock + Health + 'static,
+        S: ConfigStore
+            + UsageStore
+            + InvoiceStore
+            + TokenStore
+            + JobLock
+            + Health
+            + IdempotencyStore
+            + 'static,
     {
         let db = Arc::new(db);
         Stores {
@@ -502,7 +569,8 @@ impl Stores {
             invoices: db.clone(),
             tokens: db.clone(),
             jobs: db.clone(),
-            health: db,
+            health: db.clone(),
+            idempotency: db,
             shared,
         }
     }

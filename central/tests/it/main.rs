@@ -8,6 +8,7 @@ mod config_limits;
 mod conventions;
 mod edge_internal;
 mod group_commit;
+mod idempotency;
 mod ingest;
 mod invoices;
 mod isolation;
