@@ -45,6 +45,9 @@ fi
 step "format"
 cargo fmt --all -- --check
 
+step "the served OpenAPI document is what scripts/openapi.py builds from ../shared/reference"
+python3 scripts/openapi.py --check
+
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 

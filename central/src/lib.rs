@@ -87,6 +87,8 @@ pub struct Settings {
     pub rate_limit: Option<RateLimit>,
     /// How long one request (reading its body included) may take before it is answered 408.
     pub request_timeout: Duration,
+    /// The origins browser clients may call the API from; `None` turns CORS off.
+    pub cors: Option<http::cors::AllowedOrigins>,
 }
 
 /// A token's sustained request rate and the burst it may spend at once (GCRA, via `governor`).
@@ -104,6 +106,7 @@ impl Default for Settings {
             edge_hmac_key: None,
             rate_limit: None,
             request_timeout: Duration::from_secs(60),
+            cors: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tally_central::http::cors::AllowedOrigins;
 use tally_central::server::{self, ServeLimits};
 use tally_central::store::{self, Env};
 use tally_central::{
@@ -48,6 +49,15 @@ enum Command {
         /// Shared secret edge Workers sign batches with (enables the internal edge endpoints).
         #[arg(long, env = "TALLY_EDGE_HMAC_KEY", hide_env_values = true)]
         edge_hmac_key: Option<String>,
+        /// An origin browser clients may call the API from (`https://app.example.com`), repeatable,
+        /// or `*` for any; CORS is off when none is given.
+        #[arg(
+            long = "cors-allow-origin",
+            env = "TALLY_CORS_ALLOW_ORIGINS",
+            value_delimiter = ',',
+            value_name = "ORIGIN"
+        )]
+        cors_allow_origins: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -260,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
             job_interval_secs,
             metrics_listen,
             edge_hmac_key,
+            cors_allow_origins,
             limits,
         } => {
             let settings = Settings {
@@ -268,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
                 edge_hmac_key: edge_hmac_key.map(|k| Secret(k.into_bytes())),
                 rate_limit: limits.rate_limit(),
                 request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
+                cors: AllowedOrigins::parse(&cors_allow_origins).map_err(anyhow::Error::msg)?,
             };
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
         }

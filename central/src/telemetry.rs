@@ -124,6 +124,8 @@ pub fn render(state: &AppState, handle: &PrometheusHandle) -> String {
 }
 
 /// The router served on `--metrics-listen`: `GET /metrics`, unauthenticated.
+// Its own listener for operators, not part of the API that `/openapi.json` describes.
+#[allow(clippy::disallowed_methods)]
 pub fn metrics_router(state: AppState, handle: PrometheusHandle) -> Router {
     Router::new()
         .route(

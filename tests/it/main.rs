@@ -2,6 +2,7 @@
 
 mod backfill;
 mod backup;
+mod browser;
 mod contract;
 mod crash;
 mod faults;

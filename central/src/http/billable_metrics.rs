@@ -5,19 +5,20 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use tally_core::metric::{EventTypeFilter, PropertyFilter};
 
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
 use crate::model::AggregationType;
 use crate::service::metrics::{self, NewMetric};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/billable-metrics/create", post(create))
         .route("/v1/billable-metrics/archive", post(archive))
         .route("/v1/billable-metrics", get(list))

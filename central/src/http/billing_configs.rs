@@ -9,19 +9,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config_wire::{BillingProviderReq, LegacyBillingReq};
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::{Body, Caller};
 use crate::model::{BillingProvider, RevenueSystemProvider};
 use crate::service::billing_configs;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route(
             "/v1/setCustomerBillingProviderConfigurations",
             post(set_configs),

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
+use super::Routes;
 use super::{decode_cursor, from_value, id_response, offset_page, page_limit, Body, Caller};
 use crate::model::{
     BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, ScheduleDay,
@@ -21,8 +22,8 @@ use crate::store::Env;
 use crate::wire::{Dec, Time};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/contracts/create", post(create))
         .route("/v1/contracts/get", post(get_v1))
         .route("/v1/contracts/list", post(list_v1))

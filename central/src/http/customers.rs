@@ -9,18 +9,19 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config_wire::{BillingProviderReq, LegacyBillingReq, RevenueSystemReq};
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
 use crate::service::customers::{self, CustomerFilter, NewCustomer};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/customers", post(create).get(list))
         .route("/v1/customers/create", post(create))
         .route("/v1/customers/archive", post(archive))

@@ -9,17 +9,18 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use tally_core::ingest::{content_encoding, MAX_BODY_BYTES};
 use tower_http::decompression::RequestDecompressionLayer;
 
 use super::error::{ApiError, ApiResult};
 use super::Caller;
+use super::Routes;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
+pub fn routes() -> Routes {
+    Routes::new().route(
         "/v1/ingest",
         post(ingest)
             .layer(RequestDecompressionLayer::new().gzip(true))

@@ -26,7 +26,7 @@ use axum::body::Bytes;
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tally_core::batch::{
     self, Batch, BatchAck, MetricsSnapshot, SignatureHeaders, SignedRequest, TokenInfo,
@@ -34,6 +34,7 @@ use tally_core::batch::{
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::{from_value, read_body, QueryMap};
 use crate::store::Env;
 use crate::AppState;
@@ -53,9 +54,9 @@ const BUDGET_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 struct UploadBudget(Arc<Semaphore>);
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     let budget = UploadBudget(Arc::new(Semaphore::new(MAX_UNVERIFIED_BYTES)));
-    Router::new()
+    Routes::new()
         .route("/internal/v1/batches", post(apply_batch))
         .route("/internal/v1/metrics", get(metrics))
         .route("/internal/v1/stats", get(stats))

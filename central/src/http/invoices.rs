@@ -3,19 +3,20 @@
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::MAX_PAGE_SIZE;
 use super::{decode_cursor, encode_cursor, id_response, page_limit, Body, Caller, QueryMap};
 use crate::service::invoices::{self, InvoiceQuery};
 use crate::store::InvoiceStatus;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/customers/{id}/invoices", get(list))
         .route("/v1/customers/{id}/invoices/{invoice_id}", get(retrieve))
         .route("/v1/invoices/void", post(void))

@@ -9,12 +9,14 @@ mod billable_metrics;
 mod billing_configs;
 mod config_wire;
 mod contracts;
+pub mod cors;
 mod customers;
 pub mod error;
 pub mod idempotency;
 mod ingest;
 mod internal;
 mod invoices;
+mod openapi;
 mod operations;
 mod products;
 mod rate_cards;
@@ -27,7 +29,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::de::DeserializeOwned;
@@ -44,29 +46,18 @@ pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/credit-types/list", get(credit_types))
-        .merge(billable_metrics::routes())
-        .merge(products::routes())
-        .merge(rate_cards::routes())
-        .merge(customers::routes())
-        .merge(billing_configs::routes())
-        .merge(contracts::routes())
-        .merge(invoices::routes())
-        .merge(operations::routes())
-        .merge(ingest::routes())
+    let api = authenticated_routes()
+        .router
         // Inside authentication: a key belongs to the caller's environment.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/", get(info))
-        .route("/livez", get(crate::telemetry::livez))
-        .route("/readyz", get(crate::telemetry::readyz))
+    let app = Router::new()
+        .merge(open_routes().router)
         .merge(api)
-        .merge(internal::routes())
+        .merge(internal::routes().router)
         .fallback(|| async { ApiError::not_found("route") })
         // After every route is added: axum's own 405 has an empty body; ours is `{"message"}`
         // like every other 4xx (axum still adds the `Allow` header).
@@ -79,8 +70,15 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_request_time,
-        ))
-        .layer(middleware::from_fn(crate::telemetry::track_requests))
+        ));
+    // Inside the request tracking, so preflights are counted, logged and carry a request id;
+    // outside everything that can refuse a request (401, 405, 408, 429, ...), so a browser can
+    // read those answers too.
+    let app = match &state.settings.cors {
+        Some(origins) => app.layer(cors::layer(origins)),
+        None => app,
+    };
+    app.layer(middleware::from_fn(crate::telemetry::track_requests))
         // Every request gets an `x-request-id` (the client's, or a new UUID), echoed on the
         // response and carried by the span every log line of the request is written in.
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -89,6 +87,96 @@ pub fn router(state: AppState) -> Router {
         // Outermost: the head is judged as the client sent it (before an id is added to it).
         .layer(middleware::from_fn(check_request_head))
         .with_state(state)
+}
+
+/// The routes that need no token.
+fn open_routes() -> Routes {
+    Routes::new()
+        .route("/", get(info))
+        .route("/livez", get(crate::telemetry::livez))
+        .route("/readyz", get(crate::telemetry::readyz))
+        .route("/openapi.json", get(openapi::document))
+}
+
+/// The routes behind Bearer authentication.
+fn authenticated_routes() -> Routes {
+    Routes::new()
+        .route("/v1/credit-types/list", get(credit_types))
+        .merge(billable_metrics::routes())
+        .merge(products::routes())
+        .merge(rate_cards::routes())
+        .merge(customers::routes())
+        .merge(billing_configs::routes())
+        .merge(contracts::routes())
+        .merge(invoices::routes())
+        .merge(operations::routes())
+        .merge(ingest::routes())
+}
+
+/// A part of the router together with the path templates it serves. Every route of the API is
+/// added through [`Routes::route`] (clippy's `disallowed-methods` refuses `Router::route`
+/// elsewhere), so [`served_paths`] cannot miss one; the methods of each path are the router's
+/// own (its 405 lists them in `Allow`).
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    // This is the one place a route is added to the API; see the type's documentation.
+    #[allow(clippy::disallowed_methods)]
+    fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Routes {
+        self.router = self.router.route(path, methods);
+        self.paths.push(path);
+        self
+    }
+
+    fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self
+    }
+
+    /// Applies `layer` to these routes (see [`Router::layer`]).
+    fn layer<L>(mut self, layer: L) -> Routes
+    where
+        L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+        L::Service: tower::Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower::Service<Request>>::Error: Into<std::convert::Infallible> + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
+        self
+    }
+}
+
+/// The path templates the router serves (`{id}` for a path parameter), by who may call them.
+#[derive(Debug)]
+pub struct ServedPaths {
+    /// Served without a token.
+    pub open: Vec<&'static str>,
+    /// Behind Bearer authentication.
+    pub authenticated: Vec<&'static str>,
+    /// The edge endpoints (HMAC-signed, not public, not in `/openapi.json`).
+    pub internal: Vec<&'static str>,
+}
+
+/// Every path [`router`] serves; `central/tests/it/openapi.rs` checks them, and the methods the
+/// router serves on each, against `/openapi.json`.
+pub fn served_paths() -> ServedPaths {
+    ServedPaths {
+        open: open_routes().paths,
+        authenticated: authenticated_routes().paths,
+        internal: internal::routes().paths,
+    }
 }
 
 /// The span a request's log lines are written in: its id, method and path.

@@ -4,17 +4,18 @@
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::Caller;
+use super::Routes;
 use crate::service::jobs;
 use crate::wire::Time;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/operations/stuck-contracts", get(stuck_contracts))
+pub fn routes() -> Routes {
+    Routes::new().route("/v1/operations/stuck-contracts", get(stuck_contracts))
 }
 
 async fn stuck_contracts(

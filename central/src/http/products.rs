@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::Routes;
 use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
 use crate::model::{
     double_option, ProductState, ProductType, ProductUpdate, QuantityConversion, QuantityRounding,
@@ -20,8 +21,8 @@ use crate::store::ArchiveFilter;
 use crate::wire::Time;
 use crate::{wire_enum, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/contract-pricing/products/create", post(create))
         .route("/v1/contract-pricing/products/get", post(retrieve))
         .route("/v1/contract-pricing/products/list", post(list))

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::from_value;
+use super::Routes;
 use super::{
     decode_cursor, id_response, keyset_page, offset_range, page_from_query, page_limit, Body,
     Caller, QueryMap, MAX_PAGE_SIZE,
@@ -26,8 +27,8 @@ use crate::AppState;
 use tally_core::period::Period;
 use tally_core::product_order::ProductMove;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/contract-pricing/rate-cards/create", post(create))
         .route("/v1/contract-pricing/rate-cards/get", post(retrieve))
         .route("/v1/contract-pricing/rate-cards/list", post(list))

@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Builds `central/openapi.json`, the OpenAPI document `GET /openapi.json` serves.
+
+The document describes exactly the operations this Tally serves (central's test
+`central/tests/it/openapi.rs` fails when the router and the document disagree):
+
+- the Metronome operations Tally implements (METRONOME below), copied unchanged from Metronome's
+  document (`../shared/reference/metronome-openapi.json`, which exists only beside a checkout, so
+  the result is committed and the server embeds it), with the few changes in PATCHES applied,
+  each with its reason, which the document also carries under `x-tally-changes`;
+- Tally's own endpoints (TALLY below): health, this document, the operator read of stuck
+  contracts, and two alternative spellings of Metronome paths;
+- only the components those operations reach.
+
+The internal edge endpoints (`/internal/v1/*`) are not public and are left out.
+
+Usage: `python3 scripts/openapi.py` rewrites the file; `--check` exits 1 when the committed file
+is not what this script builds (no network needed either way).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference" / "metronome-openapi.json"
+OUTPUT = ROOT / "central" / "openapi.json"
+
+# The Metronome operations Tally implements (central/src/http/*.rs), by operationId.
+METRONOME = {
+    "listCreditTypes-v1": "GET /v1/credit-types/list",
+    "createBillableMetricV1-v1": "POST /v1/billable-metrics/create",
+    "archiveBillableMetric-v1": "POST /v1/billable-metrics/archive",
+    "listAllBillableMetrics-v1": "GET /v1/billable-metrics",
+    "getBillableMetric-v1": "GET /v1/billable-metrics/{billable_metric_id}",
+    "createProduct-v1": "POST /v1/contract-pricing/products/create",
+    "getProduct-v1": "POST /v1/contract-pricing/products/get",
+    "listProducts-v1": "POST /v1/contract-pricing/products/list",
+    "updateProduct-v1": "POST /v1/contract-pricing/products/update",
+    "archiveProductListItem-v1": "POST /v1/contract-pricing/products/archive",
+    "createRateCard-v1": "POST /v1/contract-pricing/rate-cards/create",
+    "getRateCard-v1": "POST /v1/contract-pricing/rate-cards/get",
+    "listRateCards-v1": "POST /v1/contract-pricing/rate-cards/list",
+    "updateRateCard-v1": "POST /v1/contract-pricing/rate-cards/update",
+    "archiveRateCard-v1": "POST /v1/contract-pricing/rate-cards/archive",
+    "addRate-v1": "POST /v1/contract-pricing/rate-cards/addRate",
+    "addRates-v1": "POST /v1/contract-pricing/rate-cards/addRates",
+    "getRates-v1": "POST /v1/contract-pricing/rate-cards/getRates",
+    "getRateSchedule-v1": "POST /v1/contract-pricing/rate-cards/getRateSchedule",
+    "setRateCardProductsOrder-v1": "POST /v1/contract-pricing/rate-cards/setRateCardProductsOrder",
+    "moveRateCardProducts-v1": "POST /v1/contract-pricing/rate-cards/moveRateCardProducts",
+    "createCustomer-v1": "POST /v1/customers",
+    "listCustomers-v1": "GET /v1/customers",
+    "getCustomer-v1": "GET /v1/customers/{customer_id}",
+    "archiveCustomer-v1": "POST /v1/customers/archive",
+    "setIngestAliases-v1": "POST /v1/customers/{customer_id}/setIngestAliases",
+    "setCustomerName-v1": "POST /v1/customers/{customer_id}/setName",
+    "setCustomerBillingProviderConfigurations-v1": (
+        "POST /v1/setCustomerBillingProviderConfigurations"
+    ),
+    "getCustomerBillingProviderConfigurations-v1": (
+        "POST /v1/getCustomerBillingProviderConfigurations"
+    ),
+    "archiveCustomerBillingProviderConfigurations-v1": (
+        "POST /v1/archiveCustomerBillingProviderConfigurations"
+    ),
+    "getCustomerRevenueSystemConfigurations-v1": "POST /v1/getCustomerRevenueSystemConfigurations",
+    "getBillingConfig-v1": "GET /v1/customers/{customer_id}/billing-config/{billing_provider_type}",
+    "setBillingConfigForCustomer-v1": (
+        "POST /v1/customers/{customer_id}/billing-config/{billing_provider_type}"
+    ),
+    "deleteBillingConfigForCustomer-v1": (
+        "DELETE /v1/customers/{customer_id}/billing-config/{billing_provider_type}"
+    ),
+    "createContract-v1": "POST /v1/contracts/create",
+    "getContract-v1": "POST /v1/contracts/get",
+    "listContracts-v1": "POST /v1/contracts/list",
+    "archiveContract-v1": "POST /v1/contracts/archive",
+    "getContract-v2": "POST /v2/contracts/get",
+    "listContracts-v2": "POST /v2/contracts/list",
+    "ingest-v1": "POST /v1/ingest",
+    "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
+    "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
+    "voidInvoice-v1": "POST /v1/invoices/void",
+}
+
+TALLY_TAG = "Tally"
+ERROR = {"$ref": "#/components/schemas/Error"}
+STATUS_OK = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+}
+
+
+def json_response(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def tally_operation(op_id: str, summary: str, description: str, responses: dict, open_: bool):
+    op = {
+        "operationId": op_id,
+        "summary": summary,
+        "description": description,
+        "tags": [TALLY_TAG],
+        "responses": responses,
+    }
+    if open_:
+        op["security"] = []  # no token needed
+    return op
+
+
+# Tally's own operations: (method, path) -> operation, or ("alias", Metronome operationId) for a
+# second spelling of a Metronome path that behaves exactly like it.
+TALLY: dict[tuple[str, str], object] = {
+    ("get", "/"): tally_operation(
+        "getServiceInfo-tally",
+        "Service information",
+        "Names the service and its version. Needs no token.",
+        {
+            "200": json_response(
+                "Success",
+                {
+                    "type": "object",
+                    "required": ["service", "version", "status", "api"],
+                    "properties": {
+                        "service": {"type": "string", "enum": ["tally"]},
+                        "version": {"type": "string"},
+                        "status": {"type": "string", "enum": ["ok"]},
+                        "api": {"type": "string"},
+                    },
+                },
+            )
+        },
+        open_=True,
+    ),
+    ("get", "/livez"): tally_operation(
+        "livez-tally",
+        "Liveness",
+        "The process is up and serving. Needs no token.",
+        {"200": json_response("Serving", STATUS_OK)},
+        open_=True,
+    ),
+    ("get", "/readyz"): tally_operation(
+        "readyz-tally",
+        "Readiness",
+        "The database answers and migrations ran, so this replica can take traffic; 503 "
+        "otherwise. Needs no token.",
+        {
+            "200": json_response("Ready", STATUS_OK),
+            "503": json_response("The database does not answer", ERROR),
+        },
+        open_=True,
+    ),
+    ("get", "/openapi.json"): tally_operation(
+        "getOpenApiDocument-tally",
+        "This OpenAPI document",
+        "The operations this Tally serves: the Metronome operations it implements and its own. "
+        "Needs no token.",
+        {"200": json_response("The document", {"type": "object"})},
+        open_=True,
+    ),
+    ("get", "/v1/operations/stuck-contracts"): tally_operation(
+        "listStuckContracts-tally",
+        "Contracts the background job could not finalize",
+        "Tally's own operator read (not a Metronome path): the token environment's contracts "
+        "whose last job pass failed to rate or finalize them, with the last error and how many "
+        "passes failed. A contract leaves the list when it next finalizes.",
+        {
+            "200": json_response(
+                "Success",
+                {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/TallyStuckContract"},
+                        }
+                    },
+                },
+            )
+        },
+        open_=False,
+    ),
+    ("post", "/v1/customers/create"): ("alias", "createCustomer-v1"),
+    ("post", "/v1/contract-pricing/rate-cards/rates/add"): ("alias", "addRate-v1"),
+}
+
+TALLY_SCHEMAS = {
+    "TallyStuckContract": {
+        "type": "object",
+        "required": [
+            "contract_id",
+            "error",
+            "first_failed_at",
+            "last_failed_at",
+            "failed_passes",
+        ],
+        "properties": {
+            "contract_id": {"type": "string", "format": "uuid"},
+            "error": {"type": "string"},
+            "first_failed_at": {"type": "string", "format": "date-time"},
+            "last_failed_at": {"type": "string", "format": "date-time"},
+            "failed_passes": {"type": "integer", "minimum": 1},
+        },
+    }
+}
+
+# Changes to Metronome's operations, each (name, why, function).
+PATCHES: list[tuple[str, str, object]] = []
+
+
+def patch(why: str):
+    def register(fn):
+        PATCHES.append((fn.__name__, why, fn))
+        return fn
+
+    return register
+
+
+@patch(
+    "Metronome's error convention (every 4xx body is {\"message\": ...}; 400 validation, 401 bad "
+    "token, 404 not found, 409 conflict, 413 too large) is documented once for the API, not on "
+    "each operation: most operations list only some of their 4xx codes. Each operation gets a "
+    "`4XX` response with the document's own `Error` schema; explicitly listed codes keep theirs."
+)
+def document_error_convention(doc: dict) -> None:
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            if method in ("get", "post", "delete"):
+                op["responses"].setdefault(
+                    "4XX",
+                    {
+                        "description": "Client error (Metronome's convention)",
+                        "content": {"application/json": {"schema": ERROR}},
+                    },
+                )
+
+
+@patch(
+    "POST /v2/contracts/get and /v2/contracts/list document a single error, a 400 whose body "
+    "requires `code` in {CustomerNotFound, ContractNotFound}: only the not-found case. Tally "
+    "answers not-found with 404 {\"message\"} as on every other endpoint (v1 contracts/get "
+    "included), and a malformed body with 400 {\"message\"}, which that schema cannot describe. "
+    "Their 400 schema also accepts the generic `Error`."
+)
+def v2_contract_validation_errors(doc: dict) -> None:
+    for path in ("/v2/contracts/get", "/v2/contracts/list"):
+        content = doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]
+        content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
+def version() -> str:
+    text = (ROOT / "Cargo.toml").read_text()
+    section = text.split("[workspace.package]", 1)[1]
+    return re.search(r'^version\s*=\s*"([^"]+)"', section, re.M).group(1)
+
+
+def metronome_operations(upstream: dict) -> dict[str, dict]:
+    """The implemented operations as {path: {method: operation}}, in the upstream order."""
+    paths: dict[str, dict] = {}
+    found = set()
+    for path, item in upstream["paths"].items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or op.get("operationId") not in METRONOME:
+                continue
+            expected = METRONOME[op["operationId"]]
+            if expected != f"{method.upper()} {path}":
+                raise SystemExit(f"{op['operationId']} is {method.upper()} {path}, not {expected}")
+            found.add(op["operationId"])
+            kept = paths.setdefault(path, {})
+            if "parameters" in item:
+                kept["parameters"] = item["parameters"]
+            kept[method] = copy.deepcopy(op)
+    missing = set(METRONOME) - found
+    if missing:
+        raise SystemExit(f"operations not in Metronome's document: {sorted(missing)}")
+    return paths
+
+
+def add_tally_operations(paths: dict[str, dict]) -> None:
+    by_id = {
+        op["operationId"]: op
+        for item in paths.values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    for (method, path), op in TALLY.items():
+        if isinstance(op, tuple):
+            _, of = op
+            op = copy.deepcopy(by_id[of])
+            op["operationId"] = f"{of.removesuffix('-v1')}Alias-tally"
+            op["summary"] = f"{op['summary']} (another spelling of {METRONOME[of]})"
+            op["description"] = (
+                f"Tally serves this path exactly like {METRONOME[of]}, for clients that spell it "
+                f"this way. {op.get('description', '')}"
+            ).strip()
+            op["x-tally-alias-of"] = of
+        if path in paths and method in paths[path]:
+            raise SystemExit(f"{method.upper()} {path} is both Metronome's and Tally's")
+        paths.setdefault(path, {})[method] = op
+
+
+def referenced(node, found: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            found.add(ref)
+        for value in node.values():
+            referenced(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            referenced(value, found)
+
+
+def reachable_components(upstream: dict, paths: dict) -> dict:
+    """The components the operations reach, transitively, in the upstream order."""
+    components = copy.deepcopy(upstream["components"])
+    components["schemas"].update(TALLY_SCHEMAS)
+    seen: set[str] = set()
+    todo: set[str] = set()
+    referenced(paths, todo)
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        _, _, kind, name = ref.split("/", 3)
+        referenced(components[kind][name], todo)
+    kept = {}
+    for kind, items in components.items():
+        if kind == "securitySchemes":
+            kept[kind] = items
+            continue
+        chosen = {n: v for n, v in items.items() if f"#/components/{kind}/{n}" in seen}
+        if chosen:
+            kept[kind] = chosen
+    return kept
+
+
+def build() -> dict:
+    if not REFERENCE.is_file():
+        raise SystemExit(
+            f"Metronome's OpenAPI document is missing: {REFERENCE} (it sits beside a checkout as "
+            "../shared/reference; the built document is committed, so only regenerating needs it)"
+        )
+    upstream = json.loads(REFERENCE.read_text())
+    doc = {
+        "openapi": upstream["openapi"],
+        "info": {
+            "title": "Tally",
+            "version": version(),
+            "description": (
+                "The operations this Tally serves: the subset of Metronome's API it implements "
+                "(Metronome's own operation descriptions, with the changes under "
+                "`x-tally-changes`) and Tally's own endpoints (tag `Tally`). Generated by "
+                "scripts/openapi.py from Metronome's OpenAPI document "
+                f"(\"{upstream['info']['title']}\" {upstream['info']['version']})."
+            ),
+        },
+        "servers": [{"url": "/", "description": "this Tally"}],
+        "security": upstream["security"],
+        "paths": metronome_operations(upstream),
+    }
+    add_tally_operations(doc["paths"])
+    doc["paths"] = dict(sorted(doc["paths"].items()))
+    for _, _, fn in PATCHES:
+        fn(doc)
+    doc["components"] = reachable_components(upstream, doc["paths"])
+    used_tags = {
+        tag
+        for item in doc["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict)
+        for tag in op.get("tags", [])
+    }
+    doc["tags"] = [t for t in upstream["tags"] if t["name"] in used_tags] + [
+        {"name": TALLY_TAG, "description": "Tally's own endpoints (not Metronome's)."}
+    ]
+    doc["x-tally-changes"] = [{"name": name, "why": why} for name, why, _ in PATCHES]
+    return doc
+
+
+def main() -> int:
+    text = json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
+    if sys.argv[1:] == ["--check"]:
+        if not OUTPUT.is_file() or OUTPUT.read_text() != text:
+            print(
+                f"{OUTPUT.relative_to(ROOT)} is not what scripts/openapi.py builds: run it",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{OUTPUT.relative_to(ROOT)} is up to date")
+        return 0
+    if sys.argv[1:]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    OUTPUT.write_text(text)
+    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
