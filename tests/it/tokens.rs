@@ -48,19 +48,32 @@ async fn status(client: &reqwest::Client, base: &str, token: &str) -> u16 {
 }
 
 #[test]
-fn a_revoked_token_fails_at_once_on_every_replica() {
+fn a_revoked_token_fails_at_once_on_every_postgres_replica() {
     let db = PgDatabase::create();
     let a = TallyServer::start_on(Some(db.url()), &[], &[]);
     let b = TallyServer::start_on(Some(db.url()), &[], &[]);
+    revoke_while_serving(db.url(), &a, &b);
+}
+
+#[test]
+fn a_revoked_token_fails_at_once_on_sqlite() {
+    let a = TallyServer::start();
+    let url = a.database_url().to_string();
+    revoke_while_serving(&url, &a, &a);
+}
+
+/// Creates a named token, uses it on `a` and `b` (servers on the database at `url`), revokes it,
+/// and checks both refuse it at the very next request.
+fn revoke_while_serving(url: &str, a: &TallyServer, b: &TallyServer) {
     let created = token_cli(
-        db.url(),
+        url,
         &["create", "--env", "production", "--name", "ci deploy"],
     )
     .unwrap();
     let secret = created.lines().last().unwrap().trim().to_string();
     assert!(secret.starts_with("tally_prd_"));
 
-    let rows = list(db.url());
+    let rows = list(url);
     let row = rows
         .iter()
         .find(|r| r[1] == "ci deploy")
@@ -69,7 +82,7 @@ fn a_revoked_token_fails_at_once_on_every_replica() {
     assert_eq!((row[4].as_str(), row[5].as_str()), ("-", "-"), "{row:?}");
     let id = row[0].clone();
     assert_eq!(id.len(), 16);
-    let listing = token_cli(db.url(), &["list"]).unwrap();
+    let listing = token_cli(url, &["list"]).unwrap();
     assert!(!listing.contains(&secret), "the list shows no secret");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -82,7 +95,7 @@ fn a_revoked_token_fails_at_once_on_every_replica() {
     // Its use is recorded (in the background, so poll).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rows = list(db.url());
+        let rows = list(url);
         let row = rows.iter().find(|r| r[0] == id).unwrap();
         if row[4] != "-" {
             assert!(row[4].ends_with('Z'), "{row:?}");
@@ -96,10 +109,10 @@ fn a_revoked_token_fails_at_once_on_every_replica() {
     }
 
     // Bad ids are refused and revoke nothing.
-    assert!(token_cli(db.url(), &["revoke", "not-an-id"]).is_err());
-    assert!(token_cli(db.url(), &["revoke", "0000000000000000"]).is_err());
+    assert!(token_cli(url, &["revoke", "not-an-id"]).is_err());
+    assert!(token_cli(url, &["revoke", "0000000000000000"]).is_err());
     assert_eq!(
-        token_cli(db.url(), &["revoke", &id]).unwrap().trim(),
+        token_cli(url, &["revoke", &id]).unwrap().trim(),
         format!("revoked {id}")
     );
     rt.block_on(async {
@@ -107,14 +120,14 @@ fn a_revoked_token_fails_at_once_on_every_replica() {
         assert_eq!(status(&client, a.base_url(), &secret).await, 401);
         assert_eq!(status(&client, b.base_url(), &secret).await, 401);
         // The other tokens still work.
-        let other = ApiClient::new(&a);
+        let other = ApiClient::new(a);
         assert_eq!(status(other.http(), a.base_url(), other.token()).await, 200);
     });
-    let rows = list(db.url());
+    let rows = list(url);
     let row = rows.iter().find(|r| r[0] == id).unwrap();
     assert!(row[5].ends_with('Z'), "revocation time listed: {row:?}");
     assert!(
-        token_cli(db.url(), &["revoke", &id]).is_err(),
+        token_cli(url, &["revoke", &id]).is_err(),
         "revoking twice is an error"
     );
 }

@@ -46,7 +46,9 @@ pub async fn run_jobs_once(st: &AppState) -> Result<Option<PassReport>, JobError
     let Some(guard) = st.stores.jobs.try_job_lock().await? else {
         return Ok(None);
     };
-    let result = run_pass(st).await;
+    // Every log line of the pass is written in its span.
+    let span = tracing::info_span!("job_pass", started_ms = st.now_ms());
+    let result = tracing::Instrument::instrument(run_pass(st), span).await;
     // A failed release is logged only: the guard's connection was closed, which frees the lock.
     if let Err(e) = guard.release().await {
         tracing::warn!(error = %e, "releasing the job lock failed");
