@@ -436,6 +436,17 @@ impl RateType {
 
 wire_enum!(BillingFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", Annual => "ANNUAL", Weekly => "WEEKLY" });
 
+impl BillingFrequency {
+    pub fn core(self) -> Frequency {
+        match self {
+            BillingFrequency::Monthly => Frequency::Monthly,
+            BillingFrequency::Quarterly => Frequency::Quarterly,
+            BillingFrequency::Annual => Frequency::Annual,
+            BillingFrequency::Weekly => Frequency::Weekly,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateCardAlias {
     pub name: String,
@@ -570,6 +581,7 @@ impl RateRecord {
             entitled: self.entitled,
             price: self.price()?,
             credit_type: tally_core::money::CreditTypeId(self.credit_type.id.clone()),
+            billing_frequency: self.billing_frequency.map(BillingFrequency::core),
         })
     }
 
