@@ -17,6 +17,7 @@ mod invoices;
 mod operations;
 mod products;
 mod rate_cards;
+mod rate_wire;
 
 use std::collections::HashMap;
 

@@ -13,6 +13,7 @@ mod invoices;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod overrides;
 mod pricing_rules;
 mod product_order;
 mod rate_schedule;
