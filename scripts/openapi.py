@@ -80,6 +80,7 @@ METRONOME = {
     "getContract-v1": "POST /v1/contracts/get",
     "listContracts-v1": "POST /v1/contracts/list",
     "archiveContract-v1": "POST /v1/contracts/archive",
+    "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
     "ingest-v1": "POST /v1/ingest",

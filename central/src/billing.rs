@@ -94,7 +94,7 @@ impl RatingContext {
                 products: Vec::new(),
                 product_order: Vec::new(),
                 rates: Vec::new(),
-                contract: contract.snapshot(),
+                contract: contract.pricing_snapshot()?,
             },
             product_info: BTreeMap::new(),
         };

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter};
+use tally_core::overrides::{self, Prioritization};
 use tally_core::period::{AnchorDay, Frequency, Schedule};
+use tally_core::pricing::ContractTerms;
 use tally_core::product::{ProductAttrs, ProductChange, ProductTimeline};
 use tally_core::rating::{self, Price, RatedProduct, Tier};
 
@@ -436,6 +438,17 @@ impl RateType {
 
 wire_enum!(BillingFrequency { Monthly => "MONTHLY", Quarterly => "QUARTERLY", Annual => "ANNUAL", Weekly => "WEEKLY" });
 
+impl BillingFrequency {
+    pub fn core(self) -> Frequency {
+        match self {
+            BillingFrequency::Monthly => Frequency::Monthly,
+            BillingFrequency::Quarterly => Frequency::Quarterly,
+            BillingFrequency::Annual => Frequency::Annual,
+            BillingFrequency::Weekly => Frequency::Weekly,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateCardAlias {
     pub name: String,
@@ -546,17 +559,7 @@ impl RateRecord {
     pub fn price(&self) -> Option<Price> {
         match self.rate_type {
             RateType::Flat => self.price.map(|p| Price::Flat(p.0)),
-            RateType::Tiered => self.tiers.as_ref().map(|tiers| {
-                Price::Tiered(
-                    tiers
-                        .iter()
-                        .map(|t| Tier {
-                            price: t.price.0,
-                            size: t.size.map(|s| s.0),
-                        })
-                        .collect(),
-                )
-            }),
+            RateType::Tiered => self.tiers.as_deref().map(|t| Price::Tiered(core_tiers(t))),
             _ => None,
         }
     }
@@ -570,6 +573,7 @@ impl RateRecord {
             entitled: self.entitled,
             price: self.price()?,
             credit_type: tally_core::money::CreditTypeId(self.credit_type.id.clone()),
+            billing_frequency: self.billing_frequency.map(BillingFrequency::core),
         })
     }
 
@@ -872,11 +876,15 @@ pub struct Contract {
     /// flatten would read `total_contract_value` through a float-free but lossy buffer).
     #[serde(default)]
     pub record: ContractRecord,
+    /// The contract's overrides, in the order given (validated by core at create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<OverrideRecord>,
 }
 
-/// Contract fields Tally stores and shows but does not act on (CRM ids, prioritization of
-/// overrides it does not rate yet, the contract value, invoice consolidation of charges it does
-/// not bill yet). Never silently dropped.
+/// Contract fields Tally stores and shows but mostly does not act on (CRM ids, the contract
+/// value, invoice consolidation of charges it does not bill yet); the prioritization of
+/// overrides, kept here since before overrides were rated, is what pricing uses
+/// ([`Contract::prioritization`]). Never silently dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContractRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -897,13 +905,188 @@ pub struct ContractRecord {
 
 wire_enum!(ScheduledChargesOnUsageInvoices { All => "ALL" });
 wire_enum!(MultiplierPrioritization { LowestMultiplier => "LOWEST_MULTIPLIER", Explicit => "EXPLICIT" });
+wire_enum!(OverrideType { Overwrite => "OVERWRITE", Multiplier => "MULTIPLIER", Tiered => "TIERED" });
+
+impl MultiplierPrioritization {
+    pub fn core(self) -> Prioritization {
+        match self {
+            MultiplierPrioritization::LowestMultiplier => Prioritization::LowestMultiplier,
+            MultiplierPrioritization::Explicit => Prioritization::Explicit,
+        }
+    }
+}
+
+impl OverrideType {
+    pub fn core(self) -> overrides::OverrideType {
+        match self {
+            OverrideType::Overwrite => overrides::OverrideType::Overwrite,
+            OverrideType::Multiplier => overrides::OverrideType::Multiplier,
+            OverrideType::Tiered => overrides::OverrideType::Tiered,
+        }
+    }
+}
+
+/// `{id, name}` of a product, as overrides show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProductRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// One `override_specifiers` entry (`OverrideSpecifier`; the commit fields are refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OverrideSpecifier {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing_group_values: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presentation_group_values: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_frequency: Option<BillingFrequency>,
+}
+
+/// One tier of a TIERED override (`OverrideTier`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverrideTier {
+    pub multiplier: Dec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Dec>,
+}
+
+/// An OVERWRITE override's rate (`OverwriteRate`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverwriteRate {
+    pub rate_type: RateType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<WireTier>>,
+    pub credit_type: CreditTypeRef,
+}
+
+/// A contract override as stored and shown (`Override` in v1, `OverrideV2` in v2: the same
+/// fields, v1's deprecated flattened rate fields left out).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub id: String,
+    pub created_at: Time,
+    pub starting_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending_before: Option<Time>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub override_type: Option<OverrideType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ProductRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicable_product_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_specifiers: Option<Vec<OverrideSpecifier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overwrite_rate: Option<OverwriteRate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_tiers: Option<Vec<OverrideTier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitled: Option<bool>,
+    pub is_commit_specific: bool,
+}
+
+fn core_tiers(tiers: &[WireTier]) -> Vec<Tier> {
+    tiers
+        .iter()
+        .map(|t| Tier {
+            price: t.price.0,
+            size: t.size.map(|s| s.0),
+        })
+        .collect()
+}
+
+impl OverrideRecord {
+    /// The override's parts as core's checks take them.
+    pub fn spec(&self) -> overrides::OverrideSpec {
+        overrides::OverrideSpec {
+            id: self.id.clone(),
+            starting_at_ms: self.starting_at.0,
+            ending_before_ms: self.ending_before.map(|t| t.0),
+            kind: self.override_type.map(OverrideType::core),
+            product_id: self.product.as_ref().map(|p| p.id.clone()),
+            applicable_product_tags: self.applicable_product_tags.clone(),
+            override_specifiers: self.override_specifiers.as_ref().map(|specs| {
+                specs
+                    .iter()
+                    .map(|s| overrides::Specifier {
+                        product_id: s.product_id.clone(),
+                        product_tags: s.product_tags.clone(),
+                        pricing_group_values: s.pricing_group_values.clone(),
+                        presentation_group_values: s.presentation_group_values.clone(),
+                        billing_frequency: s.billing_frequency.map(BillingFrequency::core),
+                    })
+                    .collect()
+            }),
+            multiplier: self.multiplier.map(|m| m.0),
+            overwrite_rate: self
+                .overwrite_rate
+                .as_ref()
+                .map(|o| overrides::OverwriteSpec {
+                    rate_type: o.rate_type.core(),
+                    price: o.price.map(|p| p.0),
+                    tiers: o.tiers.as_deref().map(core_tiers),
+                    credit_type: tally_core::money::CreditTypeId(o.credit_type.id.clone()),
+                }),
+            tiers: self.override_tiers.as_ref().map(|tiers| {
+                tiers
+                    .iter()
+                    .map(|t| overrides::MultiplierTier {
+                        multiplier: t.multiplier.0,
+                        size: t.size.map(|s| s.0),
+                    })
+                    .collect()
+            }),
+            priority: self.priority.map(|p| p.0),
+            entitled: self.entitled,
+        }
+    }
+}
 
 impl Contract {
     pub fn schedule(&self) -> Schedule {
         self.usage_statement_schedule.core()
     }
 
-    /// What core's pricing needs to know about this contract.
+    pub fn prioritization(&self) -> MultiplierPrioritization {
+        self.record
+            .multiplier_override_prioritization
+            .unwrap_or(MultiplierPrioritization::LowestMultiplier)
+    }
+
+    /// The contract's terms as core prices them: its overrides rebuilt through core's checks
+    /// (they passed them at create, under the same prioritization, which never changes). One
+    /// that fails them now is a corrupt document, never silently dropped.
+    pub fn terms(&self) -> StoreResult<ContractTerms> {
+        let mode = self.prioritization().core();
+        let overrides = self
+            .overrides
+            .iter()
+            .map(|o| {
+                overrides::build(o.spec(), mode).map_err(|e| {
+                    StoreError::Corrupt(format!("contract {} override {}: {e}", self.id, o.id))
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(ContractTerms {
+            overrides,
+            multiplier_override_prioritization: mode,
+        })
+    }
+
+    /// What core needs to know about this contract to find its periods (its terms are left
+    /// out: [`Contract::pricing_snapshot`] adds them for pricing).
     pub fn snapshot(&self) -> tally_core::pricing::ContractSnapshot {
         tally_core::pricing::ContractSnapshot {
             id: self.id.clone(),
@@ -915,8 +1098,16 @@ impl Contract {
                 .invoice_generation_starting_at
                 .map(|t| t.0),
             archived_at_ms: self.archived_at.map(|t| t.0),
-            terms: tally_core::pricing::ContractTerms::default(),
+            terms: ContractTerms::default(),
         }
+    }
+
+    /// What core's pricing needs to know about this contract, terms included.
+    pub fn pricing_snapshot(&self) -> StoreResult<tally_core::pricing::ContractSnapshot> {
+        Ok(tally_core::pricing::ContractSnapshot {
+            terms: self.terms()?,
+            ..self.snapshot()
+        })
     }
 
     fn schedule_json(&self) -> serde_json::Value {
@@ -934,7 +1125,7 @@ impl Contract {
             "usage_statement_schedule": self.schedule_json(),
             "created_at": self.created_at,
             "created_by": self.created_by,
-            "commits": [], "credits": [], "overrides": [], "scheduled_charges": [],
+            "commits": [], "credits": [], "overrides": self.overrides, "scheduled_charges": [],
             "transitions": [], "recurring_commits": [], "recurring_credits": [],
         });
         set_opt(&mut v, "ending_before", self.ending_before);
@@ -1000,10 +1191,7 @@ impl Contract {
             "usage_filter": [],
             "subscriptions": [],
             "custom_fields": self.custom_fields,
-            "multiplier_override_prioritization": self
-                .record
-                .multiplier_override_prioritization
-                .unwrap_or(MultiplierPrioritization::LowestMultiplier),
+            "multiplier_override_prioritization": self.prioritization(),
         });
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);

@@ -69,6 +69,71 @@ pub fn mul_exact(a: Decimal, b: Decimal) -> Option<Decimal> {
     (exact_product(a, b)? == product).then_some(product)
 }
 
+/// `a * b` rounded half-even to `places` decimal places when the exact product has more, and
+/// the exact product otherwise; `None` when the result is out of range. The rounding is of the
+/// exact product (computed in 192 bits when it does not fit a `Decimal`), never of an already
+/// rounded one, so it is a single correct half-even rounding.
+pub fn mul_round_half_even(a: Decimal, b: Decimal, places: u32) -> Option<Decimal> {
+    if let Some(p) = mul_exact(a, b) {
+        if p.scale() <= places {
+            return Some(p);
+        }
+        return Some(
+            p.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointNearestEven),
+        );
+    }
+    let scale = a.scale() + b.scale();
+    if scale <= places {
+        // Exact at this scale yet not representable: out of range.
+        return None;
+    }
+    let mut limbs = wide_product(a.mantissa().unsigned_abs(), b.mantissa().unsigned_abs());
+    // Drop `scale - places` digits, remembering the last one dropped and whether any before it
+    // was non-zero.
+    let (mut last, mut sticky) = (0u64, false);
+    for _ in places..scale {
+        sticky |= last != 0;
+        last = div_small(&mut limbs, 10);
+    }
+    let mut q = u128::from(limbs[0]) | (u128::from(limbs[1]) << 64);
+    if limbs[2] != 0 || limbs[3] != 0 {
+        return None;
+    }
+    if last > 5 || (last == 5 && (sticky || q % 2 == 1)) {
+        q = q.checked_add(1)?;
+    }
+    if q > MAX_MANTISSA {
+        return None;
+    }
+    let signed = i128::try_from(q).ok()?;
+    let negative = a.is_sign_negative() != b.is_sign_negative();
+    Decimal::try_from_i128_with_scale(if negative { -signed } else { signed }, places).ok()
+}
+
+/// The exact product of two mantissas below 2^96, as four little-endian 64-bit limbs.
+fn wide_product(a: u128, b: u128) -> [u64; 4] {
+    let (a0, a1) = (a & u128::from(u64::MAX), a >> 64);
+    let (b0, b1) = (b & u128::from(u64::MAX), b >> 64);
+    // a1, b1 < 2^32: every partial product below fits u128.
+    let lo = a0 * b0;
+    let mid = a0 * b1 + a1 * b0;
+    let hi = a1 * b1;
+    let (lo, carry) = lo.overflowing_add(mid << 64);
+    let hi = hi + (mid >> 64) + u128::from(carry);
+    [lo as u64, (lo >> 64) as u64, hi as u64, (hi >> 64) as u64]
+}
+
+/// Divides the little-endian limbs by `d` in place; returns the remainder.
+fn div_small(limbs: &mut [u64; 4], d: u64) -> u64 {
+    let mut rem: u128 = 0;
+    for limb in limbs.iter_mut().rev() {
+        let cur = (rem << 64) | u128::from(*limb);
+        *limb = (cur / u128::from(d)) as u64;
+        rem = cur % u128::from(d);
+    }
+    rem as u64
+}
+
 /// The exact sum as a `Decimal`, or `None` if it has no exact representation.
 fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
     // Without trailing zeros, the operand with the larger scale ends in a non-zero digit at that
@@ -218,6 +283,51 @@ mod tests {
             add_exact(big, big),
             Some(d("10000000000000000000000000001"))
         );
+    }
+
+    #[test]
+    fn mul_round_half_even_rounds_the_exact_product_once() {
+        let r = |a: &str, b: &str| mul_round_half_even(d(a), d(b), 12).map(|x| x.to_string());
+        // Exact products with few places are kept as they are.
+        assert_eq!(r("100", "0.333333").as_deref(), Some("33.333300"));
+        assert_eq!(r("2.5", "0.8").as_deref(), Some("2.00"));
+        // More than 12 places: half-even at the 12th.
+        assert_eq!(
+            r("0.0000001", "0.0000015").as_deref(),
+            Some("0.000000000000")
+        );
+        assert_eq!(
+            r("0.000001", "0.0000025").as_deref(),
+            Some("0.000000000002")
+        );
+        assert_eq!(
+            r("0.000001", "0.0000035").as_deref(),
+            Some("0.000000000004")
+        );
+        assert_eq!(
+            r("-0.000001", "0.0000035").as_deref(),
+            Some("-0.000000000004")
+        );
+        // A product whose exact form needs more than 28 places (checked_mul would round it
+        // first): 0.1234567890123456789 * 0.333333333333333 = 0.04115226300411522...
+        assert_eq!(
+            r("0.1234567890123456789", "0.333333333333333").as_deref(),
+            Some("0.041152263004")
+        );
+        // Just past a midpoint only in digits a 28-place product would drop: rounding that
+        // product again would give 0.000000000000.
+        let (a, b) = (d("0.0000000000005"), d("1.0000000000000000000000000001"));
+        assert_eq!(a.checked_mul(b), Some(d("0.0000000000005000000000000000")));
+        assert_eq!(
+            r("0.0000000000005", "1.0000000000000000000000000001").as_deref(),
+            Some("0.000000000001")
+        );
+        // An exact midpoint goes to the even neighbour.
+        assert_eq!(r("0.0000000000005", "1").as_deref(), Some("0.000000000000"));
+        assert_eq!(r("0.0000000000015", "1").as_deref(), Some("0.000000000002"));
+        assert_eq!(mul_round_half_even(Decimal::MAX, d("2"), 12), None);
+        // The exact product has one place and needs 97 bits: no 12-place form holds it.
+        assert_eq!(mul_round_half_even(Decimal::MAX, d("0.5"), 12), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod invoice;
 pub mod metric;
 pub mod money;
+pub mod overrides;
 pub mod period;
 pub mod pricing;
 pub mod product;

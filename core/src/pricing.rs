@@ -2,8 +2,8 @@
 //! a contract prices with), the period's usage and the period into a typed [`Invoice`].
 //!
 //! It runs as visible stages, each its own function:
-//! 1. resolve the effective rate at each instant: `rating::rate_schedule` (the rate card now;
-//!    contract overrides next);
+//! 1. resolve the effective rate at each instant: `rating::rate_schedule` (the rate card's
+//!    schedule) with the contract's overrides applied on top (`overrides::plan`);
 //! 2. price quantities: `rating::price_usage`;
 //! 3. apply balances: [`apply_balances`] (commits and credits come next; today the identity);
 //! 4. totals: [`totals`], per credit type.
@@ -26,15 +26,31 @@ use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceLine};
 use crate::metric::MetricDef;
 use crate::money::{CreditType, CreditTypeId, MoneyError, Totals};
+use crate::overrides::{Override, Prioritization};
 use crate::period::{Period, Schedule, MAX_PERIODS};
 use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, UsageRow};
 use crate::time::hour_floor;
 
-/// The contract's terms beyond its rate card. Commits, credits, overrides, scheduled charges and
-/// subscriptions are refused by the API today, so a snapshot carries none; they are added here
-/// (and priced by the stages above) as they are implemented.
+/// The contract's terms beyond its rate card: its overrides (applied in stage 1, see
+/// `overrides`) and how multiplier overrides are prioritised. Commits, credits, scheduled
+/// charges and subscriptions are refused by the API today; they are added here (and priced by
+/// the stages above) as they are implemented.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ContractTerms {}
+pub struct ContractTerms {
+    /// In the order the contract lists them (the order breaks ties, see `overrides`).
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+    #[serde(default)]
+    pub multiplier_override_prioritization: Prioritization,
+}
+
+impl ContractTerms {
+    /// No terms: the rate card alone.
+    pub const NONE: ContractTerms = ContractTerms {
+        overrides: Vec::new(),
+        multiplier_override_prioritization: Prioritization::LowestMultiplier,
+    };
+}
 
 /// What pricing needs to know about the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +172,7 @@ pub fn price_invoice(
         products: &snapshot.products,
         metrics: &snapshot.metrics,
         rates: &snapshot.rates,
+        terms: &snapshot.contract.terms,
         usage,
     };
     let mut lines = price_usage(&input)?;

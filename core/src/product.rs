@@ -137,22 +137,38 @@ impl ProductTimeline {
 
     /// `(effective from, name)` in time order, the first from the beginning of time.
     pub fn names(&self) -> Vec<(i64, String)> {
-        let mut names = Vec::with_capacity(self.changes.len() + 1);
-        names.push((i64::MIN, self.initial.name.clone()));
-        for i in self.order() {
-            let change = &self.changes[i];
-            if let Some(name) = &change.name {
-                names.push((change.starting_at_ms, name.clone()));
-            }
-        }
-        names
+        self.history(self.initial.name.clone(), |c| c.name.as_ref())
     }
 
-    /// Rating's view of this (usage) product: its names and rating versions over time.
+    /// `(effective from, tags)` in time order, the first from the beginning of time.
+    pub fn tags(&self) -> Vec<(i64, Vec<String>)> {
+        self.history(self.initial.tags.clone(), |c| c.tags.as_ref())
+    }
+
+    /// One attribute over time: `initial` from the beginning of time, then each change that
+    /// sets it, in the order changes take effect.
+    fn history<T: Clone>(
+        &self,
+        initial: T,
+        field: impl Fn(&ProductChange) -> Option<&T>,
+    ) -> Vec<(i64, T)> {
+        let mut out = Vec::with_capacity(self.changes.len() + 1);
+        out.push((i64::MIN, initial));
+        for i in self.order() {
+            let change = &self.changes[i];
+            if let Some(v) = field(change) {
+                out.push((change.starting_at_ms, v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Rating's view of this (usage) product: its names, tags and rating versions over time.
     pub fn rated(&self, product_id: &str) -> Option<RatedProduct> {
         Some(RatedProduct {
             product_id: product_id.into(),
             names: self.names(),
+            tags: self.tags(),
             versions: self.rating_versions()?,
         })
     }

@@ -2,8 +2,9 @@
 //! stored usage → priced usage lines. `pricing::price_invoice` is the entry point that runs these
 //! stages and then balances and totals.
 //!
-//! [`rate_schedule`] resolves the effective rate at each instant (the rate card's schedule now;
-//! contract overrides will be layered on it) and [`price_usage`] prices the quantities. Both are
+//! [`rate_schedule`] resolves the rate card's rate at each instant, `overrides::plan` applies the
+//! contract's overrides on top of it (the effective rate, per presentation group), and
+//! [`price_usage`] prices the quantities. All are
 //! pure functions of their inputs, so central, the browser preview and the tests compute the same
 //! lines to the last digit.
 //!
@@ -16,7 +17,10 @@
 //!   period's end.
 //! - Rates of one product and pricing group values form a schedule: sorted by `starting_at`, each
 //!   ends at its own `ending_before` or where the next one starts, whichever is first.
-//! - No rate, or a rate that is not `entitled` → the usage is not billed (no line).
+//! - An override boundary inside a rate's segment splits it too (unless the effective rates on
+//!   both sides are identical); each piece is aggregated and priced on its own.
+//! - No rate, or a rate that is not `entitled` (after overrides) → the usage is not billed (no
+//!   line). A line's `unit_price` is the effective price.
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
 //!   segment), then conversion, then rounding (only if configured), then pricing.
 //! - FLAT: `quantity × price`. TIERED: graduated, one line per tier reached.
@@ -32,7 +36,8 @@
 //!   `DIVIDE` conversion whose quotient does not terminate (÷3, ÷60): it is rounded half-even to
 //!   [`DIVIDE_PLACES`] (12) before `quantity_rounding`, and everything after it is exact. An
 //!   amount that has no exact `Decimal` (out of range, or needing more than 28 places or 96 bits
-//!   of mantissa) is a [`RatingError::Overflow`], never silently rounded.
+//!   of mantissa) is a [`RatingError::Overflow`], never silently rounded. A price times an
+//!   override's multiplier follows the same 12-place half-even rule (`overrides`).
 //! - Every line is a `LineKind::Usage` line whose amounts are in its rate's credit type.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -46,7 +51,9 @@ use crate::decimal::{add_exact, mul_exact, sub_exact};
 use crate::invoice::{InvoiceLine, LineKind, TierRef};
 use crate::metric::{Aggregation, MetricDef};
 use crate::money::{Amount, CreditTypeId};
+use crate::overrides::{self, Effective, Subject};
 use crate::period::Period;
+use crate::pricing::ContractTerms;
 
 /// One tier of a graduated price; the last tier has no size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +124,9 @@ pub struct Rate {
     pub price: Price,
     /// The pricing unit of `price`.
     pub credit_type: CreditTypeId,
+    /// The rate's billing frequency (subscription rates); override specifiers may name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_frequency: Option<crate::period::Frequency>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,19 +176,35 @@ pub struct RatedProduct {
     /// `(effective from, name)`, sorted by time; the first applies from the beginning of time.
     /// Lines carry the name in effect at their period's end ([`RatedProduct::name_at_end`]).
     pub names: Vec<(i64, String)>,
+    /// `(effective from, tags)`, sorted by time, like `names`. Tags never split a period:
+    /// overrides that target tags see the tags in effect at the period's end
+    /// ([`RatedProduct::tags_at_end`]).
+    #[serde(default)]
+    pub tags: Vec<(i64, Vec<String>)>,
     /// `(effective from, state)`, sorted by time; the first applies from the beginning of time.
     pub versions: Vec<(i64, ProductState)>,
+}
+
+/// The value of a `(effective from, value)` timeline at the last instant before `end_ms` (the
+/// first value if none started before it).
+fn at_end<T>(timeline: &[(i64, T)], end_ms: i64) -> Option<&T> {
+    timeline
+        .iter()
+        .rev()
+        .find(|(from, _)| *from < end_ms)
+        .or(timeline.first())
+        .map(|(_, v)| v)
 }
 
 impl RatedProduct {
     /// The name in effect at the last instant of `period` (empty if the product has none).
     pub fn name_at_end(&self, period: Period) -> &str {
-        self.names
-            .iter()
-            .rev()
-            .find(|(from, _)| *from < period.end_ms)
-            .or(self.names.first())
-            .map_or("", |(_, name)| name.as_str())
+        at_end(&self.names, period.end_ms).map_or("", String::as_str)
+    }
+
+    /// The tags in effect at the last instant of `period` (none if the product has none).
+    pub fn tags_at_end(&self, period: Period) -> &[String] {
+        at_end(&self.tags, period.end_ms).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -210,6 +236,8 @@ pub struct RatingInput<'a> {
     pub metrics: &'a BTreeMap<String, MetricDef>,
     /// The rate card's rates in the order they were added.
     pub rates: &'a [Rate],
+    /// The contract's overrides, applied on top of the rates.
+    pub terms: &'a ContractTerms,
     /// Hourly usage of the period; for LATEST metrics also earlier hours (for the baseline).
     pub usage: &'a [UsageRow],
 }
@@ -302,8 +330,8 @@ fn state_segments(product: &RatedProduct, period: Period) -> Vec<(Period, &Produ
     out
 }
 
-/// Stage 1: the effective rate at each instant for one product + pricing combination, as
-/// `(interval, rate)` (the rate card's schedule; overrides will be applied here).
+/// Stage 1: the rate card's rate at each instant for one product + pricing combination, as
+/// `(interval, rate)`; `overrides::plan` then applies the contract's overrides to each.
 pub fn rate_schedule<'r>(
     rates: &'r [Rate],
     product_id: &str,
@@ -389,6 +417,14 @@ struct SegmentCtx<'a> {
 /// Hourly rows of one segment grouped by pricing then presentation values.
 type Buckets<'a> = BTreeMap<GroupValues, BTreeMap<GroupValues, Vec<&'a UsageRow>>>;
 
+/// One pricing bucket of a segment: its pricing values, its rows by presentation group, and
+/// (LATEST) its rows before the segment.
+struct Bucket<'m, 'a> {
+    pricing_map: &'m BTreeMap<String, String>,
+    groups: Option<&'m BTreeMap<GroupValues, Vec<&'a UsageRow>>>,
+    baseline: Option<&'m BTreeMap<GroupValues, Vec<&'a UsageRow>>>,
+}
+
 impl<'a> SegmentCtx<'a> {
     fn rate_into(&self, lines: &mut Vec<InvoiceLine>) -> Result<(), RatingError> {
         let grain = self.metric.grain();
@@ -428,17 +464,39 @@ impl<'a> SegmentCtx<'a> {
                 continue;
             };
             let schedule = rate_schedule(self.input.rates, &self.product.product_id, &pricing_map);
+            let groups = in_span.get(&pricing);
+            let baseline = before.get(&pricing);
+            let presentations: Vec<Option<BTreeMap<String, Option<String>>>> = groups
+                .into_iter()
+                .flat_map(BTreeMap::keys)
+                .map(|g| self.presentation_map(Some(g)))
+                .chain(core::iter::once(None))
+                .collect();
+            let presentations: Vec<overrides::Presentation<'_>> =
+                presentations.iter().map(Option::as_ref).collect();
             for (rate_span, rate) in schedule {
                 let sub = Period {
                     start_ms: rate_span.start_ms.max(self.span.start_ms),
                     end_ms: rate_span.end_ms.min(self.span.end_ms),
                 };
-                if sub.start_ms >= sub.end_ms || !rate.entitled {
+                if sub.start_ms >= sub.end_ms {
                     continue;
                 }
-                let groups = in_span.get(&pricing);
-                let baseline = before.get(&pricing);
-                self.rate_sub(lines, sub, rate, &pricing_map, groups, baseline)?;
+                let subject = Subject {
+                    product_id: &self.product.product_id,
+                    product_tags: self.product.tags_at_end(self.input.period),
+                    pricing_group_values: &pricing_map,
+                    billing_frequency: rate.billing_frequency,
+                };
+                let plan = overrides::plan(self.input.terms, rate, &subject, sub, &presentations)?;
+                for (piece, rates) in plan {
+                    let bucket = Bucket {
+                        pricing_map: &pricing_map,
+                        groups,
+                        baseline,
+                    };
+                    self.rate_sub(lines, piece, &rates, &bucket)?;
+                }
             }
         }
         Ok(())
@@ -477,22 +535,23 @@ impl<'a> SegmentCtx<'a> {
             .collect()
     }
 
-    /// Prices one pricing bucket over one rate's part of the segment: the bucket's quantity is
-    /// aggregated over all its presentation groups, and each presentation line (in the order of
-    /// its group values) takes the units it adds to those before it.
+    /// Prices one pricing bucket over one piece of a rate's part of the segment: the bucket's
+    /// quantity is aggregated over all its presentation groups, and each presentation line (in
+    /// the order of its group values) takes the units it adds to those before it, at its own
+    /// effective rate (`rates`: one per presentation group, then the one of a line without
+    /// usage; `None`: not entitled, no line).
     fn rate_sub(
         &self,
         lines: &mut Vec<InvoiceLine>,
         sub: Period,
-        rate: &Rate,
-        pricing_map: &BTreeMap<String, String>,
-        groups: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
-        baseline: Option<&BTreeMap<GroupValues, Vec<&UsageRow>>>,
+        rates: &[Option<Effective>],
+        bucket: &Bucket<'_, '_>,
     ) -> Result<(), RatingError> {
+        let (pricing_map, groups, baseline) = (bucket.pricing_map, bucket.groups, bucket.baseline);
         let mut running = Running::default();
         let mut filled = Decimal::ZERO;
         let mut any = false;
-        for (presentation, rows) in groups.into_iter().flatten() {
+        for (i, (presentation, rows)) in groups.into_iter().flatten().enumerate() {
             let inside = rows
                 .iter()
                 .filter(|r| r.hour_ms >= sub.start_ms && r.hour_ms < sub.end_ms);
@@ -505,12 +564,14 @@ impl<'a> SegmentCtx<'a> {
                 continue;
             }
             let upto = self.adjust(running.quantity()?)?;
-            let base = self.base_line(sub, rate, pricing_map, Some(presentation));
-            price_range(&rate.price, base, (filled, upto), lines)?;
+            if let Some(Some(rate)) = rates.get(i) {
+                let base = self.base_line(sub, rate, pricing_map, Some(presentation));
+                price_range(&rate.price, base, (filled, upto), lines)?;
+            }
             filled = upto;
             any = true;
         }
-        if !any {
+        if let (false, Some(Some(rate))) = (any, rates.last()) {
             let base = self.base_line(sub, rate, pricing_map, None);
             price_range(&rate.price, base, (Decimal::ZERO, Decimal::ZERO), lines)?;
         }
@@ -521,7 +582,7 @@ impl<'a> SegmentCtx<'a> {
     fn base_line(
         &self,
         sub: Period,
-        rate: &Rate,
+        rate: &Effective,
         pricing_map: &BTreeMap<String, String>,
         presentation: Option<&GroupValues>,
     ) -> InvoiceLine {
@@ -822,4 +883,4 @@ pub fn price_total(price: &Price, quantity: Decimal) -> Result<Decimal, RatingEr
 
 #[cfg(test)]
 #[path = "rating_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -8,11 +8,11 @@ use alloc::vec;
 use core::str::FromStr;
 use proptest::prelude::*;
 
-fn d(s: &str) -> Decimal {
+pub(crate) fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-fn t(s: &str) -> i64 {
+pub(crate) fn t(s: &str) -> i64 {
     parse_rfc3339_ms(s).unwrap()
 }
 
@@ -33,7 +33,11 @@ fn tiers_3_5() -> Vec<Tier> {
     ]
 }
 
-fn metric(id: &str, aggregation: Aggregation, group_keys: Vec<Vec<String>>) -> MetricDef {
+pub(crate) fn metric(
+    id: &str,
+    aggregation: Aggregation,
+    group_keys: Vec<Vec<String>>,
+) -> MetricDef {
     MetricDef {
         id: id.into(),
         aggregation,
@@ -44,7 +48,7 @@ fn metric(id: &str, aggregation: Aggregation, group_keys: Vec<Vec<String>>) -> M
     }
 }
 
-fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductState {
+pub(crate) fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductState {
     ProductState {
         metric_id: metric_id.into(),
         pricing_group_key: pricing.iter().map(|s| s.to_string()).collect(),
@@ -54,15 +58,16 @@ fn state(metric_id: &str, pricing: &[&str], presentation: &[&str]) -> ProductSta
     }
 }
 
-fn product(id: &str, st: ProductState) -> RatedProduct {
+pub(crate) fn product(id: &str, st: ProductState) -> RatedProduct {
     RatedProduct {
         product_id: id.into(),
         names: vec![(i64::MIN, id.to_uppercase())],
+        tags: vec![],
         versions: vec![(i64::MIN, st)],
     }
 }
 
-fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: Price) -> Rate {
+pub(crate) fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: Price) -> Rate {
     Rate {
         product_id: product.into(),
         pricing_group_values: pricing
@@ -74,10 +79,16 @@ fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: Price) -> Ra
         entitled: true,
         price,
         credit_type: usd(),
+        billing_frequency: None,
     }
 }
 
-fn row(metric: &str, groups: &[Option<&str>], hour_ms: i64, acc: Accumulator) -> UsageRow {
+pub(crate) fn row(
+    metric: &str,
+    groups: &[Option<&str>],
+    hour_ms: i64,
+    acc: Accumulator,
+) -> UsageRow {
     UsageRow {
         metric_id: metric.into(),
         groups: groups.iter().map(|g| g.map(String::from)).collect(),
@@ -86,35 +97,35 @@ fn row(metric: &str, groups: &[Option<&str>], hour_ms: i64, acc: Accumulator) ->
     }
 }
 
-fn usd() -> CreditTypeId {
+pub(crate) fn usd() -> CreditTypeId {
     CreditTypeId("usd".into())
 }
 
 /// The fields of a priced line these tests assert, as plain decimals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Line {
-    product_id: String,
-    name: String,
-    quantity: Decimal,
-    unit_price: Decimal,
-    total: Decimal,
-    starting_at_ms: i64,
-    ending_before_ms: i64,
-    pricing_group_values: Option<BTreeMap<String, String>>,
-    presentation_group_values: Option<BTreeMap<String, Option<String>>>,
-    tier: Option<TierRef>,
+pub(crate) struct Line {
+    pub(crate) product_id: String,
+    pub(crate) name: String,
+    pub(crate) quantity: Decimal,
+    pub(crate) unit_price: Decimal,
+    pub(crate) total: Decimal,
+    pub(crate) starting_at_ms: i64,
+    pub(crate) ending_before_ms: i64,
+    pub(crate) pricing_group_values: Option<BTreeMap<String, String>>,
+    pub(crate) presentation_group_values: Option<BTreeMap<String, Option<String>>>,
+    pub(crate) tier: Option<TierRef>,
 }
 
 /// A priced period in one credit type, as these tests assert it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RatedInvoice {
-    lines: Vec<Line>,
-    subtotal: Decimal,
-    total: Decimal,
+pub(crate) struct RatedInvoice {
+    pub(crate) lines: Vec<Line>,
+    pub(crate) subtotal: Decimal,
+    pub(crate) total: Decimal,
 }
 
 /// Prices `input` through the pricing entry point (`pricing::price_invoice`), in USD.
-fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
+pub(crate) fn rate_period(input: &RatingInput<'_>) -> Result<RatedInvoice, RatingError> {
     rate_with(input, &[], None).map(|(inv, _)| inv)
 }
 
@@ -135,7 +146,7 @@ fn rate_archived(
 }
 
 /// Prices `input` through core's entry point, with a product order and an archive time.
-fn rate_with(
+pub(crate) fn rate_with(
     input: &RatingInput<'_>,
     order: &[&str],
     archived_at_ms: Option<i64>,
@@ -161,7 +172,7 @@ fn rate_with(
             },
             invoice_generation_starting_at_ms: None,
             archived_at_ms,
-            terms: Default::default(),
+            terms: input.terms.clone(),
         },
     };
     let inv = crate::pricing::price_invoice(&snapshot, input.usage, input.period)?;
@@ -192,7 +203,7 @@ fn rate_with(
     Ok((rated, inv.period))
 }
 
-const SEP: Period = Period {
+pub(crate) const SEP: Period = Period {
     start_ms: 1_725_148_800_000,
     end_ms: 1_727_740_800_000,
 };
@@ -210,6 +221,7 @@ fn rate_one(
         products,
         metrics: &metrics,
         rates,
+        terms: &crate::pricing::ContractTerms::NONE,
         usage,
     })
     .unwrap()
@@ -414,6 +426,7 @@ fn an_archived_contract_bills_only_the_hours_before_its_archive_hour() {
         products: &products,
         metrics: &metrics,
         rates: &rates,
+        terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
     };
     let (inv, period) = rate_archived(&input, Some(archived)).unwrap();
@@ -534,6 +547,7 @@ fn product_versions_split_segments() {
     let p = RatedProduct {
         product_id: "p".into(),
         names: vec![(i64::MIN, "P".into())],
+        tags: vec![],
         versions: vec![(i64::MIN, state("n", &[], &[])), (mid, doubled)],
     };
     let usage = [
@@ -582,6 +596,7 @@ fn an_amount_that_would_need_rounding_is_an_overflow() {
         products: &products,
         metrics: &metrics,
         rates: &rates,
+        terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
     };
     assert_eq!(rate_period(&input), Err(RatingError::Overflow));
@@ -1254,6 +1269,7 @@ fn lines_follow_the_card_product_order_and_keep_their_order_within_a_product() {
         products: &products,
         metrics: &metrics,
         rates: &rates,
+        terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
     };
     let summary = |inv: &RatedInvoice| -> Vec<(String, Option<String>, Decimal)> {

@@ -80,6 +80,11 @@ fn entitlement_and_zero_lines() {
     check("entitlement_and_zero_lines");
 }
 
+#[test]
+fn overrides_3_6() {
+    check("overrides_3_6");
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {

@@ -1,5 +1,6 @@
-//! `/v1/contracts/{create,get,list,archive}` and `/v2/contracts/{get,list}`: the wire side.
-//! Supported terms and the rules are `service::contracts`.
+//! `/v1/contracts/{create,get,list,archive,getContractRateSchedule}` and
+//! `/v2/contracts/{get,list}`: the wire side. Supported terms and the rules are
+//! `service::contracts`.
 
 use std::collections::BTreeMap;
 
@@ -10,16 +11,23 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
+use super::rate_wire::{price_rate_json, Selector};
 use super::Routes;
-use super::{decode_cursor, from_value, id_response, offset_page, page_limit, Body, Caller};
+use super::{
+    decode_cursor, from_value, id_response, offset_page, offset_range, page_limit, Body, Caller,
+    QueryMap, MAX_PAGE_SIZE,
+};
 use crate::model::{
-    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, ScheduleDay,
-    ScheduleFrequency, ScheduledChargesOnUsageInvoices,
+    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, OverrideSpecifier,
+    OverrideTier, OverrideType, RateType, ScheduleDay, ScheduleFrequency,
+    ScheduledChargesOnUsageInvoices, WireTier,
 };
 use crate::service::billing_configs::ConfigLookup;
-use crate::service::contracts::{self, ContractFilter, NewContract, ScheduleInput};
+use crate::service::contracts::{
+    self, ContractFilter, ContractRate, NewContract, OverrideInput, OverwriteInput, ScheduleInput,
+};
 use crate::store::Env;
-use crate::wire::{Dec, Time};
+use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
 
 pub fn routes() -> Routes {
@@ -28,6 +36,10 @@ pub fn routes() -> Routes {
         .route("/v1/contracts/get", post(get_v1))
         .route("/v1/contracts/list", post(list_v1))
         .route("/v1/contracts/archive", post(archive))
+        .route(
+            "/v1/contracts/getContractRateSchedule",
+            post(get_rate_schedule),
+        )
         .route("/v2/contracts/get", post(get_v2))
         .route("/v2/contracts/list", post(list_v2))
 }
@@ -59,6 +71,57 @@ struct CreateContract {
     scheduled_charges_on_usage_invoices: Option<ScheduledChargesOnUsageInvoices>,
     multiplier_override_prioritization: Option<MultiplierPrioritization>,
     billing_provider_configuration: Option<ConfigLookupReq>,
+    #[serde(default)]
+    overrides: Vec<OverrideReq>,
+}
+
+/// `OverrideInput` (the fields Tally refuses are checked on the raw body first).
+#[derive(Deserialize)]
+struct OverrideReq {
+    starting_at: Time,
+    ending_before: Option<Time>,
+    #[serde(rename = "type")]
+    override_type: Option<OverrideType>,
+    product_id: Option<String>,
+    applicable_product_tags: Option<Vec<String>>,
+    override_specifiers: Option<Vec<OverrideSpecifier>>,
+    multiplier: Option<Dec>,
+    overwrite_rate: Option<OverwriteRateReq>,
+    tiers: Option<Vec<OverrideTier>>,
+    priority: Option<Dec>,
+    entitled: Option<bool>,
+}
+
+/// `OverwriteRateInput`.
+#[derive(Deserialize)]
+struct OverwriteRateReq {
+    rate_type: RateType,
+    price: Option<Dec>,
+    tiers: Option<Vec<WireTier>>,
+    credit_type_id: Option<String>,
+}
+
+impl OverrideReq {
+    fn domain(self) -> OverrideInput {
+        OverrideInput {
+            starting_at: self.starting_at,
+            ending_before: self.ending_before,
+            override_type: self.override_type,
+            product_id: self.product_id,
+            applicable_product_tags: self.applicable_product_tags,
+            override_specifiers: self.override_specifiers,
+            multiplier: self.multiplier,
+            overwrite_rate: self.overwrite_rate.map(|r| OverwriteInput {
+                rate_type: r.rate_type,
+                price: r.price,
+                tiers: r.tiers,
+                credit_type_id: r.credit_type_id,
+            }),
+            tiers: self.tiers,
+            priority: self.priority,
+            entitled: self.entitled,
+        }
+    }
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -107,6 +170,7 @@ async fn create(
             multiplier_override_prioritization: req.multiplier_override_prioritization,
             billing_provider_configuration: None,
         },
+        overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }
@@ -206,4 +270,68 @@ async fn list_v2(
     Body(req): Body<ListReq>,
 ) -> ApiResult<Json<Value>> {
     list_contracts(&st, env, req, true).await
+}
+
+#[derive(Deserialize)]
+struct RateScheduleReq {
+    customer_id: String,
+    contract_id: String,
+    at: Option<Time>,
+    #[serde(default)]
+    selectors: Vec<Selector>,
+}
+
+/// `getContractRateSchedule`: one offset page (`limit`, `next_page` in the query) of the
+/// contract's effective rates at `at`.
+async fn get_rate_schedule(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    q: QueryMap,
+    Body(req): Body<RateScheduleReq>,
+) -> ApiResult<Json<Value>> {
+    let limit = page_limit(q.one("limit"), MAX_PAGE_SIZE)?;
+    let offset = decode_cursor(q.one("next_page"))?;
+    let selectors = Selector::domain_all(req.selectors);
+    let (card_id, rates) = contracts::rate_schedule(
+        &st,
+        env,
+        &req.customer_id,
+        &req.contract_id,
+        req.at,
+        &selectors,
+    )
+    .await?;
+    let (range, next) = offset_range(rates.len(), offset, limit);
+    let items: Vec<Value> = rates[range]
+        .iter()
+        .map(|r| contract_rate_json(card_id.as_deref().unwrap_or_default(), r))
+        .collect();
+    Ok(Json(json!({ "data": items, "next_page": next })))
+}
+
+/// A `ContractRateSchedule` item.
+fn contract_rate_json(card_id: &str, r: &ContractRate) -> Value {
+    let rate = &r.rate;
+    let mut item = json!({
+        "rate_card_id": card_id,
+        "product_id": rate.product_id,
+        "product_name": r.product.current.name,
+        "product_tags": r.product.current.tags,
+        "product_custom_fields": r.product.custom_fields,
+        "entitled": true,
+        "list_rate": rate.rate_json(),
+        "starting_at": Time(r.span.start_ms),
+    });
+    // An open-ended piece has no `ending_before` (optional, non-nullable upstream).
+    let ending = (r.span.end_ms != i64::MAX).then_some(Time(r.span.end_ms));
+    set_opt(&mut item, "ending_before", ending);
+    if !rate.pricing_group_values.is_empty() {
+        item["pricing_group_values"] = json!(rate.pricing_group_values);
+    }
+    set_opt(&mut item, "billing_frequency", rate.billing_frequency);
+    set_opt(&mut item, "commit_rate", rate.commit_rate.as_ref());
+    if let Some((price, credit_type)) = &r.override_price {
+        item["override_rate"] = price_rate_json(price, credit_type);
+    }
+    item
 }

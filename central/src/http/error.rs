@@ -181,6 +181,8 @@ impl From<ContractError> for ApiError {
             ContractError::Store(e) => e.into(),
             ContractError::Invoice(e) => e.into(),
             ContractError::BillingConfig(e) => e.into(),
+            ContractError::RateCard(e) => e.into(),
+            ContractError::Rating(m) => ApiError::internal(m),
         }
     }
 }

@@ -20,6 +20,7 @@ mod openapi;
 mod operations;
 mod products;
 mod rate_cards;
+mod rate_wire;
 
 use std::collections::HashMap;
 

@@ -12,15 +12,14 @@ use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::from_value;
+use super::rate_wire::Selector;
 use super::Routes;
 use super::{
     decode_cursor, id_response, keyset_page, offset_range, page_from_query, page_limit, Body,
     Caller, QueryMap, MAX_PAGE_SIZE,
 };
 use crate::model::{BillingFrequency, Product, RateCardAlias, RateRecord, RateType, WireTier};
-use crate::service::rate_cards::{
-    self, CardChange, NewRate, NewRateCard, RateSelector, ScheduleWindow,
-};
+use crate::service::rate_cards::{self, CardChange, NewRate, NewRateCard, ScheduleWindow};
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -217,27 +216,6 @@ async fn add_rates(
     Ok(id_response(&req.rate_card_id))
 }
 
-#[derive(Deserialize, Default)]
-struct Selector {
-    product_id: Option<String>,
-    product_tags: Option<Vec<String>>,
-    pricing_group_values: Option<BTreeMap<String, String>>,
-    partial_pricing_group_values: Option<BTreeMap<String, String>>,
-    billing_frequency: Option<BillingFrequency>,
-}
-
-impl Selector {
-    fn domain(self) -> RateSelector {
-        RateSelector {
-            product_id: self.product_id,
-            product_tags: self.product_tags,
-            pricing_group_values: self.pricing_group_values,
-            partial_pricing_group_values: self.partial_pricing_group_values,
-            billing_frequency: self.billing_frequency,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct GetRatesReq {
     rate_card_id: String,
@@ -289,7 +267,7 @@ async fn schedule_page(
 ) -> ApiResult<Json<Value>> {
     let limit = page_limit(q.one("limit"), MAX_PAGE_SIZE)?;
     let offset = decode_cursor(q.one("next_page"))?;
-    let selectors: Vec<RateSelector> = selectors.into_iter().map(Selector::domain).collect();
+    let selectors = Selector::domain_all(selectors);
     let found = rate_cards::schedule(st, env, card_id, window, &selectors).await?;
     let (range, next) = offset_range(found.segments.len(), offset, limit);
     let items: Vec<Value> = found.segments[range]

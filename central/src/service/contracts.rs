@@ -1,8 +1,11 @@
 //! Contracts: create (validating terms, resolving the rate card and the billing-provider
 //! configuration), get, list, archive.
 //!
-//! Invariants: terms Tally does not rate yet (commits, credits, overrides, ...) are refused
-//! rather than silently ignored, so no invoice is ever wrong by omission; a `uniqueness_key` is
+//! Overrides are checked here (store lookups, limits) and by core (`tally_core::overrides::build`)
+//! and stored in the contract document with ids; core prices them.
+//!
+//! Invariants: terms Tally does not rate yet (commits, credits, commit-specific overrides, ...)
+//! are refused rather than silently ignored, so no invoice is ever wrong by omission; a `uniqueness_key` is
 //! used once per environment. No contract is created on an archived customer or rate card (400);
 //! a customer archived while a contract is being created archives that contract too, at the
 //! customer's archive instant, as if it had been created just before. An archived contract
@@ -14,14 +17,21 @@ use serde_json::{Map, Value};
 
 use super::billing_configs::{self, BillingConfigError, ConfigLookup};
 use super::invoices::{self, InvoiceError};
+use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
-    decode, encode, kind, load, new_id, Contract, ContractRecord, Customer, LoadError, RateCard,
-    ScheduleDay, ScheduleFrequency, UsageStatementSchedule, CREATED_BY,
+    credit_type, decode, encode, kind, load, new_id, Contract, ContractRecord, CreditTypeRef,
+    Customer, LoadError, MultiplierPrioritization, OverrideRecord, OverrideSpecifier, OverrideTier,
+    OverrideType, OverwriteRate, Product, ProductRef, RateCard, RateRecord, RateType, ScheduleDay,
+    ScheduleFrequency, UsageStatementSchedule, WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceStatus, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
 use crate::AppState;
+use tally_core::overrides::{self, Subject};
+use tally_core::period::Period;
+use tally_core::pricing::ContractTerms;
+use tally_core::rating::Price;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
@@ -40,6 +50,12 @@ pub enum ContractError {
     Invoice(#[from] InvoiceError),
     #[error(transparent)]
     BillingConfig(#[from] BillingConfigError),
+    /// Reading the contract's rate card failed.
+    #[error(transparent)]
+    RateCard(#[from] RateCardError),
+    /// Core could not resolve an effective rate (an amount overflows).
+    #[error("rating failed: {0}")]
+    Rating(String),
 }
 
 impl From<LoadError> for ContractError {
@@ -57,7 +73,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 const UNSUPPORTED_TERMS: &[&str] = &[
     "commits",
     "credits",
-    "overrides",
     "scheduled_charges",
     "recurring_commits",
     "recurring_credits",
@@ -85,6 +100,20 @@ fn is_empty_value(v: &Value) -> bool {
     }
 }
 
+/// Override fields Tally cannot honour yet: commit-specific overrides need commits, the
+/// subscription and custom parts of an overwrite rate need those rate types, and `exclude`
+/// specifiers are a gated upstream feature. Refused when set (`is_commit_specific: false` is
+/// the default and accepted).
+const UNSUPPORTED_OVERRIDE_FIELDS: &[&str] = &["target"];
+const UNSUPPORTED_SPECIFIER_FIELDS: &[&str] = &[
+    "commit_ids",
+    "recurring_commit_ids",
+    "any_commit_or_credit_ids",
+    "exclude",
+];
+const UNSUPPORTED_OVERWRITE_FIELDS: &[&str] =
+    &["quantity", "is_prorated", "custom_rate", "minimum_config"];
+
 /// Refuses a request body that sets a term Tally cannot honour, naming it.
 pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Invalid> {
     for term in UNSUPPORTED_TERMS {
@@ -93,6 +122,49 @@ pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Inv
                 "contract {term} is not supported by Tally yet"
             )));
         }
+    }
+    let overrides = body.get("overrides").and_then(Value::as_array);
+    for (i, o) in overrides.into_iter().flatten().enumerate() {
+        check_override_supported(i, o)?;
+    }
+    Ok(())
+}
+
+fn refuse_set(
+    at: &str,
+    value: &Value,
+    fields: &[&str],
+    why: &str,
+) -> std::result::Result<(), Invalid> {
+    for field in fields {
+        if value.get(*field).is_some_and(|v| !is_empty_value(v)) {
+            return Err(Invalid(format!("{at}.{field}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn check_override_supported(i: usize, o: &Value) -> std::result::Result<(), Invalid> {
+    let at = format!("overrides[{i}]");
+    const COMMITS: &str =
+        "commit-specific overrides are not supported by Tally yet (it has no commits)";
+    if o.get("is_commit_specific") == Some(&Value::Bool(true)) {
+        return Err(Invalid(format!("{at}.is_commit_specific: {COMMITS}")));
+    }
+    refuse_set(&at, o, UNSUPPORTED_OVERRIDE_FIELDS, COMMITS)?;
+    let specifiers = o.get("override_specifiers").and_then(Value::as_array);
+    for (j, spec) in specifiers.into_iter().flatten().enumerate() {
+        let at = format!("{at}.override_specifiers[{j}]");
+        refuse_set(&at, spec, UNSUPPORTED_SPECIFIER_FIELDS, COMMITS)?;
+    }
+    if let Some(rate) = o.get("overwrite_rate") {
+        let at = format!("{at}.overwrite_rate");
+        refuse_set(
+            &at,
+            rate,
+            UNSUPPORTED_OVERWRITE_FIELDS,
+            "not supported by Tally yet (only FLAT and TIERED overwrite rates are)",
+        )?;
     }
     Ok(())
 }
@@ -178,6 +250,128 @@ pub struct NewContract {
     pub net_payment_terms_days: Option<Dec>,
     pub billing_provider_configuration: Option<ConfigLookup>,
     pub record: ContractRecord,
+    pub overrides: Vec<OverrideInput>,
+}
+
+/// An `overwrite_rate` as a client gives it.
+pub struct OverwriteInput {
+    pub rate_type: RateType,
+    pub price: Option<Dec>,
+    pub tiers: Option<Vec<WireTier>>,
+    pub credit_type_id: Option<String>,
+}
+
+/// An override as a client gives it (`OverrideInput`; what Tally refuses is checked by
+/// [`check_supported`]).
+pub struct OverrideInput {
+    pub starting_at: Time,
+    pub ending_before: Option<Time>,
+    pub override_type: Option<OverrideType>,
+    pub product_id: Option<String>,
+    pub applicable_product_tags: Option<Vec<String>>,
+    pub override_specifiers: Option<Vec<OverrideSpecifier>>,
+    pub multiplier: Option<Dec>,
+    pub overwrite_rate: Option<OverwriteInput>,
+    pub tiers: Option<Vec<OverrideTier>>,
+    pub priority: Option<Dec>,
+    pub entitled: Option<bool>,
+}
+
+/// Checks a contract's overrides and makes their records (ids assigned, products named): the
+/// count, hour-aligned windows, known products, overwrite prices within the rate limits, then
+/// core's rules (`tally_core::overrides::build`). Errors name `overrides[i].field`.
+async fn build_overrides(
+    st: &AppState,
+    env: Env,
+    mode: MultiplierPrioritization,
+    inputs: Vec<OverrideInput>,
+    now: Time,
+) -> Result<Vec<OverrideRecord>> {
+    if inputs.len() > overrides::MAX_OVERRIDES {
+        return Err(Invalid(format!(
+            "overrides: at most {} overrides are allowed per contract",
+            overrides::MAX_OVERRIDES
+        ))
+        .into());
+    }
+    let mut records = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let record = override_record(st, env, i, input, now).await?;
+        overrides::build(record.spec(), mode.core())
+            .map_err(|e| Invalid(format!("overrides[{i}].{e}")))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+async fn named_product(st: &AppState, env: Env, field: &str, id: &str) -> Result<ProductRef> {
+    match st.stores.config.get_doc(env, kind::PRODUCT, id).await? {
+        Some(doc) => {
+            let product = decode::<Product>(&doc)?.with_current(st.now_ms());
+            Ok(ProductRef {
+                id: product.id,
+                name: product.current.name,
+            })
+        }
+        None => Err(Invalid(format!("{field}: product {id} not found")).into()),
+    }
+}
+
+/// One override's record, after the checks that need the store or the API's limits.
+async fn override_record(
+    st: &AppState,
+    env: Env,
+    i: usize,
+    o: OverrideInput,
+    now: Time,
+) -> Result<OverrideRecord> {
+    let at = format!("overrides[{i}]");
+    require_hour(&format!("{at}.starting_at"), o.starting_at)?;
+    if let Some(end) = o.ending_before {
+        require_hour(&format!("{at}.ending_before"), end)?;
+    }
+    let product = match &o.product_id {
+        Some(id) => Some(named_product(st, env, &format!("{at}.product_id"), id).await?),
+        None => None,
+    };
+    for (j, spec) in o.override_specifiers.iter().flatten().enumerate() {
+        if let Some(id) = &spec.product_id {
+            let field = format!("{at}.override_specifiers[{j}].product_id");
+            named_product(st, env, &field, id).await?;
+        }
+    }
+    let overwrite_rate = match o.overwrite_rate {
+        Some(r) => {
+            let credit_type = credit_type(r.credit_type_id.as_deref())
+                .map_err(|e| Invalid(format!("{at}.overwrite_rate.credit_type_id: {}", e.0)))?;
+            let tier_prices: Vec<_> = r.tiers.iter().flatten().map(|t| t.price.0).collect();
+            check_rate_limits(r.price.map(|p| p.0), &tier_prices)
+                .map_err(|e| Invalid(format!("{at}.overwrite_rate.{}", e.0)))?;
+            Some(OverwriteRate {
+                rate_type: r.rate_type,
+                price: r.price,
+                tiers: r.tiers,
+                credit_type,
+            })
+        }
+        None => None,
+    };
+    Ok(OverrideRecord {
+        id: new_id(),
+        created_at: now,
+        starting_at: o.starting_at,
+        ending_before: o.ending_before,
+        override_type: o.override_type,
+        product,
+        applicable_product_tags: o.applicable_product_tags,
+        override_specifiers: o.override_specifiers,
+        multiplier: o.multiplier,
+        overwrite_rate,
+        override_tiers: o.tiers,
+        priority: o.priority,
+        entitled: o.entitled,
+        is_commit_specific: false,
+    })
 }
 
 fn check_window(req: &NewContract) -> Result<()> {
@@ -248,6 +442,10 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
     let mut record = req.record;
     record.billing_provider_configuration = billing_provider_configuration;
     let now = st.now_ms();
+    let mode = record
+        .multiplier_override_prioritization
+        .unwrap_or(MultiplierPrioritization::LowestMultiplier);
+    let overrides = build_overrides(st, env, mode, req.overrides, Time(now)).await?;
     let contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -263,6 +461,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_by: CREATED_BY.into(),
         archived_at: None,
         record,
+        overrides,
     };
     let doc = NewDoc {
         kind: kind::CONTRACT,
@@ -404,4 +603,88 @@ pub async fn list(st: &AppState, env: Env, filter: ContractFilter) -> Result<Vec
     });
     contracts.sort_by_key(|c| (c.starting_at, c.created_at));
     Ok(contracts)
+}
+
+/// One entry of a contract's rate schedule at an instant: a rate-card rate in effect then, the
+/// piece of its schedule segment in which the contract's overrides are constant, and the price
+/// an override makes of it (`None`: the list price applies).
+pub struct ContractRate {
+    pub rate: RateRecord,
+    pub product: Product,
+    pub span: Period,
+    pub override_price: Option<(Price, CreditTypeRef)>,
+}
+
+/// `getContractRateSchedule`: the contract's effective rates at `at` (default now), rates that
+/// `selectors` select (any of them; none: all), in the card's order. Only entitled rates (after
+/// overrides) are listed. Overrides are resolved for a line without presentation groups (a
+/// specifier naming presentation values applies to invoice lines only), with the product's
+/// tags in effect at `at`. A contract without a rate card has none.
+pub async fn rate_schedule(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    contract_id: &str,
+    at: Option<Time>,
+    selectors: &[RateSelector],
+) -> Result<(Option<String>, Vec<ContractRate>)> {
+    let contract = get(st, env, customer_id, contract_id).await?;
+    let at = at.unwrap_or(Time(st.now_ms()));
+    let Some(card_id) = contract.rate_card_id.clone() else {
+        return Ok((None, Vec::new()));
+    };
+    let terms = contract.terms()?;
+    let found = rate_cards::schedule(st, env, &card_id, ScheduleWindow::At(at), selectors).await?;
+    let mut out = Vec::with_capacity(found.segments.len());
+    for &(i, span) in &found.segments {
+        let record = &found.records[i];
+        let Some(product) = found.products.get(&record.product_id) else {
+            continue;
+        };
+        let Some(entry) = effective_at(&terms, record, product, span, at)? else {
+            continue;
+        };
+        out.push(entry);
+    }
+    Ok((Some(card_id), out))
+}
+
+/// The contract's effective rate of one schedule segment at `at`, if entitled then. A rate type
+/// core does not price is shown with its list rate and entitlement.
+fn effective_at(
+    terms: &ContractTerms,
+    record: &RateRecord,
+    product: &Product,
+    span: Period,
+    at: Time,
+) -> Result<Option<ContractRate>> {
+    let entry = |span, override_price| ContractRate {
+        rate: record.clone(),
+        product: product.clone(),
+        span,
+        override_price,
+    };
+    let Some(rate) = record.core() else {
+        return Ok(record.entitled.then(|| entry(span, None)));
+    };
+    let tags = product.state_at(at.0).tags;
+    let subject = Subject {
+        product_id: &record.product_id,
+        product_tags: &tags,
+        pricing_group_values: &record.pricing_group_values,
+        billing_frequency: rate.billing_frequency,
+    };
+    let found = overrides::at_instant(terms, &rate, &subject, span, at.0)
+        .map_err(|e| ContractError::Rating(e.to_string()))?;
+    let Some((piece, Some(effective))) = found else {
+        return Ok(None);
+    };
+    let price = match effective.overridden {
+        true => Some((
+            effective.price,
+            credit_type(Some(&effective.credit_type.0))?,
+        )),
+        false => None,
+    };
+    Ok(Some(entry(piece, price)))
 }

@@ -16,6 +16,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod openapi;
+mod overrides;
 mod pricing_rules;
 mod product_order;
 mod rate_schedule;

@@ -193,6 +193,7 @@ impl<'a> Arbitrary<'a> for Input {
                 Ok(RatedProduct {
                     product_id: format!("p{p}"),
                     names: vec![(i64::MIN, format!("P{p}"))],
+                    tags: vec![],
                     versions,
                 })
             })
@@ -220,6 +221,7 @@ impl<'a> Arbitrary<'a> for Input {
                     entitled: u.ratio(7u8, 8)?,
                     price: price(u)?,
                     credit_type: usd(),
+                    billing_frequency: None,
                 })
             })
             .collect::<arbitrary::Result<_>>()?;
