@@ -82,6 +82,7 @@ OPERATIONS = {
     "listContracts-v1": "POST /v1/contracts/list",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
+    "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
     "ingest-v1": "POST /v1/ingest",
     "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
@@ -352,6 +353,10 @@ def walkthrough(call: Walk) -> dict[str, list]:
         call(op_id, body={"customer_id": acme, "contract_id": contracts[0]})
     for op_id in ("listContracts-v1", "listContracts-v2"):
         call(op_id, body={"customer_id": acme, "covering_date": iso(hour)})
+    call(
+        "getContractRateSchedule-v1",
+        body={"customer_id": acme, "contract_id": contracts[0], "at": iso(hour)},
+    )
 
     call(
         "ingest-v1",
@@ -515,6 +520,11 @@ BINDINGS: dict[str, dict[str, str]] = {
     "listContracts-v1": {"body.customer_id": "customer", "body.covering_date": "hour"},
     "getContract-v2": {"body.customer_id": "customer", "body.contract_id": "contract"},
     "listContracts-v2": {"body.customer_id": "customer", "body.covering_date": "hour"},
+    "getContractRateSchedule-v1": {
+        "body.customer_id": "customer",
+        "body.contract_id": "contract",
+        "body.at": "hour",
+    },
     "ingest-v1": {"body.[*].customer_id": "alias", "body.[*].timestamp": "recent"},
     "listInvoices-v1": {"path.customer_id": "customer", "query.contract_id": "contract"},
     "getInvoice-v1": {"path.customer_id": "customer", "path.invoice_id": "invoice"},
