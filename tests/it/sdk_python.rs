@@ -1,7 +1,9 @@
 //! Metronome's official Python SDK (`metronome-sdk` 4.12.0), unmodified except for `base_url`,
 //! drives the quickstart against a real `tally serve`: `tests/sdk/quickstart.py` asserts exact
 //! invoice numbers and exits non-zero on the first mismatch. It runs once per storage backend.
-//! `tests/sdk/billing_configs.py` does the same for billing-provider configurations and archiving.
+//! `tests/sdk/billing_configs.py` does the same for billing-provider configurations and archiving,
+//! and `tests/sdk/overrides.py` (on both backends) for contract overrides: two contracts with
+//! every override type and both prioritizations, their draft invoices and rate schedule.
 
 use std::process::Command;
 use std::time::Duration;
@@ -22,6 +24,22 @@ fn python_sdk_quickstart_on_postgres() {
     python_sdk_ready();
     let db = PgDatabase::create();
     run_quickstart(&TallyServer::start_on(Some(db.url()), &[], &[]));
+}
+
+#[test]
+fn python_sdk_overrides() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/overrides.py");
+}
+
+#[test]
+fn python_sdk_overrides_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/overrides.py",
+    );
 }
 
 #[test]

@@ -750,19 +750,25 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_script(main, name: str) -> None:
+    """Runs a script's `main` and exits with its status; a failed assertion or an unexpected API
+    error is printed (with the request) and exits 1."""
     try:
         sys.exit(main())
     except AssertionError as e:
         traceback.print_exc()
-        print(f"[quickstart] FAIL: {e}", file=sys.stderr, flush=True)
+        print(f"[{name}] FAIL: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
     except metronome.APIStatusError as e:
         traceback.print_exc()
         print(
-            f"[quickstart] FAIL: unexpected {type(e).__name__} {e.status_code} from "
+            f"[{name}] FAIL: unexpected {type(e).__name__} {e.status_code} from "
             f"{e.request.method} {e.request.url}: {e.body}",
             file=sys.stderr,
             flush=True,
         )
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main, "quickstart")
