@@ -7,8 +7,9 @@
 # Usage: scripts/test-clock.sh [--quick] [first|last|all]   (default: all)
 #   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about 15 s per clock;
 #             scripts/test.sh runs this form.
-#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis) and
-#             the replica test, about 6 minutes per clock; bounded by `timeout`.
+#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis),
+#             the replica test, backup, backfill and metrics, about 7 minutes per clock; bounded by
+#             `timeout`.
 # Not the edge tests (tests/edge/*.mjs): node is faked fine, but Miniflare's workerd hangs at start
 # under libfaketime (seen with workerd 2026-04-26), so they are kept date-independent by
 # construction instead (they read the invoice whose period holds their events).
@@ -79,7 +80,12 @@ run_at() {
   # From the workspace's root, as cargo runs them (the tests find tests/ and target/ from there).
   faked 900 "$it" --test-threads 1 --exact sdk_python::python_sdk_quickstart \
     sdk_python::python_sdk_quickstart_on_postgres contract::tally_conforms_to_metronomes_openapi_document \
-    postgres::two_replicas_on_one_database_behave_as_one
+    postgres::two_replicas_on_one_database_behave_as_one \
+    backup::a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice \
+    backfill::a_gzip_ndjson_backfill_reports_rejects_and_a_rerun_counts_nothing_twice \
+    backfill::a_killed_backfill_rerun_from_the_start_counts_every_event_once \
+    backfill::a_json_array_from_stdin_backfills_a_local_database \
+    metrics::metrics_count_a_known_ingest_and_requests_carry_ids
 }
 
 case "$which" in

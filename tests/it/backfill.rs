@@ -1,6 +1,9 @@
 //! `tally ingest FILE|-`: bulk backfill through the ingest contract, to a running server and into
 //! a local database; rejects written with their reasons; a re-run (also after the backfill was
 //! killed midway) counts nothing twice; 429s are retried until every batch is in.
+//!
+//! Totals are summed over every invoice; the servers run their job once, at start, so no
+//! period is finalized (frozen) while its events are still arriving, whatever the date.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -76,8 +79,17 @@ fn ingest_cli(args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
 #[test]
 fn a_gzip_ndjson_backfill_reports_rejects_and_a_rerun_counts_nothing_twice() {
     // A tight rate limit: the backfill meets 429s and must retry them until every batch is in.
-    let server =
-        TallyServer::start_with(&["--rate-limit-rps", "4", "--rate-limit-burst", "10"], &[]);
+    let server = TallyServer::start_with(
+        &[
+            "--rate-limit-rps",
+            "4",
+            "--rate-limit-burst",
+            "10",
+            "--job-interval-secs",
+            "86400",
+        ],
+        &[],
+    );
     let api = ApiClient::new(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let customer = rt.block_on(billing(&api));
@@ -189,7 +201,7 @@ fn a_gzip_ndjson_backfill_reports_rejects_and_a_rerun_counts_nothing_twice() {
 
 #[test]
 fn a_killed_backfill_rerun_from_the_start_counts_every_event_once() {
-    let server = TallyServer::start();
+    let server = TallyServer::start_with(&["--job-interval-secs", "86400"], &[]);
     let api = ApiClient::new(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let customer = rt.block_on(billing(&api));
