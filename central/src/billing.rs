@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tally_core::invoice::{Invoice, InvoiceLine, LineKind};
+use tally_core::balances::{BalanceKind, BalanceRef};
+use tally_core::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
@@ -95,6 +96,7 @@ impl RatingContext {
                 product_order: Vec::new(),
                 rates: Vec::new(),
                 contract: contract.pricing_snapshot()?,
+                balances: Default::default(),
             },
             product_info: BTreeMap::new(),
         };
@@ -259,7 +261,10 @@ fn render(
         "id": row.id,
         "customer_id": row.customer_id,
         "contract_id": contract.id,
-        "type": "USAGE",
+        "type": match priced.kind {
+            InvoiceKind::Usage => "USAGE",
+            InvoiceKind::Scheduled => "SCHEDULED",
+        },
         "status": row.status.as_str(),
         "start_timestamp": Time(row.period_start_ms),
         "end_timestamp": Time(row.period_end_ms),
@@ -288,9 +293,10 @@ fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
         LineKind::Scheduled => ("scheduled", "FixedProductListItem"),
         LineKind::Subscription => ("subscription", "SubscriptionProductListItem"),
         LineKind::CommitPurchase => ("commit_purchase", "FixedProductListItem"),
-        LineKind::AppliedCommit => ("applied_commit", "FixedProductListItem"),
-        LineKind::AppliedCredit => ("applied_credit", "FixedProductListItem"),
-        LineKind::TrueUp => ("true_up", "FixedProductListItem"),
+        LineKind::AppliedCommit | LineKind::AppliedCredit => {
+            ("applied_commit_or_credit", "FixedProductListItem")
+        }
+        LineKind::TrueUp => ("postpaid_trueup", "FixedProductListItem"),
     }
 }
 
@@ -324,7 +330,35 @@ fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
             "size": t.size.map(|s| s.normalize().to_string()),
         });
     }
+    if let Some(b) = &l.balance {
+        balance_fields(&mut v, l.kind, b);
+    }
     Ok(v)
+}
+
+/// The fields naming the commit or credit a line belongs to (§2.14 `LineItem`).
+fn balance_fields(v: &mut Value, kind: LineKind, b: &BalanceRef) {
+    match kind {
+        LineKind::AppliedCommit | LineKind::AppliedCredit => {
+            v["applied_commit_or_credit"] = json!({ "id": b.id, "type": b.kind.as_str() });
+            // An applied line is an amount, not units at a price.
+            if let Some(map) = v.as_object_mut() {
+                map.remove("quantity");
+                map.remove("unit_price");
+            }
+        }
+        LineKind::TrueUp => v["postpaid_commit"] = json!({ "id": b.id }),
+        _ => {
+            v["commit_id"] = json!(b.id);
+            set_opt(v, "commit_segment_id", b.segment_id.as_ref());
+            let commit_type = match b.kind {
+                BalanceKind::PrepaidCommit => Some("PrepaidCommit"),
+                BalanceKind::PostpaidCommit => Some("PostpaidCommit"),
+                BalanceKind::Credit => None,
+            };
+            set_opt(v, "commit_type", commit_type);
+        }
+    }
 }
 
 /// The invoice as the API shows it: drafts computed now, others from their frozen body.

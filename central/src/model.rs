@@ -574,7 +574,21 @@ impl RateRecord {
             price: self.price()?,
             credit_type: tally_core::money::CreditTypeId(self.credit_type.id.clone()),
             billing_frequency: self.billing_frequency.map(BillingFrequency::core),
+            commit_rate: self.commit_price(),
         })
+    }
+
+    /// The rate's `commit_rate` when it is a flat price (`{rate_type: FLAT, price}`), the only
+    /// kind pricing applies (addRate refuses others).
+    pub fn commit_price(&self) -> Option<Price> {
+        let c = self.commit_rate.as_ref()?;
+        let flat = c
+            .get("rate_type")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("FLAT"));
+        let price = c.get("price")?;
+        let price: rust_decimal::Decimal = price.to_string().parse().ok()?;
+        flat.then_some(Price::Flat(price))
     }
 
     /// The `Rate` object of responses.

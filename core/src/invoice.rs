@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::balances::{BalanceRef, Deduction};
 use crate::money::{Amount, CreditTypeId, Totals};
 use crate::period::Period;
 
@@ -52,20 +53,43 @@ pub struct InvoiceLine {
     pub pricing_group_values: Option<BTreeMap<String, String>>,
     pub presentation_group_values: Option<BTreeMap<String, Option<String>>>,
     pub tier: Option<TierRef>,
+    /// The commit or credit this line belongs to: the part of a usage line a balance covers,
+    /// the applied line after it, a purchase or a true-up (`balances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceRef>,
+    /// Usage lines: the rate's flat `commit_rate`, the unit price of the part a `COMMIT_RATE`
+    /// balance covers. Never shown; set by rating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_unit_price: Option<Decimal>,
+}
+
+/// Which invoice of a contract: a billing period's USAGE invoice, or the SCHEDULED invoice of
+/// one instant (commit purchases, and later scheduled charges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InvoiceKind {
+    #[default]
+    Usage,
+    Scheduled,
 }
 
 /// A priced billing period of one contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
+    #[serde(default)]
+    pub kind: InvoiceKind,
     pub contract_id: String,
     pub period: Period,
     /// The credit type the invoice is stated in (the rate card's fiat credit type).
     pub credit_type: CreditTypeId,
     pub lines: Vec<InvoiceLine>,
     pub subtotal: Totals,
-    /// Balance drawdowns and other adjustments (none yet: commits and credits come next).
+    /// What prepaid commits and credits took off (the sum of their applied lines, negative).
     pub adjustments: Totals,
     pub total: Totals,
+    /// What this invoice records in each balance segment's ledger (`balances`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deductions: Vec<Deduction>,
 }
 
 impl Invoice {

@@ -17,6 +17,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod accumulate;
+pub mod balances;
 pub mod batch;
 pub mod decimal;
 pub mod env;

@@ -22,6 +22,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::balances::BalanceState;
 use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceLine};
 use crate::metric::MetricDef;
@@ -129,6 +130,9 @@ pub struct PricingSnapshot {
     /// The rate card's rates in the order they were added.
     pub rates: Vec<Rate>,
     pub contract: ContractSnapshot,
+    /// The commits and credits the contract's usage may draw on, with their prior ledger.
+    #[serde(default)]
+    pub balances: BalanceState,
 }
 
 impl PricingSnapshot {
@@ -180,6 +184,7 @@ pub fn price_invoice(
     let (lines, adjustments) = apply_balances(lines);
     let (subtotal, total) = totals(&lines, &adjustments)?;
     Ok(Invoice {
+        kind: crate::invoice::InvoiceKind::Usage,
         contract_id: snapshot.contract.id.clone(),
         period,
         credit_type: snapshot.fiat_credit_type.clone(),
@@ -187,6 +192,7 @@ pub fn price_invoice(
         subtotal,
         adjustments,
         total,
+        deductions: Vec::new(),
     })
 }
 
@@ -260,6 +266,8 @@ mod tests {
             pricing_group_values: None,
             presentation_group_values: None,
             tier: None,
+            balance: None,
+            commit_unit_price: None,
         }
     }
 
@@ -274,6 +282,7 @@ mod tests {
             products: vec![],
             product_order: vec![],
             rates: vec![],
+            balances: BalanceState::default(),
             contract: ContractSnapshot {
                 id: "c".into(),
                 starting_at_ms: 0,

@@ -127,6 +127,10 @@ pub struct Rate {
     /// The rate's billing frequency (subscription rates); override specifiers may name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_frequency: Option<crate::period::Frequency>,
+    /// The rate's `commit_rate`: what usage covered by a `COMMIT_RATE` commit or credit is
+    /// priced at (flat only; see `balances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_rate: Option<Price>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +603,8 @@ impl<'a> SegmentCtx<'a> {
                 .then(|| pricing_map.clone()),
             presentation_group_values: self.presentation_map(presentation),
             tier: None,
+            balance: None,
+            commit_unit_price: None,
         }
     }
 

@@ -80,6 +80,7 @@ pub(crate) fn rate(product: &str, pricing: &[(&str, &str)], start: i64, price: P
         price,
         credit_type: usd(),
         billing_frequency: None,
+        commit_rate: None,
     }
 }
 
@@ -161,6 +162,7 @@ pub(crate) fn rate_with(
         products: input.products.to_vec(),
         product_order: order.iter().map(|p| p.to_string()).collect(),
         rates: input.rates.to_vec(),
+        balances: Default::default(),
         contract: crate::pricing::ContractSnapshot {
             id: "c".into(),
             starting_at_ms: input.period.start_ms,
