@@ -7,6 +7,7 @@
 //! error enum, and `http::error` alone maps those to statuses. GET use cases never write.
 
 pub mod billing_configs;
+pub mod commits;
 pub mod contracts;
 pub mod customers;
 pub mod ingest;
