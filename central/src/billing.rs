@@ -188,8 +188,40 @@ impl RatingContext {
         Ok(())
     }
 
-    /// Prices one period from stored usage through core's entry point.
+    /// Whether the contract's usage may draw on any commit or credit.
+    pub fn has_balances(&self) -> bool {
+        !self.snapshot.balances.balances.is_empty()
+    }
+
+    /// Prices one period with its balances' ledger as it stands before this invoice
+    /// (`service::balances::Book` works that out across the customer's invoices).
+    pub async fn rate_with_prior(
+        &self,
+        st: &AppState,
+        env: Env,
+        period: Period,
+        prior_ledger: &BTreeMap<String, Decimal>,
+    ) -> BillingResult<Invoice> {
+        if !self.has_balances() {
+            return self.rate(st, env, period).await;
+        }
+        let mut snapshot = self.snapshot.clone();
+        snapshot.balances.prior_ledger = prior_ledger.clone();
+        self.rate_snapshot(st, env, &snapshot, period).await
+    }
+
+    /// Prices one period from stored usage through core's entry point, with no prior ledger.
     pub async fn rate(&self, st: &AppState, env: Env, period: Period) -> BillingResult<Invoice> {
+        self.rate_snapshot(st, env, &self.snapshot, period).await
+    }
+
+    async fn rate_snapshot(
+        &self,
+        st: &AppState,
+        env: Env,
+        snapshot: &PricingSnapshot,
+        period: Period,
+    ) -> BillingResult<Invoice> {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
         let ids: Vec<String> = metrics.keys().cloned().collect();
@@ -209,8 +241,7 @@ impl RatingContext {
                     .await?,
             );
         }
-        price_invoice(&self.snapshot, &usage, period)
-            .map_err(|e| BillingError::Rating(e.to_string()))
+        price_invoice(snapshot, &usage, period).map_err(|e| BillingError::Rating(e.to_string()))
     }
 
     /// A credit type as the API shows it (`{id, name}`).
@@ -223,6 +254,21 @@ impl RatingContext {
         })?;
         serde_json::to_value(c).map_err(|e| BillingError::Rating(e.to_string()))
     }
+}
+
+/// The API's JSON of an invoice already priced (by `service::balances::Book`).
+pub fn render_priced(
+    st: &AppState,
+    contract: &Contract,
+    row: &InvoiceRow,
+    ctx: &RatingContext,
+    mut priced: Invoice,
+    skip_zero: bool,
+) -> BillingResult<Value> {
+    if skip_zero {
+        priced = priced.without_zero_quantity_lines();
+    }
+    render(contract, row, &priced, ctx, st.settings.invoice_grace_ms)
 }
 
 pub async fn render_computed(

@@ -19,3 +19,12 @@ pub async fn applicable_balances(
 ) -> Result<Vec<Balance>, StoreError> {
     Ok(Vec::new())
 }
+
+/// Every commit and credit of the customer: its contracts' and its own, archived ones left out.
+pub async fn customer_balances(
+    _st: &AppState,
+    _env: Env,
+    _customer_id: &str,
+) -> Result<Vec<Balance>, StoreError> {
+    Ok(Vec::new())
+}

@@ -14,9 +14,11 @@
 use serde_json::{json, Value};
 use tally_core::period::Period;
 
+use super::balances::{self, Book};
 use super::Invalid;
 use crate::billing::{
-    begun_periods, invoice_id, invoice_json, render_computed, BillingError, RatingContext,
+    begun_periods, invoice_id, invoice_json, render_computed, render_priced, BillingError,
+    RatingContext,
 };
 use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, PageReq, StoreError};
@@ -132,6 +134,10 @@ pub async fn finalize_rows(
     if due.is_empty() {
         return Ok(0);
     }
+    let book = Book::load(st, env, &contract.customer_id).await?;
+    if book.covers(&contract.id) {
+        return finalize_book(st, env, &book).await;
+    }
     // Rate everything before the transaction opens, so no write lock is held while rating.
     let ctx = RatingContext::load(st, env, contract).await?;
     let mut finals = Vec::with_capacity(due.len());
@@ -148,6 +154,48 @@ pub async fn finalize_rows(
         if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
             finalized += 1;
             tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
+        }
+    }
+    work.commit().await?;
+    Ok(finalized)
+}
+
+/// Finalizes every due draft the book priced (those of all the customer's contracts that share
+/// commits or credits), in burn order, in one unit of work with their ledger entries: an
+/// invoice's entries are written only if this call's status change of it won.
+async fn finalize_book(
+    st: &AppState,
+    env: Env,
+    book: &Book,
+) -> std::result::Result<usize, BillingError> {
+    let now = st.now_ms();
+    let grace = st.settings.invoice_grace_ms;
+    let mut finals = Vec::new();
+    for d in &book.drafts {
+        if d.row.period_end_ms.saturating_add(grace) > now {
+            continue;
+        }
+        let Some(ctx) = book.context(&d.contract.id) else {
+            continue;
+        };
+        let mut row = d.row.clone();
+        row.status = InvoiceStatus::Finalized;
+        let body = render_priced(st, &d.contract, &row, ctx, d.invoice.clone(), false)?;
+        row.body = Some(body.to_string());
+        let entries =
+            balances::ledger_rows(&d.contract.customer_id, &row, &d.invoice.deductions, now);
+        finals.push((row, entries));
+    }
+    if finals.is_empty() {
+        return Ok(0);
+    }
+    let mut work = st.stores.invoices.begin().await?;
+    let mut finalized = 0;
+    for (row, entries) in &finals {
+        if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
+            work.put_ledger_entries(env, entries).await?;
+            finalized += 1;
+            tracing::info!(env = env.as_str(), invoice = %row.id, entries = entries.len(), "invoice finalized");
         }
     }
     work.commit().await?;
@@ -228,21 +276,44 @@ pub async fn list(
     }
     let start = (offset.max(0) as usize).min(selected.len());
     let end = (start + limit.max(0) as usize).min(selected.len());
+    let page = &selected[start..end];
+    let book = match page
+        .iter()
+        .any(|(row, _)| row.status == InvoiceStatus::Draft)
+    {
+        true => Book::load(st, env, customer_id).await?,
+        false => Book::default(),
+    };
     let mut items = Vec::with_capacity(end - start);
-    for (row, contract) in &selected[start..end] {
-        items.push(render(st, env, contract, row, q.skip_zero_lines).await?);
+    for (row, contract) in page {
+        items.push(render(st, env, contract, row, &book, q.skip_zero_lines).await?);
     }
     let next_offset = (end < selected.len()).then_some(end as i64);
     Ok(InvoicePage { items, next_offset })
 }
 
+/// The invoice as the API shows it: a draft the customer's book priced (it draws on commits or
+/// credits) from the book, anything else by `billing::invoice_json`.
 async fn render(
     st: &AppState,
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
+    book: &Book,
     skip_zero: bool,
 ) -> Result<Value> {
+    if row.status == InvoiceStatus::Draft {
+        if let Some((d, ctx)) = book.draft(&row.id) {
+            return Ok(render_priced(
+                st,
+                contract,
+                row,
+                ctx,
+                d.invoice.clone(),
+                skip_zero,
+            )?);
+        }
+    }
     Ok(invoice_json(st, env, contract, row, skip_zero).await?)
 }
 
@@ -257,7 +328,11 @@ pub async fn get(
     for contract in customer_contracts(st, env, customer_id).await? {
         let rows = contract_invoices(st, env, &contract).await?;
         if let Some(row) = rows.iter().find(|r| r.id == invoice_id) {
-            return render(st, env, &contract, row, skip_zero).await;
+            let book = match row.status {
+                InvoiceStatus::Draft => Book::load(st, env, customer_id).await?,
+                _ => Book::default(),
+            };
+            return render(st, env, &contract, row, &book, skip_zero).await;
         }
     }
     Err(InvoiceError::NotFound("invoice"))
@@ -318,7 +393,8 @@ pub async fn void(st: &AppState, env: Env, id: &str) -> Result<()> {
     if row.status == InvoiceStatus::Void {
         return Ok(());
     }
-    let mut body = invoice_json(st, env, &contract, &row, false).await?;
+    let book = Book::load(st, env, &contract.customer_id).await?;
+    let mut body = render(st, env, &contract, &row, &book, false).await?;
     body["status"] = json!(InvoiceStatus::Void.as_str());
     let from = row.status;
     let voided = InvoiceRow {

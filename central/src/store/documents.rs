@@ -78,6 +78,14 @@ pub mod sql {
          WHERE idempotency_keys.nonce = excluded.nonce AND idempotency_keys.status IS NULL";
     pub const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_ms < $1";
 
+    /// A ledger entry; an invoice's entry that is already there is left as it is.
+    pub const INSERT_LEDGER: &str = "INSERT INTO balance_ledger
+             (env, id, customer_id, balance_id, segment_id, entry, amount, timestamp_ms,
+              invoice_id, contract_id, reason, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING";
+    pub const CUSTOMER_LEDGER: &str = "SELECT * FROM balance_ledger
+         WHERE env = $1 AND customer_id = $2 ORDER BY timestamp_ms, created_ms, id";
+
     pub const INSERT_TOKEN: &str =
         "INSERT INTO tokens (hash, env, name, created_ms) VALUES ($1, $2, $3, $4)";
     pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1 AND revoked_ms IS NULL";
@@ -162,6 +170,46 @@ macro_rules! document_stores {
                 status: InvoiceStatus::parse(&status).ok_or(StoreError::Corrupt(status))?,
                 body: row.get("body"),
             })
+        }
+
+        fn ledger_from_row(row: &$row) -> StoreResult<LedgerRow> {
+            let entry: String = row.get("entry");
+            let amount: String = row.get("amount");
+            Ok(LedgerRow {
+                id: row.get("id"),
+                customer_id: row.get("customer_id"),
+                balance_id: row.get("balance_id"),
+                segment_id: row.get("segment_id"),
+                entry: LedgerRow::parse_entry(&entry)
+                    .ok_or_else(|| StoreError::Corrupt(format!("ledger entry kind {entry}")))?,
+                amount: amount
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("ledger amount {amount}")))?,
+                timestamp_ms: row.get("timestamp_ms"),
+                invoice_id: row.get("invoice_id"),
+                contract_id: row.get("contract_id"),
+                reason: row.get("reason"),
+                created_ms: row.get("created_ms"),
+            })
+        }
+
+        async fn insert_ledger(conn: &mut $conn, env: Env, e: &LedgerRow) -> StoreResult<()> {
+            sqlx::query(sql::INSERT_LEDGER)
+                .bind(env.as_str())
+                .bind(&e.id)
+                .bind(&e.customer_id)
+                .bind(&e.balance_id)
+                .bind(&e.segment_id)
+                .bind(LedgerRow::entry_name(e.entry))
+                .bind(e.amount.to_string())
+                .bind(e.timestamp_ms)
+                .bind(&e.invoice_id)
+                .bind(&e.contract_id)
+                .bind(&e.reason)
+                .bind(e.created_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
 
         async fn insert_doc(conn: &mut $conn, env: Env, doc: &NewDoc<'_>) -> StoreResult<()> {
@@ -484,8 +532,42 @@ macro_rules! document_stores {
                 Ok(moved.rows_affected() == 1)
             }
 
+            async fn put_ledger_entries(
+                &mut self,
+                env: Env,
+                entries: &[LedgerRow],
+            ) -> StoreResult<()> {
+                for e in entries {
+                    insert_ledger(&mut self.0, env, e).await?;
+                }
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 Ok(self.0.commit().await?)
+            }
+        }
+
+        #[async_trait]
+        impl LedgerStore for $store {
+            async fn customer_ledger(
+                &self,
+                env: Env,
+                customer_id: &str,
+            ) -> StoreResult<Vec<LedgerRow>> {
+                let rows = sqlx::query(sql::CUSTOMER_LEDGER)
+                    .bind(env.as_str())
+                    .bind(customer_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(ledger_from_row).collect()
+            }
+
+            async fn insert_manual_entry(&self, env: Env, entry: &LedgerRow) -> StoreResult<()> {
+                let mut tx = write_tx(self).await?;
+                insert_ledger(&mut tx, env, entry).await?;
+                tx.commit().await?;
+                Ok(())
             }
         }
 

@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::balances::LedgerEntryKind;
 use tally_core::rating::UsageRow;
 
 /// The environment a token (and so every row it touches) belongs to: defined once, in core.
@@ -362,7 +364,63 @@ pub trait UnitOfWork: Send {
         row: &InvoiceRow,
         from: InvoiceStatus,
     ) -> StoreResult<bool>;
+    /// Records ledger entries of invoices this unit of work finalizes. An entry an invoice
+    /// already recorded (same invoice, segment and kind) is left as it is.
+    async fn put_ledger_entries(&mut self, env: Env, entries: &[LedgerRow]) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// One stored entry of a commit or credit segment's ledger (`balance_ledger`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub id: String,
+    pub customer_id: String,
+    pub balance_id: String,
+    pub segment_id: String,
+    pub entry: LedgerEntryKind,
+    pub amount: Decimal,
+    pub timestamp_ms: i64,
+    pub invoice_id: Option<String>,
+    pub contract_id: Option<String>,
+    pub reason: Option<String>,
+    pub created_ms: i64,
+}
+
+impl LedgerRow {
+    const ENTRIES: [(LedgerEntryKind, &'static str); 5] = [
+        (LedgerEntryKind::SegmentStart, "SEGMENT_START"),
+        (
+            LedgerEntryKind::AutomatedInvoiceDeduction,
+            "AUTOMATED_INVOICE_DEDUCTION",
+        ),
+        (LedgerEntryKind::Trueup, "TRUEUP"),
+        (LedgerEntryKind::Expiration, "EXPIRATION"),
+        (LedgerEntryKind::Manual, "MANUAL"),
+    ];
+
+    pub fn entry_name(kind: LedgerEntryKind) -> &'static str {
+        Self::ENTRIES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or("MANUAL", |(_, n)| n)
+    }
+
+    pub fn parse_entry(name: &str) -> Option<LedgerEntryKind> {
+        Self::ENTRIES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| *k)
+    }
+}
+
+/// The ledger of commits and credits: entries written by finalization (in its unit of work) and
+/// by manual adjustments.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Every entry of the customer's balances (contract- and customer-level), in time order.
+    async fn customer_ledger(&self, env: Env, customer_id: &str) -> StoreResult<Vec<LedgerRow>>;
+    /// Records a manual entry (with the request's Idempotency-Key claim, like every write).
+    async fn insert_manual_entry(&self, env: Env, entry: &LedgerRow) -> StoreResult<()>;
 }
 
 /// API tokens, stored as hashes.
@@ -545,6 +603,7 @@ pub struct Stores {
     pub jobs: Arc<dyn JobLock>,
     pub health: Arc<dyn Health>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub ledger: Arc<dyn LedgerStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -560,6 +619,7 @@ impl Stores {
             + JobLock
             + Health
             + IdempotencyStore
+            + LedgerStore
             + 'static,
     {
         let db = Arc::new(db);
@@ -570,7 +630,8 @@ impl Stores {
             tokens: db.clone(),
             jobs: db.clone(),
             health: db.clone(),
-            idempotency: db,
+            idempotency: db.clone(),
+            ledger: db,
             shared,
         }
     }

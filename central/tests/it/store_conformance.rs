@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use tally_central::store::{
     self, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome,
-    NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores, TokenInfo,
+    LedgerRow, NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores, TokenInfo,
 };
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::balances::LedgerEntryKind;
 use tempfile::TempDir;
 
 use tally_tests::pg as postgres;
@@ -741,6 +742,72 @@ store_test!(
             .await
             .unwrap());
         assert_eq!(inv.invoice(SBX, "i1").await.unwrap().unwrap().status, Void);
+    }
+);
+
+fn ledger_entry(id: &str, invoice: Option<&str>, amount: &str, at: i64) -> LedgerRow {
+    LedgerRow {
+        id: id.to_string(),
+        customer_id: "c".to_string(),
+        balance_id: "b".to_string(),
+        segment_id: "s".to_string(),
+        entry: match invoice {
+            Some(_) => LedgerEntryKind::AutomatedInvoiceDeduction,
+            None => LedgerEntryKind::Manual,
+        },
+        amount: amount.parse().unwrap(),
+        timestamp_ms: at,
+        invoice_id: invoice.map(str::to_string),
+        contract_id: invoice.map(|_| "k".to_string()),
+        reason: invoice.is_none().then(|| "goodwill".to_string()),
+        created_ms: at,
+    }
+}
+
+store_test!(
+    ledger_entries_of_an_invoice_are_written_once_with_its_finalization,
+    |db| {
+        let first = ledger_entry("e1", Some("i1"), "-1000.333333333333", T0 + HOUR);
+        // A second finalizer computes the same entry (same invoice, segment, kind) under
+        // another id: the unique index keeps the first.
+        let again = LedgerRow {
+            id: "e1-again".into(),
+            amount: "-5".parse().unwrap(),
+            ..first.clone()
+        };
+        for entries in [vec![first.clone()], vec![first.clone(), again]] {
+            let mut work = db.stores.invoices.begin().await.unwrap();
+            work.put_ledger_entries(SBX, &entries).await.unwrap();
+            work.commit().await.unwrap();
+        }
+        // Rolled back with its unit of work: nothing lands.
+        let mut work = db.stores.invoices.begin().await.unwrap();
+        work.put_ledger_entries(SBX, &[ledger_entry("e2", Some("i2"), "-1", T0)])
+            .await
+            .unwrap();
+        drop(work);
+        let manual = ledger_entry("m1", None, "250.5", T0);
+        db.stores
+            .ledger
+            .insert_manual_entry(SBX, &manual)
+            .await
+            .unwrap();
+        let rows = db.stores.ledger.customer_ledger(SBX, "c").await.unwrap();
+        assert_eq!(rows, vec![manual, first]);
+        assert!(db
+            .stores
+            .ledger
+            .customer_ledger(PROD, "c")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(db
+            .stores
+            .ledger
+            .customer_ledger(SBX, "other")
+            .await
+            .unwrap()
+            .is_empty());
     }
 );
 

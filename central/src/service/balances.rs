@@ -1,0 +1,334 @@
+//! Balances of commits and credits: the customer's *book* (which invoice draws what from each
+//! segment, finalized and pending), the ledger it writes at finalization, and the balance reads.
+//!
+//! Invariants:
+//! - Invoices draw on a segment in one order, the same for every reader: by period end, then
+//!   contract start, then contract id. A draft is priced with the ledger as it stands before it:
+//!   every stored entry (finalized invoices' deductions and true-ups, manual entries) plus the
+//!   pending deductions of the open drafts ordered before it. Core's drawdown never takes more
+//!   than a segment has left, so no order of reads can overdraw it.
+//! - A finalized invoice's entries are written in the unit of work that finalizes it, and only by
+//!   the finalizer whose conditional status change won (`put_invoice`), with deterministic ids:
+//!   finalizing twice, on any number of replicas, writes them once.
+//! - A voided invoice's entries no longer count: voiding gives back what it drew.
+//! - Reads never write.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tally_core::balances::{Balance, BalanceKind, Deduction, LedgerEntryKind};
+use tally_core::invoice::Invoice;
+use tally_core::period::Period;
+
+use super::commits;
+use super::invoices::contract_invoices;
+use crate::billing::{BillingResult, RatingContext};
+use crate::model::{decode, kind, Contract};
+use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, LedgerRow};
+use crate::wire::{set_opt, Dec, Time};
+use crate::AppState;
+
+/// Namespace of ledger entry ids written by invoices: `uuid5(NS, "{invoice}/{segment}/{entry}")`.
+const LEDGER_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5e1f_7a11_7a11_4c0d_9b1e_1a77_c0de_0002);
+
+/// Whether `balance` may pay for usage of the contract `contract_id`.
+pub fn applies_to(balance: &Balance, contract_id: &str) -> bool {
+    match &balance.contract_id {
+        Some(own) => own == contract_id,
+        None => {
+            balance.applicable_contract_ids.is_empty()
+                || balance
+                    .applicable_contract_ids
+                    .iter()
+                    .any(|c| c == contract_id)
+        }
+    }
+}
+
+/// One open draft of the customer, priced in burn order.
+pub struct PricedDraft {
+    pub contract: Contract,
+    pub row: InvoiceRow,
+    /// The ledger of each segment as it stood before this draft.
+    pub prior: BTreeMap<String, Decimal>,
+    pub invoice: Invoice,
+}
+
+/// Which invoices count in a balance (`invoice_inclusion_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inclusion {
+    Finalized,
+    FinalizedAndDraft,
+}
+
+/// The customer's balances and what their invoices draw from them.
+#[derive(Default)]
+pub struct Book {
+    pub balances: Vec<Balance>,
+    /// Entries that count: manual ones and those of invoices that are not void.
+    pub stored: Vec<LedgerRow>,
+    /// Open drafts of contracts that have balances, in burn order.
+    pub drafts: Vec<PricedDraft>,
+    contexts: BTreeMap<String, RatingContext>,
+}
+
+/// Adds each deduction to the running ledger of its segment.
+fn apply(running: &mut BTreeMap<String, Decimal>, deductions: &[Deduction]) {
+    for d in deductions {
+        *running.entry(d.segment_id.clone()).or_default() += d.amount;
+    }
+}
+
+impl Book {
+    /// Loads the customer's balances and ledger and prices its open drafts in burn order. A
+    /// customer without commits or credits costs one read.
+    pub async fn load(st: &AppState, env: Env, customer_id: &str) -> BillingResult<Book> {
+        let balances = commits::customer_balances(st, env, customer_id).await?;
+        if balances.is_empty() {
+            return Ok(Book::default());
+        }
+        let entries = st.stores.ledger.customer_ledger(env, customer_id).await?;
+        let docs = st
+            .stores
+            .config
+            .list_docs(
+                env,
+                kind::CONTRACT,
+                Some(customer_id),
+                ArchiveFilter::All,
+                None,
+            )
+            .await?;
+        let mut void = BTreeSet::new();
+        let mut open = Vec::new();
+        for doc in &docs {
+            let contract: Contract = decode(doc)?;
+            if !balances.iter().any(|b| applies_to(b, &contract.id)) {
+                continue;
+            }
+            for row in contract_invoices(st, env, &contract).await? {
+                match row.status {
+                    InvoiceStatus::Void => {
+                        void.insert(row.id.clone());
+                    }
+                    InvoiceStatus::Draft => open.push((contract.clone(), row)),
+                    InvoiceStatus::Finalized => {}
+                }
+            }
+        }
+        let stored: Vec<LedgerRow> = entries
+            .into_iter()
+            .filter(|e| e.invoice_id.as_ref().is_none_or(|i| !void.contains(i)))
+            .collect();
+        open.sort_by(|(ca, a), (cb, b)| {
+            (a.period_end_ms, ca.starting_at.0, &ca.id).cmp(&(
+                b.period_end_ms,
+                cb.starting_at.0,
+                &cb.id,
+            ))
+        });
+        let mut book = Book {
+            balances,
+            stored,
+            drafts: Vec::with_capacity(open.len()),
+            contexts: BTreeMap::new(),
+        };
+        let mut running = book.stored_net();
+        for (contract, row) in open {
+            if !book.contexts.contains_key(&contract.id) {
+                let ctx = RatingContext::load(st, env, &contract).await?;
+                book.contexts.insert(contract.id.clone(), ctx);
+            }
+            let ctx = &book.contexts[&contract.id];
+            let period = Period {
+                start_ms: row.period_start_ms,
+                end_ms: row.period_end_ms,
+            };
+            let invoice = ctx.rate_with_prior(st, env, period, &running).await?;
+            let prior = running.clone();
+            apply(&mut running, &invoice.deductions);
+            book.drafts.push(PricedDraft {
+                contract,
+                row,
+                prior,
+                invoice,
+            });
+        }
+        Ok(book)
+    }
+
+    /// Whether the book prices this contract's drafts (it has commits or credits).
+    pub fn covers(&self, contract_id: &str) -> bool {
+        self.balances.iter().any(|b| applies_to(b, contract_id))
+    }
+
+    /// The open draft with this invoice id, priced, and its contract's rating context.
+    pub fn draft(&self, invoice_id: &str) -> Option<(&PricedDraft, &RatingContext)> {
+        let d = self.drafts.iter().find(|d| d.row.id == invoice_id)?;
+        Some((d, self.contexts.get(&d.contract.id)?))
+    }
+
+    /// The rating context of a contract whose drafts the book priced.
+    pub fn context(&self, contract_id: &str) -> Option<&RatingContext> {
+        self.contexts.get(contract_id)
+    }
+
+    /// Per segment, the net of the stored entries that count.
+    pub fn stored_net(&self) -> BTreeMap<String, Decimal> {
+        let mut net = BTreeMap::new();
+        for e in &self.stored {
+            *net.entry(e.segment_id.clone()).or_default() += e.amount;
+        }
+        net
+    }
+
+    /// Per segment, the net of the entries `inclusion` counts.
+    pub fn net(&self, inclusion: Inclusion) -> BTreeMap<String, Decimal> {
+        let mut net = self.stored_net();
+        if inclusion == Inclusion::FinalizedAndDraft {
+            for d in &self.drafts {
+                apply(&mut net, &d.invoice.deductions);
+            }
+        }
+        net
+    }
+}
+
+/// The ledger rows a finalized invoice writes: one per deduction, with an id fixed by the
+/// invoice, segment and entry kind (so a second write of it is a no-op).
+pub fn ledger_rows(
+    customer_id: &str,
+    row: &InvoiceRow,
+    deductions: &[Deduction],
+    now_ms: i64,
+) -> Vec<LedgerRow> {
+    deductions
+        .iter()
+        .map(|d| {
+            let entry = LedgerRow::entry_name(d.entry);
+            let name = format!("{}/{}/{entry}", row.id, d.segment_id);
+            LedgerRow {
+                id: uuid::Uuid::new_v5(&LEDGER_NAMESPACE, name.as_bytes()).to_string(),
+                customer_id: customer_id.to_string(),
+                balance_id: d.balance_id.clone(),
+                segment_id: d.segment_id.clone(),
+                entry: d.entry,
+                amount: d.amount,
+                timestamp_ms: row.period_end_ms,
+                invoice_id: Some(row.id.clone()),
+                contract_id: Some(row.contract_id.clone()),
+                reason: None,
+                created_ms: now_ms,
+            }
+        })
+        .collect()
+}
+
+/// One entry of a balance's ledger as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerView {
+    pub entry: LedgerEntryKind,
+    pub amount: Decimal,
+    pub timestamp_ms: i64,
+    pub segment_id: String,
+    pub invoice_id: Option<String>,
+    pub contract_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl LedgerView {
+    /// The entry in the shape of upstream's `*LedgerEntry` objects.
+    pub fn json(&self, kind: BalanceKind) -> Value {
+        let mut v = json!({
+            "type": self.entry.wire_name(kind),
+            "amount": Dec(self.amount),
+            "timestamp": Time(self.timestamp_ms),
+            "segment_id": self.segment_id,
+        });
+        set_opt(&mut v, "invoice_id", self.invoice_id.as_ref());
+        set_opt(&mut v, "contract_id", self.contract_id.as_ref());
+        set_opt(&mut v, "reason", self.reason.as_ref());
+        v
+    }
+}
+
+impl Book {
+    /// The ledger of `balance` at `now_ms`, oldest first: for each segment begun by then, its
+    /// start, the entries that count under `inclusion` (a draft's pending deductions dated at its
+    /// period's end), and its expiration once it has ended with something left. The entries of a
+    /// balance sum to [`Book::balance`].
+    pub fn ledger(&self, balance: &Balance, inclusion: Inclusion, now_ms: i64) -> Vec<LedgerView> {
+        let mut out = Vec::new();
+        for seg in balance.access.iter().filter(|s| s.starting_at_ms <= now_ms) {
+            let mut entries = vec![LedgerView {
+                entry: LedgerEntryKind::SegmentStart,
+                amount: seg.amount,
+                timestamp_ms: seg.starting_at_ms,
+                segment_id: seg.id.clone(),
+                invoice_id: None,
+                contract_id: None,
+                reason: None,
+            }];
+            for e in self.stored.iter().filter(|e| e.segment_id == seg.id) {
+                entries.push(LedgerView {
+                    entry: e.entry,
+                    amount: e.amount,
+                    timestamp_ms: e.timestamp_ms,
+                    segment_id: seg.id.clone(),
+                    invoice_id: e.invoice_id.clone(),
+                    contract_id: e.contract_id.clone(),
+                    reason: e.reason.clone(),
+                });
+            }
+            if inclusion == Inclusion::FinalizedAndDraft {
+                for d in &self.drafts {
+                    for x in d
+                        .invoice
+                        .deductions
+                        .iter()
+                        .filter(|x| x.segment_id == seg.id)
+                    {
+                        entries.push(LedgerView {
+                            entry: x.entry,
+                            amount: x.amount,
+                            timestamp_ms: d.row.period_end_ms,
+                            segment_id: seg.id.clone(),
+                            invoice_id: Some(d.row.id.clone()),
+                            contract_id: Some(d.contract.id.clone()),
+                            reason: None,
+                        });
+                    }
+                }
+            }
+            let left: Decimal = entries.iter().map(|e| e.amount).sum();
+            if seg.ending_before_ms <= now_ms && left > Decimal::ZERO {
+                entries.push(LedgerView {
+                    entry: LedgerEntryKind::Expiration,
+                    amount: -left,
+                    timestamp_ms: seg.ending_before_ms,
+                    segment_id: seg.id.clone(),
+                    invoice_id: None,
+                    contract_id: None,
+                    reason: None,
+                });
+            }
+            entries.sort_by_key(|e| e.timestamp_ms);
+            out.extend(entries);
+        }
+        out
+    }
+
+    /// What `balance` has left to use at `now_ms`: the sum over its segments whose window holds
+    /// `now_ms` of their amount and the entries `inclusion` counts.
+    pub fn balance(&self, balance: &Balance, inclusion: Inclusion, now_ms: i64) -> Decimal {
+        let net = self.net(inclusion);
+        balance
+            .access
+            .iter()
+            .filter(|s| s.starting_at_ms <= now_ms && now_ms < s.ending_before_ms)
+            .map(|s| s.amount + net.get(&s.id).copied().unwrap_or_default())
+            .sum()
+    }
+}
