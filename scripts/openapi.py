@@ -81,6 +81,8 @@ METRONOME = {
     "listContracts-v1": "POST /v1/contracts/list",
     "archiveContract-v1": "POST /v1/contracts/archive",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
+    "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
+    "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
     "ingest-v1": "POST /v1/ingest",

@@ -59,6 +59,12 @@ pub fn invoice_id(env: Env, contract_id: &str, period_start_ms: i64) -> String {
     uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The id of the contract's SCHEDULED invoice at `at_ms`: `uuid5(NS, "{env}/{contract}/scheduled/{at}")`.
+pub fn scheduled_invoice_id(env: Env, contract_id: &str, at_ms: i64) -> String {
+    let name = format!("{}/{contract_id}/scheduled/{at_ms}", env.as_str());
+    uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
+}
+
 /// Every period of the contract that is invoiced at `now_ms` (core decides which).
 pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
     contract.snapshot().invoiced_periods(now_ms)
@@ -283,7 +289,11 @@ pub async fn render_computed(
         start_ms: row.period_start_ms,
         end_ms: row.period_end_ms,
     };
-    let mut priced = ctx.rate(st, env, period).await?;
+    let mut priced = match row.kind {
+        InvoiceKind::Usage => ctx.rate(st, env, period).await?,
+        InvoiceKind::Scheduled => tally_core::pricing::price_scheduled(&ctx.snapshot, period.start_ms)
+            .map_err(|e| BillingError::Rating(e.to_string()))?,
+    };
     if skip_zero {
         priced = priced.without_zero_quantity_lines();
     }

@@ -21,3 +21,7 @@ CREATE TABLE balance_ledger (
 CREATE UNIQUE INDEX balance_ledger_once_per_invoice
     ON balance_ledger (env, invoice_id, segment_id, entry) WHERE invoice_id IS NOT NULL;
 CREATE INDEX balance_ledger_by_customer ON balance_ledger (env, customer_id, timestamp_ms);
+
+-- A contract's invoices are its billing periods' USAGE invoices and the SCHEDULED invoices of
+-- instants (commit purchases): the kind tells them apart.
+ALTER TABLE invoices ADD COLUMN kind TEXT NOT NULL DEFAULT 'USAGE';

@@ -14,6 +14,7 @@ use crate::service::billing_configs::BillingConfigError;
 use crate::service::contracts::ContractError;
 use crate::service::customers::CustomerError;
 use crate::service::ingest::IngestError;
+use crate::service::balances::BalanceError;
 use crate::service::invoices::InvoiceError;
 use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;
@@ -204,6 +205,17 @@ impl From<InvoiceError> for ApiError {
             InvoiceError::Conflict(m) => ApiError::conflict(m),
             InvoiceError::Billing(e) => e.into(),
             InvoiceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<BalanceError> for ApiError {
+    fn from(e: BalanceError) -> Self {
+        match e {
+            BalanceError::NotFound(what) => ApiError::not_found(what),
+            BalanceError::Invalid(e) => e.into(),
+            BalanceError::Billing(e) => e.into(),
+            BalanceError::Store(e) => e.into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `service` function and map its result; handler modules never import each other.
 
 mod billable_metrics;
+mod balances;
 mod billing_configs;
 mod config_wire;
 mod contracts;
@@ -107,6 +108,7 @@ fn authenticated_routes() -> Routes {
         .merge(products::routes())
         .merge(rate_cards::routes())
         .merge(customers::routes())
+        .merge(balances::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
         .merge(invoices::routes())

@@ -23,9 +23,12 @@ use tally_core::period::Period;
 
 use super::commits;
 use super::invoices::contract_invoices;
-use crate::billing::{BillingResult, RatingContext};
-use crate::model::{decode, kind, Contract};
-use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, LedgerRow};
+use super::Invalid;
+use crate::billing::{BillingError, BillingResult, RatingContext};
+use crate::model::{decode, kind, load, Contract, Customer, LoadError};
+use crate::store::{
+    ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, StoreError,
+};
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
 
@@ -113,7 +116,11 @@ impl Book {
                     InvoiceStatus::Void => {
                         void.insert(row.id.clone());
                     }
-                    InvoiceStatus::Draft => open.push((contract.clone(), row)),
+                    // Scheduled invoices (commit purchases) draw on nothing.
+                    InvoiceStatus::Draft if row.kind == InvoiceKind::Usage => {
+                        open.push((contract.clone(), row))
+                    }
+                    InvoiceStatus::Draft => {}
                     InvoiceStatus::Finalized => {}
                 }
             }
@@ -331,4 +338,118 @@ impl Book {
             .map(|s| s.amount + net.get(&s.id).copied().unwrap_or_default())
             .sum()
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LoadError> for BalanceError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(what) => BalanceError::NotFound(what),
+            LoadError::Store(e) => BalanceError::Store(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, BalanceError>;
+
+/// One `filters` entry of getNetBalance: a balance matches when every set field matches.
+#[derive(Debug, Clone, Default)]
+pub struct BalanceFilter {
+    pub kinds: Option<Vec<BalanceKind>>,
+    pub ids: Option<Vec<String>>,
+}
+
+impl BalanceFilter {
+    fn matches(&self, b: &Balance) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&b.kind))
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&b.id))
+    }
+}
+
+/// The customer's book, after checking the customer exists.
+pub async fn customer_book(st: &AppState, env: Env, customer_id: &str) -> Result<Book> {
+    let _: Customer = load(&st.stores, env, kind::CUSTOMER, customer_id, "customer").await?;
+    Ok(Book::load(st, env, customer_id).await?)
+}
+
+/// `getNetBalance`: what the customer can use now across its commits and credits in
+/// `credit_type_id` that match any of `filters` (all of them without filters).
+pub async fn net_balance(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    credit_type_id: &str,
+    filters: &[BalanceFilter],
+    inclusion: Inclusion,
+) -> Result<Decimal> {
+    let book = customer_book(st, env, customer_id).await?;
+    let now = st.now_ms();
+    Ok(book
+        .balances
+        .iter()
+        .filter(|b| b.credit_type.as_str() == credit_type_id)
+        .filter(|b| filters.is_empty() || filters.iter().any(|f| f.matches(b)))
+        .map(|b| book.balance(b, inclusion, now))
+        .sum())
+}
+
+/// `addManualBalanceLedgerEntry`.
+pub struct ManualEntry {
+    pub customer_id: String,
+    pub balance_id: String,
+    pub segment_id: String,
+    pub contract_id: Option<String>,
+    pub amount: Decimal,
+    pub reason: String,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Records a manual entry on one segment of one of the customer's commits or credits (dated at
+/// the segment's start unless a timestamp is given). A write that reads nothing it depends on:
+/// concurrent entries all land.
+pub async fn add_manual_entry(st: &AppState, env: Env, e: ManualEntry) -> Result<()> {
+    super::require_text("reason", &e.reason, 1_000)?;
+    let book = customer_book(st, env, &e.customer_id).await?;
+    let balance = book
+        .balances
+        .iter()
+        .find(|b| b.id == e.balance_id)
+        .ok_or(BalanceError::NotFound("commit or credit"))?;
+    let segment = balance
+        .access
+        .iter()
+        .find(|s| s.id == e.segment_id)
+        .ok_or_else(|| Invalid(format!("segment_id {} is not a segment of {}", e.segment_id, balance.id)))?;
+    if let Some(c) = &e.contract_id {
+        if balance.contract_id.as_ref() != Some(c) {
+            return Err(Invalid(format!("{} is not a commit or credit of contract {c}", balance.id)).into());
+        }
+    }
+    let now = st.now_ms();
+    let row = LedgerRow {
+        id: crate::model::new_id(),
+        customer_id: e.customer_id,
+        balance_id: balance.id.clone(),
+        segment_id: segment.id.clone(),
+        entry: LedgerEntryKind::Manual,
+        amount: e.amount,
+        timestamp_ms: e.timestamp_ms.unwrap_or(segment.starting_at_ms),
+        invoice_id: None,
+        contract_id: balance.contract_id.clone(),
+        reason: Some(e.reason),
+        created_ms: now,
+    };
+    st.stores.ledger.insert_manual_entry(env, &row).await?;
+    Ok(())
 }

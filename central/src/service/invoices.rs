@@ -12,16 +12,19 @@
 //! - FINALIZED and VOID invoices are shown from their frozen body, never recomputed.
 
 use serde_json::{json, Value};
+use tally_core::balances::{Balance, BalanceKind};
 use tally_core::period::Period;
 
 use super::balances::{self, Book};
-use super::Invalid;
+use super::{commits, Invalid};
 use crate::billing::{
-    begun_periods, invoice_id, invoice_json, render_computed, render_priced, BillingError,
-    RatingContext,
+    begun_periods, invoice_id, invoice_json, render_computed, render_priced,
+    scheduled_invoice_id, BillingError, RatingContext,
 };
 use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
-use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, PageReq, StoreError};
+use crate::store::{
+    ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, PageReq, StoreError,
+};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,7 @@ type Result<T> = std::result::Result<T, InvoiceError>;
 fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> InvoiceRow {
     InvoiceRow {
         id: invoice_id(env, &contract.id, start_ms),
+        kind: InvoiceKind::Usage,
         contract_id: contract.id.clone(),
         customer_id: contract.customer_id.clone(),
         period_start_ms: start_ms,
@@ -62,10 +66,11 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
     }
 }
 
-/// The contract's stored invoice rows, and a DRAFT row (not stored) for every begun period that
-/// has none yet. Reads only. Periods are as the contract bills them now: a draft stored before
-/// the contract was archived ends at its effective end (core's `billed_part`), so it is rated up
-/// to it and finalizes after its grace from there.
+/// The contract's stored invoice rows, and a DRAFT row (not stored) for every begun period and
+/// every reached instant of its scheduled invoices that has none yet. Reads only. Periods are as
+/// the contract bills them now: a draft stored before the contract was archived ends at its
+/// effective end (core's `billed_part`), so it is rated up to it and finalizes after its grace
+/// from there.
 pub async fn stored_and_missing(
     st: &AppState,
     env: Env,
@@ -77,23 +82,58 @@ pub async fn stored_and_missing(
         .invoices
         .invoices_for_contract(env, &contract.id)
         .await?;
-    for row in &mut stored {
+    for row in stored.iter_mut().filter(|r| r.kind == InvoiceKind::Usage) {
         let billed = snapshot.billed_part(Period {
             start_ms: row.period_start_ms,
             end_ms: row.period_end_ms,
         });
         row.period_end_ms = billed.end_ms;
     }
-    let missing = begun_periods(contract, st.now_ms())
+    let now = st.now_ms();
+    let mut missing: Vec<InvoiceRow> = begun_periods(contract, now)
         .into_iter()
-        .filter(|p| !stored.iter().any(|r| r.period_start_ms == p.start_ms))
+        .filter(|p| {
+            !stored
+                .iter()
+                .any(|r| r.kind == InvoiceKind::Usage && r.period_start_ms == p.start_ms)
+        })
         .map(|p| draft_row(env, contract, p.start_ms, p.end_ms))
         .collect();
+    let balances = commits::applicable_balances(st, env, contract).await?;
+    let end = snapshot.effective_end_ms().unwrap_or(i64::MAX);
+    for at in scheduled_instants(&balances, &contract.id) {
+        let id = scheduled_invoice_id(env, &contract.id, at);
+        if at <= now && at < end && !stored.iter().any(|r| r.id == id) {
+            missing.push(InvoiceRow {
+                id,
+                kind: InvoiceKind::Scheduled,
+                period_start_ms: at,
+                period_end_ms: at,
+                ..draft_row(env, contract, at, at)
+            });
+        }
+    }
     Ok((stored, missing))
 }
 
-/// The contract's invoices in period order: its stored rows, plus a DRAFT for every begun
-/// period that has none yet. Reads only.
+/// The instants of the contract's SCHEDULED invoices: the invoice-schedule items of the prepaid
+/// commits it invoices, sorted, each once.
+fn scheduled_instants(balances: &[Balance], contract_id: &str) -> Vec<i64> {
+    let mut at: Vec<i64> = balances
+        .iter()
+        .filter(|b| b.kind == BalanceKind::PrepaidCommit)
+        .filter(|b| {
+            b.invoice_contract_id.as_deref().or(b.contract_id.as_deref()) == Some(contract_id)
+        })
+        .flat_map(|b| b.invoice_schedule.iter().map(|i| i.timestamp_ms))
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+/// The contract's invoices in time order (a scheduled invoice after the usage period starting
+/// at its instant): its stored rows, plus a DRAFT for every one that has none yet. Reads only.
 pub async fn contract_invoices(
     st: &AppState,
     env: Env,
@@ -101,8 +141,13 @@ pub async fn contract_invoices(
 ) -> std::result::Result<Vec<InvoiceRow>, StoreError> {
     let (mut rows, missing) = stored_and_missing(st, env, contract).await?;
     rows.extend(missing);
-    rows.sort_by_key(|r| r.period_start_ms);
+    sort_rows(&mut rows);
     Ok(rows)
+}
+
+/// Time order of a contract's invoices.
+pub fn sort_rows(rows: &mut [InvoiceRow]) {
+    rows.sort_by_key(|r| (r.period_start_ms, r.kind == InvoiceKind::Scheduled));
 }
 
 /// Finalizes every period of the contract past `end + grace` that is still a draft, all in one
@@ -116,7 +161,11 @@ pub async fn finalize_due(
     finalize_rows(st, env, contract, &rows).await
 }
 
-/// [`finalize_due`] over rows already read with [`contract_invoices`].
+/// [`finalize_due`] over rows already read with [`contract_invoices`]. When the contract's usage
+/// draws on commits or credits, the due drafts of every contract of the customer that shares
+/// them are finalized together, in burn order, with their ledger entries (`balances::Book`).
+/// Everything is rated before the transaction opens, so no write lock is held while rating; an
+/// invoice's entries are written only if this call's status change of it won.
 pub async fn finalize_rows(
     st: &AppState,
     env: Env,
@@ -125,69 +174,40 @@ pub async fn finalize_rows(
 ) -> std::result::Result<usize, BillingError> {
     let now = st.now_ms();
     let grace = st.settings.invoice_grace_ms;
-    let due: Vec<&InvoiceRow> = rows
-        .iter()
-        .filter(|r| {
-            r.status == InvoiceStatus::Draft && r.period_end_ms.saturating_add(grace) <= now
-        })
-        .collect();
+    let is_due = |r: &InvoiceRow| {
+        r.status == InvoiceStatus::Draft && r.period_end_ms.saturating_add(grace) <= now
+    };
+    let mut due: Vec<&InvoiceRow> = rows.iter().filter(|r| is_due(r)).collect();
     if due.is_empty() {
         return Ok(0);
     }
+    let mut finals: Vec<(InvoiceRow, Vec<LedgerRow>)> = Vec::with_capacity(due.len());
     let book = Book::load(st, env, &contract.customer_id).await?;
     if book.covers(&contract.id) {
-        return finalize_book(st, env, &book).await;
-    }
-    // Rate everything before the transaction opens, so no write lock is held while rating.
-    let ctx = RatingContext::load(st, env, contract).await?;
-    let mut finals = Vec::with_capacity(due.len());
-    for row in due {
-        let mut row = row.clone();
-        row.status = InvoiceStatus::Finalized;
-        let body = render_computed(st, env, contract, &row, &ctx, false).await?;
-        row.body = Some(body.to_string());
-        finals.push(row);
-    }
-    let mut work = st.stores.invoices.begin().await?;
-    let mut finalized = 0;
-    for row in &finals {
-        if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
-            finalized += 1;
-            tracing::info!(env = env.as_str(), invoice = %row.id, "invoice finalized");
+        for d in book.drafts.iter().filter(|d| is_due(&d.row)) {
+            let Some(ctx) = book.context(&d.contract.id) else {
+                continue;
+            };
+            let mut row = d.row.clone();
+            row.status = InvoiceStatus::Finalized;
+            let body = render_priced(st, &d.contract, &row, ctx, d.invoice.clone(), false)?;
+            row.body = Some(body.to_string());
+            let entries =
+                balances::ledger_rows(&d.contract.customer_id, &row, &d.invoice.deductions, now);
+            finals.push((row, entries));
         }
+        // The book prices usage drafts; scheduled ones are rendered below.
+        due.retain(|r| r.kind == InvoiceKind::Scheduled);
     }
-    work.commit().await?;
-    Ok(finalized)
-}
-
-/// Finalizes every due draft the book priced (those of all the customer's contracts that share
-/// commits or credits), in burn order, in one unit of work with their ledger entries: an
-/// invoice's entries are written only if this call's status change of it won.
-async fn finalize_book(
-    st: &AppState,
-    env: Env,
-    book: &Book,
-) -> std::result::Result<usize, BillingError> {
-    let now = st.now_ms();
-    let grace = st.settings.invoice_grace_ms;
-    let mut finals = Vec::new();
-    for d in &book.drafts {
-        if d.row.period_end_ms.saturating_add(grace) > now {
-            continue;
+    if !due.is_empty() {
+        let ctx = RatingContext::load(st, env, contract).await?;
+        for row in due {
+            let mut row = row.clone();
+            row.status = InvoiceStatus::Finalized;
+            let body = render_computed(st, env, contract, &row, &ctx, false).await?;
+            row.body = Some(body.to_string());
+            finals.push((row, Vec::new()));
         }
-        let Some(ctx) = book.context(&d.contract.id) else {
-            continue;
-        };
-        let mut row = d.row.clone();
-        row.status = InvoiceStatus::Finalized;
-        let body = render_priced(st, &d.contract, &row, ctx, d.invoice.clone(), false)?;
-        row.body = Some(body.to_string());
-        let entries =
-            balances::ledger_rows(&d.contract.customer_id, &row, &d.invoice.deductions, now);
-        finals.push((row, entries));
-    }
-    if finals.is_empty() {
-        return Ok(0);
     }
     let mut work = st.stores.invoices.begin().await?;
     let mut finalized = 0;
@@ -195,7 +215,12 @@ async fn finalize_book(
         if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
             work.put_ledger_entries(env, entries).await?;
             finalized += 1;
-            tracing::info!(env = env.as_str(), invoice = %row.id, entries = entries.len(), "invoice finalized");
+            tracing::info!(
+                env = env.as_str(),
+                invoice = %row.id,
+                ledger_entries = entries.len(),
+                "invoice finalized"
+            );
         }
     }
     work.commit().await?;
@@ -249,18 +274,21 @@ pub async fn list(
     limit: i64,
 ) -> Result<InvoicePage> {
     let _: Customer = load(&st.stores, env, kind::CUSTOMER, customer_id, "customer").await?;
-    let type_ok = q
-        .invoice_type
-        .as_deref()
-        .is_none_or(|t| t.eq_ignore_ascii_case("USAGE"));
+    let kind_ok = |kind: InvoiceKind| {
+        q.invoice_type.as_deref().is_none_or(|t| match kind {
+            InvoiceKind::Usage => t.eq_ignore_ascii_case("USAGE"),
+            InvoiceKind::Scheduled => t.eq_ignore_ascii_case("SCHEDULED"),
+        })
+    };
     let credit_ok = q.credit_type_id.as_deref().is_none_or(|c| c == USD_ID);
     let mut selected = Vec::new();
     for contract in customer_contracts(st, env, customer_id).await? {
-        if q.contract_id.as_ref().is_some_and(|id| *id != contract.id) || !type_ok || !credit_ok {
+        if q.contract_id.as_ref().is_some_and(|id| *id != contract.id) || !credit_ok {
             continue;
         }
         for row in contract_invoices(st, env, &contract).await? {
-            let keep = q.status.is_none_or(|s| s == row.status)
+            let keep = kind_ok(row.kind)
+                && q.status.is_none_or(|s| s == row.status)
                 && q.starting_on.is_none_or(|t| row.period_start_ms >= t)
                 && q.ending_before.is_none_or(|t| row.period_end_ms <= t);
             if keep {

@@ -13,10 +13,10 @@
 
 use std::collections::HashSet;
 
-use super::invoices::{finalize_rows, stored_and_missing};
+use super::invoices::{finalize_rows, sort_rows, stored_and_missing};
 use crate::billing::BillingError;
 use crate::model::{decode, kind, Contract};
-use crate::store::{ArchiveFilter, Doc, Env, PageReq, StoreError};
+use crate::store::{ArchiveFilter, Doc, Env, InvoiceKind, InvoiceRow, PageReq, StoreError};
 use crate::AppState;
 
 /// Contracts read per page of a pass.
@@ -132,10 +132,16 @@ async fn finalize_env(st: &AppState, env: Env, report: &mut PassReport) -> Resul
 async fn sync_contract(st: &AppState, env: Env, doc: &Doc) -> Result<usize, BillingError> {
     let contract: Contract = decode(doc)?;
     let (mut rows, missing) = stored_and_missing(st, env, &contract).await?;
-    // Drafts are stored once, when their period begins (only this job writes them).
-    st.stores.invoices.ensure_invoices(env, &missing).await?;
+    // Usage drafts are stored once, when their period begins (only this job writes them); a
+    // scheduled invoice gets its row when it is finalized or voided.
+    let usage: Vec<InvoiceRow> = missing
+        .iter()
+        .filter(|r| r.kind == InvoiceKind::Usage)
+        .cloned()
+        .collect();
+    st.stores.invoices.ensure_invoices(env, &usage).await?;
     rows.extend(missing);
-    rows.sort_by_key(|r| r.period_start_ms);
+    sort_rows(&mut rows);
     finalize_rows(st, env, &contract, &rows).await
 }
 

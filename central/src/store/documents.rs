@@ -42,8 +42,8 @@ pub mod sql {
         "SELECT rate_card_id FROM rate_card_aliases WHERE env = $1 AND alias = $2";
 
     pub const INSERT_INVOICE: &str = "INSERT INTO invoices
-             (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+             (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
     /// Moves an invoice from one status to another; changes nothing from any other status.
     pub const TRANSITION_INVOICE: &str =
         "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5";
@@ -161,8 +161,14 @@ macro_rules! document_stores {
 
         fn invoice_from_row(row: &$row) -> StoreResult<InvoiceRow> {
             let status: String = row.get("status");
+            let kind: String = row.get("kind");
             Ok(InvoiceRow {
                 id: row.get("id"),
+                kind: match kind.as_str() {
+                    "SCHEDULED" => InvoiceKind::Scheduled,
+                    "USAGE" => InvoiceKind::Usage,
+                    _ => return Err(StoreError::Corrupt(format!("invoice kind {kind}"))),
+                },
                 contract_id: row.get("contract_id"),
                 customer_id: row.get("customer_id"),
                 period_start_ms: row.get("period_start_ms"),
@@ -516,6 +522,10 @@ macro_rules! document_stores {
                     .bind(row.period_end_ms)
                     .bind(row.status.as_str())
                     .bind(&row.body)
+                    .bind(match row.kind {
+                        InvoiceKind::Usage => "USAGE",
+                        InvoiceKind::Scheduled => "SCHEDULED",
+                    })
                     .execute(&mut *self.0)
                     .await?;
                 if inserted.rows_affected() == 1 {

@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::balances::LedgerEntryKind;
+pub use tally_core::invoice::InvoiceKind;
 use tally_core::rating::UsageRow;
 
 /// The environment a token (and so every row it touches) belongs to: defined once, in core.
@@ -294,6 +295,9 @@ impl InvoiceStatus {
 #[derive(Debug, Clone)]
 pub struct InvoiceRow {
     pub id: String,
+    /// A billing period's USAGE invoice, or the SCHEDULED invoice of one instant (its period is
+    /// `[t, t]`). Draft rows stored by `ensure_invoices` are USAGE ones.
+    pub kind: InvoiceKind,
     pub contract_id: String,
     pub customer_id: String,
     pub period_start_ms: i64,

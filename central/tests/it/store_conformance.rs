@@ -690,6 +690,7 @@ store_test!(pruning_forgets_only_old_keys, |db| {
 fn invoice(id: &str, start: i64) -> InvoiceRow {
     InvoiceRow {
         id: id.to_string(),
+        kind: store::InvoiceKind::Usage,
         contract_id: "k".to_string(),
         customer_id: "c".to_string(),
         period_start_ms: start,

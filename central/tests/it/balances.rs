@@ -1,0 +1,420 @@
+//! Commits, credits and their balances through the HTTP API (issue 11 items 2, 3 and 5): drafts
+//! drawn down in the documented order (hand-computed numbers, §3.7 and §3.10), postpaid true-ups,
+//! commit rates, the ledger written once at finalization (also by two finalizers), balances that
+//! follow usage ingested a moment ago, manual entries under concurrency, on both backends.
+//!
+//! Setup: metric SUM(`n`) of `use` events; product `Calls` at FLAT 100 (commit rate FLAT 80) from
+//! 2024-11-01; FIXED product `Prepaid`; customer `acme`; monthly contracts from 2024-11-01; the
+//! clock on 11-25 (grace 24 h).
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use tally_central::store::Env;
+
+use crate::store_conformance::Backend;
+use crate::support::*;
+
+const SBX: Env = Env::Sandbox;
+const START: &str = "2024-11-01T00:00:00Z";
+const DEC: &str = "2024-12-01T00:00:00Z";
+const JAN: &str = "2025-01-01T00:00:00Z";
+const YEAR: &str = "2025-11-01T00:00:00Z";
+const NOW: &str = "2024-11-25T00:00:00Z";
+
+struct Setup {
+    card: String,
+    calls: String,
+    fixed: String,
+    customer: String,
+}
+
+impl Setup {
+    async fn new(app: &TestApp) -> Setup {
+        let metric = app
+            .metric(
+                SBX,
+                json!({ "name": "n", "aggregation_type": "SUM", "aggregation_key": "n",
+                        "event_type_filter": { "in_values": ["use"] } }),
+            )
+            .await;
+        let calls = app.usage_product(SBX, "Calls", &metric, json!({})).await;
+        let fixed = app
+            .post(
+                "/v1/contract-pricing/products/create",
+                json!({ "name": "Prepaid", "type": "FIXED" }),
+            )
+            .await
+            .id();
+        let card = app.rate_card(SBX, "card").await;
+        app.post(
+            "/v1/contract-pricing/rate-cards/addRate",
+            json!({
+                "rate_card_id": card, "product_id": calls, "starting_at": START,
+                "entitled": true, "rate_type": "FLAT", "price": 100,
+                "commit_rate": { "rate_type": "FLAT", "price": 80 },
+            }),
+        )
+        .await
+        .expect(StatusCode::OK);
+        let customer = app.customer(SBX, "acme", &["acme"]).await;
+        Setup {
+            card,
+            calls,
+            fixed,
+            customer,
+        }
+    }
+
+    /// A contract from START with these extra fields; its id.
+    async fn contract(&self, app: &TestApp, extra: Value) -> String {
+        let mut body = json!({
+            "customer_id": self.customer, "rate_card_id": self.card, "starting_at": START,
+        });
+        merge(&mut body, extra);
+        app.post("/v1/contracts/create", body).await.id()
+    }
+
+    /// `(kind, amount)` access schedule of one segment `[from, to)`.
+    fn access(amount: &str, from: &str, to: &str) -> Value {
+        json!({ "schedule_items": [{ "amount": dec(amount), "starting_at": from, "ending_before": to }] })
+    }
+
+    fn credit(&self, name: &str, amount: &str, priority: i64) -> Value {
+        json!({ "product_id": self.fixed, "name": name, "priority": priority,
+                "access_schedule": Self::access(amount, START, YEAR) })
+    }
+
+    fn prepaid(&self, name: &str, amount: &str, priority: i64) -> Value {
+        json!({ "product_id": self.fixed, "type": "PREPAID", "name": name, "priority": priority,
+                "access_schedule": Self::access(amount, START, YEAR),
+                "invoice_schedule": { "schedule_items": [{ "timestamp": START, "amount": dec(amount) }] } })
+    }
+
+    /// Ingests `(timestamp, n)` events for acme with fresh transaction ids.
+    async fn events(&self, app: &TestApp, tag: &str, events: &[(&str, &str)]) {
+        let events: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (at, n))| event(&format!("{tag}{i}"), "acme", "use", at, json!({ "n": n })))
+            .collect();
+        let r = app.ingest(SBX, Value::Array(events.clone())).await;
+        assert_eq!(r["accepted"], events.len(), "{r}");
+    }
+
+    /// The contract's usage invoice starting at `start`.
+    async fn invoice(&self, app: &TestApp, contract: &str, start: &str) -> Value {
+        let all = app.invoices(SBX, &self.customer, "").await;
+        all.into_iter()
+            .find(|i| {
+                i["contract_id"] == contract
+                    && i["type"] == "USAGE"
+                    && text(i, "start_timestamp") == start
+            })
+            .unwrap_or_else(|| panic!("no invoice of {contract} from {start}"))
+    }
+
+    /// The ids of the contract's commits and credits, by name, from v2 get.
+    async fn ids(&self, app: &TestApp, contract: &str) -> Vec<(String, String, String)> {
+        let c = app
+            .post(
+                "/v2/contracts/get",
+                json!({ "customer_id": self.customer, "contract_id": contract }),
+            )
+            .await
+            .data();
+        let mut out = Vec::new();
+        for key in ["commits", "credits"] {
+            for b in c[key].as_array().into_iter().flatten() {
+                let seg = b["access_schedule"]["schedule_items"][0]["id"].as_str().unwrap();
+                out.push((text(b, "name").to_string(), text(b, "id").to_string(), seg.to_string()));
+            }
+        }
+        out
+    }
+
+    async fn net(&self, app: &TestApp, extra: Value) -> String {
+        let mut body = json!({ "customer_id": self.customer });
+        merge(&mut body, extra);
+        let d = app
+            .post("/v1/contracts/customerBalances/getNetBalance", body)
+            .await
+            .data();
+        num(&d["balance"])
+    }
+}
+
+/// `(type, quantity, unit_price, total, commit or applied id)` of each line.
+fn lines(inv: &Value) -> Vec<[String; 5]> {
+    inv["line_items"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            let id = l["commit_id"]
+                .as_str()
+                .or(l["applied_commit_or_credit"]["id"].as_str())
+                .or(l["postpaid_commit"]["id"].as_str())
+                .unwrap_or("-");
+            let opt = |v: &Value| if v.is_null() { "-".to_string() } else { num(v) };
+            [
+                text(l, "type").to_string(),
+                opt(&l["quantity"]),
+                opt(&l["unit_price"]),
+                num(&l["total"]),
+                id.to_string(),
+            ]
+        })
+        .collect()
+}
+
+fn l(t: &str, q: &str, p: &str, total: &str, id: &str) -> [String; 5] {
+    [t, q, p, total, id].map(String::from)
+}
+
+fn id_of<'a>(ids: &'a [(String, String, String)], name: &str) -> &'a str {
+    &ids.iter().find(|(n, _, _)| n == name).expect(name).1
+}
+
+fn segment_of<'a>(ids: &'a [(String, String, String)], name: &str) -> &'a str {
+    &ids.iter().find(|(n, _, _)| n == name).expect(name).2
+}
+
+/// §3.7's example: a 5,000 prepaid commit, 80 units at 100 → 50 covered, −5,000 applied, 30 not
+/// covered: total 3,000; the balance follows the draft, and FINALIZED mode ignores it.
+async fn prepaid_commit_covers_the_first_units(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let k = s.contract(&app, json!({ "commits": [s.prepaid("Prepaid Tokens", "5000", 1)] })).await;
+    let ids = s.ids(&app, &k).await;
+    let c = id_of(&ids, "Prepaid Tokens");
+    assert_eq!(s.net(&app, json!({})).await, "5000");
+    s.events(&app, "a", &[("2024-11-10T00:00:00Z", "80")]).await;
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "50", "100", "5000", c),
+            l("applied_commit_or_credit", "-", "-", "-5000", c),
+            l("usage", "30", "100", "3000", "-"),
+        ]
+    );
+    assert_eq!((num(&inv["total"]), num(&inv["subtotal"])), ("3000".into(), "8000".into()));
+    let applied = &inv["line_items"][1];
+    assert_eq!(text(applied, "name"), "Prepaid Tokens applied");
+    assert_eq!(applied["applied_commit_or_credit"]["type"], "PREPAID");
+    assert_eq!(inv["line_items"][0]["commit_type"], "PrepaidCommit");
+    // The balance reflects the draft a moment after ingest; FINALIZED mode does not count it.
+    assert_eq!(s.net(&app, json!({})).await, "0");
+    assert_eq!(s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" })).await, "5000");
+    // 5,050 of balance: 50.5 units covered.
+    let s2 = s.contract(&app, json!({ "commits": [s.prepaid("Big", "5050", 1)] })).await;
+    let inv = s.invoice(&app, &s2, START).await;
+    let big = id_of(&s.ids(&app, &s2).await, "Big").to_string();
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "50.5", "100", "5050", &big),
+            l("applied_commit_or_credit", "-", "-", "-5050", &big),
+            l("usage", "29.5", "100", "2950", "-"),
+        ]
+    );
+}
+
+/// Several balances compete for one line: priority first, then credits ($0 cost basis) before
+/// paid commits at equal priority; what is left over stays for the next invoice.
+async fn balances_burn_in_the_documented_order(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let k = s
+        .contract(
+            &app,
+            json!({
+                "credits": [s.credit("Late credit", "1000", 2), s.credit("Free credit", "500", 1)],
+                "commits": [s.prepaid("Paid commit", "2000", 1)],
+            }),
+        )
+        .await;
+    let ids = s.ids(&app, &k).await;
+    s.events(&app, "b", &[("2024-11-10T00:00:00Z", "30")]).await;
+    let inv = s.invoice(&app, &k, START).await;
+    let (free, paid, late) = (
+        id_of(&ids, "Free credit"),
+        id_of(&ids, "Paid commit"),
+        id_of(&ids, "Late credit"),
+    );
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "5", "100", "500", free),
+            l("applied_commit_or_credit", "-", "-", "-500", free),
+            l("usage", "20", "100", "2000", paid),
+            l("applied_commit_or_credit", "-", "-", "-2000", paid),
+            l("usage", "5", "100", "500", late),
+            l("applied_commit_or_credit", "-", "-", "-500", late),
+        ]
+    );
+    assert_eq!(num(&inv["total"]), "0");
+    assert_eq!(s.net(&app, json!({})).await, "500");
+    assert_eq!(
+        s.net(&app, json!({ "filters": [{ "balance_types": ["PREPAID_COMMIT"] }] })).await,
+        "0"
+    );
+    assert_eq!(s.net(&app, json!({ "filters": [{ "ids": [late] }] })).await, "500");
+}
+
+/// Finalization writes the ledger once (two finalizers, and a job pass run again), the next
+/// period draws on what is left, and voiding gives back what an invoice drew.
+async fn finalization_writes_the_ledger_once(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let k = s.contract(&app, json!({ "credits": [s.credit("Credit", "5000", 1)] })).await;
+    let ids = s.ids(&app, &k).await;
+    let credit = id_of(&ids, "Credit").to_string();
+    s.events(&app, "c", &[("2024-11-10T00:00:00Z", "30")]).await;
+    app.set_now("2024-12-02T01:00:00Z");
+    let (a, b) = tokio::join!(app.run_jobs(), app.run_jobs());
+    let _ = (a, b);
+    app.run_jobs().await;
+    let nov = s.invoice(&app, &k, START).await;
+    assert_eq!(text(&nov, "status"), "FINALIZED");
+    assert_eq!(num(&nov["total"]), "0");
+    assert_eq!(s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" })).await, "2000");
+    // December: 30 more units, 2,000 left → 20 covered, 10 billed.
+    s.events(&app, "d", &[("2024-12-01T05:00:00Z", "30")]).await;
+    let dec_inv = s.invoice(&app, &k, DEC).await;
+    assert_eq!(
+        lines(&dec_inv),
+        vec![
+            l("usage", "20", "100", "2000", &credit),
+            l("applied_commit_or_credit", "-", "-", "-2000", &credit),
+            l("usage", "10", "100", "1000", "-"),
+        ]
+    );
+    assert_eq!(s.net(&app, json!({})).await, "0");
+    // Voiding November gives its 3,000 back: the December draft now covers all 30.
+    app.post("/v1/invoices/void", json!({ "id": nov["id"] }))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(num(&s.invoice(&app, &k, DEC).await["total"]), "0");
+    assert_eq!(s.net(&app, json!({})).await, "2000");
+}
+
+/// A postpaid commit: applied lines are shown but do not lower the total; the true-up on the
+/// invoice of its date bills what was not consumed.
+async fn postpaid_commit_trues_up(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let post = json!({ "product_id": s.fixed, "type": "POSTPAID", "name": "Minimum",
+        "access_schedule": Setup::access("10000", START, JAN),
+        "invoice_schedule": { "schedule_items": [{ "timestamp": JAN, "amount": 10000 }] } });
+    let k = s.contract(&app, json!({ "commits": [post] })).await;
+    let m = id_of(&s.ids(&app, &k).await, "Minimum").to_string();
+    s.events(&app, "e", &[("2024-11-10T00:00:00Z", "30"), ("2024-12-10T00:00:00Z", "20")])
+        .await;
+    let nov = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&nov),
+        vec![
+            l("usage", "30", "100", "3000", &m),
+            l("applied_commit_or_credit", "-", "-", "-3000", &m),
+        ]
+    );
+    assert_eq!(num(&nov["total"]), "3000");
+    app.set_now("2024-12-20T00:00:00Z");
+    let dec_inv = s.invoice(&app, &k, DEC).await;
+    assert_eq!(
+        lines(&dec_inv),
+        vec![
+            l("usage", "20", "100", "2000", &m),
+            l("applied_commit_or_credit", "-", "-", "-2000", &m),
+            l("postpaid_trueup", "1", "5000", "5000", &m),
+        ]
+    );
+    assert_eq!(num(&dec_inv["total"]), "7000");
+}
+
+/// COMMIT_RATE: covered units are priced at the rate's commit rate (80), the rest at list (100).
+async fn commit_rate_prices_the_covered_units(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let mut commit = s.prepaid("At commit rate", "4000", 1);
+    commit["rate_type"] = json!("COMMIT_RATE");
+    let k = s.contract(&app, json!({ "commits": [commit] })).await;
+    let c = id_of(&s.ids(&app, &k).await, "At commit rate").to_string();
+    s.events(&app, "f", &[("2024-11-10T00:00:00Z", "60")]).await;
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "50", "80", "4000", &c),
+            l("applied_commit_or_credit", "-", "-", "-4000", &c),
+            l("usage", "10", "100", "1000", "-"),
+        ]
+    );
+    assert_eq!((num(&inv["total"]), num(&inv["subtotal"])), ("1000".into(), "5000".into()));
+}
+
+/// Manual entries: 30 at once all land, the balance is their sum, and bad ones change nothing.
+async fn manual_entries_all_land(backend: Backend) {
+    let app = Arc::new(TestApp::on_backend(NOW, backend).await);
+    let s = Setup::new(&app).await;
+    let k = s.contract(&app, json!({ "credits": [s.credit("Credit", "1000", 1)] })).await;
+    let ids = s.ids(&app, &k).await;
+    let (credit, seg) = (id_of(&ids, "Credit"), segment_of(&ids, "Credit"));
+    let entry = |amount: &str| {
+        json!({ "customer_id": s.customer, "id": credit, "segment_id": seg,
+                "amount": dec(amount), "reason": "goodwill" })
+    };
+    let requests = (0..30)
+        .map(|_| ("/v1/contracts/addManualBalanceLedgerEntry".to_string(), entry("33.333")))
+        .collect();
+    for r in all_at_once(&app, requests).await {
+        r.expect(StatusCode::OK);
+    }
+    assert_eq!(s.net(&app, json!({})).await, "1999.99");
+    for bad in [
+        json!({ "customer_id": s.customer, "id": credit, "segment_id": "nope", "amount": 1, "reason": "x" }),
+        json!({ "customer_id": s.customer, "id": "nope", "segment_id": seg, "amount": 1, "reason": "x" }),
+        json!({ "customer_id": s.customer, "id": credit, "segment_id": seg, "amount": 1, "reason": " " }),
+        json!({ "customer_id": s.customer, "id": credit, "segment_id": seg, "amount": 1.5 }),
+    ] {
+        let r = app.post("/v1/contracts/addManualBalanceLedgerEntry", bad).await;
+        assert!(r.status.is_client_error(), "{:?}", r.body);
+    }
+    assert_eq!(s.net(&app, json!({})).await, "1999.99");
+    // 25 units at 100 draw 2,500 of the 1,999.99: 19.9999 units covered.
+    s.events(&app, "g", &[("2024-11-10T00:00:00Z", "25")]).await;
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(num(&inv["total"]), "500.01");
+    assert_eq!(num(&inv["line_items"][0]["quantity"]), "19.9999");
+    assert_eq!(s.net(&app, json!({})).await, "0");
+}
+
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
+
+both_backends!(
+    prepaid_commit_covers_the_first_units,
+    balances_burn_in_the_documented_order,
+    finalization_writes_the_ledger_once,
+    postpaid_commit_trues_up,
+    commit_rate_prices_the_covered_units,
+    manual_entries_all_land,
+);
