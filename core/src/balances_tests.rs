@@ -7,7 +7,7 @@ use crate::accumulate::Accumulator;
 use crate::invoice::Invoice;
 use crate::metric::{Aggregation, MetricDef};
 use crate::overrides::{self, OverrideSpec, OverrideType, Prioritization};
-use crate::pricing::{price_invoice, price_scheduled, scheduled_instants, ContractTerms};
+use crate::pricing::{price_invoice, price_scheduled, scheduled_instants};
 use crate::rating::tests::{d, metric, product, rate, row, state, t, usd, SEP};
 use crate::rating::{
     ConversionOperation, Price, QuantityConversion, QuantityRounding, Rate, RatedProduct,
