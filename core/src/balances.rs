@@ -37,6 +37,8 @@
 //!   balance's product, `−amount`), then the uncovered rest if any units are left.
 //! - Deductions: one `AUTOMATED_INVOICE_DEDUCTION` per segment drawn from (postpaid too), and
 //!   one `TRUEUP` for a postpaid commit's true-up that charges something.
+//! - Recurring commits and credits ([`RecurringBalance::expand`]) become one balance per
+//!   recurrence period, with deterministic ids, before pricing sees them.
 //! - Prepaid commits and credits reduce the invoice total by what they cover (their applied
 //!   lines are the invoice's adjustments); postpaid applied lines are shown but do not change the
 //!   total, and the commit's true-up line on the invoice of its `invoice_schedule` date charges
@@ -724,6 +726,199 @@ pub fn purchases(snapshot: &PricingSnapshot) -> impl Iterator<Item = (&Balance, 
         .iter()
         .filter(move |b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract))
         .flat_map(|b| b.invoice_schedule.iter().map(move |i| (b, i)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurring commits and credits
+
+/// `proration` of a recurring commit or credit: which partial recurrence periods have their
+/// amounts scaled by the part of the full period they span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Proration {
+    None,
+    First,
+    Last,
+    #[default]
+    FirstAndLast,
+}
+
+/// `access_amount` / `invoice_amount` of a recurring commit or credit: `unit_price × quantity`
+/// per recurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecurringAmount {
+    pub unit_price: Decimal,
+    /// Absent in the API: 1.
+    pub quantity: Decimal,
+}
+
+impl RecurringAmount {
+    fn total(&self) -> Option<Decimal> {
+        mul_exact(self.unit_price, self.quantity)
+    }
+}
+
+/// A validated `recurring_commits` / `recurring_credits` entry of a contract (§2.8): one
+/// commit or credit per recurrence period from `starting_at`, each usable for
+/// `commit_duration` periods from the start of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecurringBalance {
+    pub id: String,
+    /// `PrepaidCommit` (recurring commits) or `Credit` (recurring credits).
+    pub kind: BalanceKind,
+    pub name: String,
+    pub product_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applicable_product_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applicable_product_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specifiers: Vec<Specifier>,
+    #[serde(default)]
+    pub rate_type: BalanceRateType,
+    pub credit_type: CreditTypeId,
+    pub starting_at_ms: i64,
+    /// No recurrence starts at or after it (absent: the contract's end, if any); it cuts the
+    /// last recurrence period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending_before_ms: Option<i64>,
+    pub access_amount: RecurringAmount,
+    /// Commits only: what each recurrence is invoiced (absent: free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_amount: Option<RecurringAmount>,
+    /// `commit_duration.value` (unit PERIODS, at least 1): how many recurrence periods each
+    /// access segment spans.
+    pub commit_duration_periods: u32,
+    /// Absent: the contract's usage statement cadence (its grid, not restarted at
+    /// `starting_at`). Set: that frequency from `starting_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence_frequency: Option<crate::period::Frequency>,
+    #[serde(default)]
+    pub proration: Proration,
+}
+
+/// Decimal places a prorated amount is rounded to (half-even) when it is not exact.
+pub const PRORATED_PLACES: u32 = 12;
+
+/// Long enough before any instant for a period search to hold the whole period containing it
+/// (the longest step is a year).
+const LONGEST_PERIOD_MS: i64 = 400 * crate::time::DAY_MS;
+
+impl RecurringBalance {
+    /// The commits or credits of the recurrence periods that start before `until_ms` (at most
+    /// `period::MAX_PERIODS`), with deterministic ids: balance `"{id}/{n}"` (n from 0), its
+    /// segment `"{id}/{n}/access"` and purchase item `"{id}/{n}/invoice"` at the period's start.
+    /// A partial first or last period (cut by `starting_at` off the contract's grid, or by
+    /// `ending_before`) scales the access amount and the invoice unit price by
+    /// `its length / the full period's length` when `proration` says so: exact, or half-even
+    /// to [`PRORATED_PLACES`] when not.
+    pub fn expand(
+        &self,
+        contract: &crate::pricing::ContractSnapshot,
+        until_ms: i64,
+    ) -> Result<Vec<Balance>, RatingError> {
+        let cadence = self.cadence(contract);
+        let end_ms = self.ending_before_ms.or(contract.ending_before_ms);
+        let full = |t_ms: i64| {
+            cadence.period_containing(t_ms.saturating_sub(LONGEST_PERIOD_MS), None, t_ms)
+        };
+        let mut out = Vec::new();
+        for (n, period) in cadence
+            .periods(self.starting_at_ms, end_ms, until_ms)
+            .into_iter()
+            .enumerate()
+        {
+            let whole = overflow(full(period.start_ms))?;
+            let mut access_end = period.end_ms;
+            for _ in 1..self.commit_duration_periods {
+                access_end = overflow(full(access_end))?.end_ms;
+            }
+            let fraction = self.fraction(period, whole);
+            let access = prorate(overflow(self.access_amount.total())?, fraction)?;
+            let id = format!("{}/{n}", self.id);
+            let invoice_schedule = match (&self.invoice_amount, self.kind) {
+                (Some(amount), BalanceKind::PrepaidCommit) => {
+                    let unit_price = prorate(amount.unit_price, fraction)?;
+                    alloc::vec![InvoiceItem {
+                        id: format!("{id}/invoice"),
+                        timestamp_ms: period.start_ms,
+                        quantity: amount.quantity,
+                        unit_price,
+                        amount: overflow(mul_exact(amount.quantity, unit_price))?,
+                    }]
+                }
+                _ => Vec::new(),
+            };
+            out.push(Balance {
+                kind: self.kind,
+                name: self.name.clone(),
+                product_id: self.product_id.clone(),
+                contract_id: Some(contract.id.clone()),
+                applicable_contract_ids: Vec::new(),
+                invoice_contract_id: None,
+                priority: self.priority,
+                applicable_product_ids: self.applicable_product_ids.clone(),
+                applicable_product_tags: self.applicable_product_tags.clone(),
+                specifiers: self.specifiers.clone(),
+                rate_type: self.rate_type,
+                credit_type: self.credit_type.clone(),
+                access: alloc::vec![AccessSegment {
+                    id: format!("{id}/access"),
+                    amount: access,
+                    starting_at_ms: period.start_ms,
+                    ending_before_ms: access_end,
+                }],
+                paid: invoice_schedule.iter().any(|i| i.amount > Decimal::ZERO),
+                invoice_schedule,
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The recurrence grid: its own frequency from `starting_at`, or the contract's.
+    fn cadence(&self, contract: &crate::pricing::ContractSnapshot) -> crate::period::Schedule {
+        let own = &contract.usage_statement_schedule;
+        let (frequency, anchor_ms) = match self.recurrence_frequency {
+            Some(f) => (f, self.starting_at_ms),
+            None => (own.frequency, own.anchor_ms(contract.starting_at_ms)),
+        };
+        crate::period::Schedule {
+            frequency,
+            day: crate::period::AnchorDay::CustomDate,
+            billing_anchor_ms: Some(anchor_ms),
+        }
+    }
+
+    /// `(prorated length, full length)` of a recurrence period, or `None` when it is charged
+    /// in full.
+    fn fraction(&self, period: Period, whole: Period) -> Option<(i64, i64)> {
+        let first = matches!(self.proration, Proration::First | Proration::FirstAndLast);
+        let last = matches!(self.proration, Proration::Last | Proration::FirstAndLast);
+        let start = if first {
+            period.start_ms
+        } else {
+            whole.start_ms
+        };
+        let end = if last { period.end_ms } else { whole.end_ms };
+        let (part, full) = (end - start, whole.end_ms - whole.start_ms);
+        (part < full && full > 0).then_some((part, full))
+    }
+}
+
+/// `amount × part / full`, exact or half-even to [`PRORATED_PLACES`].
+fn prorate(amount: Decimal, fraction: Option<(i64, i64)>) -> Result<Decimal, RatingError> {
+    let Some((part, full)) = fraction else {
+        return Ok(amount);
+    };
+    let scaled = overflow(mul_exact(amount, Decimal::from(part)))?;
+    overflow(div_round_half_even(
+        scaled,
+        Decimal::from(full),
+        PRORATED_PLACES,
+    ))
 }
 
 #[cfg(test)]

@@ -1182,3 +1182,286 @@ proptest! {
         prop_assert_eq!(usage_only(&again.lines), usage_only(&drawn.lines));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recurring commits and credits
+
+/// A recurring commit of 1000 a period, invoiced 500, one period long, from 09-15 on a
+/// contract starting 09-15 that bills on the 1st of each month.
+fn recurring() -> RecurringBalance {
+    RecurringBalance {
+        id: "r".into(),
+        kind: BalanceKind::PrepaidCommit,
+        name: "Monthly".into(),
+        product_id: "fixed".into(),
+        priority: Some(d("1")),
+        applicable_product_ids: vec![],
+        applicable_product_tags: vec![],
+        specifiers: vec![],
+        rate_type: BalanceRateType::ListRate,
+        credit_type: usd(),
+        starting_at_ms: t("2024-09-15T00:00:00Z"),
+        ending_before_ms: None,
+        access_amount: RecurringAmount {
+            unit_price: d("1000"),
+            quantity: d("1"),
+        },
+        invoice_amount: Some(RecurringAmount {
+            unit_price: d("500"),
+            quantity: d("1"),
+        }),
+        commit_duration_periods: 1,
+        recurrence_frequency: None,
+        proration: Proration::default(),
+    }
+}
+
+fn mid_september_contract() -> crate::pricing::ContractSnapshot {
+    let mut c = crate::pricing::tests::snapshot().contract;
+    c.starting_at_ms = t("2024-09-15T00:00:00Z");
+    c
+}
+
+/// (id, access start, access end, access amount, invoice unit price) of each recurrence.
+fn recurrences(
+    r: &RecurringBalance,
+    until: &str,
+) -> Vec<(String, i64, i64, Decimal, Option<Decimal>)> {
+    recurrences_on(r, &mid_september_contract(), until)
+}
+
+fn recurrences_on(
+    r: &RecurringBalance,
+    contract: &crate::pricing::ContractSnapshot,
+    until: &str,
+) -> Vec<(String, i64, i64, Decimal, Option<Decimal>)> {
+    r.expand(contract, t(until))
+        .unwrap()
+        .into_iter()
+        .map(|b| {
+            assert_eq!(b.access.len(), 1);
+            let s = &b.access[0];
+            let price = b.invoice_schedule.first().map(|i| i.unit_price);
+            (
+                b.id.clone(),
+                s.starting_at_ms,
+                s.ending_before_ms,
+                s.amount,
+                price,
+            )
+        })
+        .collect()
+}
+
+fn rec(
+    id: &str,
+    start: &str,
+    end: &str,
+    amount: &str,
+    price: Option<&str>,
+) -> (String, i64, i64, Decimal, Option<Decimal>) {
+    (id.into(), t(start), t(end), d(amount), price.map(d))
+}
+
+#[test]
+fn recurring_commits_follow_the_contract_cadence_and_prorate_a_partial_first_period() {
+    // [09-15, 10-01) is 16 of September's 30 days: 1000 × 16/30 = 533.333333333333 (half-even
+    // at 12 places), invoiced 500 × 16/30 = 266.666666666667; then whole months.
+    assert_eq!(
+        recurrences(&recurring(), "2024-12-01T00:00:00Z"),
+        vec![
+            rec(
+                "r/0",
+                "2024-09-15T00:00:00Z",
+                "2024-10-01T00:00:00Z",
+                "533.333333333333",
+                Some("266.666666666667")
+            ),
+            rec(
+                "r/1",
+                "2024-10-01T00:00:00Z",
+                "2024-11-01T00:00:00Z",
+                "1000",
+                Some("500")
+            ),
+            rec(
+                "r/2",
+                "2024-11-01T00:00:00Z",
+                "2024-12-01T00:00:00Z",
+                "1000",
+                Some("500")
+            ),
+        ]
+    );
+    let expanded = recurring()
+        .expand(&mid_september_contract(), t("2024-10-02T00:00:00Z"))
+        .unwrap();
+    let b = &expanded[0];
+    assert_eq!(
+        (b.access[0].id.as_str(), b.invoice_schedule[0].id.as_str()),
+        ("r/0/access", "r/0/invoice")
+    );
+    assert_eq!(b.invoice_schedule[0].amount, d("266.666666666667"));
+    assert_eq!(
+        b.invoice_schedule[0].timestamp_ms,
+        t("2024-09-15T00:00:00Z")
+    );
+    assert!(b.paid && b.contract_id.as_deref() == Some("c") && b.priority == Some(d("1")));
+    assert_eq!(expanded.len(), 2);
+}
+
+#[test]
+fn recurring_proration_modes_and_a_cut_last_period() {
+    // Ending 11-16: the last period is [11-01, 11-16), 15 of 30 days: 1000 → 500, 500 → 250.
+    let cut = |proration| RecurringBalance {
+        ending_before_ms: Some(t("2024-11-16T00:00:00Z")),
+        proration,
+        ..recurring()
+    };
+    let amounts = |r: RecurringBalance| -> Vec<Decimal> {
+        recurrences(&r, "2025-06-01T00:00:00Z")
+            .into_iter()
+            .map(|r| r.3)
+            .collect()
+    };
+    let third = d("533.333333333333");
+    assert_eq!(
+        amounts(cut(Proration::FirstAndLast)),
+        [third, d("1000"), d("500")]
+    );
+    assert_eq!(
+        amounts(cut(Proration::First)),
+        [third, d("1000"), d("1000")]
+    );
+    assert_eq!(
+        amounts(cut(Proration::Last)),
+        [d("1000"), d("1000"), d("500")]
+    );
+    assert_eq!(
+        amounts(cut(Proration::None)),
+        [d("1000"), d("1000"), d("1000")]
+    );
+    let last = recurrences(&cut(Proration::FirstAndLast), "2025-06-01T00:00:00Z")
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last,
+        rec(
+            "r/2",
+            "2024-11-01T00:00:00Z",
+            "2024-11-16T00:00:00Z",
+            "500",
+            Some("250")
+        )
+    );
+}
+
+#[test]
+fn recurring_commit_duration_spans_several_periods() {
+    let r = RecurringBalance {
+        commit_duration_periods: 2,
+        ..recurring()
+    };
+    let got = recurrences(&r, "2024-10-02T00:00:00Z");
+    assert_eq!(
+        got,
+        vec![
+            rec(
+                "r/0",
+                "2024-09-15T00:00:00Z",
+                "2024-11-01T00:00:00Z",
+                "533.333333333333",
+                Some("266.666666666667")
+            ),
+            rec(
+                "r/1",
+                "2024-10-01T00:00:00Z",
+                "2024-12-01T00:00:00Z",
+                "1000",
+                Some("500")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn recurring_frequency_restarts_at_starting_at() {
+    // Weekly from Sunday 09-15 to 09-25: [09-15, 09-22) whole, [09-22, 09-25) 3 of 7 days:
+    // 3000 / 7 = 428.571428571428|571… → 428.571428571429.
+    let r = RecurringBalance {
+        recurrence_frequency: Some(crate::period::Frequency::Weekly),
+        ending_before_ms: Some(t("2024-09-25T00:00:00Z")),
+        invoice_amount: None,
+        ..recurring()
+    };
+    assert_eq!(
+        recurrences(&r, "2025-01-01T00:00:00Z"),
+        vec![
+            rec(
+                "r/0",
+                "2024-09-15T00:00:00Z",
+                "2024-09-22T00:00:00Z",
+                "1000",
+                None
+            ),
+            rec(
+                "r/1",
+                "2024-09-22T00:00:00Z",
+                "2024-09-25T00:00:00Z",
+                "428.571428571429",
+                None
+            ),
+        ]
+    );
+    assert!(r
+        .expand(&mid_september_contract(), t("2025-01-01T00:00:00Z"))
+        .unwrap()
+        .iter()
+        .all(|b| !b.paid));
+}
+
+#[test]
+fn recurring_on_a_contract_start_cadence_is_cut_by_its_own_start() {
+    // The contract bills from the 15th; a commit from 10-01 first covers [10-01, 10-15): 14 of
+    // the 30 days of [09-15, 10-15) → 466.666666666667; then [10-15, 11-15) and [11-15, 12-15).
+    let mut contract = mid_september_contract();
+    contract.usage_statement_schedule.day = crate::period::AnchorDay::ContractStart;
+    let r = RecurringBalance {
+        kind: BalanceKind::Credit,
+        starting_at_ms: t("2024-10-01T00:00:00Z"),
+        ..recurring()
+    };
+    assert_eq!(
+        recurrences_on(&r, &contract, "2024-11-20T00:00:00Z"),
+        vec![
+            rec(
+                "r/0",
+                "2024-10-01T00:00:00Z",
+                "2024-10-15T00:00:00Z",
+                "466.666666666667",
+                None
+            ),
+            rec(
+                "r/1",
+                "2024-10-15T00:00:00Z",
+                "2024-11-15T00:00:00Z",
+                "1000",
+                None
+            ),
+            rec(
+                "r/2",
+                "2024-11-15T00:00:00Z",
+                "2024-12-15T00:00:00Z",
+                "1000",
+                None
+            ),
+        ]
+    );
+    // Nothing before the commit starts; the contract's end stops it too.
+    assert!(recurrences_on(&r, &contract, "2024-10-01T00:00:00Z").is_empty());
+    contract.ending_before_ms = Some(t("2024-10-15T00:00:00Z"));
+    assert_eq!(
+        recurrences_on(&r, &contract, "2025-01-01T00:00:00Z").len(),
+        1
+    );
+}
