@@ -110,6 +110,40 @@ pub fn mul_round_half_even(a: Decimal, b: Decimal, places: u32) -> Option<Decima
     Decimal::try_from_i128_with_scale(if negative { -signed } else { signed }, places).ok()
 }
 
+/// `a / b` exact (without trailing zeros) when the quotient terminates within a `Decimal`, and
+/// otherwise rounded half-even to `places` decimal places (a single rounding of the exact
+/// quotient: the remainder decides, not an already rounded 28-digit quotient). `None` when `b`
+/// is zero or the result is out of range.
+pub fn div_round_half_even(a: Decimal, b: Decimal, places: u32) -> Option<Decimal> {
+    let quotient = a.checked_div(b)?;
+    if mul_exact(quotient, b) == Some(a) {
+        return Some(quotient.normalize());
+    }
+    let negative = a.is_sign_negative() != b.is_sign_negative();
+    let (a, b) = (a.abs(), b.abs());
+    let ulp = Decimal::new(1, places);
+    let mut q = quotient
+        .abs()
+        .round_dp_with_strategy(places, rust_decimal::RoundingStrategy::ToZero);
+    // `q` truncates a quotient that was rounded once already: step it onto the exact floor,
+    // where `0 <= a - q·b < ulp·b`.
+    let step = mul_exact(ulp, b)?;
+    let mut rem = sub_exact(a, mul_exact(q, b)?)?;
+    while rem < Decimal::ZERO {
+        q = sub_exact(q, ulp)?;
+        rem = add_exact(rem, step)?;
+    }
+    while rem >= step {
+        q = add_exact(q, ulp)?;
+        rem = sub_exact(rem, step)?;
+    }
+    let twice = add_exact(rem, rem)?;
+    if twice > step || (twice == step && (q / ulp) % Decimal::TWO == Decimal::ONE) {
+        q = add_exact(q, ulp)?;
+    }
+    Some(if negative { -q } else { q })
+}
+
 /// The exact product of two mantissas below 2^96, as four little-endian 64-bit limbs.
 fn wide_product(a: u128, b: u128) -> [u64; 4] {
     let (a0, a1) = (a & u128::from(u64::MAX), a >> 64);
@@ -328,6 +362,29 @@ mod tests {
         assert_eq!(mul_round_half_even(Decimal::MAX, d("2"), 12), None);
         // The exact product has one place and needs 97 bits: no 12-place form holds it.
         assert_eq!(mul_round_half_even(Decimal::MAX, d("0.5"), 12), None);
+    }
+
+    #[test]
+    fn div_round_half_even_is_exact_or_rounds_the_exact_quotient_once() {
+        let r = |a: &str, b: &str| div_round_half_even(d(a), d(b), 12).map(|x| x.to_string());
+        assert_eq!(r("5050", "100").as_deref(), Some("50.5"));
+        assert_eq!(r("1", "1024").as_deref(), Some("0.0009765625"));
+        assert_eq!(r("1000", "3").as_deref(), Some("333.333333333333"));
+        assert_eq!(r("2000", "3").as_deref(), Some("666.666666666667"));
+        assert_eq!(r("-2000", "3").as_deref(), Some("-666.666666666667"));
+        assert_eq!(r("2000", "-3").as_deref(), Some("-666.666666666667"));
+        // A terminating quotient is kept even past 12 places.
+        assert_eq!(
+            r("0.0000000000001", "1").as_deref(),
+            Some("0.0000000000001")
+        );
+        // 2/3 ÷ 1e12 needs rounding at the 12th place of a quotient far below 1.
+        assert_eq!(r("2", "3000000000000").as_deref(), Some("0.000000000001"));
+        assert_eq!(r("1", "3000000000000").as_deref(), Some("0.000000000000"));
+        // 1/7 has a non-terminating expansion: 0.142857142857|142857...
+        assert_eq!(r("1", "7").as_deref(), Some("0.142857142857"));
+        assert_eq!(r("6", "7").as_deref(), Some("0.857142857143"));
+        assert_eq!(div_round_half_even(d("1"), Decimal::ZERO, 12), None);
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! place (central's renderer); nothing reads amounts back from JSON.
 //!
 //! Invariants (checked by `pricing::totals` when it builds an invoice):
-//! - `subtotal` is the per-credit-type sum of line totals, and `total = subtotal + adjustments`.
+//! - `subtotal` is the per-credit-type sum of the totals of every line but the applied ones
+//!   (`AppliedCommit`, `AppliedCredit`); `adjustments` is the sum of the applied lines of
+//!   prepaid commits and credits; postpaid applied lines are shown but count in neither;
+//!   `total = subtotal + adjustments`.
 //! - A line's `total` and `unit_price` are in the same credit type.
+//! - A usage line a balance covers is split in place: each covered part (`balance` set) is
+//!   followed by its applied line, and the uncovered rest comes last; the parts' quantities sum
+//!   to the original line's.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -17,8 +23,9 @@ use crate::balances::{BalanceRef, Deduction};
 use crate::money::{Amount, CreditTypeId, Totals};
 use crate::period::Period;
 
-/// What a line charges for. Only usage lines are produced today; the others are the places
-/// contract terms go (scheduled charges, subscriptions, commit purchases, drawdowns, true-ups).
+/// What a line charges for: usage (whole, or the part a balance covers), what a commit or
+/// credit applied to it, a prepaid commit's purchase, a postpaid commit's true-up; scheduled
+/// charges and subscriptions are not produced yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {

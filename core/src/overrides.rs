@@ -165,7 +165,7 @@ fn has_all(tags: &[String], wanted: &[String]) -> bool {
 
 impl Specifier {
     /// Whether the usage matches, presentation values aside.
-    fn matches_usage(&self, s: &Subject<'_>) -> bool {
+    pub(crate) fn matches_usage(&self, s: &Subject<'_>) -> bool {
         self.product_id.as_deref().is_none_or(|p| p == s.product_id)
             && self
                 .product_tags
@@ -180,7 +180,7 @@ impl Specifier {
                 .is_none_or(|f| s.billing_frequency == Some(f))
     }
 
-    fn matches_line(&self, presentation: Presentation<'_>) -> bool {
+    pub(crate) fn matches_line(&self, presentation: Presentation<'_>) -> bool {
         let Some(want) = &self.presentation_group_values else {
             return true;
         };

@@ -5,14 +5,23 @@
 //! 1. resolve the effective rate at each instant: `rating::rate_schedule` (the rate card's
 //!    schedule) with the contract's overrides applied on top (`overrides::plan`);
 //! 2. price quantities: `rating::price_usage`;
-//! 3. apply balances: [`apply_balances`] (commits and credits come next; today the identity);
+//! 3. apply balances: [`apply_balances`] (`balances`): usage lines split into the parts the
+//!    contract's commits and credits cover, each followed by its applied line, and the
+//!    true-ups of postpaid commits due in the period; the invoice's ledger deductions;
 //! 4. totals: [`totals`], per credit type.
+//!
+//! [`price_scheduled`] prices a SCHEDULED invoice (commit purchases at one instant, stage 4
+//! only); [`scheduled_instants`] lists the instants that have one.
 //!
 //! Invariants:
 //! - A pure function of its inputs: central (drafts, finalization), the browser and the tests
 //!   compute the same invoice to the last digit.
-//! - `subtotal` is the per-credit-type sum of the lines, `total = subtotal + adjustments`;
-//!   [`totals`] asserts it.
+//! - `subtotal` is the per-credit-type sum of every line but the applied ones; `adjustments`
+//!   the sum of the applied lines of prepaid commits and credits (never positive); postpaid
+//!   applied lines count in neither; `total = subtotal + adjustments`; [`totals`] asserts it.
+//! - Drawing down never changes what usage is worth at list price (a covered part and the
+//!   rest sum to the line's total) unless a `COMMIT_RATE` balance prices a part at its commit
+//!   rate; a balance only covers positive charges, so with non-negative lines `total >= 0`.
 //! - A contract bills nothing at or after its effective end
 //!   ([`ContractSnapshot::effective_end_ms`]: the earlier of `ending_before` and the hour of its
 //!   archiving): its periods stop there and [`price_invoice`] rates a period only up to it.
@@ -22,9 +31,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::balances::BalanceState;
+pub use crate::balances::{apply_balances, Drawdown};
+use crate::balances::{BalanceKind, BalanceState};
 use crate::decimal::add_exact;
-use crate::invoice::{Invoice, InvoiceLine};
+use crate::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use crate::metric::MetricDef;
 use crate::money::{CreditType, CreditTypeId, MoneyError, Totals};
 use crate::overrides::{Override, Prioritization};
@@ -33,9 +43,9 @@ use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, U
 use crate::time::hour_floor;
 
 /// The contract's terms beyond its rate card: its overrides (applied in stage 1, see
-/// `overrides`) and how multiplier overrides are prioritised. Commits, credits, scheduled
-/// charges and subscriptions are refused by the API today; they are added here (and priced by
-/// the stages above) as they are implemented.
+/// `overrides`) and how multiplier overrides are prioritised. Commits and credits come in the
+/// snapshot's `balances` (stage 3); scheduled charges and subscriptions are refused by the API
+/// today and are added here as they are implemented.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContractTerms {
     /// In the order the contract lists them (the order breaks ties, see `overrides`).
@@ -181,18 +191,54 @@ pub fn price_invoice(
     };
     let mut lines = price_usage(&input)?;
     order_lines(&mut lines, &snapshot.product_order);
-    let (lines, adjustments) = apply_balances(lines);
-    let (subtotal, total) = totals(&lines, &adjustments)?;
+    let drawn = apply_balances(snapshot, period, lines)?;
+    invoice(snapshot, InvoiceKind::Usage, period, drawn)
+}
+
+/// The SCHEDULED invoice of the snapshot's contract at `at_ms`: the `commit_purchase` lines of
+/// its PREPAID commits' `invoice_schedule` items at that instant (`balances::purchase_lines`),
+/// over the period `[at, at]`. Empty when nothing is scheduled then.
+pub fn price_scheduled(snapshot: &PricingSnapshot, at_ms: i64) -> Result<Invoice, RatingError> {
+    let period = Period {
+        start_ms: at_ms,
+        end_ms: at_ms,
+    };
+    let drawn = Drawdown {
+        lines: crate::balances::purchase_lines(snapshot, at_ms),
+        deductions: Vec::new(),
+    };
+    invoice(snapshot, InvoiceKind::Scheduled, period, drawn)
+}
+
+/// The instants the contract has a SCHEDULED invoice at (sorted, without repeats): those of
+/// its PREPAID commits' `invoice_schedule` items.
+pub fn scheduled_instants(snapshot: &PricingSnapshot) -> Vec<i64> {
+    let mut at: Vec<i64> = crate::balances::purchases(snapshot)
+        .map(|(_, item)| item.timestamp_ms)
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+/// Stage 4 and the invoice around the lines.
+fn invoice(
+    snapshot: &PricingSnapshot,
+    kind: InvoiceKind,
+    period: Period,
+    drawn: Drawdown,
+) -> Result<Invoice, RatingError> {
+    let sums = totals(&drawn.lines)?;
     Ok(Invoice {
-        kind: crate::invoice::InvoiceKind::Usage,
+        kind,
         contract_id: snapshot.contract.id.clone(),
         period,
         credit_type: snapshot.fiat_credit_type.clone(),
-        lines,
-        subtotal,
-        adjustments,
-        total,
-        deductions: Vec::new(),
+        lines: drawn.lines,
+        subtotal: sums.subtotal,
+        adjustments: sums.adjustments,
+        total: sums.total,
+        deductions: drawn.deductions,
     })
 }
 
@@ -212,35 +258,47 @@ fn order_lines(lines: &mut [InvoiceLine], order: &[String]) {
     });
 }
 
-/// Stage 3: draws priced lines down against the contract's balances. There are no commits or
-/// credits yet, so this is the identity: the lines unchanged and no adjustments.
-pub fn apply_balances(lines: Vec<InvoiceLine>) -> (Vec<InvoiceLine>, Totals) {
-    (lines, Totals::default())
+/// An invoice's sums, per credit type (see [`totals`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sums {
+    pub subtotal: Totals,
+    pub adjustments: Totals,
+    pub total: Totals,
 }
 
-/// Stage 4: subtotal (per-credit-type sum of the line totals) and total (subtotal plus
-/// adjustments).
-pub fn totals(
-    lines: &[InvoiceLine],
-    adjustments: &Totals,
-) -> Result<(Totals, Totals), RatingError> {
-    let mut subtotal = Totals::default();
+/// Stage 4: the subtotal is the sum of every line but the applied ones (usage, covered parts
+/// included, purchases, true-ups); the adjustments are the sum of the applied lines of prepaid
+/// commits and credits (negative); postpaid applied lines count in neither (the commit is paid
+/// by its true-up); `total = subtotal + adjustments`.
+pub fn totals(lines: &[InvoiceLine]) -> Result<Sums, RatingError> {
+    let mut sums = Sums::default();
     for line in lines {
         if line.unit_price.credit_type != line.total.credit_type {
             return Err(RatingError::MixedCreditTypes);
         }
-        subtotal.add(&line.total)?;
+        let postpaid = line
+            .balance
+            .as_ref()
+            .is_some_and(|b| b.kind == BalanceKind::PostpaidCommit);
+        match line.kind {
+            LineKind::AppliedCommit | LineKind::AppliedCredit if postpaid => {}
+            LineKind::AppliedCommit | LineKind::AppliedCredit => {
+                sums.adjustments.add(&line.total)?
+            }
+            _ => sums.subtotal.add(&line.total)?,
+        }
     }
-    let total = subtotal.checked_add(adjustments)?;
-    debug_assert!(total.amounts().all(|a| {
+    sums.total = sums.subtotal.checked_add(&sums.adjustments)?;
+    let (subtotal, adjustments) = (&sums.subtotal, &sums.adjustments);
+    debug_assert!(sums.total.amounts().all(|a| {
         let ct = &a.credit_type;
         add_exact(subtotal.get(ct), adjustments.get(ct)) == Some(a.value)
     }));
-    Ok((subtotal, total))
+    Ok(sums)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::invoice::LineKind;
     use crate::money::Amount;
@@ -271,7 +329,8 @@ mod tests {
         }
     }
 
-    fn snapshot() -> PricingSnapshot {
+    /// An empty snapshot: contract "c" from 0, monthly, USD, no products or balances.
+    pub(crate) fn snapshot() -> PricingSnapshot {
         PricingSnapshot {
             credit_types: vec![CreditType {
                 id: usd(),
@@ -359,36 +418,41 @@ mod tests {
     }
 
     #[test]
-    fn balances_are_the_identity_for_now() {
+    fn no_balances_leave_the_lines_as_they_are() {
         let lines = vec![line(3, usd()), line(0, usd())];
-        let (out, adjustments) = apply_balances(lines.clone());
-        assert_eq!(out, lines);
-        assert_eq!(adjustments, Totals::default());
+        let period = Period {
+            start_ms: 0,
+            end_ms: 1,
+        };
+        let drawn = apply_balances(&snapshot(), period, lines.clone()).unwrap();
+        assert_eq!(drawn.lines, lines);
+        assert!(drawn.deductions.is_empty());
     }
 
     #[test]
     fn totals_are_per_credit_type() {
         let credits = CreditTypeId("credits".into());
-        let lines = vec![line(3, usd()), line(4, credits.clone()), line(5, usd())];
-        let mut adjustments = Totals::default();
-        adjustments
-            .add(&Amount::new(usd(), Decimal::from(-2)))
-            .unwrap();
-        let (subtotal, total) = totals(&lines, &adjustments).unwrap();
-        assert_eq!(subtotal.get(&usd()), Decimal::from(8));
-        assert_eq!(subtotal.get(&credits), Decimal::from(4));
-        assert_eq!(total.get(&usd()), Decimal::from(6));
-        assert_eq!(total.get(&credits), Decimal::from(4));
+        let mut applied = line(-2, usd());
+        applied.kind = LineKind::AppliedCredit;
+        let lines = vec![
+            line(3, usd()),
+            line(4, credits.clone()),
+            line(5, usd()),
+            applied,
+        ];
+        let sums = totals(&lines).unwrap();
+        assert_eq!(sums.subtotal.get(&usd()), Decimal::from(8));
+        assert_eq!(sums.subtotal.get(&credits), Decimal::from(4));
+        assert_eq!(sums.adjustments.get(&usd()), Decimal::from(-2));
+        assert_eq!(sums.total.get(&usd()), Decimal::from(6));
+        assert_eq!(sums.total.get(&credits), Decimal::from(4));
     }
 
     #[test]
     fn a_line_mixing_credit_types_is_refused() {
         let mut bad = line(3, usd());
         bad.unit_price.credit_type = CreditTypeId("credits".into());
-        assert_eq!(
-            totals(&[bad], &Totals::default()),
-            Err(RatingError::MixedCreditTypes)
-        );
+        assert_eq!(totals(&[bad]), Err(RatingError::MixedCreditTypes));
     }
 
     #[test]

@@ -493,13 +493,21 @@ impl<'a> SegmentCtx<'a> {
                     billing_frequency: rate.billing_frequency,
                 };
                 let plan = overrides::plan(self.input.terms, rate, &subject, sub, &presentations)?;
+                let commit_unit_price = match &rate.commit_rate {
+                    Some(Price::Flat(p)) => Some(*p),
+                    _ => None,
+                };
                 for (piece, rates) in plan {
                     let bucket = Bucket {
                         pricing_map: &pricing_map,
                         groups,
                         baseline,
                     };
+                    let from = lines.len();
                     self.rate_sub(lines, piece, &rates, &bucket)?;
+                    for line in &mut lines[from..] {
+                        line.commit_unit_price = commit_unit_price;
+                    }
                 }
             }
         }
