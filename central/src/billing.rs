@@ -291,8 +291,10 @@ pub async fn render_computed(
     };
     let mut priced = match row.kind {
         InvoiceKind::Usage => ctx.rate(st, env, period).await?,
-        InvoiceKind::Scheduled => tally_core::pricing::price_scheduled(&ctx.snapshot, period.start_ms)
-            .map_err(|e| BillingError::Rating(e.to_string()))?,
+        InvoiceKind::Scheduled => {
+            tally_core::pricing::price_scheduled(&ctx.snapshot, period.start_ms)
+                .map_err(|e| BillingError::Rating(e.to_string()))?
+        }
     };
     if skip_zero {
         priced = priced.without_zero_quantity_lines();

@@ -82,7 +82,10 @@ async fn net_balance(
     }
     let mut filters = Vec::with_capacity(req.filters.len());
     for (i, f) in req.filters.into_iter().enumerate() {
-        if f.custom_fields.as_ref().is_some_and(|c| c.as_object().is_none_or(|m| !m.is_empty())) {
+        if f.custom_fields
+            .as_ref()
+            .is_some_and(|c| c.as_object().is_none_or(|m| !m.is_empty()))
+        {
             return Err(ApiError::bad_request(format!(
                 "filters[{i}].custom_fields is not supported by Tally yet"
             )));

@@ -10,11 +10,11 @@ use axum::Json;
 
 use crate::billing::BillingError;
 use crate::model::LoadError;
+use crate::service::balances::BalanceError;
 use crate::service::billing_configs::BillingConfigError;
 use crate::service::contracts::ContractError;
 use crate::service::customers::CustomerError;
 use crate::service::ingest::IngestError;
-use crate::service::balances::BalanceError;
 use crate::service::invoices::InvoiceError;
 use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;

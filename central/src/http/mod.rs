@@ -5,8 +5,8 @@
 //! `{}`, unknown fields ignored, keyset cursors. Handlers parse the wire request, call one
 //! `service` function and map its result; handler modules never import each other.
 
-mod billable_metrics;
 mod balances;
+mod billable_metrics;
 mod billing_configs;
 mod config_wire;
 mod contracts;

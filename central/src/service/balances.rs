@@ -36,20 +36,6 @@ use crate::AppState;
 const LEDGER_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5e1f_7a11_7a11_4c0d_9b1e_1a77_c0de_0002);
 
-/// Whether `balance` may pay for usage of the contract `contract_id`.
-pub fn applies_to(balance: &Balance, contract_id: &str) -> bool {
-    match &balance.contract_id {
-        Some(own) => own == contract_id,
-        None => {
-            balance.applicable_contract_ids.is_empty()
-                || balance
-                    .applicable_contract_ids
-                    .iter()
-                    .any(|c| c == contract_id)
-        }
-    }
-}
-
 /// One open draft of the customer, priced in burn order.
 pub struct PricedDraft {
     pub contract: Contract,
@@ -108,7 +94,7 @@ impl Book {
         let mut open = Vec::new();
         for doc in &docs {
             let contract: Contract = decode(doc)?;
-            if !balances.iter().any(|b| applies_to(b, &contract.id)) {
+            if !balances.iter().any(|b| b.applies_to(&contract.id)) {
                 continue;
             }
             for row in contract_invoices(st, env, &contract).await? {
@@ -168,7 +154,7 @@ impl Book {
 
     /// Whether the book prices this contract's drafts (it has commits or credits).
     pub fn covers(&self, contract_id: &str) -> bool {
-        self.balances.iter().any(|b| applies_to(b, contract_id))
+        self.balances.iter().any(|b| b.applies_to(contract_id))
     }
 
     /// The open draft with this invoice id, priced, and its contract's rating context.
@@ -430,10 +416,19 @@ pub async fn add_manual_entry(st: &AppState, env: Env, e: ManualEntry) -> Result
         .access
         .iter()
         .find(|s| s.id == e.segment_id)
-        .ok_or_else(|| Invalid(format!("segment_id {} is not a segment of {}", e.segment_id, balance.id)))?;
+        .ok_or_else(|| {
+            Invalid(format!(
+                "segment_id {} is not a segment of {}",
+                e.segment_id, balance.id
+            ))
+        })?;
     if let Some(c) = &e.contract_id {
         if balance.contract_id.as_ref() != Some(c) {
-            return Err(Invalid(format!("{} is not a commit or credit of contract {c}", balance.id)).into());
+            return Err(Invalid(format!(
+                "{} is not a commit or credit of contract {c}",
+                balance.id
+            ))
+            .into());
         }
     }
     let now = st.now_ms();

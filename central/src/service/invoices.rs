@@ -18,8 +18,8 @@ use tally_core::period::Period;
 use super::balances::{self, Book};
 use super::{commits, Invalid};
 use crate::billing::{
-    begun_periods, invoice_id, invoice_json, render_computed, render_priced,
-    scheduled_invoice_id, BillingError, RatingContext,
+    begun_periods, invoice_id, invoice_json, render_computed, render_priced, scheduled_invoice_id,
+    BillingError, RatingContext,
 };
 use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
 use crate::store::{
@@ -121,10 +121,7 @@ pub async fn stored_and_missing(
 fn scheduled_instants(balances: &[Balance], contract_id: &str) -> Vec<i64> {
     let mut at: Vec<i64> = balances
         .iter()
-        .filter(|b| b.kind == BalanceKind::PrepaidCommit)
-        .filter(|b| {
-            b.invoice_contract_id.as_deref().or(b.contract_id.as_deref()) == Some(contract_id)
-        })
+        .filter(|b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract_id))
         .flat_map(|b| b.invoice_schedule.iter().map(|i| i.timestamp_ms))
         .collect();
     at.sort_unstable();
