@@ -295,8 +295,10 @@ impl Book {
                     }
                 }
             }
+            // What is left at the end expires (a segment a manual entry overdrew expires its
+            // negative remainder too), so an ended segment's entries sum to zero.
             let left: Decimal = entries.iter().map(|e| e.amount).sum();
-            if seg.ending_before_ms <= now_ms && left > Decimal::ZERO {
+            if seg.ending_before_ms <= now_ms && !left.is_zero() {
                 entries.push(LedgerView {
                     entry: LedgerEntryKind::Expiration,
                     amount: -left,
@@ -447,4 +449,97 @@ pub async fn add_manual_entry(st: &AppState, env: Env, e: ManualEntry) -> Result
     };
     st.stores.ledger.insert_manual_entry(env, &row).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::balances::AccessSegment;
+    use tally_core::money::CreditTypeId;
+
+    fn segment(id: &str, amount: &str, start: i64, end: i64) -> AccessSegment {
+        AccessSegment {
+            id: id.into(),
+            amount: amount.parse().unwrap(),
+            starting_at_ms: start,
+            ending_before_ms: end,
+        }
+    }
+
+    fn entry(segment: &str, amount: &str, at: i64) -> LedgerRow {
+        LedgerRow {
+            id: format!("{segment}{amount}{at}"),
+            customer_id: "c".into(),
+            balance_id: "b".into(),
+            segment_id: segment.into(),
+            entry: LedgerEntryKind::AutomatedInvoiceDeduction,
+            amount: amount.parse().unwrap(),
+            timestamp_ms: at,
+            invoice_id: Some("i".into()),
+            contract_id: None,
+            reason: None,
+            created_ms: at,
+        }
+    }
+
+    /// A credit of three segments: ended (400 of 1000 used), current (1000.333, 0.333 used),
+    /// future (500), read at every instant around their bounds.
+    #[test]
+    fn a_balance_is_the_sum_of_its_ledger_at_every_instant() {
+        let balance = Balance {
+            id: "b".into(),
+            kind: BalanceKind::Credit,
+            name: "Credit".into(),
+            product_id: "p".into(),
+            contract_id: None,
+            applicable_contract_ids: vec![],
+            invoice_contract_id: None,
+            priority: None,
+            applicable_product_ids: vec![],
+            applicable_product_tags: vec![],
+            specifiers: vec![],
+            rate_type: Default::default(),
+            credit_type: CreditTypeId("usd".into()),
+            access: vec![
+                segment("s1", "1000", 0, 10),
+                segment("s2", "1000.333", 10, 20),
+                segment("s3", "500", 20, 30),
+            ],
+            invoice_schedule: vec![],
+            paid: false,
+        };
+        let book = Book {
+            balances: vec![balance.clone()],
+            stored: vec![
+                entry("s1", "-400", 5),
+                entry("s2", "-0.333", 12),
+                entry("s2", "-600", 25),
+            ],
+            drafts: vec![],
+            contexts: BTreeMap::new(),
+        };
+        let expected = [
+            (0, "600"),
+            (9, "600"),
+            (10, "400"),
+            (19, "400"),
+            (20, "500"),
+            (30, "0"),
+        ];
+        for (now, want) in expected {
+            let ledger = book.ledger(&balance, Inclusion::FinalizedAndDraft, now);
+            let sum: Decimal = ledger.iter().map(|e| e.amount).sum();
+            let got = book.balance(&balance, Inclusion::FinalizedAndDraft, now);
+            assert_eq!(got, want.parse::<Decimal>().unwrap(), "balance at {now}");
+            assert_eq!(sum, got, "ledger at {now}: {ledger:?}");
+        }
+        // Once s1 ended, its 600 left expires at its end.
+        let ledger = book.ledger(&balance, Inclusion::Finalized, 10);
+        let expiry: Vec<_> = ledger
+            .iter()
+            .filter(|e| e.entry == LedgerEntryKind::Expiration)
+            .map(|e| (e.segment_id.as_str(), e.amount, e.timestamp_ms))
+            .collect();
+        assert_eq!(expiry, vec![("s1", "-600".parse().unwrap(), 10)]);
+    }
 }
