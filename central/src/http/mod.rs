@@ -8,6 +8,7 @@
 mod billable_metrics;
 mod billing_configs;
 mod config_wire;
+mod contract_edits;
 mod contracts;
 pub mod cors;
 mod customers;
@@ -18,6 +19,7 @@ mod internal;
 mod invoices;
 mod openapi;
 mod operations;
+mod override_wire;
 mod products;
 mod rate_cards;
 mod rate_wire;
@@ -109,6 +111,7 @@ fn authenticated_routes() -> Routes {
         .merge(customers::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
+        .merge(contract_edits::routes())
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())

@@ -8,6 +8,7 @@
 
 pub mod billing_configs;
 pub mod commits;
+pub mod contract_edits;
 pub mod contracts;
 pub mod customers;
 pub mod ingest;
