@@ -80,11 +80,15 @@ METRONOME = {
     "getContract-v1": "POST /v1/contracts/get",
     "listContracts-v1": "POST /v1/contracts/list",
     "archiveContract-v1": "POST /v1/contracts/archive",
+    "amendContract-v1": "POST /v1/contracts/amend",
+    "updateContractEndDate-v1": "POST /v1/contracts/updateEndDate",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
     "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
     "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
+    "editContract-v2": "POST /v2/contracts/edit",
+    "getContractEditHistory-v2": "POST /v2/contracts/getEditHistory",
     "ingest-v1": "POST /v1/ingest",
     "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
@@ -214,13 +218,14 @@ TALLY_SCHEMAS = {
     }
 }
 
-# Changes to Metronome's operations, each (name, why, function).
-PATCHES: list[tuple[str, str, object]] = []
+# Changes to Metronome's operations, each (name, why, function, whether it changes components:
+# those run once the reachable components are in the document).
+PATCHES: list[tuple[str, str, object, bool]] = []
 
 
-def patch(why: str):
+def patch(why: str, components: bool = False):
     def register(fn):
-        PATCHES.append((fn.__name__, why, fn))
+        PATCHES.append((fn.__name__, why, fn, components))
         return fn
 
     return register
@@ -246,16 +251,41 @@ def document_error_convention(doc: dict) -> None:
 
 
 @patch(
-    "POST /v2/contracts/get and /v2/contracts/list document a single error, a 400 whose body "
+    "POST /v2/contracts/get, /v2/contracts/list, /v2/contracts/edit and "
+    "/v2/contracts/getEditHistory document a single error, a 400 whose body "
     "requires `code` in {CustomerNotFound, ContractNotFound}: only the not-found case. Tally "
     "answers not-found with 404 {\"message\"} as on every other endpoint (v1 contracts/get "
     "included), and a malformed body with 400 {\"message\"}, which that schema cannot describe. "
     "Their 400 schema also accepts the generic `Error`."
 )
 def v2_contract_validation_errors(doc: dict) -> None:
-    for path in ("/v2/contracts/get", "/v2/contracts/list"):
+    for path in (
+        "/v2/contracts/get",
+        "/v2/contracts/list",
+        "/v2/contracts/edit",
+        "/v2/contracts/getEditHistory",
+    ):
         content = doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]
         content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
+@patch(
+    "`ContractEdit` (the edit response's `edit` and getEditHistory's items) records what an edit "
+    "changed, but cannot say that it cleared a term: the request's `update_contract_end_date` "
+    "is nullable (null = open-ended) while the record's is not, and the record has no "
+    "`update_net_payment_terms_days` although the request does. Tally shows them as the "
+    "request gave them: `update_contract_end_date` is nullable and "
+    "`update_net_payment_terms_days` (a nullable number) is added.",
+    components=True,
+)
+def contract_edit_records_cleared_terms(doc: dict) -> None:
+    props = doc["components"]["schemas"]["ContractEdit"]["properties"]
+    props["update_contract_end_date"]["nullable"] = True
+    props["update_net_payment_terms_days"] = {
+        "type": "number",
+        "nullable": True,
+        "description": "The net payment terms the edit set (null: cleared).",
+    }
 
 
 def version() -> str:
@@ -372,9 +402,13 @@ def build() -> dict:
     }
     add_tally_operations(doc["paths"])
     doc["paths"] = dict(sorted(doc["paths"].items()))
-    for _, _, fn in PATCHES:
-        fn(doc)
+    for _, _, fn, components in PATCHES:
+        if not components:
+            fn(doc)
     doc["components"] = reachable_components(upstream, doc["paths"])
+    for _, _, fn, components in PATCHES:
+        if components:
+            fn(doc)
     used_tags = {
         tag
         for item in doc["paths"].values()
@@ -385,7 +419,7 @@ def build() -> dict:
     doc["tags"] = [t for t in upstream["tags"] if t["name"] in used_tags] + [
         {"name": TALLY_TAG, "description": "Tally's own endpoints (not Metronome's)."}
     ]
-    doc["x-tally-changes"] = [{"name": name, "why": why} for name, why, _ in PATCHES]
+    doc["x-tally-changes"] = [{"name": name, "why": why} for name, why, _, _ in PATCHES]
     return doc
 
 

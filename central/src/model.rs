@@ -893,6 +893,9 @@ pub struct Contract {
     /// The contract's overrides, in the order given (validated by core at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<OverrideRecord>,
+    /// Its terms at creation and every change made since (`service::contract_edits`).
+    #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
+    pub history: ContractHistory,
 }
 
 /// Contract fields Tally stores and shows but mostly does not act on (CRM ids, the contract
@@ -1068,6 +1071,162 @@ impl OverrideRecord {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Contract changes: v1 amendments, v2 edits, end-date updates (`service::contract_edits`)
+
+/// The terms a change can alter, as they were when the contract was created (v1 `initial`).
+/// Captured by the first change; a term a new kind of change alters is added here too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitialTerms {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending_before: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_payment_terms_days: Option<Dec>,
+    #[serde(default)]
+    pub overrides: Vec<OverrideRecord>,
+}
+
+/// What a v1 amendment carries besides the terms it adds (stored and shown, not acted on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AmendmentInfo {
+    pub starting_at: Time,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce_opportunity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netsuite_sales_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_contract_value: Option<Dec>,
+}
+
+/// One change made to a contract after its creation, as applied: a v1 amendment (`amendment`
+/// set), a v2 edit or an end-date update. `Some(None)` in an `update_*` field cleared the term.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContractChange {
+    pub id: String,
+    pub timestamp: Time,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amendment: Option<AmendmentInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniqueness_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_overrides: Vec<OverrideRecord>,
+    /// Ids of the overrides removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_overrides: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub update_contract_end_date: Option<Option<Time>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub update_contract_name: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub update_net_payment_terms_days: Option<Option<Dec>>,
+}
+
+impl ContractChange {
+    /// The change as `getEditHistory` and the edit response show it (`ContractEdit`).
+    pub fn edit_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "id": self.id, "timestamp": self.timestamp });
+        set_opt(&mut v, "uniqueness_key", self.uniqueness_key.as_ref());
+        if !self.add_overrides.is_empty() {
+            v["add_overrides"] = serde_json::json!(self.add_overrides);
+        }
+        if !self.remove_overrides.is_empty() {
+            let ids: Vec<_> = self
+                .remove_overrides
+                .iter()
+                .map(|id| serde_json::json!({ "id": id }))
+                .collect();
+            v["remove_overrides"] = serde_json::Value::Array(ids);
+        }
+        // Present (possibly `null`, a cleared term) exactly when the change set it.
+        let updates = [
+            (
+                "update_contract_end_date",
+                self.update_contract_end_date.map(|t| serde_json::json!(t)),
+            ),
+            (
+                "update_contract_name",
+                self.update_contract_name
+                    .as_ref()
+                    .map(|n| serde_json::json!(n)),
+            ),
+            (
+                "update_net_payment_terms_days",
+                self.update_net_payment_terms_days
+                    .map(|d| serde_json::json!(d)),
+            ),
+        ];
+        for (key, value) in updates {
+            if let Some(value) = value {
+                v[key] = value;
+            }
+        }
+        v
+    }
+
+    /// The change as a v1 `ContractAmendment`, if it is an amendment.
+    fn amendment_json(&self) -> Option<serde_json::Value> {
+        let info = self.amendment.as_ref()?;
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "starting_at": info.starting_at,
+            "created_at": self.timestamp,
+            "created_by": self.created_by,
+            "commits": [], "credits": [], "overrides": self.add_overrides,
+            "scheduled_charges": [], "discounts": [], "professional_services": [],
+            "reseller_royalties": [],
+        });
+        if !info.custom_fields.is_empty() {
+            v["custom_fields"] = serde_json::json!(info.custom_fields);
+        }
+        set_opt(
+            &mut v,
+            "salesforce_opportunity_id",
+            info.salesforce_opportunity_id.as_ref(),
+        );
+        set_opt(
+            &mut v,
+            "netsuite_sales_order_id",
+            info.netsuite_sales_order_id.as_ref(),
+        );
+        set_opt(&mut v, "total_contract_value", info.total_contract_value);
+        Some(v)
+    }
+}
+
+/// A contract's terms at creation and the changes made since, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContractHistory {
+    /// The changeable terms at creation, captured by the first change (`None`: no change yet,
+    /// so they are the contract's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<InitialTerms>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ContractChange>,
+}
+
+impl ContractHistory {
+    pub fn is_empty(&self) -> bool {
+        self.initial.is_none() && self.changes.is_empty()
+    }
+}
+
 impl Contract {
     pub fn schedule(&self) -> Schedule {
         self.usage_statement_schedule.core()
@@ -1183,14 +1342,46 @@ impl Contract {
         );
     }
 
+    /// Records, before the first change, the terms changes can alter as they are at creation.
+    pub fn keep_initial_terms(&mut self) {
+        if self.history.initial.is_none() {
+            self.history.initial = Some(InitialTerms {
+                ending_before: self.ending_before,
+                name: self.name.clone(),
+                net_payment_terms_days: self.net_payment_terms_days,
+                overrides: self.overrides.clone(),
+            });
+        }
+    }
+
+    /// v1 `initial`: the terms at creation, without amendments or edits.
+    fn initial_terms_json(&self) -> serde_json::Value {
+        let Some(initial) = &self.history.initial else {
+            return self.terms_json();
+        };
+        let at_creation = Contract {
+            ending_before: initial.ending_before,
+            name: initial.name.clone(),
+            net_payment_terms_days: initial.net_payment_terms_days,
+            overrides: initial.overrides.clone(),
+            ..self.clone()
+        };
+        at_creation.terms_json()
+    }
+
     pub fn v1_json(&self) -> serde_json::Value {
-        let terms = self.terms_json();
+        let amendments: Vec<_> = self
+            .history
+            .changes
+            .iter()
+            .filter_map(ContractChange::amendment_json)
+            .collect();
         let mut v = serde_json::json!({
             "id": self.id,
             "customer_id": self.customer_id,
-            "initial": terms,
-            "current": terms,
-            "amendments": [],
+            "initial": self.initial_terms_json(),
+            "current": self.terms_json(),
+            "amendments": amendments,
             "custom_fields": self.custom_fields,
         });
         self.set_optional_identity(&mut v);

@@ -201,6 +201,69 @@ def billing_configurations(call: Walk, acme: str, globex: str) -> list[str]:
     return [c["id"] for c in globex_configs]
 
 
+def contract_changes(call: Walk, card: str, product: str, now: datetime) -> dict[str, list]:
+    """The contract change operations once each (amend, edit, end date, history), on a contract
+    of a customer of their own, so that no change (here or generated) cuts the invoices the
+    other operations read; returns the dictionaries of that customer and contract."""
+    customer = call("createCustomer-v1", body={"name": "Editable"})["data"]["id"]
+    contract = call(
+        "createContract-v1",
+        body={
+            "customer_id": customer,
+            "rate_card_id": card,
+            "starting_at": iso(month_start(now, 3)),
+        },
+    )["data"]["id"]
+    ids = {"customer_id": customer, "contract_id": contract}
+    call(
+        "amendContract-v1",
+        body={
+            **ids,
+            "starting_at": iso(month_start(now, 1)),
+            "overrides": [
+                {
+                    "starting_at": iso(month_start(now, 1)),
+                    "product_id": product,
+                    "type": "MULTIPLIER",
+                    "multiplier": 0.9,
+                }
+            ],
+            "custom_fields": {"deal": "walk"},
+        },
+    )
+    amended = call("getContract-v2", body=ids)["data"]["overrides"][0]["id"]
+    call(
+        "editContract-v2",
+        body={
+            **ids,
+            "uniqueness_key": "walk-edit",
+            "update_contract_name": "Edited",
+            "add_overrides": [
+                {
+                    "starting_at": iso(month_start(now)),
+                    "product_id": product,
+                    "type": "OVERWRITE",
+                    "overwrite_rate": {"rate_type": "FLAT", "price": 0.4},
+                }
+            ],
+        },
+    )
+    call(
+        "editContract-v2",
+        body={
+            **ids,
+            "remove_overrides": [{"id": amended}],
+            "update_contract_end_date": None,
+            "update_net_payment_terms_days": 30,
+        },
+    )
+    call("updateContractEndDate-v1", body={**ids, "ending_before": iso(month_start(now, -1))})
+    # The contract with its amendment, `initial` and `current` (checked against the schema).
+    call("getContract-v1", body=ids)
+    call("getContractEditHistory-v2", body=ids)
+    return {"editable_customer": [customer], "editable_contract": [contract]}
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -330,6 +393,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "getContractRateSchedule-v1",
         body={"customer_id": acme, "contract_id": contracts[0], "at": iso(hour)},
     )
+    editable = contract_changes(call, card, product, now)
 
     call(
         "ingest-v1",
@@ -438,6 +502,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "billing_provider_type": ["stripe"],
         "configured_customer": [globex],
         "archived_configuration": archived_configurations,
+        **editable,
     }
 
 
@@ -524,6 +589,31 @@ BINDINGS: dict[str, dict[str, str]] = {
         "body.contract_id": "contract",
         "body.at": "hour",
     },
+    "amendContract-v1": {
+        "body.customer_id": "editable_customer",
+        "body.contract_id": "editable_contract",
+        "body.starting_at": "hour",
+        "body.overrides[*].starting_at": "hour",
+        "body.overrides[*].ending_before": "hour",
+        "body.overrides[*].product_id": "usage_product",
+    },
+    "updateContractEndDate-v1": {
+        "body.customer_id": "editable_customer",
+        "body.contract_id": "editable_contract",
+        "body.ending_before": "hour",
+    },
+    "editContract-v2": {
+        "body.customer_id": "editable_customer",
+        "body.contract_id": "editable_contract",
+        "body.update_contract_end_date": "hour",
+        "body.add_overrides[*].starting_at": "hour",
+        "body.add_overrides[*].ending_before": "hour",
+        "body.add_overrides[*].product_id": "usage_product",
+    },
+    "getContractEditHistory-v2": {
+        "body.customer_id": "editable_customer",
+        "body.contract_id": "editable_contract",
+    },
     "ingest-v1": {"body.[*].customer_id": "alias", "body.[*].timestamp": "recent"},
     "listInvoices-v1": {"path.customer_id": "customer", "query.contract_id": "contract"},
     "getInvoice-v1": {"path.customer_id": "customer", "path.invoice_id": "invoice"},
@@ -556,6 +646,8 @@ MORE_EXAMPLES = {
     "addRate-v1": 4,
     "addRateAlias-tally": 4,
     "createContract-v1": 2,
+    "amendContract-v1": 2,
+    "editContract-v2": 4,
     "getInvoice-v1": 2,
 }
 # Operations where no generated case needs to succeed (the walkthrough's 2xx is still checked).

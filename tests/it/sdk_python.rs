@@ -3,9 +3,11 @@
 //! invoice numbers and exits non-zero on the first mismatch. It runs once per storage backend.
 //! `tests/sdk/billing_configs.py` does the same for billing-provider configurations and archiving,
 //! and `tests/sdk/overrides.py` (on both backends) for contract overrides: two contracts with
-//! every override type and both prioritizations, their draft invoices and rate schedule.
-//! `tests/sdk/commits.py` (on both backends) drives a contract with a prepaid commit, a credit
-//! and an override: the drawn-down draft, balances with their ledger, a manual entry.
+//! every override type and both prioritizations, their draft invoices and rate schedule;
+//! `tests/sdk/contract_edits.py` (on both backends) for contract amendments, edits, end dates
+//! and the edit history; `tests/sdk/commits.py` (on both backends) for a contract with a prepaid
+//! commit, a credit and an override: the drawn-down draft, balances with their ledger, a manual
+//! entry.
 
 use std::process::Command;
 use std::time::Duration;
@@ -57,6 +59,22 @@ fn python_sdk_commits_and_credits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/commits.py",
+    );
+}
+
+#[test]
+fn python_sdk_contract_edits() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/contract_edits.py");
+}
+
+#[test]
+fn python_sdk_contract_edits_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/contract_edits.py",
     );
 }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
+use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
 use super::Routes;
 use super::{
@@ -18,14 +19,11 @@ use super::{
     QueryMap, MAX_PAGE_SIZE,
 };
 use crate::model::{
-    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, OverrideSpecifier,
-    OverrideTier, OverrideType, RateType, ScheduleDay, ScheduleFrequency,
-    ScheduledChargesOnUsageInvoices, WireTier,
+    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, ScheduleDay,
+    ScheduleFrequency, ScheduledChargesOnUsageInvoices,
 };
 use crate::service::billing_configs::ConfigLookup;
-use crate::service::contracts::{
-    self, ContractFilter, ContractRate, NewContract, OverrideInput, OverwriteInput, ScheduleInput,
-};
+use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -73,55 +71,6 @@ struct CreateContract {
     billing_provider_configuration: Option<ConfigLookupReq>,
     #[serde(default)]
     overrides: Vec<OverrideReq>,
-}
-
-/// `OverrideInput` (the fields Tally refuses are checked on the raw body first).
-#[derive(Deserialize)]
-struct OverrideReq {
-    starting_at: Time,
-    ending_before: Option<Time>,
-    #[serde(rename = "type")]
-    override_type: Option<OverrideType>,
-    product_id: Option<String>,
-    applicable_product_tags: Option<Vec<String>>,
-    override_specifiers: Option<Vec<OverrideSpecifier>>,
-    multiplier: Option<Dec>,
-    overwrite_rate: Option<OverwriteRateReq>,
-    tiers: Option<Vec<OverrideTier>>,
-    priority: Option<Dec>,
-    entitled: Option<bool>,
-}
-
-/// `OverwriteRateInput`.
-#[derive(Deserialize)]
-struct OverwriteRateReq {
-    rate_type: RateType,
-    price: Option<Dec>,
-    tiers: Option<Vec<WireTier>>,
-    credit_type_id: Option<String>,
-}
-
-impl OverrideReq {
-    fn domain(self) -> OverrideInput {
-        OverrideInput {
-            starting_at: self.starting_at,
-            ending_before: self.ending_before,
-            override_type: self.override_type,
-            product_id: self.product_id,
-            applicable_product_tags: self.applicable_product_tags,
-            override_specifiers: self.override_specifiers,
-            multiplier: self.multiplier,
-            overwrite_rate: self.overwrite_rate.map(|r| OverwriteInput {
-                rate_type: r.rate_type,
-                price: r.price,
-                tiers: r.tiers,
-                credit_type_id: r.credit_type_id,
-            }),
-            tiers: self.tiers,
-            priority: self.priority,
-            entitled: self.entitled,
-        }
-    }
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.

@@ -9,6 +9,7 @@ mod balances;
 mod billable_metrics;
 mod billing_configs;
 mod config_wire;
+mod contract_edits;
 mod contracts;
 pub mod cors;
 mod customers;
@@ -19,6 +20,7 @@ mod internal;
 mod invoices;
 mod openapi;
 mod operations;
+mod override_wire;
 mod products;
 mod rate_cards;
 mod rate_wire;
@@ -111,6 +113,7 @@ fn authenticated_routes() -> Routes {
         .merge(balances::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
+        .merge(contract_edits::routes())
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())

@@ -123,9 +123,18 @@ pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Inv
             )));
         }
     }
-    let overrides = body.get("overrides").and_then(Value::as_array);
+    check_overrides_supported("overrides", body.get("overrides"))
+}
+
+/// Refuses an overrides list (the raw `field` of a request body) that sets an override field
+/// Tally cannot honour, naming it (`field[i].x`).
+pub fn check_overrides_supported(
+    field: &str,
+    overrides: Option<&Value>,
+) -> std::result::Result<(), Invalid> {
+    let overrides = overrides.and_then(Value::as_array);
     for (i, o) in overrides.into_iter().flatten().enumerate() {
-        check_override_supported(i, o)?;
+        check_override_supported(&format!("{field}[{i}]"), o)?;
     }
     Ok(())
 }
@@ -144,14 +153,13 @@ fn refuse_set(
     Ok(())
 }
 
-fn check_override_supported(i: usize, o: &Value) -> std::result::Result<(), Invalid> {
-    let at = format!("overrides[{i}]");
+fn check_override_supported(at: &str, o: &Value) -> std::result::Result<(), Invalid> {
     const COMMITS: &str =
         "commit-specific overrides are not supported by Tally yet (it has no commits)";
     if o.get("is_commit_specific") == Some(&Value::Bool(true)) {
         return Err(Invalid(format!("{at}.is_commit_specific: {COMMITS}")));
     }
-    refuse_set(&at, o, UNSUPPORTED_OVERRIDE_FIELDS, COMMITS)?;
+    refuse_set(at, o, UNSUPPORTED_OVERRIDE_FIELDS, COMMITS)?;
     let specifiers = o.get("override_specifiers").and_then(Value::as_array);
     for (j, spec) in specifiers.into_iter().flatten().enumerate() {
         let at = format!("{at}.override_specifiers[{j}]");
@@ -279,26 +287,28 @@ pub struct OverrideInput {
 
 /// Checks a contract's overrides and makes their records (ids assigned, products named): the
 /// count, hour-aligned windows, known products, overwrite prices within the rate limits, then
-/// core's rules (`tally_core::overrides::build`). Errors name `overrides[i].field`.
-async fn build_overrides(
+/// core's rules (`tally_core::overrides::build`). Errors name `{field}[i].x` (`field` is the
+/// request's: `overrides` on create and amend, `add_overrides` on edit).
+pub async fn build_overrides(
     st: &AppState,
     env: Env,
+    field: &str,
     mode: MultiplierPrioritization,
     inputs: Vec<OverrideInput>,
     now: Time,
 ) -> Result<Vec<OverrideRecord>> {
     if inputs.len() > overrides::MAX_OVERRIDES {
         return Err(Invalid(format!(
-            "overrides: at most {} overrides are allowed per contract",
+            "{field}: at most {} overrides are allowed per contract",
             overrides::MAX_OVERRIDES
         ))
         .into());
     }
     let mut records = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
-        let record = override_record(st, env, i, input, now).await?;
-        overrides::build(record.spec(), mode.core())
-            .map_err(|e| Invalid(format!("overrides[{i}].{e}")))?;
+        let at = format!("{field}[{i}]");
+        let record = override_record(st, env, &at, input, now).await?;
+        overrides::build(record.spec(), mode.core()).map_err(|e| Invalid(format!("{at}.{e}")))?;
         records.push(record);
     }
     Ok(records)
@@ -321,11 +331,10 @@ async fn named_product(st: &AppState, env: Env, field: &str, id: &str) -> Result
 async fn override_record(
     st: &AppState,
     env: Env,
-    i: usize,
+    at: &str,
     o: OverrideInput,
     now: Time,
 ) -> Result<OverrideRecord> {
-    let at = format!("overrides[{i}]");
     require_hour(&format!("{at}.starting_at"), o.starting_at)?;
     if let Some(end) = o.ending_before {
         require_hour(&format!("{at}.ending_before"), end)?;
@@ -445,7 +454,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
     let mode = record
         .multiplier_override_prioritization
         .unwrap_or(MultiplierPrioritization::LowestMultiplier);
-    let overrides = build_overrides(st, env, mode, req.overrides, Time(now)).await?;
+    let overrides = build_overrides(st, env, "overrides", mode, req.overrides, Time(now)).await?;
     let contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -462,6 +471,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         archived_at: None,
         record,
         overrides,
+        history: Default::default(),
     };
     let doc = NewDoc {
         kind: kind::CONTRACT,

@@ -70,27 +70,41 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
 /// every reached instant of its scheduled invoices that has none yet. Reads only. Periods are as
 /// the contract bills them now: a draft stored before the contract was archived ends at its
 /// effective end (core's `billed_part`), so it is rated up to it and finalizes after its grace
-/// from there.
+/// from there. A draft stored before the contract's end date was changed takes its period as it
+/// is now: a period starting at or after the new end has no invoice (its stored draft is not
+/// shown), and one the new end cuts or extends is rated to its new end. Finalized and voided
+/// invoices never change.
 pub async fn stored_and_missing(
     st: &AppState,
     env: Env,
     contract: &Contract,
 ) -> std::result::Result<(Vec<InvoiceRow>, Vec<InvoiceRow>), StoreError> {
     let snapshot = contract.snapshot();
+    let periods = begun_periods(contract, st.now_ms());
     let mut stored = st
         .stores
         .invoices
         .invoices_for_contract(env, &contract.id)
         .await?;
+    let end = snapshot.effective_end_ms();
+    stored.retain(|row| {
+        row.status != InvoiceStatus::Draft || end.is_none_or(|end| row.period_start_ms < end)
+    });
     for row in stored.iter_mut().filter(|r| r.kind == InvoiceKind::Usage) {
-        let billed = snapshot.billed_part(Period {
-            start_ms: row.period_start_ms,
-            end_ms: row.period_end_ms,
-        });
-        row.period_end_ms = billed.end_ms;
+        let now_period = periods.iter().find(|p| p.start_ms == row.period_start_ms);
+        row.period_end_ms = match (row.status, now_period) {
+            (InvoiceStatus::Draft, Some(period)) => period.end_ms,
+            _ => {
+                let billed = snapshot.billed_part(Period {
+                    start_ms: row.period_start_ms,
+                    end_ms: row.period_end_ms,
+                });
+                billed.end_ms
+            }
+        };
     }
     let now = st.now_ms();
-    let mut missing: Vec<InvoiceRow> = begun_periods(contract, now)
+    let mut missing: Vec<InvoiceRow> = periods
         .into_iter()
         .filter(|p| {
             !stored
@@ -100,7 +114,7 @@ pub async fn stored_and_missing(
         .map(|p| draft_row(env, contract, p.start_ms, p.end_ms))
         .collect();
     let balances = commits::applicable_balances(st, env, contract).await?;
-    let end = snapshot.effective_end_ms().unwrap_or(i64::MAX);
+    let end = end.unwrap_or(i64::MAX);
     for at in scheduled_instants(&balances, &contract.id) {
         let id = scheduled_invoice_id(env, &contract.id, at);
         if at <= now && at < end && !stored.iter().any(|r| r.id == id) {

@@ -9,6 +9,7 @@
 pub mod balances;
 pub mod billing_configs;
 pub mod commits;
+pub mod contract_edits;
 pub mod contracts;
 pub mod customers;
 pub mod ingest;

@@ -5,6 +5,7 @@ mod support;
 mod billing_configs;
 mod concurrency;
 mod config_limits;
+mod contract_edits;
 mod conventions;
 mod cors;
 mod edge_internal;

@@ -80,21 +80,7 @@ impl Setup {
             .iter()
             .find(|i| i["contract_id"] == contract && text(i, "start_timestamp") == START)
             .unwrap_or_else(|| panic!("no November invoice of {contract}"));
-        let lines = inv["line_items"]
-            .as_array()
-            .expect("lines")
-            .iter()
-            .map(|l| {
-                [
-                    num(&l["quantity"]),
-                    num(&l["unit_price"]),
-                    num(&l["total"]),
-                    text(l, "starting_at").to_string(),
-                    text(l, "ending_before").to_string(),
-                ]
-            })
-            .collect();
-        (lines, num(&inv["total"]))
+        line_summary(inv)
     }
 
     async fn rate_schedule(&self, app: &TestApp, contract: &str, extra: Value) -> Value {

@@ -414,6 +414,26 @@ impl TestApp {
     }
 }
 
+/// `(quantity, unit_price, total, starting_at, ending_before)` of each line of an invoice, and
+/// its total, as exact text.
+pub fn line_summary(inv: &Value) -> (Vec<[String; 5]>, String) {
+    let lines = inv["line_items"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            [
+                num(&l["quantity"]),
+                num(&l["unit_price"]),
+                num(&l["total"]),
+                text(l, "starting_at").to_string(),
+                text(l, "ending_before").to_string(),
+            ]
+        })
+        .collect();
+    (lines, num(&inv["total"]))
+}
+
 /// A JSON number with exactly this text.
 pub fn dec(text: &str) -> Value {
     Value::Number(text.parse().unwrap_or_else(|_| panic!("bad number {text}")))

@@ -1,0 +1,191 @@
+//! `/v1/contracts/{amend,updateEndDate}` and `/v2/contracts/{edit,getEditHistory}`: the wire
+//! side. What a change may do and its rules are `service::contract_edits`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiResult;
+use super::override_wire::OverrideReq;
+use super::{from_value, id_response, Body, Caller, Routes};
+use crate::model::{double_option, AmendmentInfo};
+use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
+use crate::wire::{Dec, Time};
+use crate::AppState;
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/v1/contracts/amend", post(amend))
+        .route("/v1/contracts/updateEndDate", post(update_end_date))
+        .route("/v2/contracts/edit", post(edit))
+        .route("/v2/contracts/getEditHistory", post(edit_history))
+}
+
+/// `AmendContractPayload`.
+#[derive(Deserialize)]
+struct AmendReq {
+    customer_id: String,
+    contract_id: String,
+    starting_at: Time,
+    #[serde(default)]
+    overrides: Vec<OverrideReq>,
+    #[serde(default)]
+    commits: Vec<Value>,
+    #[serde(default)]
+    credits: Vec<Value>,
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+    salesforce_opportunity_id: Option<String>,
+    netsuite_sales_order_id: Option<String>,
+    total_contract_value: Option<Dec>,
+}
+
+async fn amend(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(body): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    // A body that is not an object fails the typed parse that follows.
+    if let Some(map) = body.as_object() {
+        contract_edits::check_amend_supported(map)?;
+    }
+    let req: AmendReq = from_value(body)?;
+    let amendment = Amendment {
+        customer_id: req.customer_id,
+        contract_id: req.contract_id,
+        info: AmendmentInfo {
+            starting_at: req.starting_at,
+            custom_fields: req.custom_fields,
+            salesforce_opportunity_id: req.salesforce_opportunity_id,
+            netsuite_sales_order_id: req.netsuite_sales_order_id,
+            total_contract_value: req.total_contract_value,
+        },
+        overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
+        balances: BalanceChanges(vec![("commits", req.commits), ("credits", req.credits)]),
+    };
+    Ok(id_response(
+        &contract_edits::amend(&st, env, amendment).await?,
+    ))
+}
+
+/// `UpdateContractEndDatePayload`.
+#[derive(Deserialize)]
+struct UpdateEndDateReq {
+    customer_id: String,
+    contract_id: String,
+    ending_before: Option<Time>,
+    allow_ending_before_finalized_invoice: Option<bool>,
+}
+
+async fn update_end_date(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<UpdateEndDateReq>,
+) -> ApiResult<Json<Value>> {
+    let end = EndDate {
+        ending_before: req.ending_before,
+        allow_before_finalized: req.allow_ending_before_finalized_invoice.unwrap_or(true),
+    };
+    contract_edits::update_end_date(&st, env, &req.customer_id, &req.contract_id, end).await?;
+    Ok(id_response(&req.contract_id))
+}
+
+#[derive(Deserialize)]
+struct IdReq {
+    id: String,
+}
+
+/// `EditContractPayload` (fields Tally refuses are checked on the raw body first).
+#[derive(Deserialize)]
+struct EditReq {
+    customer_id: String,
+    contract_id: String,
+    uniqueness_key: Option<String>,
+    #[serde(default)]
+    add_overrides: Vec<OverrideReq>,
+    #[serde(default)]
+    remove_overrides: Vec<IdReq>,
+    #[serde(default, with = "double_option")]
+    update_contract_end_date: Option<Option<Time>>,
+    #[serde(default, with = "double_option")]
+    update_contract_name: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    update_net_payment_terms_days: Option<Option<Dec>>,
+    allow_contract_ending_before_finalized_invoice: Option<bool>,
+    #[serde(default)]
+    add_commits: Vec<Value>,
+    #[serde(default)]
+    add_credits: Vec<Value>,
+    #[serde(default)]
+    update_commits: Vec<Value>,
+    #[serde(default)]
+    update_credits: Vec<Value>,
+    #[serde(default)]
+    archive_commits: Vec<Value>,
+    #[serde(default)]
+    archive_credits: Vec<Value>,
+}
+
+async fn edit(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(body): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    // A body that is not an object fails the typed parse that follows.
+    if let Some(map) = body.as_object() {
+        contract_edits::check_edit_supported(map)?;
+    }
+    let req: EditReq = from_value(body)?;
+    let allow = req
+        .allow_contract_ending_before_finalized_invoice
+        .unwrap_or(true);
+    let edit = Edit {
+        customer_id: req.customer_id,
+        contract_id: req.contract_id,
+        uniqueness_key: req.uniqueness_key,
+        add_overrides: req
+            .add_overrides
+            .into_iter()
+            .map(OverrideReq::domain)
+            .collect(),
+        remove_overrides: req.remove_overrides.into_iter().map(|r| r.id).collect(),
+        end_date: req.update_contract_end_date.map(|ending_before| EndDate {
+            ending_before,
+            allow_before_finalized: allow,
+        }),
+        name: req.update_contract_name,
+        net_payment_terms_days: req.update_net_payment_terms_days,
+        balances: BalanceChanges(vec![
+            ("add_commits", req.add_commits),
+            ("add_credits", req.add_credits),
+            ("update_commits", req.update_commits),
+            ("update_credits", req.update_credits),
+            ("archive_commits", req.archive_commits),
+            ("archive_credits", req.archive_credits),
+        ]),
+    };
+    let change = contract_edits::edit(&st, env, edit).await?;
+    Ok(Json(
+        json!({ "data": { "id": change.id, "edit": change.edit_json() } }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryReq {
+    customer_id: String,
+    contract_id: String,
+}
+
+async fn edit_history(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<HistoryReq>,
+) -> ApiResult<Json<Value>> {
+    let changes = contract_edits::history(&st, env, &req.customer_id, &req.contract_id).await?;
+    let data: Vec<Value> = changes.iter().map(|c| c.edit_json()).collect();
+    Ok(Json(json!({ "data": data })))
+}
