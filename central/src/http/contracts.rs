@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::commit_wire::{contract_commits, BalanceReq};
 use super::error::ApiResult;
 use super::rate_wire::{price_rate_json, Selector};
 use super::Routes;
@@ -73,6 +74,10 @@ struct CreateContract {
     billing_provider_configuration: Option<ConfigLookupReq>,
     #[serde(default)]
     overrides: Vec<OverrideReq>,
+    #[serde(default)]
+    commits: Vec<BalanceReq>,
+    #[serde(default)]
+    credits: Vec<BalanceReq>,
 }
 
 /// `OverrideInput` (the fields Tally refuses are checked on the raw body first).
@@ -171,6 +176,8 @@ async fn create(
             billing_provider_configuration: None,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
+        commits: contract_commits(req.commits)?,
+        credits: req.credits.into_iter().map(BalanceReq::credit).collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }

@@ -7,6 +7,8 @@
 
 mod billable_metrics;
 mod billing_configs;
+mod commit_wire;
+mod commits;
 mod config_wire;
 mod contracts;
 pub mod cors;
@@ -109,6 +111,7 @@ fn authenticated_routes() -> Routes {
         .merge(customers::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
+        .merge(commits::routes())
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())
