@@ -112,6 +112,8 @@ impl RatingContext {
         };
         ctx.add_credit_type(&fiat);
         ctx.snapshot.fiat_credit_type = CreditTypeId(fiat.id);
+        ctx.snapshot.balances.balances =
+            crate::service::commits::applicable_balances(st, env, contract).await?;
         Ok(ctx)
     }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tally_core::balances;
 use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter};
-use tally_core::overrides::{self, Prioritization};
+use tally_core::overrides::{self, Prioritization, Specifier};
 use tally_core::period::{AnchorDay, Frequency, Schedule};
 use tally_core::pricing::ContractTerms;
 use tally_core::product::{ProductAttrs, ProductChange, ProductTimeline};
@@ -30,6 +31,10 @@ pub mod kind {
     pub const RATE: &str = "rate";
     pub const CUSTOMER: &str = "customer";
     pub const CONTRACT: &str = "contract";
+    /// A customer-level commit or credit (`customerCommits/create`, `customerCredits/create`),
+    /// its parent the customer. One kind for both, so a `uniqueness_key` is used once across
+    /// commits and credits, as upstream.
+    pub const CUSTOMER_BALANCE: &str = "customer_balance";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -893,6 +898,12 @@ pub struct Contract {
     /// The contract's overrides, in the order given (validated by core at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<OverrideRecord>,
+    /// The contract's own commits (PREPAID, POSTPAID), in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<BalanceRecord>,
+    /// The contract's own credits, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credits: Vec<BalanceRecord>,
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
@@ -1298,7 +1309,9 @@ impl Contract {
             "usage_statement_schedule": self.schedule_json(),
             "created_at": self.created_at,
             "created_by": self.created_by,
-            "commits": [], "credits": [], "overrides": self.overrides, "scheduled_charges": [],
+            "commits": self.balances_json(&self.commits),
+            "credits": self.balances_json(&self.credits),
+            "overrides": self.overrides, "scheduled_charges": [],
             "transitions": [], "recurring_commits": [], "recurring_credits": [],
         });
         set_opt(&mut v, "ending_before", self.ending_before);
@@ -1327,6 +1340,11 @@ impl Contract {
             r.scheduled_charges_on_usage_invoices,
         );
         v
+    }
+
+    /// The contract's own commits or credits in the §2.14 shape (`contract: {id}` set).
+    fn balances_json(&self, records: &[BalanceRecord]) -> Vec<serde_json::Value> {
+        records.iter().map(|b| b.api_json(Some(&self.id))).collect()
     }
 
     /// `uniqueness_key`, `archived_at` and `customer_billing_provider_configuration`, when set
@@ -1403,5 +1421,280 @@ impl Contract {
         }
         self.set_optional_identity(&mut v);
         v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commits and credits
+
+wire_enum!(BalanceType { Prepaid => "PREPAID", Postpaid => "POSTPAID", Credit => "CREDIT" });
+wire_enum!(BalanceRateType { CommitRate => "COMMIT_RATE", ListRate => "LIST_RATE" });
+
+impl BalanceType {
+    pub fn core(self) -> balances::BalanceKind {
+        match self {
+            BalanceType::Prepaid => balances::BalanceKind::PrepaidCommit,
+            BalanceType::Postpaid => balances::BalanceKind::PostpaidCommit,
+            BalanceType::Credit => balances::BalanceKind::Credit,
+        }
+    }
+
+    pub fn is_commit(self) -> bool {
+        self != BalanceType::Credit
+    }
+}
+
+impl BalanceRateType {
+    pub fn core(self) -> balances::BalanceRateType {
+        match self {
+            BalanceRateType::CommitRate => balances::BalanceRateType::CommitRate,
+            BalanceRateType::ListRate => balances::BalanceRateType::ListRate,
+        }
+    }
+}
+
+fn list_rate() -> BalanceRateType {
+    BalanceRateType::ListRate
+}
+
+/// One `access_schedule` item (a segment), with its id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessItem {
+    pub id: String,
+    pub amount: Dec,
+    pub starting_at: Time,
+    pub ending_before: Time,
+}
+
+/// `ScheduleDuration`: what the balance gives, when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessSchedule {
+    pub credit_type: CreditTypeRef,
+    pub schedule_items: Vec<AccessItem>,
+}
+
+/// One `invoice_schedule` item, with its id (`amount = unit_price × quantity`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvoiceItem {
+    pub id: String,
+    pub timestamp: Time,
+    pub amount: Dec,
+    pub quantity: Dec,
+    pub unit_price: Dec,
+}
+
+/// `SchedulePointInTime`: when a commit is invoiced (PREPAID purchases, POSTPAID true-up).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvoiceSchedule {
+    pub credit_type: CreditTypeRef,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub do_not_invoice: bool,
+    pub schedule_items: Vec<InvoiceItem>,
+}
+
+/// One `specifiers` entry of a commit or credit (`CommitSpecifier`; `exclude` is refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommitSpecifier {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing_group_values: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presentation_group_values: Option<BTreeMap<String, String>>,
+}
+
+/// A commit or credit as stored: a contract's (in its document's `commits` / `credits`) or a
+/// customer's (its own document, [`kind::CUSTOMER_BALANCE`]). Validated by `service::commits`
+/// at create; [`BalanceRecord::api_json`] is its one rendering, [`BalanceRecord::balance`] what
+/// pricing sees of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BalanceRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub balance_type: BalanceType,
+    /// The FIXED product it is invoiced with, named as it was at create.
+    pub product: ProductRef,
+    pub access_schedule: AccessSchedule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_schedule: Option<InvoiceSchedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Dec>,
+    #[serde(default = "list_rate")]
+    pub rate_type: BalanceRateType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicable_product_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicable_product_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specifiers: Option<Vec<CommitSpecifier>>,
+    /// Customer-level: the customer it belongs to (contract-level ones belong to their contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Customer-level: the contract whose invoices carry its purchases and true-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_contract_id: Option<String>,
+    /// Customer-level: the contracts it applies to (absent or empty: all of the customer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicable_contract_ids: Option<Vec<String>>,
+    /// Stored and shown; contract transitions do not exist, so it never rolls anything over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover_fraction: Option<Dec>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netsuite_sales_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce_opportunity_id: Option<String>,
+    pub created_at: Time,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniqueness_key: Option<String>,
+}
+
+impl BalanceRecord {
+    /// The `Commit` / `Credit` response shape (§2.14; v1 and v2 alike). `contract_id`: the
+    /// contract of a contract-level one (shown as `contract: {id}`), `None` for a customer's.
+    pub fn api_json(&self, contract_id: Option<&str>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "type": self.balance_type,
+            "product": self.product,
+            "access_schedule": self.access_schedule,
+            "rate_type": self.rate_type,
+            "custom_fields": self.custom_fields,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        });
+        if self.balance_type.is_commit() {
+            set_opt(&mut v, "invoice_schedule", self.invoice_schedule.as_ref());
+            let invoice_contract = self.invoice_contract_id.as_deref().or(contract_id);
+            set_opt(
+                &mut v,
+                "invoice_contract",
+                invoice_contract.map(|id| serde_json::json!({ "id": id })),
+            );
+        }
+        set_opt(
+            &mut v,
+            "contract",
+            contract_id.map(|id| serde_json::json!({ "id": id })),
+        );
+        set_opt(&mut v, "name", self.name.as_ref());
+        set_opt(&mut v, "description", self.description.as_ref());
+        set_opt(&mut v, "priority", self.priority);
+        set_opt(
+            &mut v,
+            "applicable_product_ids",
+            self.applicable_product_ids.as_ref(),
+        );
+        set_opt(
+            &mut v,
+            "applicable_product_tags",
+            self.applicable_product_tags.as_ref(),
+        );
+        set_opt(&mut v, "specifiers", self.specifiers.as_ref());
+        set_opt(
+            &mut v,
+            "applicable_contract_ids",
+            self.applicable_contract_ids.as_ref(),
+        );
+        set_opt(&mut v, "rollover_fraction", self.rollover_fraction);
+        set_opt(
+            &mut v,
+            "netsuite_sales_order_id",
+            self.netsuite_sales_order_id.as_ref(),
+        );
+        set_opt(
+            &mut v,
+            "salesforce_opportunity_id",
+            self.salesforce_opportunity_id.as_ref(),
+        );
+        set_opt(&mut v, "archived_at", self.archived_at);
+        set_opt(&mut v, "uniqueness_key", self.uniqueness_key.as_ref());
+        v
+    }
+
+    /// Whether it was paid for: a PREPAID commit whose invoice schedule is invoiced and charges
+    /// something.
+    pub fn is_paid(&self) -> bool {
+        self.balance_type == BalanceType::Prepaid
+            && self.invoice_schedule.as_ref().is_some_and(|s| {
+                !s.do_not_invoice && s.schedule_items.iter().any(|i| !i.amount.0.is_zero())
+            })
+    }
+
+    /// What pricing sees of it. `contract_id`: the contract of a contract-level one (which is
+    /// also its invoice contract); `None` for a customer-level one.
+    pub fn balance(&self, contract_id: Option<&str>) -> balances::Balance {
+        let mut access: Vec<balances::AccessSegment> = self
+            .access_schedule
+            .schedule_items
+            .iter()
+            .map(|s| balances::AccessSegment {
+                id: s.id.clone(),
+                amount: s.amount.0,
+                starting_at_ms: s.starting_at.0,
+                ending_before_ms: s.ending_before.0,
+            })
+            .collect();
+        access.sort_by_key(|s| (s.starting_at_ms, s.ending_before_ms));
+        let invoiced = self.invoice_schedule.as_ref().filter(|s| !s.do_not_invoice);
+        let invoice_schedule = invoiced
+            .map(|s| {
+                s.schedule_items
+                    .iter()
+                    .map(|i| balances::InvoiceItem {
+                        id: i.id.clone(),
+                        timestamp_ms: i.timestamp.0,
+                        quantity: i.quantity.0,
+                        unit_price: i.unit_price.0,
+                        amount: i.amount.0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let specifiers = self.specifiers.iter().flatten().map(|s| Specifier {
+            product_id: s.product_id.clone(),
+            product_tags: s.product_tags.clone(),
+            pricing_group_values: s.pricing_group_values.clone(),
+            presentation_group_values: s.presentation_group_values.clone(),
+            billing_frequency: None,
+        });
+        balances::Balance {
+            id: self.id.clone(),
+            kind: self.balance_type.core(),
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| self.product.name.clone()),
+            product_id: self.product.id.clone(),
+            contract_id: contract_id.map(str::to_string),
+            applicable_contract_ids: match contract_id {
+                Some(_) => Vec::new(),
+                None => self.applicable_contract_ids.clone().unwrap_or_default(),
+            },
+            invoice_contract_id: contract_id
+                .map(str::to_string)
+                .or_else(|| self.invoice_contract_id.clone()),
+            priority: self.priority.map(|p| p.0),
+            applicable_product_ids: self.applicable_product_ids.clone().unwrap_or_default(),
+            applicable_product_tags: self.applicable_product_tags.clone().unwrap_or_default(),
+            specifiers: specifiers.collect(),
+            rate_type: self.rate_type.core(),
+            credit_type: tally_core::money::CreditTypeId(
+                self.access_schedule.credit_type.id.clone(),
+            ),
+            access,
+            invoice_schedule,
+            paid: self.is_paid(),
+        }
     }
 }

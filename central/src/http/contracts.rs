@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::commit_wire::{contract_commits, BalanceReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
@@ -71,6 +72,10 @@ struct CreateContract {
     billing_provider_configuration: Option<ConfigLookupReq>,
     #[serde(default)]
     overrides: Vec<OverrideReq>,
+    #[serde(default)]
+    commits: Vec<BalanceReq>,
+    #[serde(default)]
+    credits: Vec<BalanceReq>,
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -120,6 +125,8 @@ async fn create(
             billing_provider_configuration: None,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
+        commits: contract_commits(req.commits)?,
+        credits: req.credits.into_iter().map(BalanceReq::credit).collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }

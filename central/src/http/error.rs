@@ -12,6 +12,7 @@ use crate::billing::BillingError;
 use crate::model::LoadError;
 use crate::service::balances::BalanceError;
 use crate::service::billing_configs::BillingConfigError;
+use crate::service::commits::CommitError;
 use crate::service::contracts::ContractError;
 use crate::service::customers::CustomerError;
 use crate::service::ingest::IngestError;
@@ -166,6 +167,17 @@ impl From<BillingConfigError> for ApiError {
             BillingConfigError::NotFound(what) => ApiError::not_found(what),
             BillingConfigError::Invalid(e) => e.into(),
             BillingConfigError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::NotFound(what) => ApiError::not_found(what),
+            CommitError::Invalid(e) => e.into(),
+            e @ CommitError::UniquenessKeyUsed => ApiError::conflict(e.to_string()),
+            CommitError::Store(e) => e.into(),
         }
     }
 }

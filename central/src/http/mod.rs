@@ -8,6 +8,8 @@
 mod balances;
 mod billable_metrics;
 mod billing_configs;
+mod commit_wire;
+mod commits;
 mod config_wire;
 mod contract_edits;
 mod contracts;
@@ -114,6 +116,7 @@ fn authenticated_routes() -> Routes {
         .merge(billing_configs::routes())
         .merge(contracts::routes())
         .merge(contract_edits::routes())
+        .merge(commits::routes())
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())

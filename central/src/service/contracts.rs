@@ -2,9 +2,10 @@
 //! configuration), get, list, archive.
 //!
 //! Overrides are checked here (store lookups, limits) and by core (`tally_core::overrides::build`)
-//! and stored in the contract document with ids; core prices them.
+//! and stored in the contract document with ids; core prices them. Commits and credits are
+//! checked by `service::commits` and stored in the document with ids too.
 //!
-//! Invariants: terms Tally does not rate yet (commits, credits, commit-specific overrides, ...)
+//! Invariants: terms Tally does not rate yet (scheduled charges, commit-specific overrides, ...)
 //! are refused rather than silently ignored, so no invoice is ever wrong by omission; a `uniqueness_key` is
 //! used once per environment. No contract is created on an archived customer or rate card (400);
 //! a customer archived while a contract is being created archives that contract too, at the
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::billing_configs::{self, BillingConfigError, ConfigLookup};
+use super::commits::{self, BalanceInput};
 use super::invoices::{self, InvoiceError};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
@@ -71,8 +73,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 
 /// Terms accepted by upstream that Tally cannot rate yet: refused when non-empty.
 const UNSUPPORTED_TERMS: &[&str] = &[
-    "commits",
-    "credits",
     "scheduled_charges",
     "recurring_commits",
     "recurring_credits",
@@ -123,7 +123,8 @@ pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Inv
             )));
         }
     }
-    check_overrides_supported("overrides", body.get("overrides"))
+    check_overrides_supported("overrides", body.get("overrides"))?;
+    commits::check_supported(body)
 }
 
 /// Refuses an overrides list (the raw `field` of a request body) that sets an override field
@@ -259,6 +260,9 @@ pub struct NewContract {
     pub billing_provider_configuration: Option<ConfigLookup>,
     pub record: ContractRecord,
     pub overrides: Vec<OverrideInput>,
+    /// Contract-level commits and credits (checked by `service::commits`).
+    pub commits: Vec<BalanceInput>,
+    pub credits: Vec<BalanceInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -455,6 +459,8 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         .multiplier_override_prioritization
         .unwrap_or(MultiplierPrioritization::LowestMultiplier);
     let overrides = build_overrides(st, env, "overrides", mode, req.overrides, Time(now)).await?;
+    let (commits, credits) =
+        commits::build_contract_balances(st, env, req.commits, req.credits, Time(now)).await?;
     let contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -471,6 +477,8 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         archived_at: None,
         record,
         overrides,
+        commits,
+        credits,
         history: Default::default(),
     };
     let doc = NewDoc {

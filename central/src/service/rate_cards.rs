@@ -245,13 +245,57 @@ async fn build_rate(
         pricing_group_values: input.pricing_group_values,
         credit_type: credit_type(input.credit_type_id.as_deref())?,
         billing_frequency: input.billing_frequency,
-        commit_rate: input.commit_rate,
+        commit_rate: commit_rate(input.commit_rate)?,
     };
     let tier_prices: Vec<_> = record.tiers.iter().flatten().map(|t| t.price.0).collect();
     check_rate_limits(record.price.map(|p| p.0), &tier_prices)?;
     check_price(&record)?;
     check_pricing_values(&product, &record)?;
     Ok(record)
+}
+
+/// A rate's `commit_rate` (the price usage covered by a `COMMIT_RATE` commit is drawn at): only
+/// a flat one, `{rate_type: FLAT, price ≥ 0}`, stored in that canonical form.
+fn commit_rate(value: Option<Value>) -> Result<Option<Value>> {
+    let Some(v) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| RateCardError::from(Invalid(format!("commit_rate.{why}")));
+    let Value::Object(fields) = &v else {
+        return Err(bad(
+            "rate_type: required (a commit rate is {rate_type, price})",
+        ));
+    };
+    let rate_type = fields.get("rate_type").and_then(Value::as_str);
+    match rate_type.and_then(RateType::parse) {
+        Some(RateType::Flat) => {}
+        Some(RateType::Tiered) => {
+            return Err(bad("rate_type: TIERED commit rates are not supported yet"))
+        }
+        Some(other) => {
+            return Err(bad(&format!(
+                "rate_type: {} commit rates are not supported; only FLAT",
+                other.as_str()
+            )))
+        }
+        None => return Err(bad("rate_type: required (FLAT)")),
+    }
+    if fields.get("tiers").is_some_and(|t| !t.is_null()) {
+        return Err(bad("tiers: not allowed on a FLAT commit rate"));
+    }
+    let price = fields
+        .get("price")
+        .filter(|p| !p.is_null())
+        .ok_or_else(|| bad("price: required for a FLAT commit rate"))?;
+    let price: Dec =
+        serde_json::from_value(price.clone()).map_err(|e| bad(&format!("price: {e}")))?;
+    if price.0 < rust_decimal::Decimal::ZERO {
+        return Err(bad("price: must not be negative"));
+    }
+    check_rate_limits(Some(price.0), &[]).map_err(|e| bad(&e.0))?;
+    Ok(Some(
+        serde_json::json!({ "rate_type": RateType::Flat, "price": price }),
+    ))
 }
 
 /// The rate's price as core checks it (type, price, tiers).

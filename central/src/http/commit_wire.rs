@@ -1,0 +1,149 @@
+//! Wire types of commits and credits as clients give them (`CommitInput`, `CreditInput`, the
+//! customer-level create payloads' shared part), used by `contracts/create` and the
+//! `customerCommits` / `customerCredits` handlers. Not a handler module. What Tally refuses is
+//! checked on the raw body by `service::commits::check_body` first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use crate::model::{BalanceRateType, BalanceType, CommitSpecifier};
+use crate::service::commits::{
+    AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput,
+};
+use crate::wire::{Dec, Time};
+use crate::wire_enum;
+
+wire_enum!(CommitType { Prepaid => "PREPAID", Postpaid => "POSTPAID" });
+
+#[derive(Deserialize)]
+struct AccessItemReq {
+    amount: Dec,
+    starting_at: Time,
+    ending_before: Time,
+}
+
+/// `ScheduleDurationInput`.
+#[derive(Deserialize)]
+struct AccessReq {
+    credit_type_id: Option<String>,
+    schedule_items: Vec<AccessItemReq>,
+}
+
+#[derive(Deserialize)]
+struct InvoiceItemReq {
+    timestamp: Time,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+}
+
+/// `SchedulePointInTimeInput`.
+#[derive(Deserialize)]
+struct InvoiceReq {
+    credit_type_id: Option<String>,
+    do_not_invoice: Option<bool>,
+    #[serde(default)]
+    schedule_items: Vec<InvoiceItemReq>,
+}
+
+/// A commit or credit's own fields (contract-level `CommitInput` / `CreditInput`, and what
+/// the customer-level create payloads share with them).
+#[derive(Deserialize)]
+pub struct BalanceReq {
+    #[serde(rename = "type")]
+    commit_type: Option<CommitType>,
+    product_id: String,
+    access_schedule: Option<AccessReq>,
+    invoice_schedule: Option<InvoiceReq>,
+    name: Option<String>,
+    description: Option<String>,
+    priority: Option<Dec>,
+    rate_type: Option<BalanceRateType>,
+    applicable_product_ids: Option<Vec<String>>,
+    applicable_product_tags: Option<Vec<String>>,
+    specifiers: Option<Vec<CommitSpecifier>>,
+    rollover_fraction: Option<Dec>,
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+    netsuite_sales_order_id: Option<String>,
+    salesforce_opportunity_id: Option<String>,
+}
+
+impl BalanceReq {
+    /// A commit: `type` is required (`at` names the commit in the request, `""` at the top).
+    pub fn commit(self, at: &str) -> ApiResult<BalanceInput> {
+        let kind = match self.commit_type {
+            Some(CommitType::Prepaid) => BalanceType::Prepaid,
+            Some(CommitType::Postpaid) => BalanceType::Postpaid,
+            None => {
+                let field = if at.is_empty() {
+                    "type".into()
+                } else {
+                    format!("{at}.type")
+                };
+                return Err(ApiError::bad_request(format!(
+                    "{field}: required (PREPAID or POSTPAID)"
+                )));
+            }
+        };
+        Ok(self.domain(kind))
+    }
+
+    pub fn credit(self) -> BalanceInput {
+        self.domain(BalanceType::Credit)
+    }
+
+    fn domain(self, balance_type: BalanceType) -> BalanceInput {
+        BalanceInput {
+            balance_type,
+            product_id: self.product_id,
+            access_schedule: self.access_schedule.map(|a| AccessInput {
+                credit_type_id: a.credit_type_id,
+                schedule_items: a
+                    .schedule_items
+                    .into_iter()
+                    .map(|i| AccessItemInput {
+                        amount: i.amount,
+                        starting_at: i.starting_at,
+                        ending_before: i.ending_before,
+                    })
+                    .collect(),
+            }),
+            invoice_schedule: self.invoice_schedule.map(|s| InvoiceInput {
+                credit_type_id: s.credit_type_id,
+                do_not_invoice: s.do_not_invoice.unwrap_or(false),
+                schedule_items: s
+                    .schedule_items
+                    .into_iter()
+                    .map(|i| InvoiceItemInput {
+                        timestamp: i.timestamp,
+                        amount: i.amount,
+                        unit_price: i.unit_price,
+                        quantity: i.quantity,
+                    })
+                    .collect(),
+            }),
+            name: self.name,
+            description: self.description,
+            priority: self.priority,
+            rate_type: self.rate_type,
+            applicable_product_ids: self.applicable_product_ids,
+            applicable_product_tags: self.applicable_product_tags,
+            specifiers: self.specifiers,
+            rollover_fraction: self.rollover_fraction,
+            custom_fields: self.custom_fields,
+            netsuite_sales_order_id: self.netsuite_sales_order_id,
+            salesforce_opportunity_id: self.salesforce_opportunity_id,
+        }
+    }
+}
+
+/// `commits[i]` of `contracts/create` as the service takes them.
+pub fn contract_commits(reqs: Vec<BalanceReq>) -> ApiResult<Vec<BalanceInput>> {
+    reqs.into_iter()
+        .enumerate()
+        .map(|(i, r)| r.commit(&format!("commits[{i}]")))
+        .collect()
+}
