@@ -84,6 +84,7 @@ METRONOME = {
     "updateContractEndDate-v1": "POST /v1/contracts/updateEndDate",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
     "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
+    "listCustomerBalances-v1": "POST /v1/contracts/customerBalances/list",
     "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",

@@ -1,5 +1,5 @@
-//! Balances of commits and credits: `contracts/customerBalances/getNetBalance` and
-//! `contracts/addManualBalanceLedgerEntry`. Wire side only; the rules are `service::balances`.
+//! Balances of commits and credits: `contracts/customerBalances/list`,
+//! `contracts/customerBalances/getNetBalance` and `contracts/addManualBalanceLedgerEntry`. Wire side only; the rules are `service::balances`.
 
 use axum::body::Body as HttpBody;
 use axum::extract::State;
@@ -13,9 +13,10 @@ use tally_core::balances::BalanceKind;
 
 use super::error::{ApiError, ApiResult};
 use super::Routes;
-use super::{Body, Caller};
+use super::{decode_cursor, offset_range, page_limit, Body, Caller};
 use crate::model::USD_ID;
-use crate::service::balances::{self, BalanceFilter, Inclusion, ManualEntry};
+use crate::service::balances::{self, BalanceFilter, Inclusion, ManualEntry, Show};
+use crate::service::commits::BalanceFilter as BalanceListFilter;
 use crate::wire::{Dec, Time};
 use crate::{wire_enum, AppState};
 
@@ -29,6 +30,7 @@ pub fn routes() -> Routes {
             "/v1/contracts/addManualBalanceLedgerEntry",
             post(add_manual_entry),
         )
+        .route("/v1/contracts/customerBalances/list", post(list_balances))
 }
 
 wire_enum!(InclusionMode {
@@ -118,6 +120,63 @@ async fn net_balance(
     Ok(Json(json!({
         "data": { "balance": Dec(balance), "credit_type_id": credit_type_id }
     })))
+}
+
+/// `customerBalances/list` pages hold at most this many (upstream's maximum and default).
+const MAX_BALANCES_PAGE: i64 = 25;
+
+#[derive(Deserialize)]
+struct ListReq {
+    customer_id: String,
+    id: Option<String>,
+    covering_date: Option<Time>,
+    starting_at: Option<Time>,
+    effective_before: Option<Time>,
+    include_archived: Option<bool>,
+    include_balance: Option<bool>,
+    include_contract_balances: Option<bool>,
+    include_ledgers: Option<bool>,
+    exclude_zero_balances: Option<bool>,
+    access_type: Option<AccessType>,
+    next_page: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_balances(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<ListReq>,
+) -> ApiResult<Json<Value>> {
+    if req.access_type == Some(AccessType::Quantity) {
+        return Err(ApiError::bad_request(
+            "access_type QUANTITY is not supported by Tally (balances are drawn by spend)",
+        ));
+    }
+    let limit = match req.limit {
+        None => MAX_BALANCES_PAGE,
+        Some(l) => page_limit(Some(&l.to_string()), MAX_BALANCES_PAGE)?,
+    };
+    let offset = decode_cursor(req.next_page.as_deref())?;
+    let filter = BalanceListFilter {
+        customer_id: req.customer_id,
+        credits: None,
+        id: req.id,
+        covering_date: req.covering_date,
+        starting_at: req.starting_at,
+        effective_before: req.effective_before,
+        include_archived: req.include_archived.unwrap_or(false),
+        include_contract_balances: req.include_contract_balances.unwrap_or(false),
+    };
+    let exclude_zero = req.exclude_zero_balances.unwrap_or(false);
+    let found = balances::list(&st, env, &filter, exclude_zero).await?;
+    let (range, next) = offset_range(found.len(), offset, limit);
+    let show = Show {
+        balance: req.include_balance.unwrap_or(false),
+        ledger: req.include_ledgers.unwrap_or(false),
+        inclusion: Inclusion::FinalizedAndDraft,
+    };
+    let data = balances::shown(&st, env, &filter.customer_id, &found[range], show).await?;
+    Ok(Json(json!({ "data": data, "next_page": next })))
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ use super::error::ApiResult;
 use super::{decode_cursor, from_value, id_response, offset_range, page_limit, Body, Caller};
 use super::{Routes, MAX_PAGE_SIZE};
 use crate::model::BalanceType;
+use crate::service::balances::{self, Inclusion, Show};
 use crate::service::commits::{self, BalanceFilter, EndDateUpdate, NewCustomerBalance};
 use crate::store::Env;
 use crate::wire::Time;
@@ -80,8 +81,7 @@ async fn create_credit(
     create(&st, env, body, BalanceType::Credit).await
 }
 
-/// The list filters (`include_balance` / `include_ledgers` are accepted; balances and ledgers
-/// are not shown yet).
+/// The list filters.
 #[derive(Deserialize)]
 struct ListReq {
     customer_id: String,
@@ -93,6 +93,8 @@ struct ListReq {
     include_archived: Option<bool>,
     include_contract_commits: Option<bool>,
     include_contract_credits: Option<bool>,
+    include_balance: Option<bool>,
+    include_ledgers: Option<bool>,
     next_page: Option<String>,
     limit: Option<i64>,
 }
@@ -105,9 +107,14 @@ async fn list(st: &AppState, env: Env, req: ListReq, credits: bool) -> ApiResult
         true => (req.credit_id, req.include_contract_credits),
         false => (req.commit_id, req.include_contract_commits),
     };
+    let show = Show {
+        balance: req.include_balance.unwrap_or(false),
+        ledger: req.include_ledgers.unwrap_or(false),
+        inclusion: Inclusion::FinalizedAndDraft,
+    };
     let filter = BalanceFilter {
         customer_id: req.customer_id,
-        credits,
+        credits: Some(credits),
         id,
         covering_date: req.covering_date,
         starting_at: req.starting_at,
@@ -117,10 +124,7 @@ async fn list(st: &AppState, env: Env, req: ListReq, credits: bool) -> ApiResult
     };
     let found = commits::list(st, env, &filter).await?;
     let (range, next) = offset_range(found.len(), offset, limit);
-    let data: Vec<Value> = found[range]
-        .iter()
-        .map(|(contract, b)| b.api_json(contract.as_deref()))
-        .collect();
+    let data = balances::shown(st, env, &filter.customer_id, &found[range], show).await?;
     Ok(Json(json!({ "data": data, "next_page": next })))
 }
 

@@ -20,9 +20,10 @@ use super::{
     QueryMap, MAX_PAGE_SIZE,
 };
 use crate::model::{
-    BillingProvider, ContractRecord, DeliveryMethod, MultiplierPrioritization, ScheduleDay,
-    ScheduleFrequency, ScheduledChargesOnUsageInvoices,
+    BillingProvider, Contract, ContractRecord, DeliveryMethod, MultiplierPrioritization,
+    ScheduleDay, ScheduleFrequency, ScheduledChargesOnUsageInvoices,
 };
+use crate::service::balances::{self, Inclusion, Show};
 use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
 use crate::store::Env;
@@ -135,6 +136,25 @@ async fn create(
 struct GetReq {
     contract_id: String,
     customer_id: String,
+    include_balance: Option<bool>,
+    include_ledgers: Option<bool>,
+}
+
+/// What a contract read shows of its commits' and credits' balances (drafts counted).
+fn show(include_balance: Option<bool>, include_ledgers: Option<bool>) -> Show {
+    Show {
+        balance: include_balance.unwrap_or(false),
+        ledger: include_ledgers.unwrap_or(false),
+        inclusion: Inclusion::FinalizedAndDraft,
+    }
+}
+
+async fn get_contract(st: &AppState, env: Env, req: GetReq, v2: bool) -> ApiResult<Json<Value>> {
+    let c = contracts::get(st, env, &req.customer_id, &req.contract_id).await?;
+    let mut v = if v2 { c.v2_json() } else { c.v1_json() };
+    let show = show(req.include_balance, req.include_ledgers);
+    balances::decorate_contracts(st, env, &req.customer_id, &mut [(&c, &mut v)], show).await?;
+    Ok(Json(json!({ "data": v })))
 }
 
 async fn get_v1(
@@ -142,8 +162,7 @@ async fn get_v1(
     Caller(env): Caller,
     Body(req): Body<GetReq>,
 ) -> ApiResult<Json<Value>> {
-    let c = contracts::get(&st, env, &req.customer_id, &req.contract_id).await?;
-    Ok(Json(json!({ "data": c.v1_json() })))
+    get_contract(&st, env, req, false).await
 }
 
 async fn get_v2(
@@ -151,8 +170,7 @@ async fn get_v2(
     Caller(env): Caller,
     Body(req): Body<GetReq>,
 ) -> ApiResult<Json<Value>> {
-    let c = contracts::get(&st, env, &req.customer_id, &req.contract_id).await?;
-    Ok(Json(json!({ "data": c.v2_json() })))
+    get_contract(&st, env, req, true).await
 }
 
 #[derive(Deserialize)]
@@ -185,6 +203,8 @@ struct ListReq {
     starting_at: Option<Time>,
     #[serde(default)]
     include_archived: bool,
+    include_balance: Option<bool>,
+    include_ledgers: Option<bool>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -198,17 +218,21 @@ async fn list_contracts(st: &AppState, env: Env, req: ListReq, v2: bool) -> ApiR
         Some(t) => page_limit(Some(&t), MAX_CONTRACTS_PAGE)?,
     };
     let offset = decode_cursor(req.cursor.as_deref())?;
+    let customer_id = req.customer_id.clone();
     let filter = ContractFilter {
         customer_id: req.customer_id,
         covering_date: req.covering_date,
         starting_at: req.starting_at,
         include_archived: req.include_archived,
     };
-    let items: Vec<Value> = contracts::list(st, env, filter)
-        .await?
+    let found = contracts::list(st, env, filter).await?;
+    let mut items: Vec<Value> = found
         .iter()
         .map(|c| if v2 { c.v2_json() } else { c.v1_json() })
         .collect();
+    let mut pairs: Vec<(&Contract, &mut Value)> = found.iter().zip(items.iter_mut()).collect();
+    let show = show(req.include_balance, req.include_ledgers);
+    balances::decorate_contracts(st, env, &customer_id, &mut pairs, show).await?;
     Ok(offset_page(items, offset, limit, "cursor"))
 }
 

@@ -25,7 +25,7 @@ use super::commits;
 use super::invoices::contract_invoices;
 use super::Invalid;
 use crate::billing::{BillingError, BillingResult, RatingContext};
-use crate::model::{decode, kind, load, Contract, Customer, LoadError};
+use crate::model::{decode, kind, load, BalanceRecord, Contract, Customer, LoadError};
 use crate::store::{
     ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, StoreError,
 };
@@ -542,4 +542,145 @@ mod tests {
             .collect();
         assert_eq!(expiry, vec![("s1", "-600".parse().unwrap(), 10)]);
     }
+}
+
+/// What a read of commits and credits shows beyond their terms (`include_balance`,
+/// `include_ledgers`) and which invoices it counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Show {
+    pub balance: bool,
+    pub ledger: bool,
+    pub inclusion: Inclusion,
+}
+
+impl Show {
+    pub fn anything(&self) -> bool {
+        self.balance || self.ledger
+    }
+}
+
+impl Book {
+    /// Adds `balance` and/or `ledger` to the API object `v` of the commit or credit `balance`.
+    pub fn decorate(&self, balance: &Balance, v: &mut Value, show: Show, now_ms: i64) {
+        if show.balance {
+            v["balance"] = json!(Dec(self.balance(balance, show.inclusion, now_ms)));
+        }
+        if show.ledger {
+            let ledger: Vec<Value> = self
+                .ledger(balance, show.inclusion, now_ms)
+                .iter()
+                .map(|e| e.json(balance.kind))
+                .collect();
+            v["ledger"] = Value::Array(ledger);
+        }
+    }
+
+    /// Decorates every commit and credit object inside a contract's API JSON (v2's `commits` /
+    /// `credits`, v1's `initial` / `current` ones), matched by id to the contract's balances.
+    pub fn decorate_contract(&self, contract: &Contract, v: &mut Value, show: Show, now_ms: i64) {
+        if !show.anything() {
+            return;
+        }
+        let own: Vec<Balance> = contract
+            .commits
+            .iter()
+            .chain(&contract.credits)
+            .map(|b| b.balance(Some(&contract.id)))
+            .collect();
+        let mut lists: Vec<&mut Value> = Vec::new();
+        let Some(map) = v.as_object_mut() else {
+            return;
+        };
+        for (key, value) in map.iter_mut() {
+            match key.as_str() {
+                "commits" | "credits" => lists.push(value),
+                "initial" | "current" => {
+                    if let Some(inner) = value.as_object_mut() {
+                        for (k, list) in inner.iter_mut() {
+                            if k == "commits" || k == "credits" {
+                                lists.push(list);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for item in lists.into_iter().filter_map(Value::as_array_mut).flatten() {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+            if let Some(b) = own.iter().find(|b| b.id == id) {
+                self.decorate(b, item, show, now_ms);
+            }
+        }
+    }
+}
+
+/// The API objects of these commits and credits (each with its contract, `None` for a
+/// customer-level one), with their balance and ledger when `show` asks for them.
+pub async fn shown(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    found: &[(Option<String>, BalanceRecord)],
+    show: Show,
+) -> Result<Vec<Value>> {
+    let book = match show.anything() {
+        true => Book::load(st, env, customer_id).await?,
+        false => Book::default(),
+    };
+    let now = st.now_ms();
+    Ok(found
+        .iter()
+        .map(|(contract, record)| {
+            let mut v = record.api_json(contract.as_deref());
+            book.decorate(&record.balance(contract.as_deref()), &mut v, show, now);
+            v
+        })
+        .collect())
+}
+
+/// `customerBalances/list`: the customer's commits and credits matching `filter`, zero
+/// balances left out when asked (a balance counts drafts).
+pub async fn list(
+    st: &AppState,
+    env: Env,
+    filter: &commits::BalanceFilter,
+    exclude_zero: bool,
+) -> Result<Vec<(Option<String>, BalanceRecord)>> {
+    let mut found = commits::list(st, env, filter).await.map_err(|e| match e {
+        commits::CommitError::NotFound(what) => BalanceError::NotFound(what),
+        commits::CommitError::Store(e) => BalanceError::Store(e),
+        other => BalanceError::Invalid(Invalid(other.to_string())),
+    })?;
+    if exclude_zero {
+        let book = Book::load(st, env, &filter.customer_id).await?;
+        let now = st.now_ms();
+        found.retain(|(contract, record)| {
+            let b = record.balance(contract.as_deref());
+            !book
+                .balance(&b, Inclusion::FinalizedAndDraft, now)
+                .is_zero()
+        });
+    }
+    Ok(found)
+}
+
+/// Adds balances and ledgers (as `show` asks) to the commits and credits inside these
+/// contracts' API objects, all of one customer.
+pub async fn decorate_contracts(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    items: &mut [(&Contract, &mut Value)],
+    show: Show,
+) -> Result<()> {
+    if !show.anything() || items.is_empty() {
+        return Ok(());
+    }
+    let book = Book::load(st, env, customer_id).await?;
+    let now = st.now_ms();
+    for (contract, v) in items.iter_mut() {
+        book.decorate_contract(contract, v, show, now);
+    }
+    Ok(())
 }

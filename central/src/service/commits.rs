@@ -752,8 +752,8 @@ pub async fn create(st: &AppState, env: Env, req: NewCustomerBalance) -> Result<
 /// What `customerCommits/list` / `customerCredits/list` filter on.
 pub struct BalanceFilter {
     pub customer_id: String,
-    /// Commits (PREPAID and POSTPAID) or credits.
-    pub credits: bool,
+    /// Credits (`Some(true)`), commits (PREPAID and POSTPAID, `Some(false)`) or both.
+    pub credits: Option<bool>,
     pub id: Option<String>,
     /// Some segment covers it: `starting_at <= t < ending_before`.
     pub covering_date: Option<Time>,
@@ -771,7 +771,8 @@ impl BalanceFilter {
     fn keeps(&self, b: &BalanceRecord) -> bool {
         let items = &b.access_schedule.schedule_items;
         let any = |f: &dyn Fn(&AccessItem) -> bool| items.iter().any(f);
-        (b.balance_type == BalanceType::Credit) == self.credits
+        self.credits
+            .is_none_or(|credits| (b.balance_type == BalanceType::Credit) == credits)
             && (self.include_archived || b.archived_at.is_none())
             && self.id.as_ref().is_none_or(|id| *id == b.id)
             && self

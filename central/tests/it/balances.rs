@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use tally_central::model::{kind, load, Contract};
+use tally_central::service::invoices::finalize_due;
 use tally_central::store::Env;
+use tally_central::AppState;
 
 use crate::store_conformance::Backend;
 use crate::support::*;
@@ -25,6 +28,7 @@ const NOW: &str = "2024-11-25T00:00:00Z";
 
 struct Setup {
     card: String,
+    #[allow(dead_code)]
     calls: String,
     fixed: String,
     customer: String,
@@ -127,8 +131,14 @@ impl Setup {
         let mut out = Vec::new();
         for key in ["commits", "credits"] {
             for b in c[key].as_array().into_iter().flatten() {
-                let seg = b["access_schedule"]["schedule_items"][0]["id"].as_str().unwrap();
-                out.push((text(b, "name").to_string(), text(b, "id").to_string(), seg.to_string()));
+                let seg = b["access_schedule"]["schedule_items"][0]["id"]
+                    .as_str()
+                    .unwrap();
+                out.push((
+                    text(b, "name").to_string(),
+                    text(b, "id").to_string(),
+                    seg.to_string(),
+                ));
             }
         }
         out
@@ -186,7 +196,12 @@ fn segment_of<'a>(ids: &'a [(String, String, String)], name: &str) -> &'a str {
 async fn prepaid_commit_covers_the_first_units(backend: Backend) {
     let app = TestApp::on_backend(NOW, backend).await;
     let s = Setup::new(&app).await;
-    let k = s.contract(&app, json!({ "commits": [s.prepaid("Prepaid Tokens", "5000", 1)] })).await;
+    let k = s
+        .contract(
+            &app,
+            json!({ "commits": [s.prepaid("Prepaid Tokens", "5000", 1)] }),
+        )
+        .await;
     let ids = s.ids(&app, &k).await;
     let c = id_of(&ids, "Prepaid Tokens");
     assert_eq!(s.net(&app, json!({})).await, "5000");
@@ -200,16 +215,25 @@ async fn prepaid_commit_covers_the_first_units(backend: Backend) {
             l("usage", "30", "100", "3000", "-"),
         ]
     );
-    assert_eq!((num(&inv["total"]), num(&inv["subtotal"])), ("3000".into(), "8000".into()));
+    assert_eq!(
+        (num(&inv["total"]), num(&inv["subtotal"])),
+        ("3000".into(), "8000".into())
+    );
     let applied = &inv["line_items"][1];
     assert_eq!(text(applied, "name"), "Prepaid Tokens applied");
     assert_eq!(applied["applied_commit_or_credit"]["type"], "PREPAID");
     assert_eq!(inv["line_items"][0]["commit_type"], "PrepaidCommit");
     // The balance reflects the draft a moment after ingest; FINALIZED mode does not count it.
     assert_eq!(s.net(&app, json!({})).await, "0");
-    assert_eq!(s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" })).await, "5000");
+    assert_eq!(
+        s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" }))
+            .await,
+        "5000"
+    );
     // 5,050 of balance: 50.5 units covered.
-    let s2 = s.contract(&app, json!({ "commits": [s.prepaid("Big", "5050", 1)] })).await;
+    let s2 = s
+        .contract(&app, json!({ "commits": [s.prepaid("Big", "5050", 1)] }))
+        .await;
     let inv = s.invoice(&app, &s2, START).await;
     let big = id_of(&s.ids(&app, &s2).await, "Big").to_string();
     assert_eq!(
@@ -258,10 +282,17 @@ async fn balances_burn_in_the_documented_order(backend: Backend) {
     assert_eq!(num(&inv["total"]), "0");
     assert_eq!(s.net(&app, json!({})).await, "500");
     assert_eq!(
-        s.net(&app, json!({ "filters": [{ "balance_types": ["PREPAID_COMMIT"] }] })).await,
+        s.net(
+            &app,
+            json!({ "filters": [{ "balance_types": ["PREPAID_COMMIT"] }] })
+        )
+        .await,
         "0"
     );
-    assert_eq!(s.net(&app, json!({ "filters": [{ "ids": [late] }] })).await, "500");
+    assert_eq!(
+        s.net(&app, json!({ "filters": [{ "ids": [late] }] })).await,
+        "500"
+    );
 }
 
 /// Finalization writes the ledger once (two finalizers, and a job pass run again), the next
@@ -269,18 +300,48 @@ async fn balances_burn_in_the_documented_order(backend: Backend) {
 async fn finalization_writes_the_ledger_once(backend: Backend) {
     let app = TestApp::on_backend(NOW, backend).await;
     let s = Setup::new(&app).await;
-    let k = s.contract(&app, json!({ "credits": [s.credit("Credit", "5000", 1)] })).await;
+    let k = s
+        .contract(&app, json!({ "credits": [s.credit("Credit", "5000", 1)] }))
+        .await;
     let ids = s.ids(&app, &k).await;
     let credit = id_of(&ids, "Credit").to_string();
     s.events(&app, "c", &[("2024-11-10T00:00:00Z", "30")]).await;
     app.set_now("2024-12-02T01:00:00Z");
-    let (a, b) = tokio::join!(app.run_jobs(), app.run_jobs());
-    let _ = (a, b);
+    // Two replicas finalize at once, each several times; then a job pass runs again.
+    let replica = app.replica().await;
+    let contract: Contract = load(&app.state.stores, SBX, kind::CONTRACT, &k, "contract")
+        .await
+        .unwrap();
+    let finalize = |st: AppState| {
+        let contract = contract.clone();
+        async move {
+            let mut won = 0;
+            for _ in 0..3 {
+                won += finalize_due(&st, SBX, &contract).await.unwrap();
+            }
+            won
+        }
+    };
+    let (a, b) = tokio::join!(finalize(app.state.clone()), finalize(replica));
+    assert_eq!(a + b, 1, "one finalizer wins November");
     app.run_jobs().await;
+    let ledger = app
+        .state
+        .stores
+        .ledger
+        .customer_ledger(SBX, &s.customer)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].amount, "-3000".parse().unwrap());
     let nov = s.invoice(&app, &k, START).await;
     assert_eq!(text(&nov, "status"), "FINALIZED");
     assert_eq!(num(&nov["total"]), "0");
-    assert_eq!(s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" })).await, "2000");
+    assert_eq!(
+        s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" }))
+            .await,
+        "2000"
+    );
     // December: 30 more units, 2,000 left → 20 covered, 10 billed.
     s.events(&app, "d", &[("2024-12-01T05:00:00Z", "30")]).await;
     let dec_inv = s.invoice(&app, &k, DEC).await;
@@ -311,8 +372,7 @@ async fn postpaid_commit_trues_up(backend: Backend) {
         "invoice_schedule": { "schedule_items": [{ "timestamp": JAN, "amount": 10000 }] } });
     let k = s.contract(&app, json!({ "commits": [post] })).await;
     let m = id_of(&s.ids(&app, &k).await, "Minimum").to_string();
-    s.events(&app, "e", &[("2024-11-10T00:00:00Z", "30"), ("2024-12-10T00:00:00Z", "20")])
-        .await;
+    s.events(&app, "e", &[("2024-11-10T00:00:00Z", "30")]).await;
     let nov = s.invoice(&app, &k, START).await;
     assert_eq!(
         lines(&nov),
@@ -323,6 +383,7 @@ async fn postpaid_commit_trues_up(backend: Backend) {
     );
     assert_eq!(num(&nov["total"]), "3000");
     app.set_now("2024-12-20T00:00:00Z");
+    s.events(&app, "f", &[("2024-12-10T00:00:00Z", "20")]).await;
     let dec_inv = s.invoice(&app, &k, DEC).await;
     assert_eq!(
         lines(&dec_inv),
@@ -353,14 +414,19 @@ async fn commit_rate_prices_the_covered_units(backend: Backend) {
             l("usage", "10", "100", "1000", "-"),
         ]
     );
-    assert_eq!((num(&inv["total"]), num(&inv["subtotal"])), ("1000".into(), "5000".into()));
+    assert_eq!(
+        (num(&inv["total"]), num(&inv["subtotal"])),
+        ("1000".into(), "5000".into())
+    );
 }
 
 /// Manual entries: 30 at once all land, the balance is their sum, and bad ones change nothing.
 async fn manual_entries_all_land(backend: Backend) {
     let app = Arc::new(TestApp::on_backend(NOW, backend).await);
     let s = Setup::new(&app).await;
-    let k = s.contract(&app, json!({ "credits": [s.credit("Credit", "1000", 1)] })).await;
+    let k = s
+        .contract(&app, json!({ "credits": [s.credit("Credit", "1000", 1)] }))
+        .await;
     let ids = s.ids(&app, &k).await;
     let (credit, seg) = (id_of(&ids, "Credit"), segment_of(&ids, "Credit"));
     let entry = |amount: &str| {
@@ -368,7 +434,12 @@ async fn manual_entries_all_land(backend: Backend) {
                 "amount": dec(amount), "reason": "goodwill" })
     };
     let requests = (0..30)
-        .map(|_| ("/v1/contracts/addManualBalanceLedgerEntry".to_string(), entry("33.333")))
+        .map(|_| {
+            (
+                "/v1/contracts/addManualBalanceLedgerEntry".to_string(),
+                entry("33.333"),
+            )
+        })
         .collect();
     for r in all_at_once(&app, requests).await {
         r.expect(StatusCode::OK);
@@ -380,7 +451,9 @@ async fn manual_entries_all_land(backend: Backend) {
         json!({ "customer_id": s.customer, "id": credit, "segment_id": seg, "amount": 1, "reason": " " }),
         json!({ "customer_id": s.customer, "id": credit, "segment_id": seg, "amount": 1.5 }),
     ] {
-        let r = app.post("/v1/contracts/addManualBalanceLedgerEntry", bad).await;
+        let r = app
+            .post("/v1/contracts/addManualBalanceLedgerEntry", bad)
+            .await;
         assert!(r.status.is_client_error(), "{:?}", r.body);
     }
     assert_eq!(s.net(&app, json!({})).await, "1999.99");

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod balances;
 mod billing_configs;
 mod concurrency;
 mod config_limits;

@@ -198,6 +198,16 @@ impl TestApp {
         }
     }
 
+    /// Another replica on the same database: its own pool (PostgreSQL; the same stores on a
+    /// SQLite file, which has one process), the same clock and settings.
+    pub async fn replica(&self) -> AppState {
+        let stores = match &self._db {
+            Some(db) => db.reopen().await,
+            None => self.state.stores.clone(),
+        };
+        AppState::new(stores, self.clock.clone(), (*self.state.settings).clone())
+    }
+
     pub fn set_now(&self, now: &str) {
         self.clock.set(ms(now));
     }
