@@ -81,6 +81,12 @@ METRONOME = {
     "listContracts-v1": "POST /v1/contracts/list",
     "archiveContract-v1": "POST /v1/contracts/archive",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
+    "createCustomerCommit-v1": "POST /v1/contracts/customerCommits/create",
+    "listCustomerCommits-v1": "POST /v1/contracts/customerCommits/list",
+    "updateCommitEndDate-v1": "POST /v1/contracts/customerCommits/updateEndDate",
+    "createCustomerCredit-v1": "POST /v1/contracts/customerCredits/create",
+    "listCustomerCredits-v1": "POST /v1/contracts/customerCredits/list",
+    "updateCreditEndDate-v1": "POST /v1/contracts/customerCredits/updateEndDate",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
     "ingest-v1": "POST /v1/ingest",
@@ -254,6 +260,17 @@ def v2_contract_validation_errors(doc: dict) -> None:
     for path in ("/v2/contracts/get", "/v2/contracts/list"):
         content = doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]
         content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
+@patch(
+    "POST /v1/contracts/customerCommits/list and /customerCredits/list document `limit` as "
+    "1..=25 (default 25). Tally's page limit is 1..=100 wherever a list takes one (default 25), "
+    "these two included; the documented maximum is raised to 100."
+)
+def customer_balance_page_limit(doc: dict) -> None:
+    for path in ("/v1/contracts/customerCommits/list", "/v1/contracts/customerCredits/list"):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        body["schema"]["properties"]["limit"]["maximum"] = 100
 
 
 def version() -> str:

@@ -3,6 +3,7 @@
 mod support;
 
 mod billing_configs;
+mod commits;
 mod concurrency;
 mod config_limits;
 mod conventions;
