@@ -86,6 +86,12 @@ METRONOME = {
     "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
     "listCustomerBalances-v1": "POST /v1/contracts/customerBalances/list",
     "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",
+    "createCustomerCommit-v1": "POST /v1/contracts/customerCommits/create",
+    "listCustomerCommits-v1": "POST /v1/contracts/customerCommits/list",
+    "updateCommitEndDate-v1": "POST /v1/contracts/customerCommits/updateEndDate",
+    "createCustomerCredit-v1": "POST /v1/contracts/customerCredits/create",
+    "listCustomerCredits-v1": "POST /v1/contracts/customerCredits/list",
+    "updateCreditEndDate-v1": "POST /v1/contracts/customerCredits/updateEndDate",
     "getContract-v2": "POST /v2/contracts/get",
     "listContracts-v2": "POST /v2/contracts/list",
     "editContract-v2": "POST /v2/contracts/edit",
@@ -287,6 +293,17 @@ def contract_edit_records_cleared_terms(doc: dict) -> None:
         "nullable": True,
         "description": "The net payment terms the edit set (null: cleared).",
     }
+
+
+@patch(
+    "POST /v1/contracts/customerCommits/list and /customerCredits/list document `limit` as "
+    "1..=25 (default 25). Tally's page limit is 1..=100 wherever a list takes one (default 25), "
+    "these two included; the documented maximum is raised to 100."
+)
+def customer_balance_page_limit(doc: dict) -> None:
+    for path in ("/v1/contracts/customerCommits/list", "/v1/contracts/customerCredits/list"):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        body["schema"]["properties"]["limit"]["maximum"] = 100
 
 
 def version() -> str:

@@ -73,10 +73,8 @@ struct CreateContract {
     billing_provider_configuration: Option<ConfigLookupReq>,
     #[serde(default)]
     overrides: Vec<OverrideReq>,
-    #[serde(default)]
-    commits: Vec<BalanceReq>,
-    #[serde(default)]
-    credits: Vec<BalanceReq>,
+    commits: Option<Vec<BalanceReq>>,
+    credits: Option<Vec<BalanceReq>>,
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -126,8 +124,13 @@ async fn create(
             billing_provider_configuration: None,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
-        commits: contract_commits(req.commits)?,
-        credits: req.credits.into_iter().map(BalanceReq::credit).collect(),
+        commits: contract_commits(req.commits.unwrap_or_default())?,
+        credits: req
+            .credits
+            .into_iter()
+            .flatten()
+            .map(BalanceReq::credit)
+            .collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod balances;
 mod billing_configs;
+mod commits;
 mod concurrency;
 mod config_limits;
 mod contract_edits;
