@@ -1097,6 +1097,10 @@ pub struct InitialTerms {
     pub net_payment_terms_days: Option<Dec>,
     #[serde(default)]
     pub overrides: Vec<OverrideRecord>,
+    #[serde(default)]
+    pub commits: Vec<BalanceRecord>,
+    #[serde(default)]
+    pub credits: Vec<BalanceRecord>,
 }
 
 /// What a v1 amendment carries besides the terms it adds (stored and shown, not acted on).
@@ -1147,9 +1151,27 @@ pub struct ContractChange {
         with = "double_option"
     )]
     pub update_net_payment_terms_days: Option<Option<Dec>>,
+    /// Commits and credits the change adds (validated as on create, ids assigned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_commits: Vec<BalanceRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_credits: Vec<BalanceRecord>,
+    /// Ids of the commits and credits the change archives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archive_commits: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archive_credits: Vec<String>,
 }
 
 impl ContractChange {
+    /// Whether the change touches the contract's commits or credits.
+    pub fn touches_balances(&self) -> bool {
+        !(self.add_commits.is_empty()
+            && self.add_credits.is_empty()
+            && self.archive_commits.is_empty()
+            && self.archive_credits.is_empty())
+    }
+
     /// The change as `getEditHistory` and the edit response show it (`ContractEdit`).
     pub fn edit_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "id": self.id, "timestamp": self.timestamp });
@@ -1164,6 +1186,27 @@ impl ContractChange {
                 .map(|id| serde_json::json!({ "id": id }))
                 .collect();
             v["remove_overrides"] = serde_json::Value::Array(ids);
+        }
+        for (key, added) in [
+            ("add_commits", &self.add_commits),
+            ("add_credits", &self.add_credits),
+        ] {
+            if !added.is_empty() {
+                let items: Vec<_> = added.iter().map(|b| b.api_json(None)).collect();
+                v[key] = serde_json::Value::Array(items);
+            }
+        }
+        for (key, ids) in [
+            ("archive_commits", &self.archive_commits),
+            ("archive_credits", &self.archive_credits),
+        ] {
+            if !ids.is_empty() {
+                let items: Vec<_> = ids
+                    .iter()
+                    .map(|id| serde_json::json!({ "id": id }))
+                    .collect();
+                v[key] = serde_json::Value::Array(items);
+            }
         }
         // Present (possibly `null`, a cleared term) exactly when the change set it.
         let updates = [
@@ -1199,7 +1242,9 @@ impl ContractChange {
             "starting_at": info.starting_at,
             "created_at": self.timestamp,
             "created_by": self.created_by,
-            "commits": [], "credits": [], "overrides": self.add_overrides,
+            "commits": self.add_commits.iter().map(|b| b.api_json(None)).collect::<Vec<_>>(),
+            "credits": self.add_credits.iter().map(|b| b.api_json(None)).collect::<Vec<_>>(),
+            "overrides": self.add_overrides,
             "scheduled_charges": [], "discounts": [], "professional_services": [],
             "reseller_royalties": [],
         });
@@ -1368,6 +1413,8 @@ impl Contract {
                 name: self.name.clone(),
                 net_payment_terms_days: self.net_payment_terms_days,
                 overrides: self.overrides.clone(),
+                commits: self.commits.clone(),
+                credits: self.credits.clone(),
             });
         }
     }
@@ -1382,6 +1429,8 @@ impl Contract {
             name: initial.name.clone(),
             net_payment_terms_days: initial.net_payment_terms_days,
             overrides: initial.overrides.clone(),
+            commits: initial.commits.clone(),
+            credits: initial.credits.clone(),
             ..self.clone()
         };
         at_creation.terms_json()

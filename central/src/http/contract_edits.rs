@@ -9,10 +9,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::commit_wire::BalanceReq;
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
+use crate::service::commits::BalanceInput;
 use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
 use crate::wire::{Dec, Time};
 use crate::AppState;
@@ -34,9 +36,9 @@ struct AmendReq {
     #[serde(default)]
     overrides: Vec<OverrideReq>,
     #[serde(default)]
-    commits: Vec<Value>,
+    commits: Vec<BalanceReq>,
     #[serde(default)]
-    credits: Vec<Value>,
+    credits: Vec<BalanceReq>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
     salesforce_opportunity_id: Option<String>,
@@ -65,7 +67,11 @@ async fn amend(
             total_contract_value: req.total_contract_value,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
-        balances: BalanceChanges(vec![("commits", req.commits), ("credits", req.credits)]),
+        balances: BalanceChanges {
+            add_commits: ("commits", balance_inputs(req.commits, "commits")?),
+            add_credits: ("credits", credit_inputs(req.credits)),
+            ..BalanceChanges::default()
+        },
     };
     Ok(id_response(
         &contract_edits::amend(&st, env, amendment).await?,
@@ -117,17 +123,17 @@ struct EditReq {
     update_net_payment_terms_days: Option<Option<Dec>>,
     allow_contract_ending_before_finalized_invoice: Option<bool>,
     #[serde(default)]
-    add_commits: Vec<Value>,
+    add_commits: Vec<BalanceReq>,
     #[serde(default)]
-    add_credits: Vec<Value>,
+    add_credits: Vec<BalanceReq>,
     #[serde(default)]
     update_commits: Vec<Value>,
     #[serde(default)]
     update_credits: Vec<Value>,
     #[serde(default)]
-    archive_commits: Vec<Value>,
+    archive_commits: Vec<IdReq>,
     #[serde(default)]
-    archive_credits: Vec<Value>,
+    archive_credits: Vec<IdReq>,
 }
 
 async fn edit(
@@ -159,14 +165,23 @@ async fn edit(
         }),
         name: req.update_contract_name,
         net_payment_terms_days: req.update_net_payment_terms_days,
-        balances: BalanceChanges(vec![
-            ("add_commits", req.add_commits),
-            ("add_credits", req.add_credits),
-            ("update_commits", req.update_commits),
-            ("update_credits", req.update_credits),
-            ("archive_commits", req.archive_commits),
-            ("archive_credits", req.archive_credits),
-        ]),
+        balances: BalanceChanges {
+            add_commits: (
+                "add_commits",
+                balance_inputs(req.add_commits, "add_commits")?,
+            ),
+            add_credits: ("add_credits", credit_inputs(req.add_credits)),
+            archive_commits: req.archive_commits.into_iter().map(|r| r.id).collect(),
+            archive_credits: req.archive_credits.into_iter().map(|r| r.id).collect(),
+            refused: [
+                ("update_commits", req.update_commits.is_empty()),
+                ("update_credits", req.update_credits.is_empty()),
+            ]
+            .into_iter()
+            .filter(|(_, empty)| !empty)
+            .map(|(field, _)| field)
+            .collect(),
+        },
     };
     let change = contract_edits::edit(&st, env, edit).await?;
     Ok(Json(
@@ -188,4 +203,16 @@ async fn edit_history(
     let changes = contract_edits::history(&st, env, &req.customer_id, &req.contract_id).await?;
     let data: Vec<Value> = changes.iter().map(|c| c.edit_json()).collect();
     Ok(Json(json!({ "data": data })))
+}
+
+/// Commits of an amendment or edit (`field[i]`), each needing its `type`.
+fn balance_inputs(reqs: Vec<BalanceReq>, field: &str) -> ApiResult<Vec<BalanceInput>> {
+    reqs.into_iter()
+        .enumerate()
+        .map(|(i, r)| r.commit(&format!("{field}[{i}]")))
+        .collect()
+}
+
+fn credit_inputs(reqs: Vec<BalanceReq>) -> Vec<BalanceInput> {
+    reqs.into_iter().map(BalanceReq::credit).collect()
 }

@@ -175,15 +175,25 @@ pub fn check_body(
 /// Refuses `contracts/create`'s `commits` and `credits` entries that set a field Tally cannot
 /// honour, naming it (`commits[2].hierarchy_configuration: ...`).
 pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Invalid> {
-    for (field, kind) in [
-        ("commits", BalanceType::Prepaid),
-        ("credits", BalanceType::Credit),
-    ] {
-        let items = body.get(field).and_then(Value::as_array);
-        for (i, item) in items.into_iter().flatten().enumerate() {
-            if let Value::Object(map) = item {
-                check_body(&format!("{field}[{i}]"), map, kind)?;
-            }
+    check_items(body, "commits", false)?;
+    check_items(body, "credits", true)
+}
+
+/// [`check_body`] for each entry of the list `field` of a request body (commits, or credits
+/// when `credits`), naming it `field[i]`.
+pub fn check_items(
+    body: &Map<String, Value>,
+    field: &str,
+    credits: bool,
+) -> std::result::Result<(), Invalid> {
+    let kind = match credits {
+        true => BalanceType::Credit,
+        false => BalanceType::Prepaid,
+    };
+    let items = body.get(field).and_then(Value::as_array);
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        if let Value::Object(map) = item {
+            check_body(&format!("{field}[{i}]"), map, kind)?;
         }
     }
     Ok(())

@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, ContractError, OverrideInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{kind, new_id, AmendmentInfo, Contract, ContractChange, CREATED_BY};
@@ -97,42 +98,112 @@ fn refuse_unsupported(
 /// Refuses an amend body that sets a term Tally cannot honour, naming it.
 pub fn check_amend_supported(body: &Map<String, Value>) -> std::result::Result<(), Invalid> {
     refuse_unsupported(body, UNSUPPORTED_AMEND_TERMS, "this amendment term")?;
+    commits::check_items(body, "commits", false)?;
+    commits::check_items(body, "credits", true)?;
     contracts::check_overrides_supported("overrides", body.get("overrides"))
 }
 
 /// Refuses an edit body that sets a field Tally cannot apply, naming it.
 pub fn check_edit_supported(body: &Map<String, Value>) -> std::result::Result<(), Invalid> {
     refuse_unsupported(body, UNSUPPORTED_EDIT_FIELDS, "this edit")?;
+    commits::check_items(body, "add_commits", false)?;
+    commits::check_items(body, "add_credits", true)?;
     contracts::check_overrides_supported("add_overrides", body.get("add_overrides"))
 }
 
-/// The commit and credit parts of an amendment or edit, as given: `(field, items)` for each of
-/// `commits`/`credits` (amend) or `add_commits`, `add_credits`, `update_commits`,
-/// `update_credits`, `archive_commits`, `archive_credits` (edit).
+/// The commit and credit parts of an amendment or edit, as given.
 #[derive(Default)]
-pub struct BalanceChanges(pub Vec<(&'static str, Vec<Value>)>);
+pub struct BalanceChanges {
+    /// `(request field, inputs)`: `commits` / `credits` (amend), `add_commits` / `add_credits`
+    /// (edit).
+    pub add_commits: (&'static str, Vec<BalanceInput>),
+    pub add_credits: (&'static str, Vec<BalanceInput>),
+    pub archive_commits: Vec<String>,
+    pub archive_credits: Vec<String>,
+    /// Fields given that Tally cannot apply yet (`update_commits`, `update_credits`).
+    pub refused: Vec<&'static str>,
+}
 
-/// COMMITS AND CREDITS ON AMEND AND EDIT: the one place they are handled.
-///
-/// Today every non-empty part is refused (400) and nothing else happens. After the merge with
-/// the commits branch, the lead replaces this function's body: validate the items with
-/// `service::commits` (the create path's validation, given `contract`), and return the
-/// validated records; `change` below then stores them in the contract document (its commits
-/// and credits, keeping `keep_initial_terms` and `ContractChange` in step) inside the same
-/// conditional write as the rest of the change.
+/// Validates the commit and credit parts into `change`: new ones exactly as on create
+/// (`service::commits::build`, ids assigned), archivals naming the contract's own.
 async fn balance_changes(
-    _st: &AppState,
-    _env: Env,
-    _contract: &Contract,
-    changes: &BalanceChanges,
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+    changes: BalanceChanges,
+    change: &mut ContractChange,
 ) -> Result<()> {
-    match changes.0.iter().find(|(_, items)| !items.is_empty()) {
-        Some((field, _)) => Err(Invalid(format!(
-            "{field}: commits and credits on contract amendments and edits are not supported yet"
+    if let Some(field) = changes.refused.first() {
+        return Err(Invalid(format!(
+            "{field}: changing an existing commit or credit is not supported by Tally yet \
+             (archive it and add a new one)"
         ))
-        .into()),
-        None => Ok(()),
+        .into());
     }
+    for ((field, inputs), out) in [
+        (changes.add_commits, &mut change.add_commits),
+        (changes.add_credits, &mut change.add_credits),
+    ] {
+        for (i, input) in inputs.into_iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            out.push(commits::build(st, env, &at, input, change.timestamp).await?);
+        }
+    }
+    change.archive_commits = changes.archive_commits;
+    change.archive_credits = changes.archive_credits;
+    check_archivals(contract, change)?;
+    Ok(())
+}
+
+/// Refuses archivals naming a commit or credit the contract does not have, one archived
+/// already, or one twice; and more commits and credits than a contract may carry.
+fn check_archivals(
+    contract: &Contract,
+    change: &ContractChange,
+) -> std::result::Result<(), Invalid> {
+    for (field, ids, own) in [
+        (
+            "archive_commits",
+            &change.archive_commits,
+            &contract.commits,
+        ),
+        (
+            "archive_credits",
+            &change.archive_credits,
+            &contract.credits,
+        ),
+    ] {
+        let mut seen = BTreeSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if !seen.insert(id) {
+                return Err(Invalid(format!("{field}[{i}].id: {id} is named twice")));
+            }
+            match own.iter().find(|b| &b.id == id) {
+                None => {
+                    return Err(Invalid(format!(
+                        "{field}[{i}].id: the contract has no such commit or credit {id}"
+                    )))
+                }
+                Some(b) if b.archived_at.is_some() => {
+                    return Err(Invalid(format!(
+                        "{field}[{i}].id: {id} is archived already"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let total = contract.commits.len()
+        + contract.credits.len()
+        + change.add_commits.len()
+        + change.add_credits.len();
+    if total > MAX_BALANCES_PER_CONTRACT {
+        return Err(Invalid(format!(
+            "commits, credits: at most {MAX_BALANCES_PER_CONTRACT} commits and credits are \
+             allowed per contract"
+        )));
+    }
+    Ok(())
 }
 
 /// A v1 amendment as a client gives it.
@@ -194,6 +265,10 @@ fn new_change(st: &AppState) -> ContractChange {
         update_contract_end_date: None,
         update_contract_name: None,
         update_net_payment_terms_days: None,
+        add_commits: Vec::new(),
+        add_credits: Vec::new(),
+        archive_commits: Vec::new(),
+        archive_credits: Vec::new(),
     }
 }
 
@@ -227,8 +302,8 @@ pub async fn amend(st: &AppState, env: Env, req: Amendment) -> Result<String> {
         )
         .into());
     }
-    balance_changes(st, env, &contract, &req.balances).await?;
     let mut change = adding_overrides(st, env, &contract, "overrides", req.overrides).await?;
+    balance_changes(st, env, &contract, req.balances, &mut change).await?;
     change.amendment = Some(req.info);
     apply(st, env, &contract.id, change).await.map(|c| c.id)
 }
@@ -251,8 +326,13 @@ pub async fn update_end_date(
 /// `v2/contracts/edit`: applies the edit whole and returns it as recorded (ids assigned).
 pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> {
     let contract = changeable(st, env, &req.customer_id, &req.contract_id).await?;
-    balance_changes(st, env, &contract, &req.balances).await?;
+    let b = &req.balances;
     let nothing = req.add_overrides.is_empty()
+        && b.add_commits.1.is_empty()
+        && b.add_credits.1.is_empty()
+        && b.archive_commits.is_empty()
+        && b.archive_credits.is_empty()
+        && b.refused.is_empty()
         && req.remove_overrides.is_empty()
         && req.end_date.is_none()
         && req.name.is_none()
@@ -260,7 +340,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
     if nothing {
         return Err(Invalid(
             "the edit changes nothing: give add_overrides, remove_overrides, \
-             update_contract_end_date, update_contract_name or update_net_payment_terms_days"
+             update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
+             add_commits, add_credits, archive_commits or archive_credits"
                 .into(),
         )
         .into());
@@ -284,6 +365,7 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
     }
     let mut change =
         adding_overrides(st, env, &contract, "add_overrides", req.add_overrides).await?;
+    balance_changes(st, env, &contract, req.balances, &mut change).await?;
     change.uniqueness_key = req.uniqueness_key;
     change.remove_overrides = req.remove_overrides;
     change.update_contract_end_date = req.end_date.map(|e| e.ending_before);
@@ -417,7 +499,19 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
         ))
         .into());
     }
+    // Archivals were checked against an earlier read too.
+    check_archivals(c, change)?;
     c.keep_initial_terms();
+    for (ids, own) in [
+        (&change.archive_commits, &mut c.commits),
+        (&change.archive_credits, &mut c.credits),
+    ] {
+        for b in own.iter_mut().filter(|b| ids.contains(&b.id)) {
+            b.archived_at = Some(change.timestamp);
+        }
+    }
+    c.commits.extend(change.add_commits.iter().cloned());
+    c.credits.extend(change.add_credits.iter().cloned());
     c.overrides
         .retain(|o| !change.remove_overrides.contains(&o.id));
     c.overrides.extend(change.add_overrides.iter().cloned());

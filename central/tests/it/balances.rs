@@ -465,6 +465,52 @@ async fn manual_entries_all_land(backend: Backend) {
     assert_eq!(s.net(&app, json!({})).await, "0");
 }
 
+/// An amendment adds a credit, which the open draft draws on at once; an edit archives it and
+/// the draft is back to its list total; a finalized invoice never changes.
+async fn amendments_add_and_archive_credits(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let k = s.contract(&app, json!({})).await;
+    s.events(&app, "h", &[("2024-11-10T00:00:00Z", "30")]).await;
+    assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "3000");
+    let body = json!({ "customer_id": s.customer, "contract_id": k, "starting_at": START,
+                       "credits": [s.credit("Goodwill", "1000.5", 1)] });
+    app.post("/v1/contracts/amend", body).await.expect(StatusCode::OK);
+    let ids = s.ids(&app, &k).await;
+    let goodwill = id_of(&ids, "Goodwill").to_string();
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "10.005", "100", "1000.5", &goodwill),
+            l("applied_commit_or_credit", "-", "-", "-1000.5", &goodwill),
+            l("usage", "19.995", "100", "1999.5", "-"),
+        ]
+    );
+    assert_eq!(num(&inv["total"]), "1999.5");
+    // v1 shows the credit in `current` and in the amendment, not in `initial`.
+    let v1 = app
+        .post("/v1/contracts/get", json!({ "customer_id": s.customer, "contract_id": k }))
+        .await
+        .data();
+    assert_eq!(v1["initial"]["credits"], json!([]));
+    assert_eq!(v1["current"]["credits"][0]["id"], json!(goodwill));
+    assert_eq!(v1["amendments"][0]["credits"][0]["id"], json!(goodwill));
+    // A bad credit changes nothing.
+    let bad = json!({ "customer_id": s.customer, "contract_id": k,
+                      "add_credits": [{ "product_id": s.fixed, "priority": 1 }] });
+    let r = app.post("/v2/contracts/edit", bad).await;
+    assert!(r.message().contains("add_credits[0].access_schedule"), "{}", r.message());
+    assert_eq!(s.ids(&app, &k).await.len(), 1);
+    // Archived: the draft bills the list price again.
+    let archive = json!({ "customer_id": s.customer, "contract_id": k,
+                          "archive_credits": [{ "id": goodwill }] });
+    app.post("/v2/contracts/edit", archive.clone()).await.expect(StatusCode::OK);
+    assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "3000");
+    let again = app.post("/v2/contracts/edit", archive).await;
+    assert!(again.message().contains("archived already"), "{}", again.message());
+}
+
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -490,4 +536,5 @@ both_backends!(
     postpaid_commit_trues_up,
     commit_rate_prices_the_covered_units,
     manual_entries_all_land,
+    amendments_add_and_archive_credits,
 );

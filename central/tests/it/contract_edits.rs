@@ -473,12 +473,12 @@ async fn refused_changes_name_the_field_and_change_nothing() {
         (
             amend,
             json!({ "starting_at": NOV, "commits": item }),
-            "commits: commits and credits",
+            "commits[0].type",
         ),
         (
             amend,
             json!({ "starting_at": NOV, "credits": item }),
-            "credits: commits and credits",
+            "credits[0]",
         ),
         (
             amend,
@@ -543,7 +543,7 @@ async fn refused_changes_name_the_field_and_change_nothing() {
         (
             edit,
             json!({ "add_commits": item }),
-            "add_commits: commits and credits",
+            "add_commits[0].type",
         ),
         (edit, json!({ "add_credits": item }), "add_credits"),
         (
