@@ -439,9 +439,35 @@ def walkthrough(call: Walk) -> dict[str, list]:
         },
     )
     call("listCustomerCommits-v1", body={"customer_id": acme, "include_contract_commits": True})
-    call(
+    credits_page = call(
         "listCustomerCredits-v1",
         body={"customer_id": acme, "include_contract_credits": True, "limit": 10},
+    )
+    credit_segment = next(
+        c["access_schedule"]["schedule_items"][0]["id"]
+        for c in credits_page["data"]
+        if c["id"] == customer_credit
+    )
+    # Balances: a manual entry on the customer-level credit, then the reads that show it.
+    call(
+        "addManualBalanceLedgerEntry-v1",
+        body={
+            "customer_id": acme,
+            "id": customer_credit,
+            "segment_id": credit_segment,
+            "amount": 250.5,
+            "reason": "walk",
+        },
+    )
+    call("getNetBalance-v1", body={"customer_id": acme})
+    call(
+        "listCustomerBalances-v1",
+        body={
+            "customer_id": acme,
+            "include_contract_balances": True,
+            "include_balance": True,
+            "include_ledgers": True,
+        },
     )
     # Ending where they end already: a 200 that leaves the generated requests room to shorten.
     call(
@@ -582,6 +608,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "commit_contract": [contracts[0]],
         "commit": [customer_commit],
         "credit": [customer_credit],
+        "credit_segment": [credit_segment],
         "archived_configuration": archived_configurations,
         **editable,
     }
@@ -746,6 +773,24 @@ for op_id, id_field, dictionary in (
         "body.starting_at": "hour",
         "body.effective_before": "hour",
     }
+BINDINGS["addManualBalanceLedgerEntry-v1"] = {
+    "body.customer_id": "commit_customer",
+    "body.id": "credit",
+    "body.segment_id": "credit_segment",
+    "body.timestamp": "hour",
+}
+BINDINGS["getNetBalance-v1"] = {
+    "body.customer_id": "commit_customer",
+    "body.credit_type_id": "credit_type",
+    "body.filters[*].ids[*]": "credit",
+}
+BINDINGS["listCustomerBalances-v1"] = {
+    "body.customer_id": "commit_customer",
+    "body.id": "credit",
+    "body.covering_date": "hour",
+    "body.starting_at": "hour",
+    "body.effective_before": "hour",
+}
 BINDINGS["updateCommitEndDate-v1"] = {
     "body.customer_id": "commit_customer",
     "body.commit_id": "commit",
@@ -775,6 +820,12 @@ MORE_EXAMPLES = {
 }
 # Operations where no generated case needs to succeed (the walkthrough's 2xx is still checked).
 NO_GENERATED_2XX = {
+    "addManualBalanceLedgerEntry-v1": (
+        "a valid body names the customer, one of its commits or credits and one of that one's "
+        "segments, a non-blank reason, no `per_group_amounts` (refused: Tally has no seat-based "
+        "balances) and no `contract_id` unless the balance is that contract's; generated "
+        "bodies set the optional fields to random values (0 of 103 cases reached all at once)"
+    ),
     "addRates-v1": (
         "a valid body needs a non-empty `rates` list whose every item has a real product, an "
         "hour-aligned start, a price (optional in the document, required for FLAT by Metronome's "
