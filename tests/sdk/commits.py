@@ -13,10 +13,11 @@ and only `base_url` changed:
 3. Usage: 100 calls. The draft invoice (compared as exact Decimals, never floats):
    charges 100 x 80 = 8,000; the credit burns first (priority 1): 12.5 units = 1,000; the commit
    covers the other 87.5 units = 7,000; total 0.
-4. Balances: `get_net_balance` is 3,300 (the commit's 3,000 left and the other contract's
-   untouched 300) with drafts counted (the default) and 11,300 counting only finalized invoices;
+4. Balances: `get_net_balance` is 3,000 with drafts counted (the default): the commit's 3,000
+   left, and nothing of the other contract's 300, which its own draft (the customer's same 100
+   calls at the list price, 10,000) draws in full; 11,300 counting only finalized invoices;
    `list_balances` shows the commit at 3,000 with its ledger (start +10,000, pending deduction
-   -7,000); a manual entry of +250.5 on the commit raises the net to 3,550.5.
+   -7,000); a manual entry of +250.5 on the commit raises the net to 3,250.5.
 5. A commit without an access schedule is a BadRequestError naming the field.
 """
 
@@ -153,9 +154,9 @@ def check_invoice(client: Metronome, clock: Clock, ids: dict, balances: dict) ->
 
 
 def check_balances(client: Metronome, ids: dict, balances: dict) -> None:
-    log("balances: 3,300 left counting the draft, 11,300 counting finalized invoices only")
+    log("balances: 3,000 left counting the drafts, 11,300 counting finalized invoices only")
     net = client.v1.contracts.get_net_balance(customer_id=ids["customer"])
-    assert D(str(net.data.balance)) == D(3300), net
+    assert D(str(net.data.balance)) == D(3000), net
     raw = body_of(
         client.v1.contracts.with_raw_response.get_net_balance(
             customer_id=ids["customer"], invoice_inclusion_mode="FINALIZED"
@@ -183,7 +184,7 @@ def check_balances(client: Metronome, ids: dict, balances: dict) -> None:
         reason="goodwill",
     )
     net = body_of(client.v1.contracts.with_raw_response.get_net_balance(customer_id=ids["customer"]))
-    assert num(net["data"]["balance"], "balance") == D("3550.5"), dump(net)
+    assert num(net["data"]["balance"], "balance") == D("3250.5"), dump(net)
 
 
 def check_errors(client: Metronome, clock: Clock, ids: dict) -> None:
