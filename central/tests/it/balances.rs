@@ -475,7 +475,9 @@ async fn amendments_add_and_archive_credits(backend: Backend) {
     assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "3000");
     let body = json!({ "customer_id": s.customer, "contract_id": k, "starting_at": START,
                        "credits": [s.credit("Goodwill", "1000.5", 1)] });
-    app.post("/v1/contracts/amend", body).await.expect(StatusCode::OK);
+    app.post("/v1/contracts/amend", body)
+        .await
+        .expect(StatusCode::OK);
     let ids = s.ids(&app, &k).await;
     let goodwill = id_of(&ids, "Goodwill").to_string();
     let inv = s.invoice(&app, &k, START).await;
@@ -490,7 +492,10 @@ async fn amendments_add_and_archive_credits(backend: Backend) {
     assert_eq!(num(&inv["total"]), "1999.5");
     // v1 shows the credit in `current` and in the amendment, not in `initial`.
     let v1 = app
-        .post("/v1/contracts/get", json!({ "customer_id": s.customer, "contract_id": k }))
+        .post(
+            "/v1/contracts/get",
+            json!({ "customer_id": s.customer, "contract_id": k }),
+        )
         .await
         .data();
     assert_eq!(v1["initial"]["credits"], json!([]));
@@ -500,15 +505,25 @@ async fn amendments_add_and_archive_credits(backend: Backend) {
     let bad = json!({ "customer_id": s.customer, "contract_id": k,
                       "add_credits": [{ "product_id": s.fixed, "priority": 1 }] });
     let r = app.post("/v2/contracts/edit", bad).await;
-    assert!(r.message().contains("add_credits[0].access_schedule"), "{}", r.message());
+    assert!(
+        r.message().contains("add_credits[0].access_schedule"),
+        "{}",
+        r.message()
+    );
     assert_eq!(s.ids(&app, &k).await.len(), 1);
     // Archived: the draft bills the list price again.
     let archive = json!({ "customer_id": s.customer, "contract_id": k,
                           "archive_credits": [{ "id": goodwill }] });
-    app.post("/v2/contracts/edit", archive.clone()).await.expect(StatusCode::OK);
+    app.post("/v2/contracts/edit", archive.clone())
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "3000");
     let again = app.post("/v2/contracts/edit", archive).await;
-    assert!(again.message().contains("archived already"), "{}", again.message());
+    assert!(
+        again.message().contains("archived already"),
+        "{}",
+        again.message()
+    );
 }
 
 macro_rules! both_backends {

@@ -540,11 +540,7 @@ async fn refused_changes_name_the_field_and_change_nothing() {
             json!({ "uniqueness_key": "k", "allow_contract_ending_before_finalized_invoice": true }),
             "changes nothing",
         ),
-        (
-            edit,
-            json!({ "add_commits": item }),
-            "add_commits[0].type",
-        ),
+        (edit, json!({ "add_commits": item }), "add_commits[0].type"),
         (edit, json!({ "add_credits": item }), "add_credits"),
         (
             edit,
