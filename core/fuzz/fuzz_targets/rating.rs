@@ -38,6 +38,7 @@ fn snapshot(input: &Input) -> PricingSnapshot {
         // The card's order reversed, so fuzzing also runs the reordering.
         product_order: input.products.iter().rev().map(|p| p.product_id.clone()).collect(),
         rates: input.rates.clone(),
+        balances: Default::default(),
         contract: ContractSnapshot {
             id: "c".into(),
             starting_at_ms: input.period.start_ms,
@@ -222,6 +223,7 @@ impl<'a> Arbitrary<'a> for Input {
                     price: price(u)?,
                     credit_type: usd(),
                     billing_frequency: None,
+                    commit_rate: None,
                 })
             })
             .collect::<arbitrary::Result<_>>()?;
