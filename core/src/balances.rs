@@ -719,13 +719,29 @@ pub fn purchase_lines(snapshot: &PricingSnapshot, at_ms: i64) -> Vec<InvoiceLine
 
 /// The purchase items of the PREPAID commits invoiced on the snapshot's contract.
 pub fn purchases(snapshot: &PricingSnapshot) -> impl Iterator<Item = (&Balance, &InvoiceItem)> {
-    let contract = snapshot.contract.id.as_str();
-    snapshot
-        .balances
-        .balances
+    purchases_of(&snapshot.balances.balances, &snapshot.contract.id)
+}
+
+/// The purchase items of those of `balances` that are PREPAID commits invoiced on `contract_id`.
+pub fn purchases_of<'b>(
+    balances: &'b [Balance],
+    contract_id: &'b str,
+) -> impl Iterator<Item = (&'b Balance, &'b InvoiceItem)> {
+    balances
         .iter()
-        .filter(move |b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract))
+        .filter(move |b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract_id))
         .flat_map(|b| b.invoice_schedule.iter().map(move |i| (b, i)))
+}
+
+/// The instants the contract `contract_id` has a SCHEDULED invoice at (sorted, without
+/// repeats): those of the `invoice_schedule` items of its PREPAID commits among `balances`.
+pub fn scheduled_instants_of(balances: &[Balance], contract_id: &str) -> Vec<i64> {
+    let mut at: Vec<i64> = purchases_of(balances, contract_id)
+        .map(|(_, item)| item.timestamp_ms)
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
 }
 
 // ---------------------------------------------------------------------------------------------

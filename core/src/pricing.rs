@@ -213,12 +213,7 @@ pub fn price_scheduled(snapshot: &PricingSnapshot, at_ms: i64) -> Result<Invoice
 /// The instants the contract has a SCHEDULED invoice at (sorted, without repeats): those of
 /// its PREPAID commits' `invoice_schedule` items.
 pub fn scheduled_instants(snapshot: &PricingSnapshot) -> Vec<i64> {
-    let mut at: Vec<i64> = crate::balances::purchases(snapshot)
-        .map(|(_, item)| item.timestamp_ms)
-        .collect();
-    at.sort_unstable();
-    at.dedup();
-    at
+    crate::balances::scheduled_instants_of(&snapshot.balances.balances, &snapshot.contract.id)
 }
 
 /// Stage 4 and the invoice around the lines.

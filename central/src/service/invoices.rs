@@ -12,7 +12,7 @@
 //! - FINALIZED and VOID invoices are shown from their frozen body, never recomputed.
 
 use serde_json::{json, Value};
-use tally_core::balances::{Balance, BalanceKind};
+use tally_core::balances::scheduled_instants_of;
 use tally_core::period::Period;
 
 use super::balances::{self, Book};
@@ -115,7 +115,7 @@ pub async fn stored_and_missing(
         .collect();
     let balances = commits::applicable_balances(st, env, contract).await?;
     let end = end.unwrap_or(i64::MAX);
-    for at in scheduled_instants(&balances, &contract.id) {
+    for at in scheduled_instants_of(&balances, &contract.id) {
         let id = scheduled_invoice_id(env, &contract.id, at);
         if at <= now && at < end && !stored.iter().any(|r| r.id == id) {
             missing.push(InvoiceRow {
@@ -128,19 +128,6 @@ pub async fn stored_and_missing(
         }
     }
     Ok((stored, missing))
-}
-
-/// The instants of the contract's SCHEDULED invoices: the invoice-schedule items of the prepaid
-/// commits it invoices, sorted, each once.
-fn scheduled_instants(balances: &[Balance], contract_id: &str) -> Vec<i64> {
-    let mut at: Vec<i64> = balances
-        .iter()
-        .filter(|b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract_id))
-        .flat_map(|b| b.invoice_schedule.iter().map(|i| i.timestamp_ms))
-        .collect();
-    at.sort_unstable();
-    at.dedup();
-    at
 }
 
 /// The contract's invoices in time order (a scheduled invoice after the usage period starting
