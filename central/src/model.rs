@@ -1744,6 +1744,7 @@ impl BalanceRecord {
             access,
             invoice_schedule,
             paid: self.is_paid(),
+            recurring_id: None,
         }
     }
 }

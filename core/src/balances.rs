@@ -153,6 +153,11 @@ pub struct Balance {
     /// $0 cost basis burns before a paid one at equal priority.
     #[serde(default)]
     pub paid: bool,
+    /// The `recurring_commits` / `recurring_credits` entry that generated it
+    /// ([`RecurringBalance::expand`]); commit-specific overrides may name it
+    /// (`recurring_commit_ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring_id: Option<String>,
 }
 
 /// Which balance a line belongs to: a covered usage line, an applied line, a purchase or a
@@ -888,6 +893,7 @@ impl RecurringBalance {
                 }],
                 paid: invoice_schedule.iter().any(|i| i.amount > Decimal::ZERO),
                 invoice_schedule,
+                recurring_id: Some(self.id.clone()),
                 id,
             });
         }

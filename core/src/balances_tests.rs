@@ -109,6 +109,7 @@ fn balance(id: &str, kind: BalanceKind, amount: &str) -> Balance {
         )],
         invoice_schedule: vec![],
         paid: false,
+        recurring_id: None,
     }
 }
 

@@ -507,6 +507,7 @@ mod tests {
             ],
             invoice_schedule: vec![],
             paid: false,
+            recurring_id: None,
         };
         let book = Book {
             balances: vec![balance.clone()],
