@@ -961,7 +961,8 @@ pub struct ProductRef {
     pub name: String,
 }
 
-/// One `override_specifiers` entry (`OverrideSpecifier`; the commit fields are refused).
+/// One `override_specifiers` entry (`OverrideSpecifier`; the commit fields only on
+/// commit-specific overrides, naming commits and credits by id once stored).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OverrideSpecifier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -974,6 +975,25 @@ pub struct OverrideSpecifier {
     pub presentation_group_values: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_frequency: Option<BillingFrequency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring_commit_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_commit_or_credit_ids: Option<Vec<String>>,
+}
+
+impl OverrideSpecifier {
+    /// The id lists naming commits and credits, mutably (to resolve temporary ids).
+    pub fn commit_id_lists(&mut self) -> impl Iterator<Item = &mut Vec<String>> {
+        [
+            &mut self.commit_ids,
+            &mut self.recurring_commit_ids,
+            &mut self.any_commit_or_credit_ids,
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// One tier of a TIERED override (`OverrideTier`).
@@ -1023,6 +1043,9 @@ pub struct OverrideRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitled: Option<bool>,
     pub is_commit_specific: bool,
+    /// Commit-specific overrides: whether they adjust the list or the commit rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<BalanceRateType>,
 }
 
 fn core_tiers(tiers: &[WireTier]) -> Vec<Tier> {
@@ -1054,6 +1077,9 @@ impl OverrideRecord {
                         pricing_group_values: s.pricing_group_values.clone(),
                         presentation_group_values: s.presentation_group_values.clone(),
                         billing_frequency: s.billing_frequency.map(BillingFrequency::core),
+                        commit_ids: s.commit_ids.clone(),
+                        recurring_commit_ids: s.recurring_commit_ids.clone(),
+                        any_commit_or_credit_ids: s.any_commit_or_credit_ids.clone(),
                     })
                     .collect()
             }),
@@ -1078,6 +1104,8 @@ impl OverrideRecord {
             }),
             priority: self.priority.map(|p| p.0),
             entitled: self.entitled,
+            is_commit_specific: self.is_commit_specific,
+            target: self.target.map(BalanceRateType::core),
         }
     }
 }
@@ -1715,7 +1743,7 @@ impl BalanceRecord {
             product_tags: s.product_tags.clone(),
             pricing_group_values: s.pricing_group_values.clone(),
             presentation_group_values: s.presentation_group_values.clone(),
-            billing_frequency: None,
+            ..Specifier::default()
         });
         balances::Balance {
             id: self.id.clone(),

@@ -25,7 +25,9 @@
 //!   order among themselves. Each segment in that order walks the usage lines in invoice order
 //!   and covers what it can.
 //! - Covering: the covered part of a line is priced at the line's unit price, or at the rate's
-//!   `commit_rate` when the balance has `rate_type: COMMIT_RATE` and the rate has one. A part is
+//!   `commit_rate` when the balance has `rate_type: COMMIT_RATE` and the rate has one, or at the
+//!   draw price a commit-specific override gives this balance (`InvoiceLine::draw_prices`,
+//!   `overrides::draw_price`; a zero draw price covers every unit left at no cost). A part is
 //!   `min(units left, available / price)` units; the covered part's total is exactly what the
 //!   segment gives. `available / price` is exact when it terminates and otherwise rounded
 //!   half-even to [`COVERED_UNITS_PLACES`] (12); the uncovered rest keeps the exact remainder
@@ -464,12 +466,26 @@ impl<'b> Drawing<'b> {
         line: &InvoiceLine,
         available: Decimal,
     ) -> Result<Decimal, RatingError> {
-        let commit_price = match candidate.balance.rate_type {
+        let balance = candidate.balance;
+        let draw = line
+            .draw_prices
+            .iter()
+            .find(|d| d.balance_id == balance.id)
+            .map(|d| d.unit_price);
+        let commit_price = draw.or(match balance.rate_type {
             BalanceRateType::CommitRate => line.commit_unit_price,
             BalanceRateType::ListRate => None,
-        };
+        });
         let price = commit_price.unwrap_or(line.unit_price.value);
-        if self.units_left <= Decimal::ZERO || price <= Decimal::ZERO {
+        if self.units_left <= Decimal::ZERO || price < Decimal::ZERO {
+            return Ok(Decimal::ZERO);
+        }
+        if price.is_zero() {
+            // Only a commit-specific override makes a draw free: the balance covers the units
+            // left at no cost and keeps its amount.
+            if draw.is_some() {
+                self.take_all_free(candidate);
+            }
             return Ok(Decimal::ZERO);
         }
         let need = match commit_price {
@@ -500,6 +516,18 @@ impl<'b> Drawing<'b> {
             amount,
         });
         Ok(amount)
+    }
+
+    /// Covers every unit left at a zero draw price.
+    fn take_all_free(&mut self, candidate: &Candidate<'b>) {
+        self.covers.push(Cover {
+            candidate: *candidate,
+            units: self.units_left,
+            price: Decimal::ZERO,
+            amount: Decimal::ZERO,
+        });
+        self.units_left = Decimal::ZERO;
+        self.rest_total = Decimal::ZERO;
     }
 
     /// `available / price` units, when that is less than the units left: exact when it
@@ -534,7 +562,11 @@ impl<'b> Drawing<'b> {
                 balance: Some(reference.clone()),
                 ..line.clone()
             });
-            let applied = Amount::new(credit_type.clone(), -cover.amount);
+            let taken = match cover.amount.is_zero() {
+                true => Decimal::ZERO,
+                false => -cover.amount,
+            };
+            let applied = Amount::new(credit_type.clone(), taken);
             out.push(InvoiceLine {
                 kind: balance.applied_kind(),
                 product_id: balance.product_id.clone(),
@@ -548,6 +580,7 @@ impl<'b> Drawing<'b> {
                 tier: None,
                 balance: Some(reference),
                 commit_unit_price: None,
+                draw_prices: Vec::new(),
             });
         }
         if self.units_left > Decimal::ZERO {
@@ -682,6 +715,7 @@ fn true_ups(
             tier: None,
             balance: Some(balance.reference(first.map(|s| s.id.as_str()))),
             commit_unit_price: None,
+            draw_prices: Vec::new(),
         };
         let deduction = first.filter(|_| charge > Decimal::ZERO).map(|s| Deduction {
             balance_id: balance.id.clone(),
@@ -717,6 +751,7 @@ pub fn purchase_lines(snapshot: &PricingSnapshot, at_ms: i64) -> Vec<InvoiceLine
             tier: None,
             balance: Some(balance.reference(Some(&item.id))),
             commit_unit_price: None,
+            draw_prices: Vec::new(),
         });
     }
     out

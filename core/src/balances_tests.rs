@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::accumulate::Accumulator;
-use crate::invoice::Invoice;
+use crate::invoice::{DrawPrice, Invoice};
 use crate::metric::{Aggregation, MetricDef};
 use crate::overrides::{self, OverrideSpec, OverrideType, Prioritization};
 use crate::pricing::{price_invoice, price_scheduled, scheduled_instants};
@@ -59,6 +59,20 @@ fn tokens(price: Price, quantity: &str) -> Case {
 
 fn flat(p: &str) -> Price {
     Price::Flat(d(p))
+}
+
+/// `(price, size)` for the first tier, then `rest` for every unit after it.
+fn two_tiers(first: (&str, &str), rest: &str) -> Price {
+    Price::Tiered(vec![
+        Tier {
+            price: d(first.0),
+            size: Some(d(first.1)),
+        },
+        Tier {
+            price: d(rest),
+            size: None,
+        },
+    ])
 }
 
 impl Case {
@@ -713,16 +727,7 @@ fn the_prior_ledger_reduces_what_a_segment_can_give() {
 fn tiered_lines_are_covered_tier_by_tier() {
     // 150 units over [10 × 100, 5 × rest]: 1000 + 250. Credit 1100 covers tier 1 (1000), then
     // 100 / 5 = 20 units of tier 2; 30 × 5 = 150 left.
-    let tiers = Price::Tiered(vec![
-        Tier {
-            price: d("10"),
-            size: Some(d("100")),
-        },
-        Tier {
-            price: d("5"),
-            size: None,
-        },
-    ]);
+    let tiers = two_tiers(("10", "100"), "5");
     let inv = tokens(tiers, "150")
         .with(vec![credit("cr", "1100")])
         .price();
@@ -937,6 +942,424 @@ fn zero_quantity_lines_and_zero_prices_are_left_alone() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Commit-specific overrides: they price only the usage drawn from the balances they name
+
+/// A commit-specific override of product "tokens" from September, refined by `f`.
+fn commit_specific(id: &str, f: impl FnOnce(&mut OverrideSpec)) -> overrides::Override {
+    let mut spec = OverrideSpec {
+        id: id.into(),
+        starting_at_ms: SEP.start_ms,
+        product_id: Some("tokens".into()),
+        kind: Some(OverrideType::Multiplier),
+        multiplier: Some(d("0.5")),
+        is_commit_specific: true,
+        ..OverrideSpec::default()
+    };
+    f(&mut spec);
+    overrides::build(spec, Prioritization::LowestMultiplier).unwrap()
+}
+
+/// Names only the balances in `ids` (`commit_ids` on a specifier of "tokens").
+fn naming(ids: &'static [&'static str]) -> impl FnOnce(&mut OverrideSpec) {
+    move |s: &mut OverrideSpec| {
+        s.product_id = None;
+        s.override_specifiers = Some(vec![Specifier {
+            product_id: Some("tokens".into()),
+            commit_ids: Some(ids.iter().map(|i| i.to_string()).collect()),
+            ..Specifier::default()
+        }]);
+    }
+}
+
+impl Case {
+    fn overriding(mut self, list: Vec<overrides::Override>) -> Case {
+        self.snapshot.contract.terms.overrides = list;
+        self
+    }
+}
+
+#[test]
+fn a_commit_specific_multiplier_prices_only_the_draws_of_the_commit_it_names() {
+    // 80 × 100. c1 (priority 1, named, draws at 100 × 0.5 = 50): 2000 / 50 = 40 units.
+    // c2 (priority 2, not named, list 100): 1000 / 100 = 10 units. Rest 30 × 100 = 3000.
+    // Subtotal 2000 + 1000 + 3000 = 6000, adjustments −3000, total 3000.
+    let c1 = with(prepaid("c1", "2000"), |b| b.priority = Some(d("1")));
+    let c2 = with(prepaid("c2", "1000"), |b| b.priority = Some(d("2")));
+    let case = tokens(flat("100"), "80")
+        .with(vec![c1.clone(), c2.clone()])
+        .overriding(vec![commit_specific("half", naming(&["c1"]))]);
+    let inv = case.price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("40", "50", "2000", Some("c1")),
+            commit_applied("2000", "c1"),
+            usage("10", "100", "1000", Some("c2")),
+            commit_applied("1000", "c2"),
+            usage("30", "100", "3000", None),
+        ]
+    );
+    assert_eq!(sums(&inv), (d("6000"), d("-3000"), d("3000")));
+    assert_eq!(
+        inv.deductions,
+        vec![drawn(&c1, "-2000"), drawn(&c2, "-1000")]
+    );
+    // Without balances the override changes nothing: 80 × 100.
+    let bare = case.with(vec![]).price();
+    assert_eq!(shown(&bare), vec![usage("80", "100", "8000", None)]);
+}
+
+#[test]
+fn without_commit_ids_a_commit_specific_override_prices_every_balance() {
+    // Product-targeted: any commit or credit. The credit (priority 1) 1000 at 50 covers 20
+    // units, the commit 1000 at 50 covers 20 more; 40 left at list = 4000.
+    let cr = with(credit("cr", "1000"), |b| b.priority = Some(d("1")));
+    let c = with(prepaid("c", "1000"), |b| b.priority = Some(d("2")));
+    let inv = tokens(flat("100"), "80")
+        .with(vec![cr, c])
+        .overriding(vec![commit_specific("half", |_| {})])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("20", "50", "1000", Some("cr")),
+            credit_applied("1000", "cr"),
+            usage("20", "50", "1000", Some("c")),
+            commit_applied("1000", "c"),
+            usage("40", "100", "4000", None),
+        ]
+    );
+    assert_eq!(sums(&inv), (d("6000"), d("-2000"), d("4000")));
+}
+
+#[test]
+fn a_commit_rate_target_changes_the_commit_rate_and_a_list_rate_one_does_not() {
+    // Rate 100, commit_rate 80; the COMMIT_RATE commit draws at 80 × 0.5 = 40 (the LIST_RATE
+    // 0.1 override names it too but does not apply to commit-rate draws): 1000 / 40 = 25 units.
+    // Rest 55 × 100 = 5500. Subtotal 1000 + 5500, total 5500.
+    let c1 = with(prepaid("c1", "1000"), |b| {
+        b.rate_type = BalanceRateType::CommitRate
+    });
+    let commit_half = commit_specific("commit-half", |s| {
+        s.target = Some(BalanceRateType::CommitRate);
+    });
+    let list_tenth = commit_specific("list-tenth", |s| s.multiplier = Some(d("0.1")));
+    let case = with_commit_rate("100", "80")
+        .with(vec![c1])
+        .overriding(vec![commit_half.clone(), list_tenth.clone()]);
+    let inv = case.price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("25", "40", "1000", Some("c1")),
+            commit_applied("1000", "c1"),
+            usage("55", "100", "5500", None),
+        ]
+    );
+    assert_eq!(sums(&inv), (d("6500"), d("-1000"), d("5500")));
+    // A LIST_RATE balance draws at the list rate with the LIST_RATE override: 100 × 0.1 = 10;
+    // 1000 / 10 = 100 units ≥ 80, so all 80 are covered for 800.
+    let inv = case.clone().with(vec![prepaid("c2", "1000")]).price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("80", "10", "800", Some("c2")),
+            commit_applied("800", "c2")
+        ]
+    );
+    assert_eq!(sums(&inv), (d("800"), d("-800"), d("0")));
+}
+
+#[test]
+fn commit_specific_overrides_combine_with_the_contracts_by_its_prioritization() {
+    // LOWEST_MULTIPLIER: an ordinary 0.8 and a commit-specific 0.9: the draw takes the lowest,
+    // 0.8 (= the line's own price, 80); a commit-specific flat OVERWRITE 30 wins over both.
+    let ordinary = overrides::build(
+        OverrideSpec {
+            id: "ordinary".into(),
+            starting_at_ms: SEP.start_ms,
+            product_id: Some("tokens".into()),
+            kind: Some(OverrideType::Multiplier),
+            multiplier: Some(d("0.8")),
+            ..OverrideSpec::default()
+        },
+        Prioritization::LowestMultiplier,
+    )
+    .unwrap();
+    let ninety = commit_specific("ninety", |s| s.multiplier = Some(d("0.9")));
+    // 80 units at 80 = 6400; the commit's 1600 covers 20 at 80; 60 × 80 = 4800 left.
+    let inv = tokens(flat("100"), "80")
+        .with(vec![prepaid("c1", "1600")])
+        .overriding(vec![ordinary.clone(), ninety])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("20", "80", "1600", Some("c1")),
+            commit_applied("1600", "c1"),
+            usage("60", "80", "4800", None),
+        ]
+    );
+    let overwrite = commit_specific("thirty", |s| {
+        s.kind = Some(OverrideType::Overwrite);
+        s.multiplier = None;
+        s.overwrite_rate = Some(overrides::OverwriteSpec {
+            rate_type: crate::rate::RateType::Flat,
+            price: Some(d("30")),
+            tiers: None,
+            credit_type: usd(),
+        });
+    });
+    // 1600 / 30 = 53.333333333333 units (half-even, 12 places) for exactly 1600; the rest
+    // 26.666666666667 units keep the exact remainder 6400 − 53.333333333333 × 80
+    // = 6400 − 4266.66666666664 = 2133.33333333336.
+    let inv = tokens(flat("100"), "80")
+        .with(vec![prepaid("c1", "1600")])
+        .overriding(vec![ordinary, overwrite])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("53.333333333333", "30", "1600", Some("c1")),
+            commit_applied("1600", "c1"),
+            usage("26.666666666667", "80", "2133.33333333336", None),
+        ]
+    );
+    assert_eq!(
+        sums(&inv),
+        (d("3733.33333333336"), d("-1600"), d("2133.33333333336"))
+    );
+}
+
+#[test]
+fn a_free_commit_specific_draw_covers_everything_and_takes_nothing() {
+    // Multiplier 0: usage drawn from c1 costs nothing while c1 has something left.
+    let c1 = prepaid("c1", "1");
+    let inv = tokens(flat("100"), "80")
+        .with(vec![c1])
+        .overriding(vec![commit_specific("free", |s| {
+            s.multiplier = Some(d("0"))
+        })])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![usage("80", "0", "0", Some("c1")), commit_applied("0", "c1")]
+    );
+    assert_eq!(sums(&inv), (d("0"), d("0"), d("0")));
+    assert!(inv.deductions.is_empty());
+    assert_eq!(inv.lines[1].total.value.to_string(), "0");
+}
+
+#[test]
+fn recurring_and_any_ids_name_generated_balances() {
+    // A generated balance is named by its recurring id (recurring_commit_ids,
+    // any_commit_or_credit_ids) or its own id (any_commit_or_credit_ids); another id names
+    // nothing. Named: 1000 at 50 covers 20 units.
+    let generated = with(prepaid("r/0", "1000"), |b| {
+        b.recurring_id = Some("r".into())
+    });
+    let by = |f: fn(&mut Specifier, Vec<String>)| {
+        commit_specific("o", move |s| {
+            s.product_id = None;
+            let mut spec = Specifier {
+                product_id: Some("tokens".into()),
+                ..Specifier::default()
+            };
+            f(&mut spec, vec!["r".into(), "r/0".into()]);
+            s.override_specifiers = Some(vec![spec]);
+        })
+    };
+    let price_with = |o| {
+        let inv = tokens(flat("100"), "80")
+            .with(vec![generated.clone()])
+            .overriding(vec![o])
+            .price();
+        inv.lines[0].quantity
+    };
+    assert_eq!(
+        price_with(by(|s, ids| s.recurring_commit_ids = Some(ids))),
+        d("20")
+    );
+    assert_eq!(
+        price_with(by(|s, ids| s.any_commit_or_credit_ids = Some(ids))),
+        d("20")
+    );
+    assert_eq!(
+        price_with(by(|s, _| s.commit_ids = Some(vec!["other".into()]))),
+        d("10")
+    );
+    assert_eq!(
+        price_with(by(|s, _| s.recurring_commit_ids = Some(vec!["r/0".into()]))),
+        d("10")
+    );
+}
+
+#[test]
+fn a_commit_specific_boundary_splits_the_lines_and_prices_each_side() {
+    // Usage 40 on 09-10 and 40 on 09-20; the override (any balance at 0.5) ends 09-15. c1's
+    // 3000 walks the lines in order: before 09-15 all 40 units at 50 = 2000; after it, at list,
+    // 1000 / 100 = 10 units; 30 × 100 = 3000 left. Subtotal 2000 + 1000 + 3000 = 6000.
+    let mut case = tokens(flat("100"), "40").with(vec![prepaid("c1", "3000")]);
+    case.usage
+        .push(sum_row("m", t("2024-09-20T00:00:00Z"), "40"));
+    let case = case.overriding(vec![commit_specific("half", |s| {
+        s.ending_before_ms = Some(t("2024-09-15T00:00:00Z"));
+    })]);
+    let inv = case.price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("40", "50", "2000", Some("c1")),
+            commit_applied("2000", "c1"),
+            usage("10", "100", "1000", Some("c1")),
+            commit_applied("1000", "c1"),
+            usage("30", "100", "3000", None),
+        ]
+    );
+    assert_eq!(inv.lines[0].segment.end_ms, t("2024-09-15T00:00:00Z"));
+    assert_eq!(inv.lines[2].segment.start_ms, t("2024-09-15T00:00:00Z"));
+    // The split conserves quantity: 40 + 10 + 30 = 80.
+    assert_eq!(sums(&inv), (d("6000"), d("-3000"), d("3000")));
+    // Without balances the flat lines stay split at the commit-specific boundary (so a draw's
+    // price is constant on each line); the total is the same.
+    let bare = case.with(vec![]).price();
+    assert_eq!(
+        shown(&bare),
+        vec![
+            usage("40", "100", "4000", None),
+            usage("40", "100", "4000", None)
+        ]
+    );
+}
+
+#[test]
+fn tiered_lines_draw_at_each_tiers_price_times_the_multiplier() {
+    // Tiers 100 for 50 units, then 60. 80 units: 50 × 100 + 30 × 60 = 6800. The commit (3000,
+    // draws at half: 50 and 30) covers 3000 / 50 = 60 > 50 → all 50 of tier 1 for 2500, then
+    // 500 / 30 = 16.666666666667 units of tier 2 for 500; 13.333333333333 × 60 =
+    // 1800 − 16.666666666667 × 60 = 1800 − 1000.00000000002 = 799.99999999998 left.
+    let tiers = two_tiers(("100", "50"), "60");
+    let inv = tokens(tiers, "80")
+        .with(vec![prepaid("c1", "3000")])
+        .overriding(vec![commit_specific("half", |_| {})])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("50", "50", "2500", Some("c1")),
+            commit_applied("2500", "c1"),
+            usage("16.666666666667", "30", "500", Some("c1")),
+            commit_applied("500", "c1"),
+            usage("13.333333333333", "60", "799.99999999998", None),
+        ]
+    );
+    assert_eq!(
+        sums(&inv),
+        (d("3799.99999999998"), d("-3000"), d("799.99999999998"))
+    );
+}
+
+#[test]
+fn a_commit_specific_window_never_restarts_tiers() {
+    // Tiers 100 for 50 units, then 60; 40 units on 09-10 and 40 on 09-20 are one graduated
+    // bucket: 50 × 100 + 30 × 60 = 6800, as without the override. The override (ends 09-15)
+    // is not active over the whole line, so c1 draws at list: 1000 / 100 = 10 units.
+    let tiers = two_tiers(("100", "50"), "60");
+    let mut case = tokens(tiers, "40").with(vec![prepaid("c1", "1000")]);
+    case.usage
+        .push(sum_row("m", t("2024-09-20T00:00:00Z"), "40"));
+    let inv = case
+        .overriding(vec![commit_specific("half", |s| {
+            s.ending_before_ms = Some(t("2024-09-15T00:00:00Z"));
+        })])
+        .price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("10", "100", "1000", Some("c1")),
+            commit_applied("1000", "c1"),
+            usage("40", "100", "4000", None),
+            usage("30", "60", "1800", None),
+        ]
+    );
+    assert_eq!(sums(&inv), (d("6800"), d("-1000"), d("5800")));
+}
+
+/// Targets "tokens" by a specifier that `f` refines.
+fn names(s: &mut OverrideSpec, f: fn(&mut Specifier)) {
+    s.product_id = None;
+    let mut sp = Specifier {
+        product_id: Some("tokens".into()),
+        ..Specifier::default()
+    };
+    f(&mut sp);
+    s.override_specifiers = Some(vec![sp]);
+}
+
+#[test]
+fn build_refuses_what_a_commit_specific_override_cannot_be() {
+    let refused = |f: fn(&mut OverrideSpec)| {
+        let mut spec = OverrideSpec {
+            id: "o".into(),
+            starting_at_ms: SEP.start_ms,
+            product_id: Some("tokens".into()),
+            kind: Some(OverrideType::Multiplier),
+            multiplier: Some(d("0.5")),
+            ..OverrideSpec::default()
+        };
+        f(&mut spec);
+        overrides::build(spec, Prioritization::Explicit)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refused(|s| s.target = Some(BalanceRateType::CommitRate)),
+        "target: only allowed on commit-specific overrides (is_commit_specific: true)"
+    );
+    assert_eq!(
+        refused(|s| names(s, |sp| sp.commit_ids = Some(vec!["c".into()]))),
+        "override_specifiers[0]: only allowed on commit-specific overrides \
+         (is_commit_specific: true)"
+    );
+    assert!(refused(|s| {
+        s.is_commit_specific = true;
+        names(s, |sp| {
+            sp.commit_ids = Some(vec!["c".into()]);
+            sp.any_commit_or_credit_ids = Some(vec!["c".into()]);
+        })
+    })
+    .starts_with("override_specifiers[0].any_commit_or_credit_ids: "));
+    assert!(refused(|s| {
+        s.is_commit_specific = true;
+        s.kind = Some(OverrideType::Tiered);
+        s.multiplier = None;
+        s.priority = Some(d("1"));
+        s.tiers = Some(vec![overrides::MultiplierTier {
+            multiplier: d("0.5"),
+            size: None,
+        }]);
+    })
+    .starts_with("type: a commit-specific override must be"));
+    assert!(refused(|s| {
+        s.is_commit_specific = true;
+        s.entitled = Some(true);
+        s.priority = Some(d("1"));
+    })
+    .starts_with("entitled: "));
+    // Commit ids alone are no target: the specifier still needs a product, tags or groups.
+    assert!(refused(|s| {
+        s.is_commit_specific = true;
+        s.priority = Some(d("1"));
+        s.product_id = None;
+        s.override_specifiers = Some(vec![Specifier {
+            commit_ids: Some(vec!["c".into()]),
+            ..Specifier::default()
+        }]);
+    })
+    .starts_with("override_specifiers[0]: must set product_id"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Purchases: the SCHEDULED invoice
 
 #[test]
@@ -1022,6 +1445,7 @@ fn synthetic_line(
         tier: None,
         balance: None,
         commit_unit_price: cp,
+        draw_prices: Vec::new(),
     }
 }
 
@@ -1036,8 +1460,9 @@ prop_compose! {
         u in prop_oneof![money(5_000, 2), Just(d("3")), Just(d("7")), Just(Decimal::ZERO)],
         cp in prop::option::of(money(3_000, 2)),
         w in 0..WINDOWS.len(),
-    ) -> (String, Decimal, Decimal, Option<Decimal>, usize) {
-        (product.to_string(), q, u, cp, w)
+        draw in prop::option::of((0..5usize, prop_oneof![money(3_000, 2), Just(Decimal::ZERO)])),
+    ) -> (String, Decimal, Decimal, Option<Decimal>, usize, Option<(usize, Decimal)>) {
+        (product.to_string(), q, u, cp, w, draw)
     }
 }
 
@@ -1127,7 +1552,15 @@ proptest! {
         let lines: Vec<InvoiceLine> = raw_lines
             .iter()
             .enumerate()
-            .map(|(i, (p, q, u, cp, w))| synthetic_line(i, p, *q, *u, *cp, *w))
+            .map(|(i, (p, q, u, cp, w, draw))| {
+                // A commit-specific override's price for draws of balance `b{k}`.
+                let mut line = synthetic_line(i, p, *q, *u, *cp, *w);
+                line.draw_prices = draw
+                    .iter()
+                    .map(|(k, price)| DrawPrice { balance_id: format!("b{k}"), unit_price: *price })
+                    .collect();
+                line
+            })
             .collect();
         let drawn = apply_balances(&snap, period, lines.clone()).unwrap();
         // Deterministic.
@@ -1139,8 +1572,10 @@ proptest! {
             total,
             add_exact(sums.subtotal.get(&usd()), sums.adjustments.get(&usd())).unwrap()
         );
-        // Quantity conserved per line; the charge too when every balance is LIST_RATE.
-        let list_only = snap.balances.balances.iter().all(|b| b.rate_type == BalanceRateType::ListRate);
+        // Quantity conserved per line; the charge too when every balance is LIST_RATE and no
+        // draw has its own price.
+        let list_only = snap.balances.balances.iter().all(|b| b.rate_type == BalanceRateType::ListRate)
+            && lines.iter().all(|l| l.draw_prices.is_empty());
         let mut billed = Decimal::ZERO;
         for line in &lines {
             let parts = drawn.lines.iter().filter(|l| l.kind == LineKind::Usage && l.name == line.name);

@@ -68,6 +68,18 @@ pub struct InvoiceLine {
     /// balance covers. Never shown; set by rating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_unit_price: Option<Decimal>,
+    /// Usage lines: the unit price of the part a balance covers where a commit-specific
+    /// override makes it differ from `unit_price` / `commit_unit_price` (one entry per such
+    /// balance, `overrides::draw_price`). Never shown; set by rating.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draw_prices: Vec<DrawPrice>,
+}
+
+/// The unit price usage of a line is drawn from one balance at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawPrice {
+    pub balance_id: String,
+    pub unit_price: Decimal,
 }
 
 /// Which invoice of a contract: a billing period's USAGE invoice, or the SCHEDULED invoice of

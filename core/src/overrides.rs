@@ -35,6 +35,17 @@
 //!   that changes no price (a second, higher multiplier starting) does not split the lines or
 //!   restart the tiers.
 //!
+//! - Commit-specific overrides (`is_commit_specific`, [`Override::commit_specific`]) never
+//!   price a line: they price the usage drawn from the balances they name ([`draw_price`]):
+//!   by `commit_ids`, `recurring_commit_ids` (the recurring commit a balance was generated
+//!   from) or `any_commit_or_credit_ids` (either) on a specifier, or every balance when none is
+//!   given. `target: LIST_RATE` (default) joins the contract's ordinary overrides for that
+//!   draw, under the same rules; `target: COMMIT_RATE` adjusts the rate's `commit_rate` for a
+//!   `COMMIT_RATE` balance. They are MULTIPLIER or flat OVERWRITE only and set no entitlement.
+//!   Their boundaries split flat lines (so a draw's price is constant on a line) but never a
+//!   graduated price, whose tiers must not restart: there one counts for a line only when
+//!   active over all of it.
+//!
 //! Invariants: every function here is pure and total (no panic on any input); effective prices
 //! are never negative (multipliers and overwrite prices are checked non-negative by [`build`]).
 
@@ -45,6 +56,7 @@ use core::cmp::Reverse;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::balances::{Balance, BalanceRateType};
 use crate::decimal::{add_exact, mul_round_half_even, sub_exact};
 use crate::money::CreditTypeId;
 use crate::period::{Frequency, Period};
@@ -107,6 +119,15 @@ pub struct Specifier {
     pub presentation_group_values: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_frequency: Option<Frequency>,
+    /// Commit-specific overrides only: the commits and credits (by id) whose draws it prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_ids: Option<Vec<String>>,
+    /// Commit-specific overrides only: the recurring commits whose generated commits it prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring_commit_ids: Option<Vec<String>>,
+    /// Commit-specific overrides only: commits, credits, recurring commits or recurring credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_commit_or_credit_ids: Option<Vec<String>>,
 }
 
 /// What an override applies to.
@@ -135,6 +156,11 @@ pub struct Override {
     pub priority: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitled: Option<bool>,
+    /// `Some(target)`: a commit-specific override (`is_commit_specific`), pricing only usage
+    /// drawn from the balances it names, on the list rate (`ListRate`) or on the commit rate
+    /// (`CommitRate`, `target: COMMIT_RATE`). See [`draw_price`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_specific: Option<BalanceRateType>,
 }
 
 /// The usage a rate prices, as override targeting sees it.
@@ -180,6 +206,32 @@ impl Specifier {
                 .is_none_or(|f| s.billing_frequency == Some(f))
     }
 
+    /// Whether a commit-specific override's specifier names this balance: no commit field
+    /// set names every balance.
+    fn names_balance(&self, b: &Balance) -> bool {
+        let listed = |ids: &Option<Vec<String>>, id: Option<&str>| {
+            ids.as_ref()
+                .is_some_and(|ids| id.is_some_and(|id| ids.iter().any(|i| i == id)))
+        };
+        let recurring = b.recurring_id.as_deref();
+        if self.commit_ids.is_none()
+            && self.recurring_commit_ids.is_none()
+            && self.any_commit_or_credit_ids.is_none()
+        {
+            return true;
+        }
+        listed(&self.commit_ids, Some(&b.id))
+            || listed(&self.recurring_commit_ids, recurring)
+            || listed(&self.any_commit_or_credit_ids, Some(&b.id))
+            || listed(&self.any_commit_or_credit_ids, recurring)
+    }
+
+    fn names_commits(&self) -> bool {
+        self.commit_ids.is_some()
+            || self.recurring_commit_ids.is_some()
+            || self.any_commit_or_credit_ids.is_some()
+    }
+
     pub(crate) fn matches_line(&self, presentation: Presentation<'_>) -> bool {
         let Some(want) = &self.presentation_group_values else {
             return true;
@@ -195,6 +247,12 @@ impl Specifier {
 impl Override {
     pub fn active_at(&self, t_ms: i64) -> bool {
         self.starting_at_ms <= t_ms && self.ending_before_ms.is_none_or(|e| t_ms < e)
+    }
+
+    /// Whether it is active over the whole of `span`.
+    fn active_over(&self, span: Period) -> bool {
+        self.starting_at_ms <= span.start_ms
+            && self.ending_before_ms.is_none_or(|e| span.end_ms <= e)
     }
 
     /// Whether it targets some line of this usage (presentation values aside).
@@ -216,6 +274,16 @@ impl Override {
         }
     }
 
+    /// Whether this commit-specific override prices draws from `b` on this line.
+    fn prices_draw(&self, s: &Subject<'_>, presentation: Presentation<'_>, b: &Balance) -> bool {
+        match &self.target {
+            Target::Specifiers(specs) => specs.iter().any(|sp| {
+                sp.matches_usage(s) && sp.matches_line(presentation) && sp.names_balance(b)
+            }),
+            _ => self.may_target(s),
+        }
+    }
+
     fn multiplier(&self) -> Option<Decimal> {
         match self.adjustment {
             Some(Adjustment::Multiplier(m)) => Some(m),
@@ -232,6 +300,19 @@ fn decisive<'o>(candidates: impl Iterator<Item = (usize, &'o Override)>) -> Opti
         .map(|(_, o)| o)
 }
 
+/// The contract's overrides that are not commit-specific and apply to this line at `t_ms`,
+/// with their positions in the contract's list.
+fn ordinary<'t>(
+    terms: &'t ContractTerms,
+    s: &'t Subject<'_>,
+    presentation: Presentation<'t>,
+    t_ms: i64,
+) -> impl Iterator<Item = (usize, &'t Override)> {
+    terms.overrides.iter().enumerate().filter(move |(_, o)| {
+        o.commit_specific.is_none() && o.active_at(t_ms) && o.targets(s, presentation)
+    })
+}
+
 /// The effective rate of `rate` for this usage and line at `t_ms`; `None` when not entitled.
 pub fn effective(
     terms: &ContractTerms,
@@ -240,12 +321,7 @@ pub fn effective(
     presentation: Presentation<'_>,
     t_ms: i64,
 ) -> Result<Option<Effective>, RatingError> {
-    let applicable: Vec<(usize, &Override)> = terms
-        .overrides
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.active_at(t_ms) && o.targets(s, presentation))
-        .collect();
+    let applicable: Vec<(usize, &Override)> = ordinary(terms, s, presentation, t_ms).collect();
     let entitled = decisive(
         applicable
             .iter()
@@ -257,6 +333,18 @@ pub fn effective(
     if !entitled {
         return Ok(None);
     }
+    let mode = terms.multiplier_override_prioritization;
+    apply(mode, &applicable, &rate.price, &rate.credit_type).map(Some)
+}
+
+/// `base` (in `credit_type`) with the `applicable` overrides' adjustments: the decisive
+/// overwrite if any, else the multiplier layers of `mode`.
+fn apply(
+    mode: Prioritization,
+    applicable: &[(usize, &Override)],
+    base: &Price,
+    credit_type: &CreditTypeId,
+) -> Result<Effective, RatingError> {
     let overwrite = decisive(
         applicable
             .iter()
@@ -266,22 +354,90 @@ pub fn effective(
     if let Some(Adjustment::Overwrite { price, credit_type }) =
         overwrite.and_then(|o| o.adjustment.as_ref())
     {
-        return Ok(Some(Effective {
+        return Ok(Effective {
             price: price.clone(),
             credit_type: credit_type.clone(),
             overridden: true,
-        }));
+        });
     }
-    let layers = layers(terms.multiplier_override_prioritization, &applicable);
+    let layers = layers(mode, applicable);
     let price = match layers.is_empty() {
-        true => rate.price.clone(),
-        false => compose(&rate.price, &layers)?,
+        true => base.clone(),
+        false => compose(base, &layers)?,
     };
-    Ok(Some(Effective {
+    Ok(Effective {
         price,
-        credit_type: rate.credit_type.clone(),
+        credit_type: credit_type.clone(),
         overridden: !layers.is_empty(),
-    }))
+    })
+}
+
+/// Whether any of the contract's overrides is commit-specific (rating skips [`draw_price`]
+/// otherwise).
+pub fn any_commit_specific(terms: &ContractTerms) -> bool {
+    terms.overrides.iter().any(|o| o.commit_specific.is_some())
+}
+
+/// The price usage of `rate` on this line at `t_ms` is drawn from `balance` at, when a
+/// commit-specific override makes it differ from the default (`None`: the line's unit price,
+/// or for a `COMMIT_RATE` balance the rate's `commit_rate`, as without such overrides):
+/// - a `COMMIT_RATE` balance on a rate with a flat `commit_rate`: the commit rate with the
+///   applicable `target: COMMIT_RATE` overrides naming the balance (the decisive overwrite,
+///   else the multipliers as the contract prioritises them);
+/// - otherwise: the list rate with the contract's ordinary overrides together with the
+///   applicable `target: LIST_RATE` overrides naming the balance, by the usual rules.
+///
+/// Only overrides active over the whole of `span` (the line's time range) count. An overwrite
+/// in another credit type than the rate's is left out (a draw is in the line's credit type).
+/// Commit-specific overrides are MULTIPLIER or flat OVERWRITE ([`build`]), so the price changes
+/// only where the line's own tiers do: rating reads it at the line's first unit.
+pub fn draw_price(
+    terms: &ContractTerms,
+    rate: &Rate,
+    s: &Subject<'_>,
+    presentation: Presentation<'_>,
+    span: Period,
+    balance: &Balance,
+) -> Result<Option<Price>, RatingError> {
+    let commit_rate = match (&rate.commit_rate, balance.rate_type) {
+        (Some(Price::Flat(c)), BalanceRateType::CommitRate) => Some(Price::Flat(*c)),
+        _ => None,
+    };
+    let target = match commit_rate {
+        Some(_) => BalanceRateType::CommitRate,
+        None => BalanceRateType::ListRate,
+    };
+    let same_unit = |o: &Override| match &o.adjustment {
+        Some(Adjustment::Overwrite { credit_type, .. }) => credit_type == &rate.credit_type,
+        _ => true,
+    };
+    let specific: Vec<(usize, &Override)> = terms
+        .overrides
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.commit_specific == Some(target)
+                && o.active_over(span)
+                && same_unit(o)
+                && o.prices_draw(s, presentation, balance)
+        })
+        .collect();
+    if specific.is_empty() {
+        return Ok(None);
+    }
+    let mode = terms.multiplier_override_prioritization;
+    if let Some(commit) = commit_rate {
+        return Ok(Some(
+            apply(mode, &specific, &commit, &rate.credit_type)?.price,
+        ));
+    }
+    let mut applicable: Vec<(usize, &Override)> = ordinary(terms, s, presentation, span.start_ms)
+        .chain(specific)
+        .collect();
+    applicable.sort_by_key(|(i, _)| *i);
+    Ok(Some(
+        apply(mode, &applicable, &rate.price, &rate.credit_type)?.price,
+    ))
 }
 
 /// The multiplier overrides that apply, in the order they take units.
@@ -451,13 +607,32 @@ pub fn plan(
     let cuts = boundaries(terms, s, span);
     let starts = core::iter::once(span.start_ms).chain(cuts.iter().copied());
     let ends = cuts.iter().copied().chain(core::iter::once(span.end_ms));
+    let mut last_specific = Vec::new();
     for (start, end) in starts.zip(ends) {
         let rates = lines
             .iter()
             .map(|p| effective(terms, rate, s, *p, start))
             .collect::<Result<Vec<_>, _>>()?;
+        // Commit-specific overrides price draws, not the line: where the line's price is flat,
+        // a piece where another set of them is active stays its own, so a draw's price is
+        // constant over each line. A graduated price is not split (that would restart its
+        // tiers and change what undrawn usage costs): there a commit-specific override prices
+        // a line's draws only when active over all of the line (`draw_price`).
+        let specific: Vec<usize> = terms
+            .overrides
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.commit_specific.is_some() && o.active_at(start) && o.may_target(s))
+            .map(|(i, _)| i)
+            .collect();
+        let flat = rates
+            .iter()
+            .flatten()
+            .all(|e| matches!(e.price, Price::Flat(_)));
+        let same_specific =
+            core::mem::replace(&mut last_specific, specific) == last_specific || !flat;
         match out.last_mut() {
-            Some((piece, last)) if *last == rates => piece.end_ms = end,
+            Some((piece, last)) if *last == rates && same_specific => piece.end_ms = end,
             _ => out.push((
                 Period {
                     start_ms: start,
@@ -520,6 +695,10 @@ pub struct OverrideSpec {
     pub tiers: Option<Vec<MultiplierTier>>,
     pub priority: Option<Decimal>,
     pub entitled: Option<bool>,
+    /// `is_commit_specific`.
+    pub is_commit_specific: bool,
+    /// `target` (commit-specific overrides only; absent: `LIST_RATE`).
+    pub target: Option<BalanceRateType>,
 }
 
 /// Why an override was refused. Its text starts with the field it is about (relative to the
@@ -546,6 +725,12 @@ pub enum OverrideError {
     TierSize(usize),
     UnboundedTierNotLast(usize),
     Overwrite(RateError),
+    /// A commit-specific field on an override that is not commit-specific.
+    NotCommitSpecific(String),
+    /// `any_commit_or_credit_ids` with `commit_ids` or `recurring_commit_ids` (specifier index).
+    AnyWithCommitIds(usize),
+    /// What a commit-specific override cannot be: (field, why).
+    CommitSpecific(&'static str, &'static str),
 }
 
 impl core::fmt::Display for OverrideError {
@@ -600,6 +785,16 @@ impl core::fmt::Display for OverrideError {
                 write!(f, "tiers[{i}].size: only the last tier may omit size")
             }
             E::Overwrite(e) => write!(f, "overwrite_rate: {e}"),
+            E::NotCommitSpecific(field) => write!(
+                f,
+                "{field}: only allowed on commit-specific overrides (is_commit_specific: true)"
+            ),
+            E::AnyWithCommitIds(i) => write!(
+                f,
+                "override_specifiers[{i}].any_commit_or_credit_ids: give it instead of \
+                 commit_ids and recurring_commit_ids, not with them"
+            ),
+            E::CommitSpecific(field, why) => write!(f, "{field}: {why}"),
         }
     }
 }
@@ -736,6 +931,10 @@ pub fn build(mut spec: OverrideSpec, mode: Prioritization) -> Result<Override, O
     {
         return Err(OverrideError::EmptyWindow);
     }
+    check_commit_specific(&spec)?;
+    let commit_specific = spec
+        .is_commit_specific
+        .then(|| spec.target.unwrap_or_default());
     let target = target_of(&mut spec)?;
     let adjustment = match spec.kind {
         Some(kind) => Some(adjustment_of(&mut spec, kind)?),
@@ -777,7 +976,58 @@ pub fn build(mut spec: OverrideSpec, mode: Prioritization) -> Result<Override, O
         adjustment,
         priority: spec.priority,
         entitled: spec.entitled,
+        commit_specific,
     })
+}
+
+/// The commit-specific rules: `target` and the specifiers' commit fields only on
+/// commit-specific overrides; `any_commit_or_credit_ids` instead of the other two; a
+/// commit-specific override is a MULTIPLIER or a flat OVERWRITE and sets no entitlement (it
+/// prices draws, which need a billed line).
+fn check_commit_specific(spec: &OverrideSpec) -> Result<(), OverrideError> {
+    let specs = spec.override_specifiers.as_deref().unwrap_or_default();
+    for (i, sp) in specs.iter().enumerate() {
+        if sp.any_commit_or_credit_ids.is_some()
+            && (sp.commit_ids.is_some() || sp.recurring_commit_ids.is_some())
+        {
+            return Err(OverrideError::AnyWithCommitIds(i));
+        }
+    }
+    if !spec.is_commit_specific {
+        if spec.target.is_some() {
+            return Err(OverrideError::NotCommitSpecific("target".into()));
+        }
+        if let Some(i) = specs.iter().position(Specifier::names_commits) {
+            return Err(OverrideError::NotCommitSpecific(alloc::format!(
+                "override_specifiers[{i}]"
+            )));
+        }
+        return Ok(());
+    }
+    const KINDS: &str = "a commit-specific override must be a MULTIPLIER or a FLAT OVERWRITE";
+    match spec.kind {
+        Some(OverrideType::Multiplier) => {}
+        Some(OverrideType::Overwrite) => {
+            if spec
+                .overwrite_rate
+                .as_ref()
+                .is_some_and(|o| o.rate_type != RateType::Flat)
+            {
+                return Err(OverrideError::CommitSpecific(
+                    "overwrite_rate.rate_type",
+                    KINDS,
+                ));
+            }
+        }
+        _ => return Err(OverrideError::CommitSpecific("type", KINDS)),
+    }
+    if spec.entitled.is_some() {
+        return Err(OverrideError::CommitSpecific(
+            "entitled",
+            "not allowed on commit-specific overrides",
+        ));
+    }
+    Ok(())
 }
 
 /// The type a type-specific field belongs to (for "type is required" messages).

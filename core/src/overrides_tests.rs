@@ -43,6 +43,7 @@ fn on(p: &str, adjustment: Option<Adjustment>) -> Override {
         adjustment,
         priority: None,
         entitled: None,
+        commit_specific: None,
     }
 }
 
@@ -104,6 +105,7 @@ fn priced_with(
         rates,
         terms,
         usage,
+        balances: &[],
     };
     rate_with(&input, &[], None).unwrap().0
 }

@@ -188,6 +188,7 @@ pub fn price_invoice(
         rates: &snapshot.rates,
         terms: &snapshot.contract.terms,
         usage,
+        balances: &snapshot.balances.balances,
     };
     let mut lines = price_usage(&input)?;
     order_lines(&mut lines, &snapshot.product_order);
@@ -321,6 +322,7 @@ pub(crate) mod tests {
             tier: None,
             balance: None,
             commit_unit_price: None,
+            draw_prices: Vec::new(),
         }
     }
 

@@ -47,8 +47,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulator, GroupValues, MergeError};
+use crate::balances::Balance;
 use crate::decimal::{add_exact, mul_exact, sub_exact};
-use crate::invoice::{InvoiceLine, LineKind, TierRef};
+use crate::invoice::{DrawPrice, InvoiceLine, LineKind, TierRef};
 use crate::metric::{Aggregation, MetricDef};
 use crate::money::{Amount, CreditTypeId};
 use crate::overrides::{self, Effective, Subject};
@@ -244,6 +245,9 @@ pub struct RatingInput<'a> {
     pub terms: &'a ContractTerms,
     /// Hourly usage of the period; for LATEST metrics also earlier hours (for the baseline).
     pub usage: &'a [UsageRow],
+    /// The balances usage may be drawn from: rating prices draws that commit-specific
+    /// overrides change (`InvoiceLine::draw_prices`); stage 3 draws them down.
+    pub balances: &'a [Balance],
 }
 
 /// Why a period could not be rated.
@@ -421,6 +425,32 @@ struct SegmentCtx<'a> {
 /// Hourly rows of one segment grouped by pricing then presentation values.
 type Buckets<'a> = BTreeMap<GroupValues, BTreeMap<GroupValues, Vec<&'a UsageRow>>>;
 
+/// What pricing a draw needs about a piece of a rate's span: the list rate, the usage, the
+/// effective rate's lines' presentation values (as `overrides::plan` got them) and the piece.
+struct Draws<'d> {
+    rate: &'d Rate,
+    subject: &'d Subject<'d>,
+    presentations: &'d [overrides::Presentation<'d>],
+    piece: Period,
+}
+
+/// The unit price at bucket position `position` (the tier holding it; positions below zero
+/// are the first tier's).
+fn price_at(price: &Price, position: Decimal) -> Decimal {
+    let tiers = match price {
+        Price::Flat(p) => return *p,
+        Price::Tiered(tiers) => tiers,
+    };
+    let mut end = Decimal::ZERO;
+    for tier in tiers {
+        match tier.size.and_then(|size| end.checked_add(size)) {
+            Some(next) if position >= next => end = next,
+            _ => return tier.price,
+        }
+    }
+    tiers.last().map_or(Decimal::ZERO, |t| t.price)
+}
+
 /// One pricing bucket of a segment: its pricing values, its rows by presentation group, and
 /// (LATEST) its rows before the segment.
 struct Bucket<'m, 'a> {
@@ -503,8 +533,14 @@ impl<'a> SegmentCtx<'a> {
                         groups,
                         baseline,
                     };
+                    let draws = Draws {
+                        rate,
+                        subject: &subject,
+                        presentations: &presentations,
+                        piece,
+                    };
                     let from = lines.len();
-                    self.rate_sub(lines, piece, &rates, &bucket)?;
+                    self.rate_sub(lines, piece, &rates, &bucket, &draws)?;
                     for line in &mut lines[from..] {
                         line.commit_unit_price = commit_unit_price;
                     }
@@ -558,6 +594,7 @@ impl<'a> SegmentCtx<'a> {
         sub: Period,
         rates: &[Option<Effective>],
         bucket: &Bucket<'_, '_>,
+        draws: &Draws<'_>,
     ) -> Result<(), RatingError> {
         let (pricing_map, groups, baseline) = (bucket.pricing_map, bucket.groups, bucket.baseline);
         let mut running = Running::default();
@@ -578,7 +615,10 @@ impl<'a> SegmentCtx<'a> {
             let upto = self.adjust(running.quantity()?)?;
             if let Some(Some(rate)) = rates.get(i) {
                 let base = self.base_line(sub, rate, pricing_map, Some(presentation));
+                let from = lines.len();
                 price_range(&rate.price, base, (filled, upto), lines)?;
+                let presentation = draws.presentations.get(i).copied().flatten();
+                self.price_draws(&mut lines[from..], filled, draws, presentation)?;
             }
             filled = upto;
             any = true;
@@ -586,6 +626,46 @@ impl<'a> SegmentCtx<'a> {
         if let (false, Some(Some(rate))) = (any, rates.last()) {
             let base = self.base_line(sub, rate, pricing_map, None);
             price_range(&rate.price, base, (Decimal::ZERO, Decimal::ZERO), lines)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the draw prices of the lines one presentation group's units (from position
+    /// `from`) just made, for each balance a commit-specific override prices differently
+    /// (`overrides::draw_price`, read at each line's first unit).
+    fn price_draws(
+        &self,
+        lines: &mut [InvoiceLine],
+        from: Decimal,
+        draws: &Draws<'_>,
+        presentation: overrides::Presentation<'_>,
+    ) -> Result<(), RatingError> {
+        let terms = self.input.terms;
+        if self.input.balances.is_empty() || !overrides::any_commit_specific(terms) {
+            return Ok(());
+        }
+        for balance in self.input.balances {
+            let Some(price) = overrides::draw_price(
+                terms,
+                draws.rate,
+                draws.subject,
+                presentation,
+                draws.piece,
+                balance,
+            )?
+            else {
+                continue;
+            };
+            let mut position = from;
+            for line in lines.iter_mut() {
+                if line.quantity > Decimal::ZERO {
+                    line.draw_prices.push(DrawPrice {
+                        balance_id: balance.id.clone(),
+                        unit_price: price_at(&price, position),
+                    });
+                }
+                position = add_exact(position, line.quantity).ok_or(RatingError::Overflow)?;
+            }
         }
         Ok(())
     }
@@ -613,6 +693,7 @@ impl<'a> SegmentCtx<'a> {
             tier: None,
             balance: None,
             commit_unit_price: None,
+            draw_prices: Vec::new(),
         }
     }
 

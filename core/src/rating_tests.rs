@@ -225,6 +225,7 @@ fn rate_one(
         rates,
         terms: &crate::pricing::ContractTerms::NONE,
         usage,
+        balances: &[],
     })
     .unwrap()
 }
@@ -430,6 +431,7 @@ fn an_archived_contract_bills_only_the_hours_before_its_archive_hour() {
         rates: &rates,
         terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
+        balances: &[],
     };
     let (inv, period) = rate_archived(&input, Some(archived)).unwrap();
     assert_eq!(period.end_ms, t("2024-09-03T10:00:00Z"));
@@ -600,6 +602,7 @@ fn an_amount_that_would_need_rounding_is_an_overflow() {
         rates: &rates,
         terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
+        balances: &[],
     };
     assert_eq!(rate_period(&input), Err(RatingError::Overflow));
 }
@@ -1273,6 +1276,7 @@ fn lines_follow_the_card_product_order_and_keep_their_order_within_a_product() {
         rates: &rates,
         terms: &crate::pricing::ContractTerms::NONE,
         usage: &usage,
+        balances: &[],
     };
     let summary = |inv: &RatedInvoice| -> Vec<(String, Option<String>, Decimal)> {
         inv.lines

@@ -69,6 +69,7 @@ pub struct BalanceReq {
     custom_fields: BTreeMap<String, String>,
     netsuite_sales_order_id: Option<String>,
     salesforce_opportunity_id: Option<String>,
+    temporary_id: Option<String>,
 }
 
 impl BalanceReq {
@@ -136,6 +137,7 @@ impl BalanceReq {
             custom_fields: self.custom_fields,
             netsuite_sales_order_id: self.netsuite_sales_order_id,
             salesforce_opportunity_id: self.salesforce_opportunity_id,
+            temporary_id: self.temporary_id,
         }
     }
 }

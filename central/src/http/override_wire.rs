@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use crate::model::{OverrideSpecifier, OverrideTier, OverrideType, RateType, WireTier};
+use crate::model::{
+    BalanceRateType, OverrideSpecifier, OverrideTier, OverrideType, RateType, WireTier,
+};
 use crate::service::contracts::{OverrideInput, OverwriteInput};
 use crate::wire::{Dec, Time};
 
@@ -23,6 +25,9 @@ pub struct OverrideReq {
     tiers: Option<Vec<OverrideTier>>,
     priority: Option<Dec>,
     entitled: Option<bool>,
+    #[serde(default)]
+    is_commit_specific: bool,
+    target: Option<BalanceRateType>,
 }
 
 /// `OverwriteRateInput`.
@@ -53,6 +58,8 @@ impl OverrideReq {
             tiers: self.tiers,
             priority: self.priority,
             entitled: self.entitled,
+            is_commit_specific: self.is_commit_specific,
+            target: self.target,
         }
     }
 }

@@ -109,10 +109,6 @@ const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
         "amount",
         "deprecated; give access_schedule (and invoice_schedule) instead",
     ),
-    (
-        "temporary_id",
-        "commit-specific overrides are not supported by Tally yet, so nothing can refer to it",
-    ),
 ];
 /// Fields a credit does not have (credits are free and never invoiced).
 const NOT_ON_CREDITS: &[&str] = &["invoice_schedule", "invoice_contract_id", "type"];
@@ -247,6 +243,9 @@ pub struct BalanceInput {
     pub custom_fields: BTreeMap<String, String>,
     pub netsuite_sales_order_id: Option<String>,
     pub salesforce_opportunity_id: Option<String>,
+    /// How commit-specific overrides of the same request name it (`service::contracts::
+    /// CommitNames`); not stored.
+    pub temporary_id: Option<String>,
 }
 
 /// `field` inside the commit or credit at `at` (`""`: the request itself).

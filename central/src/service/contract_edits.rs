@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
-use super::contracts::{self, build_overrides, ContractError, OverrideInput};
+use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{kind, new_id, AmendmentInfo, Contract, ContractChange, CREATED_BY};
 use crate::store::{Env, InvoiceStatus};
@@ -125,13 +125,15 @@ pub struct BalanceChanges {
 }
 
 /// Validates the commit and credit parts into `change`: new ones exactly as on create
-/// (`service::commits::build`, ids assigned), archivals naming the contract's own.
+/// (`service::commits::build`, ids assigned), archivals naming the contract's own; then the
+/// commits the change's overrides (request field `overrides_field`) name, as on create.
 async fn balance_changes(
     st: &AppState,
     env: Env,
     contract: &Contract,
     changes: BalanceChanges,
     change: &mut ContractChange,
+    overrides_field: &str,
 ) -> Result<()> {
     if let Some(field) = changes.refused.first() {
         return Err(Invalid(format!(
@@ -140,6 +142,7 @@ async fn balance_changes(
         ))
         .into());
     }
+    let temporary = contracts::temporary_ids(&[&changes.add_commits.1, &changes.add_credits.1]);
     for ((field, inputs), out) in [
         (changes.add_commits, &mut change.add_commits),
         (changes.add_credits, &mut change.add_credits),
@@ -152,6 +155,18 @@ async fn balance_changes(
     change.archive_commits = changes.archive_commits;
     change.archive_credits = changes.archive_credits;
     check_archivals(contract, change)?;
+    let added: Vec<&str> = change
+        .add_commits
+        .iter()
+        .chain(&change.add_credits)
+        .map(|b| b.id.as_str())
+        .collect();
+    let mut names = CommitNames {
+        temporary: contracts::temporary_map(&temporary, &added)?,
+        known: contracts::known_balances(st, env, contract).await?,
+    };
+    names.known.extend(added.iter().map(|id| id.to_string()));
+    contracts::resolve_commit_names(overrides_field, &mut change.add_overrides, &names)?;
     Ok(())
 }
 
@@ -303,7 +318,7 @@ pub async fn amend(st: &AppState, env: Env, req: Amendment) -> Result<String> {
         .into());
     }
     let mut change = adding_overrides(st, env, &contract, "overrides", req.overrides).await?;
-    balance_changes(st, env, &contract, req.balances, &mut change).await?;
+    balance_changes(st, env, &contract, req.balances, &mut change, "overrides").await?;
     change.amendment = Some(req.info);
     apply(st, env, &contract.id, change).await.map(|c| c.id)
 }
@@ -365,7 +380,15 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
     }
     let mut change =
         adding_overrides(st, env, &contract, "add_overrides", req.add_overrides).await?;
-    balance_changes(st, env, &contract, req.balances, &mut change).await?;
+    balance_changes(
+        st,
+        env,
+        &contract,
+        req.balances,
+        &mut change,
+        "add_overrides",
+    )
+    .await?;
     change.uniqueness_key = req.uniqueness_key;
     change.remove_overrides = req.remove_overrides;
     change.update_contract_end_date = req.end_date.map(|e| e.ending_before);

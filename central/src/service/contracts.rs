@@ -12,7 +12,7 @@
 //! customer's archive instant, as if it had been created just before. An archived contract
 //! bills nothing from its archive time on (core's `ContractSnapshot::effective_end_ms`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -22,10 +22,11 @@ use super::invoices::{self, InvoiceError};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
-    credit_type, decode, encode, kind, load, new_id, Contract, ContractRecord, CreditTypeRef,
-    Customer, LoadError, MultiplierPrioritization, OverrideRecord, OverrideSpecifier, OverrideTier,
-    OverrideType, OverwriteRate, Product, ProductRef, RateCard, RateRecord, RateType, ScheduleDay,
-    ScheduleFrequency, UsageStatementSchedule, WireTier, CREATED_BY,
+    credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
+    CreditTypeRef, Customer, LoadError, MultiplierPrioritization, OverrideRecord,
+    OverrideSpecifier, OverrideTier, OverrideType, OverwriteRate, Product, ProductRef, RateCard,
+    RateRecord, RateType, ScheduleDay, ScheduleFrequency, UsageStatementSchedule, WireTier,
+    CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceStatus, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
@@ -100,17 +101,10 @@ fn is_empty_value(v: &Value) -> bool {
     }
 }
 
-/// Override fields Tally cannot honour yet: commit-specific overrides need commits, the
-/// subscription and custom parts of an overwrite rate need those rate types, and `exclude`
-/// specifiers are a gated upstream feature. Refused when set (`is_commit_specific: false` is
-/// the default and accepted).
-const UNSUPPORTED_OVERRIDE_FIELDS: &[&str] = &["target"];
-const UNSUPPORTED_SPECIFIER_FIELDS: &[&str] = &[
-    "commit_ids",
-    "recurring_commit_ids",
-    "any_commit_or_credit_ids",
-    "exclude",
-];
+/// Override fields Tally cannot honour yet: the subscription and custom parts of an overwrite
+/// rate need those rate types, and `exclude` specifiers are a gated upstream feature. Refused
+/// when set.
+const UNSUPPORTED_SPECIFIER_FIELDS: &[&str] = &["exclude"];
 const UNSUPPORTED_OVERWRITE_FIELDS: &[&str] =
     &["quantity", "is_prorated", "custom_rate", "minimum_config"];
 
@@ -155,16 +149,11 @@ fn refuse_set(
 }
 
 fn check_override_supported(at: &str, o: &Value) -> std::result::Result<(), Invalid> {
-    const COMMITS: &str =
-        "commit-specific overrides are not supported by Tally yet (it has no commits)";
-    if o.get("is_commit_specific") == Some(&Value::Bool(true)) {
-        return Err(Invalid(format!("{at}.is_commit_specific: {COMMITS}")));
-    }
-    refuse_set(at, o, UNSUPPORTED_OVERRIDE_FIELDS, COMMITS)?;
+    const EXCLUDE: &str = "exclude specifiers are not supported by Tally yet";
     let specifiers = o.get("override_specifiers").and_then(Value::as_array);
     for (j, spec) in specifiers.into_iter().flatten().enumerate() {
         let at = format!("{at}.override_specifiers[{j}]");
-        refuse_set(&at, spec, UNSUPPORTED_SPECIFIER_FIELDS, COMMITS)?;
+        refuse_set(&at, spec, UNSUPPORTED_SPECIFIER_FIELDS, EXCLUDE)?;
     }
     if let Some(rate) = o.get("overwrite_rate") {
         let at = format!("{at}.overwrite_rate");
@@ -287,6 +276,8 @@ pub struct OverrideInput {
     pub tiers: Option<Vec<OverrideTier>>,
     pub priority: Option<Dec>,
     pub entitled: Option<bool>,
+    pub is_commit_specific: bool,
+    pub target: Option<BalanceRateType>,
 }
 
 /// Checks a contract's overrides and makes their records (ids assigned, products named): the
@@ -383,8 +374,92 @@ async fn override_record(
         override_tiers: o.tiers,
         priority: o.priority,
         entitled: o.entitled,
-        is_commit_specific: false,
+        is_commit_specific: o.is_commit_specific,
+        target: o.target,
     })
+}
+
+/// How a contract's commit-specific overrides name the commits and credits whose draws they
+/// price (`commit_ids`, `recurring_commit_ids`, `any_commit_or_credit_ids`): by id, or by the
+/// `temporary_id` of one created in the same request. Stored overrides hold ids only.
+pub struct CommitNames {
+    /// `temporary_id` → id, for the commits and credits of the request.
+    pub temporary: BTreeMap<String, String>,
+    /// The commits and credits the contract's usage may draw on (its own, the request's, its
+    /// customer's that apply to it).
+    pub known: BTreeSet<String>,
+}
+
+/// The `temporary_id` of each input, in order, over the lists given.
+pub fn temporary_ids(lists: &[&Vec<BalanceInput>]) -> Vec<Option<String>> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .map(|b| b.temporary_id.clone())
+        .collect()
+}
+
+/// `temporary_id` → id of the records built from those inputs (same order); a temporary id
+/// given twice is refused.
+pub fn temporary_map(
+    temporary: &[Option<String>],
+    ids: &[&str],
+) -> std::result::Result<BTreeMap<String, String>, Invalid> {
+    let mut out = BTreeMap::new();
+    for (temp, id) in temporary.iter().zip(ids) {
+        let Some(temp) = temp else { continue };
+        if out.insert(temp.clone(), id.to_string()).is_some() {
+            return Err(Invalid(format!(
+                "temporary_id: {temp} is given to more than one commit or credit"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The ids of the commits and credits `contract`'s usage may draw on.
+pub async fn known_balances(
+    st: &AppState,
+    env: Env,
+    contract: &Contract,
+) -> Result<BTreeSet<String>> {
+    let balances = commits::applicable_balances(st, env, contract).await?;
+    Ok(balances.into_iter().map(|b| b.id).collect())
+}
+
+/// Replaces temporary ids by ids in the overrides' specifiers and refuses a name that is not a
+/// commit or credit the contract's usage may draw on (`field[i].override_specifiers[j].x`).
+pub fn resolve_commit_names(
+    field: &str,
+    overrides: &mut [OverrideRecord],
+    names: &CommitNames,
+) -> std::result::Result<(), Invalid> {
+    for (i, o) in overrides.iter_mut().enumerate() {
+        for (j, spec) in o.override_specifiers.iter_mut().flatten().enumerate() {
+            let at = format!("{field}[{i}].override_specifiers[{j}]");
+            for (name, list) in [
+                ("commit_ids", &mut spec.commit_ids),
+                ("recurring_commit_ids", &mut spec.recurring_commit_ids),
+                (
+                    "any_commit_or_credit_ids",
+                    &mut spec.any_commit_or_credit_ids,
+                ),
+            ] {
+                for id in list.iter_mut().flatten() {
+                    if let Some(real) = names.temporary.get(id.as_str()) {
+                        *id = real.clone();
+                    }
+                    if !names.known.contains(id.as_str()) {
+                        return Err(Invalid(format!(
+                            "{at}.{name}: {id} is not a commit or credit this contract's usage \
+                             can draw on"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_window(req: &NewContract) -> Result<()> {
@@ -459,9 +534,10 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         .multiplier_override_prioritization
         .unwrap_or(MultiplierPrioritization::LowestMultiplier);
     let overrides = build_overrides(st, env, "overrides", mode, req.overrides, Time(now)).await?;
+    let temporary: Vec<Option<String>> = temporary_ids(&[&req.commits, &req.credits]);
     let (commits, credits) =
         commits::build_contract_balances(st, env, req.commits, req.credits, Time(now)).await?;
-    let contract = Contract {
+    let mut contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
         name: req.name,
@@ -481,6 +557,17 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         credits,
         history: Default::default(),
     };
+    let built: Vec<&str> = contract
+        .commits
+        .iter()
+        .chain(&contract.credits)
+        .map(|b| b.id.as_str())
+        .collect();
+    let names = CommitNames {
+        temporary: temporary_map(&temporary, &built)?,
+        known: known_balances(st, env, &contract).await?,
+    };
+    resolve_commit_names("overrides", &mut contract.overrides, &names)?;
     let doc = NewDoc {
         kind: kind::CONTRACT,
         id: &contract.id,

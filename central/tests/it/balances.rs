@@ -28,7 +28,6 @@ const NOW: &str = "2024-11-25T00:00:00Z";
 
 struct Setup {
     card: String,
-    #[allow(dead_code)]
     calls: String,
     fixed: String,
     customer: String,
@@ -526,6 +525,125 @@ async fn amendments_add_and_archive_credits(backend: Backend) {
     );
 }
 
+/// Commit-specific overrides: a MULTIPLIER naming credit A by its `temporary_id` prices only
+/// A's draws (100 × 0.5 = 50); commit B draws at list; the rest is billed at list. A `target:
+/// COMMIT_RATE` override halves a COMMIT_RATE commit's rate (80 → 40). An edit names an
+/// existing commit by id; an amendment names one it adds by temporary id.
+async fn commit_specific_overrides_price_only_their_draws(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let mut a = s.credit("A", "2000", 1);
+    a["temporary_id"] = json!("credit-a");
+    let half_for_a = json!({
+        "starting_at": START, "type": "MULTIPLIER", "multiplier": 0.5, "is_commit_specific": true,
+        "override_specifiers": [{ "product_id": s.calls, "commit_ids": ["credit-a"] }],
+    });
+    let k = s
+        .contract(
+            &app,
+            json!({ "credits": [a], "commits": [s.prepaid("B", "1000", 2)],
+                    "overrides": [half_for_a] }),
+        )
+        .await;
+    let ids = s.ids(&app, &k).await;
+    let (a, b) = (id_of(&ids, "A"), id_of(&ids, "B"));
+    // 80 units: A 2000 / 50 = 40 units; B 1000 / 100 = 10; 30 × 100 = 3000 left.
+    s.events(&app, "cs", &[("2024-11-10T00:00:00Z", "80")])
+        .await;
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&inv),
+        vec![
+            l("usage", "40", "50", "2000", a),
+            l("applied_commit_or_credit", "-", "-", "-2000", a),
+            l("usage", "10", "100", "1000", b),
+            l("applied_commit_or_credit", "-", "-", "-1000", b),
+            l("usage", "30", "100", "3000", "-"),
+        ]
+    );
+    assert_eq!(
+        (num(&inv["total"]), num(&inv["subtotal"])),
+        ("3000".into(), "6000".into())
+    );
+    // Read back: the override names A by its id, not the temporary one.
+    let v2 = app
+        .post(
+            "/v2/contracts/get",
+            json!({ "customer_id": s.customer, "contract_id": k }),
+        )
+        .await
+        .data();
+    let o = &v2["overrides"][0];
+    assert_eq!(o["is_commit_specific"], true);
+    assert_eq!(o["override_specifiers"][0]["commit_ids"], json!([a]));
+
+    // An edit adds a COMMIT_RATE-target override naming B by id; B is LIST_RATE, so nothing
+    // changes; an amendment adds a COMMIT_RATE commit C (temporary id) and halves its rate.
+    let b_commit_rate = json!({
+        "starting_at": START, "type": "MULTIPLIER", "multiplier": 0.5, "is_commit_specific": true,
+        "target": "COMMIT_RATE",
+        "override_specifiers": [{ "product_id": s.calls, "commit_ids": [b] }],
+    });
+    app.post(
+        "/v2/contracts/edit",
+        json!({ "customer_id": s.customer, "contract_id": k, "add_overrides": [b_commit_rate] }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "3000");
+    let mut c = s.prepaid("C", "1000", 3);
+    c["rate_type"] = json!("COMMIT_RATE");
+    c["temporary_id"] = json!("commit-c");
+    let c_commit_rate = json!({
+        "starting_at": START, "type": "OVERWRITE", "is_commit_specific": true,
+        "target": "COMMIT_RATE", "overwrite_rate": { "rate_type": "FLAT", "price": 40 },
+        "override_specifiers": [{ "product_id": s.calls, "commit_ids": ["commit-c"] }],
+    });
+    app.post(
+        "/v1/contracts/amend",
+        json!({ "customer_id": s.customer, "contract_id": k, "starting_at": START,
+                "commits": [c], "overrides": [c_commit_rate] }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let ids = s.ids(&app, &k).await;
+    let c = id_of(&ids, "C");
+    // The 30 units left: C draws at 40 (overwrite of its commit rate 80): 1000 / 40 = 25
+    // units; 5 × 100 = 500 left. Subtotal 2000 + 1000 + 1000 + 500 = 4500, total 500.
+    let inv = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        lines(&inv)[4..],
+        [
+            l("usage", "25", "40", "1000", c),
+            l("applied_commit_or_credit", "-", "-", "-1000", c),
+            l("usage", "5", "100", "500", "-"),
+        ]
+    );
+    assert_eq!(
+        (num(&inv["total"]), num(&inv["subtotal"])),
+        ("500".into(), "4500".into())
+    );
+    // A name that is no balance of the contract is a 400 and changes nothing.
+    let r = app
+        .post(
+            "/v2/contracts/edit",
+            json!({ "customer_id": s.customer, "contract_id": k, "add_overrides": [{
+                "starting_at": START, "type": "MULTIPLIER", "multiplier": 0.1,
+                "is_commit_specific": true,
+                "override_specifiers": [{ "product_id": s.calls, "any_commit_or_credit_ids": ["zz"] }],
+            }] }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message()
+            .contains("add_overrides[0].override_specifiers[0].any_commit_or_credit_ids: zz"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "500");
+}
+
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -552,4 +670,5 @@ both_backends!(
     commit_rate_prices_the_covered_units,
     manual_entries_all_land,
     amendments_add_and_archive_credits,
+    commit_specific_overrides_price_only_their_draws,
 );

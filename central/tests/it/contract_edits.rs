@@ -526,8 +526,9 @@ async fn refused_changes_name_the_field_and_change_nothing() {
         (
             amend,
             json!({ "starting_at": NOV, "overrides": [{ "starting_at": NOV, "type": "MULTIPLIER",
-                    "multiplier": 0.5, "product_id": s.product, "is_commit_specific": true }] }),
-            "overrides[0].is_commit_specific",
+                    "multiplier": 0.5, "is_commit_specific": true, "override_specifiers":
+                    [{ "product_id": s.product, "commit_ids": ["nope"] }] }] }),
+            "overrides[0].override_specifiers[0].commit_ids: nope is not a commit",
         ),
         (edit, json!({}), "the edit changes nothing"),
         (

@@ -454,12 +454,25 @@ async fn bad_overrides_are_400s_naming_the_field_and_store_nothing() {
         (json!({ "overrides": [m(json!({ "applicable_product_tags": ["ai"] }))] }), "overrides[0].applicable_product_tags: give product_id or applicable_product_tags, not both"),
         (json!({ "overrides": [m(json!({ "product_id": null }))] }), "overrides[0].product_id: an override must target"),
         (json!({ "overrides": [m(json!({ "type": null, "multiplier": null }))] }), "overrides[0].type: an override without a type must set entitled"),
-        (json!({ "overrides": [m(json!({ "is_commit_specific": true }))] }), "overrides[0].is_commit_specific: commit-specific overrides are not supported"),
-        (json!({ "overrides": [m(json!({ "target": "COMMIT_RATE" }))] }), "overrides[0].target: commit-specific overrides are not supported"),
+        (json!({ "overrides": [m(json!({ "target": "COMMIT_RATE" }))] }), "overrides[0].target: only allowed on commit-specific overrides (is_commit_specific: true)"),
         (
             json!({ "overrides": [m(json!({ "product_id": null,
                 "override_specifiers": [{ "product_id": p, "commit_ids": ["x"] }] }))] }),
-            "overrides[0].override_specifiers[0].commit_ids: commit-specific",
+            "overrides[0].override_specifiers[0]: only allowed on commit-specific overrides",
+        ),
+        (
+            json!({ "overrides": [m(json!({ "product_id": null, "is_commit_specific": true,
+                "override_specifiers": [{ "product_id": p, "commit_ids": ["x"] }] }))] }),
+            "overrides[0].override_specifiers[0].commit_ids: x is not a commit or credit this contract's usage can draw on",
+        ),
+        (
+            json!({ "overrides": [m(json!({ "is_commit_specific": true, "entitled": false }))] }),
+            "overrides[0].entitled: not allowed on commit-specific overrides",
+        ),
+        (
+            json!({ "overrides": [m(json!({ "product_id": null,
+                "override_specifiers": [{ "product_id": p, "exclude": [{"product_id": p}] }] }))] }),
+            "overrides[0].override_specifiers[0].exclude: exclude specifiers are not supported",
         ),
         (
             json!({ "overrides": [m(json!({ "type": "OVERWRITE", "multiplier": null,
