@@ -15,6 +15,8 @@
 //!   window, the balance's credit type is the line's, and the balance's scope matches the line:
 //!   `applicable_product_ids` contains its product, or the product has every one of
 //!   `applicable_product_tags`, or any `specifiers` entry matches; no scope at all = every product.
+//!   Rating splits lines at the segments' boundaries when that changes no charge (see
+//!   `rating`), so a window that starts or ends inside a period covers the usage inside it.
 //! - What a segment can still give before this invoice is `amount + prior_ledger[segment]`
 //!   (never below zero): `prior_ledger` is the net of the ledger entries other invoices and manual
 //!   entries recorded against it, which central passes in the snapshot.
@@ -300,7 +302,7 @@ impl Balance {
 
     /// Whether the scope may match some usage of the product (a specifier's product and tags;
     /// its group values aside). Counts the applicable products of the burn-down order.
-    fn may_cover_product(&self, product_id: &str, tags: &[String]) -> bool {
+    pub(crate) fn may_cover_product(&self, product_id: &str, tags: &[String]) -> bool {
         !self.scoped()
             || self.scope_names(product_id, tags)
             || self.specifiers.iter().any(|s| {

@@ -803,22 +803,100 @@ fn customer_level_balances_apply_to_the_contracts_they_name() {
 }
 
 #[test]
-fn a_segment_that_does_not_hold_the_whole_line_does_not_cover_it() {
-    // The segment starts 09-10, after the period's line starts.
+fn a_segment_covers_the_usage_inside_its_window() {
+    // The segment starts 09-12: the flat SUM line is split there (80 on 09-10 before it, 40 on
+    // 09-20 after it); the credit covers 1000 / 100 = 10 of the 40 after.
     let late = with(credit("cr", "1000"), |b| {
-        b.access[0].starting_at_ms = t("2024-09-10T00:00:00Z")
+        b.access[0].starting_at_ms = t("2024-09-12T00:00:00Z")
     });
-    let inv = tokens(flat("100"), "80").with(vec![late.clone()]).price();
-    assert_eq!(shown(&inv), vec![usage("80", "100", "8000", None)]);
-    // Ends before the period does: same.
+    let mut case = tokens(flat("100"), "80");
+    case.usage
+        .push(sum_row("m", t("2024-09-20T00:00:00Z"), "40"));
+    let inv = case.clone().with(vec![late.clone()]).price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("80", "100", "8000", None),
+            usage("10", "100", "1000", Some("cr")),
+            credit_applied("1000", "cr"),
+            usage("30", "100", "3000", None),
+        ]
+    );
+    assert_eq!(inv.lines[0].segment.end_ms, t("2024-09-12T00:00:00Z"));
+    assert_eq!(inv.lines[1].segment.start_ms, t("2024-09-12T00:00:00Z"));
+    assert_eq!(sums(&inv), (d("12000"), d("-1000"), d("11000")));
+    // Ends 09-15: it covers the usage of 09-10 (10 units), not that of 09-20.
     let early = with(credit("cr", "1000"), |b| {
-        b.access[0].ending_before_ms = t("2024-09-30T00:00:00Z")
+        b.access[0].ending_before_ms = t("2024-09-15T00:00:00Z")
     });
-    assert!(tokens(flat("100"), "80")
-        .with(vec![early])
-        .price()
-        .deductions
-        .is_empty());
+    let inv = case.clone().with(vec![early]).price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("10", "100", "1000", Some("cr")),
+            credit_applied("1000", "cr"),
+            usage("70", "100", "7000", None),
+            usage("40", "100", "4000", None),
+        ]
+    );
+    // No usage before the window: no empty line for it.
+    let only_late = tokens(flat("100"), "80").with(vec![with(late.clone(), |b| {
+        b.access[0].starting_at_ms = t("2024-09-05T00:00:00Z")
+    })]);
+    let inv = only_late.price();
+    assert_eq!(inv.lines.len(), 3);
+    assert_eq!(inv.lines[0].segment.start_ms, t("2024-09-05T00:00:00Z"));
+    // A balance for another product, or in another credit type, splits nothing.
+    let elsewhere = with(late.clone(), |b| {
+        b.applicable_product_ids = vec!["other".into()]
+    });
+    let inv = case.clone().with(vec![elsewhere]).price();
+    assert_eq!(shown(&inv), vec![usage("120", "100", "12000", None)]);
+    let other_unit = with(late.clone(), |b| b.credit_type = CreditTypeId("cpu".into()));
+    assert_eq!(case.clone().with(vec![other_unit]).price().lines.len(), 1);
+    // A split that would change a charge is not made, and the segment covers nothing: tiers
+    // would restart ([100 for 100 units, then 50]: 100 × 100 + 20 × 50 whole, not 80 × 100 +
+    // 40 × 100), so would MAX (max 80 whole; 80 + 40 split) and ROUND_UP.
+    let mut tiered = case.clone();
+    tiered.snapshot.rates[0].price = two_tiers(("100", "100"), "50");
+    let inv = tiered.with(vec![late.clone()]).price();
+    assert_eq!(
+        shown(&inv),
+        vec![
+            usage("100", "100", "10000", None),
+            usage("20", "50", "1000", None)
+        ]
+    );
+    let mut max = case.clone();
+    max.snapshot.metrics.get_mut("m").unwrap().aggregation = Aggregation::Max;
+    max.usage = vec![
+        row(
+            "m",
+            &[],
+            t("2024-09-10T00:00:00Z"),
+            Accumulator::Max(d("80")),
+        ),
+        row(
+            "m",
+            &[],
+            t("2024-09-20T00:00:00Z"),
+            Accumulator::Max(d("40")),
+        ),
+    ];
+    let inv = max.with(vec![late.clone()]).price();
+    assert_eq!(shown(&inv), vec![usage("80", "100", "8000", None)]);
+    let mut rounded = case.clone();
+    rounded.snapshot.products[0].versions[0].1.quantity_rounding = Some(QuantityRounding {
+        decimal_places: 0,
+        rounding_method: RoundingMethod::RoundUp,
+    });
+    rounded.usage = vec![
+        sum_row("m", t("2024-09-10T00:00:00Z"), "80.5"),
+        sum_row("m", t("2024-09-20T00:00:00Z"), "40.5"),
+    ];
+    // Whole: 121 units; split: 81 + 41 = 122. Not split, not covered.
+    let inv = rounded.with(vec![late.clone()]).price();
+    assert_eq!(shown(&inv), vec![usage("121", "100", "12100", None)]);
     // A rate change on 09-10 splits the line: the segment covers the second one only.
     let mut case = tokens(flat("100"), "80");
     case.snapshot
@@ -826,7 +904,10 @@ fn a_segment_that_does_not_hold_the_whole_line_does_not_cover_it() {
         .push(rate("tokens", &[], t("2024-09-10T00:00:00Z"), flat("50")));
     case.usage
         .push(sum_row("m", t("2024-09-05T00:00:00Z"), "10"));
-    let inv = case.with(vec![late]).price();
+    let from_the_10th = with(late, |b| {
+        b.access[0].starting_at_ms = t("2024-09-10T00:00:00Z")
+    });
+    let inv = case.with(vec![from_the_10th]).price();
     assert_eq!(
         shown(&inv),
         vec![
@@ -1900,4 +1981,52 @@ fn recurring_on_a_contract_start_cadence_is_cut_by_its_own_start() {
         recurrences_on(&r, &contract, "2025-01-01T00:00:00Z").len(),
         1
     );
+}
+
+proptest! {
+    /// Splitting lines at access boundaries never changes what usage is worth: with a balance
+    /// that has nothing to give (amount 0), every line total sums to the same subtotal as
+    /// without it, whatever the aggregation, price shape, rounding and window.
+    #[test]
+    fn access_splits_never_change_a_charge(
+        hours in prop::collection::vec((0..720i64, 1..5_000i64), 1..12),
+        max: bool,
+        tiered: bool,
+        round: bool,
+        window in (0..720i64, 1..720i64),
+    ) {
+        let mut case = tokens(
+            if tiered { two_tiers(("7", "100"), "3") } else { flat("7") },
+            "0",
+        );
+        if max {
+            case.snapshot.metrics.get_mut("m").unwrap().aggregation = Aggregation::Max;
+        }
+        if round {
+            case.snapshot.products[0].versions[0].1.quantity_rounding = Some(QuantityRounding {
+                decimal_places: 0,
+                rounding_method: RoundingMethod::RoundUp,
+            });
+        }
+        case.usage = hours
+            .iter()
+            .map(|(h, v)| {
+                let at = SEP.start_ms + h * crate::time::HOUR_MS;
+                let v = Decimal::new(*v, 1);
+                let acc = if max { Accumulator::Max(v) } else { Accumulator::Sum(v) };
+                row("m", &[], at, acc)
+            })
+            .collect();
+        let bare = case.price();
+        let (from, len) = window;
+        let nothing = with(credit("cr", "0"), |b| {
+            b.access[0].starting_at_ms = SEP.start_ms + from * crate::time::HOUR_MS;
+            b.access[0].ending_before_ms =
+                b.access[0].starting_at_ms + len * crate::time::HOUR_MS;
+        });
+        let split = case.with(vec![nothing]).price();
+        prop_assert_eq!(sums(&split), sums(&bare));
+        let quantity = |inv: &Invoice| inv.lines.iter().map(|l| l.quantity).sum::<Decimal>();
+        prop_assert_eq!(quantity(&split), quantity(&bare));
+    }
 }

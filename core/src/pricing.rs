@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 pub use crate::balances::{apply_balances, Drawdown};
-use crate::balances::{BalanceKind, BalanceState};
+use crate::balances::{Balance, BalanceKind, BalanceState};
 use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use crate::metric::MetricDef;
@@ -181,6 +181,13 @@ pub fn price_invoice(
     period: Period,
 ) -> Result<Invoice, RatingError> {
     let period = snapshot.contract.billed_part(period);
+    let balances: Vec<Balance> = snapshot
+        .balances
+        .balances
+        .iter()
+        .filter(|b| b.applies_to(&snapshot.contract.id))
+        .cloned()
+        .collect();
     let input = RatingInput {
         period,
         products: &snapshot.products,
@@ -188,7 +195,7 @@ pub fn price_invoice(
         rates: &snapshot.rates,
         terms: &snapshot.contract.terms,
         usage,
-        balances: &snapshot.balances.balances,
+        balances: &balances,
     };
     let mut lines = price_usage(&input)?;
     order_lines(&mut lines, &snapshot.product_order);

@@ -19,6 +19,12 @@
 //!   ends at its own `ending_before` or where the next one starts, whichever is first.
 //! - An override boundary inside a rate's segment splits it too (unless the effective rates on
 //!   both sides are identical); each piece is aggregated and priced on its own.
+//! - An access segment boundary of a balance that may cover the product (same credit type, in
+//!   scope) splits a piece too, but only when the pieces, each rated on its own, give every
+//!   pricing and presentation group the same quantity and total as the whole: a split never
+//!   changes what usage is worth (flat SUM/COUNT without rounding always split; tiers, MAX,
+//!   UNIQUE, LATEST or rounding that would differ keep the line whole). Pieces without usage
+//!   give no line.
 //! - No rate, or a rate that is not `entitled` (after overrides) → the usage is not billed (no
 //!   line). A line's `unit_price` is the effective price.
 //! - Quantity = aggregate over the segment (LATEST: last value minus the last value before the
@@ -434,6 +440,27 @@ struct Draws<'d> {
     piece: Period,
 }
 
+/// Quantity and total per pricing and presentation group, over some lines.
+type Charges<'l> = BTreeMap<
+    (
+        &'l Option<BTreeMap<String, String>>,
+        &'l Option<BTreeMap<String, Option<String>>>,
+    ),
+    (Decimal, Decimal),
+>;
+
+fn charges(lines: &[InvoiceLine]) -> Result<Charges<'_>, RatingError> {
+    let mut out = Charges::new();
+    for l in lines {
+        let sum = out
+            .entry((&l.pricing_group_values, &l.presentation_group_values))
+            .or_default();
+        sum.0 = add_exact(sum.0, l.quantity).ok_or(RatingError::Overflow)?;
+        sum.1 = add_exact(sum.1, l.total.value).ok_or(RatingError::Overflow)?;
+    }
+    Ok(out)
+}
+
 /// The unit price at bucket position `position` (the tier holding it; positions below zero
 /// are the first tier's).
 fn price_at(price: &Price, position: Decimal) -> Decimal {
@@ -541,11 +568,67 @@ impl<'a> SegmentCtx<'a> {
                     };
                     let from = lines.len();
                     self.rate_sub(lines, piece, &rates, &bucket, &draws)?;
+                    self.split_at_access(lines, from, (&rates, &bucket, &draws))?;
                     for line in &mut lines[from..] {
                         line.commit_unit_price = commit_unit_price;
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Splits the lines `lines[from..]` of one piece where an access segment of a balance that
+    /// may cover the product starts or ends inside it, so a segment whose window holds only part
+    /// of the piece covers the usage inside its window. Only when the split changes no charge:
+    /// the pieces, rated on their own, give every pricing and presentation group the same
+    /// quantity and total as the whole piece (SUM and COUNT usage at a flat price, with no
+    /// rounding, always do; a graduated price, MAX, UNIQUE, LATEST or rounding usually do not,
+    /// and those lines stay whole). Pieces without usage give no line.
+    fn split_at_access(
+        &self,
+        lines: &mut Vec<InvoiceLine>,
+        from: usize,
+        (rates, bucket, draws): (&[Option<Effective>], &Bucket<'_, '_>, &Draws<'_>),
+    ) -> Result<(), RatingError> {
+        let piece = draws.piece;
+        let whole = &lines[from..];
+        if whole.is_empty() || whole.iter().any(|l| l.quantity.is_zero()) {
+            return Ok(());
+        }
+        let tags = self.product.tags_at_end(self.input.period);
+        let mut cuts: Vec<i64> = self
+            .input
+            .balances
+            .iter()
+            .filter(|b| {
+                b.credit_type == draws.rate.credit_type
+                    && b.may_cover_product(&self.product.product_id, tags)
+            })
+            .flat_map(|b| b.access.iter())
+            .flat_map(|a| [a.starting_at_ms, a.ending_before_ms])
+            .filter(|&t| piece.start_ms < t && t < piece.end_ms)
+            .collect();
+        if cuts.is_empty() {
+            return Ok(());
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        let starts = core::iter::once(piece.start_ms).chain(cuts.iter().copied());
+        let ends = cuts.iter().copied().chain(core::iter::once(piece.end_ms));
+        let mut split = Vec::new();
+        for (start_ms, end_ms) in starts.zip(ends) {
+            let sub = Period { start_ms, end_ms };
+            let sub_draws = Draws {
+                piece: sub,
+                ..*draws
+            };
+            self.rate_sub(&mut split, sub, rates, bucket, &sub_draws)?;
+        }
+        split.retain(|l| !l.quantity.is_zero());
+        if charges(&split)? == charges(whole)? {
+            lines.truncate(from);
+            lines.extend(split);
         }
         Ok(())
     }
