@@ -34,4 +34,5 @@ pub mod product;
 pub mod product_order;
 pub mod rate;
 pub mod rating;
+pub mod schedule;
 pub mod time;
