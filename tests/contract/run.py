@@ -836,10 +836,10 @@ NO_GENERATED_2XX = {
     "createCustomerCommit-v1": (
         "the document's invoice schedule says `Must provide either schedule_items or "
         "recurring_schedule`, so the generator puts a `recurring_schedule` in nearly every "
-        "invoice schedule (370 of 515 cases in one run), which Tally refuses (not supported "
-        "yet: a 400 naming it); the rest need a non-empty, hour-aligned, ordered access "
-        "schedule, the customer's FIXED product and, once invoiced, the customer's contract "
-        "all at once"
+        "invoice schedule (370 of 515 cases in one run), which must then have hour-aligned "
+        "`starting_at`/`ending_before` in order and at most 100 items; on top of that a valid "
+        "body needs a non-empty, hour-aligned, ordered access schedule, the customer's FIXED "
+        "product and, once invoiced, the customer's contract all at once"
     ),
 }
 

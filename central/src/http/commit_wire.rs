@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use crate::model::{BalanceRateType, BalanceType, CommitSpecifier};
 use crate::service::commits::{
-    AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput,
+    AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput, RecurringInput,
 };
 use crate::wire::{Dec, Time};
 use crate::wire_enum;
@@ -46,6 +46,55 @@ struct InvoiceReq {
     do_not_invoice: Option<bool>,
     #[serde(default)]
     schedule_items: Vec<InvoiceItemReq>,
+    recurring_schedule: Option<RecurringReq>,
+}
+
+wire_enum!(AmountDistribution {
+    Divided => "DIVIDED",
+    DividedRounded => "DIVIDED_ROUNDED",
+    Each => "EACH",
+});
+wire_enum!(RecurringFrequency {
+    Monthly => "MONTHLY",
+    Quarterly => "QUARTERLY",
+    SemiAnnual => "SEMI_ANNUAL",
+    Annual => "ANNUAL",
+});
+
+/// `recurring_schedule` of a `SchedulePointInTimeInput`.
+#[derive(Deserialize)]
+struct RecurringReq {
+    amount_distribution: AmountDistribution,
+    frequency: RecurringFrequency,
+    starting_at: Time,
+    ending_before: Time,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+}
+
+impl RecurringReq {
+    fn domain(self) -> RecurringInput {
+        use tally_core::schedule::{Distribution, ScheduleFrequency};
+        RecurringInput {
+            distribution: match self.amount_distribution {
+                AmountDistribution::Divided => Distribution::Divided,
+                AmountDistribution::DividedRounded => Distribution::DividedRounded,
+                AmountDistribution::Each => Distribution::Each,
+            },
+            frequency: match self.frequency {
+                RecurringFrequency::Monthly => ScheduleFrequency::Monthly,
+                RecurringFrequency::Quarterly => ScheduleFrequency::Quarterly,
+                RecurringFrequency::SemiAnnual => ScheduleFrequency::SemiAnnual,
+                RecurringFrequency::Annual => ScheduleFrequency::Annual,
+            },
+            starting_at: self.starting_at,
+            ending_before: self.ending_before,
+            amount: self.amount,
+            unit_price: self.unit_price,
+            quantity: self.quantity,
+        }
+    }
 }
 
 /// A commit or credit's own fields (contract-level `CommitInput` / `CreditInput`, and what
@@ -125,6 +174,7 @@ impl BalanceReq {
                         quantity: i.quantity,
                     })
                     .collect(),
+                recurring_schedule: s.recurring_schedule.map(RecurringReq::domain),
             }),
             name: self.name,
             description: self.description,

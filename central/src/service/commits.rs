@@ -150,14 +150,6 @@ pub fn check_body(
             "only SPEND access is supported by Tally yet",
         ));
     }
-    let invoice = body.get("invoice_schedule");
-    if is_set(invoice.and_then(|i| i.get("recurring_schedule"))) {
-        return Err(refuse_field(
-            at,
-            "invoice_schedule.recurring_schedule",
-            "not supported by Tally yet; give schedule_items",
-        ));
-    }
     let specifiers = body.get("specifiers").and_then(Value::as_array);
     for (j, spec) in specifiers.into_iter().flatten().enumerate() {
         if is_set(spec.get("exclude")) {
@@ -219,11 +211,24 @@ pub struct InvoiceItemInput {
     pub quantity: Option<Dec>,
 }
 
-/// `SchedulePointInTimeInput` (`recurring_schedule` is refused by [`check_body`]).
+/// `SchedulePointInTimeInput`: `schedule_items`, or a `recurring_schedule` expanded into them.
 pub struct InvoiceInput {
     pub credit_type_id: Option<String>,
     pub do_not_invoice: bool,
     pub schedule_items: Vec<InvoiceItemInput>,
+    pub recurring_schedule: Option<RecurringInput>,
+}
+
+/// A `recurring_schedule`: `amount`, or `unit_price` and `quantity`, every `frequency` from
+/// `starting_at` until `ending_before` (`tally_core::schedule`).
+pub struct RecurringInput {
+    pub distribution: tally_core::schedule::Distribution,
+    pub frequency: tally_core::schedule::ScheduleFrequency,
+    pub starting_at: Time,
+    pub ending_before: Time,
+    pub amount: Option<Dec>,
+    pub unit_price: Option<Dec>,
+    pub quantity: Option<Dec>,
 }
 
 /// A commit or credit as a client gives it (contract- or customer-level).
@@ -355,7 +360,25 @@ fn access_schedule(at: &str, input: Option<AccessInput>) -> Result<AccessSchedul
 /// `quantity` (amount = their product, exact).
 fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
     hour(at, "timestamp", item.timestamp)?;
-    let (amount, unit_price, quantity) = match (item.amount, item.unit_price, item.quantity) {
+    let (amount, unit_price, quantity) =
+        item_amount(at, item.amount, item.unit_price, item.quantity)?;
+    Ok(InvoiceItem {
+        id: new_id(),
+        timestamp: item.timestamp,
+        amount,
+        quantity,
+        unit_price,
+    })
+}
+
+/// `(amount, unit_price, quantity)` from `amount` alone or `unit_price` and `quantity`.
+fn item_amount(
+    at: &str,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+) -> Result<(Dec, Dec, Dec)> {
+    let (amount, unit_price, quantity) = match (amount, unit_price, quantity) {
         (Some(amount), None, None) => (amount, amount, Dec(Decimal::ONE)),
         (None, Some(unit_price), Some(quantity)) => {
             check_amount(at, "unit_price", unit_price)?;
@@ -382,13 +405,43 @@ fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
         }
     };
     check_amount(at, "amount", amount)?;
-    Ok(InvoiceItem {
-        id: new_id(),
-        timestamp: item.timestamp,
-        amount,
-        quantity,
-        unit_price,
-    })
+    Ok((amount, unit_price, quantity))
+}
+
+/// The items a `recurring_schedule` stands for (`tally_core::schedule`), each with its id.
+fn recurring_items(at: &str, r: RecurringInput) -> Result<Vec<InvoiceItem>> {
+    let at = path(at, "invoice_schedule.recurring_schedule");
+    hour(&at, "starting_at", r.starting_at)?;
+    hour(&at, "ending_before", r.ending_before)?;
+    let (_, unit_price, quantity) = item_amount(&at, r.amount, r.unit_price, r.quantity)?;
+    let schedule = tally_core::schedule::RecurringSchedule {
+        amount_distribution: r.distribution,
+        frequency: r.frequency,
+        starting_at_ms: r.starting_at.0,
+        ending_before_ms: r.ending_before.0,
+        unit_price: unit_price.0,
+        quantity: quantity.0,
+    };
+    let items = schedule
+        .expand()
+        .map_err(|e| CommitError::Invalid(Invalid(format!("{at}.{e}"))))?;
+    if items.len() > MAX_SCHEDULE_ITEMS {
+        return Err(invalid(
+            &at,
+            "ending_before",
+            format!("a recurring schedule may have at most {MAX_SCHEDULE_ITEMS} items"),
+        ));
+    }
+    Ok(items
+        .into_iter()
+        .map(|i| InvoiceItem {
+            id: new_id(),
+            timestamp: Time(i.timestamp_ms),
+            amount: Dec(i.amount),
+            quantity: Dec(i.quantity),
+            unit_price: Dec(i.unit_price),
+        })
+        .collect())
 }
 
 fn invoice_schedule(at: &str, input: InvoiceInput) -> Result<InvoiceSchedule> {
@@ -397,6 +450,20 @@ fn invoice_schedule(at: &str, input: InvoiceInput) -> Result<InvoiceSchedule> {
         "invoice_schedule.credit_type_id",
         input.credit_type_id.as_deref(),
     )?;
+    if let Some(recurring) = input.recurring_schedule {
+        if !input.schedule_items.is_empty() {
+            return Err(invalid(
+                at,
+                "invoice_schedule.recurring_schedule",
+                "give schedule_items or recurring_schedule, not both",
+            ));
+        }
+        return Ok(InvoiceSchedule {
+            credit_type,
+            do_not_invoice: input.do_not_invoice,
+            schedule_items: recurring_items(at, recurring)?,
+        });
+    }
     let n = input.schedule_items.len();
     if n == 0 || n > MAX_SCHEDULE_ITEMS {
         return Err(invalid(

@@ -118,6 +118,23 @@ impl Setup {
             .unwrap_or_else(|| panic!("no invoice of {contract} from {start}"))
     }
 
+    /// `(timestamp, amount)` of the invoice schedule items of the contract's first commit.
+    async fn invoice_items(&self, app: &TestApp, contract: &str) -> Vec<(String, String)> {
+        let c = app
+            .post(
+                "/v2/contracts/get",
+                json!({ "customer_id": self.customer, "contract_id": contract }),
+            )
+            .await
+            .data();
+        c["commits"][0]["invoice_schedule"]["schedule_items"]
+            .as_array()
+            .expect("schedule items")
+            .iter()
+            .map(|i| (text(i, "timestamp").to_string(), num(&i["amount"])))
+            .collect()
+    }
+
     /// The ids of the contract's commits and credits, by name, from v2 get.
     async fn ids(&self, app: &TestApp, contract: &str) -> Vec<(String, String, String)> {
         let c = app
@@ -644,6 +661,106 @@ async fn commit_specific_overrides_price_only_their_draws(backend: Backend) {
     assert_eq!(num(&s.invoice(&app, &k, START).await["total"]), "500");
 }
 
+/// A prepaid commit paid by a `recurring_schedule`: 1000 DIVIDED_ROUNDED monthly over three
+/// months is 333, 333, 334 at 11-01, 12-01, 01-01 (the last takes the rest); the item due by now
+/// (11-01) is a SCHEDULED invoice of 333. Bad schedules are 400s that store nothing.
+async fn recurring_invoice_schedules_expand_into_items(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let commit = |schedule: Value| {
+        json!({ "product_id": s.fixed, "type": "PREPAID", "name": "Paid monthly", "priority": 1,
+                "access_schedule": Setup::access("1000", START, YEAR),
+                "invoice_schedule": schedule })
+    };
+    let recurring = |distribution: &str, from: &str| {
+        json!({ "recurring_schedule": { "amount_distribution": distribution,
+                "frequency": "MONTHLY", "starting_at": from,
+                "ending_before": "2025-02-01T00:00:00Z", "amount": 1000 } })
+    };
+    let k = s
+        .contract(
+            &app,
+            json!({ "commits": [commit(recurring("DIVIDED_ROUNDED", START))] }),
+        )
+        .await;
+    assert_eq!(
+        s.invoice_items(&app, &k).await,
+        [
+            (START.to_string(), "333".to_string()),
+            (DEC.to_string(), "333".to_string()),
+            (JAN.to_string(), "334".to_string()),
+        ]
+    );
+    let scheduled: Vec<Value> = app
+        .invoices(SBX, &s.customer, "")
+        .await
+        .into_iter()
+        .filter(|i| i["type"] == "SCHEDULED")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    assert_eq!(num(&scheduled[0]["total"]), "333");
+    assert_eq!(scheduled[0]["line_items"][0]["type"], "commit_purchase");
+    // EACH: 1000 at each of the three months.
+    let each = s
+        .contract(
+            &app,
+            json!({ "commits": [commit(recurring("EACH", START))] }),
+        )
+        .await;
+    let amounts: Vec<String> = s
+        .invoice_items(&app, &each)
+        .await
+        .into_iter()
+        .map(|(_, amount)| amount)
+        .collect();
+    assert_eq!(amounts, ["1000", "1000", "1000"]);
+    let before = app
+        .post("/v1/contracts/list", json!({ "customer_id": s.customer }))
+        .await
+        .data();
+    let mut both = recurring("DIVIDED", START);
+    both["schedule_items"] = json!([{ "timestamp": START, "amount": 1 }]);
+    let cases = [
+        (
+            recurring("DIVIDED", "2024-11-01T00:30:00Z"),
+            "commits[0].invoice_schedule.recurring_schedule.starting_at",
+        ),
+        (
+            both,
+            "commits[0].invoice_schedule.recurring_schedule: give schedule_items or recurring_schedule, not both",
+        ),
+        (
+            json!({ "recurring_schedule": { "amount_distribution": "EACH", "frequency": "MONTHLY",
+                    "starting_at": START, "ending_before": START, "amount": 1 } }),
+            "commits[0].invoice_schedule.recurring_schedule.ending_before: must be after starting_at",
+        ),
+        (
+            json!({ "recurring_schedule": { "amount_distribution": "EACH", "frequency": "MONTHLY",
+                    "starting_at": START, "ending_before": "2040-01-01T00:00:00Z", "amount": 1 } }),
+            "at most 100 items",
+        ),
+        (
+            json!({ "recurring_schedule": { "amount_distribution": "EACH", "frequency": "MONTHLY",
+                    "starting_at": START, "ending_before": JAN, "unit_price": 1 } }),
+            "commits[0].invoice_schedule.recurring_schedule.amount: give amount, or both",
+        ),
+    ];
+    for (schedule, want) in cases {
+        let body = json!({ "customer_id": s.customer, "rate_card_id": s.card,
+                           "starting_at": START, "commits": [commit(schedule.clone())] });
+        let r = app
+            .post("/v1/contracts/create", body)
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(want), "{schedule}: {}", r.message());
+    }
+    let after = app
+        .post("/v1/contracts/list", json!({ "customer_id": s.customer }))
+        .await
+        .data();
+    assert_eq!(before, after, "a refused create stored something");
+}
+
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -671,4 +788,5 @@ both_backends!(
     manual_entries_all_land,
     amendments_add_and_archive_credits,
     commit_specific_overrides_price_only_their_draws,
+    recurring_invoice_schedules_expand_into_items,
 );

@@ -388,9 +388,9 @@ async fn bad_contract_commits_are_400s_naming_the_field_and_store_nothing() {
         ),
         (
             p(json!({ "invoice_schedule": { "recurring_schedule": {
-                "amount_distribution": "EACH", "frequency": "MONTHLY", "starting_at": START,
+                "amount_distribution": "EVERY", "frequency": "MONTHLY", "starting_at": START,
                 "ending_before": JAN, "amount": 1 } } })),
-            "commits[0].invoice_schedule.recurring_schedule: not supported",
+            "EVERY",
         ),
         (
             json!({ "commits": [{ "type": "POSTPAID", "product_id": s.fixed,
