@@ -5,7 +5,9 @@
 //! and `tests/sdk/overrides.py` (on both backends) for contract overrides: two contracts with
 //! every override type and both prioritizations, their draft invoices and rate schedule;
 //! `tests/sdk/contract_edits.py` (on both backends) for contract amendments, edits, end dates
-//! and the edit history; `tests/sdk/commits.py` (on both backends) for a contract with a prepaid
+//! and the edit history; `tests/sdk/drawdown.py` (on both backends) for commits and credits
+//! competing for usage with tiered and commit-specific overrides, a commit rate and a postpaid
+//! true-up; `tests/sdk/commits.py` (on both backends) for a contract with a prepaid
 //! commit, a credit and an override: the drawn-down draft, balances with their ledger, a manual
 //! entry.
 
@@ -59,6 +61,22 @@ fn python_sdk_commits_and_credits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/commits.py",
+    );
+}
+
+#[test]
+fn python_sdk_drawdown() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/drawdown.py");
+}
+
+#[test]
+fn python_sdk_drawdown_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/drawdown.py",
     );
 }
 
