@@ -34,5 +34,6 @@ pub mod product;
 pub mod product_order;
 pub mod rate;
 pub mod rating;
+pub mod rollup;
 pub mod schedule;
 pub mod time;
