@@ -11,6 +11,9 @@
 //!   status, so concurrent finalizers (replicas, a void racing the job) agree on one body.
 //! - FINALIZED and VOID invoices are shown from their frozen body, never recomputed.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use tally_core::balances::scheduled_instants_of;
 use tally_core::period::Period;
@@ -311,21 +314,48 @@ pub async fn list(
         false => Book::default(),
     };
     let mut items = Vec::with_capacity(end - start);
+    let mut contexts = Contexts::default();
     for (row, contract) in page {
-        items.push(render(st, env, contract, row, &book, q.skip_zero_lines).await?);
+        let body = render(
+            st,
+            env,
+            contract,
+            row,
+            &book,
+            &mut contexts,
+            q.skip_zero_lines,
+        );
+        items.push(body.await?);
     }
     let next_offset = (end < selected.len()).then_some(end as i64);
     Ok(InvoicePage { items, next_offset })
 }
 
+/// The rating contexts of the contracts one read renders drafts of, each loaded once however
+/// many of its invoices the read shows.
+#[derive(Default)]
+struct Contexts(HashMap<String, RatingContext>);
+
+impl Contexts {
+    async fn of(&mut self, st: &AppState, env: Env, contract: &Contract) -> Result<&RatingContext> {
+        let ctx = match self.0.entry(contract.id.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(RatingContext::load(st, env, contract).await?),
+        };
+        Ok(ctx)
+    }
+}
+
 /// The invoice as the API shows it: a draft the customer's book priced (it draws on commits or
-/// credits) from the book, anything else by `billing::invoice_json`.
+/// credits) from the book; any other draft computed with its contract's context (loaded once per
+/// read, `contexts`); a finalized or voided one from its frozen body (`billing::invoice_json`).
 async fn render(
     st: &AppState,
     env: Env,
     contract: &Contract,
     row: &InvoiceRow,
     book: &Book,
+    contexts: &mut Contexts,
     skip_zero: bool,
 ) -> Result<Value> {
     if row.status == InvoiceStatus::Draft {
@@ -339,6 +369,12 @@ async fn render(
                 skip_zero,
             )?);
         }
+    }
+    if row.status == InvoiceStatus::Draft || row.body.is_none() {
+        let ctx = contexts.of(st, env, contract).await?;
+        let mut body = render_computed(st, env, contract, row, ctx, skip_zero).await?;
+        body["status"] = json!(row.status.as_str());
+        return Ok(body);
     }
     Ok(invoice_json(st, env, contract, row, skip_zero).await?)
 }
@@ -358,7 +394,8 @@ pub async fn get(
                 InvoiceStatus::Draft => Book::load(st, env, customer_id).await?,
                 _ => Book::default(),
             };
-            return render(st, env, &contract, row, &book, skip_zero).await;
+            let mut contexts = Contexts::default();
+            return render(st, env, &contract, row, &book, &mut contexts, skip_zero).await;
         }
     }
     Err(InvoiceError::NotFound("invoice"))
@@ -420,7 +457,16 @@ pub async fn void(st: &AppState, env: Env, id: &str) -> Result<()> {
         return Ok(());
     }
     let book = Book::load(st, env, &contract.customer_id).await?;
-    let mut body = render(st, env, &contract, &row, &book, false).await?;
+    let mut body = render(
+        st,
+        env,
+        &contract,
+        &row,
+        &book,
+        &mut Contexts::default(),
+        false,
+    )
+    .await?;
     body["status"] = json!(InvoiceStatus::Void.as_str());
     let from = row.status;
     let voided = InvoiceRow {
