@@ -855,6 +855,58 @@ pub struct RecurringBalance {
     pub recurrence_frequency: Option<crate::period::Frequency>,
     #[serde(default)]
     pub proration: Proration,
+    /// `proration_rounding.access`: how a prorated access amount is rounded (absent: exact, or
+    /// half-even to [`PRORATED_PLACES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_rounding: Option<ProrationRounding>,
+    /// `proration_rounding.invoice` (commits only): how a prorated invoice unit price is
+    /// rounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_rounding: Option<ProrationRounding>,
+}
+
+/// `rounding_method` of a `ProrationRoundingConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProrationRoundingMethod {
+    HalfUp,
+    Floor,
+    Ceiling,
+}
+
+/// A `ProrationRoundingConfig`: a prorated amount rounded to `decimal_places` (−5..=5; a
+/// negative count rounds to a power of ten: −2 to the nearest 100) with `method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProrationRounding {
+    pub method: ProrationRoundingMethod,
+    pub decimal_places: i32,
+}
+
+/// Most decimal places either way a [`ProrationRounding`] may ask for.
+pub const MAX_PRORATION_PLACES: i32 = 5;
+
+impl ProrationRounding {
+    /// `amount` rounded as configured; `None` when `decimal_places` is out of range or the
+    /// result overflows.
+    pub fn apply(self, amount: Decimal) -> Option<Decimal> {
+        use rust_decimal::RoundingStrategy;
+        if self.decimal_places.unsigned_abs() > MAX_PRORATION_PLACES as u32 {
+            return None;
+        }
+        let strategy = match self.method {
+            ProrationRoundingMethod::HalfUp => RoundingStrategy::MidpointAwayFromZero,
+            ProrationRoundingMethod::Floor => RoundingStrategy::ToNegativeInfinity,
+            ProrationRoundingMethod::Ceiling => RoundingStrategy::ToPositiveInfinity,
+        };
+        if self.decimal_places >= 0 {
+            return Some(amount.round_dp_with_strategy(self.decimal_places as u32, strategy));
+        }
+        let unit = Decimal::from(10i64.pow(self.decimal_places.unsigned_abs()));
+        let whole = amount
+            .checked_div(unit)?
+            .round_dp_with_strategy(0, strategy);
+        whole.checked_mul(unit)
+    }
 }
 
 /// Decimal places a prorated amount is rounded to (half-even) when it is not exact.
@@ -894,11 +946,15 @@ impl RecurringBalance {
                 access_end = overflow(full(access_end))?.end_ms;
             }
             let fraction = self.fraction(period, whole);
-            let access = prorate(overflow(self.access_amount.total())?, fraction)?;
+            let access = prorate(
+                overflow(self.access_amount.total())?,
+                fraction,
+                self.access_rounding,
+            )?;
             let id = format!("{}/{n}", self.id);
             let invoice_schedule = match (&self.invoice_amount, self.kind) {
                 (Some(amount), BalanceKind::PrepaidCommit) => {
-                    let unit_price = prorate(amount.unit_price, fraction)?;
+                    let unit_price = prorate(amount.unit_price, fraction, self.invoice_rounding)?;
                     alloc::vec![InvoiceItem {
                         id: format!("{id}/invoice"),
                         timestamp_ms: period.start_ms,
@@ -967,17 +1023,29 @@ impl RecurringBalance {
     }
 }
 
-/// `amount × part / full`, exact or half-even to [`PRORATED_PLACES`].
-fn prorate(amount: Decimal, fraction: Option<(i64, i64)>) -> Result<Decimal, RatingError> {
+/// `amount × part / full`: rounded as `rounding` says, or else exact or half-even to
+/// [`PRORATED_PLACES`]. An amount charged in full is never rounded.
+fn prorate(
+    amount: Decimal,
+    fraction: Option<(i64, i64)>,
+    rounding: Option<ProrationRounding>,
+) -> Result<Decimal, RatingError> {
     let Some((part, full)) = fraction else {
         return Ok(amount);
     };
     let scaled = overflow(mul_exact(amount, Decimal::from(part)))?;
-    overflow(div_round_half_even(
-        scaled,
-        Decimal::from(full),
-        PRORATED_PLACES,
-    ))
+    match rounding {
+        Some(r) => overflow(
+            scaled
+                .checked_div(Decimal::from(full))
+                .and_then(|q| r.apply(q)),
+        ),
+        None => overflow(div_round_half_even(
+            scaled,
+            Decimal::from(full),
+            PRORATED_PLACES,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1730,6 +1730,8 @@ fn recurring() -> RecurringBalance {
         commit_duration_periods: 1,
         recurrence_frequency: None,
         proration: Proration::default(),
+        access_rounding: None,
+        invoice_rounding: None,
     }
 }
 
@@ -1825,6 +1827,60 @@ fn recurring_commits_follow_the_contract_cadence_and_prorate_a_partial_first_per
     );
     assert!(b.paid && b.contract_id.as_deref() == Some("c") && b.priority == Some(d("1")));
     assert_eq!(expanded.len(), 2);
+}
+
+#[test]
+fn proration_rounding_rounds_only_prorated_amounts() {
+    use super::{ProrationRounding, ProrationRoundingMethod as M};
+    let round = |method, decimal_places| {
+        Some(ProrationRounding {
+            method,
+            decimal_places,
+        })
+    };
+    // First period [09-15, 10-01): access 1000 × 16/30 = 533.33…, invoice 500 × 16/30 =
+    // 266.66…; later periods are whole and never rounded.
+    let cases = [
+        (round(M::HalfUp, 0), round(M::HalfUp, 0), "533", "267"),
+        (round(M::Floor, 2), round(M::Ceiling, 1), "533.33", "266.7"),
+        (round(M::Ceiling, -2), round(M::Floor, -2), "600", "200"),
+        (round(M::HalfUp, -3), None, "1000", "266.666666666667"),
+        (
+            round(M::HalfUp, 5),
+            round(M::Floor, 5),
+            "533.33333",
+            "266.66666",
+        ),
+    ];
+    for (access, invoice, want_access, want_price) in cases {
+        let r = RecurringBalance {
+            access_rounding: access,
+            invoice_rounding: invoice,
+            ..recurring()
+        };
+        let got = recurrences(&r, "2024-11-01T00:00:00Z");
+        assert_eq!(
+            (got[0].3, got[0].4),
+            (d(want_access), Some(d(want_price))),
+            "{access:?} {invoice:?}"
+        );
+        assert_eq!((got[1].3, got[1].4), (d("1000"), Some(d("500"))));
+    }
+    // Out of range: refused by the API, an overflow error here.
+    let bad = RecurringBalance {
+        access_rounding: round(M::HalfUp, 6),
+        ..recurring()
+    };
+    assert!(bad
+        .expand(&mid_september_contract(), t("2024-10-01T00:00:00Z"))
+        .is_err());
+    // Exact halves: HALF_UP goes away from zero.
+    let half = ProrationRounding {
+        method: M::HalfUp,
+        decimal_places: 0,
+    };
+    assert_eq!(half.apply(d("2.5")), Some(d("3")));
+    assert_eq!(half.apply(d("-2.5")), Some(d("-3")));
 }
 
 #[test]

@@ -8,9 +8,15 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use crate::model::{BalanceRateType, BalanceType, CommitSpecifier};
+use crate::model::{
+    BalanceRateType, BalanceType, BillingFrequency, CommitSpecifier, DurationUnit, Proration,
+    ProrationRoundingRecord,
+};
 use crate::service::commits::{
     AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput, RecurringInput,
+};
+use crate::service::recurring::{
+    AmountInput, DurationInput, RecurringInput as RecurringBalanceInput,
 };
 use crate::wire::{Dec, Time};
 use crate::wire_enum;
@@ -198,4 +204,82 @@ pub fn contract_commits(reqs: Vec<BalanceReq>) -> ApiResult<Vec<BalanceInput>> {
         .enumerate()
         .map(|(i, r)| r.commit(&format!("commits[{i}]")))
         .collect()
+}
+
+/// `access_amount` / `invoice_amount` of a recurring commit or credit.
+#[derive(Deserialize)]
+struct RecurringAmountReq {
+    unit_price: Dec,
+    quantity: Option<Dec>,
+    credit_type_id: Option<String>,
+}
+
+impl RecurringAmountReq {
+    fn domain(self) -> AmountInput {
+        AmountInput {
+            unit_price: self.unit_price,
+            quantity: self.quantity,
+            credit_type_id: self.credit_type_id,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DurationReq {
+    value: Dec,
+    unit: Option<DurationUnit>,
+}
+
+/// `RecurringCommitInput` / `RecurringCreditInput` (what Tally refuses is checked on the raw
+/// body by `service::recurring::check_items` first).
+#[derive(Deserialize)]
+pub struct RecurringBalanceReq {
+    product_id: String,
+    access_amount: Option<RecurringAmountReq>,
+    invoice_amount: Option<RecurringAmountReq>,
+    priority: Option<Dec>,
+    commit_duration: Option<DurationReq>,
+    starting_at: Option<Time>,
+    ending_before: Option<Time>,
+    rate_type: Option<BalanceRateType>,
+    recurrence_frequency: Option<BillingFrequency>,
+    proration: Option<Proration>,
+    proration_rounding: Option<ProrationRoundingRecord>,
+    name: Option<String>,
+    description: Option<String>,
+    applicable_product_ids: Option<Vec<String>>,
+    applicable_product_tags: Option<Vec<String>>,
+    specifiers: Option<Vec<CommitSpecifier>>,
+    rollover_fraction: Option<Dec>,
+    netsuite_sales_order_id: Option<String>,
+    temporary_id: Option<String>,
+}
+
+impl RecurringBalanceReq {
+    pub fn domain(self) -> RecurringBalanceInput {
+        RecurringBalanceInput {
+            product_id: self.product_id,
+            access_amount: self.access_amount.map(RecurringAmountReq::domain),
+            invoice_amount: self.invoice_amount.map(RecurringAmountReq::domain),
+            priority: self.priority,
+            commit_duration: self.commit_duration.map(|d| DurationInput {
+                value: d.value,
+                unit: d.unit,
+            }),
+            starting_at: self.starting_at,
+            ending_before: self.ending_before,
+            rate_type: self.rate_type,
+            recurrence_frequency: self.recurrence_frequency,
+            proration: self.proration,
+            proration_rounding: self.proration_rounding,
+            name: self.name,
+            description: self.description,
+            applicable_product_ids: self.applicable_product_ids,
+            applicable_product_tags: self.applicable_product_tags,
+            specifiers: self.specifiers,
+            rollover_fraction: self.rollover_fraction,
+            netsuite_sales_order_id: self.netsuite_sales_order_id,
+            temporary_id: self.temporary_id,
+        }
+    }
 }

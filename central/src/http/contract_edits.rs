@@ -9,13 +9,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::BalanceReq;
+use super::commit_wire::{BalanceReq, RecurringBalanceReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
 use crate::service::commits::BalanceInput;
 use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
+use crate::service::recurring::RecurringInput;
 use crate::wire::{Dec, Time};
 use crate::AppState;
 
@@ -134,6 +135,10 @@ struct EditReq {
     archive_commits: Vec<IdReq>,
     #[serde(default)]
     archive_credits: Vec<IdReq>,
+    #[serde(default)]
+    add_recurring_commits: Vec<RecurringBalanceReq>,
+    #[serde(default)]
+    add_recurring_credits: Vec<RecurringBalanceReq>,
 }
 
 async fn edit(
@@ -173,6 +178,8 @@ async fn edit(
             add_credits: ("add_credits", credit_inputs(req.add_credits)),
             archive_commits: req.archive_commits.into_iter().map(|r| r.id).collect(),
             archive_credits: req.archive_credits.into_iter().map(|r| r.id).collect(),
+            add_recurring_commits: recurring_inputs(req.add_recurring_commits),
+            add_recurring_credits: recurring_inputs(req.add_recurring_credits),
             refused: [
                 ("update_commits", req.update_commits.is_empty()),
                 ("update_credits", req.update_credits.is_empty()),
@@ -211,6 +218,10 @@ fn balance_inputs(reqs: Vec<BalanceReq>, field: &str) -> ApiResult<Vec<BalanceIn
         .enumerate()
         .map(|(i, r)| r.commit(&format!("{field}[{i}]")))
         .collect()
+}
+
+fn recurring_inputs(reqs: Vec<RecurringBalanceReq>) -> Vec<RecurringInput> {
+    reqs.into_iter().map(RecurringBalanceReq::domain).collect()
 }
 
 fn credit_inputs(reqs: Vec<BalanceReq>) -> Vec<BalanceInput> {

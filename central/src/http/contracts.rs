@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{contract_commits, BalanceReq};
+use super::commit_wire::{contract_commits, BalanceReq, RecurringBalanceReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
@@ -26,6 +26,7 @@ use crate::model::{
 use crate::service::balances::{self, Inclusion, Show};
 use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
+use crate::service::recurring::RecurringInput;
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -75,6 +76,8 @@ struct CreateContract {
     overrides: Vec<OverrideReq>,
     commits: Option<Vec<BalanceReq>>,
     credits: Option<Vec<BalanceReq>>,
+    recurring_commits: Option<Vec<RecurringBalanceReq>>,
+    recurring_credits: Option<Vec<RecurringBalanceReq>>,
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -131,8 +134,17 @@ async fn create(
             .flatten()
             .map(BalanceReq::credit)
             .collect(),
+        recurring_commits: recurring(req.recurring_commits),
+        recurring_credits: recurring(req.recurring_credits),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
+}
+
+fn recurring(reqs: Option<Vec<RecurringBalanceReq>>) -> Vec<RecurringInput> {
+    reqs.into_iter()
+        .flatten()
+        .map(RecurringBalanceReq::domain)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -154,7 +166,8 @@ fn show(include_balance: Option<bool>, include_ledgers: Option<bool>) -> Show {
 
 async fn get_contract(st: &AppState, env: Env, req: GetReq, v2: bool) -> ApiResult<Json<Value>> {
     let c = contracts::get(st, env, &req.customer_id, &req.contract_id).await?;
-    let mut v = if v2 { c.v2_json() } else { c.v1_json() };
+    let now = st.now_ms();
+    let mut v = if v2 { c.v2_json(now) } else { c.v1_json(now) };
     let show = show(req.include_balance, req.include_ledgers);
     balances::decorate_contracts(st, env, &req.customer_id, &mut [(&c, &mut v)], show).await?;
     Ok(Json(json!({ "data": v })))
@@ -229,9 +242,10 @@ async fn list_contracts(st: &AppState, env: Env, req: ListReq, v2: bool) -> ApiR
         include_archived: req.include_archived,
     };
     let found = contracts::list(st, env, filter).await?;
+    let now = st.now_ms();
     let mut items: Vec<Value> = found
         .iter()
-        .map(|c| if v2 { c.v2_json() } else { c.v1_json() })
+        .map(|c| if v2 { c.v2_json(now) } else { c.v1_json(now) })
         .collect();
     let mut pairs: Vec<(&Contract, &mut Value)> = found.iter().zip(items.iter_mut()).collect();
     let show = show(req.include_balance, req.include_ledgers);

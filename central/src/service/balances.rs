@@ -583,9 +583,8 @@ impl Book {
             return;
         }
         let own: Vec<Balance> = contract
-            .commits
+            .own_balance_records(now_ms)
             .iter()
-            .chain(&contract.credits)
             .map(|b| b.balance(Some(&contract.id)))
             .collect();
         let mut lists: Vec<&mut Value> = Vec::new();

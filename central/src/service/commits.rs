@@ -254,19 +254,19 @@ pub struct BalanceInput {
 }
 
 /// `field` inside the commit or credit at `at` (`""`: the request itself).
-fn path(at: &str, field: &str) -> String {
+pub(super) fn path(at: &str, field: &str) -> String {
     match at {
         "" => field.to_string(),
         _ => format!("{at}.{field}"),
     }
 }
 
-fn invalid(at: &str, field: &str, why: impl std::fmt::Display) -> CommitError {
+pub(super) fn invalid(at: &str, field: &str, why: impl std::fmt::Display) -> CommitError {
     Invalid(format!("{}: {why}", path(at, field))).into()
 }
 
 /// Refuses an amount, unit price or quantity below zero or above [`MAX_AMOUNT`].
-fn check_amount(at: &str, field: &str, d: Dec) -> Result<()> {
+pub(super) fn check_amount(at: &str, field: &str, d: Dec) -> Result<()> {
     if d.0 < Decimal::ZERO {
         return Err(invalid(at, field, "must not be negative"));
     }
@@ -276,11 +276,15 @@ fn check_amount(at: &str, field: &str, d: Dec) -> Result<()> {
     Ok(())
 }
 
-fn hour(at: &str, field: &str, t: Time) -> Result<()> {
+pub(super) fn hour(at: &str, field: &str, t: Time) -> Result<()> {
     Ok(require_hour(&path(at, field), t)?)
 }
 
-fn resolve_credit_type(at: &str, field: &str, id: Option<&str>) -> Result<CreditTypeRef> {
+pub(super) fn resolve_credit_type(
+    at: &str,
+    field: &str,
+    id: Option<&str>,
+) -> Result<CreditTypeRef> {
     credit_type(id).map_err(|e| invalid(at, field, e.0))
 }
 
@@ -293,7 +297,12 @@ async fn product(st: &AppState, env: Env, field: &str, id: &str) -> Result<Produ
 }
 
 /// The FIXED, unarchived product a commit or credit is invoiced with.
-async fn invoicing_product(st: &AppState, env: Env, at: &str, id: &str) -> Result<ProductRef> {
+pub(super) async fn invoicing_product(
+    st: &AppState,
+    env: Env,
+    at: &str,
+    id: &str,
+) -> Result<ProductRef> {
     let field = path(at, "product_id");
     let p = product(st, env, &field, id).await?;
     if p.archived_at.is_some() {
@@ -541,7 +550,7 @@ fn check_postpaid(
     Ok(())
 }
 
-fn check_list_len<T>(at: &str, field: &str, list: Option<&Vec<T>>) -> Result<()> {
+pub(super) fn check_list_len<T>(at: &str, field: &str, list: Option<&Vec<T>>) -> Result<()> {
     if list.is_some_and(|l| l.len() > MAX_SCOPE_ENTRIES) {
         return Err(invalid(
             at,
@@ -552,20 +561,19 @@ fn check_list_len<T>(at: &str, field: &str, list: Option<&Vec<T>>) -> Result<()>
     Ok(())
 }
 
+/// What usage a commit or credit applies to.
+pub(super) struct Scope<'a> {
+    pub applicable_product_ids: Option<&'a Vec<String>>,
+    pub applicable_product_tags: Option<&'a Vec<String>>,
+    pub specifiers: Option<&'a Vec<CommitSpecifier>>,
+}
+
 /// Which usage it applies to: `specifiers`, or `applicable_product_ids` / `_tags`, every named
 /// product existing.
-async fn check_scope(st: &AppState, env: Env, at: &str, input: &BalanceInput) -> Result<()> {
-    check_list_len(
-        at,
-        "applicable_product_ids",
-        input.applicable_product_ids.as_ref(),
-    )?;
-    check_list_len(
-        at,
-        "applicable_product_tags",
-        input.applicable_product_tags.as_ref(),
-    )?;
-    check_list_len(at, "specifiers", input.specifiers.as_ref())?;
+pub(super) async fn check_scope(st: &AppState, env: Env, at: &str, input: Scope<'_>) -> Result<()> {
+    check_list_len(at, "applicable_product_ids", input.applicable_product_ids)?;
+    check_list_len(at, "applicable_product_tags", input.applicable_product_tags)?;
+    check_list_len(at, "specifiers", input.specifiers)?;
     let scoped = input.applicable_product_ids.is_some() || input.applicable_product_tags.is_some();
     if scoped && input.specifiers.is_some() {
         return Err(invalid(
@@ -574,7 +582,12 @@ async fn check_scope(st: &AppState, env: Env, at: &str, input: &BalanceInput) ->
             "cannot be combined with applicable_product_ids or applicable_product_tags",
         ));
     }
-    for (j, id) in input.applicable_product_ids.iter().flatten().enumerate() {
+    for (j, id) in input
+        .applicable_product_ids
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         product(
             st,
             env,
@@ -583,7 +596,7 @@ async fn check_scope(st: &AppState, env: Env, at: &str, input: &BalanceInput) ->
         )
         .await?;
     }
-    for (j, spec) in input.specifiers.iter().flatten().enumerate() {
+    for (j, spec) in input.specifiers.into_iter().flatten().enumerate() {
         if let Some(id) = &spec.product_id {
             product(
                 st,
@@ -635,7 +648,12 @@ pub async fn build(
         invoice_schedule: None,
         ..input
     };
-    check_scope(st, env, at, &scope).await?;
+    let scope_of = Scope {
+        applicable_product_ids: scope.applicable_product_ids.as_ref(),
+        applicable_product_tags: scope.applicable_product_tags.as_ref(),
+        specifiers: scope.specifiers.as_ref(),
+    };
+    check_scope(st, env, at, scope_of).await?;
     Ok(BalanceRecord {
         id: new_id(),
         balance_type: scope.balance_type,
@@ -660,6 +678,7 @@ pub async fn build(
         created_by: CREATED_BY.into(),
         archived_at: None,
         uniqueness_key: None,
+        recurring_id: None,
     })
 }
 
@@ -892,10 +911,11 @@ pub async fn list(
             .collect();
     if filter.include_contract_balances {
         for c in customer_contracts(st, env, &filter.customer_id, archived).await? {
-            let own = c.commits.iter().chain(&c.credits);
+            let own = c.own_balance_records(st.now_ms());
             out.extend(
-                own.filter(|b| filter.keeps(b))
-                    .map(|b| (Some(c.id.clone()), b.clone())),
+                own.into_iter()
+                    .filter(|b| filter.keeps(b))
+                    .map(|b| (Some(c.id.clone()), b)),
             );
         }
     }
@@ -1032,7 +1052,7 @@ pub async fn applicable_balances(
     env: Env,
     contract: &Contract,
 ) -> std::result::Result<Vec<Balance>, StoreError> {
-    let mut out = own_balances(contract);
+    let mut out = own_balances(contract, st.now_ms());
     let docs = st
         .stores
         .config
@@ -1057,12 +1077,12 @@ pub async fn applicable_balances(
     Ok(out)
 }
 
-/// The contract's own unarchived commits and credits.
-fn own_balances(contract: &Contract) -> Vec<Balance> {
+/// The contract's own unarchived commits and credits, those its recurring ones generated by
+/// `now_ms` included.
+fn own_balances(contract: &Contract, now_ms: i64) -> Vec<Balance> {
     contract
-        .commits
+        .own_balance_records(now_ms)
         .iter()
-        .chain(&contract.credits)
         .filter(|b| b.archived_at.is_none())
         .map(|b| b.balance(Some(&contract.id)))
         .collect()
@@ -1078,7 +1098,11 @@ pub async fn customer_balances(
     let contracts = customer_contracts(st, env, customer_id, ArchiveFilter::All)
         .await
         .map_err(store_only)?;
-    let mut out: Vec<Balance> = contracts.iter().flat_map(own_balances).collect();
+    let now = st.now_ms();
+    let mut out: Vec<Balance> = contracts
+        .iter()
+        .flat_map(|c| own_balances(c, now))
+        .collect();
     let customer_level = customer_balance_docs(st, env, customer_id, ArchiveFilter::Active)
         .await
         .map_err(store_only)?;

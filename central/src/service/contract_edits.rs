@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
+use super::recurring::{self, RecurringInput, MAX_RECURRING_PER_CONTRACT};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{kind, new_id, AmendmentInfo, Contract, ContractChange, CREATED_BY};
 use crate::store::{Env, InvoiceStatus};
@@ -51,8 +52,6 @@ const UNSUPPORTED_AMEND_TERMS: &[&str] = &[
 /// refused when non-empty. Commits and credits are [`balance_changes`]'.
 const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
     "add_scheduled_charges",
-    "add_recurring_commits",
-    "add_recurring_credits",
     "add_subscriptions",
     "add_discounts",
     "add_professional_services",
@@ -108,6 +107,8 @@ pub fn check_edit_supported(body: &Map<String, Value>) -> std::result::Result<()
     refuse_unsupported(body, UNSUPPORTED_EDIT_FIELDS, "this edit")?;
     commits::check_items(body, "add_commits", false)?;
     commits::check_items(body, "add_credits", true)?;
+    recurring::check_items(body, "add_recurring_commits", false)?;
+    recurring::check_items(body, "add_recurring_credits", true)?;
     contracts::check_overrides_supported("add_overrides", body.get("add_overrides"))
 }
 
@@ -120,6 +121,9 @@ pub struct BalanceChanges {
     pub add_credits: (&'static str, Vec<BalanceInput>),
     pub archive_commits: Vec<String>,
     pub archive_credits: Vec<String>,
+    /// `add_recurring_commits` / `add_recurring_credits` (v2 edits only).
+    pub add_recurring_commits: Vec<RecurringInput>,
+    pub add_recurring_credits: Vec<RecurringInput>,
     /// Fields given that Tally cannot apply yet (`update_commits`, `update_credits`).
     pub refused: Vec<&'static str>,
 }
@@ -142,7 +146,7 @@ async fn balance_changes(
         ))
         .into());
     }
-    let temporary = contracts::temporary_ids(&[&changes.add_commits.1, &changes.add_credits.1]);
+    let mut temporary = contracts::temporary_ids(&[&changes.add_commits.1, &changes.add_credits.1]);
     for ((field, inputs), out) in [
         (changes.add_commits, &mut change.add_commits),
         (changes.add_credits, &mut change.add_credits),
@@ -152,6 +156,23 @@ async fn balance_changes(
             out.push(commits::build(st, env, &at, input, change.timestamp).await?);
         }
     }
+    let window = recurring::Window {
+        starting_at: contract.starting_at,
+        ending_before: contract.ending_before,
+    };
+    let (recurring_commits, recurring_credits, recurring_temporary) = recurring::build_all(
+        st,
+        env,
+        ["add_recurring_commits", "add_recurring_credits"],
+        changes.add_recurring_commits,
+        changes.add_recurring_credits,
+        window,
+        change.timestamp,
+    )
+    .await?;
+    temporary.extend(recurring_temporary);
+    change.add_recurring_commits = recurring_commits;
+    change.add_recurring_credits = recurring_credits;
     change.archive_commits = changes.archive_commits;
     change.archive_credits = changes.archive_credits;
     check_archivals(contract, change)?;
@@ -160,6 +181,13 @@ async fn balance_changes(
         .iter()
         .chain(&change.add_credits)
         .map(|b| b.id.as_str())
+        .chain(
+            change
+                .add_recurring_commits
+                .iter()
+                .chain(&change.add_recurring_credits)
+                .map(|r| r.id.as_str()),
+        )
         .collect();
     let mut names = CommitNames {
         temporary: contracts::temporary_map(&temporary, &added)?,
@@ -216,6 +244,16 @@ fn check_archivals(
         return Err(Invalid(format!(
             "commits, credits: at most {MAX_BALANCES_PER_CONTRACT} commits and credits are \
              allowed per contract"
+        )));
+    }
+    let recurring = contract.recurring_commits.len()
+        + contract.recurring_credits.len()
+        + change.add_recurring_commits.len()
+        + change.add_recurring_credits.len();
+    if recurring > MAX_RECURRING_PER_CONTRACT {
+        return Err(Invalid(format!(
+            "add_recurring_commits, add_recurring_credits: at most \
+             {MAX_RECURRING_PER_CONTRACT} recurring commits and credits are allowed per contract"
         )));
     }
     Ok(())
@@ -284,6 +322,8 @@ fn new_change(st: &AppState) -> ContractChange {
         add_credits: Vec::new(),
         archive_commits: Vec::new(),
         archive_credits: Vec::new(),
+        add_recurring_commits: Vec::new(),
+        add_recurring_credits: Vec::new(),
     }
 }
 
@@ -347,6 +387,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         && b.add_credits.1.is_empty()
         && b.archive_commits.is_empty()
         && b.archive_credits.is_empty()
+        && b.add_recurring_commits.is_empty()
+        && b.add_recurring_credits.is_empty()
         && b.refused.is_empty()
         && req.remove_overrides.is_empty()
         && req.end_date.is_none()
@@ -356,7 +398,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         return Err(Invalid(
             "the edit changes nothing: give add_overrides, remove_overrides, \
              update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
-             add_commits, add_credits, archive_commits or archive_credits"
+             add_commits, add_credits, add_recurring_commits, add_recurring_credits, \
+             archive_commits or archive_credits"
                 .into(),
         )
         .into());
@@ -535,6 +578,10 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     }
     c.commits.extend(change.add_commits.iter().cloned());
     c.credits.extend(change.add_credits.iter().cloned());
+    c.recurring_commits
+        .extend(change.add_recurring_commits.iter().cloned());
+    c.recurring_credits
+        .extend(change.add_recurring_credits.iter().cloned());
     c.overrides
         .retain(|o| !change.remove_overrides.contains(&o.id));
     c.overrides.extend(change.add_overrides.iter().cloned());

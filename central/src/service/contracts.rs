@@ -20,6 +20,7 @@ use super::billing_configs::{self, BillingConfigError, ConfigLookup};
 use super::commits::{self, BalanceInput};
 use super::invoices::{self, InvoiceError};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
+use super::recurring::{self, RecurringInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
@@ -75,8 +76,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 /// Terms accepted by upstream that Tally cannot rate yet: refused when non-empty.
 const UNSUPPORTED_TERMS: &[&str] = &[
     "scheduled_charges",
-    "recurring_commits",
-    "recurring_credits",
     "subscriptions",
     "discounts",
     "professional_services",
@@ -118,6 +117,8 @@ pub fn check_supported(body: &Map<String, Value>) -> std::result::Result<(), Inv
         }
     }
     check_overrides_supported("overrides", body.get("overrides"))?;
+    recurring::check_items(body, "recurring_commits", false)?;
+    recurring::check_items(body, "recurring_credits", true)?;
     commits::check_supported(body)
 }
 
@@ -252,6 +253,9 @@ pub struct NewContract {
     /// Contract-level commits and credits (checked by `service::commits`).
     pub commits: Vec<BalanceInput>,
     pub credits: Vec<BalanceInput>,
+    /// Recurring commits and credits (checked by `service::recurring`).
+    pub recurring_commits: Vec<RecurringInput>,
+    pub recurring_credits: Vec<RecurringInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -424,7 +428,12 @@ pub async fn known_balances(
     contract: &Contract,
 ) -> Result<BTreeSet<String>> {
     let balances = commits::applicable_balances(st, env, contract).await?;
-    Ok(balances.into_iter().map(|b| b.id).collect())
+    let recurring = contract.recurring_ids().map(str::to_string);
+    Ok(balances
+        .into_iter()
+        .map(|b| b.id)
+        .chain(recurring)
+        .collect())
 }
 
 /// Replaces temporary ids by ids in the overrides' specifiers and refuses a name that is not a
@@ -534,9 +543,24 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         .multiplier_override_prioritization
         .unwrap_or(MultiplierPrioritization::LowestMultiplier);
     let overrides = build_overrides(st, env, "overrides", mode, req.overrides, Time(now)).await?;
-    let temporary: Vec<Option<String>> = temporary_ids(&[&req.commits, &req.credits]);
+    let mut temporary: Vec<Option<String>> = temporary_ids(&[&req.commits, &req.credits]);
     let (commits, credits) =
         commits::build_contract_balances(st, env, req.commits, req.credits, Time(now)).await?;
+    let window = recurring::Window {
+        starting_at: req.starting_at,
+        ending_before: req.ending_before,
+    };
+    let (recurring_commits, recurring_credits, recurring_temporary) = recurring::build_all(
+        st,
+        env,
+        ["recurring_commits", "recurring_credits"],
+        req.recurring_commits,
+        req.recurring_credits,
+        window,
+        Time(now),
+    )
+    .await?;
+    temporary.extend(recurring_temporary);
     let mut contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -555,6 +579,8 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         overrides,
         commits,
         credits,
+        recurring_commits,
+        recurring_credits,
         history: Default::default(),
     };
     let built: Vec<&str> = contract
@@ -562,6 +588,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         .iter()
         .chain(&contract.credits)
         .map(|b| b.id.as_str())
+        .chain(contract.recurring_ids())
         .collect();
     let names = CommitNames {
         temporary: temporary_map(&temporary, &built)?,

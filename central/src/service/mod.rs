@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod products;
 pub mod rate_cards;
+pub mod recurring;
 
 use std::future::Future;
 use std::time::Duration;

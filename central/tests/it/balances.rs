@@ -19,22 +19,22 @@ use tally_central::AppState;
 use crate::store_conformance::Backend;
 use crate::support::*;
 
-const SBX: Env = Env::Sandbox;
-const START: &str = "2024-11-01T00:00:00Z";
-const DEC: &str = "2024-12-01T00:00:00Z";
-const JAN: &str = "2025-01-01T00:00:00Z";
+pub(crate) const SBX: Env = Env::Sandbox;
+pub(crate) const START: &str = "2024-11-01T00:00:00Z";
+pub(crate) const DEC: &str = "2024-12-01T00:00:00Z";
+pub(crate) const JAN: &str = "2025-01-01T00:00:00Z";
 const YEAR: &str = "2025-11-01T00:00:00Z";
-const NOW: &str = "2024-11-25T00:00:00Z";
+pub(crate) const NOW: &str = "2024-11-25T00:00:00Z";
 
-struct Setup {
-    card: String,
-    calls: String,
-    fixed: String,
-    customer: String,
+pub(crate) struct Setup {
+    pub card: String,
+    pub calls: String,
+    pub fixed: String,
+    pub customer: String,
 }
 
 impl Setup {
-    async fn new(app: &TestApp) -> Setup {
+    pub(crate) async fn new(app: &TestApp) -> Setup {
         let metric = app
             .metric(
                 SBX,
@@ -71,7 +71,7 @@ impl Setup {
     }
 
     /// A contract from START with these extra fields; its id.
-    async fn contract(&self, app: &TestApp, extra: Value) -> String {
+    pub(crate) async fn contract(&self, app: &TestApp, extra: Value) -> String {
         let mut body = json!({
             "customer_id": self.customer, "rate_card_id": self.card, "starting_at": START,
         });
@@ -96,7 +96,7 @@ impl Setup {
     }
 
     /// Ingests `(timestamp, n)` events for acme with fresh transaction ids.
-    async fn events(&self, app: &TestApp, tag: &str, events: &[(&str, &str)]) {
+    pub(crate) async fn events(&self, app: &TestApp, tag: &str, events: &[(&str, &str)]) {
         let events: Vec<Value> = events
             .iter()
             .enumerate()
@@ -107,7 +107,7 @@ impl Setup {
     }
 
     /// The contract's usage invoice starting at `start`.
-    async fn invoice(&self, app: &TestApp, contract: &str, start: &str) -> Value {
+    pub(crate) async fn invoice(&self, app: &TestApp, contract: &str, start: &str) -> Value {
         let all = app.invoices(SBX, &self.customer, "").await;
         all.into_iter()
             .find(|i| {
@@ -136,7 +136,7 @@ impl Setup {
     }
 
     /// The ids of the contract's commits and credits, by name, from v2 get.
-    async fn ids(&self, app: &TestApp, contract: &str) -> Vec<(String, String, String)> {
+    pub(crate) async fn ids(&self, app: &TestApp, contract: &str) -> Vec<(String, String, String)> {
         let c = app
             .post(
                 "/v2/contracts/get",
@@ -160,7 +160,7 @@ impl Setup {
         out
     }
 
-    async fn net(&self, app: &TestApp, extra: Value) -> String {
+    pub(crate) async fn net(&self, app: &TestApp, extra: Value) -> String {
         let mut body = json!({ "customer_id": self.customer });
         merge(&mut body, extra);
         let d = app
@@ -172,7 +172,7 @@ impl Setup {
 }
 
 /// `(type, quantity, unit_price, total, commit or applied id)` of each line.
-fn lines(inv: &Value) -> Vec<[String; 5]> {
+pub(crate) fn lines(inv: &Value) -> Vec<[String; 5]> {
     inv["line_items"]
         .as_array()
         .expect("lines")
@@ -195,7 +195,7 @@ fn lines(inv: &Value) -> Vec<[String; 5]> {
         .collect()
 }
 
-fn l(t: &str, q: &str, p: &str, total: &str, id: &str) -> [String; 5] {
+pub(crate) fn l(t: &str, q: &str, p: &str, total: &str, id: &str) -> [String; 5] {
     [t, q, p, total, id].map(String::from)
 }
 
@@ -759,24 +759,6 @@ async fn recurring_invoice_schedules_expand_into_items(backend: Backend) {
         .await
         .data();
     assert_eq!(before, after, "a refused create stored something");
-}
-
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await;
-                }
-                #[tokio::test]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await;
-                }
-            }
-        )+
-    };
 }
 
 both_backends!(

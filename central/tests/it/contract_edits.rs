@@ -575,8 +575,8 @@ async fn refused_changes_name_the_field_and_change_nothing() {
         ),
         (
             edit,
-            json!({ "add_recurring_commits": item }),
-            "add_recurring_commits",
+            json!({ "update_recurring_commits": item }),
+            "update_recurring_commits",
         ),
         (
             edit,

@@ -1,5 +1,6 @@
 //! In-process HTTP tests of the central router: one integration binary, one module per area.
 
+#[macro_use]
 mod support;
 
 mod balances;
@@ -23,5 +24,6 @@ mod overrides;
 mod pricing_rules;
 mod product_order;
 mod rate_schedule;
+mod recurring;
 mod resources;
 mod store_conformance;

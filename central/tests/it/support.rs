@@ -525,3 +525,23 @@ pub async fn all_at_once(app: &Arc<TestApp>, requests: Vec<(String, Value)>) -> 
     }
     out
 }
+
+/// Runs each `async fn name(backend: Backend)` as two tests, `name::sqlite` and
+/// `name::postgres` (the caller's module must have `Backend` in scope).
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
