@@ -95,6 +95,16 @@ fn overrides_3_6() {
     check("overrides_3_6");
 }
 
+#[test]
+fn drawdown_3_7() {
+    check("drawdown_3_7");
+}
+
+#[test]
+fn postpaid_trueup_3_7() {
+    check("postpaid_trueup_3_7");
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
