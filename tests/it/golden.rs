@@ -105,6 +105,11 @@ fn postpaid_trueup_3_7() {
     check("postpaid_trueup_3_7");
 }
 
+#[test]
+fn burn_order_3_7() {
+    check("burn_order_3_7");
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
