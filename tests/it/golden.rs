@@ -110,6 +110,11 @@ fn burn_order_3_7() {
     check("burn_order_3_7");
 }
 
+#[test]
+fn end_to_end_3_10() {
+    check("end_to_end_3_10");
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
