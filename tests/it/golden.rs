@@ -11,10 +11,20 @@
 //!   `POST /v1/ingest` after the setup (references are substituted here too).
 //! - `case.json`: `description` (what the case proves, with the hand computation), `now` (the fixed
 //!   clock), `invoice_grace_hours`, `ingest` (the expected `accepted`/`duplicates` totals; any
-//!   rejected event fails the case) and `reads`: `[{"customer": "$acme.id", "query"?: "..."}]`,
-//!   each one `GET /v1/customers/{customer}/invoices[?query]`.
+//!   rejected event fails the case) and `reads`, each one of:
+//!   - `{"customer": "$acme.id", "query"?: "..."}`: `GET /v1/customers/{customer}/invoices[?query]`;
+//!   - `{"method": "POST", "path": "/v1/contracts/customerBalances/list", "body"?: {...}}`: any
+//!     call (balances, ledgers, `getNetBalance`, a contract), references substituted as in setup.
+//!
+//!   Either may say `"now": "<RFC 3339>"`: the clock moves there (never backwards) and a job pass
+//!   runs before the read, so one case can read a draft and then the same invoice finalized
+//!   after its grace. Every read must answer 200.
 //! - `expected.json`: the array of read responses, normalised: every id a setup step saved is
-//!   replaced by `<name>`, invoice ids by `<invoice:N>` (first appearance order), any other
+//!   replaced by `<name>`; a commit or credit a read shows (an object with an `access_schedule`)
+//!   by `<commit:NAME>`, its access segments by `<segment:NAME:J>` and its invoice schedule items
+//!   by `<invoice-item:NAME:J>` (NAME its `name`, `NAME#2`, `NAME#3`, ... for later commits of a
+//!   name already taken; J the item's index); invoice ids by
+//!   `<invoice:N>` (first appearance order among the objects with `line_items`); any other
 //!   generated UUID by `<unknown-id:N>`; everything else verbatim (numbers keep their literal
 //!   digits thanks to serde_json's `arbitrary_precision`), pretty-printed with sorted keys.
 //!
@@ -85,6 +95,26 @@ fn overrides_3_6() {
     check("overrides_3_6");
 }
 
+#[test]
+fn drawdown_3_7() {
+    check("drawdown_3_7");
+}
+
+#[test]
+fn postpaid_trueup_3_7() {
+    check("postpaid_trueup_3_7");
+}
+
+#[test]
+fn burn_order_3_7() {
+    check("burn_order_3_7");
+}
+
+#[test]
+fn end_to_end_3_10() {
+    check("end_to_end_3_10");
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
@@ -117,12 +147,42 @@ struct IngestTotals {
     duplicates: u64,
 }
 
+/// One read of `case.json` (module docs): a customer's invoices, or any call.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Read {
+    Invoices(InvoicesRead),
+    Call(CallRead),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Read {
+struct InvoicesRead {
     customer: String,
     #[serde(default)]
     query: Option<String>,
+    #[serde(default)]
+    now: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallRead {
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    now: Option<String>,
+}
+
+impl Read {
+    fn now(&self) -> Option<&str> {
+        match self {
+            Read::Invoices(r) => r.now.as_deref(),
+            Read::Call(r) => r.now.as_deref(),
+        }
+    }
 }
 
 fn fixture_dir(case: &str) -> PathBuf {
@@ -188,6 +248,7 @@ fn check(case: &str) {
 struct Server {
     router: Router,
     state: AppState,
+    clock: Arc<FixedClock>,
     token: String,
     _db_dir: tempfile::TempDir,
 }
@@ -206,10 +267,12 @@ impl Server {
             invoice_grace_ms: grace_hours * HOUR_MS,
             ..Settings::default()
         };
-        let state = AppState::new(stores, Arc::new(FixedClock::new(now_ms)), settings);
+        let clock = Arc::new(FixedClock::new(now_ms));
+        let state = AppState::new(stores, clock.clone(), settings);
         Server {
             router: http::router(state.clone()),
             state,
+            clock,
             token,
             _db_dir: db_dir,
         }
@@ -336,16 +399,42 @@ async fn run_case(case: &str, setup: &[Step], events: &[Value], spec: &Case) -> 
 
     // Reads never finalize: one job pass, as `tally serve` runs it, finalizes the due periods.
     server.run_job(case).await;
+    let mut clock_ms = now_ms;
     let mut responses = Vec::new();
-    for read in &spec.reads {
-        let customer = substitute_text(&read.customer, &saved);
-        let mut path = format!("/v1/customers/{customer}/invoices");
-        if let Some(q) = &read.query {
-            path.push('?');
-            path.push_str(&substitute_text(q, &saved));
+    for (i, read) in spec.reads.iter().enumerate() {
+        if let Some(at) = read.now() {
+            let at_ms =
+                parse_rfc3339_ms(at).unwrap_or_else(|e| panic!("{case}: read {i} now {at:?}: {e}"));
+            assert!(
+                at_ms >= clock_ms,
+                "{case}: read {i} moves the clock backwards to {at}"
+            );
+            clock_ms = at_ms;
+            server.clock.set(at_ms);
+            server.run_job(case).await;
         }
-        let (status, resp) = server.call("GET", &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{case}: GET {path} answered {resp}");
+        let (method, path, body) = match read {
+            Read::Invoices(r) => {
+                let customer = substitute_text(&r.customer, &saved);
+                let mut path = format!("/v1/customers/{customer}/invoices");
+                if let Some(q) = &r.query {
+                    path.push('?');
+                    path.push_str(&substitute_text(q, &saved));
+                }
+                ("GET", path, None)
+            }
+            Read::Call(r) => (
+                r.method.as_str(),
+                substitute_text(&r.path, &saved),
+                r.body.as_ref().map(|b| substitute(b, &saved)),
+            ),
+        };
+        let (status, resp) = server.call(method, &path, body.as_ref()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{case}: read {i} ({method} {path}) answered {resp}"
+        );
         responses.push(resp);
     }
     normalise(Value::Array(responses), &saved)
@@ -458,22 +547,86 @@ fn normalise(reads: Value, saved: &BTreeMap<String, Value>) -> Value {
             names.insert(id.to_string(), format!("<{name}>"));
         }
     }
-    let invoices = reads
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["data"].as_array().into_iter().flatten());
+    name_balances(&reads, &mut names, &mut BTreeMap::new());
+    let mut invoices = Vec::new();
+    collect_invoice_ids(&reads, &mut invoices);
     let mut n = 0;
-    for invoice in invoices {
-        if let Some(id) = invoice["id"].as_str() {
-            if !names.contains_key(id) {
-                n += 1;
-                names.insert(id.to_string(), format!("<invoice:{n}>"));
-            }
-        }
+    for id in invoices {
+        names.entry(id).or_insert_with(|| {
+            n += 1;
+            format!("<invoice:{n}>")
+        });
     }
     let mut unknown = 0;
     replace_ids(reads, &mut names, &mut unknown)
+}
+
+/// Names every commit or credit inside `v` (an object with an `access_schedule`) and its
+/// schedule items after its `name` (module docs); an id a setup step saved keeps its name.
+/// `labels` holds the label each commit got, so a second commit of a name gets `NAME#2`.
+fn name_balances(
+    v: &Value,
+    names: &mut BTreeMap<String, String>,
+    labels: &mut BTreeMap<String, String>,
+) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|x| name_balances(x, names, labels)),
+        Value::Object(map) => {
+            let id = map.get("id").and_then(Value::as_str);
+            if let (Some(id), Some(access)) = (id, map.get("access_schedule")) {
+                let name = map.get("name").and_then(Value::as_str).unwrap_or("unnamed");
+                let label = match labels.get(id) {
+                    Some(label) => label.clone(),
+                    None => {
+                        let mut label = name.to_string();
+                        for k in 2.. {
+                            if !labels.values().any(|l| *l == label) {
+                                break;
+                            }
+                            label = format!("{name}#{k}");
+                        }
+                        labels.insert(id.to_string(), label.clone());
+                        label
+                    }
+                };
+                names
+                    .entry(id.to_string())
+                    .or_insert_with(|| format!("<commit:{label}>"));
+                let schedules = [
+                    ("segment", Some(access)),
+                    ("invoice-item", map.get("invoice_schedule")),
+                ];
+                for (what, schedule) in schedules {
+                    let items = schedule.and_then(|s| s["schedule_items"].as_array());
+                    for (j, item) in items.into_iter().flatten().enumerate() {
+                        if let Some(item_id) = item["id"].as_str() {
+                            names
+                                .entry(item_id.to_string())
+                                .or_insert_with(|| format!("<{what}:{label}:{j}>"));
+                        }
+                    }
+                }
+            }
+            map.values().for_each(|x| name_balances(x, names, labels));
+        }
+        _ => {}
+    }
+}
+
+/// The ids of the invoices inside `v` (objects with `line_items`), in order of appearance.
+fn collect_invoice_ids(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|x| collect_invoice_ids(x, out)),
+        Value::Object(map) => {
+            if map.contains_key("line_items") {
+                if let Some(id) = map.get("id").and_then(Value::as_str) {
+                    out.push(id.to_string());
+                }
+            }
+            map.values().for_each(|x| collect_invoice_ids(x, out));
+        }
+        _ => {}
+    }
 }
 
 fn replace_ids(v: Value, names: &mut BTreeMap<String, String>, unknown: &mut usize) -> Value {

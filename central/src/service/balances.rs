@@ -250,8 +250,10 @@ impl LedgerView {
 impl Book {
     /// The ledger of `balance` at `now_ms`, oldest first: for each segment begun by then, its
     /// start, the entries that count under `inclusion` (a draft's pending deductions dated at its
-    /// period's end), and its expiration once it has ended with something left. The entries of a
-    /// balance sum to [`Book::balance`].
+    /// period's end), and its expiration once it has ended with something left. Entries of one
+    /// instant are in the order of [`rank_within_instant`] (stored ones are ordered by id too,
+    /// which says nothing), so an invoice's deduction always precedes its true-up. The entries
+    /// of a balance sum to [`Book::balance`].
     pub fn ledger(&self, balance: &Balance, inclusion: Inclusion, now_ms: i64) -> Vec<LedgerView> {
         let mut out = Vec::new();
         for seg in balance.access.iter().filter(|s| s.starting_at_ms <= now_ms) {
@@ -309,7 +311,7 @@ impl Book {
                     reason: None,
                 });
             }
-            entries.sort_by_key(|e| e.timestamp_ms);
+            entries.sort_by_key(|e| (e.timestamp_ms, rank_within_instant(e.entry)));
             out.extend(entries);
         }
         out
@@ -325,6 +327,19 @@ impl Book {
             .filter(|s| s.starting_at_ms <= now_ms && now_ms < s.ending_before_ms)
             .map(|s| s.amount + net.get(&s.id).copied().unwrap_or_default())
             .sum()
+    }
+}
+
+/// Where an entry goes among those of the same instant: the segment's start, then what invoices
+/// draw, then true-ups (which bill what the deductions left), then manual entries, and the
+/// expiration of what is left last.
+fn rank_within_instant(entry: LedgerEntryKind) -> u8 {
+    match entry {
+        LedgerEntryKind::SegmentStart => 0,
+        LedgerEntryKind::AutomatedInvoiceDeduction => 1,
+        LedgerEntryKind::Trueup => 2,
+        LedgerEntryKind::Manual => 3,
+        LedgerEntryKind::Expiration => 4,
     }
 }
 
@@ -542,6 +557,60 @@ mod tests {
             .map(|e| (e.segment_id.as_str(), e.amount, e.timestamp_ms))
             .collect();
         assert_eq!(expiry, vec![("s1", "-600".parse().unwrap(), 10)]);
+    }
+
+    /// A postpaid commit's invoice records its deduction and its true-up at the period's end;
+    /// stored, they come back ordered by id, which must not decide how the ledger reads.
+    #[test]
+    fn entries_of_one_instant_read_deduction_then_true_up_then_expiration() {
+        let balance = Balance {
+            id: "b".into(),
+            kind: BalanceKind::PostpaidCommit,
+            name: "Minimum".into(),
+            product_id: "p".into(),
+            contract_id: Some("k".into()),
+            applicable_contract_ids: vec![],
+            invoice_contract_id: None,
+            priority: None,
+            applicable_product_ids: vec![],
+            applicable_product_tags: vec![],
+            specifiers: vec![],
+            rate_type: Default::default(),
+            credit_type: CreditTypeId("usd".into()),
+            access: vec![segment("s1", "1000", 0, 10)],
+            invoice_schedule: vec![],
+            paid: false,
+            recurring_id: None,
+        };
+        let true_up = LedgerRow {
+            entry: LedgerEntryKind::Trueup,
+            ..entry("s1", "-300", 10)
+        };
+        let manual = LedgerRow {
+            entry: LedgerEntryKind::Manual,
+            invoice_id: None,
+            ..entry("s1", "-100", 10)
+        };
+        let book = Book {
+            balances: vec![balance.clone()],
+            stored: vec![manual, true_up, entry("s1", "-500", 10)],
+            drafts: vec![],
+            contexts: BTreeMap::new(),
+        };
+        let ledger = book.ledger(&balance, Inclusion::Finalized, 10);
+        let got: Vec<_> = ledger.iter().map(|e| (e.entry, e.amount)).collect();
+        use LedgerEntryKind::*;
+        let want: Vec<(LedgerEntryKind, Decimal)> = [
+            (SegmentStart, "1000"),
+            (AutomatedInvoiceDeduction, "-500"),
+            (Trueup, "-300"),
+            (Manual, "-100"),
+            (Expiration, "-100"),
+        ]
+        .into_iter()
+        .map(|(k, a)| (k, a.parse().unwrap()))
+        .collect();
+        assert_eq!(got, want);
     }
 }
 

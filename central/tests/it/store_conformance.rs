@@ -746,6 +746,56 @@ store_test!(
     }
 );
 
+store_test!(
+    a_scheduled_invoice_may_share_its_instant_with_a_usage_period_start,
+    |db| {
+        // A commit bought on the contract's first day: its SCHEDULED invoice is at the instant
+        // the first USAGE period starts, and both must be stored and finalized.
+        let inv = &db.stores.invoices;
+        let usage = invoice("usage", T0);
+        inv.ensure_invoices(SBX, std::slice::from_ref(&usage))
+            .await
+            .unwrap();
+        let scheduled = InvoiceRow {
+            id: "scheduled".to_string(),
+            kind: store::InvoiceKind::Scheduled,
+            period_end_ms: T0,
+            status: InvoiceStatus::Finalized,
+            body: Some("{}".to_string()),
+            ..usage.clone()
+        };
+        let mut work = inv.begin().await.unwrap();
+        assert!(work
+            .put_invoice(SBX, &scheduled, InvoiceStatus::Draft)
+            .await
+            .unwrap());
+        work.commit().await.unwrap();
+        let list = inv.invoices_for_contract(SBX, "k").await.unwrap();
+        let mut got: Vec<(&str, InvoiceStatus)> =
+            list.iter().map(|r| (r.id.as_str(), r.status)).collect();
+        got.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            got,
+            [
+                ("scheduled", InvoiceStatus::Finalized),
+                ("usage", InvoiceStatus::Draft)
+            ]
+        );
+        // Still one row per kind and instant: a second scheduled row there is refused.
+        let twin = InvoiceRow {
+            id: "scheduled-twin".to_string(),
+            ..scheduled.clone()
+        };
+        let mut work = inv.begin().await.unwrap();
+        assert!(!work
+            .put_invoice(SBX, &twin, InvoiceStatus::Draft)
+            .await
+            .unwrap());
+        work.commit().await.unwrap();
+        assert_eq!(inv.invoices_for_contract(SBX, "k").await.unwrap().len(), 2);
+    }
+);
+
 fn ledger_entry(id: &str, invoice: Option<&str>, amount: &str, at: i64) -> LedgerRow {
     LedgerRow {
         id: id.to_string(),
