@@ -7,7 +7,8 @@
 # Usage: scripts/test-clock.sh [--quick] [first|last|all]   (default: all)
 #   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about 15 s per clock;
 #             scripts/test.sh runs this form.
-#   otherwise the SDK quickstart (SQLite, PostgreSQL), the contract walkthrough (schemathesis),
+#   otherwise the SDK quickstart (SQLite, PostgreSQL), the SDK scenarios of overrides, commits,
+#             drawdown, contract edits and recurring commits (SQLite), the contract walkthrough (schemathesis),
 #             the replica test, backup, backfill and metrics, about 7 minutes per clock; bounded by
 #             `timeout`.
 # Not the edge tests (tests/edge/*.mjs): node is faked fine, but Miniflare's workerd hangs at start
@@ -79,7 +80,10 @@ run_at() {
   fi
   # From the workspace's root, as cargo runs them (the tests find tests/ and target/ from there).
   faked 900 "$it" --test-threads 1 --exact sdk_python::python_sdk_quickstart \
-    sdk_python::python_sdk_quickstart_on_postgres contract::tally_conforms_to_metronomes_openapi_document \
+    sdk_python::python_sdk_quickstart_on_postgres sdk_python::python_sdk_overrides \
+    sdk_python::python_sdk_commits_and_credits sdk_python::python_sdk_drawdown \
+    sdk_python::python_sdk_contract_edits sdk_python::python_sdk_recurring_commits_and_credits \
+    contract::tally_conforms_to_metronomes_openapi_document \
     postgres::two_replicas_on_one_database_behave_as_one \
     backup::a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice \
     backfill::a_gzip_ndjson_backfill_reports_rejects_and_a_rerun_counts_nothing_twice \

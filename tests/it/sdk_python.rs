@@ -9,7 +9,8 @@
 //! competing for usage with tiered and commit-specific overrides, a commit rate and a postpaid
 //! true-up; `tests/sdk/commits.py` (on both backends) for a contract with a prepaid
 //! commit, a credit and an override: the drawn-down draft, balances with their ledger, a manual
-//! entry.
+//! entry; `tests/sdk/recurring.py` (on both backends) for recurring commits and credits: what
+//! they generate, its invoice, a commit-specific override naming one, an edit adding one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -93,6 +94,22 @@ fn python_sdk_contract_edits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/contract_edits.py",
+    );
+}
+
+#[test]
+fn python_sdk_recurring_commits_and_credits() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/recurring.py");
+}
+
+#[test]
+fn python_sdk_recurring_commits_and_credits_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/recurring.py",
     );
 }
 
