@@ -328,6 +328,18 @@ impl Book {
             .map(|s| s.amount + net.get(&s.id).copied().unwrap_or_default())
             .sum()
     }
+
+    /// What `getNetBalance` counts of `balance` at `now_ms`: [`Book::balance`] with a segment
+    /// driven below zero (by manual entries) counted as zero, as upstream documents.
+    pub fn available(&self, balance: &Balance, inclusion: Inclusion, now_ms: i64) -> Decimal {
+        let net = self.net(inclusion);
+        balance
+            .access
+            .iter()
+            .filter(|s| s.starting_at_ms <= now_ms && now_ms < s.ending_before_ms)
+            .map(|s| (s.amount + net.get(&s.id).copied().unwrap_or_default()).max(Decimal::ZERO))
+            .sum()
+    }
 }
 
 /// Where an entry goes among those of the same instant: the segment's start, then what invoices
@@ -403,7 +415,7 @@ pub async fn net_balance(
         .iter()
         .filter(|b| b.credit_type.as_str() == credit_type_id)
         .filter(|b| filters.is_empty() || filters.iter().any(|f| f.matches(b)))
-        .map(|b| book.balance(b, inclusion, now))
+        .map(|b| book.available(b, inclusion, now))
         .sum())
 }
 
@@ -497,11 +509,9 @@ mod tests {
         }
     }
 
-    /// A credit of three segments: ended (400 of 1000 used), current (1000.333, 0.333 used),
-    /// future (500), read at every instant around their bounds.
-    #[test]
-    fn a_balance_is_the_sum_of_its_ledger_at_every_instant() {
-        let balance = Balance {
+    /// A USD credit `b` with these segments.
+    fn test_credit(access: Vec<AccessSegment>) -> Balance {
+        Balance {
             id: "b".into(),
             kind: BalanceKind::Credit,
             name: "Credit".into(),
@@ -515,15 +525,22 @@ mod tests {
             specifiers: vec![],
             rate_type: Default::default(),
             credit_type: CreditTypeId("usd".into()),
-            access: vec![
-                segment("s1", "1000", 0, 10),
-                segment("s2", "1000.333", 10, 20),
-                segment("s3", "500", 20, 30),
-            ],
+            access,
             invoice_schedule: vec![],
             paid: false,
             recurring_id: None,
-        };
+        }
+    }
+
+    /// A credit of three segments: ended (400 of 1000 used), current (1000.333, 0.333 used),
+    /// future (500), read at every instant around their bounds.
+    #[test]
+    fn a_balance_is_the_sum_of_its_ledger_at_every_instant() {
+        let balance = test_credit(vec![
+            segment("s1", "1000", 0, 10),
+            segment("s2", "1000.333", 10, 20),
+            segment("s3", "500", 20, 30),
+        ]);
         let book = Book {
             balances: vec![balance.clone()],
             stored: vec![
@@ -557,6 +574,29 @@ mod tests {
             .map(|e| (e.segment_id.as_str(), e.amount, e.timestamp_ms))
             .collect();
         assert_eq!(expiry, vec![("s1", "-600".parse().unwrap(), 10)]);
+    }
+
+    /// A manual entry may drive a segment below zero: its balance shows it (the sum of its
+    /// ledger), the net balance counts it as zero and still counts the other segments.
+    #[test]
+    fn a_negative_segment_counts_as_zero_in_the_net_balance() {
+        let balance = test_credit(vec![
+            segment("s1", "1000", 0, 10),
+            segment("s2", "300", 0, 10),
+        ]);
+        let book = Book {
+            balances: vec![balance.clone()],
+            stored: vec![entry("s1", "-1500", 5)],
+            drafts: vec![],
+            contexts: BTreeMap::new(),
+        };
+        let at = |now| {
+            (
+                book.balance(&balance, Inclusion::FinalizedAndDraft, now),
+                book.available(&balance, Inclusion::FinalizedAndDraft, now),
+            )
+        };
+        assert_eq!(at(6), ("-200".parse().unwrap(), "300".parse().unwrap()));
     }
 
     /// A postpaid commit's invoice records its deduction and its true-up at the period's end;
