@@ -393,6 +393,11 @@ fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
     if let Some(b) = &l.balance {
         balance_fields(&mut v, l.kind, b);
     }
+    set_opt(
+        &mut v,
+        "scheduled_charge_id",
+        l.scheduled_charge_id.as_ref(),
+    );
     Ok(v)
 }
 

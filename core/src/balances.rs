@@ -583,6 +583,7 @@ impl<'b> Drawing<'b> {
                 balance: Some(reference),
                 commit_unit_price: None,
                 draw_prices: Vec::new(),
+                scheduled_charge_id: None,
             });
         }
         if self.units_left > Decimal::ZERO {
@@ -718,6 +719,7 @@ fn true_ups(
             balance: Some(balance.reference(first.map(|s| s.id.as_str()))),
             commit_unit_price: None,
             draw_prices: Vec::new(),
+            scheduled_charge_id: None,
         };
         let deduction = first.filter(|_| charge > Decimal::ZERO).map(|s| Deduction {
             balance_id: balance.id.clone(),
@@ -736,24 +738,15 @@ fn true_ups(
 pub fn purchase_lines(snapshot: &PricingSnapshot, at_ms: i64) -> Vec<InvoiceLine> {
     let mut out = Vec::new();
     for (balance, item) in purchases(snapshot).filter(|(_, i)| i.timestamp_ms == at_ms) {
-        let ct = &balance.credit_type;
         out.push(InvoiceLine {
-            kind: LineKind::CommitPurchase,
-            product_id: balance.product_id.clone(),
-            name: balance.name.clone(),
-            quantity: item.quantity,
-            unit_price: Amount::new(ct.clone(), item.unit_price),
-            total: Amount::new(ct.clone(), item.amount),
-            segment: Period {
-                start_ms: at_ms,
-                end_ms: at_ms,
-            },
-            pricing_group_values: None,
-            presentation_group_values: None,
-            tier: None,
             balance: Some(balance.reference(Some(&item.id))),
-            commit_unit_price: None,
-            draw_prices: Vec::new(),
+            ..InvoiceLine::of_item(
+                LineKind::CommitPurchase,
+                &balance.product_id,
+                &balance.name,
+                &balance.credit_type,
+                item,
+            )
         });
     }
     out
@@ -773,17 +766,6 @@ pub fn purchases_of<'b>(
         .iter()
         .filter(move |b| b.kind == BalanceKind::PrepaidCommit && b.invoiced_on(contract_id))
         .flat_map(|b| b.invoice_schedule.iter().map(move |i| (b, i)))
-}
-
-/// The instants the contract `contract_id` has a SCHEDULED invoice at (sorted, without
-/// repeats): those of the `invoice_schedule` items of its PREPAID commits among `balances`.
-pub fn scheduled_instants_of(balances: &[Balance], contract_id: &str) -> Vec<i64> {
-    let mut at: Vec<i64> = purchases_of(balances, contract_id)
-        .map(|(_, item)| item.timestamp_ms)
-        .collect();
-    at.sort_unstable();
-    at.dedup();
-    at
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1527,6 +1527,7 @@ fn synthetic_line(
         balance: None,
         commit_unit_price: cp,
         draw_prices: Vec::new(),
+        scheduled_charge_id: None,
     }
 }
 

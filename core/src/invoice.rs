@@ -19,13 +19,13 @@ use alloc::vec::Vec;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::balances::{BalanceRef, Deduction};
+use crate::balances::{BalanceRef, Deduction, InvoiceItem};
 use crate::money::{Amount, CreditTypeId, Totals};
 use crate::period::Period;
 
 /// What a line charges for: usage (whole, or the part a balance covers), what a commit or
-/// credit applied to it, a prepaid commit's purchase, a postpaid commit's true-up; scheduled
-/// charges and subscriptions are not produced yet.
+/// credit applied to it, a prepaid commit's purchase, a postpaid commit's true-up, an item of a
+/// scheduled charge; subscriptions are not produced yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
@@ -73,6 +73,42 @@ pub struct InvoiceLine {
     /// balance, `overrides::draw_price`). Never shown; set by rating.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub draw_prices: Vec<DrawPrice>,
+    /// Scheduled lines: the scheduled charge the line bills an item of (`charges`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_charge_id: Option<String>,
+}
+
+impl InvoiceLine {
+    /// The line of one scheduled item (a commit purchase, a scheduled charge): its quantity,
+    /// unit price and exact amount, over `[timestamp, timestamp]`, belonging to nothing yet.
+    pub fn of_item(
+        kind: LineKind,
+        product_id: &str,
+        name: &str,
+        credit_type: &CreditTypeId,
+        item: &InvoiceItem,
+    ) -> InvoiceLine {
+        let at = item.timestamp_ms;
+        InvoiceLine {
+            kind,
+            product_id: product_id.into(),
+            name: name.into(),
+            quantity: item.quantity,
+            unit_price: Amount::new(credit_type.clone(), item.unit_price),
+            total: Amount::new(credit_type.clone(), item.amount),
+            segment: Period {
+                start_ms: at,
+                end_ms: at,
+            },
+            pricing_group_values: None,
+            presentation_group_values: None,
+            tier: None,
+            balance: None,
+            commit_unit_price: None,
+            draw_prices: Vec::new(),
+            scheduled_charge_id: None,
+        }
+    }
 }
 
 /// The unit price usage of a line is drawn from one balance at.

@@ -70,6 +70,7 @@ fn terms(mode: Prioritization, overrides: Vec<Override>) -> ContractTerms {
     ContractTerms {
         overrides,
         multiplier_override_prioritization: mode,
+        ..ContractTerms::default()
     }
 }
 

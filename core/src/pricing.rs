@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::balances::{apply_balances, Drawdown};
 use crate::balances::{Balance, BalanceKind, BalanceState};
+use crate::charges::charge_lines;
+pub use crate::charges::ScheduledCharge;
 use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use crate::metric::MetricDef;
@@ -43,9 +45,10 @@ use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, U
 use crate::time::hour_floor;
 
 /// The contract's terms beyond its rate card: its overrides (applied in stage 1, see
-/// `overrides`) and how multiplier overrides are prioritised. Commits and credits come in the
-/// snapshot's `balances` (stage 3); scheduled charges and subscriptions are refused by the API
-/// today and are added here as they are implemented.
+/// `overrides`) and how multiplier overrides are prioritised; its scheduled charges and
+/// whether they (and commit purchases) are consolidated onto usage invoices (`charges`).
+/// Commits and credits come in the snapshot's `balances` (stage 3); subscriptions are refused
+/// by the API today and are added here as they are implemented.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContractTerms {
     /// In the order the contract lists them (the order breaks ties, see `overrides`).
@@ -53,6 +56,13 @@ pub struct ContractTerms {
     pub overrides: Vec<Override>,
     #[serde(default)]
     pub multiplier_override_prioritization: Prioritization,
+    /// In the order the contract lists them (archived ones left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scheduled_charges: Vec<ScheduledCharge>,
+    /// `scheduled_charges_on_usage_invoices: ALL`: items (of charges and of commit purchases)
+    /// at the end of an invoiced usage period are billed on that period's usage invoice.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub consolidate_scheduled: bool,
 }
 
 impl ContractTerms {
@@ -60,6 +70,8 @@ impl ContractTerms {
     pub const NONE: ContractTerms = ContractTerms {
         overrides: Vec::new(),
         multiplier_override_prioritization: Prioritization::LowestMultiplier,
+        scheduled_charges: Vec::new(),
+        consolidate_scheduled: false,
     };
 }
 
@@ -119,6 +131,25 @@ impl ContractSnapshot {
             periods.retain(|p| p.end_ms > from);
         }
         periods
+    }
+
+    /// When the contract consolidates scheduled items, the invoiced usage period whose billed
+    /// part ends at `at_ms` (the one usage invoice items at that instant go on); else `None`.
+    pub fn usage_period_ending_at(&self, at_ms: i64) -> Option<Period> {
+        if !self.terms.consolidate_scheduled {
+            return None;
+        }
+        let end = self.effective_end_ms();
+        let p = self.usage_statement_schedule.period_containing(
+            self.starting_at_ms,
+            end,
+            at_ms.checked_sub(1)?,
+        )?;
+        let billed = self.billed_part(p);
+        let invoiced = self
+            .invoice_generation_starting_at_ms
+            .is_none_or(|from| billed.end_ms > from);
+        (billed.end_ms == at_ms && billed.start_ms < billed.end_ms && invoiced).then_some(billed)
     }
 }
 
@@ -199,29 +230,54 @@ pub fn price_invoice(
     };
     let mut lines = price_usage(&input)?;
     order_lines(&mut lines, &snapshot.product_order);
-    let drawn = apply_balances(snapshot, period, lines)?;
+    let mut drawn = apply_balances(snapshot, period, lines)?;
+    let consolidated = snapshot.contract.usage_period_ending_at(period.end_ms);
+    if consolidated.is_some_and(|p| p.start_ms == period.start_ms) {
+        drawn.lines.extend(scheduled_lines(snapshot, period.end_ms));
+    }
     invoice(snapshot, InvoiceKind::Usage, period, drawn)
 }
 
+/// The lines of what is scheduled at `at_ms`: commit purchases, then scheduled charges.
+fn scheduled_lines(snapshot: &PricingSnapshot, at_ms: i64) -> Vec<InvoiceLine> {
+    let mut lines = crate::balances::purchase_lines(snapshot, at_ms);
+    lines.extend(charge_lines(
+        &snapshot.contract.terms.scheduled_charges,
+        at_ms,
+    ));
+    lines
+}
+
 /// The SCHEDULED invoice of the snapshot's contract at `at_ms`: the `commit_purchase` lines of
-/// its PREPAID commits' `invoice_schedule` items at that instant (`balances::purchase_lines`),
-/// over the period `[at, at]`. Empty when nothing is scheduled then.
+/// its PREPAID commits' `invoice_schedule` items at that instant (`balances::purchase_lines`)
+/// and the `scheduled` lines of its scheduled charges' items (`charges`), over the period
+/// `[at, at]`. Empty when nothing is scheduled then, or when what is goes on a usage invoice.
 pub fn price_scheduled(snapshot: &PricingSnapshot, at_ms: i64) -> Result<Invoice, RatingError> {
     let period = Period {
         start_ms: at_ms,
         end_ms: at_ms,
     };
+    let lines = match snapshot.contract.usage_period_ending_at(at_ms) {
+        Some(_) => Vec::new(),
+        None => scheduled_lines(snapshot, at_ms),
+    };
     let drawn = Drawdown {
-        lines: crate::balances::purchase_lines(snapshot, at_ms),
+        lines,
         deductions: Vec::new(),
     };
     invoice(snapshot, InvoiceKind::Scheduled, period, drawn)
 }
 
 /// The instants the contract has a SCHEDULED invoice at (sorted, without repeats): those of
-/// its PREPAID commits' `invoice_schedule` items.
+/// its PREPAID commits' `invoice_schedule` items and of its scheduled charges' items, but
+/// those consolidated onto a usage invoice.
 pub fn scheduled_instants(snapshot: &PricingSnapshot) -> Vec<i64> {
-    crate::balances::scheduled_instants_of(&snapshot.balances.balances, &snapshot.contract.id)
+    let purchases = crate::balances::purchases(snapshot).map(|(_, i)| i.timestamp_ms);
+    crate::charges::scheduled_instants(
+        &snapshot.contract,
+        &snapshot.contract.terms.scheduled_charges,
+        purchases,
+    )
 }
 
 /// Stage 4 and the invoice around the lines.
@@ -330,6 +386,7 @@ pub(crate) mod tests {
             balance: None,
             commit_unit_price: None,
             draw_prices: Vec::new(),
+            scheduled_charge_id: None,
         }
     }
 

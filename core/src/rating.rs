@@ -777,6 +777,7 @@ impl<'a> SegmentCtx<'a> {
             balance: None,
             commit_unit_price: None,
             draw_prices: Vec::new(),
+            scheduled_charge_id: None,
         }
     }
 

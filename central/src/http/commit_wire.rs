@@ -12,6 +12,7 @@ use crate::model::{
     BalanceRateType, BalanceType, BillingFrequency, CommitSpecifier, DurationUnit, Proration,
     ProrationRoundingRecord,
 };
+use crate::service::charges::ChargeInput;
 use crate::service::commits::{
     AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput, RecurringInput,
 };
@@ -53,6 +54,49 @@ struct InvoiceReq {
     #[serde(default)]
     schedule_items: Vec<InvoiceItemReq>,
     recurring_schedule: Option<RecurringReq>,
+}
+
+impl InvoiceReq {
+    fn domain(self) -> InvoiceInput {
+        InvoiceInput {
+            credit_type_id: self.credit_type_id,
+            do_not_invoice: self.do_not_invoice.unwrap_or(false),
+            schedule_items: self
+                .schedule_items
+                .into_iter()
+                .map(|i| InvoiceItemInput {
+                    timestamp: i.timestamp,
+                    amount: i.amount,
+                    unit_price: i.unit_price,
+                    quantity: i.quantity,
+                })
+                .collect(),
+            recurring_schedule: self.recurring_schedule.map(RecurringReq::domain),
+        }
+    }
+}
+
+/// `ScheduledChargeInput`.
+#[derive(Deserialize)]
+pub struct ScheduledChargeReq {
+    product_id: String,
+    schedule: Option<InvoiceReq>,
+    name: Option<String>,
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+    netsuite_sales_order_id: Option<String>,
+}
+
+impl ScheduledChargeReq {
+    pub fn domain(self) -> ChargeInput {
+        ChargeInput {
+            product_id: self.product_id,
+            schedule: self.schedule.map(InvoiceReq::domain),
+            name: self.name,
+            custom_fields: self.custom_fields,
+            netsuite_sales_order_id: self.netsuite_sales_order_id,
+        }
+    }
 }
 
 wire_enum!(AmountDistribution {
@@ -167,21 +211,7 @@ impl BalanceReq {
                     })
                     .collect(),
             }),
-            invoice_schedule: self.invoice_schedule.map(|s| InvoiceInput {
-                credit_type_id: s.credit_type_id,
-                do_not_invoice: s.do_not_invoice.unwrap_or(false),
-                schedule_items: s
-                    .schedule_items
-                    .into_iter()
-                    .map(|i| InvoiceItemInput {
-                        timestamp: i.timestamp,
-                        amount: i.amount,
-                        unit_price: i.unit_price,
-                        quantity: i.quantity,
-                    })
-                    .collect(),
-                recurring_schedule: s.recurring_schedule.map(RecurringReq::domain),
-            }),
+            invoice_schedule: self.invoice_schedule.map(InvoiceReq::domain),
             name: self.name,
             description: self.description,
             priority: self.priority,

@@ -9,11 +9,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{BalanceReq, RecurringBalanceReq};
+use super::commit_wire::{BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
+use crate::service::charges::ChargeInput;
 use crate::service::commits::BalanceInput;
 use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
 use crate::service::recurring::RecurringInput;
@@ -40,6 +41,8 @@ struct AmendReq {
     commits: Vec<BalanceReq>,
     #[serde(default)]
     credits: Vec<BalanceReq>,
+    #[serde(default)]
+    scheduled_charges: Vec<ScheduledChargeReq>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
     salesforce_opportunity_id: Option<String>,
@@ -71,6 +74,7 @@ async fn amend(
         balances: BalanceChanges {
             add_commits: ("commits", balance_inputs(req.commits, "commits")?),
             add_credits: ("credits", credit_inputs(req.credits)),
+            add_scheduled_charges: ("scheduled_charges", charge_inputs(req.scheduled_charges)),
             ..BalanceChanges::default()
         },
     };
@@ -139,6 +143,10 @@ struct EditReq {
     add_recurring_commits: Vec<RecurringBalanceReq>,
     #[serde(default)]
     add_recurring_credits: Vec<RecurringBalanceReq>,
+    #[serde(default)]
+    add_scheduled_charges: Vec<ScheduledChargeReq>,
+    #[serde(default)]
+    archive_scheduled_charges: Vec<IdReq>,
 }
 
 async fn edit(
@@ -180,6 +188,15 @@ async fn edit(
             archive_credits: req.archive_credits.into_iter().map(|r| r.id).collect(),
             add_recurring_commits: recurring_inputs(req.add_recurring_commits),
             add_recurring_credits: recurring_inputs(req.add_recurring_credits),
+            add_scheduled_charges: (
+                "add_scheduled_charges",
+                charge_inputs(req.add_scheduled_charges),
+            ),
+            archive_scheduled_charges: req
+                .archive_scheduled_charges
+                .into_iter()
+                .map(|r| r.id)
+                .collect(),
             refused: [
                 ("update_commits", req.update_commits.is_empty()),
                 ("update_credits", req.update_credits.is_empty()),
@@ -218,6 +235,10 @@ fn balance_inputs(reqs: Vec<BalanceReq>, field: &str) -> ApiResult<Vec<BalanceIn
         .enumerate()
         .map(|(i, r)| r.commit(&format!("{field}[{i}]")))
         .collect()
+}
+
+fn charge_inputs(reqs: Vec<ScheduledChargeReq>) -> Vec<ChargeInput> {
+    reqs.into_iter().map(ScheduledChargeReq::domain).collect()
 }
 
 fn recurring_inputs(reqs: Vec<RecurringBalanceReq>) -> Vec<RecurringInput> {

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{contract_commits, BalanceReq, RecurringBalanceReq};
+use super::commit_wire::{contract_commits, BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
@@ -78,6 +78,7 @@ struct CreateContract {
     credits: Option<Vec<BalanceReq>>,
     recurring_commits: Option<Vec<RecurringBalanceReq>>,
     recurring_credits: Option<Vec<RecurringBalanceReq>>,
+    scheduled_charges: Option<Vec<ScheduledChargeReq>>,
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -136,6 +137,12 @@ async fn create(
             .collect(),
         recurring_commits: recurring(req.recurring_commits),
         recurring_credits: recurring(req.recurring_credits),
+        scheduled_charges: req
+            .scheduled_charges
+            .into_iter()
+            .flatten()
+            .map(ScheduledChargeReq::domain)
+            .collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))
 }

@@ -19,7 +19,9 @@ use crate::store::{ArchiveFilter, Doc, Env, StoreError, StoreResult, Stores};
 use crate::wire::{set_opt, Dec, Time};
 use crate::wire_enum;
 
+mod charges;
 mod recurring;
+pub use charges::*;
 pub use recurring::*;
 
 pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
@@ -914,6 +916,9 @@ pub struct Contract {
     /// Its recurring credits, each generating a credit per recurrence period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recurring_credits: Vec<RecurringRecord>,
+    /// Its scheduled charges, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scheduled_charges: Vec<ScheduledChargeRecord>,
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
@@ -1208,6 +1213,11 @@ pub struct ContractChange {
     pub add_recurring_commits: Vec<RecurringRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_recurring_credits: Vec<RecurringRecord>,
+    /// Scheduled charges the change adds, and the ids of those it archives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_scheduled_charges: Vec<ScheduledChargeRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archive_scheduled_charges: Vec<String>,
 }
 
 impl ContractChange {
@@ -1254,9 +1264,18 @@ impl ContractChange {
                 v[key] = serde_json::Value::Array(items);
             }
         }
+        if !self.add_scheduled_charges.is_empty() {
+            let items: Vec<_> = self
+                .add_scheduled_charges
+                .iter()
+                .map(ScheduledChargeRecord::api_json)
+                .collect();
+            v["add_scheduled_charges"] = serde_json::Value::Array(items);
+        }
         for (key, ids) in [
             ("archive_commits", &self.archive_commits),
             ("archive_credits", &self.archive_credits),
+            ("archive_scheduled_charges", &self.archive_scheduled_charges),
         ] {
             if !ids.is_empty() {
                 let items: Vec<_> = ids
@@ -1303,7 +1322,12 @@ impl ContractChange {
             "commits": self.add_commits.iter().map(|b| b.api_json(None)).collect::<Vec<_>>(),
             "credits": self.add_credits.iter().map(|b| b.api_json(None)).collect::<Vec<_>>(),
             "overrides": self.add_overrides,
-            "scheduled_charges": [], "discounts": [], "professional_services": [],
+            "scheduled_charges": self
+                .add_scheduled_charges
+                .iter()
+                .map(ScheduledChargeRecord::api_json)
+                .collect::<Vec<_>>(),
+            "discounts": [], "professional_services": [],
             "reseller_royalties": [],
         });
         if !info.custom_fields.is_empty() {
@@ -1369,11 +1393,28 @@ impl Contract {
         Ok(ContractTerms {
             overrides,
             multiplier_override_prioritization: mode,
+            ..self.scheduled_terms()
         })
     }
 
-    /// What core needs to know about this contract to find its periods (its terms are left
-    /// out: [`Contract::pricing_snapshot`] adds them for pricing).
+    /// Its unarchived scheduled charges and whether scheduled items are consolidated onto usage
+    /// invoices: the terms that decide which invoices exist (no overrides).
+    fn scheduled_terms(&self) -> ContractTerms {
+        ContractTerms {
+            scheduled_charges: self
+                .scheduled_charges
+                .iter()
+                .filter(|c| c.archived_at.is_none())
+                .map(ScheduledChargeRecord::core)
+                .collect(),
+            consolidate_scheduled: self.record.scheduled_charges_on_usage_invoices
+                == Some(ScheduledChargesOnUsageInvoices::All),
+            ..ContractTerms::default()
+        }
+    }
+
+    /// What core needs to know about this contract to find its periods and scheduled invoices
+    /// (its overrides are left out: [`Contract::pricing_snapshot`] adds them for pricing).
     pub fn snapshot(&self) -> tally_core::pricing::ContractSnapshot {
         tally_core::pricing::ContractSnapshot {
             id: self.id.clone(),
@@ -1385,7 +1426,7 @@ impl Contract {
                 .invoice_generation_starting_at
                 .map(|t| t.0),
             archived_at_ms: self.archived_at.map(|t| t.0),
-            terms: ContractTerms::default(),
+            terms: self.scheduled_terms(),
         }
     }
 
@@ -1429,7 +1470,12 @@ impl Contract {
             "created_by": self.created_by,
             "commits": commits,
             "credits": credits,
-            "overrides": self.overrides, "scheduled_charges": [], "transitions": [],
+            "overrides": self.overrides, "transitions": [],
+            "scheduled_charges": self
+                .scheduled_charges
+                .iter()
+                .map(ScheduledChargeRecord::api_json)
+                .collect::<Vec<_>>(),
             "recurring_commits": recurring(&self.recurring_commits),
             "recurring_credits": recurring(&self.recurring_credits),
         });
@@ -1621,6 +1667,22 @@ pub struct InvoiceSchedule {
     pub schedule_items: Vec<InvoiceItem>,
 }
 
+impl InvoiceSchedule {
+    /// Its items as core's (whether it is invoiced at all is the caller's question).
+    pub fn core_items(&self) -> Vec<balances::InvoiceItem> {
+        self.schedule_items
+            .iter()
+            .map(|i| balances::InvoiceItem {
+                id: i.id.clone(),
+                timestamp_ms: i.timestamp.0,
+                quantity: i.quantity.0,
+                unit_price: i.unit_price.0,
+                amount: i.amount.0,
+            })
+            .collect()
+    }
+}
+
 /// One `specifiers` entry of a commit or credit (`CommitSpecifier`; `exclude` is refused).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CommitSpecifier {
@@ -1799,18 +1861,7 @@ impl BalanceRecord {
         access.sort_by_key(|s| (s.starting_at_ms, s.ending_before_ms));
         let invoiced = self.invoice_schedule.as_ref().filter(|s| !s.do_not_invoice);
         let invoice_schedule = invoiced
-            .map(|s| {
-                s.schedule_items
-                    .iter()
-                    .map(|i| balances::InvoiceItem {
-                        id: i.id.clone(),
-                        timestamp_ms: i.timestamp.0,
-                        quantity: i.quantity.0,
-                        unit_price: i.unit_price.0,
-                        amount: i.amount.0,
-                    })
-                    .collect()
-            })
+            .map(InvoiceSchedule::core_items)
             .unwrap_or_default();
         let specifiers = self.specifiers.iter().flatten().map(CommitSpecifier::core);
         balances::Balance {

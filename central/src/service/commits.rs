@@ -296,7 +296,7 @@ async fn product(st: &AppState, env: Env, field: &str, id: &str) -> Result<Produ
     }
 }
 
-/// The FIXED, unarchived product a commit or credit is invoiced with.
+/// The FIXED, unarchived product a commit, credit or scheduled charge is invoiced with.
 pub(super) async fn invoicing_product(
     st: &AppState,
     env: Env,
@@ -310,8 +310,7 @@ pub(super) async fn invoicing_product(
     }
     if p.product_type != ProductType::Fixed {
         return Err(Invalid(format!(
-            "{field}: product {id} is a {} product; commits and credits are invoiced with a \
-             FIXED product",
+            "{field}: product {id} is a {} product; a FIXED product is required",
             p.product_type.as_str()
         ))
         .into());
@@ -453,7 +452,7 @@ fn recurring_items(at: &str, r: RecurringInput) -> Result<Vec<InvoiceItem>> {
         .collect())
 }
 
-fn invoice_schedule(at: &str, input: InvoiceInput) -> Result<InvoiceSchedule> {
+pub(super) fn invoice_schedule(at: &str, input: InvoiceInput) -> Result<InvoiceSchedule> {
     let credit_type = resolve_credit_type(
         at,
         "invoice_schedule.credit_type_id",

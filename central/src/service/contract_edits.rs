@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use super::charges::{self, ChargeInput};
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
 use super::recurring::{self, RecurringInput, MAX_RECURRING_PER_CONTRACT};
@@ -41,17 +42,12 @@ pub const MAX_CONTRACT_CHANGES: usize = 500;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Amendment terms Tally cannot rate yet: refused when non-empty.
-const UNSUPPORTED_AMEND_TERMS: &[&str] = &[
-    "scheduled_charges",
-    "discounts",
-    "professional_services",
-    "reseller_royalties",
-];
+const UNSUPPORTED_AMEND_TERMS: &[&str] =
+    &["discounts", "professional_services", "reseller_royalties"];
 
 /// Edit fields Tally cannot apply yet (`EditContractPayload`, and `ContractEdit`'s spellings):
 /// refused when non-empty. Commits and credits are [`balance_changes`]'.
 const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
-    "add_scheduled_charges",
     "add_subscriptions",
     "add_discounts",
     "add_professional_services",
@@ -63,7 +59,6 @@ const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
     "add_billing_provider_configuration_update",
     "add_revenue_system_configuration_update",
     "add_usage_filters",
-    "archive_scheduled_charges",
     "archive_spend_trackers",
     "update_scheduled_charges",
     "update_recurring_commits",
@@ -124,6 +119,10 @@ pub struct BalanceChanges {
     /// `add_recurring_commits` / `add_recurring_credits` (v2 edits only).
     pub add_recurring_commits: Vec<RecurringInput>,
     pub add_recurring_credits: Vec<RecurringInput>,
+    /// `(request field, inputs)`: `scheduled_charges` (amend), `add_scheduled_charges` (edit).
+    pub add_scheduled_charges: (&'static str, Vec<ChargeInput>),
+    /// `archive_scheduled_charges` (v2 edits only).
+    pub archive_scheduled_charges: Vec<String>,
     /// Fields given that Tally cannot apply yet (`update_commits`, `update_credits`).
     pub refused: Vec<&'static str>,
 }
@@ -171,6 +170,10 @@ async fn balance_changes(
     )
     .await?;
     temporary.extend(recurring_temporary);
+    let (field, inputs) = changes.add_scheduled_charges;
+    let room = charges::MAX_CHARGES_PER_CONTRACT.saturating_sub(contract.scheduled_charges.len());
+    change.add_scheduled_charges = charges::build_all(st, env, field, inputs, room).await?;
+    change.archive_scheduled_charges = changes.archive_scheduled_charges;
     change.add_recurring_commits = recurring_commits;
     change.add_recurring_credits = recurring_credits;
     change.archive_commits = changes.archive_commits;
@@ -250,10 +253,45 @@ fn check_archivals(
         + contract.recurring_credits.len()
         + change.add_recurring_commits.len()
         + change.add_recurring_credits.len();
+    check_charge_archivals(contract, change)?;
     if recurring > MAX_RECURRING_PER_CONTRACT {
         return Err(Invalid(format!(
             "add_recurring_commits, add_recurring_credits: at most \
              {MAX_RECURRING_PER_CONTRACT} recurring commits and credits are allowed per contract"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses archivals of scheduled charges the contract does not have, has archived, or that
+/// are named twice; and more charges than a contract may hold.
+fn check_charge_archivals(
+    contract: &Contract,
+    change: &ContractChange,
+) -> std::result::Result<(), Invalid> {
+    let mut seen = BTreeSet::new();
+    for (i, id) in change.archive_scheduled_charges.iter().enumerate() {
+        let at = format!("archive_scheduled_charges[{i}].id");
+        if !seen.insert(id) {
+            return Err(Invalid(format!("{at}: {id} is named twice")));
+        }
+        match contract.scheduled_charges.iter().find(|c| &c.id == id) {
+            None => {
+                return Err(Invalid(format!(
+                    "{at}: the contract has no such scheduled charge {id}"
+                )))
+            }
+            Some(c) if c.archived_at.is_some() => {
+                return Err(Invalid(format!("{at}: {id} is archived already")))
+            }
+            Some(_) => {}
+        }
+    }
+    let total = contract.scheduled_charges.len() + change.add_scheduled_charges.len();
+    if total > charges::MAX_CHARGES_PER_CONTRACT {
+        return Err(Invalid(format!(
+            "scheduled_charges: at most {} scheduled charges are allowed per contract",
+            charges::MAX_CHARGES_PER_CONTRACT
         )));
     }
     Ok(())
@@ -324,6 +362,8 @@ fn new_change(st: &AppState) -> ContractChange {
         archive_credits: Vec::new(),
         add_recurring_commits: Vec::new(),
         add_recurring_credits: Vec::new(),
+        add_scheduled_charges: Vec::new(),
+        archive_scheduled_charges: Vec::new(),
     }
 }
 
@@ -389,6 +429,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         && b.archive_credits.is_empty()
         && b.add_recurring_commits.is_empty()
         && b.add_recurring_credits.is_empty()
+        && b.add_scheduled_charges.1.is_empty()
+        && b.archive_scheduled_charges.is_empty()
         && b.refused.is_empty()
         && req.remove_overrides.is_empty()
         && req.end_date.is_none()
@@ -399,7 +441,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
             "the edit changes nothing: give add_overrides, remove_overrides, \
              update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
              add_commits, add_credits, add_recurring_commits, add_recurring_credits, \
-             archive_commits or archive_credits"
+             add_scheduled_charges, archive_commits, archive_credits or \
+             archive_scheduled_charges"
                 .into(),
         )
         .into());
@@ -578,6 +621,14 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     }
     c.commits.extend(change.add_commits.iter().cloned());
     c.credits.extend(change.add_credits.iter().cloned());
+    let archived = &change.archive_scheduled_charges;
+    for charge in c.scheduled_charges.iter_mut() {
+        if archived.contains(&charge.id) {
+            charge.archived_at = Some(change.timestamp);
+        }
+    }
+    c.scheduled_charges
+        .extend(change.add_scheduled_charges.iter().cloned());
     c.recurring_commits
         .extend(change.add_recurring_commits.iter().cloned());
     c.recurring_credits

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::billing_configs::{self, BillingConfigError, ConfigLookup};
+use super::charges::{self, ChargeInput};
 use super::commits::{self, BalanceInput};
 use super::invoices::{self, InvoiceError};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
@@ -75,7 +76,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 
 /// Terms accepted by upstream that Tally cannot rate yet: refused when non-empty.
 const UNSUPPORTED_TERMS: &[&str] = &[
-    "scheduled_charges",
     "subscriptions",
     "discounts",
     "professional_services",
@@ -256,6 +256,8 @@ pub struct NewContract {
     /// Recurring commits and credits (checked by `service::recurring`).
     pub recurring_commits: Vec<RecurringInput>,
     pub recurring_credits: Vec<RecurringInput>,
+    /// Scheduled charges (checked by `service::charges`).
+    pub scheduled_charges: Vec<ChargeInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -561,6 +563,14 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
     )
     .await?;
     temporary.extend(recurring_temporary);
+    let scheduled_charges = charges::build_all(
+        st,
+        env,
+        "scheduled_charges",
+        req.scheduled_charges,
+        charges::MAX_CHARGES_PER_CONTRACT,
+    )
+    .await?;
     let mut contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -581,6 +591,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         credits,
         recurring_commits,
         recurring_credits,
+        scheduled_charges,
         history: Default::default(),
     };
     let built: Vec<&str> = contract

@@ -15,7 +15,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use tally_core::balances::scheduled_instants_of;
+use tally_core::balances::purchases_of;
+use tally_core::charges::scheduled_instants;
 use tally_core::period::Period;
 
 use super::balances::{self, Book};
@@ -118,7 +119,9 @@ pub async fn stored_and_missing(
         .collect();
     let balances = commits::applicable_balances(st, env, contract).await?;
     let end = end.unwrap_or(i64::MAX);
-    for at in scheduled_instants_of(&balances, &contract.id) {
+    let purchases = purchases_of(&balances, &contract.id).map(|(_, item)| item.timestamp_ms);
+    let charges = &snapshot.terms.scheduled_charges;
+    for at in scheduled_instants(&snapshot, charges, purchases) {
         let id = scheduled_invoice_id(env, &contract.id, at);
         if at <= now && at < end && !stored.iter().any(|r| r.id == id) {
             missing.push(InvoiceRow {

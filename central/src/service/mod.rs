@@ -8,6 +8,7 @@
 
 pub mod balances;
 pub mod billing_configs;
+pub mod charges;
 pub mod commits;
 pub mod contract_edits;
 pub mod contracts;

@@ -135,6 +135,16 @@ impl Setup {
             .collect()
     }
 
+    /// The contract as `v2/contracts/get` shows it.
+    pub(crate) async fn v2(&self, app: &TestApp, contract: &str) -> Value {
+        app.post(
+            "/v2/contracts/get",
+            json!({ "customer_id": self.customer, "contract_id": contract }),
+        )
+        .await
+        .data()
+    }
+
     /// The ids of the contract's commits and credits, by name, from v2 get.
     pub(crate) async fn ids(&self, app: &TestApp, contract: &str) -> Vec<(String, String, String)> {
         let c = app

@@ -444,11 +444,11 @@ async fn bad_contract_commits_are_400s_naming_the_field_and_store_nothing() {
         (json!({ "commits": too_many }), "at most 100 commits and credits are allowed per contract"),
         (
             json!({ "recurring_commits": [{ "product_id": s.fixed }] }),
-            "contract recurring_commits is not supported",
+            "recurring_commits[0].access_amount: required",
         ),
         (
             json!({ "recurring_credits": [{ "product_id": s.fixed }] }),
-            "contract recurring_credits is not supported",
+            "recurring_credits[0].access_amount: required",
         ),
     ];
     for (extra, want) in cases {

@@ -5,6 +5,7 @@ mod support;
 
 mod balances;
 mod billing_configs;
+mod charges;
 mod commits;
 mod concurrency;
 mod config_limits;

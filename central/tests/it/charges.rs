@@ -1,0 +1,294 @@
+//! Scheduled charges through the HTTP API (issue 12 item 1): each item a `scheduled` line on the
+//! SCHEDULED invoice at its timestamp, or consolidated onto the usage invoice ending then
+//! (`scheduled_charges_on_usage_invoices: ALL`, commit purchases too); added by amendments and
+//! edits, archived by edits (drafts only); bad ones are 400s that store nothing. Hand-computed
+//! numbers, on both backends.
+//!
+//! Setup as `balances`: `Calls` at FLAT 100 from 2024-11-01, FIXED product `Prepaid`, monthly
+//! contracts from 2024-11-01, the clock on 11-25 (grace 24 h).
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::balances::{l, lines, Setup, DEC, JAN, NOW, SBX, START};
+use crate::store_conformance::Backend;
+use crate::support::*;
+
+const FEB: &str = "2025-02-01T00:00:00Z";
+
+fn charge(s: &Setup, name: &str, schedule: Value) -> Value {
+    json!({ "product_id": s.fixed, "name": name, "schedule": schedule })
+}
+
+fn items(items: &[(&str, &str)]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(at, amount)| json!({ "timestamp": at, "amount": dec(amount) }))
+        .collect();
+    json!({ "schedule_items": items })
+}
+
+/// `(start, total, lines)` of the customer's SCHEDULED invoices of `contract`.
+async fn scheduled(
+    app: &TestApp,
+    s: &Setup,
+    contract: &str,
+) -> Vec<(String, String, Vec<[String; 5]>)> {
+    app.invoices(SBX, &s.customer, "")
+        .await
+        .into_iter()
+        .filter(|i| i["type"] == "SCHEDULED" && i["contract_id"] == contract)
+        .map(|i| {
+            (
+                text(&i, "start_timestamp").to_string(),
+                num(&i["total"]),
+                lines(&i),
+            )
+        })
+        .collect()
+}
+
+/// A setup fee of 5000 on 11-01 and a platform fee of 3 × 333.33 (EACH, monthly from 11-01 to
+/// 02-01: 11-01, 12-01, 01-01): the SCHEDULED invoice of 11-01 is 5000 + 999.99 = 5999.99, the
+/// one of 12-01 appears on 12-01 (999.99), each finalized after its grace; usage invoices carry
+/// neither.
+async fn scheduled_charges_bill_on_their_own_invoices(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let platform = json!({ "recurring_schedule": { "amount_distribution": "EACH",
+        "frequency": "MONTHLY", "starting_at": START, "ending_before": FEB,
+        "unit_price": dec("333.33"), "quantity": 3 } });
+    let k = s
+        .contract(
+            &app,
+            json!({ "ending_before": FEB, "scheduled_charges": [
+                charge(&s, "Setup", items(&[(START, "5000")])),
+                charge(&s, "Platform", platform),
+            ] }),
+        )
+        .await;
+    let c = s.v2(&app, &k).await;
+    let charges = c["scheduled_charges"].as_array().expect("charges");
+    assert_eq!(charges.len(), 2, "{c}");
+    let (setup, platform) = (text(&charges[0], "id"), text(&charges[1], "id"));
+    let platform_items = charges[1]["schedule"]["schedule_items"]
+        .as_array()
+        .expect("items");
+    let at: Vec<&str> = platform_items
+        .iter()
+        .map(|i| text(i, "timestamp"))
+        .collect();
+    assert_eq!(at, [START, DEC, JAN]);
+    assert_eq!(num(&platform_items[0]["amount"]), "999.99");
+    assert_eq!(charges[0]["product"]["name"], "Prepaid");
+
+    let now = scheduled(&app, &s, &k).await;
+    assert_eq!(
+        now,
+        [(
+            START.to_string(),
+            "5999.99".to_string(),
+            vec![
+                l("scheduled", "1", "5000", "5000", "-"),
+                l("scheduled", "3", "333.33", "999.99", "-"),
+            ]
+        )]
+    );
+    let inv = app.invoices(SBX, &s.customer, "").await;
+    let first = inv
+        .iter()
+        .find(|i| i["type"] == "SCHEDULED")
+        .expect("scheduled");
+    let ids: Vec<&str> = first["line_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| text(l, "scheduled_charge_id"))
+        .collect();
+    assert_eq!(ids, [setup, platform]);
+    assert_eq!(first["line_items"][0]["name"], "Setup");
+    s.events(&app, "a", &[("2024-11-10T00:00:00Z", "2")]).await;
+    let nov = s.invoice(&app, &k, START).await;
+    assert_eq!(lines(&nov), vec![l("usage", "2", "100", "200", "-")]);
+
+    // Half a day into December: November's is past its grace, December's is not.
+    app.set_now("2024-12-01T12:00:00Z");
+    app.run_jobs().await;
+    let later = scheduled(&app, &s, &k).await;
+    let totals: Vec<(&str, &str)> = later
+        .iter()
+        .map(|(at, total, _)| (at.as_str(), total.as_str()))
+        .collect();
+    assert_eq!(totals, [(START, "5999.99"), (DEC, "999.99")]);
+    let statuses: Vec<String> = app
+        .invoices(SBX, &s.customer, "")
+        .await
+        .iter()
+        .filter(|i| i["type"] == "SCHEDULED")
+        .map(|i| text(i, "status").to_string())
+        .collect();
+    assert_eq!(statuses, ["FINALIZED", "DRAFT"]);
+}
+
+/// Consolidated (`ALL`): a charge of 700 and a commit purchase of 300 at 12-01 (November's
+/// end) go on November's usage invoice: 2 units (200) covered by the commit, −200 applied,
+/// purchase 300, charge 700: total 1000. A charge of 100 on 11-15 ends no period: it stays a
+/// SCHEDULED invoice.
+async fn consolidated_items_go_on_the_usage_invoice(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let commit = json!({ "product_id": s.fixed, "type": "PREPAID", "name": "Prepaid",
+        "priority": 1, "access_schedule": { "schedule_items": [
+            { "amount": 300, "starting_at": START, "ending_before": FEB }] },
+        "invoice_schedule": { "schedule_items": [{ "timestamp": DEC, "amount": 300 }] } });
+    let k = s
+        .contract(
+            &app,
+            json!({ "scheduled_charges_on_usage_invoices": "ALL", "commits": [commit],
+                    "scheduled_charges": [
+                        charge(&s, "Monthly", items(&[(DEC, "700")])),
+                        charge(&s, "Mid", items(&[("2024-11-15T00:00:00Z", "100")])),
+                    ] }),
+        )
+        .await;
+    s.events(&app, "a", &[("2024-11-10T00:00:00Z", "2")]).await;
+    let nov = s.invoice(&app, &k, START).await;
+    let got = lines(&nov);
+    let c = got[0][4].clone();
+    assert_eq!(
+        got,
+        vec![
+            l("usage", "2", "100", "200", &c),
+            l("applied_commit_or_credit", "-", "-", "-200", &c),
+            l("commit_purchase", "1", "300", "300", &c),
+            l("scheduled", "1", "700", "700", "-"),
+        ]
+    );
+    assert_eq!(
+        (num(&nov["subtotal"]), num(&nov["total"])),
+        ("1200".into(), "1000".into())
+    );
+    let only = scheduled(&app, &s, &k).await;
+    assert_eq!(
+        only,
+        [(
+            "2024-11-15T00:00:00Z".to_string(),
+            "100".to_string(),
+            vec![l("scheduled", "1", "100", "100", "-")]
+        )]
+    );
+    // Still so once finalized.
+    app.set_now("2024-12-10T00:00:00Z");
+    app.run_jobs().await;
+    let nov = s.invoice(&app, &k, START).await;
+    assert_eq!(
+        (text(&nov, "status"), num(&nov["total"])),
+        ("FINALIZED", "1000".into())
+    );
+    assert_eq!(scheduled(&app, &s, &k).await.len(), 1);
+}
+
+/// An amendment adds a charge (10 on 12-01); a v2 edit archives it before it is billed and adds
+/// another (20 on 12-15); the archived one leaves the drafts; bad changes are 400s.
+async fn amendments_and_edits_add_and_archive_charges(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let k = s.contract(&app, json!({})).await;
+    app.post(
+        "/v1/contracts/amend",
+        json!({ "customer_id": s.customer, "contract_id": k, "starting_at": START,
+                "scheduled_charges": [charge(&s, "Ten", items(&[(DEC, "10")]))] }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let v1 = app
+        .post(
+            "/v1/contracts/get",
+            json!({ "customer_id": s.customer, "contract_id": k }),
+        )
+        .await
+        .data();
+    let ten = text(&v1["amendments"][0]["scheduled_charges"][0], "id").to_string();
+    assert_eq!(v1["current"]["scheduled_charges"][0]["id"], ten.as_str());
+    app.set_now("2024-12-02T00:00:00Z");
+    assert_eq!(scheduled(&app, &s, &k).await[0].1, "10");
+    let edit = json!({ "customer_id": s.customer, "contract_id": k,
+                       "archive_scheduled_charges": [{ "id": ten }],
+                       "add_scheduled_charges": [charge(&s, "Twenty", items(&[("2024-12-15T00:00:00Z", "20")]))] });
+    let r = app.post("/v2/contracts/edit", edit).await.data();
+    assert_eq!(
+        r["edit"]["archive_scheduled_charges"][0]["id"],
+        ten.as_str()
+    );
+    assert_eq!(r["edit"]["add_scheduled_charges"][0]["name"], "Twenty");
+    assert!(scheduled(&app, &s, &k).await.is_empty());
+    app.set_now("2024-12-20T00:00:00Z");
+    let now = scheduled(&app, &s, &k).await;
+    let totals: Vec<&str> = now.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert_eq!(totals, ["20"]);
+    let c = s.v2(&app, &k).await;
+    assert!(c["scheduled_charges"][0]["archived_at"].is_string(), "{c}");
+
+    let before = c;
+    let bad = [
+        (
+            json!({ "archive_scheduled_charges": [{ "id": ten }] }),
+            "archive_scheduled_charges[0].id: ",
+        ),
+        (
+            json!({ "archive_scheduled_charges": [{ "id": "nope" }] }),
+            "the contract has no such scheduled charge",
+        ),
+        (
+            json!({ "add_scheduled_charges": [{ "product_id": s.calls,
+                      "schedule": { "schedule_items": [{ "timestamp": DEC, "amount": 1 }] } }] }),
+            "add_scheduled_charges[0].product_id",
+        ),
+        (
+            json!({ "add_scheduled_charges": [{ "product_id": s.fixed }] }),
+            "add_scheduled_charges[0].schedule: required",
+        ),
+        (
+            json!({ "add_scheduled_charges": [charge(&s, "Half hour",
+                      items(&[("2024-12-01T00:30:00Z", "1")]))] }),
+            "add_scheduled_charges[0].schedule.schedule_items[0].timestamp",
+        ),
+        (
+            json!({ "add_scheduled_charges": [charge(&s, "Negative", items(&[(DEC, "-1")]))] }),
+            "must not be negative",
+        ),
+        (
+            json!({ "update_scheduled_charges": [{ "scheduled_charge_id": "x" }] }),
+            "update_scheduled_charges",
+        ),
+    ];
+    for (change, want) in bad {
+        let mut body = json!({ "customer_id": s.customer, "contract_id": k });
+        merge(&mut body, change.clone());
+        let r = app
+            .post("/v2/contracts/edit", body)
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(want), "{change}: {}", r.message());
+    }
+    let create = json!({ "customer_id": s.customer, "rate_card_id": s.card, "starting_at": START,
+        "scheduled_charges": [{ "product_id": s.fixed, "schedule": { "schedule_items": [] } }] });
+    let r = app
+        .post("/v1/contracts/create", create)
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message()
+            .contains("scheduled_charges[0].schedule.schedule_items"),
+        "{}",
+        r.message()
+    );
+    let after = s.v2(&app, &k).await;
+    assert_eq!(before, after, "a refused edit changed the contract");
+}
+
+both_backends!(
+    scheduled_charges_bill_on_their_own_invoices,
+    consolidated_items_go_on_the_usage_invoice,
+    amendments_and_edits_add_and_archive_charges,
+);
