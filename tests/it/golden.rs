@@ -91,6 +91,11 @@ fn entitlement_and_zero_lines() {
 }
 
 #[test]
+fn scheduled_3_8() {
+    check("scheduled_3_8");
+}
+
+#[test]
 fn overrides_3_6() {
     check("overrides_3_6");
 }

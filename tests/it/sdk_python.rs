@@ -10,7 +10,9 @@
 //! true-up; `tests/sdk/commits.py` (on both backends) for a contract with a prepaid
 //! commit, a credit and an override: the drawn-down draft, balances with their ledger, a manual
 //! entry; `tests/sdk/recurring.py` (on both backends) for recurring commits and credits: what
-//! they generate, its invoice, a commit-specific override naming one, an edit adding one.
+//! they generate, its invoice, a commit-specific override naming one, an edit adding one;
+//! `tests/sdk/charges.py` (on both backends) for scheduled charges on their own and on
+//! consolidated invoices, and an edit archiving one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -110,6 +112,22 @@ fn python_sdk_recurring_commits_and_credits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/recurring.py",
+    );
+}
+
+#[test]
+fn python_sdk_scheduled_charges() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/charges.py");
+}
+
+#[test]
+fn python_sdk_scheduled_charges_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/charges.py",
     );
 }
 
