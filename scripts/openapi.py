@@ -83,6 +83,7 @@ METRONOME = {
     "amendContract-v1": "POST /v1/contracts/amend",
     "updateContractEndDate-v1": "POST /v1/contracts/updateEndDate",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
+    "scheduleProServicesInvoice-v1": "POST /v1/contracts/scheduleProServicesInvoice",
     "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
     "listCustomerBalances-v1": "POST /v1/contracts/customerBalances/list",
     "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",

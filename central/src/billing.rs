@@ -351,6 +351,7 @@ fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
     match kind {
         LineKind::Usage => ("usage", "UsageProductListItem"),
         LineKind::Scheduled => ("scheduled", "FixedProductListItem"),
+        LineKind::ProfessionalService => ("professional_service", "ProServiceProductListItem"),
         LineKind::Subscription => ("subscription", "SubscriptionProductListItem"),
         LineKind::CommitPurchase => ("commit_purchase", "FixedProductListItem"),
         LineKind::AppliedCommit | LineKind::AppliedCredit => {
@@ -393,11 +394,11 @@ fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
     if let Some(b) = &l.balance {
         balance_fields(&mut v, l.kind, b);
     }
-    set_opt(
-        &mut v,
-        "scheduled_charge_id",
-        l.scheduled_charge_id.as_ref(),
-    );
+    let id_field = match l.kind {
+        LineKind::ProfessionalService => "professional_service_id",
+        _ => "scheduled_charge_id",
+    };
+    set_opt(&mut v, id_field, l.scheduled_charge_id.as_ref());
     Ok(v)
 }
 

@@ -1,5 +1,5 @@
-//! Scheduled charges (`metronome-api.md` §3.8): a contract's fixed charges at instants, each
-//! item a `scheduled` line on the SCHEDULED invoice at its timestamp, or on the usage invoice
+//! Scheduled charges (`metronome-api.md` §3.8), and professional services' scheduled invoices
+//! (billed the same way): a contract's fixed charges at instants, each item a `scheduled` line on the SCHEDULED invoice at its timestamp, or on the usage invoice
 //! whose period ends at that timestamp when the contract consolidates
 //! (`scheduled_charges_on_usage_invoices: ALL`, which moves commit purchases the same way).
 //!
@@ -28,6 +28,10 @@ pub struct ScheduledCharge {
     pub name: String,
     pub credit_type: CreditTypeId,
     pub items: Vec<InvoiceItem>,
+    /// A professional service's invoiced items (its lines are `ProfessionalService` ones),
+    /// not a scheduled charge's.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub professional_service: bool,
 }
 
 /// The `scheduled` lines of the items of `charges` at `at_ms`, in charge then item order.
@@ -38,7 +42,10 @@ pub fn charge_lines(charges: &[ScheduledCharge], at_ms: i64) -> Vec<InvoiceLine>
             out.push(InvoiceLine {
                 scheduled_charge_id: Some(charge.id.clone()),
                 ..InvoiceLine::of_item(
-                    LineKind::Scheduled,
+                    match charge.professional_service {
+                        true => LineKind::ProfessionalService,
+                        false => LineKind::Scheduled,
+                    },
                     &charge.product_id,
                     &charge.name,
                     &charge.credit_type,
@@ -112,6 +119,7 @@ mod tests {
                 name: "Setup".into(),
                 credit_type: CreditTypeId("usd".into()),
                 items: vec![item("s0", "2024-09-01T00:00:00Z", "1", "5000")],
+                professional_service: false,
             },
             ScheduledCharge {
                 id: "platform".into(),
@@ -122,6 +130,7 @@ mod tests {
                     item("p0", "2024-10-01T00:00:00Z", "3", "333.33"),
                     item("p1", "2024-11-01T00:00:00Z", "3", "333.33"),
                 ],
+                professional_service: false,
             },
         ];
         s

@@ -31,6 +31,8 @@ use crate::period::Period;
 pub enum LineKind {
     Usage,
     Scheduled,
+    /// An item of a professional service's scheduled invoice (`scheduleProServicesInvoice`).
+    ProfessionalService,
     Subscription,
     CommitPurchase,
     AppliedCommit,
@@ -73,7 +75,8 @@ pub struct InvoiceLine {
     /// balance, `overrides::draw_price`). Never shown; set by rating.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub draw_prices: Vec<DrawPrice>,
-    /// Scheduled lines: the scheduled charge the line bills an item of (`charges`).
+    /// Scheduled and professional-service lines: the scheduled charge or professional service
+    /// the line bills an item of (`charges`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_charge_id: Option<String>,
 }

@@ -26,6 +26,8 @@ use crate::model::{
 use crate::service::balances::{self, Inclusion, Show};
 use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
+use crate::service::invoices;
+use crate::service::pro_services::{self, LineInput, ProServiceInput, ScheduleRequest};
 use crate::service::recurring::RecurringInput;
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
@@ -40,6 +42,10 @@ pub fn routes() -> Routes {
         .route(
             "/v1/contracts/getContractRateSchedule",
             post(get_rate_schedule),
+        )
+        .route(
+            "/v1/contracts/scheduleProServicesInvoice",
+            post(schedule_pro_services_invoice),
         )
         .route("/v2/contracts/get", post(get_v2))
         .route("/v2/contracts/list", post(list_v2))
@@ -79,6 +85,65 @@ struct CreateContract {
     recurring_commits: Option<Vec<RecurringBalanceReq>>,
     recurring_credits: Option<Vec<RecurringBalanceReq>>,
     scheduled_charges: Option<Vec<ScheduledChargeReq>>,
+    professional_services: Option<Vec<ProServiceReq>>,
+}
+
+/// `ProServiceInput`.
+#[derive(Deserialize)]
+struct ProServiceReq {
+    product_id: String,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+    max_amount: Option<Dec>,
+    description: Option<String>,
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+    netsuite_sales_order_id: Option<String>,
+}
+
+/// `ProServiceInvoiceLineItem` (`amendment_id` and the NetSuite fields are accepted and not
+/// kept).
+#[derive(Deserialize)]
+struct ProServiceLineReq {
+    professional_service_id: String,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+}
+
+#[derive(Deserialize)]
+struct ScheduleProServicesReq {
+    customer_id: String,
+    contract_id: String,
+    issued_at: Time,
+    line_items: Vec<ProServiceLineReq>,
+}
+
+/// `scheduleProServicesInvoice`: `{ data: [the invoice the lines are on] }`.
+async fn schedule_pro_services_invoice(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<ScheduleProServicesReq>,
+) -> ApiResult<Json<Value>> {
+    let at = req.issued_at;
+    let request = ScheduleRequest {
+        customer_id: req.customer_id,
+        contract_id: req.contract_id,
+        issued_at: req.issued_at,
+        line_items: req
+            .line_items
+            .into_iter()
+            .map(|l| LineInput {
+                professional_service_id: l.professional_service_id,
+                amount: l.amount,
+                unit_price: l.unit_price,
+                quantity: l.quantity,
+            })
+            .collect(),
+    };
+    let contract = pro_services::schedule_invoice(&st, env, request).await?;
+    let invoice = invoices::draft_at(&st, env, &contract, at.0).await?;
+    Ok(Json(json!({ "data": [invoice] })))
 }
 
 /// `CustomerBillingProviderConfigurationLookup`.
@@ -142,6 +207,20 @@ async fn create(
             .into_iter()
             .flatten()
             .map(ScheduledChargeReq::domain)
+            .collect(),
+        professional_services: req
+            .professional_services
+            .into_iter()
+            .flatten()
+            .map(|p| ProServiceInput {
+                product_id: p.product_id,
+                unit_price: p.unit_price,
+                quantity: p.quantity,
+                max_amount: p.max_amount,
+                description: p.description,
+                custom_fields: p.custom_fields,
+                netsuite_sales_order_id: p.netsuite_sales_order_id,
+            })
             .collect(),
     };
     Ok(id_response(&contracts::create(&st, env, new).await?))

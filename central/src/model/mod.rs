@@ -919,6 +919,11 @@ pub struct Contract {
     /// Its scheduled charges, in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scheduled_charges: Vec<ScheduledChargeRecord>,
+    /// Its professional services, in the order given, and the invoices scheduled for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub professional_services: Vec<ProServiceRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pro_service_invoices: Vec<ProServiceInvoiceRecord>,
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
@@ -1406,6 +1411,10 @@ impl Contract {
                 .iter()
                 .filter(|c| c.archived_at.is_none())
                 .map(ScheduledChargeRecord::core)
+                .chain(pro_service_charges(
+                    &self.professional_services,
+                    &self.pro_service_invoices,
+                ))
                 .collect(),
             consolidate_scheduled: self.record.scheduled_charges_on_usage_invoices
                 == Some(ScheduledChargesOnUsageInvoices::All),
@@ -1471,6 +1480,11 @@ impl Contract {
             "commits": commits,
             "credits": credits,
             "overrides": self.overrides, "transitions": [],
+            "professional_services": self
+                .professional_services
+                .iter()
+                .map(ProServiceRecord::api_json)
+                .collect::<Vec<_>>(),
             "scheduled_charges": self
                 .scheduled_charges
                 .iter()

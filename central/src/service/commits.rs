@@ -289,7 +289,7 @@ pub(super) fn resolve_credit_type(
 }
 
 /// The product `id`, which must exist (400 otherwise: it is a field of the request).
-async fn product(st: &AppState, env: Env, field: &str, id: &str) -> Result<Product> {
+pub(super) async fn product(st: &AppState, env: Env, field: &str, id: &str) -> Result<Product> {
     match st.stores.config.get_doc(env, kind::PRODUCT, id).await? {
         Some(doc) => Ok(decode::<Product>(&doc)?.with_current(st.now_ms())),
         None => Err(Invalid(format!("{field}: product {id} not found")).into()),
@@ -380,7 +380,7 @@ fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
 }
 
 /// `(amount, unit_price, quantity)` from `amount` alone or `unit_price` and `quantity`.
-fn item_amount(
+pub(super) fn item_amount(
     at: &str,
     amount: Option<Dec>,
     unit_price: Option<Dec>,

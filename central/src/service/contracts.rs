@@ -20,6 +20,7 @@ use super::billing_configs::{self, BillingConfigError, ConfigLookup};
 use super::charges::{self, ChargeInput};
 use super::commits::{self, BalanceInput};
 use super::invoices::{self, InvoiceError};
+use super::pro_services::{self, ProServiceInput};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::recurring::{self, RecurringInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
@@ -78,7 +79,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 const UNSUPPORTED_TERMS: &[&str] = &[
     "subscriptions",
     "discounts",
-    "professional_services",
     "reseller_royalties",
     "package_id",
     "package_alias",
@@ -258,6 +258,8 @@ pub struct NewContract {
     pub recurring_credits: Vec<RecurringInput>,
     /// Scheduled charges (checked by `service::charges`).
     pub scheduled_charges: Vec<ChargeInput>,
+    /// Professional services (checked by `service::pro_services`).
+    pub professional_services: Vec<ProServiceInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -571,6 +573,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         charges::MAX_CHARGES_PER_CONTRACT,
     )
     .await?;
+    let professional_services = pro_services::build_all(st, env, req.professional_services).await?;
     let mut contract = Contract {
         id: new_id(),
         customer_id: customer.id.clone(),
@@ -592,6 +595,8 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         recurring_commits,
         recurring_credits,
         scheduled_charges,
+        professional_services,
+        pro_service_invoices: Vec::new(),
         history: Default::default(),
     };
     let built: Vec<&str> = contract

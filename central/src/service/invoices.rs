@@ -382,6 +382,23 @@ async fn render(
     Ok(invoice_json(st, env, contract, row, skip_zero).await?)
 }
 
+/// The invoice the contract's items scheduled at `at_ms` are on, as a draft (it may lie ahead
+/// of now, before it is listed): the usage invoice of the period ending then when the contract
+/// consolidates, else the SCHEDULED invoice of that instant.
+pub async fn draft_at(st: &AppState, env: Env, contract: &Contract, at_ms: i64) -> Result<Value> {
+    let row = match contract.snapshot().usage_period_ending_at(at_ms) {
+        Some(p) => draft_row(env, contract, p.start_ms, p.end_ms),
+        None => InvoiceRow {
+            id: scheduled_invoice_id(env, &contract.id, at_ms),
+            kind: InvoiceKind::Scheduled,
+            ..draft_row(env, contract, at_ms, at_ms)
+        },
+    };
+    let book = Book::load(st, env, &contract.customer_id).await?;
+    let mut contexts = Contexts::default();
+    render(st, env, contract, &row, &book, &mut contexts, false).await
+}
+
 /// One of the customer's invoices by id, stored or a computed draft.
 pub async fn get(
     st: &AppState,

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod invoices;
 pub mod jobs;
 pub mod metrics;
+pub mod pro_services;
 pub mod products;
 pub mod rate_cards;
 pub mod recurring;

@@ -287,7 +287,173 @@ async fn amendments_and_edits_add_and_archive_charges(backend: Backend) {
     assert_eq!(before, after, "a refused edit changed the contract");
 }
 
+/// Professional services: Onboarding (PRO_SERVICE, 150 × 10, max 2000) invoiced through
+/// `scheduleProServicesInvoice`: 4 × 150 = 600 on 11-26 (its own SCHEDULED invoice, a
+/// `professional_service` line), 1400 on 11-28 (2000 in all); a cent more is refused. 20
+/// requests of 100 at once against a max of 1000: exactly 10 land and 1000 is invoiced.
+async fn professional_services_invoice_up_to_their_max(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::on_backend(NOW, backend).await);
+    let s = Setup::new(&app).await;
+    let consulting = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "Consulting", "type": "PRO_SERVICE" }),
+        )
+        .await
+        .id();
+    let service = |description: &str, max: &str| {
+        json!({ "product_id": consulting, "unit_price": 150, "quantity": 10,
+                "max_amount": dec(max), "description": description })
+    };
+    let k = s
+        .contract(
+            &app,
+            json!({ "professional_services": [service("Onboarding", "2000"), service("Support", "1000")] }),
+        )
+        .await;
+    let c = s.v2(&app, &k).await;
+    let services = c["professional_services"].as_array().expect("services");
+    assert_eq!(services.len(), 2, "{c}");
+    assert!(services[0].get("product_name").is_none(), "{c}");
+    assert_eq!(services[0]["max_amount"], 2000);
+    let (onboarding, support) = (text(&services[0], "id"), text(&services[1], "id"));
+    let schedule = |at: &str, line: Value| {
+        json!({ "customer_id": s.customer, "contract_id": k, "issued_at": at,
+                "line_items": [line] })
+    };
+    let path = "/v1/contracts/scheduleProServicesInvoice";
+    let r = app
+        .post(
+            path,
+            schedule(
+                "2024-11-26T00:00:00Z",
+                json!({ "professional_service_id": onboarding, "unit_price": 150, "quantity": 4 }),
+            ),
+        )
+        .await
+        .data();
+    let inv = &r[0];
+    assert_eq!(
+        (inv["type"].as_str(), num(&inv["total"])),
+        (Some("SCHEDULED"), "600".into())
+    );
+    let line = &inv["line_items"][0];
+    assert_eq!(line["type"], "professional_service");
+    assert_eq!(line["professional_service_id"], onboarding);
+    assert_eq!(line["name"], "Onboarding");
+    assert_eq!(
+        (num(&line["quantity"]), num(&line["unit_price"])),
+        ("4".into(), "150".into())
+    );
+    app.post(
+        path,
+        schedule(
+            "2024-11-28T00:00:00Z",
+            json!({ "professional_service_id": onboarding, "amount": 1400 }),
+        ),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let bad = [
+        (
+            schedule(
+                "2024-11-28T00:00:00Z",
+                json!({ "professional_service_id": onboarding, "amount": 0.01 }),
+            ),
+            "more than its max_amount 2000",
+        ),
+        (
+            schedule(
+                "2024-11-01T00:00:00Z",
+                json!({ "professional_service_id": onboarding, "amount": 1 }),
+            ),
+            "issued_at: the invoice at that time is past its grace period",
+        ),
+        (
+            schedule(
+                "2024-11-28T00:00:00Z",
+                json!({ "professional_service_id": "nope", "amount": 1 }),
+            ),
+            "line_items[0].professional_service_id",
+        ),
+        (
+            schedule(
+                "2024-11-28T00:30:00Z",
+                json!({ "professional_service_id": onboarding, "amount": 1 }),
+            ),
+            "issued_at",
+        ),
+        (
+            schedule(
+                "2024-11-28T00:00:00Z",
+                json!({ "professional_service_id": onboarding }),
+            ),
+            "line_items[0].amount: give amount, or both unit_price and quantity",
+        ),
+    ];
+    let before = s.v2(&app, &k).await;
+    for (body, want) in bad {
+        let r = app
+            .post(path, body.clone())
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(want), "{body}: {}", r.message());
+    }
+    assert_eq!(
+        s.v2(&app, &k).await,
+        before,
+        "a refused schedule changed the contract"
+    );
+
+    // 20 at once, 100 each, against Support's max of 1000.
+    let requests = (0..20)
+        .map(|_| {
+            let line = json!({ "professional_service_id": support, "amount": 100 });
+            (path.to_string(), schedule("2024-11-29T00:00:00Z", line))
+        })
+        .collect();
+    let responses = all_at_once(&app, requests).await;
+    let ok = responses
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    assert_eq!(
+        ok,
+        10,
+        "{:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(responses
+        .iter()
+        .all(|r| r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST));
+    // Listed once its instant is reached.
+    app.set_now("2024-11-29T01:00:00Z");
+    let invoices = app.invoices(SBX, &s.customer, "").await;
+    let at_29 = invoices
+        .iter()
+        .find(|i| i["type"] == "SCHEDULED" && text(i, "start_timestamp") == "2024-11-29T00:00:00Z")
+        .expect("the invoice of 11-29");
+    assert_eq!(num(&at_29["total"]), "1000");
+    assert_eq!(at_29["line_items"].as_array().map(Vec::len), Some(10));
+    // A non-PRO_SERVICE product is refused at create.
+    let r = app
+        .post(
+            "/v1/contracts/create",
+            json!({ "customer_id": s.customer, "starting_at": START,
+                    "professional_services": [{ "product_id": s.fixed, "unit_price": 1,
+                                                "quantity": 1, "max_amount": 1 }] }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("professional_services[0].product_id"),
+        "{}",
+        r.message()
+    );
+}
+
 both_backends!(
+    professional_services_invoice_up_to_their_max,
     scheduled_charges_bill_on_their_own_invoices,
     consolidated_items_go_on_the_usage_invoice,
     amendments_and_edits_add_and_archive_charges,
