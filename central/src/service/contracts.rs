@@ -535,11 +535,50 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         ))
         .into());
     }
+    let contract = build(st, env, req, Some(&customer)).await?;
+    let now = contract.created_at.0;
+    let doc = NewDoc {
+        kind: kind::CONTRACT,
+        id: &contract.id,
+        parent_id: Some(&customer.id),
+        unique_key: contract.uniqueness_key.as_deref(),
+        created_ms: now,
+        body: encode(&contract)?,
+    };
+    st.stores
+        .config
+        .insert_docs(env, &[doc])
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ContractError::UniquenessKeyUsed,
+            other => other.into(),
+        })?;
+    follow_customer(st, env, &contract).await?;
+    Ok(contract.id)
+}
+
+/// Checks terms exactly as [`create`] would, without a customer and without storing anything
+/// (a package's terms, instantiated at some start; a billing-provider lookup is not resolved).
+pub async fn validate(st: &AppState, env: Env, req: NewContract) -> Result<()> {
+    check_window(&req)?;
+    build(st, env, req, None).await.map(drop)
+}
+
+/// The contract `req` describes, every term validated, ids assigned (for `customer`: its
+/// billing-provider configuration resolved; `None` when only validating).
+async fn build(
+    st: &AppState,
+    env: Env,
+    req: NewContract,
+    customer: Option<&Customer>,
+) -> Result<Contract> {
     let rate_card_id = resolve_rate_card(st, env, &req).await?;
-    let billing_provider_configuration = req
-        .billing_provider_configuration
-        .map(|lookup| billing_configs::resolve_for_contract(&customer, lookup))
-        .transpose()?;
+    let billing_provider_configuration = match (customer, req.billing_provider_configuration) {
+        (Some(customer), Some(lookup)) => {
+            Some(billing_configs::resolve_for_contract(customer, lookup)?)
+        }
+        _ => None,
+    };
     let mut record = req.record;
     record.billing_provider_configuration = billing_provider_configuration;
     let now = st.now_ms();
@@ -576,7 +615,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
     let professional_services = pro_services::build_all(st, env, req.professional_services).await?;
     let mut contract = Contract {
         id: new_id(),
-        customer_id: customer.id.clone(),
+        customer_id: customer.map(|c| c.id.clone()).unwrap_or_default(),
         name: req.name,
         starting_at: req.starting_at,
         ending_before: req.ending_before,
@@ -611,24 +650,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         known: known_balances(st, env, &contract).await?,
     };
     resolve_commit_names("overrides", &mut contract.overrides, &names)?;
-    let doc = NewDoc {
-        kind: kind::CONTRACT,
-        id: &contract.id,
-        parent_id: Some(&customer.id),
-        unique_key: contract.uniqueness_key.as_deref(),
-        created_ms: now,
-        body: encode(&contract)?,
-    };
-    st.stores
-        .config
-        .insert_docs(env, &[doc])
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ContractError::UniquenessKeyUsed,
-            other => other.into(),
-        })?;
-    follow_customer(st, env, &contract).await?;
-    Ok(contract.id)
+    Ok(contract)
 }
 
 /// After a contract's insert: if its customer was archived meanwhile (its archive listed its
