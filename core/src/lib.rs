@@ -19,6 +19,7 @@ extern crate std;
 pub mod accumulate;
 pub mod balances;
 pub mod batch;
+pub mod composite;
 pub mod decimal;
 pub mod env;
 pub mod event;

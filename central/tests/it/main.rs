@@ -6,6 +6,7 @@ mod support;
 mod balances;
 mod billing_configs;
 mod commits;
+mod composite;
 mod concurrency;
 mod config_limits;
 mod contract_edits;
