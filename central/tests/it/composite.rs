@@ -72,6 +72,14 @@ impl Setup {
         assert_eq!(accepted, usage.len());
     }
 
+    /// Prices `composite` at 10% on the card.
+    async fn ten_percent(&self, app: &TestApp, composite: &str) {
+        let rate = json!({ "rate_type": "PERCENTAGE", "price": 0.1 });
+        self.add_rate(app, composite, rate)
+            .await
+            .expect(StatusCode::OK);
+    }
+
     /// A COMPOSITE product with these extra fields; the response.
     async fn composite(&self, app: &TestApp, extra: Value) -> Resp {
         let mut body = json!({ "name": "Support", "type": "COMPOSITE" });
@@ -182,13 +190,7 @@ async fn a_multiplier_scales_the_percentage(backend: Backend) {
         .composite(&app, json!({ "composite_tags": ["ai", "gpu"] }))
         .await
         .id();
-    s.add_rate(
-        &app,
-        &support,
-        json!({ "rate_type": "PERCENTAGE", "price": 0.1 }),
-    )
-    .await
-    .expect(StatusCode::OK);
+    s.ten_percent(&app, &support).await;
     app.post(
         "/v1/contracts/create",
         json!({ "customer_id": s.customer, "rate_card_id": s.card, "starting_at": START,
@@ -203,6 +205,56 @@ async fn a_multiplier_scales_the_percentage(backend: Backend) {
     // A, B, C (no usage: an entitled zero line), Support.
     assert_eq!(lines[3][..3], ["350", "0.05", "17.5"]);
     assert_eq!(total, "367.5");
+}
+
+/// `products/update` moves Support from the `ai` products to B from 11-16: the configuration in
+/// effect at the period's end prices November (10% of B's 150 = 15). getContractRateSchedule
+/// shows the percentage, listed and halved by a multiplier.
+#[tokio::test]
+async fn a_composite_update_and_the_contract_rate_schedule() {
+    let app = TestApp::new(NOW).await;
+    let (s, support) = Setup::with_composite(&app).await;
+    s.ten_percent(&app, &support).await;
+    app.post(
+        "/v1/contract-pricing/products/update",
+        json!({ "product_id": support, "starting_at": "2024-11-16T00:00:00Z",
+                "composite_tags": [], "composite_product_ids": [s.products[1]] }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let contract = app
+        .post(
+            "/v1/contracts/create",
+            json!({ "customer_id": s.customer, "rate_card_id": s.card, "starting_at": START,
+                    "overrides": [{ "starting_at": START, "product_id": support,
+                                    "type": "MULTIPLIER", "multiplier": 0.5 }] }),
+        )
+        .await
+        .id();
+    s.ingest(&app, &[("a", "100"), ("b", "50")]).await;
+    let inv = app.invoice_at(SBX, &s.customer, START).await;
+    let (lines, total) = line_summary(&inv);
+    // A 200, B 150, C 0, Support 5% of B's 150.
+    assert_eq!(lines[3][..3], ["150", "0.05", "7.5"]);
+    assert_eq!(total, "357.5");
+    let schedule = app
+        .post(
+            "/v1/contracts/getContractRateSchedule",
+            json!({ "customer_id": s.customer, "contract_id": contract, "at": NOW }),
+        )
+        .await
+        .data();
+    let item = schedule
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["product_id"] == support.as_str())
+        .expect("the composite's rate")
+        .clone();
+    assert_eq!(item["list_rate"]["rate_type"], "PERCENTAGE");
+    assert_eq!(num(&item["list_rate"]["price"]), "0.1");
+    assert_eq!(item["override_rate"]["rate_type"], "PERCENTAGE");
+    assert_eq!(num(&item["override_rate"]["price"]), "0.05");
 }
 
 both_backends!(
