@@ -20,8 +20,8 @@ use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
 
 use crate::model::{
-    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, RateCard,
-    RateRecord,
+    decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, ProductType,
+    RateCard, RateRecord,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, StoreError};
 use crate::wire::{set_opt, Dec, Time};
@@ -99,6 +99,7 @@ impl RatingContext {
                 fiat_credit_type: CreditTypeId(String::new()),
                 metrics: BTreeMap::new(),
                 products: Vec::new(),
+                composites: Vec::new(),
                 product_order: Vec::new(),
                 rates: Vec::new(),
                 contract: contract.pricing_snapshot()?,
@@ -168,6 +169,9 @@ impl RatingContext {
                     self.load_metric(st, env, &state.metric_id).await?;
                 }
                 self.snapshot.products.push(rated);
+            }
+            if let Some(composite) = product.composite() {
+                self.snapshot.composites.push(composite);
             }
             self.product_info.insert(product.id.clone(), product);
         }
@@ -363,7 +367,13 @@ fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
 
 fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
     let product = ctx.product_info.get(&l.product_id);
-    let (line_type, product_type) = kind_names(l.kind);
+    let (line_type, mut product_type) = kind_names(l.kind);
+    // A composite's percentage line is a `usage` line of a COMPOSITE product (the document's
+    // `InvoiceLineItem.type`: "usage product or composite product").
+    let composite = product.is_some_and(|p| p.product_type == ProductType::Composite);
+    if l.kind == LineKind::Usage && composite {
+        product_type = "CompositeProductListItem";
+    }
     let mut v = json!({
         "name": l.name,
         "type": line_type,

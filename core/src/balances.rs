@@ -417,9 +417,8 @@ fn burn_down_order(snapshot: &PricingSnapshot, period: Period) -> Vec<Candidate<
         .filter(|b| b.applies_to(contract))
     {
         let products = snapshot
-            .products
-            .iter()
-            .filter(|p| balance.may_cover_product(&p.product_id, p.tags_at_end(period)))
+            .product_tags(period)
+            .filter(|(id, tags)| balance.may_cover_product(id, tags))
             .count();
         for segment in &balance.access {
             let c = Candidate { balance, segment };
@@ -624,11 +623,7 @@ pub fn apply_balances(
             deductions: Vec::new(),
         });
     }
-    let tags: BTreeMap<&str, &[String]> = snapshot
-        .products
-        .iter()
-        .map(|p| (p.product_id.as_str(), p.tags_at_end(period)))
-        .collect();
+    let tags: BTreeMap<&str, &[String]> = snapshot.product_tags(period).collect();
     let mut drawings: Vec<Drawing<'_>> = lines.iter().map(Drawing::new).collect();
     let mut deductions = Vec::new();
     for candidate in burn_down_order(snapshot, period) {

@@ -20,6 +20,7 @@ pub mod accumulate;
 pub mod balances;
 pub mod batch;
 pub mod charges;
+pub mod composite;
 pub mod decimal;
 pub mod env;
 pub mod event;

@@ -494,7 +494,7 @@ fn push_sized(
 
 fn list_pieces(price: &Price) -> Result<Pieces, RatingError> {
     let tiers = match price {
-        Price::Flat(p) => return Ok(alloc::vec![(None, *p)]),
+        Price::Flat(p) | Price::Percentage(p) => return Ok(alloc::vec![(None, *p)]),
         Price::Tiered(tiers) => tiers,
     };
     let mut out = Vec::with_capacity(tiers.len());
@@ -570,6 +570,8 @@ fn compose(list: &Price, layers: &[&Adjustment]) -> Result<Price, RatingError> {
     }
     Ok(match (list, tiers.as_slice()) {
         (Price::Flat(_), [only]) if only.size.is_none() => Price::Flat(only.price),
+        // A multiplier scales a composite's percentage (it has no units for tiers to split).
+        (Price::Percentage(_), [only]) if only.size.is_none() => Price::Percentage(only.price),
         _ => Price::Tiered(tiers),
     })
 }
@@ -903,6 +905,13 @@ fn adjustment_of(spec: &mut OverrideSpec, kind: OverrideType) -> Result<Adjustme
                 .overwrite_rate
                 .take()
                 .ok_or(OverrideError::FieldRequired("overwrite_rate", name))?;
+            if o.rate_type == RateType::Percentage {
+                // A composite's percentage is adjusted by a MULTIPLIER; overwriting it (or a
+                // unit price with a percentage) is not implemented.
+                return Err(OverrideError::Overwrite(RateError::Unsupported(
+                    o.rate_type,
+                )));
+            }
             let price =
                 rate_price(o.rate_type, o.price, o.tiers).map_err(OverrideError::Overwrite)?;
             Adjustment::Overwrite {

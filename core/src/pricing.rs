@@ -35,6 +35,7 @@ pub use crate::balances::{apply_balances, Drawdown};
 use crate::balances::{Balance, BalanceKind, BalanceState};
 use crate::charges::charge_lines;
 pub use crate::charges::ScheduledCharge;
+use crate::composite::{price_composites, CompositeProduct};
 use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use crate::metric::MetricDef;
@@ -163,6 +164,9 @@ pub struct PricingSnapshot {
     pub metrics: BTreeMap<String, MetricDef>,
     /// Usage products with their rating versions.
     pub products: Vec<RatedProduct>,
+    /// COMPOSITE products on the rate card (`composite`), priced after the usage lines.
+    #[serde(default)]
+    pub composites: Vec<CompositeProduct>,
     /// The rate card's product order (`product_order::effective`): the invoice's lines come in
     /// this order of their products, then as rating produced them within one product. Lines of
     /// a product it does not list follow, in the order of `products`.
@@ -177,6 +181,19 @@ pub struct PricingSnapshot {
 }
 
 impl PricingSnapshot {
+    /// Every product that has lines, usage and composite, with its tags at the period's end.
+    pub fn product_tags(&self, period: Period) -> impl Iterator<Item = (&str, &[String])> {
+        let usage = self
+            .products
+            .iter()
+            .map(move |p| (p.product_id.as_str(), p.tags_at_end(period)));
+        let composite = self
+            .composites
+            .iter()
+            .map(move |c| (c.product_id.as_str(), c.tags_at_end(period)));
+        usage.chain(composite)
+    }
+
     /// The metrics whose pricing needs a baseline before the period: LATEST bills the change
     /// from the last value before it, so for these the usage passed to [`price_invoice`] must
     /// also hold, per customer reference and grain, the most recent hourly row before the period.
@@ -229,6 +246,8 @@ pub fn price_invoice(
         balances: &balances,
     };
     let mut lines = price_usage(&input)?;
+    let composites = price_composites(snapshot, period, &lines)?;
+    lines.extend(composites);
     order_lines(&mut lines, &snapshot.product_order);
     let mut drawn = apply_balances(snapshot, period, lines)?;
     let consolidated = snapshot.contract.usage_period_ending_at(period.end_ms);
@@ -400,6 +419,7 @@ pub(crate) mod tests {
             fiat_credit_type: usd(),
             metrics: BTreeMap::new(),
             products: vec![],
+            composites: vec![],
             product_order: vec![],
             rates: vec![],
             balances: BalanceState::default(),

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::composite::{CompositeConfig, CompositeProduct};
 use crate::metric::MetricDef;
 use crate::rating::{ProductState, QuantityConversion, QuantityRounding, RatedProduct};
 
@@ -22,7 +23,7 @@ use crate::rating::{ProductState, QuantityConversion, QuantityRounding, RatedPro
 pub const MAX_ROUNDING_PLACES: u32 = 20;
 
 /// What a product is at one instant (everything but bookkeeping such as who changed it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProductAttrs {
     pub name: String,
     pub billable_metric_id: Option<String>,
@@ -32,6 +33,14 @@ pub struct ProductAttrs {
     pub quantity_rounding: Option<QuantityRounding>,
     pub tags: Vec<String>,
     pub is_refundable: Option<bool>,
+    /// COMPOSITE products: the products and tags whose spend the composite's percentage is
+    /// taken of, and whether lines at a zero unit price are left out (`composite`).
+    #[serde(default)]
+    pub composite_product_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub composite_tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub exclude_free_usage: Option<bool>,
 }
 
 /// A scheduled change: `None` leaves a field as it was; `Some(None)` clears conversion/rounding.
@@ -46,6 +55,12 @@ pub struct ProductChange {
     pub quantity_rounding: Option<Option<QuantityRounding>>,
     pub tags: Option<Vec<String>>,
     pub is_refundable: Option<bool>,
+    #[serde(default)]
+    pub composite_product_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub composite_tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub exclude_free_usage: Option<bool>,
 }
 
 impl ProductAttrs {
@@ -71,6 +86,20 @@ impl ProductAttrs {
                 .unwrap_or_else(|| self.quantity_rounding.clone()),
             tags: c.tags.unwrap_or_else(|| self.tags.clone()),
             is_refundable: c.is_refundable.or(self.is_refundable),
+            composite_product_ids: c
+                .composite_product_ids
+                .or_else(|| self.composite_product_ids.clone()),
+            composite_tags: c.composite_tags.or_else(|| self.composite_tags.clone()),
+            exclude_free_usage: c.exclude_free_usage.or(self.exclude_free_usage),
+        }
+    }
+
+    /// What a COMPOSITE product with these attributes takes its percentage of.
+    pub fn composite_config(&self) -> CompositeConfig {
+        CompositeConfig {
+            product_ids: self.composite_product_ids.clone().unwrap_or_default(),
+            tags: self.composite_tags.clone().unwrap_or_default(),
+            exclude_free_usage: self.exclude_free_usage.unwrap_or(false),
         }
     }
 
@@ -161,6 +190,35 @@ impl ProductTimeline {
             }
         }
         out
+    }
+
+    /// `(effective from, composite configuration)` in time order, the first from the beginning
+    /// of time; a change adds a version when it sets a composite field.
+    pub fn composite_configs(&self) -> Vec<(i64, CompositeConfig)> {
+        let mut out = Vec::with_capacity(self.changes.len() + 1);
+        out.push((i64::MIN, self.initial.composite_config()));
+        let mut state = self.initial.clone();
+        for i in self.order() {
+            let change = &self.changes[i];
+            state = state.apply(change);
+            let sets = change.composite_product_ids.is_some()
+                || change.composite_tags.is_some()
+                || change.exclude_free_usage.is_some();
+            if sets {
+                out.push((change.starting_at_ms, state.composite_config()));
+            }
+        }
+        out
+    }
+
+    /// Pricing's view of this (COMPOSITE) product: its names, tags and configuration over time.
+    pub fn composite(&self, product_id: &str) -> CompositeProduct {
+        CompositeProduct {
+            product_id: product_id.into(),
+            names: self.names(),
+            tags: self.tags(),
+            configs: self.composite_configs(),
+        }
     }
 
     /// Rating's view of this (usage) product: its names, tags and rating versions over time.

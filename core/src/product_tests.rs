@@ -16,7 +16,7 @@ fn attrs(metric: Option<&str>) -> ProductAttrs {
         quantity_conversion: None,
         quantity_rounding: None,
         tags: vec!["a".into()],
-        is_refundable: None,
+        ..ProductAttrs::default()
     }
 }
 

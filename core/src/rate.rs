@@ -1,10 +1,13 @@
 //! Rate-card rates as configured: which rate types price, how a rate's price, tiers and window
-//! are checked, and that a rate names exactly its product's pricing keys. Central calls these
-//! before storing a rate, and the browser can call them before sending one.
+//! are checked, which rate types a product takes, and that a rate names exactly its product's
+//! pricing keys. Central calls these before storing a rate, and the browser can call them
+//! before sending one.
 //!
 //! Invariants:
 //! - A rate that passes [`rate_price`] has a [`Price`] that `Price::validate` accepts, with no
-//!   negative price anywhere.
+//!   negative price anywhere; a PERCENTAGE price is a fraction in `[0, 1]` (0.1 = 10%).
+//! - PERCENTAGE rates are the rates of COMPOSITE products, and COMPOSITE products take only
+//!   PERCENTAGE rates ([`check_rate_for_product`]): a percentage prices spend, never units.
 //! - Every check is a pure function of the values given; none reads a store or the clock.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rating::{Price, PriceError, Tier};
 
-/// Every rate type the API names; only FLAT and TIERED are priced so far.
+/// Every rate type the API names; FLAT, TIERED and PERCENTAGE (composite products) are priced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RateType {
@@ -48,6 +51,14 @@ pub enum RateError {
     TiersOnFlat,
     TieredWithoutTiers,
     NegativeTierPrice,
+    PercentageWithoutPrice,
+    /// A PERCENTAGE price outside `[0, 1]`.
+    PercentageOutOfRange,
+    TiersOnPercentage,
+    /// A PERCENTAGE rate on a product that is not COMPOSITE.
+    PercentageNeedsComposite,
+    /// A COMPOSITE product's rate that is not PERCENTAGE.
+    CompositeNeedsPercentage(RateType),
     Unsupported(RateType),
     Price(PriceError),
     EmptyWindow,
@@ -63,6 +74,23 @@ impl core::fmt::Display for RateError {
             RateError::TiersOnFlat => f.write_str("tiers are only allowed on TIERED rates"),
             RateError::TieredWithoutTiers => f.write_str("tiers are required for TIERED rates"),
             RateError::NegativeTierPrice => f.write_str("tier prices must not be negative"),
+            RateError::PercentageWithoutPrice => {
+                f.write_str("price is required for PERCENTAGE rates (a fraction: 0.1 = 10%)")
+            }
+            RateError::PercentageOutOfRange => {
+                f.write_str("price of a PERCENTAGE rate is a fraction between 0 and 1 (0.1 = 10%)")
+            }
+            RateError::TiersOnPercentage => {
+                f.write_str("tiers are not allowed on PERCENTAGE rates")
+            }
+            RateError::PercentageNeedsComposite => f.write_str(
+                "rate_type PERCENTAGE is only for COMPOSITE products (it prices their spend)",
+            ),
+            RateError::CompositeNeedsPercentage(t) => write!(
+                f,
+                "rate_type {} is not allowed on a COMPOSITE product; use PERCENTAGE",
+                t.as_str()
+            ),
             RateError::Unsupported(t) => write!(f, "rate_type {} is not supported yet", t.as_str()),
             RateError::Price(e) => write!(f, "{e}"),
             RateError::EmptyWindow => f.write_str("ending_before must be after starting_at"),
@@ -99,10 +127,30 @@ pub fn rate_price(
             }
             Price::Tiered(tiers)
         }
+        RateType::Percentage => {
+            let p = price.ok_or(RateError::PercentageWithoutPrice)?;
+            if p < Decimal::ZERO || p > Decimal::ONE {
+                return Err(RateError::PercentageOutOfRange);
+            }
+            if tiers.is_some() {
+                return Err(RateError::TiersOnPercentage);
+            }
+            Price::Percentage(p)
+        }
         other => return Err(RateError::Unsupported(other)),
     };
     priced.validate().map_err(RateError::Price)?;
     Ok(priced)
+}
+
+/// The rate types a product takes: a COMPOSITE product only PERCENTAGE, any other product
+/// anything but PERCENTAGE (which prices the spend of other products, not units).
+pub fn check_rate_for_product(composite: bool, rate_type: RateType) -> Result<(), RateError> {
+    match (composite, rate_type == RateType::Percentage) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => Err(RateError::CompositeNeedsPercentage(rate_type)),
+        (false, true) => Err(RateError::PercentageNeedsComposite),
+    }
 }
 
 /// A rate's window `[starting_at, ending_before)` must not be empty.
@@ -190,6 +238,57 @@ mod tests {
         assert_eq!(
             rate_price(RateType::Tiered, None, Some(vec![])),
             Err(RateError::Price(PriceError::NoTiers))
+        );
+    }
+
+    #[test]
+    fn percentage_rates_are_fractions_of_one() {
+        assert_eq!(
+            rate_price(RateType::Percentage, Some(d("0.1")), None),
+            Ok(Price::Percentage(d("0.1")))
+        );
+        assert_eq!(
+            rate_price(RateType::Percentage, Some(d("1")), None),
+            Ok(Price::Percentage(d("1")))
+        );
+        assert_eq!(
+            rate_price(RateType::Percentage, Some(d("0")), None),
+            Ok(Price::Percentage(d("0")))
+        );
+        assert_eq!(
+            rate_price(RateType::Percentage, None, None),
+            Err(RateError::PercentageWithoutPrice)
+        );
+        for bad in ["1.0001", "-0.1", "10"] {
+            assert_eq!(
+                rate_price(RateType::Percentage, Some(d(bad)), None),
+                Err(RateError::PercentageOutOfRange)
+            );
+        }
+        assert_eq!(
+            rate_price(
+                RateType::Percentage,
+                Some(d("0.1")),
+                Some(vec![tier("1", None)])
+            ),
+            Err(RateError::TiersOnPercentage)
+        );
+    }
+
+    #[test]
+    fn percentage_rates_belong_to_composite_products() {
+        assert_eq!(check_rate_for_product(true, RateType::Percentage), Ok(()));
+        assert_eq!(check_rate_for_product(false, RateType::Flat), Ok(()));
+        assert_eq!(check_rate_for_product(false, RateType::Tiered), Ok(()));
+        let err = check_rate_for_product(false, RateType::Percentage).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rate_type PERCENTAGE is only for COMPOSITE products (it prices their spend)"
+        );
+        let err = check_rate_for_product(true, RateType::Flat).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rate_type FLAT is not allowed on a COMPOSITE product; use PERCENTAGE"
         );
     }
 

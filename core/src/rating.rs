@@ -76,6 +76,10 @@ pub struct Tier {
 pub enum Price {
     Flat(Decimal),
     Tiered(Vec<Tier>),
+    /// A fraction of spend (0.1 = 10%): a COMPOSITE product's rate (`composite`). It prices no
+    /// usage (rating skips it); a composite line is priced like a flat one whose quantity is
+    /// the spend it is a percentage of.
+    Percentage(Decimal),
 }
 
 /// Why a price was refused.
@@ -198,7 +202,7 @@ pub struct RatedProduct {
 
 /// The value of a `(effective from, value)` timeline at the last instant before `end_ms` (the
 /// first value if none started before it).
-fn at_end<T>(timeline: &[(i64, T)], end_ms: i64) -> Option<&T> {
+pub(crate) fn at_end<T>(timeline: &[(i64, T)], end_ms: i64) -> Option<&T> {
     timeline
         .iter()
         .rev()
@@ -465,7 +469,7 @@ fn charges(lines: &[InvoiceLine]) -> Result<Charges<'_>, RatingError> {
 /// are the first tier's).
 fn price_at(price: &Price, position: Decimal) -> Decimal {
     let tiers = match price {
-        Price::Flat(p) => return *p,
+        Price::Flat(p) | Price::Percentage(p) => return *p,
         Price::Tiered(tiers) => tiers,
     };
     let mut end = Decimal::ZERO;
@@ -536,6 +540,10 @@ impl<'a> SegmentCtx<'a> {
             let presentations: Vec<overrides::Presentation<'_>> =
                 presentations.iter().map(Option::as_ref).collect();
             for (rate_span, rate) in schedule {
+                if matches!(rate.price, Price::Percentage(_)) {
+                    // A percentage prices spend, never units (`composite`): no usage line.
+                    continue;
+                }
                 let sub = Period {
                     start_ms: rate_span.start_ms.max(self.span.start_ms),
                     end_ms: rate_span.end_ms.min(self.span.end_ms),
@@ -897,14 +905,15 @@ fn merge_into(target: &mut Option<Accumulator>, acc: &Accumulator) -> Result<(),
 
 /// Prices the units of a bucket's quantity from `range.0` to `range.1` (a presentation line's
 /// share) and appends the line(s): FLAT one line, TIERED one line per tier the range crosses.
-fn price_range(
+/// A PERCENTAGE price makes one line like FLAT (`composite`: the range is the spend).
+pub(crate) fn price_range(
     price: &Price,
     base: InvoiceLine,
     range: (Decimal, Decimal),
     lines: &mut Vec<InvoiceLine>,
 ) -> Result<(), RatingError> {
     match price {
-        Price::Flat(p) => {
+        Price::Flat(p) | Price::Percentage(p) => {
             let quantity = sub_exact(range.1, range.0).ok_or(RatingError::Overflow)?;
             let total = mul_exact(quantity, *p).ok_or(RatingError::Overflow)?;
             let credit_type = &base.total.credit_type;
@@ -1048,7 +1057,9 @@ pub fn tier_split(tiers: &[Tier], quantity: Decimal) -> Result<Vec<TierPart<'_>>
 /// The total price of a quantity (sum of its tier or flat lines).
 pub fn price_total(price: &Price, quantity: Decimal) -> Result<Decimal, RatingError> {
     match price {
-        Price::Flat(p) => mul_exact(quantity, *p).ok_or(RatingError::Overflow),
+        Price::Flat(p) | Price::Percentage(p) => {
+            mul_exact(quantity, *p).ok_or(RatingError::Overflow)
+        }
         Price::Tiered(tiers) => {
             let mut total = Decimal::ZERO;
             for part in tier_split(tiers, quantity)? {

@@ -160,6 +160,7 @@ pub(crate) fn rate_with(
         fiat_credit_type: usd(),
         metrics: input.metrics.clone(),
         products: input.products.to_vec(),
+        composites: vec![],
         product_order: order.iter().map(|p| p.to_string()).collect(),
         rates: input.rates.to_vec(),
         balances: Default::default(),
@@ -839,7 +840,7 @@ fn cosmetic_case(
         quantity_conversion: conversion,
         quantity_rounding: rounding,
         tags: vec![],
-        is_refundable: None,
+        ..Default::default()
     };
     let timeline = crate::product::ProductTimeline {
         initial,
@@ -957,7 +958,7 @@ fn a_cosmetic_product_update_changes_no_amount() {
             quantity_conversion: None,
             quantity_rounding: None,
             tags: vec![],
-            is_refundable: None,
+            ..Default::default()
         },
         changes: vec![crate::product::ProductChange {
             starting_at_ms: SEP.end_ms,

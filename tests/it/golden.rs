@@ -116,6 +116,11 @@ fn burn_order_3_7() {
 }
 
 #[test]
+fn composite_3_5() {
+    check("composite_3_5");
+}
+
+#[test]
 fn end_to_end_3_10() {
     check("end_to_end_3_10");
 }

@@ -43,6 +43,10 @@ struct CreateProduct {
     #[serde(default)]
     tags: Vec<String>,
     is_refundable: Option<bool>,
+    composite_product_ids: Option<Vec<String>>,
+    composite_tags: Option<Vec<String>>,
+    exclude_free_usage: Option<bool>,
+    include_composite_spend: Option<bool>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
 }
@@ -64,8 +68,12 @@ async fn create(
         quantity_rounding: req.quantity_rounding,
         tags: req.tags,
         is_refundable: req.is_refundable,
+        composite_product_ids: req.composite_product_ids,
+        composite_tags: req.composite_tags,
+        exclude_free_usage: req.exclude_free_usage,
         starting_at: None,
     };
+    products::refuse_composite_spend(req.include_composite_spend)?;
     let new = NewProduct {
         product_type: req.product_type,
         state,
@@ -129,6 +137,10 @@ struct UpdateReq {
     quantity_rounding: Option<Option<QuantityRounding>>,
     tags: Option<Vec<String>>,
     is_refundable: Option<bool>,
+    composite_product_ids: Option<Vec<String>>,
+    composite_tags: Option<Vec<String>>,
+    exclude_free_usage: Option<bool>,
+    include_composite_spend: Option<bool>,
 }
 
 async fn update(
@@ -148,7 +160,11 @@ async fn update(
         quantity_rounding: req.quantity_rounding,
         tags: req.tags,
         is_refundable: req.is_refundable,
+        composite_product_ids: req.composite_product_ids,
+        composite_tags: req.composite_tags,
+        exclude_free_usage: req.exclude_free_usage,
     };
+    products::refuse_composite_spend(req.include_composite_spend)?;
     products::update(&st, env, &req.product_id, u).await?;
     Ok(id_response(&req.product_id))
 }

@@ -38,12 +38,15 @@ impl Selector {
     }
 }
 
-/// The `Rate` object of a price core computed (an override's effective price): FLAT with
-/// `price`, or TIERED with `tiers`.
+/// The `Rate` object of a price core computed (an override's effective price): FLAT or
+/// PERCENTAGE with `price`, or TIERED with `tiers`.
 pub fn price_rate_json(price: &Price, credit_type: &CreditTypeRef) -> Value {
     match price {
         Price::Flat(p) => {
             json!({ "rate_type": "FLAT", "price": Dec(*p), "credit_type": credit_type })
+        }
+        Price::Percentage(p) => {
+            json!({ "rate_type": "PERCENTAGE", "price": Dec(*p), "credit_type": credit_type })
         }
         Price::Tiered(tiers) => {
             let tiers: Vec<Value> = tiers

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tally_core::balances;
+use tally_core::composite::CompositeProduct;
 use tally_core::metric::{Aggregation, EventTypeFilter, MetricDef, PropertyFilter};
 use tally_core::overrides::{self, Prioritization, Specifier};
 use tally_core::period::{AnchorDay, Frequency, Schedule};
@@ -211,6 +212,13 @@ pub struct ProductState {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_refundable: Option<bool>,
+    /// COMPOSITE products: whose spend the composite's PERCENTAGE rate is taken of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_product_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_free_usage: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub starting_at: Option<Time>,
 }
@@ -245,6 +253,12 @@ pub struct ProductUpdate {
     pub tags: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_refundable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_product_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_free_usage: Option<bool>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -331,6 +345,9 @@ impl ProductState {
             quantity_rounding: self.quantity_rounding.as_ref().map(QuantityRounding::core),
             tags: self.tags.clone(),
             is_refundable: self.is_refundable,
+            composite_product_ids: self.composite_product_ids.clone(),
+            composite_tags: self.composite_tags.clone(),
+            exclude_free_usage: self.exclude_free_usage,
         }
     }
 
@@ -347,6 +364,9 @@ impl ProductState {
             quantity_rounding: a.quantity_rounding.map(QuantityRounding::from_core),
             tags: a.tags,
             is_refundable: a.is_refundable,
+            composite_product_ids: a.composite_product_ids,
+            composite_tags: a.composite_tags,
+            exclude_free_usage: a.exclude_free_usage,
             starting_at: self.starting_at,
         }
     }
@@ -370,6 +390,9 @@ impl ProductUpdate {
                 .map(|r| r.as_ref().map(QuantityRounding::core)),
             tags: self.tags.clone(),
             is_refundable: self.is_refundable,
+            composite_product_ids: self.composite_product_ids.clone(),
+            composite_tags: self.composite_tags.clone(),
+            exclude_free_usage: self.exclude_free_usage,
         }
     }
 }
@@ -422,6 +445,11 @@ impl Product {
             return None;
         }
         self.timeline().rated(&self.id)
+    }
+
+    /// Pricing's view of a COMPOSITE product; `None` for other product types.
+    pub fn composite(&self) -> Option<CompositeProduct> {
+        (self.product_type == ProductType::Composite).then(|| self.timeline().composite(&self.id))
     }
 }
 
@@ -570,6 +598,7 @@ impl RateRecord {
         match self.rate_type {
             RateType::Flat => self.price.map(|p| Price::Flat(p.0)),
             RateType::Tiered => self.tiers.as_deref().map(|t| Price::Tiered(core_tiers(t))),
+            RateType::Percentage => self.price.map(|p| Price::Percentage(p.0)),
             _ => None,
         }
     }

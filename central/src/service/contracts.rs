@@ -27,9 +27,9 @@ use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
     CreditTypeRef, Customer, LoadError, MultiplierPrioritization, OverrideRecord,
-    OverrideSpecifier, OverrideTier, OverrideType, OverwriteRate, Product, ProductRef, RateCard,
-    RateRecord, RateType, ScheduleDay, ScheduleFrequency, UsageStatementSchedule, WireTier,
-    CREATED_BY,
+    OverrideSpecifier, OverrideTier, OverrideType, OverwriteRate, Product, ProductRef, ProductType,
+    RateCard, RateRecord, RateType, ScheduleDay, ScheduleFrequency, UsageStatementSchedule,
+    WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceStatus, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
@@ -317,16 +317,39 @@ pub async fn build_overrides(
     Ok(records)
 }
 
-async fn named_product(st: &AppState, env: Env, field: &str, id: &str) -> Result<ProductRef> {
+/// The product an override names, and whether it is COMPOSITE.
+async fn named_product(
+    st: &AppState,
+    env: Env,
+    field: &str,
+    id: &str,
+) -> Result<(ProductRef, bool)> {
     match st.stores.config.get_doc(env, kind::PRODUCT, id).await? {
         Some(doc) => {
             let product = decode::<Product>(&doc)?.with_current(st.now_ms());
-            Ok(ProductRef {
+            let composite = product.product_type == ProductType::Composite;
+            let named = ProductRef {
                 id: product.id,
                 name: product.current.name,
-            })
+            };
+            Ok((named, composite))
         }
         None => Err(Invalid(format!("{field}: product {id} not found")).into()),
+    }
+}
+
+/// OVERWRITE and TIERED overrides price units; a COMPOSITE product has none (its PERCENTAGE
+/// rate takes a fraction of spend), so naming one is refused. MULTIPLIER overrides scale the
+/// percentage.
+fn check_composite_target(field: &str, kind: Option<OverrideType>) -> Result<()> {
+    match kind {
+        Some(k @ (OverrideType::Overwrite | OverrideType::Tiered)) => Err(Invalid(format!(
+            "{field}: {} overrides do not apply to COMPOSITE products (a percentage has no \
+             units); use a MULTIPLIER override",
+            k.as_str()
+        ))
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -343,13 +366,22 @@ async fn override_record(
         require_hour(&format!("{at}.ending_before"), end)?;
     }
     let product = match &o.product_id {
-        Some(id) => Some(named_product(st, env, &format!("{at}.product_id"), id).await?),
+        Some(id) => {
+            let field = format!("{at}.product_id");
+            let (named, composite) = named_product(st, env, &field, id).await?;
+            if composite {
+                check_composite_target(&field, o.override_type)?;
+            }
+            Some(named)
+        }
         None => None,
     };
     for (j, spec) in o.override_specifiers.iter().flatten().enumerate() {
         if let Some(id) = &spec.product_id {
             let field = format!("{at}.override_specifiers[{j}].product_id");
-            named_product(st, env, &field, id).await?;
+            if named_product(st, env, &field, id).await?.1 {
+                check_composite_target(&field, o.override_type)?;
+            }
         }
     }
     let overwrite_rate = match o.overwrite_rate {

@@ -21,7 +21,7 @@ use super::{lost_race_is_false, modify_doc, require_hour, require_text, retry_co
 use super::{products, Invalid, SeqPage, Write};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BillingFrequency, LoadError, Product,
-    RateCard, RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
+    ProductType, RateCard, RateCardAlias, RateRecord, RateType, WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, NewDoc, PageReq, StoreError};
 use crate::wire::{Dec, Time};
@@ -233,6 +233,13 @@ async fn build_rate(
     }
     rate::check_window(input.starting_at.0, input.ending_before.map(|t| t.0))?;
     let product = products::get(st, env, &input.product_id).await?;
+    let composite = product.product_type == ProductType::Composite;
+    rate::check_rate_for_product(composite, input.rate_type.core())?;
+    if input.rate_type == RateType::Percentage
+        && input.commit_rate.as_ref().is_some_and(|c| !c.is_null())
+    {
+        return Err(Invalid("commit_rate: not allowed on PERCENTAGE rates".into()).into());
+    }
     let record = RateRecord {
         rate_card_id: card.id.clone(),
         product_id: product.id.clone(),

@@ -7,6 +7,7 @@ mod balances;
 mod billing_configs;
 mod charges;
 mod commits;
+mod composite;
 mod concurrency;
 mod config_limits;
 mod contract_edits;
