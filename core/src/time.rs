@@ -61,6 +61,37 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
     }
 }
 
+/// The unit of a relative date (`RelativeDate`: a package's offsets and durations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RelativeUnit {
+    Days,
+    Weeks,
+    Months,
+    Years,
+}
+
+/// `from_ms` moved by `value` units (`value >= 0`): days and weeks exactly, months and years
+/// on the calendar (UTC) with the day clamped to the month's last (01-31 + 1 month = 02-28 or
+/// 02-29). `None` on overflow or a negative `value`.
+pub fn add_relative(from_ms: i64, value: i64, unit: RelativeUnit) -> Option<i64> {
+    let value = u32::try_from(value).ok()?;
+    let days = |n: u32| from_ms.checked_add(i64::from(n).checked_mul(DAY_MS)?);
+    let months = |n: u32| {
+        let t = DateTime::<Utc>::from_timestamp_millis(from_ms)?;
+        Some(
+            t.checked_add_months(chrono::Months::new(n))?
+                .timestamp_millis(),
+        )
+    };
+    match unit {
+        RelativeUnit::Days => days(value),
+        RelativeUnit::Weeks => days(value.checked_mul(7)?),
+        RelativeUnit::Months => months(value),
+        RelativeUnit::Years => months(value.checked_mul(12)?),
+    }
+}
+
 /// The start of the UTC hour containing `ms`. In the first, partial hour of the `i64` range (far
 /// outside the years 1..=9999 validation allows) that start is not representable, and the result
 /// is `i64::MIN`, which still contains `ms` in `[floor, floor + 1h)`.
@@ -75,6 +106,35 @@ pub fn is_hour_aligned(ms: i64) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn relative_dates_move_on_the_calendar() {
+        let t = |s: &str| parse_rfc3339_ms(s).unwrap();
+        let jan31 = t("2024-01-31T00:00:00Z");
+        assert_eq!(
+            add_relative(jan31, 1, RelativeUnit::Months),
+            Some(t("2024-02-29T00:00:00Z"))
+        );
+        assert_eq!(
+            add_relative(jan31, 13, RelativeUnit::Months),
+            Some(t("2025-02-28T00:00:00Z"))
+        );
+        assert_eq!(
+            add_relative(jan31, 1, RelativeUnit::Years),
+            Some(t("2025-01-31T00:00:00Z"))
+        );
+        assert_eq!(
+            add_relative(jan31, 2, RelativeUnit::Weeks),
+            Some(t("2024-02-14T00:00:00Z"))
+        );
+        assert_eq!(add_relative(jan31, 0, RelativeUnit::Days), Some(jan31));
+        assert_eq!(add_relative(jan31, -1, RelativeUnit::Days), None);
+        assert_eq!(
+            add_relative(jan31, i64::from(u32::MAX), RelativeUnit::Years),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

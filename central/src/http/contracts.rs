@@ -27,6 +27,7 @@ use crate::service::balances::{self, Inclusion, Show};
 use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
 use crate::service::invoices;
+use crate::service::packages;
 use crate::service::pro_services::{self, LineInput, ProServiceInput, ScheduleRequest};
 use crate::service::recurring::RecurringInput;
 use crate::store::Env;
@@ -86,6 +87,8 @@ struct CreateContract {
     recurring_credits: Option<Vec<RecurringBalanceReq>>,
     scheduled_charges: Option<Vec<ScheduledChargeReq>>,
     professional_services: Option<Vec<ProServiceReq>>,
+    /// Set by `service::packages::contract_body` (a body naming a package is rewritten first).
+    package_id: Option<String>,
 }
 
 /// `ProServiceInput`.
@@ -159,11 +162,25 @@ async fn create(
     Caller(env): Caller,
     Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
+    let body = match body {
+        Value::Object(map)
+            if map.contains_key("package_id") || map.contains_key("package_alias") =>
+        {
+            Value::Object(packages::contract_body(&st, env, map).await?)
+        }
+        other => other,
+    };
+    let new = new_contract(body)?;
+    Ok(id_response(&contracts::create(&st, env, new).await?))
+}
+
+/// A `contracts/create` body as the service takes it (what Tally refuses checked first).
+pub(super) fn new_contract(body: Value) -> ApiResult<NewContract> {
     if let Value::Object(map) = &body {
         contracts::check_supported(map)?;
     }
     let req: CreateContract = from_value(body)?;
-    let new = NewContract {
+    Ok(NewContract {
         customer_id: req.customer_id,
         starting_at: req.starting_at,
         ending_before: req.ending_before,
@@ -191,6 +208,7 @@ async fn create(
             scheduled_charges_on_usage_invoices: req.scheduled_charges_on_usage_invoices,
             multiplier_override_prioritization: req.multiplier_override_prioritization,
             billing_provider_configuration: None,
+            package_id: req.package_id,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
         commits: contract_commits(req.commits.unwrap_or_default())?,
@@ -222,8 +240,7 @@ async fn create(
                 netsuite_sales_order_id: p.netsuite_sales_order_id,
             })
             .collect(),
-    };
-    Ok(id_response(&contracts::create(&st, env, new).await?))
+    })
 }
 
 fn recurring(reqs: Option<Vec<RecurringBalanceReq>>) -> Vec<RecurringInput> {

@@ -23,6 +23,7 @@ mod invoices;
 mod openapi;
 mod operations;
 mod override_wire;
+mod packages;
 mod products;
 mod rate_cards;
 mod rate_wire;
@@ -115,6 +116,7 @@ fn authenticated_routes() -> Routes {
         .merge(balances::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
+        .merge(packages::routes())
         .merge(contract_edits::routes())
         .merge(commits::routes())
         .merge(invoices::routes())

@@ -41,6 +41,8 @@ pub mod kind {
     /// its parent the customer. One kind for both, so a `uniqueness_key` is used once across
     /// commits and credits, as upstream.
     pub const CUSTOMER_BALANCE: &str = "customer_balance";
+    /// A contract template (`/v1/packages/*`), no parent.
+    pub const PACKAGE: &str = "package";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -978,6 +980,9 @@ pub struct ContractRecord {
     /// at create (kept in step when the customer's configuration is archived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_provider_configuration: Option<BillingProviderConfig>,
+    /// The package the contract was created from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
 }
 
 wire_enum!(ScheduledChargesOnUsageInvoices { All => "ALL" });
@@ -1542,6 +1547,7 @@ impl Contract {
             r.netsuite_sales_order_id.as_ref(),
         );
         set_opt(&mut v, "total_contract_value", r.total_contract_value);
+        set_opt(&mut v, "package_id", r.package_id.as_ref());
         set_opt(
             &mut v,
             "scheduled_charges_on_usage_invoices",

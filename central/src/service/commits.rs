@@ -832,14 +832,9 @@ pub async fn create(st: &AppState, env: Env, req: NewCustomerBalance) -> Result<
         created_ms: now,
         body: encode(&record)?,
     };
-    st.stores
-        .config
-        .insert_docs(env, &[doc])
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => CommitError::UniquenessKeyUsed,
-            other => other.into(),
-        })?;
+    if !super::insert_unique(st, env, doc).await? {
+        return Err(CommitError::UniquenessKeyUsed);
+    }
     Ok(record.id)
 }
 

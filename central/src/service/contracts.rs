@@ -80,8 +80,6 @@ const UNSUPPORTED_TERMS: &[&str] = &[
     "subscriptions",
     "discounts",
     "reseller_royalties",
-    "package_id",
-    "package_alias",
     "transition",
     "usage_filter",
     "spend_threshold_configuration",
@@ -577,14 +575,9 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_ms: now,
         body: encode(&contract)?,
     };
-    st.stores
-        .config
-        .insert_docs(env, &[doc])
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ContractError::UniquenessKeyUsed,
-            other => other.into(),
-        })?;
+    if !super::insert_unique(st, env, doc).await? {
+        return Err(ContractError::UniquenessKeyUsed);
+    }
     follow_customer(st, env, &contract).await?;
     Ok(contract.id)
 }

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod invoices;
 pub mod jobs;
 pub mod metrics;
+pub mod packages;
 pub mod pro_services;
 pub mod products;
 pub mod rate_cards;
@@ -102,6 +103,19 @@ pub fn lost_race_is_false(written: StoreResult<bool>) -> StoreResult<bool> {
     match written {
         Err(StoreError::Contended(_)) => Ok(false),
         other => other,
+    }
+}
+
+/// Inserts one document; `Ok(false)`, storing nothing, when its `unique_key` is taken.
+pub async fn insert_unique(
+    st: &AppState,
+    env: Env,
+    doc: crate::store::NewDoc<'_>,
+) -> Result<bool, StoreError> {
+    match st.stores.config.insert_docs(env, &[doc]).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

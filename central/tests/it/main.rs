@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits;
 mod openapi;
 mod overrides;
+mod packages;
 mod pricing_rules;
 mod product_order;
 mod rate_schedule;
