@@ -12,7 +12,8 @@
 //! entry; `tests/sdk/recurring.py` (on both backends) for recurring commits and credits: what
 //! they generate, its invoice, a commit-specific override naming one, an edit adding one;
 //! `tests/sdk/charges.py` (on both backends) for scheduled charges on their own and on
-//! consolidated invoices, and an edit archiving one.
+//! consolidated invoices, and an edit archiving one; `tests/sdk/packages.py` (on both backends)
+//! for a contract from a package billing like the same contract written out.
 
 use std::process::Command;
 use std::time::Duration;
@@ -128,6 +129,22 @@ fn python_sdk_scheduled_charges_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/charges.py",
+    );
+}
+
+#[test]
+fn python_sdk_packages() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/packages.py");
+}
+
+#[test]
+fn python_sdk_packages_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/packages.py",
     );
 }
 
