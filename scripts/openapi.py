@@ -283,6 +283,19 @@ def v2_contract_validation_errors(doc: dict) -> None:
 
 
 @patch(
+    "POST /v1/packages/listContractsOnPackage documents a single error, a 400 whose body "
+    "requires `code` PackageNotFound: only the unknown-package case. Tally answers an unknown "
+    "package with 404 {\"message\"} as packages/get does, and a malformed body or cursor with "
+    "400 {\"message\"}, which that schema cannot describe. Its 400 schema also accepts the "
+    "generic `Error`."
+)
+def package_contracts_validation_errors(doc: dict) -> None:
+    op = doc["paths"]["/v1/packages/listContractsOnPackage"]["post"]
+    content = op["responses"]["400"]["content"]["application/json"]
+    content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
+@patch(
     "`ContractEdit` (the edit response's `edit` and getEditHistory's items) records what an edit "
     "changed, but cannot say that it cleared a term: the request's `update_contract_end_date` "
     "is nullable (null = open-ended) while the record's is not, and the record has no "

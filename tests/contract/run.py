@@ -264,6 +264,65 @@ def contract_changes(call: Walk, card: str, product: str, now: datetime) -> dict
     return {"editable_customer": [customer], "editable_contract": [contract]}
 
 
+def packages_and_services(call: Walk, card: str, now: datetime) -> dict[str, list]:
+    """The package operations once each (a contract made from one, spares to archive) and a
+    professional-services invoice, on customers of their own; returns their dictionaries."""
+    package = call(
+        "createPackage-v1",
+        body={
+            "name": "Walk package",
+            "rate_card_id": card,
+            "duration": {"value": 3, "unit": "MONTHS"},
+            "aliases": [{"name": "walk-package"}],
+        },
+    )["data"]["id"]
+    spares = [
+        call("createPackage-v1", body={"name": f"Spare package {i}"})["data"]["id"]
+        for i in range(3)
+    ]
+    call("getPackage-v1", body={"package_id": package})
+    call("listPackages-v1", body={"archive_filter": "ALL"}, query={"limit": 10})
+    packaged = call("createCustomer-v1", body={"name": "Packaged"})["data"]["id"]
+    call(
+        "createContract-v1",
+        body={"customer_id": packaged, "starting_at": iso(month_start(now)), "package_id": package},
+    )
+    call("listContractsOnPackage-v1", body={"package_id": package}, query={"limit": 10})
+    call("archivePackage-v1", body={"package_id": spares.pop()})
+    consulting = call("createProduct-v1", body={"name": "Consulting", "type": "PRO_SERVICE"})[
+        "data"
+    ]["id"]
+    serviced = call("createCustomer-v1", body={"name": "Serviced"})["data"]["id"]
+    contract = call(
+        "createContract-v1",
+        body={
+            "customer_id": serviced,
+            "starting_at": iso(month_start(now)),
+            "professional_services": [
+                {"product_id": consulting, "unit_price": 150, "quantity": 10, "max_amount": 1e9}
+            ],
+        },
+    )["data"]["id"]
+    ids = {"customer_id": serviced, "contract_id": contract}
+    service = call("getContract-v2", body=ids)["data"]["professional_services"][0]["id"]
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    call(
+        "scheduleProServicesInvoice-v1",
+        body={
+            **ids,
+            "issued_at": iso(hour + timedelta(hours=1)),
+            "line_items": [{"professional_service_id": service, "amount": 100}],
+        },
+    )
+    return {
+        "package": [package],
+        "spare_package": spares,
+        "serviced_customer": [serviced],
+        "serviced_contract": [contract],
+        "pro_service": [service],
+    }
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -496,6 +555,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         body={"customer_id": acme, "contract_id": contracts[0], "at": iso(hour)},
     )
     editable = contract_changes(call, card, product, now)
+    packaged = packages_and_services(call, card, now)
 
     call(
         "ingest-v1",
@@ -611,6 +671,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "credit_segment": [credit_segment],
         "archived_configuration": archived_configurations,
         **editable,
+        **packaged,
     }
 
 
@@ -802,6 +863,20 @@ BINDINGS["updateCreditEndDate-v1"] = {
     "body.credit_id": "credit",
     "body.access_ending_before": "hour",
 }
+BINDINGS["createPackage-v1"] = {"body.rate_card_id": "card"}
+BINDINGS["getPackage-v1"] = {"body.package_id": "package"}
+BINDINGS["archivePackage-v1"] = {"body.package_id": "spare_package"}
+BINDINGS["listContractsOnPackage-v1"] = {
+    "body.package_id": "package",
+    "body.covering_date": "hour",
+    "body.starting_at": "hour",
+}
+BINDINGS["scheduleProServicesInvoice-v1"] = {
+    "body.customer_id": "serviced_customer",
+    "body.contract_id": "serviced_contract",
+    "body.issued_at": "hour",
+    "body.line_items[*].professional_service_id": "pro_service",
+}
 # The other spelling of addRate takes what addRate takes.
 BINDINGS["addRateAlias-tally"] = BINDINGS["addRate-v1"]
 # How often a bound parameter takes a dictionary value instead of a generated one.
@@ -820,6 +895,13 @@ MORE_EXAMPLES = {
 }
 # Operations where no generated case needs to succeed (the walkthrough's 2xx is still checked).
 NO_GENERATED_2XX = {
+    "scheduleProServicesInvoice-v1": (
+        "a valid body names the customer, its contract, an hour-aligned `issued_at` whose "
+        "invoice is still in its draft window (from an hour ago to the contract's end) and "
+        "lines that each name one of that contract's professional services with an `amount` "
+        "or a `unit_price` and `quantity` in exact-decimal range, never both; generated bodies "
+        "rarely get every field right at once"
+    ),
     "addManualBalanceLedgerEntry-v1": (
         "a valid body names the customer, one of its commits or credits and one of that one's "
         "segments, a non-blank reason, no `per_group_amounts` (refused: Tally has no seat-based "
