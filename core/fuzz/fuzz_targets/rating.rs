@@ -36,8 +36,14 @@ fn snapshot(input: &Input) -> PricingSnapshot {
         metrics: input.metrics.clone(),
         products: input.products.clone(),
         // The card's order reversed, so fuzzing also runs the reordering.
-        product_order: input.products.iter().rev().map(|p| p.product_id.clone()).collect(),
+        product_order: input
+            .products
+            .iter()
+            .rev()
+            .map(|p| p.product_id.clone())
+            .collect(),
         rates: input.rates.clone(),
+        composites: Vec::new(),
         balances: Default::default(),
         contract: ContractSnapshot {
             id: "c".into(),
@@ -274,7 +280,7 @@ fn kind_matches(acc: &Accumulator, aggregation: Aggregation) -> bool {
 
 fn prices_of(price: &Price) -> Vec<Decimal> {
     match price {
-        Price::Flat(p) => vec![*p],
+        Price::Flat(p) | Price::Percentage(p) => vec![*p],
         Price::Tiered(tiers) => tiers.iter().map(|t| t.price).collect(),
     }
 }
