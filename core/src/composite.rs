@@ -46,7 +46,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::{add_exact, mul_exact};
 use crate::invoice::{InvoiceLine, LineKind};
-use crate::money::Amount;
 use crate::overrides::{self, Adjustment, Subject};
 use crate::period::Period;
 use crate::pricing::{ContractTerms, PricingSnapshot};
@@ -204,23 +203,15 @@ impl Pricing<'_> {
                 continue;
             };
             let spend = self.spend(piece, &rate.credit_type)?;
-            let zero = Amount::new(rate.credit_type.clone(), Decimal::ZERO);
-            let line = InvoiceLine {
-                kind: LineKind::Usage,
-                product_id: self.composite.product_id.clone(),
-                name: self.composite.name_at_end(self.period).into(),
-                quantity: Decimal::ZERO,
-                unit_price: zero.clone(),
-                total: zero,
-                segment: piece,
-                pricing_group_values: None,
-                presentation_group_values: None,
-                tier: None,
-                balance: None,
-                commit_unit_price: None,
-                draw_prices: Vec::new(),
-                scheduled_charge_id: None,
-            };
+            let zero = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+            let line = InvoiceLine::plain(
+                LineKind::Usage,
+                &self.composite.product_id,
+                self.composite.name_at_end(self.period),
+                &rate.credit_type,
+                zero,
+                piece,
+            );
             let from = out.len();
             price_range(&Price::Percentage(unit), line, (Decimal::ZERO, spend), out)?;
             for l in &out[from..] {

@@ -82,6 +82,34 @@ pub struct InvoiceLine {
 }
 
 impl InvoiceLine {
+    /// A line of `quantity` at `unit_price` (in `credit_type`) totalling `total`, over
+    /// `segment`, with no groups, tier or balance.
+    pub fn plain(
+        kind: LineKind,
+        product_id: &str,
+        name: &str,
+        credit_type: &CreditTypeId,
+        (quantity, unit_price, total): (Decimal, Decimal, Decimal),
+        segment: Period,
+    ) -> InvoiceLine {
+        InvoiceLine {
+            kind,
+            product_id: product_id.into(),
+            name: name.into(),
+            quantity,
+            unit_price: Amount::new(credit_type.clone(), unit_price),
+            total: Amount::new(credit_type.clone(), total),
+            segment,
+            pricing_group_values: None,
+            presentation_group_values: None,
+            tier: None,
+            balance: None,
+            commit_unit_price: None,
+            draw_prices: Vec::new(),
+            scheduled_charge_id: None,
+        }
+    }
+
     /// The line of one scheduled item (a commit purchase, a scheduled charge): its quantity,
     /// unit price and exact amount, over `[timestamp, timestamp]`, belonging to nothing yet.
     pub fn of_item(
@@ -92,25 +120,12 @@ impl InvoiceLine {
         item: &InvoiceItem,
     ) -> InvoiceLine {
         let at = item.timestamp_ms;
-        InvoiceLine {
-            kind,
-            product_id: product_id.into(),
-            name: name.into(),
-            quantity: item.quantity,
-            unit_price: Amount::new(credit_type.clone(), item.unit_price),
-            total: Amount::new(credit_type.clone(), item.amount),
-            segment: Period {
-                start_ms: at,
-                end_ms: at,
-            },
-            pricing_group_values: None,
-            presentation_group_values: None,
-            tier: None,
-            balance: None,
-            commit_unit_price: None,
-            draw_prices: Vec::new(),
-            scheduled_charge_id: None,
-        }
+        let segment = Period {
+            start_ms: at,
+            end_ms: at,
+        };
+        let amounts = (item.quantity, item.unit_price, item.amount);
+        InvoiceLine::plain(kind, product_id, name, credit_type, amounts, segment)
     }
 }
 

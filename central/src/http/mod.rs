@@ -589,3 +589,19 @@ pub fn require_hour(field: &str, t: crate::wire::Time) -> ApiResult<()> {
 pub fn require_text(field: &str, value: &str, max_chars: usize) -> ApiResult<()> {
     Ok(crate::service::require_text(field, value, max_chars)?)
 }
+
+crate::wire_enum!(
+    /// `archive_filter` of the list endpoints that take one (default NOT_ARCHIVED).
+    ArchiveFilterIn { Archived => "ARCHIVED", NotArchived => "NOT_ARCHIVED", All => "ALL" }
+);
+
+impl ArchiveFilterIn {
+    pub fn filter(f: Option<ArchiveFilterIn>) -> crate::store::ArchiveFilter {
+        use crate::store::ArchiveFilter;
+        match f {
+            None | Some(ArchiveFilterIn::NotArchived) => ArchiveFilter::Active,
+            Some(ArchiveFilterIn::Archived) => ArchiveFilter::Archived,
+            Some(ArchiveFilterIn::All) => ArchiveFilter::All,
+        }
+    }
+}

@@ -12,12 +12,11 @@ use serde_json::{json, Map, Value};
 use super::contracts::new_contract;
 use super::error::{ApiError, ApiResult};
 use super::{
-    decode_cursor, id_response, offset_page, page_limit, Body, Caller, QueryMap, Routes,
-    MAX_PAGE_SIZE,
+    decode_cursor, id_response, offset_page, page_limit, ArchiveFilterIn, Body, Caller, QueryMap,
+    Routes, MAX_PAGE_SIZE,
 };
 use crate::service::contracts;
 use crate::service::packages::{self, NewPackage, PackageAlias};
-use crate::store::ArchiveFilter;
 use crate::wire::{set_opt, Time};
 use crate::AppState;
 
@@ -76,34 +75,20 @@ async fn get(
     Ok(Json(json!({ "data": p.api_json() })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct ListReq {
-    archive_filter: Option<String>,
+    archive_filter: Option<ArchiveFilterIn>,
 }
 
 async fn list(
     State(st): State<AppState>,
     Caller(env): Caller,
     q: QueryMap,
-    Body(body): Body<Value>,
+    Body(req): Body<ListReq>,
 ) -> ApiResult<Json<Value>> {
-    let req: ListReq = match body {
-        Value::Null => ListReq::default(),
-        other => super::from_value(other)?,
-    };
     let limit = page_limit(q.one("limit"), MAX_PAGE_SIZE)?;
     let offset = decode_cursor(q.one("next_page"))?;
-    let filter = match req.archive_filter.as_deref() {
-        None => ArchiveFilter::Active,
-        Some(f) if f.eq_ignore_ascii_case("NOT_ARCHIVED") => ArchiveFilter::Active,
-        Some(f) if f.eq_ignore_ascii_case("ARCHIVED") => ArchiveFilter::Archived,
-        Some(f) if f.eq_ignore_ascii_case("ALL") => ArchiveFilter::All,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "archive_filter: {other:?} is not one of ARCHIVED, NOT_ARCHIVED, ALL"
-            )))
-        }
-    };
+    let filter = ArchiveFilterIn::filter(req.archive_filter);
     let items = packages::list(&st, env, filter)
         .await?
         .iter()

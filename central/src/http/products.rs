@@ -11,15 +11,14 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::Routes;
-use super::{id_response, keyset_page, page_from_query, Body, Caller, QueryMap};
+use super::{id_response, keyset_page, page_from_query, ArchiveFilterIn, Body, Caller, QueryMap};
 use crate::model::{
     double_option, ProductState, ProductType, ProductUpdate, QuantityConversion, QuantityRounding,
     CREATED_BY,
 };
 use crate::service::products::{self, NewProduct};
-use crate::store::ArchiveFilter;
 use crate::wire::Time;
-use crate::{wire_enum, AppState};
+use crate::AppState;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -96,8 +95,6 @@ async fn retrieve(
     Ok(Json(serde_json::json!({ "data": product })))
 }
 
-wire_enum!(ArchiveFilterIn { Archived => "ARCHIVED", NotArchived => "NOT_ARCHIVED", All => "ALL" });
-
 #[derive(Deserialize)]
 struct ListReq {
     archive_filter: Option<ArchiveFilterIn>,
@@ -110,11 +107,7 @@ async fn list(
     Body(req): Body<ListReq>,
 ) -> ApiResult<Json<Value>> {
     let page = page_from_query(&q)?;
-    let filter = match req.archive_filter {
-        None | Some(ArchiveFilterIn::NotArchived) => ArchiveFilter::Active,
-        Some(ArchiveFilterIn::Archived) => ArchiveFilter::Archived,
-        Some(ArchiveFilterIn::All) => ArchiveFilter::All,
-    };
+    let filter = ArchiveFilterIn::filter(req.archive_filter);
     let items = products::list(&st, env, filter, page)
         .await?
         .into_iter()

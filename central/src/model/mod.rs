@@ -1432,32 +1432,28 @@ impl Contract {
         Ok(ContractTerms {
             overrides,
             multiplier_override_prioritization: mode,
-            ..self.scheduled_terms()
+            scheduled_charges: self.core_charges(),
+            ..self.snapshot().terms
         })
     }
 
-    /// Its unarchived scheduled charges and whether scheduled items are consolidated onto usage
-    /// invoices: the terms that decide which invoices exist (no overrides).
-    fn scheduled_terms(&self) -> ContractTerms {
-        ContractTerms {
-            scheduled_charges: self
-                .scheduled_charges
-                .iter()
-                .filter(|c| c.archived_at.is_none())
-                .map(ScheduledChargeRecord::core)
-                .chain(pro_service_charges(
-                    &self.professional_services,
-                    &self.pro_service_invoices,
-                ))
-                .collect(),
-            consolidate_scheduled: self.record.scheduled_charges_on_usage_invoices
-                == Some(ScheduledChargesOnUsageInvoices::All),
-            ..ContractTerms::default()
-        }
+    /// What pricing sees of its unarchived scheduled charges and of its professional services'
+    /// scheduled invoices.
+    pub fn core_charges(&self) -> Vec<tally_core::charges::ScheduledCharge> {
+        self.scheduled_charges
+            .iter()
+            .filter(|c| c.archived_at.is_none())
+            .map(ScheduledChargeRecord::core)
+            .chain(pro_service_charges(
+                &self.professional_services,
+                &self.pro_service_invoices,
+            ))
+            .collect()
     }
 
-    /// What core needs to know about this contract to find its periods and scheduled invoices
-    /// (its overrides are left out: [`Contract::pricing_snapshot`] adds them for pricing).
+    /// What core needs to know about this contract to find its periods and where scheduled
+    /// items go (of its terms only whether they are consolidated; [`Contract::terms`] has the
+    /// rest, [`Contract::core_charges`] the charges).
     pub fn snapshot(&self) -> tally_core::pricing::ContractSnapshot {
         tally_core::pricing::ContractSnapshot {
             id: self.id.clone(),
@@ -1469,7 +1465,11 @@ impl Contract {
                 .invoice_generation_starting_at
                 .map(|t| t.0),
             archived_at_ms: self.archived_at.map(|t| t.0),
-            terms: self.scheduled_terms(),
+            terms: ContractTerms {
+                consolidate_scheduled: self.record.scheduled_charges_on_usage_invoices
+                    == Some(ScheduledChargesOnUsageInvoices::All),
+                ..ContractTerms::default()
+            },
         }
     }
 

@@ -201,44 +201,41 @@ async fn balance_changes(
     Ok(())
 }
 
-/// Refuses archivals naming a commit or credit the contract does not have, one archived
-/// already, or one twice; and more commits and credits than a contract may carry.
+/// Refuses archivals naming a commit, credit or scheduled charge the contract does not have,
+/// one archived already, or one twice; and more of them than a contract may carry.
 fn check_archivals(
     contract: &Contract,
     change: &ContractChange,
 ) -> std::result::Result<(), Invalid> {
-    for (field, ids, own) in [
-        (
-            "archive_commits",
-            &change.archive_commits,
-            &contract.commits,
-        ),
-        (
-            "archive_credits",
-            &change.archive_credits,
-            &contract.credits,
-        ),
-    ] {
-        let mut seen = BTreeSet::new();
-        for (i, id) in ids.iter().enumerate() {
-            if !seen.insert(id) {
-                return Err(Invalid(format!("{field}[{i}].id: {id} is named twice")));
-            }
-            match own.iter().find(|b| &b.id == id) {
-                None => {
-                    return Err(Invalid(format!(
-                        "{field}[{i}].id: the contract has no such commit or credit {id}"
-                    )))
-                }
-                Some(b) if b.archived_at.is_some() => {
-                    return Err(Invalid(format!(
-                        "{field}[{i}].id: {id} is archived already"
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-    }
+    let archived = |list: &[crate::model::BalanceRecord], id: &str| {
+        list.iter()
+            .find(|b| b.id == id)
+            .map(|b| b.archived_at.is_some())
+    };
+    check_archive_ids(
+        "archive_commits",
+        &change.archive_commits,
+        "commit or credit",
+        |id| archived(&contract.commits, id),
+    )?;
+    check_archive_ids(
+        "archive_credits",
+        &change.archive_credits,
+        "commit or credit",
+        |id| archived(&contract.credits, id),
+    )?;
+    check_archive_ids(
+        "archive_scheduled_charges",
+        &change.archive_scheduled_charges,
+        "scheduled charge",
+        |id| {
+            let charges = &contract.scheduled_charges;
+            charges
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.archived_at.is_some())
+        },
+    )?;
     let total = contract.commits.len()
         + contract.credits.len()
         + change.add_commits.len()
@@ -253,46 +250,48 @@ fn check_archivals(
         + contract.recurring_credits.len()
         + change.add_recurring_commits.len()
         + change.add_recurring_credits.len();
-    check_charge_archivals(contract, change)?;
     if recurring > MAX_RECURRING_PER_CONTRACT {
         return Err(Invalid(format!(
             "add_recurring_commits, add_recurring_credits: at most \
              {MAX_RECURRING_PER_CONTRACT} recurring commits and credits are allowed per contract"
         )));
     }
-    Ok(())
-}
-
-/// Refuses archivals of scheduled charges the contract does not have, has archived, or that
-/// are named twice; and more charges than a contract may hold.
-fn check_charge_archivals(
-    contract: &Contract,
-    change: &ContractChange,
-) -> std::result::Result<(), Invalid> {
-    let mut seen = BTreeSet::new();
-    for (i, id) in change.archive_scheduled_charges.iter().enumerate() {
-        let at = format!("archive_scheduled_charges[{i}].id");
-        if !seen.insert(id) {
-            return Err(Invalid(format!("{at}: {id} is named twice")));
-        }
-        match contract.scheduled_charges.iter().find(|c| &c.id == id) {
-            None => {
-                return Err(Invalid(format!(
-                    "{at}: the contract has no such scheduled charge {id}"
-                )))
-            }
-            Some(c) if c.archived_at.is_some() => {
-                return Err(Invalid(format!("{at}: {id} is archived already")))
-            }
-            Some(_) => {}
-        }
-    }
-    let total = contract.scheduled_charges.len() + change.add_scheduled_charges.len();
-    if total > charges::MAX_CHARGES_PER_CONTRACT {
+    let charges = contract.scheduled_charges.len() + change.add_scheduled_charges.len();
+    if charges > charges::MAX_CHARGES_PER_CONTRACT {
         return Err(Invalid(format!(
             "scheduled_charges: at most {} scheduled charges are allowed per contract",
             charges::MAX_CHARGES_PER_CONTRACT
         )));
+    }
+    Ok(())
+}
+
+/// Refuses an archival list (`field`) naming an id twice, one the contract has no `what` of,
+/// or one archived already (`archived(id)`: `None` when the contract has no such one).
+fn check_archive_ids(
+    field: &str,
+    ids: &[String],
+    what: &str,
+    archived: impl Fn(&str) -> Option<bool>,
+) -> std::result::Result<(), Invalid> {
+    let mut seen = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        if !seen.insert(id) {
+            return Err(Invalid(format!("{field}[{i}].id: {id} is named twice")));
+        }
+        match archived(id) {
+            None => {
+                return Err(Invalid(format!(
+                    "{field}[{i}].id: the contract has no such {what} {id}"
+                )))
+            }
+            Some(true) => {
+                return Err(Invalid(format!(
+                    "{field}[{i}].id: {id} is archived already"
+                )))
+            }
+            Some(false) => {}
+        }
     }
     Ok(())
 }

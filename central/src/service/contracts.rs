@@ -89,7 +89,7 @@ const UNSUPPORTED_TERMS: &[&str] = &[
     "revenue_system_configuration",
 ];
 
-fn is_empty_value(v: &Value) -> bool {
+pub(super) fn is_empty_value(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),

@@ -120,8 +120,7 @@ pub async fn stored_and_missing(
     let balances = commits::applicable_balances(st, env, contract).await?;
     let end = end.unwrap_or(i64::MAX);
     let purchases = purchases_of(&balances, &contract.id).map(|(_, item)| item.timestamp_ms);
-    let charges = &snapshot.terms.scheduled_charges;
-    for at in scheduled_instants(&snapshot, charges, purchases) {
+    for at in scheduled_instants(&snapshot, &contract.core_charges(), purchases) {
         let id = scheduled_invoice_id(env, &contract.id, at);
         if at <= now && at < end && !stored.iter().any(|r| r.id == id) {
             missing.push(InvoiceRow {

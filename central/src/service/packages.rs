@@ -20,7 +20,7 @@ use tally_core::time::{add_relative, format_rfc3339_ms, RelativeUnit};
 
 use super::{require_text, Invalid, Write};
 use crate::model::{decode, encode, kind, load, new_id, Contract, CREATED_BY};
-use crate::service::contracts::ContractError;
+use crate::service::contracts::{is_empty_value, ContractError};
 use crate::store::{ArchiveFilter, Env, NewDoc};
 use crate::wire::Time;
 use crate::AppState;
@@ -133,7 +133,7 @@ pub struct NewPackage {
 /// The template terms of a `packages/create` body, refusing what Tally cannot apply.
 pub fn template_terms(body: &Map<String, Value>) -> Result<Map<String, Value>, Invalid> {
     for field in UNSUPPORTED {
-        if body.get(*field).is_some_and(|v| !is_empty(v)) {
+        if body.get(*field).is_some_and(|v| !is_empty_value(v)) {
             return Err(Invalid(format!(
                 "{field}: this package term is not supported by Tally yet"
             )));
@@ -144,15 +144,6 @@ pub fn template_terms(body: &Map<String, Value>) -> Result<Map<String, Value>, I
         .filter(|(k, v)| TEMPLATE_TERMS.contains(&k.as_str()) && !v.is_null())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect())
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +363,7 @@ pub async fn contract_body(
 ) -> Result<Map<String, Value>, ContractError> {
     if let Some((field, _)) = body
         .iter()
-        .find(|(k, v)| !CONTRACT_OWN_FIELDS.contains(&k.as_str()) && !is_empty(v))
+        .find(|(k, v)| !CONTRACT_OWN_FIELDS.contains(&k.as_str()) && !is_empty_value(v))
     {
         return Err(Invalid(format!(
             "{field}: a contract created from a package takes its terms from the package; \
