@@ -84,6 +84,7 @@ METRONOME = {
     "updateContractEndDate-v1": "POST /v1/contracts/updateEndDate",
     "getContractRateSchedule-v1": "POST /v1/contracts/getContractRateSchedule",
     "scheduleProServicesInvoice-v1": "POST /v1/contracts/scheduleProServicesInvoice",
+    "getSubscriptionQuantityHistory-v1": "POST /v1/contracts/getSubscriptionQuantityHistory",
     "getNetBalance-v1": "POST /v1/contracts/customerBalances/getNetBalance",
     "listCustomerBalances-v1": "POST /v1/contracts/customerBalances/list",
     "addManualBalanceLedgerEntry-v1": "POST /v1/contracts/addManualBalanceLedgerEntry",
@@ -291,6 +292,19 @@ def v2_contract_validation_errors(doc: dict) -> None:
 )
 def package_contracts_validation_errors(doc: dict) -> None:
     op = doc["paths"]["/v1/packages/listContractsOnPackage"]["post"]
+    content = op["responses"]["400"]["content"]["application/json"]
+    content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
+@patch(
+    "POST /v1/contracts/getSubscriptionQuantityHistory documents a single error, a 400 whose "
+    "body requires `code` in {ContractNotFound, CustomerNotFound, SubscriptionNotFound}: only "
+    "the not-found cases. Tally answers them with 404 {\"message\"} as contracts/get does, and "
+    "a malformed body with 400 {\"message\"}, which that schema cannot describe. Its 400 schema "
+    "also accepts the generic `Error`."
+)
+def subscription_history_validation_errors(doc: dict) -> None:
+    op = doc["paths"]["/v1/contracts/getSubscriptionQuantityHistory"]["post"]
     content = op["responses"]["400"]["content"]["application/json"]
     content["schema"] = {"anyOf": [content["schema"], ERROR]}
 

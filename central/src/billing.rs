@@ -79,6 +79,11 @@ pub struct RatingContext {
 }
 
 impl RatingContext {
+    /// Core's view of the contract and its rate card.
+    pub fn snapshot(&self) -> &PricingSnapshot {
+        &self.snapshot
+    }
+
     pub async fn load(
         st: &AppState,
         env: Env,
@@ -409,6 +414,10 @@ fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
         _ => "scheduled_charge_id",
     };
     set_opt(&mut v, id_field, l.scheduled_charge_id.as_ref());
+    if l.kind == LineKind::Subscription {
+        set_opt(&mut v, "subscription_id", l.subscription_id.as_ref());
+        v["is_prorated"] = json!(l.is_prorated);
+    }
     Ok(v)
 }
 

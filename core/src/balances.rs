@@ -583,6 +583,8 @@ impl<'b> Drawing<'b> {
                 commit_unit_price: None,
                 draw_prices: Vec::new(),
                 scheduled_charge_id: None,
+                subscription_id: None,
+                is_prorated: false,
             });
         }
         if self.units_left > Decimal::ZERO {
@@ -715,6 +717,8 @@ fn true_ups(
             commit_unit_price: None,
             draw_prices: Vec::new(),
             scheduled_charge_id: None,
+            subscription_id: None,
+            is_prorated: false,
         };
         let deduction = first.filter(|_| charge > Decimal::ZERO).map(|s| Deduction {
             balance_id: balance.id.clone(),
@@ -1002,7 +1006,7 @@ impl RecurringBalance {
 
 /// `amount × part / full`: rounded as `rounding` says, or else exact or half-even to
 /// [`PRORATED_PLACES`]. An amount charged in full is never rounded.
-fn prorate(
+pub(crate) fn prorate(
     amount: Decimal,
     fraction: Option<(i64, i64)>,
     rounding: Option<ProrationRounding>,

@@ -1464,7 +1464,7 @@ fn prepaid_purchases_make_the_scheduled_invoices() {
     });
     let post = postpaid("pp", "1000", at1 + 2);
     let case = tokens(flat("1"), "1").with(vec![a, b, elsewhere, post]);
-    assert_eq!(scheduled_instants(&case.snapshot), vec![at1, at2]);
+    assert_eq!(scheduled_instants(&case.snapshot, i64::MAX), vec![at1, at2]);
     let inv = price_scheduled(&case.snapshot, at1).unwrap();
     assert_eq!(inv.kind, crate::invoice::InvoiceKind::Scheduled);
     assert_eq!((inv.period.start_ms, inv.period.end_ms), (at1, at1));
@@ -1528,6 +1528,8 @@ fn synthetic_line(
         commit_unit_price: cp,
         draw_prices: Vec::new(),
         scheduled_charge_id: None,
+        subscription_id: None,
+        is_prorated: false,
     }
 }
 

@@ -158,7 +158,7 @@ mod tests {
             "2024-10-01T00:00:00Z",
             "2024-11-01T00:00:00Z",
         ];
-        assert_eq!(scheduled_instants(&s), at.map(t));
+        assert_eq!(scheduled_instants(&s, i64::MAX), at.map(t));
         let oct = price_scheduled(&s, t(at[1])).unwrap();
         assert_eq!(
             summary(&oct),
@@ -178,7 +178,10 @@ mod tests {
     fn consolidated_items_go_on_the_usage_invoice_ending_at_them_once() {
         let s = snapshot(true);
         // 09-01 ends no usage period: it stays a SCHEDULED invoice; 10-01 and 11-01 move.
-        assert_eq!(scheduled_instants(&s), [t("2024-09-01T00:00:00Z")]);
+        assert_eq!(
+            scheduled_instants(&s, i64::MAX),
+            [t("2024-09-01T00:00:00Z")]
+        );
         let sept = price_invoice(
             &s,
             &[],
@@ -209,7 +212,7 @@ mod tests {
         assert!(after.lines.is_empty(), "{:?}", after.lines);
         // 11-01 is after the end: on no invoice at all (central bills nothing past the end).
         assert_eq!(
-            scheduled_instants(&ended),
+            scheduled_instants(&ended, i64::MAX),
             [t("2024-09-01T00:00:00Z"), t("2024-11-01T00:00:00Z")]
         );
     }
@@ -234,7 +237,7 @@ mod tests {
         // September is not invoiced: its end's item stays on a SCHEDULED invoice.
         s.contract.invoice_generation_starting_at_ms = Some(t("2024-10-01T00:00:00Z"));
         assert_eq!(
-            scheduled_instants(&s),
+            scheduled_instants(&s, i64::MAX),
             [t("2024-09-01T00:00:00Z"), t("2024-10-01T00:00:00Z")]
         );
     }

@@ -25,7 +25,7 @@ use crate::period::Period;
 
 /// What a line charges for: usage (whole, or the part a balance covers), what a commit or
 /// credit applied to it, a prepaid commit's purchase, a postpaid commit's true-up, an item of a
-/// scheduled charge; subscriptions are not produced yet.
+/// scheduled charge or professional service, a subscription's charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
@@ -79,6 +79,13 @@ pub struct InvoiceLine {
     /// the line bills an item of (`charges`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_charge_id: Option<String>,
+    /// Subscription lines: the subscription they charge (`subscriptions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// Subscription lines: whether the charge is prorated (a partial period or a mid-period
+    /// increase, `unit_price` the prorated price).
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub is_prorated: bool,
 }
 
 impl InvoiceLine {
@@ -107,6 +114,8 @@ impl InvoiceLine {
             commit_unit_price: None,
             draw_prices: Vec::new(),
             scheduled_charge_id: None,
+            subscription_id: None,
+            is_prorated: false,
         }
     }
 

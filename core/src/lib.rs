@@ -38,4 +38,5 @@ pub mod rate;
 pub mod rating;
 pub mod rollup;
 pub mod schedule;
+pub mod subscriptions;
 pub mod time;

@@ -27,7 +27,7 @@ pub const MAX_PERIODS: usize = 1200;
 
 const WEEK_MS: i64 = 7 * DAY_MS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Frequency {
     Monthly,
@@ -146,6 +146,15 @@ impl Schedule {
         }
         out.reverse();
         out
+    }
+
+    /// The whole grid step holding `t_ms`, unclipped by any contract (what a partial period is
+    /// prorated against); `None` where the grid cannot be represented.
+    pub fn full_period_containing(&self, t_ms: i64) -> Option<Period> {
+        // A contract starting over a year earlier holds the whole step around `t` (the longest
+        // step is a year).
+        let from = t_ms.checked_sub(400 * DAY_MS)?;
+        self.period_containing(from, None, t_ms)
     }
 
     fn grid(&self, contract_start_ms: i64) -> Grid {

@@ -43,13 +43,14 @@ use crate::money::{CreditType, CreditTypeId, MoneyError, Totals};
 use crate::overrides::{Override, Prioritization};
 use crate::period::{Period, Schedule, MAX_PERIODS};
 use crate::rating::{price_usage, Rate, RatedProduct, RatingError, RatingInput, UsageRow};
+pub use crate::subscriptions::Subscription;
 use crate::time::hour_floor;
 
 /// The contract's terms beyond its rate card: its overrides (applied in stage 1, see
 /// `overrides`) and how multiplier overrides are prioritised; its scheduled charges and
 /// whether they (and commit purchases) are consolidated onto usage invoices (`charges`).
-/// Commits and credits come in the snapshot's `balances` (stage 3); subscriptions are refused
-/// by the API today and are added here as they are implemented.
+/// Commits and credits come in the snapshot's `balances` (stage 3); its subscriptions are
+/// charged per billing period (`subscriptions`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContractTerms {
     /// In the order the contract lists them (the order breaks ties, see `overrides`).
@@ -64,6 +65,9 @@ pub struct ContractTerms {
     /// at the end of an invoiced usage period are billed on that period's usage invoice.
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub consolidate_scheduled: bool,
+    /// Its subscriptions, in the order the contract lists them (`subscriptions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<Subscription>,
 }
 
 impl ContractTerms {
@@ -73,6 +77,7 @@ impl ContractTerms {
         multiplier_override_prioritization: Prioritization::LowestMultiplier,
         scheduled_charges: Vec::new(),
         consolidate_scheduled: false,
+        subscriptions: Vec::new(),
     };
 }
 
@@ -248,6 +253,7 @@ pub fn price_invoice(
     let mut lines = price_usage(&input)?;
     let composites = price_composites(snapshot, period, &lines)?;
     lines.extend(composites);
+    lines.extend(crate::subscriptions::usage_lines(snapshot, period)?);
     order_lines(&mut lines, &snapshot.product_order);
     let mut drawn = apply_balances(snapshot, period, lines)?;
     let consolidated = snapshot.contract.usage_period_ending_at(period.end_ms);
@@ -276,10 +282,11 @@ pub fn price_scheduled(snapshot: &PricingSnapshot, at_ms: i64) -> Result<Invoice
         start_ms: at_ms,
         end_ms: at_ms,
     };
-    let lines = match snapshot.contract.usage_period_ending_at(at_ms) {
+    let mut lines = match snapshot.contract.usage_period_ending_at(at_ms) {
         Some(_) => Vec::new(),
         None => scheduled_lines(snapshot, at_ms),
     };
+    lines.extend(crate::subscriptions::scheduled_lines(snapshot, at_ms)?);
     let drawn = Drawdown {
         lines,
         deductions: Vec::new(),
@@ -287,16 +294,26 @@ pub fn price_scheduled(snapshot: &PricingSnapshot, at_ms: i64) -> Result<Invoice
     invoice(snapshot, InvoiceKind::Scheduled, period, drawn)
 }
 
-/// The instants the contract has a SCHEDULED invoice at (sorted, without repeats): those of
-/// its PREPAID commits' `invoice_schedule` items and of its scheduled charges' items, but
-/// those consolidated onto a usage invoice.
-pub fn scheduled_instants(snapshot: &PricingSnapshot) -> Vec<i64> {
+/// The instants up to `until_ms` the contract has a SCHEDULED invoice at (sorted, without
+/// repeats): those of its PREPAID commits' `invoice_schedule` items and of its scheduled
+/// charges' items, but those consolidated onto a usage invoice, and those its
+/// `ON_SCHEDULED_INVOICE` subscriptions bill at.
+pub fn scheduled_instants(snapshot: &PricingSnapshot, until_ms: i64) -> Vec<i64> {
     let purchases = crate::balances::purchases(snapshot).map(|(_, i)| i.timestamp_ms);
-    crate::charges::scheduled_instants(
-        &snapshot.contract,
-        &snapshot.contract.terms.scheduled_charges,
-        purchases,
-    )
+    let contract = &snapshot.contract;
+    let subs = crate::subscriptions::scheduled_instants(
+        contract,
+        &contract.terms.subscriptions,
+        contract.starting_at_ms,
+        until_ms,
+    );
+    let mut at =
+        crate::charges::scheduled_instants(contract, &contract.terms.scheduled_charges, purchases);
+    at.retain(|t| *t <= until_ms);
+    at.extend(subs);
+    at.sort_unstable();
+    at.dedup();
+    at
 }
 
 /// Stage 4 and the invoice around the lines.
@@ -406,6 +423,8 @@ pub(crate) mod tests {
             commit_unit_price: None,
             draw_prices: Vec::new(),
             scheduled_charge_id: None,
+            subscription_id: None,
+            is_prorated: false,
         }
     }
 

@@ -60,6 +60,12 @@ pub enum RateError {
     /// A COMPOSITE product's rate that is not PERCENTAGE.
     CompositeNeedsPercentage(RateType),
     Unsupported(RateType),
+    /// A SUBSCRIPTION product's rate that is not FLAT or SUBSCRIPTION.
+    SubscriptionNeedsFlat(RateType),
+    /// A SUBSCRIPTION product's rate without a `billing_frequency`.
+    SubscriptionWithoutFrequency,
+    /// A SUBSCRIPTION rate (or a `billing_frequency`) on a product that is not SUBSCRIPTION.
+    SubscriptionRateNeedsSubscription,
     Price(PriceError),
     EmptyWindow,
     /// The product's pricing keys, which the rate's values must give exactly.
@@ -92,6 +98,17 @@ impl core::fmt::Display for RateError {
                 t.as_str()
             ),
             RateError::Unsupported(t) => write!(f, "rate_type {} is not supported yet", t.as_str()),
+            RateError::SubscriptionNeedsFlat(t) => write!(
+                f,
+                "rate_type {} is not allowed on a SUBSCRIPTION product; use FLAT or SUBSCRIPTION",
+                t.as_str()
+            ),
+            RateError::SubscriptionWithoutFrequency => {
+                f.write_str("billing_frequency is required for the rates of SUBSCRIPTION products")
+            }
+            RateError::SubscriptionRateNeedsSubscription => f.write_str(
+                "rate_type SUBSCRIPTION and billing_frequency are only for SUBSCRIPTION products",
+            ),
             RateError::Price(e) => write!(f, "{e}"),
             RateError::EmptyWindow => f.write_str("ending_before must be after starting_at"),
             RateError::PricingValues(keys) => write!(
@@ -110,7 +127,8 @@ pub fn rate_price(
     tiers: Option<Vec<Tier>>,
 ) -> Result<Price, RateError> {
     let priced = match rate_type {
-        RateType::Flat => {
+        // A subscription rate is the flat price of one unit per billing period.
+        RateType::Flat | RateType::Subscription => {
             let p = price.ok_or(RateError::FlatWithoutPrice)?;
             if p < Decimal::ZERO {
                 return Err(RateError::NegativePrice);
@@ -150,6 +168,25 @@ pub fn check_rate_for_product(composite: bool, rate_type: RateType) -> Result<()
         (true, true) | (false, false) => Ok(()),
         (true, false) => Err(RateError::CompositeNeedsPercentage(rate_type)),
         (false, true) => Err(RateError::PercentageNeedsComposite),
+    }
+}
+
+/// The rates a SUBSCRIPTION product takes: FLAT or SUBSCRIPTION, with a `billing_frequency`
+/// (its rates form one schedule per frequency); no other product takes either.
+pub fn check_subscription_rate(
+    subscription_product: bool,
+    rate_type: RateType,
+    has_billing_frequency: bool,
+) -> Result<(), RateError> {
+    match (subscription_product, rate_type) {
+        (true, RateType::Flat | RateType::Subscription) if has_billing_frequency => Ok(()),
+        (true, RateType::Flat | RateType::Subscription) => {
+            Err(RateError::SubscriptionWithoutFrequency)
+        }
+        (true, other) => Err(RateError::SubscriptionNeedsFlat(other)),
+        (false, RateType::Subscription) => Err(RateError::SubscriptionRateNeedsSubscription),
+        (false, _) if has_billing_frequency => Err(RateError::SubscriptionRateNeedsSubscription),
+        (false, _) => Ok(()),
     }
 }
 
@@ -298,6 +335,43 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "rate_type TIERED_PERCENTAGE is not supported yet"
+        );
+    }
+
+    #[test]
+    fn subscription_products_take_flat_prices_per_billing_frequency() {
+        assert_eq!(
+            rate_price(RateType::Subscription, Some(d("3000")), None),
+            Ok(Price::Flat(d("3000")))
+        );
+        assert_eq!(
+            rate_price(RateType::Subscription, None, None),
+            Err(RateError::FlatWithoutPrice)
+        );
+        for t in [RateType::Flat, RateType::Subscription] {
+            assert_eq!(check_subscription_rate(true, t, true), Ok(()));
+            assert_eq!(
+                check_subscription_rate(true, t, false),
+                Err(RateError::SubscriptionWithoutFrequency)
+            );
+        }
+        assert_eq!(
+            check_subscription_rate(true, RateType::Tiered, true)
+                .unwrap_err()
+                .to_string(),
+            "rate_type TIERED is not allowed on a SUBSCRIPTION product; use FLAT or SUBSCRIPTION"
+        );
+        assert_eq!(
+            check_subscription_rate(false, RateType::Subscription, false),
+            Err(RateError::SubscriptionRateNeedsSubscription)
+        );
+        assert_eq!(
+            check_subscription_rate(false, RateType::Flat, true),
+            Err(RateError::SubscriptionRateNeedsSubscription)
+        );
+        assert_eq!(
+            check_subscription_rate(false, RateType::Tiered, false),
+            Ok(())
         );
     }
 

@@ -374,13 +374,19 @@ pub struct ScheduleSegment {
 }
 
 /// Every schedule of a rate card at once: the non-empty segments of each product + pricing
-/// combination, grouped by combination (product id, then pricing values) and in time order
+/// combination (+ billing frequency, for subscription rates), grouped by combination (product
+/// id, then pricing values, then frequency) and in time order
 /// within one. The same rule as [`rate_schedule`], in O(n log n) for n rates where calling it
 /// per combination costs O(n) each.
 pub fn rate_schedules(rates: &[Rate]) -> Vec<ScheduleSegment> {
     let key = |i: usize| {
         let r = &rates[i];
-        (&r.product_id, &r.pricing_group_values, r.starting_at_ms)
+        (
+            &r.product_id,
+            &r.pricing_group_values,
+            r.billing_frequency,
+            r.starting_at_ms,
+        )
     };
     let mut order: Vec<usize> = (0..rates.len()).collect();
     // Stable: among equal keys and starts the later-added rate comes last and supersedes.
@@ -391,6 +397,7 @@ pub fn rate_schedules(rates: &[Rate]) -> Vec<ScheduleSegment> {
         let same = |&i: &usize| {
             rates[i].product_id == rates[first].product_id
                 && rates[i].pricing_group_values == rates[first].pricing_group_values
+                && rates[i].billing_frequency == rates[first].billing_frequency
         };
         let len = rest.iter().take_while(|i| same(i)).count();
         push_segments(rates, &rest[..len], &mut out);
@@ -786,6 +793,8 @@ impl<'a> SegmentCtx<'a> {
             commit_unit_price: None,
             draw_prices: Vec::new(),
             scheduled_charge_id: None,
+            subscription_id: None,
+            is_prorated: false,
         }
     }
 

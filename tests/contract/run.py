@@ -314,12 +314,61 @@ def packages_and_services(call: Walk, card: str, now: datetime) -> dict[str, lis
             "line_items": [{"professional_service_id": service, "amount": 100}],
         },
     )
+    # A seat subscription on the serviced contract's card-less customer: its own contract.
+    seats = call("createProduct-v1", body={"name": "Seats", "type": "SUBSCRIPTION"})["data"]["id"]
+    call(
+        "addRate-v1",
+        body={
+            "rate_card_id": card,
+            "product_id": seats,
+            "starting_at": iso(month_start(now)),
+            "entitled": True,
+            "rate_type": "SUBSCRIPTION",
+            "price": 3000,
+            "billing_frequency": "MONTHLY",
+        },
+    )
+    subscribed = call("createCustomer-v1", body={"name": "Subscribed"})["data"]["id"]
+    sub_contract = call(
+        "createContract-v1",
+        body={
+            "customer_id": subscribed,
+            "rate_card_id": card,
+            "starting_at": iso(month_start(now)),
+            "subscriptions": [
+                {
+                    "collection_schedule": "ADVANCE",
+                    "proration": {"is_prorated": True},
+                    "subscription_rate": {"billing_frequency": "MONTHLY", "product_id": seats},
+                    "initial_quantity": 5,
+                }
+            ],
+        },
+    )["data"]["id"]
+    sub_ids = {"customer_id": subscribed, "contract_id": sub_contract}
+    subscription = call("getContract-v2", body=sub_ids)["data"]["subscriptions"][0]["id"]
+    call(
+        "editContract-v2",
+        body={
+            **sub_ids,
+            "update_subscriptions": [
+                {
+                    "subscription_id": subscription,
+                    "quantity_updates": [{"starting_at": iso(hour), "quantity_delta": 2}],
+                }
+            ],
+        },
+    )
+    call("getSubscriptionQuantityHistory-v1", body={**sub_ids, "subscription_id": subscription})
     return {
         "package": [package],
         "spare_package": spares,
         "serviced_customer": [serviced],
         "serviced_contract": [contract],
         "pro_service": [service],
+        "subscribed_customer": [subscribed],
+        "subscribed_contract": [sub_contract],
+        "subscription": [subscription],
     }
 
 
@@ -876,6 +925,11 @@ BINDINGS["scheduleProServicesInvoice-v1"] = {
     "body.contract_id": "serviced_contract",
     "body.issued_at": "hour",
     "body.line_items[*].professional_service_id": "pro_service",
+}
+BINDINGS["getSubscriptionQuantityHistory-v1"] = {
+    "body.customer_id": "subscribed_customer",
+    "body.contract_id": "subscribed_contract",
+    "body.subscription_id": "subscription",
 }
 # The other spelling of addRate takes what addRate takes.
 BINDINGS["addRateAlias-tally"] = BINDINGS["addRate-v1"]

@@ -5,7 +5,8 @@
 //! A case is four files:
 //! - `setup.json`: ordered API calls `{"method", "path", "body"?, "save"?}`. Each must answer 200.
 //!   `"save": "name"` keeps the response's `data`; any later string (path, body, event, read) may
-//!   then say `$name.field` (e.g. `"$metric.id"`, `"/v1/customers/$acme.id/invoices"`). A string
+//!   then say `$name.field` (e.g. `"$metric.id"`, `"/v1/customers/$acme.id/invoices"`; a number
+//!   indexes an array: `$contract.subscriptions.0.id`). A string
 //!   that is exactly one reference is replaced by the referenced JSON value, of any type.
 //! - `events.json`: an array of requests, each an array of usage events, sent in order to
 //!   `POST /v1/ingest` after the setup (references are substituted here too).
@@ -118,6 +119,11 @@ fn burn_order_3_7() {
 #[test]
 fn composite_3_5() {
     check("composite_3_5");
+}
+
+#[test]
+fn subscriptions_3_8() {
+    check("subscriptions_3_8");
 }
 
 #[test]
@@ -513,9 +519,13 @@ fn resolve<'a>(reference: &str, saved: &'a BTreeMap<String, Value>) -> &'a Value
         .get(name)
         .unwrap_or_else(|| panic!("reference {reference}: nothing saved as {name:?}"));
     for field in parts {
-        value = value
-            .get(field)
-            .unwrap_or_else(|| panic!("reference {reference}: no field {field:?} in {value}"));
+        // A number indexes an array (`$contract.subscriptions.0.id`).
+        let next = match field.parse::<usize>() {
+            Ok(i) if value.is_array() => value.get(i),
+            _ => value.get(field),
+        };
+        value =
+            next.unwrap_or_else(|| panic!("reference {reference}: no field {field:?} in {value}"));
     }
     value
 }

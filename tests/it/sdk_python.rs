@@ -13,7 +13,10 @@
 //! they generate, its invoice, a commit-specific override naming one, an edit adding one;
 //! `tests/sdk/charges.py` (on both backends) for scheduled charges on their own and on
 //! consolidated invoices, and an edit archiving one; `tests/sdk/packages.py` (on both backends)
-//! for a contract from a package billing like the same contract written out.
+//! for a contract from a package billing like the same contract written out;
+//! `tests/sdk/subscriptions.py` (on both backends) for seat subscriptions: in advance with a
+//! prorated mid-period increase, in arrears on SCHEDULED invoices, the quantity history and
+//! refusals.
 
 use std::process::Command;
 use std::time::Duration;
@@ -129,6 +132,22 @@ fn python_sdk_scheduled_charges_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/charges.py",
+    );
+}
+
+#[test]
+fn python_sdk_subscriptions() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/subscriptions.py");
+}
+
+#[test]
+fn python_sdk_subscriptions_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/subscriptions.py",
     );
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::commit_wire::{BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
+use super::subscriptions::{inputs as subscription_inputs, SubscriptionReq, SubscriptionUpdateReq};
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
 use crate::service::charges::ChargeInput;
@@ -147,6 +148,10 @@ struct EditReq {
     add_scheduled_charges: Vec<ScheduledChargeReq>,
     #[serde(default)]
     archive_scheduled_charges: Vec<IdReq>,
+    #[serde(default)]
+    add_subscriptions: Vec<SubscriptionReq>,
+    #[serde(default)]
+    update_subscriptions: Vec<SubscriptionUpdateReq>,
 }
 
 async fn edit(
@@ -206,6 +211,12 @@ async fn edit(
             .map(|(field, _)| field)
             .collect(),
         },
+        add_subscriptions: subscription_inputs(Some(req.add_subscriptions)),
+        update_subscriptions: req
+            .update_subscriptions
+            .into_iter()
+            .map(SubscriptionUpdateReq::domain)
+            .collect(),
     };
     let change = contract_edits::edit(&st, env, edit).await?;
     Ok(Json(

@@ -87,6 +87,7 @@ struct CreateContract {
     recurring_credits: Option<Vec<RecurringBalanceReq>>,
     scheduled_charges: Option<Vec<ScheduledChargeReq>>,
     professional_services: Option<Vec<ProServiceReq>>,
+    subscriptions: Option<Vec<super::subscriptions::SubscriptionReq>>,
     /// Set by `service::packages::contract_body` (a body naming a package is rewritten first).
     package_id: Option<String>,
 }
@@ -240,6 +241,7 @@ pub(super) fn new_contract(body: Value) -> ApiResult<NewContract> {
                 netsuite_sales_order_id: p.netsuite_sales_order_id,
             })
             .collect(),
+        subscriptions: super::subscriptions::inputs(req.subscriptions),
     })
 }
 

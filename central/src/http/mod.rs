@@ -27,6 +27,7 @@ mod packages;
 mod products;
 mod rate_cards;
 mod rate_wire;
+mod subscriptions;
 
 use std::collections::HashMap;
 
@@ -116,6 +117,7 @@ fn authenticated_routes() -> Routes {
         .merge(balances::routes())
         .merge(billing_configs::routes())
         .merge(contracts::routes())
+        .merge(subscriptions::routes())
         .merge(packages::routes())
         .merge(contract_edits::routes())
         .merge(commits::routes())

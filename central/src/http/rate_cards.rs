@@ -159,6 +159,8 @@ struct RateInput {
     credit_type_id: Option<String>,
     billing_frequency: Option<BillingFrequency>,
     commit_rate: Option<Value>,
+    quantity: Option<Dec>,
+    is_prorated: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +182,8 @@ impl RateInput {
             credit_type_id: self.credit_type_id,
             billing_frequency: self.billing_frequency,
             commit_rate: self.commit_rate,
+            quantity: self.quantity,
+            is_prorated: self.is_prorated,
         }
     }
 }

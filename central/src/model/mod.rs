@@ -22,8 +22,10 @@ use crate::wire_enum;
 
 mod charges;
 mod recurring;
+mod subscriptions;
 pub use charges::*;
 pub use recurring::*;
+pub use subscriptions::*;
 
 pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
 pub const USD_NAME: &str = "USD (cents)";
@@ -593,12 +595,18 @@ pub struct RateRecord {
     pub billing_frequency: Option<BillingFrequency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_rate: Option<serde_json::Value>,
+    /// Subscription rates: the default quantity and `is_prorated` as given (stored and shown;
+    /// a subscription's quantity and proration are its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Dec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_prorated: Option<bool>,
 }
 
 impl RateRecord {
     pub fn price(&self) -> Option<Price> {
         match self.rate_type {
-            RateType::Flat => self.price.map(|p| Price::Flat(p.0)),
+            RateType::Flat | RateType::Subscription => self.price.map(|p| Price::Flat(p.0)),
             RateType::Tiered => self.tiers.as_deref().map(|t| Price::Tiered(core_tiers(t))),
             RateType::Percentage => self.price.map(|p| Price::Percentage(p.0)),
             _ => None,
@@ -646,6 +654,8 @@ impl RateRecord {
             rate["pricing_group_values"] =
                 serde_json::to_value(&self.pricing_group_values).unwrap_or_default();
         }
+        crate::wire::set_opt(&mut rate, "quantity", self.quantity.as_ref());
+        crate::wire::set_opt(&mut rate, "is_prorated", self.is_prorated.as_ref());
         rate
     }
 }
@@ -955,6 +965,9 @@ pub struct Contract {
     pub professional_services: Vec<ProServiceRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pro_service_invoices: Vec<ProServiceInvoiceRecord>,
+    /// Its subscriptions, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<SubscriptionRecord>,
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
@@ -1257,6 +1270,11 @@ pub struct ContractChange {
     pub add_scheduled_charges: Vec<ScheduledChargeRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archive_scheduled_charges: Vec<String>,
+    /// Subscriptions the change adds, and its updates of existing ones (v2 edits only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_subscriptions: Vec<SubscriptionRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_subscriptions: Vec<SubscriptionUpdate>,
 }
 
 impl ContractChange {
@@ -1310,6 +1328,23 @@ impl ContractChange {
                 .map(ScheduledChargeRecord::api_json)
                 .collect();
             v["add_scheduled_charges"] = serde_json::Value::Array(items);
+        }
+        if !self.add_subscriptions.is_empty() {
+            // As created; billing periods are shown on contract reads.
+            let items: Vec<_> = self
+                .add_subscriptions
+                .iter()
+                .map(|s| s.api_json(None, self.timestamp.0))
+                .collect();
+            v["add_subscriptions"] = serde_json::Value::Array(items);
+        }
+        if !self.update_subscriptions.is_empty() {
+            let items: Vec<_> = self
+                .update_subscriptions
+                .iter()
+                .map(SubscriptionUpdate::api_json)
+                .collect();
+            v["update_subscriptions"] = serde_json::Value::Array(items);
         }
         for (key, ids) in [
             ("archive_commits", &self.archive_commits),
@@ -1433,8 +1468,33 @@ impl Contract {
             overrides,
             multiplier_override_prioritization: mode,
             scheduled_charges: self.core_charges(),
+            subscriptions: self.core_subscriptions()?,
             ..self.snapshot().terms
         })
+    }
+
+    /// What pricing sees of its subscriptions.
+    pub fn core_subscriptions(&self) -> StoreResult<Vec<tally_core::subscriptions::Subscription>> {
+        self.subscriptions
+            .iter()
+            .map(|s| {
+                s.core().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "contract {} subscription {}: its quantity overflows",
+                        self.id, s.id
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The `subscriptions` of responses, as of `now_ms`.
+    pub fn subscriptions_json(&self, now_ms: i64) -> Vec<serde_json::Value> {
+        let snapshot = self.snapshot();
+        self.subscriptions
+            .iter()
+            .map(|s| s.api_json(Some(&snapshot), now_ms))
+            .collect()
     }
 
     /// What pricing sees of its unarchived scheduled charges and of its professional services'
@@ -1624,6 +1684,7 @@ impl Contract {
             "current": self.terms_json(now_ms),
             "amendments": amendments,
             "custom_fields": self.custom_fields,
+            "subscriptions": self.subscriptions_json(now_ms),
         });
         self.set_optional_identity(&mut v);
         v
@@ -1636,7 +1697,7 @@ impl Contract {
             "id": self.id,
             "customer_id": self.customer_id,
             "usage_filter": [],
-            "subscriptions": [],
+            "subscriptions": self.subscriptions_json(now_ms),
             "custom_fields": self.custom_fields,
             "multiplier_override_prioritization": self.prioritization(),
         });

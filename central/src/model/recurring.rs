@@ -69,7 +69,7 @@ pub struct ProrationRoundingConfig {
 }
 
 impl ProrationRoundingConfig {
-    fn core(self) -> balances::ProrationRounding {
+    pub(crate) fn core(self) -> balances::ProrationRounding {
         balances::ProrationRounding {
             method: match self.rounding_method {
                 ProrationRoundingMethod::HalfUp => balances::ProrationRoundingMethod::HalfUp,

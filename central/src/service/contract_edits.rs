@@ -25,6 +25,7 @@ use super::charges::{self, ChargeInput};
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
 use super::recurring::{self, RecurringInput, MAX_RECURRING_PER_CONTRACT};
+use super::subscriptions::{self, SubscriptionInput, SubscriptionUpdateInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{kind, new_id, AmendmentInfo, Contract, ContractChange, CREATED_BY};
 use crate::store::{Env, InvoiceStatus};
@@ -48,7 +49,6 @@ const UNSUPPORTED_AMEND_TERMS: &[&str] =
 /// Edit fields Tally cannot apply yet (`EditContractPayload`, and `ContractEdit`'s spellings):
 /// refused when non-empty. Commits and credits are [`balance_changes`]'.
 const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
-    "add_subscriptions",
     "add_discounts",
     "add_professional_services",
     "add_pro_services",
@@ -63,7 +63,6 @@ const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
     "update_scheduled_charges",
     "update_recurring_commits",
     "update_recurring_credits",
-    "update_subscriptions",
     "update_discounts",
     "update_refund_invoices",
     "update_spend_threshold_configuration",
@@ -296,6 +295,38 @@ fn check_archive_ids(
     Ok(())
 }
 
+/// Applies a change's subscription parts to the contract as stored now: the updates were
+/// checked against an earlier read, so each is checked again on the subscription it finds.
+fn apply_subscriptions(c: &mut Contract, change: &ContractChange) -> Result<()> {
+    let total = c.subscriptions.len() + change.add_subscriptions.len();
+    if total > subscriptions::MAX_SUBSCRIPTIONS_PER_CONTRACT {
+        return Err(Invalid(format!(
+            "add_subscriptions: at most {} subscriptions are allowed per contract",
+            subscriptions::MAX_SUBSCRIPTIONS_PER_CONTRACT
+        ))
+        .into());
+    }
+    for (i, update) in change.update_subscriptions.iter().enumerate() {
+        let at = format!("update_subscriptions[{i}]");
+        let Some(sub) = c
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.id == update.subscription_id)
+        else {
+            return Err(Invalid(format!(
+                "{at}.subscription_id: the contract has no subscription {}",
+                update.subscription_id
+            ))
+            .into());
+        };
+        sub.apply(update);
+        subscriptions::check_applied(&at, sub)?;
+    }
+    c.subscriptions
+        .extend(change.add_subscriptions.iter().cloned());
+    Ok(())
+}
+
 /// A v1 amendment as a client gives it.
 pub struct Amendment {
     pub customer_id: String,
@@ -323,6 +354,9 @@ pub struct Edit {
     pub name: Option<Option<String>>,
     pub net_payment_terms_days: Option<Option<Dec>>,
     pub balances: BalanceChanges,
+    /// `add_subscriptions` and `update_subscriptions` (`service::subscriptions`).
+    pub add_subscriptions: Vec<SubscriptionInput>,
+    pub update_subscriptions: Vec<SubscriptionUpdateInput>,
 }
 
 /// The contract, which must belong to `customer_id` and not be archived.
@@ -363,6 +397,8 @@ fn new_change(st: &AppState) -> ContractChange {
         add_recurring_credits: Vec::new(),
         add_scheduled_charges: Vec::new(),
         archive_scheduled_charges: Vec::new(),
+        add_subscriptions: Vec::new(),
+        update_subscriptions: Vec::new(),
     }
 }
 
@@ -432,6 +468,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         && b.archive_scheduled_charges.is_empty()
         && b.refused.is_empty()
         && req.remove_overrides.is_empty()
+        && req.add_subscriptions.is_empty()
+        && req.update_subscriptions.is_empty()
         && req.end_date.is_none()
         && req.name.is_none()
         && req.net_payment_terms_days.is_none();
@@ -440,8 +478,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
             "the edit changes nothing: give add_overrides, remove_overrides, \
              update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
              add_commits, add_credits, add_recurring_commits, add_recurring_credits, \
-             add_scheduled_charges, archive_commits, archive_credits or \
-             archive_scheduled_charges"
+             add_scheduled_charges, add_subscriptions, update_subscriptions, archive_commits, \
+             archive_credits or archive_scheduled_charges"
                 .into(),
         )
         .into());
@@ -474,6 +512,19 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         "add_overrides",
     )
     .await?;
+    let room =
+        subscriptions::MAX_SUBSCRIPTIONS_PER_CONTRACT.saturating_sub(contract.subscriptions.len());
+    change.add_subscriptions = subscriptions::build_all(
+        st,
+        env,
+        "add_subscriptions",
+        req.add_subscriptions,
+        room,
+        &subscriptions::ContractWindow::of(&contract),
+    )
+    .await?;
+    change.update_subscriptions =
+        subscriptions::check_updates(&contract, req.update_subscriptions)?;
     change.uniqueness_key = req.uniqueness_key;
     change.remove_overrides = req.remove_overrides;
     change.update_contract_end_date = req.end_date.map(|e| e.ending_before);
@@ -628,6 +679,7 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     }
     c.scheduled_charges
         .extend(change.add_scheduled_charges.iter().cloned());
+    apply_subscriptions(c, change)?;
     c.recurring_commits
         .extend(change.add_recurring_commits.iter().cloned());
     c.recurring_credits

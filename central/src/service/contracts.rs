@@ -23,6 +23,7 @@ use super::invoices::{self, InvoiceError};
 use super::pro_services::{self, ProServiceInput};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::recurring::{self, RecurringInput};
+use super::subscriptions::{self, SubscriptionInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
@@ -77,7 +78,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 
 /// Terms accepted by upstream that Tally cannot rate yet: refused when non-empty.
 const UNSUPPORTED_TERMS: &[&str] = &[
-    "subscriptions",
     "discounts",
     "reseller_royalties",
     "transition",
@@ -258,6 +258,8 @@ pub struct NewContract {
     pub scheduled_charges: Vec<ChargeInput>,
     /// Professional services (checked by `service::pro_services`).
     pub professional_services: Vec<ProServiceInput>,
+    /// Subscriptions (checked by `service::subscriptions`).
+    pub subscriptions: Vec<SubscriptionInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -638,6 +640,22 @@ async fn build(
     )
     .await?;
     let professional_services = pro_services::build_all(st, env, req.professional_services).await?;
+    let usage_statement_schedule = schedule_from(req.usage_statement_schedule)?;
+    let window = subscriptions::ContractWindow {
+        starting_at: req.starting_at,
+        ending_before: req.ending_before,
+        rate_card_id: rate_card_id.as_deref(),
+        anchor: Time(usage_statement_schedule.core().anchor_ms(req.starting_at.0)),
+    };
+    let subscriptions = subscriptions::build_all(
+        st,
+        env,
+        "subscriptions",
+        req.subscriptions,
+        subscriptions::MAX_SUBSCRIPTIONS_PER_CONTRACT,
+        &window,
+    )
+    .await?;
     let mut contract = Contract {
         id: new_id(),
         customer_id: customer.map(|c| c.id.clone()).unwrap_or_default(),
@@ -645,7 +663,7 @@ async fn build(
         starting_at: req.starting_at,
         ending_before: req.ending_before,
         rate_card_id,
-        usage_statement_schedule: schedule_from(req.usage_statement_schedule)?,
+        usage_statement_schedule,
         uniqueness_key: req.uniqueness_key,
         custom_fields: req.custom_fields,
         net_payment_terms_days: req.net_payment_terms_days,
@@ -661,6 +679,7 @@ async fn build(
         scheduled_charges,
         professional_services,
         pro_service_invoices: Vec::new(),
+        subscriptions,
         history: Default::default(),
     };
     let built: Vec<&str> = contract

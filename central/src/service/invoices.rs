@@ -92,7 +92,12 @@ pub async fn stored_and_missing(
         .await?;
     let end = snapshot.effective_end_ms();
     stored.retain(|row| {
-        row.status != InvoiceStatus::Draft || end.is_none_or(|end| row.period_start_ms < end)
+        let before_end = |end: i64| match row.kind {
+            // At the end itself only a subscription's arrears can be scheduled.
+            InvoiceKind::Scheduled => row.period_start_ms <= end,
+            InvoiceKind::Usage => row.period_start_ms < end,
+        };
+        row.status != InvoiceStatus::Draft || end.is_none_or(before_end)
     });
     for row in stored.iter_mut().filter(|r| r.kind == InvoiceKind::Usage) {
         let now_period = periods.iter().find(|p| p.start_ms == row.period_start_ms);
@@ -120,9 +125,24 @@ pub async fn stored_and_missing(
     let balances = commits::applicable_balances(st, env, contract).await?;
     let end = end.unwrap_or(i64::MAX);
     let purchases = purchases_of(&balances, &contract.id).map(|(_, item)| item.timestamp_ms);
-    for at in scheduled_instants(&snapshot, &contract.core_charges(), purchases) {
+    let mut instants = scheduled_instants(&snapshot, &contract.core_charges(), purchases);
+    instants.retain(|at| *at < end);
+    // A subscription charged in arrears bills its last period at the contract's end.
+    instants.extend(
+        tally_core::subscriptions::scheduled_instants(
+            &snapshot,
+            &contract.core_subscriptions()?,
+            contract.starting_at.0,
+            now,
+        )
+        .into_iter()
+        .filter(|at| *at <= end),
+    );
+    instants.sort_unstable();
+    instants.dedup();
+    for at in instants {
         let id = scheduled_invoice_id(env, &contract.id, at);
-        if at <= now && at < end && !stored.iter().any(|r| r.id == id) {
+        if at <= now && !stored.iter().any(|r| r.id == id) {
             missing.push(InvoiceRow {
                 id,
                 kind: InvoiceKind::Scheduled,

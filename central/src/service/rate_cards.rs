@@ -218,6 +218,8 @@ pub struct NewRate {
     pub credit_type_id: Option<String>,
     pub billing_frequency: Option<BillingFrequency>,
     pub commit_rate: Option<Value>,
+    pub quantity: Option<Dec>,
+    pub is_prorated: Option<bool>,
 }
 
 /// Validates one rate against its product and the limits; returns the record to store.
@@ -235,6 +237,30 @@ async fn build_rate(
     let product = products::get(st, env, &input.product_id).await?;
     let composite = product.product_type == ProductType::Composite;
     rate::check_rate_for_product(composite, input.rate_type.core())?;
+    let subscription = product.product_type == ProductType::Subscription;
+    rate::check_subscription_rate(
+        subscription,
+        input.rate_type.core(),
+        input.billing_frequency.is_some(),
+    )?;
+    if input.is_prorated == Some(false) {
+        return Err(Invalid(
+            "is_prorated: must be true when given (a subscription's own proration decides)".into(),
+        )
+        .into());
+    }
+    if (input.quantity.is_some() || input.is_prorated.is_some()) && !subscription {
+        return Err(Invalid(
+            "quantity and is_prorated are only for the rates of SUBSCRIPTION products".into(),
+        )
+        .into());
+    }
+    if input
+        .quantity
+        .is_some_and(|q| q.0 < rust_decimal::Decimal::ZERO)
+    {
+        return Err(Invalid("quantity: must not be negative".into()).into());
+    }
     if input.rate_type == RateType::Percentage
         && input.commit_rate.as_ref().is_some_and(|c| !c.is_null())
     {
@@ -253,6 +279,8 @@ async fn build_rate(
         credit_type: credit_type(input.credit_type_id.as_deref())?,
         billing_frequency: input.billing_frequency,
         commit_rate: commit_rate(input.commit_rate)?,
+        quantity: input.quantity,
+        is_prorated: input.is_prorated,
     };
     let tier_prices: Vec<_> = record.tiers.iter().flatten().map(|t| t.price.0).collect();
     check_rate_limits(record.price.map(|p| p.0), &tier_prices)?;

@@ -170,16 +170,27 @@ fn duration(at: &str, input: Option<DurationInput>) -> Result<CommitDuration> {
 }
 
 fn check_rounding(at: &str, rounding: Option<&ProrationRoundingRecord>) -> Result<()> {
-    let limit = tally_core::balances::MAX_PRORATION_PLACES;
     let Some(r) = rounding else { return Ok(()) };
     for (name, config) in [("access", r.access), ("invoice", r.invoice)] {
-        if config.is_some_and(|c| c.decimal_places.abs() > limit) {
-            return Err(invalid(
-                at,
-                &format!("proration_rounding.{name}.decimal_places"),
-                format!("must be between -{limit} and {limit}"),
-            ));
-        }
+        check_rounding_places(at, &format!("proration_rounding.{name}"), config)?;
+    }
+    Ok(())
+}
+
+/// Refuses a `ProrationRoundingConfig` (request field `at.field`) whose `decimal_places` is
+/// out of core's range.
+pub(super) fn check_rounding_places(
+    at: &str,
+    field: &str,
+    config: Option<crate::model::ProrationRoundingConfig>,
+) -> Result<()> {
+    let limit = tally_core::balances::MAX_PRORATION_PLACES;
+    if config.is_some_and(|c| c.decimal_places.abs() > limit) {
+        return Err(invalid(
+            at,
+            &format!("{field}.decimal_places"),
+            format!("must be between -{limit} and {limit}"),
+        ));
     }
     Ok(())
 }

@@ -299,7 +299,189 @@ async fn packages_resolve_aliases_and_refuse_what_they_cannot_make(backend: Back
     assert_eq!(contracts_before, contracts_after);
 }
 
+/// A civil UTC date-hour, for writing a package's contract out independently of the server.
+#[derive(Clone, Copy)]
+struct Civil {
+    y: i32,
+    m: u32,
+    d: u32,
+    h: u32,
+}
+
+fn days_in_month(y: i32, m: u32) -> u32 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+impl Civil {
+    fn iso(self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:00:00Z",
+            self.y, self.m, self.d, self.h
+        )
+    }
+
+    /// `n` calendar months later, the day clamped to the month's last.
+    fn plus_months(self, n: u32) -> Civil {
+        let months = self.m - 1 + n;
+        let (y, m) = (self.y + (months / 12) as i32, months % 12 + 1);
+        Civil {
+            y,
+            m,
+            d: self.d.min(days_in_month(y, m)),
+            h: self.h,
+        }
+    }
+
+    fn plus_days(self, n: i64) -> String {
+        let ms = tally_core::time::parse_rfc3339_ms(&self.iso()).expect("a date");
+        tally_core::time::format_rfc3339_ms(ms + n * 86_400_000)
+    }
+}
+
+/// The package's contract written out by hand for a start at `s`: the same terms as
+/// [`written_out`], every offset resolved on the calendar here.
+fn written_out_at(setup: &Setup, customer: &str, s: Civil) -> Value {
+    let start = s.iso();
+    json!({
+        "customer_id": customer, "starting_at": start, "name": "Starter", "rate_card_id": setup.card,
+        "ending_before": s.plus_months(3).iso(),
+        "usage_statement_schedule": { "frequency": "MONTHLY" },
+        "commits": [{ "type": "PREPAID", "product_id": setup.fixed, "name": "Prepaid",
+            "access_schedule": { "schedule_items": [{ "amount": 1000, "starting_at": start,
+                "ending_before": s.plus_months(12).iso() }] },
+            "invoice_schedule": { "schedule_items": [{ "timestamp": start, "unit_price": 1000,
+                "quantity": 1 }] } }],
+        "credits": [{ "product_id": setup.fixed, "name": "Welcome",
+            "access_schedule": { "schedule_items": [{ "amount": 200, "starting_at": start,
+                "ending_before": s.plus_months(1).iso() }] } }],
+        "overrides": [{ "starting_at": s.plus_days(15), "type": "MULTIPLIER",
+            "multiplier": 0.5, "override_specifiers": [{ "product_id": setup.calls }] }],
+        "scheduled_charges": [{ "product_id": setup.fixed, "name": "Setup",
+            "schedule": { "schedule_items": [{ "timestamp": start, "unit_price": 50, "quantity": 1 }] } }],
+    })
+}
+
+/// The law of issue 12: a package instantiated at any start bills like its contract written
+/// out. Random hour-aligned starts from 2024-11 to 2026-12 (month ends and leap days included,
+/// seeded so a failure reproduces), each with usage on both sides of the override's start; the
+/// two customers' invoices agree on every line.
+async fn a_package_at_any_start_bills_like_its_written_out_contract(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+    let app = TestApp::on_backend(NOW, backend).await;
+    let s = Setup::new(&app).await;
+    let id = app
+        .post("/v1/packages/create", package(&s, "Starter"))
+        .await
+        .id();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11_0012);
+    let mut starts: Vec<Civil> = vec![
+        Civil {
+            y: 2025,
+            m: 1,
+            d: 31,
+            h: 0,
+        },
+        Civil {
+            y: 2025,
+            m: 11,
+            d: 30,
+            h: 23,
+        },
+    ];
+    for _ in 0..6 {
+        let y = rng.gen_range(2025..=2026);
+        let m = rng.gen_range(1..=12);
+        starts.push(Civil {
+            y,
+            m,
+            d: rng.gen_range(1..=days_in_month(y, m)),
+            h: rng.gen_range(0..24),
+        });
+    }
+    for (n, start) in starts.into_iter().enumerate() {
+        app.set_now(&start.plus_days(20));
+        let (a, b) = (format!("pkg{n}"), format!("out{n}"));
+        let from_package = app.customer(SBX, &a, &[&a]).await;
+        let by_hand = app.customer(SBX, &b, &[&b]).await;
+        let ka = app
+            .post(
+                "/v1/contracts/create",
+                json!({ "customer_id": from_package, "starting_at": start.iso(), "package_id": id }),
+            )
+            .await
+            .id();
+        let kb = app
+            .post("/v1/contracts/create", written_out_at(&s, &by_hand, start))
+            .await
+            .id();
+        // The terms' instants agree too (the calendar months of the contract, commit and credit).
+        let terms = |c: Value| {
+            let seg = |b: &Value| b["access_schedule"]["schedule_items"][0].clone();
+            json!([
+                c["ending_before"],
+                seg(&c["commits"][0])["starting_at"],
+                seg(&c["commits"][0])["ending_before"],
+                seg(&c["credits"][0])["ending_before"],
+                c["overrides"][0]["starting_at"],
+                c["scheduled_charges"][0]["schedule"]["schedule_items"][0]["timestamp"],
+            ])
+        };
+        let get = |customer: &str, k: &str| {
+            app.post(
+                "/v2/contracts/get",
+                json!({ "customer_id": customer, "contract_id": k }),
+            )
+        };
+        let (ta, tb) = (
+            terms(get(&from_package, &ka).await.data()),
+            terms(get(&by_hand, &kb).await.data()),
+        );
+        assert_eq!(
+            ta,
+            tb,
+            "start {}: the package resolves differently",
+            start.iso()
+        );
+        for alias in [&a, &b] {
+            let events = json!([
+                event(
+                    &format!("{alias}-1"),
+                    alias,
+                    "use",
+                    &start.plus_days(2),
+                    json!({ "n": 7 })
+                ),
+                event(
+                    &format!("{alias}-2"),
+                    alias,
+                    "use",
+                    &start.plus_days(17),
+                    json!({ "n": 3 })
+                ),
+            ]);
+            assert_eq!(app.ingest(SBX, events).await["accepted"], 2);
+        }
+        let (ia, ib) = (
+            invoices_without_ids(&app, &from_package).await,
+            invoices_without_ids(&app, &by_hand).await,
+        );
+        assert!(!ia.is_empty());
+        assert_eq!(
+            ia,
+            ib,
+            "start {}: the package bills differently",
+            start.iso()
+        );
+    }
+}
+
 both_backends!(
     a_contract_from_a_package_bills_like_one_written_out,
+    a_package_at_any_start_bills_like_its_written_out_contract,
     packages_resolve_aliases_and_refuse_what_they_cannot_make,
 );
