@@ -45,6 +45,7 @@ fn snapshot(input: &Input) -> PricingSnapshot {
         rates: input.rates.clone(),
         composites: Vec::new(),
         balances: Default::default(),
+        credit_type_conversions: Vec::new(),
         contract: ContractSnapshot {
             id: "c".into(),
             starting_at_ms: input.period.start_ms,
