@@ -11,8 +11,8 @@
 //! custom unit too).
 //!
 //! Rules:
-//! - One `cpu_conversion` line per custom credit type whose total is not zero, in credit type id
-//!   order, after every other line: `quantity` = that total (custom units), `unit_price` =
+//! - One `cpu_conversion` line per custom credit type whose total is not zero, in the order of
+//!   the card's conversions (the order they were added), after every other line: `quantity` = that total (custom units), `unit_price` =
 //!   `fiat_per_custom_credit` and `total` = their exact product, both in the fiat credit type,
 //!   over the invoice's period; its name is the custom credit type's.
 //! - Exact or an error: the product is `decimal::mul_exact` (no rounding, ever); a total with no
@@ -49,39 +49,37 @@ pub fn conversion_lines(
 ) -> Result<Vec<InvoiceLine>, RatingError> {
     let fiat = &snapshot.fiat_credit_type;
     let sums = totals(lines)?;
+    let converts = |ct: &CreditTypeId| {
+        let mut all = snapshot.credit_type_conversions.iter();
+        all.any(|c| &c.custom_credit_type == ct)
+    };
+    let owed_elsewhere = sums.total.amounts().any(|owed| {
+        &owed.credit_type != fiat && !owed.value.is_zero() && !converts(&owed.credit_type)
+    });
+    if owed_elsewhere {
+        return Err(RatingError::MissingConversion);
+    }
     let mut out = Vec::new();
-    for owed in sums.total.amounts() {
-        if &owed.credit_type == fiat || owed.value.is_zero() {
+    for c in &snapshot.credit_type_conversions {
+        let owed = sums.total.get(&c.custom_credit_type);
+        if &c.custom_credit_type == fiat || owed.is_zero() {
             continue;
         }
-        let rate = conversion_rate(snapshot, &owed.credit_type)?;
-        let converted = mul_exact(owed.value, rate).ok_or(RatingError::Overflow)?;
+        let rate = c.fiat_per_custom_credit;
+        let total = mul_exact(owed, rate).ok_or(RatingError::Overflow)?;
         let name = snapshot
-            .credit_type(&owed.credit_type)
-            .map_or(owed.credit_type.as_str(), |c| c.name.as_str());
+            .credit_type(&c.custom_credit_type)
+            .map_or(c.custom_credit_type.as_str(), |t| t.name.as_str());
         out.push(InvoiceLine::plain(
             LineKind::CpuConversion,
             "",
             name,
             fiat,
-            (owed.value, rate, converted),
+            (owed, rate, total),
             period,
         ));
     }
     Ok(out)
-}
-
-/// The card's `fiat_per_custom_credit` for `custom`.
-fn conversion_rate(
-    snapshot: &PricingSnapshot,
-    custom: &CreditTypeId,
-) -> Result<Decimal, RatingError> {
-    snapshot
-        .credit_type_conversions
-        .iter()
-        .find(|c| &c.custom_credit_type == custom)
-        .map(|c| c.fiat_per_custom_credit)
-        .ok_or(RatingError::MissingConversion)
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ fn a_postpaid_custom_commit_still_bills_the_usage_it_records() {
 }
 
 #[test]
-fn each_custom_unit_converts_on_its_own_line_in_credit_type_order() {
+fn each_custom_unit_converts_on_its_own_line_in_the_cards_order() {
     // Tokens in GPU hours: 4 × 1.5 = 6 GPU hours at 100 = 600 cents; nothing is owed in AI
     // credits, so one conversion line, named after its unit.
     let snap = snapshot(gpu(), "1.5", "0.5");
@@ -251,6 +251,13 @@ fn each_custom_unit_converts_on_its_own_line_in_credit_type_order() {
         .collect();
     assert_eq!(names, ["AI credits", "GPU hours"]);
     assert_eq!(inv.total.get(&usd()), d("601.5"));
+    snap.credit_type_conversions.reverse();
+    let inv = price_invoice(&snap, &usage("4", "1"), SEP).unwrap();
+    let last = inv.lines.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.total.value),
+        ("AI credits", d("1.5"))
+    );
 }
 
 #[test]
