@@ -132,7 +132,10 @@ pub async fn resolve(
         Some(id) => id,
     };
     let Some(doc) = st.stores.config.get_doc(env, kind::CREDIT_TYPE, id).await? else {
-        return Err(Invalid(format!("unknown credit type {id:?}")).into());
+        return Err(Invalid(format!(
+            "credit type {id:?} is unknown (neither USD (cents) nor a custom pricing unit)"
+        ))
+        .into());
     };
     let c: CustomCreditType = decode(&doc)?;
     match c.archived_at {

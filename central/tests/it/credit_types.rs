@@ -153,7 +153,7 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
     for (conversions, want_msg) in [
         (
             json!([conv("nope", "1")]),
-            "credit_type_conversions[0].custom_credit_type_id: unknown",
+            "credit_type_conversions[0].custom_credit_type_id: credit type \"nope\" is unknown",
         ),
         (json!([conv(&old, "1")]), "is archived"),
         (json!([conv(usd_id, "1")]), "is fiat"),
@@ -225,7 +225,7 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
         (
             &id,
             &"nope".to_string(),
-            "credit_type_id: unknown credit type",
+            "credit_type_id: credit type \"nope\" is unknown",
         ),
     ] {
         let r = app
@@ -245,7 +245,7 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
     for (extra, want_msg) in [
         (
             credit("nope"),
-            "credits[0].access_schedule.credit_type_id: unknown credit type",
+            "credits[0].access_schedule.credit_type_id: credit type \"nope\" is unknown",
         ),
         (credit(&old), "is archived"),
         (
