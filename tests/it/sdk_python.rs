@@ -13,7 +13,9 @@
 //! they generate, its invoice, a commit-specific override naming one, an edit adding one;
 //! `tests/sdk/charges.py` (on both backends) for scheduled charges on their own and on
 //! consolidated invoices, and an edit archiving one; `tests/sdk/packages.py` (on both backends)
-//! for a contract from a package billing like the same contract written out.
+//! for a contract from a package billing like the same contract written out;
+//! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
+//! converting it, a rate and a credit in it, the drawn-down and converted draft line by line.
 
 use std::process::Command;
 use std::time::Duration;
@@ -145,6 +147,22 @@ fn python_sdk_packages_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/packages.py",
+    );
+}
+
+#[test]
+fn python_sdk_custom_units() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/custom_units.py");
+}
+
+#[test]
+fn python_sdk_custom_units_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/custom_units.py",
     );
 }
 
