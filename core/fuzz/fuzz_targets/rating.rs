@@ -362,6 +362,7 @@ fuzz_target!(|input: Input| {
         }
         Err(RatingError::Overflow) => return,
         Err(RatingError::MixedCreditTypes) => panic!("every amount is in the one credit type"),
+        Err(RatingError::MissingConversion) => panic!("no amount is in a custom pricing unit"),
     };
     let total = invoice.total.get(&usd());
     let subtotal = invoice.subtotal.get(&usd());
