@@ -252,28 +252,31 @@ pub async fn add_conversions(
             ))
             .into());
         }
-        let custom = resolve(st, env, Some(&c.custom_credit_type_id))
-            .await
-            .map_err(|e| e.at(&id_field))?;
-        if !seen.insert(custom.id.clone()) {
+        if !seen.insert(c.custom_credit_type_id.clone()) {
             return Err(Invalid(format!("{id_field}: given more than once")).into());
         }
         let text = rate.normalize().to_string();
-        match out.iter().find(|k| k.custom_credit_type.id == custom.id) {
-            Some(k) if k.fiat_per_custom_credit == text => {}
-            Some(k) => {
-                return Err(Invalid(format!(
-                    "{at}.fiat_per_custom_credit: the rate card already converts {} at {}; \
-                     conversions cannot be changed",
-                    custom.name, k.fiat_per_custom_credit
-                ))
-                .into())
+        // One the card has: the same rate again changes nothing (even if the unit was archived
+        // since); another rate is refused.
+        let id = c.custom_credit_type_id.as_str();
+        if let Some(k) = out.iter().find(|k| k.custom_credit_type.id == id) {
+            if k.fiat_per_custom_credit == text {
+                continue;
             }
-            None => out.push(CreditTypeConversion {
-                custom_credit_type: custom,
-                fiat_per_custom_credit: text,
-            }),
+            return Err(Invalid(format!(
+                "{at}.fiat_per_custom_credit: the rate card already converts {} at {}; \
+                 conversions cannot be changed",
+                k.custom_credit_type.name, k.fiat_per_custom_credit
+            ))
+            .into());
         }
+        let custom = resolve(st, env, Some(id))
+            .await
+            .map_err(|e| e.at(&id_field))?;
+        out.push(CreditTypeConversion {
+            custom_credit_type: custom,
+            fiat_per_custom_credit: text,
+        });
     }
     Ok(out)
 }

@@ -201,6 +201,17 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
     let got = card(&app, &id).await["credit_type_conversions"].clone();
     assert_eq!(got[1]["custom_credit_type"]["name"], "GPU hours");
     assert_eq!(got[1]["fiat_per_custom_credit"], "100");
+    // Once archived, a unit the card converts may still be given again at its rate (100.0 is
+    // 100), not at another one.
+    app.post("/v1/credit-types/archive", json!({ "id": gpu }))
+        .await
+        .expect(StatusCode::OK);
+    app.post(path, update(json!([conv(&gpu, "100.0")])))
+        .await
+        .expect(StatusCode::OK);
+    let r = app.post(path, update(json!([conv(&gpu, "101")]))).await;
+    r.client_error(StatusCode::BAD_REQUEST);
+    assert_eq!(card(&app, &id).await["credit_type_conversions"], got);
 
     // Rates: in a unit the card converts, not in one it does not.
     let rate = |card: &str, ct: &str| {
@@ -241,7 +252,8 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
             "credit_type_id": ct,
             "schedule_items": [{ "amount": 100, "starting_at": START, "ending_before": YEAR }] } }] })
     };
-    let plain = gpu_card_free(&app).await;
+    let plain = plain_card(&app).await;
+    let tpu = create(&app, "TPU hours").await;
     for (extra, want_msg) in [
         (
             credit("nope"),
@@ -251,7 +263,7 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
         (
             json!({ "rate_card_id": plain, "overrides": [{ "product_id": s.calls, "starting_at": START,
                     "type": "OVERWRITE", "overwrite_rate": { "rate_type": "FLAT", "price": 1,
-                    "credit_type_id": gpu } }] }),
+                    "credit_type_id": tpu } }] }),
             "overrides[0].overwrite_rate.credit_type_id: the rate card has no",
         ),
     ] {
@@ -270,7 +282,7 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
 }
 
 /// A card with no conversions; its id.
-async fn gpu_card_free(app: &TestApp) -> String {
+async fn plain_card(app: &TestApp) -> String {
     app.rate_card(SBX, "plain").await
 }
 
