@@ -377,6 +377,25 @@ async fn a_draft_draws_custom_units_and_converts_the_rest_exactly(backend: Backe
     assert_eq!(inv["credit_type"]["name"], "USD (cents)");
     assert_eq!(num(&inv["subtotal"]), "2049.99999999995");
     assert_eq!(num(&inv["total"]), "2049.99999999995");
+    // The rate schedule on 11-21: the list rate in AI credits, the overwrite in GPU hours.
+    let schedule = app
+        .post(
+            "/v1/contracts/getContractRateSchedule",
+            json!({ "customer_id": s.customer, "contract_id": contract,
+                    "at": "2024-11-21T00:00:00Z" }),
+        )
+        .await
+        .data();
+    let rate = &schedule[0];
+    assert_eq!(
+        rate["list_rate"]["credit_type"]["name"], "AI credits",
+        "{schedule}"
+    );
+    assert_eq!(
+        rate["override_rate"]["credit_type"]["name"], "GPU hours",
+        "{schedule}"
+    );
+    assert_eq!(num(&rate["override_rate"]["price"]), "2", "{schedule}");
     // The credit's balance is in AI credits: 100, all of it drawn by the draft; none in USD.
     let net = |ct: &str, mode: &str| json!({ "customer_id": s.customer, "credit_type_id": ct, "invoice_inclusion_mode": mode });
     let path = "/v1/contracts/customerBalances/getNetBalance";
