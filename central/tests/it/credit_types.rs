@@ -279,6 +279,41 @@ async fn rate_cards_convert_custom_units_and_refuse_what_they_cannot_price(backe
         .await
         .data();
     assert_eq!(contracts, json!([]));
+    // Customer-level credits take custom units too, archived ones not.
+    let customer_credit = |ct: &str| {
+        json!({ "customer_id": s.customer, "product_id": s.fixed, "priority": 1,
+                "access_schedule": { "credit_type_id": ct, "schedule_items": [
+                    { "amount": 7.5, "starting_at": START, "ending_before": YEAR }] } })
+    };
+    let path = "/v1/contracts/customerCredits/create";
+    app.post(path, customer_credit(&ai))
+        .await
+        .expect(StatusCode::OK);
+    let r = app.post(path, customer_credit(&old)).await;
+    let r = r.client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("access_schedule.credit_type_id"),
+        "{}",
+        r.message()
+    );
+    let listed = app
+        .post(
+            "/v1/contracts/customerCredits/list",
+            json!({ "customer_id": s.customer }),
+        )
+        .await
+        .data();
+    let units: Vec<&Value> = listed
+        .as_array()
+        .expect("credits")
+        .iter()
+        .map(|c| &c["access_schedule"]["credit_type"])
+        .collect();
+    assert_eq!(
+        units,
+        [&json!({ "id": ai, "name": "AI credits" })],
+        "{listed}"
+    );
 }
 
 /// A card with no conversions; its id.
