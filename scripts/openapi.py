@@ -111,6 +111,7 @@ METRONOME = {
 
 TALLY_TAG = "Tally"
 ERROR = {"$ref": "#/components/schemas/Error"}
+ID = {"$ref": "#/components/schemas/Id"}
 STATUS_OK = {
     "type": "object",
     "required": ["status"],
@@ -122,7 +123,14 @@ def json_response(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def tally_operation(op_id: str, summary: str, description: str, responses: dict, open_: bool):
+def tally_operation(
+    op_id: str,
+    summary: str,
+    description: str,
+    responses: dict,
+    open_: bool,
+    request: dict | None = None,
+):
     op = {
         "operationId": op_id,
         "summary": summary,
@@ -130,6 +138,8 @@ def tally_operation(op_id: str, summary: str, description: str, responses: dict,
         "tags": [TALLY_TAG],
         "responses": responses,
     }
+    if request is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": request}}}
     if open_:
         op["security"] = []  # no token needed
     return op
@@ -207,6 +217,50 @@ TALLY: dict[tuple[str, str], object] = {
             )
         },
         open_=False,
+    ),
+    ("post", "/v1/credit-types/create"): tally_operation(
+        "createCreditType-tally",
+        "Create a custom pricing unit",
+        "Metronome's Python SDK's `credit_types.create` (not in Metronome's document): a custom "
+        "pricing unit (`is_currency: false`) of the token's environment. Its name must differ "
+        "from every custom unit ever created there (archived ones included) and from USD "
+        "(cents)'s: 409 otherwise.",
+        {
+            "200": json_response(
+                "Success",
+                {"type": "object", "required": ["data"], "properties": {"data": ID}},
+            ),
+            "400": json_response("Missing or empty name", ERROR),
+            "409": json_response("The name is taken", ERROR),
+        },
+        open_=False,
+        request={
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 256}},
+        },
+    ),
+    ("post", "/v1/credit-types/archive"): tally_operation(
+        "archiveCreditType-tally",
+        "Archive a custom pricing unit",
+        "Metronome's Python SDK's `credit_types.archive` (not in Metronome's document): the "
+        "unit is left out of `credit-types/list` and refused in new rates, commits, credits, "
+        "overrides and conversions; what already uses it keeps pricing. Idempotent; USD "
+        "(cents) cannot be archived (400).",
+        {
+            "200": json_response(
+                "Success",
+                {"type": "object", "required": ["data"], "properties": {"data": ID}},
+            ),
+            "400": json_response("USD (cents) or a malformed body", ERROR),
+            "404": json_response("No such custom pricing unit", ERROR),
+        },
+        open_=False,
+        request={
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "string"}},
+        },
     ),
     ("post", "/v1/customers/create"): ("alias", "createCustomer-v1"),
     ("post", "/v1/contract-pricing/rate-cards/rates/add"): ("alias", "addRate-v1"),

@@ -109,6 +109,7 @@ impl RatingContext {
                 rates: Vec::new(),
                 contract: contract.pricing_snapshot()?,
                 balances: Default::default(),
+                credit_type_conversions: Vec::new(),
             },
             product_info: BTreeMap::new(),
         };
@@ -148,6 +149,12 @@ impl RatingContext {
         let fiat = match &card {
             Some(card) => {
                 self.snapshot.product_order = card.effective_product_order(&records);
+                for c in &card.credit_type_conversions {
+                    self.add_credit_type(&c.custom_credit_type);
+                }
+                let conversions = card.credit_type_conversions.iter();
+                self.snapshot.credit_type_conversions =
+                    conversions.filter_map(|c| c.core()).collect();
                 card.fiat_credit_type.clone()
             }
             None => CreditTypeRef::usd(),
@@ -367,6 +374,7 @@ fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
             ("applied_commit_or_credit", "FixedProductListItem")
         }
         LineKind::TrueUp => ("postpaid_trueup", "FixedProductListItem"),
+        LineKind::CpuConversion => ("cpu_conversion", ""),
     }
 }
 
@@ -393,6 +401,19 @@ fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
         "starting_at": Time(l.segment.start_ms),
         "ending_before": Time(l.segment.end_ms),
     });
+    if l.kind == LineKind::CpuConversion {
+        // A conversion belongs to no product: units of a custom credit type at its rate.
+        if let Some(map) = v.as_object_mut() {
+            for field in [
+                "product_id",
+                "product_type",
+                "product_tags",
+                "product_custom_fields",
+            ] {
+                map.remove(field);
+            }
+        }
+    }
     if let Some(p) = &l.pricing_group_values {
         v["pricing_group_values"] = json!(p);
     }

@@ -8,6 +8,8 @@
 //!   (`AppliedCommit`, `AppliedCredit`); `adjustments` is the sum of the applied lines of
 //!   prepaid commits and credits; postpaid applied lines are shown but count in neither;
 //!   `total = subtotal + adjustments`.
+//! - A custom pricing unit's sums are what the invoice owed in it; its `CpuConversion` line (in
+//!   the fiat credit type, `conversion`) carries that amount into the fiat sums.
 //! - A line's `total` and `unit_price` are in the same credit type.
 //! - A usage line a balance covers is split in place: each covered part (`balance` set) is
 //!   followed by its applied line, and the uncovered rest comes last; the parts' quantities sum
@@ -38,6 +40,9 @@ pub enum LineKind {
     AppliedCommit,
     AppliedCredit,
     TrueUp,
+    /// What the invoice owes in a custom pricing unit, converted to its fiat credit type
+    /// (`conversion`): quantity in custom units, unit price and total in fiat.
+    CpuConversion,
 }
 
 /// Which tier a line prices (tier lines only).

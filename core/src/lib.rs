@@ -21,6 +21,7 @@ pub mod balances;
 pub mod batch;
 pub mod charges;
 pub mod composite;
+pub mod conversion;
 pub mod decimal;
 pub mod env;
 pub mod event;

@@ -8,7 +8,8 @@
 //! 3. apply balances: [`apply_balances`] (`balances`): usage lines split into the parts the
 //!    contract's commits and credits cover, each followed by its applied line, and the
 //!    true-ups of postpaid commits due in the period; the invoice's ledger deductions;
-//! 4. totals: [`totals`], per credit type.
+//! 4. totals: [`totals`], per credit type, after the `cpu_conversion` lines that turn what is
+//!    still owed in custom pricing units into the fiat credit type (`conversion`).
 //!
 //! [`price_scheduled`] prices a SCHEDULED invoice (commit purchases at one instant, stage 4
 //! only); [`scheduled_instants`] lists the instants that have one.
@@ -36,6 +37,8 @@ use crate::balances::{Balance, BalanceKind, BalanceState};
 use crate::charges::charge_lines;
 pub use crate::charges::ScheduledCharge;
 use crate::composite::{price_composites, CompositeProduct};
+use crate::conversion::conversion_lines;
+pub use crate::conversion::CreditTypeConversion;
 use crate::decimal::add_exact;
 use crate::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use crate::metric::MetricDef;
@@ -183,6 +186,10 @@ pub struct PricingSnapshot {
     /// The commits and credits the contract's usage may draw on, with their prior ledger.
     #[serde(default)]
     pub balances: BalanceState,
+    /// The rate card's custom pricing units and what one unit of each is worth in
+    /// `fiat_credit_type` (`conversion`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credit_type_conversions: Vec<CreditTypeConversion>,
 }
 
 impl PricingSnapshot {
@@ -316,13 +323,15 @@ pub fn scheduled_instants(snapshot: &PricingSnapshot, until_ms: i64) -> Vec<i64>
     at
 }
 
-/// Stage 4 and the invoice around the lines.
+/// The conversion of custom pricing units, stage 4 and the invoice around the lines.
 fn invoice(
     snapshot: &PricingSnapshot,
     kind: InvoiceKind,
     period: Period,
-    drawn: Drawdown,
+    mut drawn: Drawdown,
 ) -> Result<Invoice, RatingError> {
+    let converted = conversion_lines(snapshot, period, &drawn.lines)?;
+    drawn.lines.extend(converted);
     let sums = totals(&drawn.lines)?;
     Ok(Invoice {
         kind,
@@ -442,6 +451,7 @@ pub(crate) mod tests {
             product_order: vec![],
             rates: vec![],
             balances: BalanceState::default(),
+            credit_type_conversions: vec![],
             contract: ContractSnapshot {
                 id: "c".into(),
                 starting_at_ms: 0,

@@ -269,6 +269,8 @@ pub enum RatingError {
     CorruptUsage,
     /// Amounts of different credit types were to be combined.
     MixedCreditTypes,
+    /// An invoice owes an amount in a custom pricing unit its rate card has no conversion for.
+    MissingConversion,
 }
 
 impl core::fmt::Display for RatingError {
@@ -277,6 +279,9 @@ impl core::fmt::Display for RatingError {
             RatingError::Overflow => "an invoice amount overflows the exact decimal range",
             RatingError::CorruptUsage => "stored usage does not match its billable metric",
             RatingError::MixedCreditTypes => "amounts in different credit types were combined",
+            RatingError::MissingConversion => {
+                "an amount in a custom pricing unit has no conversion on the rate card"
+            }
         })
     }
 }

@@ -164,6 +164,7 @@ pub(crate) fn rate_with(
         product_order: order.iter().map(|p| p.to_string()).collect(),
         rates: input.rates.to_vec(),
         balances: Default::default(),
+        credit_type_conversions: vec![],
         contract: crate::pricing::ContractSnapshot {
             id: "c".into(),
             starting_at_ms: input.period.start_ms,

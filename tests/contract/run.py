@@ -372,6 +372,40 @@ def packages_and_services(call: Walk, card: str, now: datetime) -> dict[str, lis
     }
 
 
+def custom_units(call: Walk, product: str, now: datetime) -> dict[str, list]:
+    """Custom pricing units: created (spares to archive), listed, converted by a rate card of
+    their own, a rate in one; returns their dictionaries."""
+    unit = call("createCreditType-tally", body={"name": "Walk AI credits"})["data"]["id"]
+    spares = [
+        call("createCreditType-tally", body={"name": f"Walk spare units {i}"})["data"]["id"]
+        for i in range(3)
+    ]
+    call("archiveCreditType-tally", body={"id": spares.pop()})
+    call("listCreditTypes-v1", query={"limit": 10})
+    conversion = {"custom_credit_type_id": unit, "fiat_per_custom_credit": 0.5}
+    card = call(
+        "createRateCard-v1",
+        body={"name": "Credits card", "credit_type_conversions": [conversion]},
+    )["data"]["id"]
+    # The same conversion again: accepted, nothing changes (conversions are immutable).
+    call("updateRateCard-v1", body={"rate_card_id": card, "add_credit_type_conversions": [conversion]})
+    call(
+        "addRate-v1",
+        body={
+            "rate_card_id": card,
+            "product_id": product,
+            "starting_at": iso(month_start(now, 3)),
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 2.5,
+            "pricing_group_values": {"model": "small"},
+            "credit_type_id": unit,
+        },
+    )
+    call("getRateCard-v1", body={"id": card})
+    return {"custom_unit": [unit], "spare_credit_type": spares, "custom_card": [card]}
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -605,6 +639,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
     )
     editable = contract_changes(call, card, product, now)
     packaged = packages_and_services(call, card, now)
+    units = custom_units(call, product, now)
 
     call(
         "ingest-v1",
@@ -721,6 +756,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "archived_configuration": archived_configurations,
         **editable,
         **packaged,
+        **units,
     }
 
 
@@ -931,6 +967,13 @@ BINDINGS["getSubscriptionQuantityHistory-v1"] = {
     "body.contract_id": "subscribed_contract",
     "body.subscription_id": "subscription",
 }
+BINDINGS["archiveCreditType-tally"] = {"body.id": "spare_credit_type"}
+BINDINGS["createRateCard-v1"] = {
+    "body.credit_type_conversions[*].custom_credit_type_id": "custom_unit",
+}
+BINDINGS["updateRateCard-v1"]["body.add_credit_type_conversions[*].custom_credit_type_id"] = (
+    "custom_unit"
+)
 # The other spelling of addRate takes what addRate takes.
 BINDINGS["addRateAlias-tally"] = BINDINGS["addRate-v1"]
 # How often a bound parameter takes a dictionary value instead of a generated one.

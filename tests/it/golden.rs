@@ -127,6 +127,11 @@ fn subscriptions_3_8() {
 }
 
 #[test]
+fn custom_units_1_7() {
+    check("custom_units_1_7");
+}
+
+#[test]
 fn end_to_end_3_10() {
     check("end_to_end_3_10");
 }

@@ -16,7 +16,9 @@
 //! for a contract from a package billing like the same contract written out;
 //! `tests/sdk/subscriptions.py` (on both backends) for seat subscriptions: in advance with a
 //! prorated mid-period increase, in arrears on SCHEDULED invoices, the quantity history and
-//! refusals.
+//! refusals;
+//! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
+//! converting it, a rate and a credit in it, the drawn-down and converted draft line by line.
 
 use std::process::Command;
 use std::time::Duration;
@@ -164,6 +166,22 @@ fn python_sdk_packages_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/packages.py",
+    );
+}
+
+#[test]
+fn python_sdk_custom_units() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/custom_units.py");
+}
+
+#[test]
+fn python_sdk_custom_units_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/custom_units.py",
     );
 }
 

@@ -14,6 +14,7 @@ use crate::service::balances::BalanceError;
 use crate::service::billing_configs::BillingConfigError;
 use crate::service::commits::CommitError;
 use crate::service::contracts::ContractError;
+use crate::service::credit_types::CreditTypeError;
 use crate::service::customers::CustomerError;
 use crate::service::ingest::IngestError;
 use crate::service::invoices::InvoiceError;
@@ -145,6 +146,17 @@ impl From<RateCardError> for ApiError {
                 let inner = ApiError::from(*source);
                 ApiError::new(inner.status, format!("rates[{index}]: {}", inner.message))
             }
+        }
+    }
+}
+
+impl From<CreditTypeError> for ApiError {
+    fn from(e: CreditTypeError) -> Self {
+        match e {
+            CreditTypeError::NotFound(what) => ApiError::not_found(what),
+            CreditTypeError::Invalid(e) => e.into(),
+            e @ CreditTypeError::NameTaken(_) => ApiError::conflict(e.to_string()),
+            CreditTypeError::Store(e) => e.into(),
         }
     }
 }

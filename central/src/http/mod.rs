@@ -14,6 +14,7 @@ mod config_wire;
 mod contract_edits;
 mod contracts;
 pub mod cors;
+mod credit_types;
 mod customers;
 pub mod error;
 pub mod idempotency;
@@ -109,7 +110,7 @@ fn open_routes() -> Routes {
 /// The routes behind Bearer authentication.
 fn authenticated_routes() -> Routes {
     Routes::new()
-        .route("/v1/credit-types/list", get(credit_types))
+        .merge(credit_types::routes())
         .merge(billable_metrics::routes())
         .merge(products::routes())
         .merge(rate_cards::routes())
@@ -280,13 +281,6 @@ async fn info() -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "status": "ok",
         "api": "Metronome-compatible; point an official Metronome SDK's base URL here",
-    }))
-}
-
-async fn credit_types(State(_): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "data": [{ "id": crate::model::USD_ID, "name": crate::model::USD_NAME, "is_currency": true }],
-        "next_page": null,
     }))
 }
 

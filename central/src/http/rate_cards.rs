@@ -19,6 +19,7 @@ use super::{
     Caller, QueryMap, MAX_PAGE_SIZE,
 };
 use crate::model::{BillingFrequency, Product, RateCardAlias, RateRecord, RateType, WireTier};
+use crate::service::credit_types::ConversionInput;
 use crate::service::rate_cards::{self, CardChange, NewRate, NewRateCard, ScheduleWindow};
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
@@ -60,7 +61,7 @@ struct CreateRateCard {
     aliases: Vec<RateCardAlias>,
     fiat_credit_type_id: Option<String>,
     #[serde(default)]
-    credit_type_conversions: Vec<Value>,
+    credit_type_conversions: Vec<ConversionInput>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
 }
@@ -117,7 +118,7 @@ struct UpdateReq {
     description: Option<String>,
     aliases: Option<Vec<RateCardAlias>>,
     #[serde(default)]
-    add_credit_type_conversions: Vec<Value>,
+    add_credit_type_conversions: Vec<ConversionInput>,
 }
 
 async fn update(

@@ -45,6 +45,8 @@ pub mod kind {
     pub const CUSTOMER_BALANCE: &str = "customer_balance";
     /// A contract template (`/v1/packages/*`), no parent.
     pub const PACKAGE: &str = "package";
+    /// A custom pricing unit (`/v1/credit-types/*`), no parent; its name is its unique key.
+    pub const CREDIT_TYPE: &str = "credit_type";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,13 +64,57 @@ impl CreditTypeRef {
     }
 }
 
-/// Resolves a `credit_type_id` (default USD cents). Only USD (cents) is supported so far.
+/// Resolves a fiat `credit_type_id` (default USD cents), where a custom pricing unit is not
+/// allowed (a rate card's fiat credit type, invoice schedules, scheduled charges, recurring
+/// commits): only USD (cents) is. Where custom units are allowed, `service::credit_types::resolve`.
 pub fn credit_type(id: Option<&str>) -> Result<CreditTypeRef, Invalid> {
     match id {
         None | Some(USD_ID) => Ok(CreditTypeRef::usd()),
         Some(other) => Err(Invalid(format!(
-            "credit type {other:?} is not supported; only USD (cents) ({USD_ID}) is available"
+            "credit type {other:?} is not supported here; only USD (cents) ({USD_ID}) is"
         ))),
+    }
+}
+
+/// A custom pricing unit (`credit-types/create`), as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomCreditType {
+    pub id: String,
+    pub name: String,
+    pub created_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Time>,
+}
+
+impl CustomCreditType {
+    pub fn reference(&self) -> CreditTypeRef {
+        CreditTypeRef {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The `credit-types/list` item.
+    pub fn api_json(&self) -> serde_json::Value {
+        serde_json::json!({ "id": self.id, "name": self.name, "is_currency": false })
+    }
+}
+
+/// One of a rate card's `credit_type_conversions`, stored in its response shape
+/// (`fiat_per_custom_credit` a decimal string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditTypeConversion {
+    pub custom_credit_type: CreditTypeRef,
+    pub fiat_per_custom_credit: String,
+}
+
+impl CreditTypeConversion {
+    /// Core's conversion; `None` for a stored rate that is not a decimal (never written).
+    pub fn core(&self) -> Option<tally_core::conversion::CreditTypeConversion> {
+        Some(tally_core::conversion::CreditTypeConversion {
+            custom_credit_type: tally_core::money::CreditTypeId(self.custom_credit_type.id.clone()),
+            fiat_per_custom_credit: self.fiat_per_custom_credit.parse().ok()?,
+        })
     }
 }
 
@@ -513,8 +559,9 @@ pub struct RateCard {
     #[serde(default)]
     pub aliases: Vec<RateCardAlias>,
     pub fiat_credit_type: CreditTypeRef,
+    /// Custom pricing units usable on the card; only added to, never changed or removed.
     #[serde(default)]
-    pub credit_type_conversions: Vec<serde_json::Value>,
+    pub credit_type_conversions: Vec<CreditTypeConversion>,
     pub created_at: Time,
     pub created_by: String,
     #[serde(default)]
@@ -1453,6 +1500,15 @@ impl Contract {
     /// The contract's terms as core prices them: its overrides rebuilt through core's checks
     /// (they passed them at create, under the same prioritization, which never changes). One
     /// that fails them now is a corrupt document, never silently dropped.
+    /// The credit types the contract's OVERWRITE overrides price in.
+    pub fn overwrite_credit_types(&self) -> Vec<CreditTypeRef> {
+        let rates = self
+            .overrides
+            .iter()
+            .filter_map(|o| o.overwrite_rate.as_ref());
+        rates.map(|r| r.credit_type.clone()).collect()
+    }
+
     pub fn terms(&self) -> StoreResult<ContractTerms> {
         let mode = self.prioritization().core();
         let overrides = self

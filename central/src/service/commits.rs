@@ -321,15 +321,15 @@ pub(super) async fn invoicing_product(
     })
 }
 
-fn access_schedule(at: &str, input: Option<AccessInput>) -> Result<AccessSchedule> {
+/// The access schedule in `credit_type` (USD or a custom unit, resolved by the caller).
+fn access_schedule(
+    at: &str,
+    input: Option<AccessInput>,
+    credit_type: CreditTypeRef,
+) -> Result<AccessSchedule> {
     let Some(input) = input else {
         return Err(invalid(at, "access_schedule", "required"));
     };
-    let credit_type = resolve_credit_type(
-        at,
-        "access_schedule.credit_type_id",
-        input.credit_type_id.as_deref(),
-    )?;
     let n = input.schedule_items.len();
     if n == 0 || n > MAX_SCHEDULE_ITEMS {
         return Err(invalid(
@@ -619,7 +619,12 @@ pub async fn build(
     now: Time,
 ) -> Result<BalanceRecord> {
     let product = invoicing_product(st, env, at, &input.product_id).await?;
-    let access = access_schedule(at, input.access_schedule)?;
+    let access_credit_type = input.access_schedule.as_ref();
+    let access_credit_type = access_credit_type.and_then(|a| a.credit_type_id.as_deref());
+    let credit_type = super::credit_types::resolve(st, env, access_credit_type)
+        .await
+        .map_err(|e| e.at(&path(at, "access_schedule.credit_type_id")))?;
+    let access = access_schedule(at, input.access_schedule, credit_type)?;
     let invoice = match input.invoice_schedule {
         Some(i) if input.balance_type.is_commit() => Some(invoice_schedule(at, i)?),
         Some(_) => {

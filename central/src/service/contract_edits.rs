@@ -413,6 +413,9 @@ async fn adding_overrides(
     let mut change = new_change(st);
     let mode = contract.prioritization();
     change.add_overrides = build_overrides(st, env, field, mode, inputs, change.timestamp).await?;
+    let card = contract.rate_card_id.as_deref();
+    super::credit_types::check_overrides_priced(st, env, field, card, &change.add_overrides)
+        .await?;
     Ok(change)
 }
 

@@ -26,11 +26,10 @@ use super::recurring::{self, RecurringInput};
 use super::subscriptions::{self, SubscriptionInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
-    credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
-    CreditTypeRef, Customer, LoadError, MultiplierPrioritization, OverrideRecord,
-    OverrideSpecifier, OverrideTier, OverrideType, OverwriteRate, Product, ProductRef, ProductType,
-    RateCard, RateRecord, RateType, ScheduleDay, ScheduleFrequency, UsageStatementSchedule,
-    WireTier, CREATED_BY,
+    decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord, CreditTypeRef,
+    Customer, LoadError, MultiplierPrioritization, OverrideRecord, OverrideSpecifier, OverrideTier,
+    OverrideType, OverwriteRate, Product, ProductRef, ProductType, RateCard, RateRecord, RateType,
+    ScheduleDay, ScheduleFrequency, UsageStatementSchedule, WireTier, CREATED_BY,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceStatus, NewDoc, StoreError};
 use crate::wire::{Dec, Time};
@@ -386,8 +385,10 @@ async fn override_record(
     }
     let overwrite_rate = match o.overwrite_rate {
         Some(r) => {
-            let credit_type = credit_type(r.credit_type_id.as_deref())
-                .map_err(|e| Invalid(format!("{at}.overwrite_rate.credit_type_id: {}", e.0)))?;
+            let field = format!("{at}.overwrite_rate.credit_type_id");
+            let credit_type = super::credit_types::resolve(st, env, r.credit_type_id.as_deref())
+                .await
+                .map_err(|e| e.at(&field))?;
             let tier_prices: Vec<_> = r.tiers.iter().flatten().map(|t| t.price.0).collect();
             check_rate_limits(r.price.map(|p| p.0), &tier_prices)
                 .map_err(|e| Invalid(format!("{at}.overwrite_rate.{}", e.0)))?;
@@ -613,6 +614,8 @@ async fn build(
         .multiplier_override_prioritization
         .unwrap_or(MultiplierPrioritization::LowestMultiplier);
     let overrides = build_overrides(st, env, "overrides", mode, req.overrides, Time(now)).await?;
+    let card = rate_card_id.as_deref();
+    super::credit_types::check_overrides_priced(st, env, "overrides", card, &overrides).await?;
     let mut temporary: Vec<Option<String>> = temporary_ids(&[&req.commits, &req.credits]);
     let (commits, credits) =
         commits::build_contract_balances(st, env, req.commits, req.credits, Time(now)).await?;
@@ -848,6 +851,7 @@ pub async fn rate_schedule(
         return Ok((None, Vec::new()));
     };
     let terms = contract.terms()?;
+    let named = contract.overwrite_credit_types();
     let found = rate_cards::schedule(st, env, &card_id, ScheduleWindow::At(at), selectors).await?;
     let mut out = Vec::with_capacity(found.segments.len());
     for &(i, span) in &found.segments {
@@ -855,7 +859,7 @@ pub async fn rate_schedule(
         let Some(product) = found.products.get(&record.product_id) else {
             continue;
         };
-        let Some(entry) = effective_at(&terms, record, product, span, at)? else {
+        let Some(entry) = effective_at(&terms, &named, record, product, span, at)? else {
             continue;
         };
         out.push(entry);
@@ -867,6 +871,7 @@ pub async fn rate_schedule(
 /// core does not price is shown with its list rate and entitlement.
 fn effective_at(
     terms: &ContractTerms,
+    credit_types: &[CreditTypeRef],
     record: &RateRecord,
     product: &Product,
     span: Period,
@@ -881,6 +886,14 @@ fn effective_at(
     let Some(rate) = record.core() else {
         return Ok(record.entitled.then(|| entry(span, None)));
     };
+    // An overwrite's credit type is the rate's or one an override names.
+    let named = |id: &tally_core::money::CreditTypeId| {
+        let mut known = std::iter::once(&record.credit_type).chain(credit_types);
+        known
+            .find(|c| c.id == id.0)
+            .cloned()
+            .unwrap_or_else(CreditTypeRef::usd)
+    };
     let tags = product.state_at(at.0).tags;
     let subject = Subject {
         product_id: &record.product_id,
@@ -894,10 +907,7 @@ fn effective_at(
         return Ok(None);
     };
     let price = match effective.overridden {
-        true => Some((
-            effective.price,
-            credit_type(Some(&effective.credit_type.0))?,
-        )),
+        true => Some((effective.price, named(&effective.credit_type))),
         false => None,
     };
     Ok(Some(entry(piece, price)))

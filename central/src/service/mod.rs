@@ -12,6 +12,7 @@ pub mod charges;
 pub mod commits;
 pub mod contract_edits;
 pub mod contracts;
+pub mod credit_types;
 pub mod customers;
 pub mod ingest;
 pub mod invoices;

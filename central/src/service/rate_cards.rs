@@ -17,6 +17,7 @@ use tally_core::product_order::{self, ProductMove};
 use tally_core::rate;
 use tally_core::rating::{self, Tier};
 
+use super::credit_types::{self, ConversionInput};
 use super::{lost_race_is_false, modify_doc, require_hour, require_text, retry_conflicts};
 use super::{products, Invalid, SeqPage, Write};
 use crate::model::{
@@ -139,32 +140,27 @@ pub struct NewRateCard {
     pub description: Option<String>,
     pub aliases: Vec<RateCardAlias>,
     pub fiat_credit_type_id: Option<String>,
-    /// Custom pricing units, which Tally does not support yet (refused when non-empty).
-    pub credit_type_conversions: Vec<Value>,
+    /// The custom pricing units the card prices in (`credit_types::add_conversions`).
+    pub credit_type_conversions: Vec<ConversionInput>,
     pub custom_fields: BTreeMap<String, String>,
-}
-
-fn refuse_conversions(conversions: &[Value]) -> std::result::Result<(), Invalid> {
-    match conversions.is_empty() {
-        true => Ok(()),
-        false => Err(Invalid(
-            "custom pricing units (credit_type_conversions) are not supported yet".into(),
-        )),
-    }
 }
 
 pub async fn create(st: &AppState, env: Env, req: NewRateCard) -> Result<String> {
     require_text("name", &req.name, 256)?;
     check_aliases(&req.aliases)?;
-    refuse_conversions(&req.credit_type_conversions)?;
+    let fiat_credit_type = credit_type(req.fiat_credit_type_id.as_deref())
+        .map_err(|e| Invalid(format!("fiat_credit_type_id: {}", e.0)))?;
+    let conversions = req.credit_type_conversions;
+    let credit_type_conversions =
+        credit_types::add_conversions(st, env, "credit_type_conversions", &[], conversions).await?;
     let now = st.now_ms();
     let mut card = RateCard {
         id: new_id(),
         name: req.name,
         description: req.description,
         aliases: Vec::new(),
-        fiat_credit_type: credit_type(req.fiat_credit_type_id.as_deref())?,
-        credit_type_conversions: Vec::new(),
+        fiat_credit_type,
+        credit_type_conversions,
         created_at: Time(now),
         created_by: CREATED_BY.into(),
         custom_fields: req.custom_fields,
@@ -276,7 +272,7 @@ async fn build_rate(
         price: input.price,
         tiers: input.tiers,
         pricing_group_values: input.pricing_group_values,
-        credit_type: credit_type(input.credit_type_id.as_deref())?,
+        credit_type: rate_credit_type(st, env, card, input.credit_type_id.as_deref()).await?,
         billing_frequency: input.billing_frequency,
         commit_rate: commit_rate(input.commit_rate)?,
         quantity: input.quantity,
@@ -287,6 +283,21 @@ async fn build_rate(
     check_price(&record)?;
     check_pricing_values(&product, &record)?;
     Ok(record)
+}
+
+/// A rate's credit type: the card's fiat one (the default) or a custom unit it converts.
+async fn rate_credit_type(
+    st: &AppState,
+    env: Env,
+    card: &RateCard,
+    id: Option<&str>,
+) -> Result<crate::model::CreditTypeRef> {
+    let id = id.or(Some(card.fiat_credit_type.id.as_str()));
+    let ct = credit_types::resolve(st, env, id)
+        .await
+        .map_err(|e| e.at("credit_type_id"))?;
+    credit_types::check_priced_in("credit_type_id", &ct, Some(card))?;
+    Ok(ct)
 }
 
 /// A rate's `commit_rate` (the price usage covered by a `COMMIT_RATE` commit is drawn at): only
@@ -664,14 +675,13 @@ pub struct CardChange {
     pub name: Option<String>,
     pub description: Option<String>,
     pub aliases: Option<Vec<RateCardAlias>>,
-    /// Custom pricing units, which Tally does not support yet (refused when non-empty).
-    pub add_credit_type_conversions: Vec<Value>,
+    /// Custom pricing units to add (`credit_types::add_conversions`; existing ones immutable).
+    pub add_credit_type_conversions: Vec<ConversionInput>,
 }
 
 /// Applies a change to a card, retried on a concurrent change of the same card. The card's
 /// alias index changes in the same transaction as its document.
 pub async fn update(st: &AppState, env: Env, id: &str, change: CardChange) -> Result<()> {
-    refuse_conversions(&change.add_credit_type_conversions)?;
     if let Some(name) = &change.name {
         require_text("name", name, 256)?;
     }
@@ -692,6 +702,15 @@ pub async fn update(st: &AppState, env: Env, id: &str, change: CardChange) -> Re
         if let Some(aliases) = &change.aliases {
             card.assign_aliases(aliases.clone(), st.now_ms());
         }
+        let adding = change.add_credit_type_conversions.clone();
+        card.credit_type_conversions = credit_types::add_conversions(
+            st,
+            env,
+            "add_credit_type_conversions",
+            &card.credit_type_conversions,
+            adding,
+        )
+        .await?;
         let names = alias_names(&card);
         let written = st
             .stores

@@ -13,6 +13,7 @@ mod config_limits;
 mod contract_edits;
 mod conventions;
 mod cors;
+mod credit_types;
 mod edge_internal;
 mod group_commit;
 mod idempotency;

@@ -45,6 +45,7 @@ fn snapshot(input: &Input) -> PricingSnapshot {
         rates: input.rates.clone(),
         composites: Vec::new(),
         balances: Default::default(),
+        credit_type_conversions: Vec::new(),
         contract: ContractSnapshot {
             id: "c".into(),
             starting_at_ms: input.period.start_ms,
@@ -361,6 +362,7 @@ fuzz_target!(|input: Input| {
         }
         Err(RatingError::Overflow) => return,
         Err(RatingError::MixedCreditTypes) => panic!("every amount is in the one credit type"),
+        Err(RatingError::MissingConversion) => panic!("no amount is in a custom pricing unit"),
     };
     let total = invoice.total.get(&usd());
     let subtotal = invoice.subtotal.get(&usd());
