@@ -14,7 +14,9 @@ with Python's Decimal (prorated unit prices half-even at 12 places, as documente
    now and the change to come; `retrieve_subscription_quantity_history` lists 4 then 6.
 3. Contract B subscribes ARREARS on SCHEDULED invoices: nothing is billed before the period
    ends (no SCHEDULED invoice, no subscription line on the usage draft).
-4. A subscription on a USAGE product, a weekly one the card has no rate for, and a quantity
+4. Contract C is SEAT_BASED with seats u1 and u2 (6,000); adding u3 and u4 from the current hour
+   bills 2 more seats for the rest of the period, removing u1 later credits nothing.
+5. A subscription on a USAGE product, a weekly one the card has no rate for, and a quantity
    update that would go negative are BadRequestErrors naming the field; nothing changes.
 """
 
@@ -72,8 +74,18 @@ def setup(client: Metronome, clock: Clock) -> dict:
         subscriptions=[monthly(seats, collection_schedule="ARREARS",
                                billing_cycle_config={"invoice_placement": "ON_SCHEDULED_INVOICE"})],
     ).data.id
-    return {"calls": calls, "seats": seats, "card": card, "a": a, "b": b, "contract_a": contract_a,
-            "contract_b": contract_b}
+    c = client.v1.customers.create(name="Subs C", ingest_aliases=["subs-c"]).data.id
+    contract_c = client.v1.contracts.create(
+        customer_id=c, rate_card_id=card, starting_at=start,
+        subscriptions=[{
+            "collection_schedule": "ADVANCE", "proration": {"is_prorated": True},
+            "subscription_rate": {"billing_frequency": "MONTHLY", "product_id": seats},
+            "quantity_management_mode": "SEAT_BASED",
+            "seat_config": {"seat_group_key": "user_id", "initial_seat_ids": ["u1", "u2"]},
+        }],
+    ).data.id
+    return {"calls": calls, "seats": seats, "card": card, "a": a, "b": b, "c": c, "contract_a": contract_a,
+            "contract_b": contract_b, "contract_c": contract_c}
 
 
 def draft(client: Metronome, clock: Clock, customer: str) -> dict:
@@ -152,6 +164,30 @@ def check_arrears(client: Metronome, clock: Clock, ids: dict) -> None:
         assert reached == [], dump(page)
 
 
+def check_seats(client: Metronome, clock: Clock, ids: dict) -> None:
+    log("contract C: seat-based, 2 seats, then u3 and u4 from the current hour, u1 removed later")
+    typed = client.v2.contracts.retrieve(contract_id=ids["contract_c"], customer_id=ids["c"]).data
+    sub = typed.subscriptions[0]
+    assert sub.quantity_management_mode == "SEAT_BASED" and sub.seat_config.seat_group_key == "user_id", sub
+    assert sub_lines(draft(client, clock, ids["c"])) == [(D(2), D(3000), D(6000), False)]
+    at = (clock.now - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    client.v2.contracts.edit(
+        customer_id=ids["c"], contract_id=ids["contract_c"],
+        update_subscriptions=[{"subscription_id": sub.id, "seat_updates": {
+            "add_seat_ids": [{"seat_ids": ["u3", "u4"], "starting_at": iso(at)}],
+            "remove_seat_ids": [{"seat_ids": ["u1"], "starting_at": iso(clock.period_end - timedelta(hours=1))}],
+        }}],
+    )
+    inv = draft(client, clock, ids["c"])
+    whole = clock.period_end - clock.period_start
+    if at > clock.period_start:
+        unit = prorated(D(3000), clock.period_end - at, whole)
+        expected = [(D(2), D(3000), D(6000), False), (D(2), unit, D(2) * unit, True)]
+    else:
+        expected = [(D(4), D(3000), D(12000), False)]
+    assert sub_lines(inv) == expected, f"{sub_lines(inv)} != {expected}: {dump(inv)}"
+
+
 def refused(call, field: str) -> None:
     try:
         call()
@@ -189,6 +225,7 @@ def main() -> int:
     ids = setup(client, clock)
     check_advance(client, clock, ids)
     check_arrears(client, clock, ids)
+    check_seats(client, clock, ids)
     check_errors(client, clock, ids)
     log("PASS")
     return 0

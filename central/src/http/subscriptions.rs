@@ -20,7 +20,8 @@ use crate::model::{
 };
 use crate::service::contracts;
 use crate::service::subscriptions::{
-    self, ProrationInput, QuantityUpdateInput, SubscriptionInput, SubscriptionUpdateInput,
+    self, ProrationInput, QuantityUpdateInput, SeatChangeInput, SeatConfigInput, SeatUpdatesInput,
+    SubscriptionInput, SubscriptionUpdateInput,
 };
 use crate::wire::{Dec, Time};
 use crate::AppState;
@@ -60,7 +61,7 @@ pub struct SubscriptionReq {
     subscription_rate: Option<SubscriptionRateReq>,
     initial_quantity: Option<Dec>,
     quantity_management_mode: Option<QuantityManagementMode>,
-    seat_config: Option<Value>,
+    seat_config: Option<SeatConfigReq>,
     payment_gate_config: Option<Value>,
     starting_at: Option<Time>,
     ending_before: Option<Time>,
@@ -69,6 +70,48 @@ pub struct SubscriptionReq {
     description: Option<String>,
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct SeatConfigReq {
+    seat_group_key: Option<String>,
+    initial_seat_ids: Option<Vec<String>>,
+    initial_unassigned_seats: Option<Dec>,
+}
+
+/// `SubscriptionSeatUpdateAssignedSeat` / `...UnassignedSeat`.
+#[derive(Deserialize)]
+struct SeatChangeReq {
+    starting_at: Option<Time>,
+    seat_ids: Option<Vec<String>>,
+    quantity: Option<Dec>,
+}
+
+impl SeatChangeReq {
+    fn domain(self) -> SeatChangeInput {
+        SeatChangeInput {
+            starting_at: self.starting_at,
+            seat_ids: self.seat_ids,
+            quantity: self.quantity,
+        }
+    }
+}
+
+/// `SubscriptionSeatUpdateInput`.
+#[derive(Deserialize)]
+struct SeatUpdatesReq {
+    #[serde(default)]
+    add_seat_ids: Vec<SeatChangeReq>,
+    #[serde(default)]
+    remove_seat_ids: Vec<SeatChangeReq>,
+    #[serde(default)]
+    add_unassigned_seats: Vec<SeatChangeReq>,
+    #[serde(default)]
+    remove_unassigned_seats: Vec<SeatChangeReq>,
+}
+
+fn changes(list: Vec<SeatChangeReq>) -> Vec<SeatChangeInput> {
+    list.into_iter().map(SeatChangeReq::domain).collect()
 }
 
 fn set(v: &Option<Value>) -> bool {
@@ -80,9 +123,6 @@ impl SubscriptionReq {
         let mut refused = Vec::new();
         if set(&self.payment_gate_config) {
             refused.push("payment_gate_config");
-        }
-        if set(&self.seat_config) {
-            refused.push("seat_config");
         }
         let (billing_frequency, product_id) = match self.subscription_rate {
             Some(r) => (r.billing_frequency, r.product_id),
@@ -110,6 +150,11 @@ impl SubscriptionReq {
             name: self.name,
             description: self.description,
             custom_fields: self.custom_fields,
+            seat_config: self.seat_config.map(|c| SeatConfigInput {
+                seat_group_key: c.seat_group_key,
+                initial_seat_ids: c.initial_seat_ids,
+                initial_unassigned_seats: c.initial_unassigned_seats,
+            }),
             refused,
         }
     }
@@ -138,7 +183,7 @@ pub struct SubscriptionUpdateReq {
     #[serde(default)]
     quantity_updates: Vec<QuantityUpdateReq>,
     name: Option<String>,
-    seat_updates: Option<Value>,
+    seat_updates: Option<SeatUpdatesReq>,
     quantity_management_mode_update: Option<Value>,
     proration_rounding: Option<Value>,
 }
@@ -147,7 +192,6 @@ impl SubscriptionUpdateReq {
     pub fn domain(self) -> SubscriptionUpdateInput {
         let mut refused = Vec::new();
         for (field, v) in [
-            ("seat_updates", &self.seat_updates),
             (
                 "quantity_management_mode_update",
                 &self.quantity_management_mode_update,
@@ -170,6 +214,12 @@ impl SubscriptionUpdateReq {
                     quantity_delta: u.quantity_delta,
                 })
                 .collect(),
+            seat_updates: self.seat_updates.map(|u| SeatUpdatesInput {
+                add_seat_ids: changes(u.add_seat_ids),
+                remove_seat_ids: changes(u.remove_seat_ids),
+                add_unassigned_seats: changes(u.add_unassigned_seats),
+                remove_unassigned_seats: changes(u.remove_unassigned_seats),
+            }),
             name: self.name,
             refused,
         }

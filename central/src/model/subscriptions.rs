@@ -52,12 +52,60 @@ pub struct BillingCycleConfig {
     pub invoice_placement: InvoicePlacement,
 }
 
-/// How one update changes the quantity.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// How one update changes the quantity: QUANTITY_ONLY subscriptions set it or add to it;
+/// SEAT_BASED ones add and remove seat ids and unassigned seats (`seat_updates`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuantityChange {
     Set(Dec),
     Delta(Dec),
+    AddSeats(Vec<String>),
+    RemoveSeats(Vec<String>),
+    AddUnassigned(Dec),
+    RemoveUnassigned(Dec),
+}
+
+/// The seats of a SEAT_BASED subscription at an instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seats {
+    pub assigned: std::collections::BTreeSet<String>,
+    pub unassigned: Decimal,
+}
+
+impl Seats {
+    /// Applies one seat change as upstream describes it: new seat ids fill unassigned seats
+    /// first and add to the quantity only beyond them; removing an id not assigned, or more
+    /// unassigned seats than there are, changes nothing more.
+    fn apply(&mut self, change: &QuantityChange) -> Option<()> {
+        match change {
+            QuantityChange::AddSeats(ids) => {
+                let new: std::collections::BTreeSet<&String> = ids
+                    .iter()
+                    .filter(|id| !self.assigned.contains(*id))
+                    .collect();
+                let fill = Decimal::from(new.len()).min(self.unassigned);
+                self.unassigned -= fill;
+                self.assigned.extend(new.into_iter().cloned());
+            }
+            QuantityChange::RemoveSeats(ids) => {
+                for id in ids {
+                    self.assigned.remove(id);
+                }
+            }
+            QuantityChange::AddUnassigned(q) => {
+                self.unassigned = self.unassigned.checked_add(q.0)?
+            }
+            QuantityChange::RemoveUnassigned(q) => {
+                self.unassigned = (self.unassigned - q.0).max(Decimal::ZERO)
+            }
+            QuantityChange::Set(_) | QuantityChange::Delta(_) => {}
+        }
+        Some(())
+    }
+
+    pub fn total(&self) -> Decimal {
+        Decimal::from(self.assigned.len()) + self.unassigned
+    }
 }
 
 /// One quantity update (the initial quantity is the first).
@@ -92,18 +140,48 @@ impl SubscriptionUpdate {
         let updates: Vec<serde_json::Value> = self
             .quantity_updates
             .iter()
-            .map(|u| match u.change {
+            .filter_map(|u| match u.change {
                 QuantityChange::Set(q) => {
-                    serde_json::json!({ "starting_at": u.starting_at, "quantity": q })
+                    Some(serde_json::json!({ "starting_at": u.starting_at, "quantity": q }))
                 }
                 QuantityChange::Delta(d) => {
-                    serde_json::json!({ "starting_at": u.starting_at, "quantity_delta": d })
+                    Some(serde_json::json!({ "starting_at": u.starting_at, "quantity_delta": d }))
                 }
+                _ => None,
             })
             .collect();
+        let mut seats = serde_json::Map::new();
+        for u in &self.quantity_updates {
+            let (key, item) = match &u.change {
+                QuantityChange::AddSeats(ids) => (
+                    "add_seat_ids",
+                    serde_json::json!({ "seat_ids": ids, "starting_at": u.starting_at }),
+                ),
+                QuantityChange::RemoveSeats(ids) => (
+                    "remove_seat_ids",
+                    serde_json::json!({ "seat_ids": ids, "starting_at": u.starting_at }),
+                ),
+                QuantityChange::AddUnassigned(q) => (
+                    "add_unassigned_seats",
+                    serde_json::json!({ "quantity": q, "starting_at": u.starting_at }),
+                ),
+                QuantityChange::RemoveUnassigned(q) => (
+                    "remove_unassigned_seats",
+                    serde_json::json!({ "quantity": q, "starting_at": u.starting_at }),
+                ),
+                _ => continue,
+            };
+            let list = seats.entry(key).or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = list.as_array_mut() {
+                list.push(item);
+            }
+        }
         let mut v = serde_json::json!({ "id": self.subscription_id });
         if !updates.is_empty() {
             v["quantity_updates"] = serde_json::Value::Array(updates);
+        }
+        if !seats.is_empty() {
+            v["seat_updates"] = serde_json::Value::Object(seats);
         }
         if let Some(end) = self.ending_before {
             v["ending_before"] = serde_json::json!(end);
@@ -128,7 +206,10 @@ pub struct SubscriptionRecord {
     pub collection_schedule: CollectionSchedule,
     pub proration: SubscriptionProration,
     pub quantity_management_mode: QuantityManagementMode,
-    /// In the order made; the first is `initial_quantity` at `starting_at`.
+    /// SEAT_BASED: the event property naming a seat (`seat_config.seat_group_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_group_key: Option<String>,
+    /// In the order made; the first are the initial quantity (or seats) at `starting_at`.
     pub quantity_updates: Vec<QuantityUpdate>,
     pub starting_at: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,17 +233,38 @@ impl SubscriptionRecord {
             .extend(update.quantity_updates.iter().cloned());
     }
 
-    /// The quantity at `t_ms` (see the module docs); `None` if an update overflows.
+    /// The seats at `t_ms` of a SEAT_BASED subscription: its seat changes effective by then,
+    /// in time order (changes at one instant in the order made).
+    pub fn seats_at(&self, t_ms: i64) -> Option<Seats> {
+        let mut changes: Vec<&QuantityUpdate> = self
+            .quantity_updates
+            .iter()
+            .filter(|u| u.starting_at.0 <= t_ms)
+            .collect();
+        changes.sort_by_key(|u| u.starting_at.0);
+        let mut seats = Seats::default();
+        for u in changes {
+            seats.apply(&u.change)?;
+        }
+        Some(seats)
+    }
+
+    /// The quantity at `t_ms` (see the module docs; SEAT_BASED: assigned plus unassigned
+    /// seats); `None` if an update overflows.
     pub fn quantity_at(&self, t_ms: i64) -> Option<Decimal> {
+        if self.quantity_management_mode == QuantityManagementMode::SeatBased {
+            return self.seats_at(t_ms).map(|s| s.total());
+        }
         let mut q = Decimal::ZERO;
         for u in self
             .quantity_updates
             .iter()
             .filter(|u| u.starting_at.0 <= t_ms)
         {
-            q = match u.change {
+            q = match &u.change {
                 QuantityChange::Set(v) => v.0,
                 QuantityChange::Delta(d) => q.checked_add(d.0)?,
+                _ => q,
             };
         }
         Some(q)
@@ -301,6 +403,9 @@ impl SubscriptionRecord {
         set_opt(&mut v, "ending_before", self.ending_before);
         set_opt(&mut v, "name", self.name.as_ref());
         set_opt(&mut v, "description", self.description.as_ref());
+        if let Some(key) = &self.seat_group_key {
+            v["seat_config"] = serde_json::json!({ "seat_group_key": key });
+        }
         v
     }
 }

@@ -7,8 +7,10 @@
 //!   on the contract's rate card for its `billing_frequency`; hour-aligned instants inside the
 //!   contract; a quantity that is never negative at any instant (checked again by
 //!   [`update`] after every quantity update).
-//! - Fields that would change amounts and are not implemented (`SEAT_BASED` quantity management
-//!   and `seat_updates`, payment gates) are refused with a 400 naming them.
+//! - SEAT_BASED subscriptions take `seat_updates` and QUANTITY_ONLY ones `quantity_updates`,
+//!   never the other (`model::Seats` says how seats make the quantity).
+//! - Fields that would change amounts and are not implemented (`quantity_management_mode_update`,
+//!   payment gates, `proration_rounding` updates) are refused with a 400 naming them.
 //! - A contract holds at most [`MAX_SUBSCRIPTIONS_PER_CONTRACT`] subscriptions, and a
 //!   subscription at most [`MAX_QUANTITY_UPDATES`] quantity updates.
 
@@ -59,8 +61,121 @@ pub struct SubscriptionInput {
     pub name: Option<String>,
     pub description: Option<String>,
     pub custom_fields: BTreeMap<String, String>,
-    /// Fields set that Tally refuses (`seat_config`, `payment_gate_config`), by name.
+    /// SEAT_BASED: `seat_config`.
+    pub seat_config: Option<SeatConfigInput>,
+    /// Fields set that Tally refuses (`payment_gate_config`), by name.
     pub refused: Vec<&'static str>,
+}
+
+/// `seat_config` as a client gives it.
+pub struct SeatConfigInput {
+    pub seat_group_key: Option<String>,
+    pub initial_seat_ids: Option<Vec<String>>,
+    pub initial_unassigned_seats: Option<Dec>,
+}
+
+/// A seat change as a client gives it (`seat_ids` for assigned seats, `quantity` for
+/// unassigned ones).
+pub struct SeatChangeInput {
+    pub starting_at: Option<Time>,
+    pub seat_ids: Option<Vec<String>>,
+    pub quantity: Option<Dec>,
+}
+
+/// `seat_updates` as a client gives it.
+#[derive(Default)]
+pub struct SeatUpdatesInput {
+    pub add_seat_ids: Vec<SeatChangeInput>,
+    pub remove_seat_ids: Vec<SeatChangeInput>,
+    pub add_unassigned_seats: Vec<SeatChangeInput>,
+    pub remove_unassigned_seats: Vec<SeatChangeInput>,
+}
+
+/// Most seat ids one change may name.
+pub const MAX_SEAT_IDS: usize = 1000;
+
+fn seat_ids(at: &str, field: &str, ids: Option<Vec<String>>) -> Result<Vec<String>> {
+    let ids = ids.ok_or_else(|| invalid(at, field, "required"))?;
+    if ids.len() > MAX_SEAT_IDS {
+        return Err(invalid(
+            at,
+            field,
+            format!("at most {MAX_SEAT_IDS} seat ids"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        require_text(&format!("{}[{i}]", path(at, field)), id, 256)?;
+        if !seen.insert(id) {
+            return Err(invalid(
+                at,
+                &format!("{field}[{i}]"),
+                format!("{id} is named twice"),
+            ));
+        }
+    }
+    Ok(ids)
+}
+
+/// A whole number of seats, `> 0` (`positive`) or `>= 0`.
+fn seat_count(at: &str, field: &str, q: Dec, positive: bool) -> Result<Dec> {
+    check_amount(at, field, q)?;
+    if q.0.fract() != Decimal::ZERO || (positive && q.0.is_zero()) {
+        let what = if positive {
+            "a whole number above 0"
+        } else {
+            "a whole number"
+        };
+        return Err(invalid(at, field, format!("must be {what}")));
+    }
+    Ok(Dec(q.0.normalize()))
+}
+
+/// The seat changes of `seat_updates` (`at` names it), each an update in the order given.
+fn seat_changes(at: &str, input: SeatUpdatesInput, from: Time) -> Result<Vec<QuantityUpdate>> {
+    let mut out = Vec::new();
+    for (field, list) in [
+        ("add_seat_ids", input.add_seat_ids),
+        ("remove_seat_ids", input.remove_seat_ids),
+        ("add_unassigned_seats", input.add_unassigned_seats),
+        ("remove_unassigned_seats", input.remove_unassigned_seats),
+    ] {
+        for (i, c) in list.into_iter().enumerate() {
+            let at = format!("{}[{i}]", path(at, field));
+            let starting_at = c
+                .starting_at
+                .ok_or_else(|| invalid(&at, "starting_at", "required"))?;
+            hour(&at, "starting_at", starting_at)?;
+            if starting_at.0 < from.0 {
+                return Err(invalid(
+                    &at,
+                    "starting_at",
+                    "must not be before the subscription's starting_at",
+                ));
+            }
+            let change = match field {
+                "add_seat_ids" => QuantityChange::AddSeats(seat_ids(&at, "seat_ids", c.seat_ids)?),
+                "remove_seat_ids" => {
+                    QuantityChange::RemoveSeats(seat_ids(&at, "seat_ids", c.seat_ids)?)
+                }
+                _ => {
+                    let q = c
+                        .quantity
+                        .ok_or_else(|| invalid(&at, "quantity", "required"))?;
+                    let q = seat_count(&at, "quantity", q, true)?;
+                    match field {
+                        "add_unassigned_seats" => QuantityChange::AddUnassigned(q),
+                        _ => QuantityChange::RemoveUnassigned(q),
+                    }
+                }
+            };
+            out.push(QuantityUpdate {
+                starting_at,
+                change,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// What a subscription is checked against: its contract's window, rate card and usage anchor.
@@ -162,13 +277,6 @@ pub async fn build(
     let mode = input
         .quantity_management_mode
         .unwrap_or(QuantityManagementMode::QuantityOnly);
-    if mode == QuantityManagementMode::SeatBased {
-        return Err(invalid(
-            at,
-            "quantity_management_mode",
-            "SEAT_BASED is not supported by Tally yet; use QUANTITY_ONLY with quantity updates",
-        ));
-    }
     let collection = input
         .collection_schedule
         .ok_or_else(|| invalid(at, "collection_schedule", "required (ADVANCE or ARREARS)"))?;
@@ -194,12 +302,51 @@ pub async fn build(
         .product_id
         .ok_or_else(|| invalid(at, "subscription_rate.product_id", "required"))?;
     let (product, tags) = subscription_product(st, env, at, &product_id, frequency, w).await?;
-    let quantity = input
-        .initial_quantity
-        .ok_or_else(|| invalid(at, "initial_quantity", "required with QUANTITY_ONLY"))?;
-    check_amount(at, "initial_quantity", quantity)?;
     let starting_at = input.starting_at.unwrap_or(w.starting_at);
     check_instant(at, "starting_at", starting_at, w)?;
+    let (initial, seat_group_key) = match (mode, input.seat_config) {
+        (QuantityManagementMode::QuantityOnly, Some(_)) => {
+            return Err(invalid(
+                at,
+                "seat_config",
+                "only with quantity_management_mode SEAT_BASED",
+            ))
+        }
+        (QuantityManagementMode::QuantityOnly, None) => {
+            let quantity = input
+                .initial_quantity
+                .ok_or_else(|| invalid(at, "initial_quantity", "required with QUANTITY_ONLY"))?;
+            check_amount(at, "initial_quantity", quantity)?;
+            let set = QuantityChange::Set(Dec(quantity.0.normalize()));
+            (vec![set], None)
+        }
+        (QuantityManagementMode::SeatBased, None) => {
+            return Err(invalid(at, "seat_config", "required with SEAT_BASED"))
+        }
+        (QuantityManagementMode::SeatBased, Some(config)) => {
+            if input.initial_quantity.is_some() {
+                return Err(invalid(
+                    at,
+                    "initial_quantity",
+                    "not with SEAT_BASED (the seats are the quantity)",
+                ));
+            }
+            let key = config
+                .seat_group_key
+                .ok_or_else(|| invalid(at, "seat_config.seat_group_key", "required"))?;
+            require_text(&path(at, "seat_config.seat_group_key"), &key, 256)?;
+            let ids = seat_ids(at, "seat_config.initial_seat_ids", config.initial_seat_ids)?;
+            let mut initial = vec![QuantityChange::AddSeats(ids)];
+            if let Some(q) = config.initial_unassigned_seats {
+                let q = seat_count(at, "seat_config.initial_unassigned_seats", q, false)?;
+                if !q.0.is_zero() {
+                    // After the ids, which would otherwise fill them.
+                    initial.push(QuantityChange::AddUnassigned(q));
+                }
+            }
+            (initial, Some(key))
+        }
+    };
     if let Some(end) = input.ending_before {
         hour(at, "ending_before", end)?;
         if end.0 <= starting_at.0 {
@@ -232,10 +379,14 @@ pub async fn build(
             rounding: proration.rounding,
         },
         quantity_management_mode: mode,
-        quantity_updates: vec![QuantityUpdate {
-            starting_at,
-            change: QuantityChange::Set(Dec(quantity.0.normalize())),
-        }],
+        seat_group_key,
+        quantity_updates: initial
+            .into_iter()
+            .map(|change| QuantityUpdate {
+                starting_at,
+                change,
+            })
+            .collect(),
         starting_at,
         ending_before: input.ending_before,
         billing_cycle_config: BillingCycleConfig {
@@ -285,8 +436,10 @@ pub struct SubscriptionUpdateInput {
     /// `Some(None)`: `ending_before: null` (open-ended).
     pub ending_before: Option<Option<Time>>,
     pub quantity_updates: Vec<QuantityUpdateInput>,
+    /// SEAT_BASED subscriptions only.
+    pub seat_updates: Option<SeatUpdatesInput>,
     pub name: Option<String>,
-    /// Fields set that Tally refuses (`seat_updates`, `quantity_management_mode_update`).
+    /// Fields set that Tally refuses (`quantity_management_mode_update`, ...).
     pub refused: Vec<&'static str>,
 }
 
@@ -301,7 +454,30 @@ pub fn check_update(
     if let Some(field) = input.refused.first() {
         return Err(invalid(at, field, "is not supported by Tally yet"));
     }
+    let seat_based = sub.quantity_management_mode == QuantityManagementMode::SeatBased;
+    if seat_based && !input.quantity_updates.is_empty() {
+        return Err(invalid(
+            at,
+            "quantity_updates",
+            "not for a SEAT_BASED subscription; use seat_updates",
+        ));
+    }
     let mut updates = Vec::with_capacity(input.quantity_updates.len());
+    match input.seat_updates {
+        Some(_) if !seat_based => {
+            return Err(invalid(
+                at,
+                "seat_updates",
+                "only for a SEAT_BASED subscription; use quantity_updates",
+            ))
+        }
+        Some(seats) => updates.extend(seat_changes(
+            &path(at, "seat_updates"),
+            seats,
+            sub.starting_at,
+        )?),
+        None => {}
+    }
     for (i, u) in input.quantity_updates.into_iter().enumerate() {
         let at = format!("{at}.quantity_updates[{i}]");
         let starting_at = u

@@ -283,8 +283,28 @@ async fn bad_subscriptions_are_refused(backend: Backend) {
         (x.sub(json!({ "initial_quantity": null })), "subscriptions[0].initial_quantity: required"),
         (x.sub(json!({ "initial_quantity": -1 })), "initial_quantity: must not be negative"),
         (
-            x.sub(json!({ "quantity_management_mode": "SEAT_BASED" })),
-            "quantity_management_mode: SEAT_BASED is not supported",
+            x.sub(json!({ "quantity_management_mode": "SEAT_BASED", "initial_quantity": null })),
+            "subscriptions[0].seat_config: required with SEAT_BASED",
+        ),
+        (
+            x.sub(json!({ "seat_config": { "seat_group_key": "user", "initial_seat_ids": [] } })),
+            "seat_config: only with quantity_management_mode SEAT_BASED",
+        ),
+        (
+            x.sub(json!({ "quantity_management_mode": "SEAT_BASED",
+                          "seat_config": { "seat_group_key": "user", "initial_seat_ids": ["a"] } })),
+            "initial_quantity: not with SEAT_BASED",
+        ),
+        (
+            x.sub(json!({ "quantity_management_mode": "SEAT_BASED", "initial_quantity": null,
+                          "seat_config": { "seat_group_key": "user", "initial_seat_ids": ["a", "a"] } })),
+            "seat_config.initial_seat_ids[1]: a is named twice",
+        ),
+        (
+            x.sub(json!({ "quantity_management_mode": "SEAT_BASED", "initial_quantity": null,
+                          "seat_config": { "seat_group_key": "user", "initial_seat_ids": [],
+                                           "initial_unassigned_seats": 1.5 } })),
+            "seat_config.initial_unassigned_seats: must be a whole number",
         ),
         (
             x.sub(json!({ "collection_schedule": "ARREARS",
@@ -381,7 +401,7 @@ async fn bad_subscriptions_are_refused(backend: Backend) {
         ),
         (
             update(json!({ "subscription_id": sub_id, "seat_updates": { "add_seat_ids": [] , "add_unassigned_seats": [{ "starting_at": at, "quantity": 1 }] } })),
-            "seat_updates: is not supported",
+            "seat_updates: only for a SEAT_BASED subscription",
         ),
     ] {
         let r = x.edit(&app, &k, body.clone()).await.client_error(StatusCode::BAD_REQUEST);
@@ -432,7 +452,77 @@ async fn concurrent_quantity_updates_are_all_kept(backend: Backend) {
     assert_eq!(num(&nov["total"]), "40250", "{}", nov);
 }
 
+/// SEAT_BASED, ADVANCE, prorated, from 11-01: seats a, b, c and 1 unassigned (4: 12000).
+/// d on 11-11 fills the unassigned seat (still 4, nothing billed); e and f on 11-16 make 6:
+/// 2 × 3000 × 15/30 = 3000; removing a on 11-21 (5) credits nothing; 1 unassigned on 11-26
+/// (6) is not above the 6 already charged: November is 15000. December: 6 × 3000 = 18000.
+async fn seat_based_subscriptions_count_assigned_and_unassigned_seats(backend: Backend) {
+    let app = TestApp::on_backend(NOW, backend).await;
+    let x = setup(&app).await;
+    let seats = x.sub(
+        json!({ "quantity_management_mode": "SEAT_BASED", "initial_quantity": null,
+        "seat_config": { "seat_group_key": "user", "initial_seat_ids": ["a", "b", "c"],
+                         "initial_unassigned_seats": 1 } }),
+    );
+    let k =
+        x.s.contract(&app, json!({ "subscriptions": [seats] }))
+            .await;
+    let c = x.s.v2(&app, &k).await;
+    let sub = &c["subscriptions"][0];
+    assert_eq!(sub["quantity_management_mode"], "SEAT_BASED", "{sub}");
+    assert_eq!(sub["seat_config"], json!({ "seat_group_key": "user" }));
+    assert_eq!(sub["quantity_schedule"][0]["quantity"], 4);
+    let sub_id = text(sub, "id").to_string();
+    let change = |ids: &[&str], at: &str| json!({ "seat_ids": ids, "starting_at": at });
+    x.edit(
+        &app,
+        &k,
+        json!({ "update_subscriptions": [{ "subscription_id": sub_id, "seat_updates": {
+            "add_seat_ids": [change(&["d"], "2024-11-11T00:00:00Z"),
+                             change(&["e", "f"], "2024-11-16T00:00:00Z")],
+            "remove_seat_ids": [change(&["a", "zz"], "2024-11-21T00:00:00Z")],
+            "add_unassigned_seats": [{ "quantity": 1, "starting_at": "2024-11-26T00:00:00Z" }],
+        } }] }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let nov = x.s.invoice(&app, &k, START).await;
+    assert_eq!(
+        sub_lines(&nov),
+        [
+            l("subscription", "4", "3000", "12000", "-"),
+            l("subscription", "2", "1500", "3000", "-"),
+        ]
+    );
+    let c = x.s.v2(&app, &k).await;
+    let schedule: Vec<String> = c["subscriptions"][0]["quantity_schedule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| num(&q["quantity"]))
+        .collect();
+    assert_eq!(schedule, ["5", "6"], "{c}");
+    // Quantity updates do not apply to seats, and vice versa.
+    let r = x
+        .edit(
+            &app,
+            &k,
+            json!({ "update_subscriptions": [{ "subscription_id": sub_id, "quantity_updates": [
+                { "starting_at": "2024-11-27T00:00:00Z", "quantity": 9 }] }] }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("use seat_updates"), "{}", r.message());
+    app.set_now("2024-12-02T01:00:00Z");
+    let dec = x.s.invoice(&app, &k, DEC).await;
+    assert_eq!(
+        sub_lines(&dec),
+        [l("subscription", "6", "3000", "18000", "-")]
+    );
+}
+
 both_backends!(
+    seat_based_subscriptions_count_assigned_and_unassigned_seats,
     advance_subscription_prorates_and_bills_increases,
     arrears_on_scheduled_invoices_and_annual_added_by_edit,
     bad_subscriptions_are_refused,
