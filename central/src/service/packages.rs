@@ -11,7 +11,9 @@
 //! - Offsets (`RelativeDate`: DAYS, WEEKS, MONTHS, YEARS, whole and non-negative) resolve on
 //!   the calendar (`tally_core::time::add_relative`); a segment's, override's or recurring
 //!   term's `duration` counts from its own start, the package's from the contract's.
-//! - Terms Tally does not implement (subscriptions, thresholds, spend trackers) are refused
+//! - A subscription's `duration` counts from its `starting_at_offset`, or from the contract's
+//!   start without one.
+//! - Terms Tally does not implement (thresholds, spend trackers) are refused
 //!   with a 400 naming them, never dropped.
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,7 @@ const TEMPLATE_TERMS: &[&str] = &[
     "overrides",
     "scheduled_charges",
     "scheduled_charges_on_usage_invoices",
+    "subscriptions",
     "usage_statement_schedule",
     "billing_provider",
     "delivery_method",
@@ -47,7 +50,6 @@ const TEMPLATE_TERMS: &[&str] = &[
 
 /// Package terms Tally cannot apply yet: refused when set.
 const UNSUPPORTED: &[&str] = &[
-    "subscriptions",
     "spend_threshold_configuration",
     "prepaid_balance_threshold_configuration",
     "spend_trackers",
@@ -242,6 +244,20 @@ pub fn instantiate(
                 if let Some(map) = lookup.as_object_mut() {
                     map.insert(key.clone(), value);
                 }
+            }
+            "subscriptions" => {
+                // A subscription starts with the contract unless it says otherwise; its
+                // duration counts from its start either way.
+                for sub in value.as_array_mut().into_iter().flatten() {
+                    if let Some(map) = sub.as_object_mut() {
+                        if map.contains_key("duration") && !map.contains_key("starting_at_offset") {
+                            let zero = serde_json::json!({ "value": 0, "unit": "DAYS" });
+                            map.insert("starting_at_offset".into(), zero);
+                        }
+                    }
+                }
+                resolve(key, &mut value, start_ms)?;
+                out.insert(key.clone(), value);
             }
             _ => {
                 resolve(key, &mut value, start_ms)?;

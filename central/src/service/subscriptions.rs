@@ -335,7 +335,9 @@ pub async fn build(
                 .seat_group_key
                 .ok_or_else(|| invalid(at, "seat_config.seat_group_key", "required"))?;
             require_text(&path(at, "seat_config.seat_group_key"), &key, 256)?;
-            let ids = seat_ids(at, "seat_config.initial_seat_ids", config.initial_seat_ids)?;
+            // None assigned when not given (a package's seat configuration has no ids).
+            let given = Some(config.initial_seat_ids.unwrap_or_default());
+            let ids = seat_ids(at, "seat_config.initial_seat_ids", given)?;
             let mut initial = vec![QuantityChange::AddSeats(ids)];
             if let Some(q) = config.initial_unassigned_seats {
                 let q = seat_count(at, "seat_config.initial_unassigned_seats", q, false)?;

@@ -231,10 +231,7 @@ async fn packages_resolve_aliases_and_refuse_what_they_cannot_make(backend: Back
     let after_first = app.post("/v1/packages/list", json!({})).await.data();
     for (body, want) in [
         (bad_override, "overrides[0]"),
-        (
-            subscriptions,
-            "subscriptions: this package term is not supported",
-        ),
+        (subscriptions, "subscriptions[0].proration: required"),
         (
             bad_offset,
             "credits[0].access_schedule.schedule_items[0].starting_at_offset",
@@ -337,6 +334,18 @@ impl Civil {
         }
     }
 
+    /// The civil date-hour of an hour-aligned instant.
+    fn at(ms: i64) -> Civil {
+        let t = tally_core::time::format_rfc3339_ms(ms);
+        let n = |a: usize, b: usize| t[a..b].parse::<u32>().expect("digits");
+        Civil {
+            y: n(0, 4) as i32,
+            m: n(5, 7),
+            d: n(8, 10),
+            h: n(11, 13),
+        }
+    }
+
     fn plus_days(self, n: i64) -> String {
         let ms = tally_core::time::parse_rfc3339_ms(&self.iso()).expect("a date");
         tally_core::time::format_rfc3339_ms(ms + n * 86_400_000)
@@ -374,10 +383,34 @@ async fn a_package_at_any_start_bills_like_its_written_out_contract(backend: Bac
     use rand::{Rng, SeedableRng};
     let app = TestApp::on_backend(NOW, backend).await;
     let s = Setup::new(&app).await;
-    let id = app
-        .post("/v1/packages/create", package(&s, "Starter"))
+    // Both sides also carry a subscription: 3 seats at 3000 a month in advance from day 5,
+    // for 2 months, prorated (so a start off the month's first prorates both ends).
+    let seats = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "Seats", "type": "SUBSCRIPTION" }),
+        )
         .await
         .id();
+    app.post(
+        "/v1/contract-pricing/rate-cards/addRate",
+        json!({ "rate_card_id": s.card, "product_id": seats, "starting_at": START,
+                "entitled": true, "rate_type": "SUBSCRIPTION", "price": 3000,
+                "billing_frequency": "MONTHLY" }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let subscription = |extra: Value| {
+        let mut v = json!({ "collection_schedule": "ADVANCE", "proration": { "is_prorated": true },
+            "subscription_rate": { "billing_frequency": "MONTHLY", "product_id": seats },
+            "initial_quantity": 3 });
+        merge(&mut v, extra);
+        v
+    };
+    let mut template = package(&s, "Seated");
+    template["subscriptions"] = json!([subscription(json!({ "starting_at_offset": days(5),
+        "duration": { "value": 2, "unit": "MONTHS" } }))]);
+    let id = app.post("/v1/packages/create", template).await.id();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11_0012);
     let mut starts: Vec<Civil> = vec![
         Civil {
@@ -415,10 +448,12 @@ async fn a_package_at_any_start_bills_like_its_written_out_contract(backend: Bac
             )
             .await
             .id();
-        let kb = app
-            .post("/v1/contracts/create", written_out_at(&s, &by_hand, start))
-            .await
-            .id();
+        let mut body = written_out_at(&s, &by_hand, start);
+        let from = tally_core::time::parse_rfc3339_ms(&start.plus_days(5)).expect("a date");
+        let from = Civil::at(from);
+        body["subscriptions"] = json!([subscription(json!({ "starting_at": from.iso(),
+            "ending_before": from.plus_months(2).iso() }))]);
+        let kb = app.post("/v1/contracts/create", body).await.id();
         // The terms' instants agree too (the calendar months of the contract, commit and credit).
         let terms = |c: Value| {
             let seg = |b: &Value| b["access_schedule"]["schedule_items"][0].clone();
@@ -470,7 +505,15 @@ async fn a_package_at_any_start_bills_like_its_written_out_contract(backend: Bac
             invoices_without_ids(&app, &from_package).await,
             invoices_without_ids(&app, &by_hand).await,
         );
-        assert!(!ia.is_empty());
+        let subscribed = ia
+            .iter()
+            .flat_map(|(_, _, _, lines)| lines)
+            .any(|l| l[0] == "subscription");
+        assert!(
+            subscribed,
+            "start {}: no subscription line: {ia:?}",
+            start.iso()
+        );
         assert_eq!(
             ia,
             ib,
