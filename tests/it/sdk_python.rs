@@ -17,6 +17,7 @@
 //! `tests/sdk/subscriptions.py` (on both backends) for seat subscriptions: in advance with a
 //! prorated mid-period increase, in arrears on SCHEDULED invoices, the quantity history and
 //! refusals;
+//! `tests/sdk/composite.py` (on both backends) for composite products over tags and ids;
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
 //! converting it, a rate and a credit in it, the drawn-down and converted draft line by line.
 
@@ -150,6 +151,22 @@ fn python_sdk_subscriptions_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/subscriptions.py",
+    );
+}
+
+#[test]
+fn python_sdk_composite_products() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/composite.py");
+}
+
+#[test]
+fn python_sdk_composite_products_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/composite.py",
     );
 }
 
