@@ -30,6 +30,7 @@ use crate::service::invoices;
 use crate::service::packages;
 use crate::service::pro_services::{self, LineInput, ProServiceInput, ScheduleRequest};
 use crate::service::recurring::RecurringInput;
+use crate::service::transitions::{self, TransitionInput};
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -89,6 +90,21 @@ struct CreateContract {
     professional_services: Option<Vec<ProServiceReq>>,
     /// Set by `service::packages::contract_body` (a body naming a package is rewritten first).
     package_id: Option<String>,
+    transition: Option<TransitionReq>,
+}
+
+/// `ContractTransitionInput` (`type` and `trueup` checked by `service::transitions`).
+#[derive(Deserialize)]
+struct TransitionReq {
+    from_contract_id: String,
+    #[serde(rename = "type")]
+    transition_type: String,
+    future_invoice_behavior: Option<FutureInvoiceBehaviorReq>,
+}
+
+#[derive(Deserialize)]
+struct FutureInvoiceBehaviorReq {
+    trueup: Option<String>,
 }
 
 /// `ProServiceInput`.
@@ -240,6 +256,11 @@ pub(super) fn new_contract(body: Value) -> ApiResult<NewContract> {
                 netsuite_sales_order_id: p.netsuite_sales_order_id,
             })
             .collect(),
+        transition: req.transition.map(|t| TransitionInput {
+            from_contract_id: t.from_contract_id,
+            transition_type: t.transition_type,
+            trueup: t.future_invoice_behavior.and_then(|f| f.trueup),
+        }),
     })
 }
 
@@ -272,6 +293,8 @@ async fn get_contract(st: &AppState, env: Env, req: GetReq, v2: bool) -> ApiResu
     let now = st.now_ms();
     let mut v = if v2 { c.v2_json(now) } else { c.v1_json(now) };
     let show = show(req.include_balance, req.include_ledgers);
+    let markers = transitions::of_customer(st, env, &req.customer_id).await?;
+    transitions::decorate(&markers, &mut [(&c, &mut v)], v2);
     balances::decorate_contracts(st, env, &req.customer_id, &mut [(&c, &mut v)], show).await?;
     Ok(Json(json!({ "data": v })))
 }
@@ -351,6 +374,8 @@ async fn list_contracts(st: &AppState, env: Env, req: ListReq, v2: bool) -> ApiR
         .map(|c| if v2 { c.v2_json(now) } else { c.v1_json(now) })
         .collect();
     let mut pairs: Vec<(&Contract, &mut Value)> = found.iter().zip(items.iter_mut()).collect();
+    let markers = transitions::of_customer(st, env, &customer_id).await?;
+    transitions::decorate(&markers, &mut pairs, v2);
     let show = show(req.include_balance, req.include_ledgers);
     balances::decorate_contracts(st, env, &customer_id, &mut pairs, show).await?;
     Ok(offset_page(items, offset, limit, "cursor"))

@@ -22,8 +22,10 @@ use crate::wire_enum;
 
 mod charges;
 mod recurring;
+mod transitions;
 pub use charges::*;
 pub use recurring::*;
+pub use transitions::*;
 
 pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
 pub const USD_NAME: &str = "USD (cents)";
@@ -43,6 +45,10 @@ pub mod kind {
     pub const CUSTOMER_BALANCE: &str = "customer_balance";
     /// A contract template (`/v1/packages/*`), no parent.
     pub const PACKAGE: &str = "package";
+    /// A contract's successor (`transition` on contracts/create): id = the contract
+    /// transitioned from, parent the customer. Inserted with the new contract in one
+    /// transaction, so a contract has at most one successor however many creates race.
+    pub const TRANSITION: &str = "contract_transition";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +102,20 @@ pub async fn load<T: DeserializeOwned>(
         Some(doc) => Ok(decode(&doc)?),
         None => Err(LoadError::NotFound(what)),
     }
+}
+
+/// Every document of `kind` under `parent_id` (archived ones too), in creation order.
+pub async fn load_children<T: DeserializeOwned>(
+    stores: &Stores,
+    env: Env,
+    kind: &str,
+    parent_id: &str,
+) -> StoreResult<Vec<T>> {
+    let docs = stores
+        .config
+        .list_docs(env, kind, Some(parent_id), ArchiveFilter::All, None)
+        .await?;
+    docs.iter().map(decode).collect()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
@@ -958,6 +978,9 @@ pub struct Contract {
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
+    /// The contract it renews (`transition` on create; `service::transitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<TransitionRecord>,
 }
 
 /// Contract fields Tally stores and shows but mostly does not act on (CRM ids, the contract

@@ -521,6 +521,7 @@ async fn check_end_date(
     end: &EndDate,
     field: &str,
 ) -> Result<()> {
+    super::transitions::check_end_date(st, env, contract, end.ending_before, field).await?;
     let Some(at) = end.ending_before else {
         return Ok(());
     };

@@ -23,6 +23,7 @@ use super::invoices::{self, InvoiceError};
 use super::pro_services::{self, ProServiceInput};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::recurring::{self, RecurringInput};
+use super::transitions::{self, TransitionInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     credit_type, decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord,
@@ -80,7 +81,6 @@ const UNSUPPORTED_TERMS: &[&str] = &[
     "subscriptions",
     "discounts",
     "reseller_royalties",
-    "transition",
     "usage_filter",
     "spend_threshold_configuration",
     "prepaid_balance_threshold_configuration",
@@ -258,6 +258,8 @@ pub struct NewContract {
     pub scheduled_charges: Vec<ChargeInput>,
     /// Professional services (checked by `service::pro_services`).
     pub professional_services: Vec<ProServiceInput>,
+    /// The contract it renews (checked by `service::transitions`).
+    pub transition: Option<TransitionInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -548,7 +550,7 @@ fn active_card(card: RateCard) -> Result<Option<String>> {
 
 /// Validates and stores a contract. Its periods already past their grace are finalized by the
 /// job's next pass, not here: backdated usage sent right after the create still counts.
-pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String> {
+pub async fn create(st: &AppState, env: Env, mut req: NewContract) -> Result<String> {
     check_window(&req)?;
     let customer: Customer = load(
         &st.stores,
@@ -565,7 +567,12 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         ))
         .into());
     }
-    let contract = build(st, env, req, Some(&customer)).await?;
+    let transition = match req.transition.take() {
+        Some(t) => Some(transitions::check(st, env, t, &customer.id, req.starting_at).await?),
+        None => None,
+    };
+    let mut contract = build(st, env, req, Some(&customer)).await?;
+    contract.transition = transition;
     let now = contract.created_at.0;
     let doc = NewDoc {
         kind: kind::CONTRACT,
@@ -575,7 +582,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_ms: now,
         body: encode(&contract)?,
     };
-    if !super::insert_unique(st, env, doc).await? {
+    if !transitions::insert(st, env, &contract, doc).await? {
         return Err(ContractError::UniquenessKeyUsed);
     }
     follow_customer(st, env, &contract).await?;
@@ -662,6 +669,7 @@ async fn build(
         professional_services,
         pro_service_invoices: Vec::new(),
         history: Default::default(),
+        transition: None,
     };
     let built: Vec<&str> = contract
         .commits

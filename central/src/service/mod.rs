@@ -22,6 +22,7 @@ pub mod pro_services;
 pub mod products;
 pub mod rate_cards;
 pub mod recurring;
+pub mod transitions;
 
 use std::future::Future;
 use std::time::Duration;

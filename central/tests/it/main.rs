@@ -30,3 +30,4 @@ mod rate_schedule;
 mod recurring;
 mod resources;
 mod store_conformance;
+mod transitions;

@@ -1,0 +1,330 @@
+//! Contract transitions (`transition` on contracts/create): a RENEWAL reads back on both
+//! contracts, every refusal names its field and creates nothing, a renewed contract's end
+//! cannot pass its successor's start, and of creates racing to renew one contract exactly one
+//! wins (both backends).
+//!
+//! Setup: product `Calls` (COUNT of `call`) at 2 cents; customer `acme`; the old contract runs
+//! 2024-10-01 → 2024-12-01; the clock on 2024-11-15.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use tally_central::store::Env;
+
+use crate::store_conformance::Backend;
+use crate::support::*;
+
+const SBX: Env = Env::Sandbox;
+const OCT: &str = "2024-10-01T00:00:00Z";
+const DEC: &str = "2024-12-01T00:00:00Z";
+const JAN: &str = "2025-01-01T00:00:00Z";
+const NOW: &str = "2024-11-15T00:00:00Z";
+
+/// A customer with a contract `OCT → DEC` on a 2-cent card.
+async fn setup(app: &TestApp) -> Billing {
+    let b = Billing::count(app, SBX, "call", "2", "acme", OCT).await;
+    app.post(
+        "/v1/contracts/updateEndDate",
+        json!({ "customer_id": b.customer, "contract_id": b.contract, "ending_before": DEC }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    b
+}
+
+fn renewal(b: &Billing, from: &str, start: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "customer_id": b.customer, "rate_card_id": b.card, "starting_at": start,
+        "ending_before": JAN,
+        "transition": { "from_contract_id": from, "type": "RENEWAL" },
+    });
+    merge(&mut body, extra);
+    body
+}
+
+async fn get(app: &TestApp, path: &str, customer: &str, contract: &str) -> Value {
+    app.post(
+        path,
+        json!({ "customer_id": customer, "contract_id": contract }),
+    )
+    .await
+    .data()
+}
+
+async fn contract_count(app: &TestApp, customer: &str) -> usize {
+    let list = app
+        .post("/v2/contracts/list", json!({ "customer_id": customer }))
+        .await
+        .data();
+    list.as_array().expect("list").len()
+}
+
+#[tokio::test]
+async fn a_renewal_reads_back_on_both_contracts() {
+    let app = TestApp::new(NOW).await;
+    let b = setup(&app).await;
+    let new = app
+        .post(
+            "/v1/contracts/create",
+            renewal(
+                &b,
+                &b.contract,
+                DEC,
+                json!({ "transition": { "from_contract_id": b.contract, "type": "renewal",
+                        "future_invoice_behavior": { "trueup": "AS_IS" } } }),
+            ),
+        )
+        .await
+        .id();
+    let expected = json!([{ "from_contract_id": b.contract, "to_contract_id": new,
+                            "type": "RENEWAL" }]);
+    for id in [&b.contract, &new] {
+        let v2 = get(&app, "/v2/contracts/get", &b.customer, id).await;
+        assert_eq!(v2["transitions"], expected, "v2 {id}");
+        let v1 = get(&app, "/v1/contracts/get", &b.customer, id).await;
+        assert_eq!(v1["current"]["transitions"], expected, "v1 {id}");
+        assert_eq!(v1["initial"]["transitions"], expected, "v1 {id}");
+    }
+    for path in ["/v1/contracts/list", "/v2/contracts/list"] {
+        let list = app
+            .post(path, json!({ "customer_id": b.customer }))
+            .await
+            .data();
+        let list = list.as_array().expect("list");
+        assert_eq!(list.len(), 2);
+        for c in list {
+            let t = if path.starts_with("/v2") {
+                &c["transitions"]
+            } else {
+                &c["current"]["transitions"]
+            };
+            assert_eq!(t, &expected, "{path}");
+        }
+    }
+    // A contract without transitions reads an empty list.
+    let other = app.contract(SBX, &b.customer, &b.card, OCT).await;
+    let v2 = get(&app, "/v2/contracts/get", &b.customer, &other).await;
+    assert_eq!(v2["transitions"], json!([]));
+    // A renewal may start after the old end too (a gap is not billed by either).
+    let second = app.contract(SBX, &b.customer, &b.card, OCT).await;
+    app.post(
+        "/v1/contracts/updateEndDate",
+        json!({ "customer_id": b.customer, "contract_id": second, "ending_before": DEC }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let later = app
+        .post(
+            "/v1/contracts/create",
+            renewal(&b, &second, "2024-12-15T00:00:00Z", json!({})),
+        )
+        .await
+        .id();
+    let v2 = get(&app, "/v2/contracts/get", &b.customer, &later).await;
+    assert_eq!(v2["transitions"][0]["from_contract_id"], second);
+}
+
+#[tokio::test]
+async fn refused_transitions_name_the_field_and_create_nothing() {
+    let app = TestApp::new(NOW).await;
+    let b = setup(&app).await;
+    let open_ended = app.contract(SBX, &b.customer, &b.card, OCT).await;
+    let archived = app.contract(SBX, &b.customer, &b.card, OCT).await;
+    app.post(
+        "/v1/contracts/updateEndDate",
+        json!({ "customer_id": b.customer, "contract_id": archived, "ending_before": DEC }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.post(
+        "/v1/contracts/archive",
+        json!({ "customer_id": b.customer, "contract_id": archived, "void_invoices": false }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let stranger = app.customer(SBX, "stranger", &[]).await;
+    let theirs = app.contract(SBX, &stranger, &b.card, OCT).await;
+    let before = contract_count(&app, &b.customer).await;
+    let t =
+        |from: &str, ty: &str| json!({ "transition": { "from_contract_id": from, "type": ty } });
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            renewal(&b, &b.contract, DEC, t(&b.contract, "SUPERSEDE")),
+            "transition.type: SUPERSEDE",
+        ),
+        (
+            renewal(&b, &b.contract, DEC, t(&b.contract, "LATER")),
+            "transition.type",
+        ),
+        (
+            renewal(
+                &b,
+                &b.contract,
+                DEC,
+                json!({ "transition": { "from_contract_id": b.contract,
+                "type": "RENEWAL", "future_invoice_behavior": { "trueup": "REMOVE" } } }),
+            ),
+            "transition.future_invoice_behavior.trueup: REMOVE",
+        ),
+        (
+            renewal(
+                &b,
+                &b.contract,
+                DEC,
+                json!({ "transition": { "from_contract_id": b.contract,
+                "type": "RENEWAL", "future_invoice_behavior": { "trueup": "SOMETIMES" } } }),
+            ),
+            "transition.future_invoice_behavior.trueup",
+        ),
+        (
+            renewal(&b, "nope", DEC, t("nope", "RENEWAL")),
+            "transition.from_contract_id",
+        ),
+        (
+            renewal(&b, &theirs, DEC, t(&theirs, "RENEWAL")),
+            "another customer",
+        ),
+        (
+            renewal(&b, &open_ended, DEC, t(&open_ended, "RENEWAL")),
+            "open-ended",
+        ),
+        (
+            renewal(&b, &archived, DEC, t(&archived, "RENEWAL")),
+            "archived",
+        ),
+        // One hour before the old end.
+        (
+            renewal(
+                &b,
+                &b.contract,
+                "2024-11-30T23:00:00Z",
+                t(&b.contract, "RENEWAL"),
+            ),
+            "starting_at must not be before",
+        ),
+    ];
+    for (body, needle) in cases {
+        let r = app
+            .post("/v1/contracts/create", body.clone())
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(needle), "{needle}: {}", r.message());
+    }
+    assert_eq!(contract_count(&app, &b.customer).await, before);
+    // A second renewal of a renewed contract is refused.
+    let first = app
+        .post(
+            "/v1/contracts/create",
+            renewal(&b, &b.contract, DEC, json!({})),
+        )
+        .await
+        .id();
+    let r = app
+        .post(
+            "/v1/contracts/create",
+            renewal(&b, &b.contract, JAN, json!({ "ending_before": null })),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("already has a RENEWAL successor"),
+        "{}",
+        r.message()
+    );
+    assert!(r.message().contains(&first), "{}", r.message());
+    assert_eq!(contract_count(&app, &b.customer).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_renewed_contract_cannot_end_after_its_successor_starts() {
+    let app = TestApp::new(NOW).await;
+    let b = setup(&app).await;
+    let new = app
+        .post(
+            "/v1/contracts/create",
+            renewal(&b, &b.contract, "2024-12-15T00:00:00Z", json!({})),
+        )
+        .await
+        .id();
+    let end = |v: Value| {
+        let mut body = json!({ "customer_id": b.customer, "contract_id": b.contract });
+        merge(&mut body, v);
+        body
+    };
+    for bad in [
+        json!({ "ending_before": "2024-12-15T01:00:00Z" }),
+        json!({}),
+    ] {
+        let r = app
+            .post("/v1/contracts/updateEndDate", end(bad))
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(&new), "{}", r.message());
+    }
+    let r = app
+        .post(
+            "/v2/contracts/edit",
+            end(json!({ "update_contract_end_date": "2025-02-01T00:00:00Z" })),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("update_contract_end_date"),
+        "{}",
+        r.message()
+    );
+    let old = get(&app, "/v2/contracts/get", &b.customer, &b.contract).await;
+    assert_eq!(old["ending_before"], DEC);
+    // Up to the successor's start, and earlier, are fine.
+    for ok in ["2024-12-15T00:00:00Z", "2024-11-20T00:00:00Z"] {
+        app.post(
+            "/v1/contracts/updateEndDate",
+            end(json!({ "ending_before": ok })),
+        )
+        .await
+        .expect(StatusCode::OK);
+        let old = get(&app, "/v2/contracts/get", &b.customer, &b.contract).await;
+        assert_eq!(old["ending_before"], ok);
+    }
+}
+
+async fn racing_renewals_on(backend: Backend) {
+    let app = Arc::new(TestApp::on_backend(NOW, backend).await);
+    let b = setup(&app).await;
+    let requests = (0..8)
+        .map(|_| {
+            let body = renewal(&b, &b.contract, DEC, json!({}));
+            ("/v1/contracts/create".to_string(), body)
+        })
+        .collect();
+    let results = all_at_once(&app, requests).await;
+    let won: Vec<String> = results
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .map(|r| text(&r.body["data"], "id").to_string())
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        results.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    for r in results.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(
+            r.message().contains("already has a RENEWAL successor"),
+            "{}",
+            r.body
+        );
+    }
+    // Exactly the old contract and its one successor exist.
+    assert_eq!(contract_count(&app, &b.customer).await, 2);
+    let old = get(&app, "/v2/contracts/get", &b.customer, &b.contract).await;
+    assert_eq!(
+        old["transitions"],
+        json!([{ "from_contract_id": b.contract, "to_contract_id": won[0], "type": "RENEWAL" }])
+    );
+}
+
+both_backends!(racing_renewals_on);
