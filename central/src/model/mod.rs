@@ -1818,9 +1818,12 @@ pub struct BalanceRecord {
     /// Customer-level: the contracts it applies to (absent or empty: all of the customer's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applicable_contract_ids: Option<Vec<String>>,
-    /// Stored and shown; contract transitions do not exist, so it never rolls anything over.
+    /// What of each segment's remainder rolls over to a renewal (`service::transitions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover_fraction: Option<Dec>,
+    /// Made by rollover at a renewal: where from (shown as `rolled_over_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_over_from: Option<RolledOverFrom>,
     #[serde(default)]
     pub custom_fields: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1904,6 +1907,12 @@ impl BalanceRecord {
             _ => "recurring_commit_id",
         };
         set_opt(&mut v, recurring_field, self.recurring_id.as_ref());
+        let credit = self.balance_type == BalanceType::Credit;
+        set_opt(
+            &mut v,
+            "rolled_over_from",
+            self.rolled_over_from.as_ref().map(|r| r.api_json(credit)),
+        );
         v
     }
 

@@ -48,3 +48,22 @@ impl TransitionMarker {
         })
     }
 }
+
+/// A commit or credit of a renewal made by rollover (`service::transitions`): the renewed
+/// contract's commit or credit and segment it comes from, and the fraction of that segment's
+/// remainder it receives (its access amount is derived on read, `service::balances::Book`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolledOverFrom {
+    pub contract_id: String,
+    pub balance_id: String,
+    pub segment_id: String,
+    pub fraction: crate::wire::Dec,
+}
+
+impl RolledOverFrom {
+    /// Upstream's `rolled_over_from`: `{commit_id, contract_id}` or `{credit_id, contract_id}`.
+    pub fn api_json(&self, credit: bool) -> serde_json::Value {
+        let id = if credit { "credit_id" } else { "commit_id" };
+        serde_json::json!({ id: self.balance_id, "contract_id": self.contract_id })
+    }
+}

@@ -12,8 +12,8 @@
 //!   items.
 //! - Fields that would change amounts and are not implemented (hierarchies, payment gates,
 //!   recurring invoice schedules, quantity-based access, ...) are refused with a 400 naming
-//!   them ([`check_supported`]), never dropped; `rollover_fraction` is stored and shown, and
-//!   never acts (there are no contract transitions).
+//!   them ([`check_supported`]), never dropped; `rollover_fraction` acts when the contract is
+//!   renewed (`service::transitions`).
 //! - A `uniqueness_key` is used once per environment across customer-level commits and credits
 //!   (409). `updateEndDate` only ever shortens.
 
@@ -678,6 +678,7 @@ pub async fn build(
         archived_at: None,
         uniqueness_key: None,
         recurring_id: None,
+        rolled_over_from: None,
     })
 }
 

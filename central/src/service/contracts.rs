@@ -572,7 +572,9 @@ pub async fn create(st: &AppState, env: Env, mut req: NewContract) -> Result<Str
         None => None,
     };
     let mut contract = build(st, env, req, Some(&customer)).await?;
-    contract.transition = transition;
+    if let Some(t) = transition {
+        t.apply(&mut contract)?;
+    }
     let now = contract.created_at.0;
     let doc = NewDoc {
         kind: kind::CONTRACT,

@@ -12,16 +12,18 @@
 //!   of creates racing to renew one contract exactly one wins and the others are 400s.
 //! - A renewed contract's end cannot move past its successor's start (`check_end_date`).
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::contracts::ContractError;
 use super::Invalid;
 use crate::model::{
-    decode, encode, kind, load_children, Contract, FutureInvoiceBehavior, TransitionMarker,
-    TransitionRecord, TransitionType, TrueupBehavior,
+    decode, encode, kind, load_children, new_id, AccessItem, BalanceRecord, BalanceType, Contract,
+    FutureInvoiceBehavior, RolledOverFrom, TransitionMarker, TransitionRecord, TransitionType,
+    TrueupBehavior,
 };
 use crate::store::{Env, NewDoc, StoreError};
-use crate::wire::Time;
+use crate::wire::{Dec, Time};
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ContractError>;
@@ -38,15 +40,92 @@ fn invalid(msg: String) -> ContractError {
     Invalid(msg).into()
 }
 
-/// Checks a new contract's `transition` (for `customer_id`, starting at `starting_at`) and
-/// returns what the contract stores.
+/// A checked `transition`: what the new contract stores, and the contract it renews.
+pub struct Checked {
+    pub record: TransitionRecord,
+    pub from: Contract,
+}
+
+impl Checked {
+    /// Gives the new contract its transition and the commits and credits that roll over to it.
+    pub fn apply(self, contract: &mut Contract) -> Result<()> {
+        let rolled = rolled_records(&self.from, contract)?;
+        for r in rolled {
+            match r.balance_type {
+                BalanceType::Credit => contract.credits.push(r),
+                _ => contract.commits.push(r),
+            }
+        }
+        contract.transition = Some(self.record);
+        Ok(())
+    }
+}
+
+/// The commits and credits of `to` made by rollover from `from` (which ends at the
+/// transition): one per segment of each of `from`'s commits and credits with a
+/// `rollover_fraction` above zero (recurrences begun by the end included) that has begun
+/// before the end and is still usable at it. Each keeps the original's product, name, scope,
+/// priority and rate type, is not invoiced again, and holds `0` in its record: what it
+/// receives is derived on read (`service::balances::Book`). A POSTPAID commit with a
+/// fraction is refused (its remainder is billed by its true-up).
+fn rolled_records(from: &Contract, to: &Contract) -> Result<Vec<BalanceRecord>> {
+    let end = from.ending_before.map_or(i64::MAX, |t| t.0);
+    let mut out = Vec::new();
+    for record in from.own_balance_records(end) {
+        let fraction = match record.rollover_fraction {
+            Some(f) if !f.0.is_zero() && record.archived_at.is_none() => f,
+            _ => continue,
+        };
+        if record.balance_type == BalanceType::Postpaid {
+            return Err(invalid(format!(
+                "transition.from_contract_id: POSTPAID commit {} of contract {} has a                  rollover_fraction; rolling over postpaid commits is not supported by Tally                  (its remainder is billed by its true-up)",
+                record.id, from.id
+            )));
+        }
+        for seg in &record.access_schedule.schedule_items {
+            if !(seg.starting_at.0 < end && end <= seg.ending_before.0) {
+                continue;
+            }
+            let (start, stop) = tally_core::rollover::rolled_window(
+                seg.starting_at.0,
+                seg.ending_before.0,
+                to.starting_at.0,
+                to.ending_before.map(|t| t.0),
+            )
+            .map_err(|e| invalid(format!("transition: {e}")))?;
+            let mut rolled = record.clone();
+            rolled.id = new_id();
+            rolled.access_schedule.schedule_items = vec![AccessItem {
+                id: new_id(),
+                amount: Dec(Decimal::ZERO),
+                starting_at: Time(start),
+                ending_before: Time(stop),
+            }];
+            rolled.invoice_schedule = None;
+            rolled.rollover_fraction = None;
+            rolled.recurring_id = None;
+            rolled.uniqueness_key = None;
+            rolled.created_at = to.created_at;
+            rolled.rolled_over_from = Some(RolledOverFrom {
+                contract_id: from.id.clone(),
+                balance_id: record.id.clone(),
+                segment_id: seg.id.clone(),
+                fraction,
+            });
+            out.push(rolled);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a new contract's `transition` (for `customer_id`, starting at `starting_at`).
 pub async fn check(
     st: &AppState,
     env: Env,
     input: TransitionInput,
     customer_id: &str,
     starting_at: Time,
-) -> Result<TransitionRecord> {
+) -> Result<Checked> {
     let transition_type = match TransitionType::parse(&input.transition_type) {
         Some(t) => t,
         None if input.transition_type.eq_ignore_ascii_case("SUPERSEDE") => {
@@ -113,11 +192,12 @@ pub async fn check(
     if let Some(m) = successor(st, env, from).await? {
         return Err(already_renewed(&m));
     }
-    Ok(TransitionRecord {
+    let record = TransitionRecord {
         from_contract_id: from.clone(),
         transition_type,
         future_invoice_behavior: trueup.map(|t| FutureInvoiceBehavior { trueup: Some(t) }),
-    })
+    };
+    Ok(Checked { record, from: old })
 }
 
 fn already_renewed(m: &TransitionMarker) -> ContractError {
@@ -228,4 +308,57 @@ pub fn decorate(markers: &[TransitionMarker], items: &mut [(&Contract, &mut Valu
             }
         }
     }
+}
+
+/// One rollover of a renewal's commit or credit: `amount` moves at `at_ms` (the renewed
+/// contract's effective end) from the original segment to the rolled one (usable from
+/// `to_start_ms`). Derived by `service::balances::Book` whenever it is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollover {
+    pub from_balance: String,
+    pub from_segment: String,
+    pub from_contract: String,
+    pub to_balance: String,
+    pub to_segment: String,
+    pub to_contract: String,
+    pub fraction: Decimal,
+    pub at_ms: i64,
+    pub to_start_ms: i64,
+    /// Set when derived.
+    pub amount: Decimal,
+}
+
+/// The rollovers of these contracts (one customer's, all of them), by transition instant.
+pub fn pending_rollovers(contracts: &[Contract], now_ms: i64) -> Vec<Rollover> {
+    let mut out = Vec::new();
+    for to in contracts {
+        for r in to.own_balance_records(now_ms) {
+            let (Some(f), None) = (&r.rolled_over_from, r.archived_at) else {
+                continue;
+            };
+            let Some(from) = contracts.iter().find(|c| c.id == f.contract_id) else {
+                continue;
+            };
+            let (Some(at_ms), Some(seg)) = (
+                from.snapshot().effective_end_ms(),
+                r.access_schedule.schedule_items.first(),
+            ) else {
+                continue;
+            };
+            out.push(Rollover {
+                from_balance: f.balance_id.clone(),
+                from_segment: f.segment_id.clone(),
+                from_contract: from.id.clone(),
+                to_balance: r.id.clone(),
+                to_segment: seg.id.clone(),
+                to_contract: to.id.clone(),
+                fraction: f.fraction.0,
+                at_ms,
+                to_start_ms: seg.starting_at.0,
+                amount: Decimal::ZERO,
+            });
+        }
+    }
+    out.sort_by_key(|r| r.at_ms);
+    out
 }

@@ -328,3 +328,251 @@ async fn racing_renewals_on(backend: Backend) {
 }
 
 both_backends!(racing_renewals_on);
+
+/// `n` `call` events for acme at `at` (`tag` keeps transaction ids unique).
+async fn calls(app: &TestApp, tag: &str, at: &str, n: usize) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| event(&format!("{tag}-{i}"), "acme", "call", at, json!({})))
+        .collect();
+    for chunk in events.chunks(100) {
+        let r = app.ingest(SBX, Value::Array(chunk.to_vec())).await;
+        assert_eq!(r["accepted"], chunk.len(), "{}", r["rejected"][0]);
+    }
+}
+
+/// A contract `OCT → DEC` for `b`'s customer with one commit: `extra` merged into a commit
+/// of 1000 over the term on a new FIXED product.
+async fn contract_with_commit(app: &TestApp, b: &Billing, extra: Value) -> String {
+    let fixed = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "Commit", "type": "FIXED" }),
+        )
+        .await
+        .id();
+    let mut commit = json!({
+        "product_id": fixed,
+        "access_schedule": { "schedule_items": [
+            { "amount": 1000, "starting_at": OCT, "ending_before": DEC },
+        ]},
+    });
+    merge(&mut commit, extra);
+    app.post(
+        "/v1/contracts/create",
+        json!({
+            "customer_id": b.customer, "rate_card_id": b.card, "starting_at": OCT,
+            "ending_before": DEC, "commits": [commit],
+        }),
+    )
+    .await
+    .id()
+}
+
+/// The old contract with a free PREPAID commit of 1000 over its term at `fraction`.
+async fn setup_with_commit(app: &TestApp, fraction: &str) -> (Billing, String) {
+    let b = Billing::count(app, SBX, "call", "2", "acme", OCT).await;
+    let commit = json!({ "type": "PREPAID", "name": "Upfront", "priority": 1,
+                         "rollover_fraction": dec(fraction) });
+    let old = contract_with_commit(app, &b, commit).await;
+    (b, old)
+}
+
+fn ledger(commit: &Value) -> Vec<(String, String, String)> {
+    commit["ledger"]
+        .as_array()
+        .expect("ledger")
+        .iter()
+        .map(|e| {
+            (
+                text(e, "type").to_string(),
+                num(&e["amount"]),
+                text(e, "timestamp").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn entries(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+/// The contract's invoice starting at `start`.
+async fn contract_invoice(app: &TestApp, customer: &str, contract: &str, start: &str) -> Value {
+    let all = app.invoices(SBX, customer, "").await;
+    let found: Vec<Value> = all
+        .into_iter()
+        .filter(|i| i["contract_id"] == contract && i["start_timestamp"] == start)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+async fn with_balances(app: &TestApp, customer: &str, contract: &str) -> Value {
+    app.post(
+        "/v2/contracts/get",
+        json!({ "customer_id": customer, "contract_id": contract, "include_balance": true,
+                "include_ledgers": true }),
+    )
+    .await
+    .data()
+}
+
+/// Old contract Oct–Nov with 1000 at 0.333333: October draws 200 (100 calls at 2), November
+/// 100; 700 is left, 233.3331 rolls over (exact), 466.6669 expires. December's 150 calls (300)
+/// draw the rolled 233.3331 (116.66655 calls) and bill the other 33.33345 calls: 66.6669.
+#[tokio::test]
+async fn a_renewal_rolls_over_the_fraction_of_what_is_left() {
+    let app = TestApp::new("2024-10-20T00:00:00Z").await;
+    let (b, old) = setup_with_commit(&app, "0.333333").await;
+    calls(&app, "oct", "2024-10-10T00:00:00Z", 100).await;
+    app.set_now("2024-11-20T00:00:00Z");
+    let new = app
+        .post(
+            "/v1/contracts/create",
+            renewal(
+                &b,
+                &old,
+                DEC,
+                json!({ "ending_before": "2025-02-01T00:00:00Z" }),
+            ),
+        )
+        .await
+        .id();
+    // Derived on read: with only October's 200 drawn, 800 × 0.333333 = 266.6664.
+    let v = with_balances(&app, &b.customer, &new).await;
+    let rolled = &v["commits"][0];
+    assert_eq!(
+        rolled["rolled_over_from"],
+        json!({ "commit_id": with_balances(&app, &b.customer, &old).await["commits"][0]["id"], "contract_id": old })
+    );
+    assert_eq!(
+        num(&rolled["access_schedule"]["schedule_items"][0]["amount"]),
+        "266.6664"
+    );
+    assert_eq!(
+        rolled["access_schedule"]["schedule_items"][0]["starting_at"],
+        DEC
+    );
+    assert_eq!(
+        rolled["access_schedule"]["schedule_items"][0]["ending_before"],
+        "2025-02-01T00:00:00Z"
+    );
+    assert_eq!(rolled["name"], "Upfront");
+    assert!(rolled.get("rollover_fraction").is_none(), "{rolled}");
+    assert!(rolled.get("invoice_schedule").is_none(), "{rolled}");
+    // November's usage, still on the open draft, lowers it at once.
+    calls(&app, "nov", "2024-11-10T00:00:00Z", 50).await;
+    let v = with_balances(&app, &b.customer, &new).await;
+    assert_eq!(
+        num(&v["commits"][0]["access_schedule"]["schedule_items"][0]["amount"]),
+        "233.3331"
+    );
+
+    app.set_now("2024-12-15T00:00:00Z");
+    calls(&app, "dec", "2024-12-10T00:00:00Z", 150).await;
+    app.set_now("2025-01-05T00:00:00Z");
+    app.run_jobs().await;
+    let old_v = with_balances(&app, &b.customer, &old).await;
+    assert_eq!(
+        ledger(&old_v["commits"][0]),
+        entries(&[
+            ("PREPAID_COMMIT_SEGMENT_START", "1000", OCT),
+            (
+                "PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION",
+                "-200",
+                "2024-11-01T00:00:00Z"
+            ),
+            ("PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION", "-100", DEC),
+            ("PREPAID_COMMIT_ROLLOVER", "-233.3331", DEC),
+            ("PREPAID_COMMIT_EXPIRATION", "-466.6669", DEC),
+        ])
+    );
+    assert_eq!(num(&old_v["commits"][0]["balance"]), "0");
+    let new_v = with_balances(&app, &b.customer, &new).await;
+    let rolled = &new_v["commits"][0];
+    assert_eq!(
+        ledger(rolled),
+        entries(&[
+            ("PREPAID_COMMIT_ROLLOVER", "233.3331", DEC),
+            (
+                "PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION",
+                "-233.3331",
+                JAN
+            ),
+        ])
+    );
+    assert_eq!(num(&rolled["balance"]), "0");
+    let dec_invoice = contract_invoice(&app, &b.customer, &new, DEC).await;
+    assert_eq!(dec_invoice["status"], "FINALIZED", "{dec_invoice}");
+    assert_eq!(num(&dec_invoice["total"]), "66.6669");
+    let nov = contract_invoice(&app, &b.customer, &old, "2024-11-01T00:00:00Z").await;
+    assert_eq!(num(&nov["total"]), "0");
+    // customerBalances/list shows the rolled commit with its amount too.
+    let list = app
+        .post(
+            "/v1/contracts/customerBalances/list",
+            json!({ "customer_id": b.customer, "include_contract_balances": true }),
+        )
+        .await;
+    let list = list.body["data"].as_array().expect("data").clone();
+    let shown = list
+        .iter()
+        .find(|c| c["id"] == rolled["id"])
+        .expect("rolled listed");
+    assert_eq!(
+        num(&shown["access_schedule"]["schedule_items"][0]["amount"]),
+        "233.3331"
+    );
+}
+
+#[tokio::test]
+async fn nothing_rolls_without_a_fraction_or_with_nothing_left_and_postpaid_is_refused() {
+    let app = TestApp::new("2024-10-20T00:00:00Z").await;
+    let (b, old) = setup_with_commit(&app, "1").await;
+    // 600 calls at 2 = 1200 > 1000: nothing is left, nothing rolls.
+    calls(&app, "oct", "2024-10-10T00:00:00Z", 600).await;
+    app.set_now("2024-12-05T00:00:00Z");
+    let new = app
+        .post("/v1/contracts/create", renewal(&b, &old, DEC, json!({})))
+        .await
+        .id();
+    let v = with_balances(&app, &b.customer, &new).await;
+    assert_eq!(
+        num(&v["commits"][0]["access_schedule"]["schedule_items"][0]["amount"]),
+        "0"
+    );
+    assert_eq!(num(&v["commits"][0]["balance"]), "0");
+    // A contract with a commit without a fraction renews with no rolled commit.
+    let plain = app.contract(SBX, &b.customer, &b.card, OCT).await;
+    app.post(
+        "/v1/contracts/updateEndDate",
+        json!({ "customer_id": b.customer, "contract_id": plain, "ending_before": DEC }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let renewed = app
+        .post("/v1/contracts/create", renewal(&b, &plain, DEC, json!({})))
+        .await
+        .id();
+    let v = with_balances(&app, &b.customer, &renewed).await;
+    assert_eq!(v["commits"], json!([]));
+    // A POSTPAID commit with a fraction cannot be rolled over.
+    let post = contract_with_commit(
+        &app,
+        &b,
+        json!({ "type": "POSTPAID", "rollover_fraction": 0.5,
+                "invoice_schedule": { "schedule_items": [
+                    { "amount": 1000, "timestamp": "2024-11-30T00:00:00Z" },
+                ]} }),
+    )
+    .await;
+    let before = contract_count(&app, &b.customer).await;
+    let r = app
+        .post("/v1/contracts/create", renewal(&b, &post, DEC, json!({})))
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("POSTPAID"), "{}", r.message());
+    assert_eq!(contract_count(&app, &b.customer).await, before);
+}
