@@ -13,7 +13,9 @@
 //! they generate, its invoice, a commit-specific override naming one, an edit adding one;
 //! `tests/sdk/charges.py` (on both backends) for scheduled charges on their own and on
 //! consolidated invoices, and an edit archiving one; `tests/sdk/packages.py` (on both backends)
-//! for a contract from a package billing like the same contract written out.
+//! for a contract from a package billing like the same contract written out;
+//! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
+//! transitions, the rolled commit, its invoice and balances, and the refusals.
 
 use std::process::Command;
 use std::time::Duration;
@@ -113,6 +115,22 @@ fn python_sdk_recurring_commits_and_credits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/recurring.py",
+    );
+}
+
+#[test]
+fn python_sdk_contract_lifecycle() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/lifecycle.py");
+}
+
+#[test]
+fn python_sdk_contract_lifecycle_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/lifecycle.py",
     );
 }
 
