@@ -261,6 +261,19 @@ def contract_changes(call: Walk, card: str, product: str, now: datetime) -> dict
     # The contract with its amendment, `initial` and `current` (checked against the schema).
     call("getContract-v1", body=ids)
     call("getContractEditHistory-v2", body=ids)
+    # A renewal from the contract's end: both contracts read back the transition.
+    renewal = call(
+        "createContract-v1",
+        body={
+            "customer_id": customer,
+            "rate_card_id": card,
+            "starting_at": iso(month_start(now, -1)),
+            "transition": {"from_contract_id": contract, "type": "RENEWAL"},
+        },
+    )["data"]["id"]
+    renewed = call("getContract-v2", body={"customer_id": customer, "contract_id": renewal})
+    transition = {"from_contract_id": contract, "to_contract_id": renewal, "type": "RENEWAL"}
+    assert renewed["data"]["transitions"] == [transition], renewed
     return {"editable_customer": [customer], "editable_contract": [contract]}
 
 
