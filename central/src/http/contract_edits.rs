@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
+use super::commit_wire::{BalanceReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::{from_value, id_response, Body, Caller, Routes};
@@ -44,6 +44,8 @@ struct AmendReq {
     #[serde(default)]
     scheduled_charges: Vec<ScheduledChargeReq>,
     #[serde(default)]
+    professional_services: Vec<ProServiceReq>,
+    #[serde(default)]
     custom_fields: BTreeMap<String, String>,
     salesforce_opportunity_id: Option<String>,
     netsuite_sales_order_id: Option<String>,
@@ -71,6 +73,11 @@ async fn amend(
             total_contract_value: req.total_contract_value,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
+        professional_services: req
+            .professional_services
+            .into_iter()
+            .map(ProServiceReq::domain)
+            .collect(),
         balances: BalanceChanges {
             add_commits: ("commits", balance_inputs(req.commits, "commits")?),
             add_credits: ("credits", credit_inputs(req.credits)),

@@ -10,7 +10,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{contract_commits, BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
+use super::commit_wire::{
+    contract_commits, BalanceReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq,
+};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
@@ -28,7 +30,7 @@ use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
 use crate::service::invoices;
 use crate::service::packages;
-use crate::service::pro_services::{self, LineInput, ProServiceInput, ScheduleRequest};
+use crate::service::pro_services::{self, LineInput, ScheduleRequest};
 use crate::service::recurring::RecurringInput;
 use crate::service::transitions::{self, TransitionInput};
 use crate::store::Env;
@@ -105,19 +107,6 @@ struct TransitionReq {
 #[derive(Deserialize)]
 struct FutureInvoiceBehaviorReq {
     trueup: Option<String>,
-}
-
-/// `ProServiceInput`.
-#[derive(Deserialize)]
-struct ProServiceReq {
-    product_id: String,
-    unit_price: Option<Dec>,
-    quantity: Option<Dec>,
-    max_amount: Option<Dec>,
-    description: Option<String>,
-    #[serde(default)]
-    custom_fields: BTreeMap<String, String>,
-    netsuite_sales_order_id: Option<String>,
 }
 
 /// `ProServiceInvoiceLineItem` (`amendment_id` and the NetSuite fields are accepted and not
@@ -246,15 +235,7 @@ pub(super) fn new_contract(body: Value) -> ApiResult<NewContract> {
             .professional_services
             .into_iter()
             .flatten()
-            .map(|p| ProServiceInput {
-                product_id: p.product_id,
-                unit_price: p.unit_price,
-                quantity: p.quantity,
-                max_amount: p.max_amount,
-                description: p.description,
-                custom_fields: p.custom_fields,
-                netsuite_sales_order_id: p.netsuite_sales_order_id,
-            })
+            .map(ProServiceReq::domain)
             .collect(),
         transition: req.transition.map(|t| TransitionInput {
             from_contract_id: t.from_contract_id,

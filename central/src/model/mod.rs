@@ -1210,6 +1210,9 @@ pub struct InitialTerms {
     pub recurring_commits: Vec<RecurringRecord>,
     #[serde(default)]
     pub recurring_credits: Vec<RecurringRecord>,
+    /// Absent in terms captured before amendments could add services (then: the current ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub professional_services: Option<Vec<ProServiceRecord>>,
 }
 
 /// What a v1 amendment carries besides the terms it adds (stored and shown, not acted on).
@@ -1280,6 +1283,9 @@ pub struct ContractChange {
     pub add_scheduled_charges: Vec<ScheduledChargeRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archive_scheduled_charges: Vec<String>,
+    /// Professional services the change adds (amendments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_professional_services: Vec<ProServiceRecord>,
 }
 
 impl ContractChange {
@@ -1389,7 +1395,12 @@ impl ContractChange {
                 .iter()
                 .map(ScheduledChargeRecord::api_json)
                 .collect::<Vec<_>>(),
-            "discounts": [], "professional_services": [],
+            "discounts": [],
+            "professional_services": self
+                .add_professional_services
+                .iter()
+                .map(ProServiceRecord::api_json)
+                .collect::<Vec<_>>(),
             "reseller_royalties": [],
         });
         if !info.custom_fields.is_empty() {
@@ -1609,6 +1620,7 @@ impl Contract {
                 credits: self.credits.clone(),
                 recurring_commits: self.recurring_commits.clone(),
                 recurring_credits: self.recurring_credits.clone(),
+                professional_services: Some(self.professional_services.clone()),
             });
         }
     }
@@ -1627,6 +1639,10 @@ impl Contract {
             credits: initial.credits.clone(),
             recurring_commits: initial.recurring_commits.clone(),
             recurring_credits: initial.recurring_credits.clone(),
+            professional_services: initial
+                .professional_services
+                .clone()
+                .unwrap_or_else(|| self.professional_services.clone()),
             ..self.clone()
         };
         at_creation.terms_json(now_ms)

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use super::charges::{self, ChargeInput};
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
+use super::pro_services::{self, ProServiceInput};
 use super::recurring::{self, RecurringInput, MAX_RECURRING_PER_CONTRACT};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{kind, new_id, AmendmentInfo, Contract, ContractChange, CREATED_BY};
@@ -42,8 +43,7 @@ pub const MAX_CONTRACT_CHANGES: usize = 500;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Amendment terms Tally cannot rate yet: refused when non-empty.
-const UNSUPPORTED_AMEND_TERMS: &[&str] =
-    &["discounts", "professional_services", "reseller_royalties"];
+const UNSUPPORTED_AMEND_TERMS: &[&str] = &["discounts", "reseller_royalties"];
 
 /// Edit fields Tally cannot apply yet (`EditContractPayload`, and `ContractEdit`'s spellings):
 /// refused when non-empty. Commits and credits are [`balance_changes`]'.
@@ -302,6 +302,8 @@ pub struct Amendment {
     pub contract_id: String,
     pub info: AmendmentInfo,
     pub overrides: Vec<OverrideInput>,
+    /// Professional services the amendment adds (checked as on create).
+    pub professional_services: Vec<ProServiceInput>,
     pub balances: BalanceChanges,
 }
 
@@ -363,6 +365,7 @@ fn new_change(st: &AppState) -> ContractChange {
         add_recurring_credits: Vec::new(),
         add_scheduled_charges: Vec::new(),
         archive_scheduled_charges: Vec::new(),
+        add_professional_services: Vec::new(),
     }
 }
 
@@ -398,6 +401,9 @@ pub async fn amend(st: &AppState, env: Env, req: Amendment) -> Result<String> {
     }
     let mut change = adding_overrides(st, env, &contract, "overrides", req.overrides).await?;
     balance_changes(st, env, &contract, req.balances, &mut change, "overrides").await?;
+    let existing = contract.professional_services.len();
+    change.add_professional_services =
+        pro_services::build_all(st, env, req.professional_services, existing).await?;
     change.amendment = Some(req.info);
     apply(st, env, &contract.id, change).await.map(|c| c.id)
 }
@@ -629,6 +635,12 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     }
     c.scheduled_charges
         .extend(change.add_scheduled_charges.iter().cloned());
+    pro_services::check_room(
+        c.professional_services.len(),
+        &change.add_professional_services,
+    )?;
+    c.professional_services
+        .extend(change.add_professional_services.iter().cloned());
     c.recurring_commits
         .extend(change.add_recurring_commits.iter().cloned());
     c.recurring_credits

@@ -646,7 +646,8 @@ async fn build(
         charges::MAX_CHARGES_PER_CONTRACT,
     )
     .await?;
-    let professional_services = pro_services::build_all(st, env, req.professional_services).await?;
+    let professional_services =
+        pro_services::build_all(st, env, req.professional_services, 0).await?;
     let mut contract = Contract {
         id: new_id(),
         customer_id: customer.map(|c| c.id.clone()).unwrap_or_default(),

@@ -28,6 +28,16 @@ fn items(items: &[(&str, &str)]) -> Value {
     json!({ "schedule_items": items })
 }
 
+/// A PRO_SERVICE product `Consulting`.
+async fn consulting_product(app: &TestApp) -> String {
+    app.post(
+        "/v1/contract-pricing/products/create",
+        json!({ "name": "Consulting", "type": "PRO_SERVICE" }),
+    )
+    .await
+    .id()
+}
+
 /// `(start, total, lines)` of the customer's SCHEDULED invoices of `contract`.
 async fn scheduled(
     app: &TestApp,
@@ -294,13 +304,7 @@ async fn amendments_and_edits_add_and_archive_charges(backend: Backend) {
 async fn professional_services_invoice_up_to_their_max(backend: Backend) {
     let app = std::sync::Arc::new(TestApp::on_backend(NOW, backend).await);
     let s = Setup::new(&app).await;
-    let consulting = app
-        .post(
-            "/v1/contract-pricing/products/create",
-            json!({ "name": "Consulting", "type": "PRO_SERVICE" }),
-        )
-        .await
-        .id();
+    let consulting = consulting_product(&app).await;
     let service = |description: &str, max: &str| {
         json!({ "product_id": consulting, "unit_price": 150, "quantity": 10,
                 "max_amount": dec(max), "description": description })
@@ -450,6 +454,75 @@ async fn professional_services_invoice_up_to_their_max(backend: Backend) {
         "{}",
         r.message()
     );
+}
+
+/// `contracts/amend` adds a professional service (checked as on create): v1 shows it in the
+/// amendment and in `current` (not in `initial`), and it invoices like one given at create:
+/// 2 × 333.33 = 666.66 on 11-27. A non-PRO_SERVICE product is a 400 naming the field that
+/// stores nothing.
+#[tokio::test]
+async fn an_amendment_adds_a_professional_service() {
+    let app = TestApp::new(NOW).await;
+    let s = Setup::new(&app).await;
+    let consulting = consulting_product(&app).await;
+    let k = s.contract(&app, json!({})).await;
+    let ids = json!({ "customer_id": s.customer, "contract_id": k });
+    let amend = |service: Value| {
+        let mut body = ids.clone();
+        merge(
+            &mut body,
+            json!({ "starting_at": START, "professional_services": [service] }),
+        );
+        body
+    };
+    let get = || app.post("/v1/contracts/get", ids.clone());
+    let r = app
+        .post(
+            "/v1/contracts/amend",
+            amend(
+                json!({ "product_id": s.fixed, "unit_price": 1, "quantity": 1, "max_amount": 1 }),
+            ),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("professional_services[0]"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(get().await.data()["amendments"], json!([]));
+    app.post(
+        "/v1/contracts/amend",
+        amend(
+            json!({ "product_id": consulting, "unit_price": dec("333.33"), "quantity": 4,
+                      "max_amount": 1000, "description": "Tuning" }),
+        ),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let c = get().await.data();
+    let current = c["current"]["professional_services"]
+        .as_array()
+        .expect("current");
+    assert_eq!(current.len(), 1, "{c}");
+    assert_eq!(c["initial"]["professional_services"], json!([]), "{c}");
+    assert_eq!(
+        c["amendments"][0]["professional_services"],
+        json!(current),
+        "{c}"
+    );
+    let service = text(&current[0], "id").to_string();
+    let r = app
+        .post(
+            "/v1/contracts/scheduleProServicesInvoice",
+            json!({ "customer_id": s.customer, "contract_id": k, "issued_at": "2024-11-27T00:00:00Z",
+                    "line_items": [{ "professional_service_id": service, "unit_price": dec("333.33"),
+                                     "quantity": 2 }] }),
+        )
+        .await
+        .data();
+    assert_eq!(num(&r[0]["total"]), "666.66");
+    assert_eq!(r[0]["line_items"][0]["name"], "Tuning");
 }
 
 both_backends!(
