@@ -40,7 +40,7 @@ struct AccessReq {
 }
 
 #[derive(Deserialize)]
-struct InvoiceItemReq {
+pub struct InvoiceItemReq {
     timestamp: Time,
     amount: Option<Dec>,
     unit_price: Option<Dec>,
@@ -57,6 +57,17 @@ struct InvoiceReq {
     recurring_schedule: Option<RecurringReq>,
 }
 
+impl InvoiceItemReq {
+    pub fn domain(self) -> InvoiceItemInput {
+        InvoiceItemInput {
+            timestamp: self.timestamp,
+            amount: self.amount,
+            unit_price: self.unit_price,
+            quantity: self.quantity,
+        }
+    }
+}
+
 impl InvoiceReq {
     fn domain(self) -> InvoiceInput {
         InvoiceInput {
@@ -65,12 +76,7 @@ impl InvoiceReq {
             schedule_items: self
                 .schedule_items
                 .into_iter()
-                .map(|i| InvoiceItemInput {
-                    timestamp: i.timestamp,
-                    amount: i.amount,
-                    unit_price: i.unit_price,
-                    quantity: i.quantity,
-                })
+                .map(InvoiceItemReq::domain)
                 .collect(),
             recurring_schedule: self.recurring_schedule.map(RecurringReq::domain),
         }

@@ -9,12 +9,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{BalanceReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq};
+use super::commit_wire::{
+    BalanceReq, InvoiceItemReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq,
+};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
-use crate::service::charges::ChargeInput;
+use crate::service::charges::{ChargeInput, ChargeUpdateInput, ItemUpdateInput};
 use crate::service::commits::BalanceInput;
 use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
 use crate::service::recurring::RecurringInput;
@@ -154,6 +156,61 @@ struct EditReq {
     add_scheduled_charges: Vec<ScheduledChargeReq>,
     #[serde(default)]
     archive_scheduled_charges: Vec<IdReq>,
+    #[serde(default)]
+    update_scheduled_charges: Vec<ChargeUpdateReq>,
+}
+
+/// `UpdateScheduledChargeInput` (`netsuite_sales_order_id` is accepted and not kept).
+#[derive(Deserialize)]
+struct ChargeUpdateReq {
+    scheduled_charge_id: String,
+    invoice_schedule: Option<ScheduleUpdateReq>,
+}
+
+/// `UpdateInvoiceScheduleInput`.
+#[derive(Deserialize, Default)]
+struct ScheduleUpdateReq {
+    #[serde(default)]
+    add_schedule_items: Vec<InvoiceItemReq>,
+    #[serde(default)]
+    remove_schedule_items: Vec<IdReq>,
+    #[serde(default)]
+    update_schedule_items: Vec<ItemUpdateReq>,
+}
+
+#[derive(Deserialize)]
+struct ItemUpdateReq {
+    id: String,
+    timestamp: Option<Time>,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+}
+
+impl ChargeUpdateReq {
+    fn domain(self) -> ChargeUpdateInput {
+        let s = self.invoice_schedule.unwrap_or_default();
+        ChargeUpdateInput {
+            scheduled_charge_id: self.scheduled_charge_id,
+            add_items: s
+                .add_schedule_items
+                .into_iter()
+                .map(InvoiceItemReq::domain)
+                .collect(),
+            remove_items: s.remove_schedule_items.into_iter().map(|r| r.id).collect(),
+            update_items: s
+                .update_schedule_items
+                .into_iter()
+                .map(|u| ItemUpdateInput {
+                    id: u.id,
+                    timestamp: u.timestamp,
+                    amount: u.amount,
+                    unit_price: u.unit_price,
+                    quantity: u.quantity,
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn edit(
@@ -203,6 +260,11 @@ async fn edit(
                 .archive_scheduled_charges
                 .into_iter()
                 .map(|r| r.id)
+                .collect(),
+            update_scheduled_charges: req
+                .update_scheduled_charges
+                .into_iter()
+                .map(ChargeUpdateReq::domain)
                 .collect(),
             refused: [
                 ("update_commits", req.update_commits.is_empty()),

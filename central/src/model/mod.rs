@@ -1286,6 +1286,9 @@ pub struct ContractChange {
     /// Professional services the change adds (amendments).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_professional_services: Vec<ProServiceRecord>,
+    /// Changes to scheduled charges' schedules (v2 edits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_scheduled_charges: Vec<ChargeScheduleUpdate>,
 }
 
 impl ContractChange {
@@ -1339,6 +1342,14 @@ impl ContractChange {
                 .map(ScheduledChargeRecord::api_json)
                 .collect();
             v["add_scheduled_charges"] = serde_json::Value::Array(items);
+        }
+        if !self.update_scheduled_charges.is_empty() {
+            let items: Vec<_> = self
+                .update_scheduled_charges
+                .iter()
+                .map(ChargeScheduleUpdate::api_json)
+                .collect();
+            v["update_scheduled_charges"] = serde_json::Value::Array(items);
         }
         for (key, ids) in [
             ("archive_commits", &self.archive_commits),

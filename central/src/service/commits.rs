@@ -366,7 +366,7 @@ fn access_schedule(at: &str, input: Option<AccessInput>) -> Result<AccessSchedul
 
 /// One invoice item: `amount` alone (unit price = amount, quantity 1), or `unit_price` and
 /// `quantity` (amount = their product, exact).
-fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
+pub(super) fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
     hour(at, "timestamp", item.timestamp)?;
     let (amount, unit_price, quantity) =
         item_amount(at, item.amount, item.unit_price, item.quantity)?;

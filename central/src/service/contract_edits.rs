@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::charges::{self, ChargeInput};
+use super::charges::{self, ChargeInput, ChargeUpdateInput};
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
 use super::pro_services::{self, ProServiceInput};
@@ -60,7 +60,6 @@ const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
     "add_revenue_system_configuration_update",
     "add_usage_filters",
     "archive_spend_trackers",
-    "update_scheduled_charges",
     "update_recurring_commits",
     "update_recurring_credits",
     "update_subscriptions",
@@ -123,6 +122,8 @@ pub struct BalanceChanges {
     pub add_scheduled_charges: (&'static str, Vec<ChargeInput>),
     /// `archive_scheduled_charges` (v2 edits only).
     pub archive_scheduled_charges: Vec<String>,
+    /// `update_scheduled_charges` (v2 edits only).
+    pub update_scheduled_charges: Vec<ChargeUpdateInput>,
     /// Fields given that Tally cannot apply yet (`update_commits`, `update_credits`).
     pub refused: Vec<&'static str>,
 }
@@ -174,6 +175,12 @@ async fn balance_changes(
     let room = charges::MAX_CHARGES_PER_CONTRACT.saturating_sub(contract.scheduled_charges.len());
     change.add_scheduled_charges = charges::build_all(st, env, field, inputs, room).await?;
     change.archive_scheduled_charges = changes.archive_scheduled_charges;
+    change.update_scheduled_charges = charges::build_updates(
+        &contract.scheduled_charges,
+        changes.update_scheduled_charges,
+        change.timestamp.0,
+        st.settings.invoice_grace_ms,
+    )?;
     change.add_recurring_commits = recurring_commits;
     change.add_recurring_credits = recurring_credits;
     change.archive_commits = changes.archive_commits;
@@ -366,6 +373,7 @@ fn new_change(st: &AppState) -> ContractChange {
         add_scheduled_charges: Vec::new(),
         archive_scheduled_charges: Vec::new(),
         add_professional_services: Vec::new(),
+        update_scheduled_charges: Vec::new(),
     }
 }
 
@@ -436,6 +444,7 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         && b.add_recurring_credits.is_empty()
         && b.add_scheduled_charges.1.is_empty()
         && b.archive_scheduled_charges.is_empty()
+        && b.update_scheduled_charges.is_empty()
         && b.refused.is_empty()
         && req.remove_overrides.is_empty()
         && req.end_date.is_none()
@@ -446,8 +455,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
             "the edit changes nothing: give add_overrides, remove_overrides, \
              update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
              add_commits, add_credits, add_recurring_commits, add_recurring_credits, \
-             add_scheduled_charges, archive_commits, archive_credits or \
-             archive_scheduled_charges"
+             add_scheduled_charges, update_scheduled_charges, archive_commits, \
+             archive_credits or archive_scheduled_charges"
                 .into(),
         )
         .into());
@@ -635,6 +644,20 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     }
     c.scheduled_charges
         .extend(change.add_scheduled_charges.iter().cloned());
+    for (i, u) in change.update_scheduled_charges.iter().enumerate() {
+        let at = format!("update_scheduled_charges[{i}]");
+        let charge = c
+            .scheduled_charges
+            .iter_mut()
+            .find(|x| x.id == u.scheduled_charge_id && x.archived_at.is_none())
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{at}.scheduled_charge_id: the contract has no unarchived scheduled charge {}",
+                    u.scheduled_charge_id
+                ))
+            })?;
+        charges::apply_update(charge, u, &at)?;
+    }
     pro_services::check_room(
         c.professional_services.len(),
         &change.add_professional_services,
