@@ -477,3 +477,130 @@ async fn scheduled_and_usage_invoices_both_finalize_after_the_grace() {
         assert_eq!(statuses(&app, &customer).await, want, "at {now}");
     }
 }
+
+/// The ids `path` lists for `customer` with `extra` in the body.
+async fn list_ids(app: &TestApp, path: &str, customer: &str, extra: Value) -> Vec<String> {
+    let mut body = json!({ "customer_id": customer });
+    merge(&mut body, extra);
+    let data = app.post(path, body).await.data();
+    data.as_array()
+        .expect("list")
+        .iter()
+        .map(|c| text(c, "id").to_string())
+        .collect()
+}
+
+/// contracts/list filters on both versions: chronological by start (not creation), archived
+/// ones only with `include_archived`, `covering_date` inclusive of the start and exclusive of
+/// the end, `starting_at` on or after, and `covering_date` with `starting_at` a 400.
+#[tokio::test]
+async fn contract_lists_filter_by_date_and_archival_in_chronological_order() {
+    let app = TestApp::new("2024-11-15T00:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "1", "acme", "2024-09-01T00:00:00Z").await;
+    let other = app.customer(SBX, "lists", &[]).await;
+    let create = |start: &str, end: Option<&str>| {
+        let mut body =
+            json!({ "customer_id": other, "rate_card_id": b.card, "starting_at": start });
+        if let Some(end) = end {
+            body["ending_before"] = json!(end);
+        }
+        app.post("/v1/contracts/create", body)
+    };
+    let oct = create("2024-10-01T00:00:00Z", Some("2024-12-01T00:00:00Z"))
+        .await
+        .id();
+    let sep = create("2024-09-01T00:00:00Z", Some("2024-10-01T00:00:00Z"))
+        .await
+        .id();
+    let nov = create("2024-11-01T00:00:00Z", None).await.id();
+    app.post(
+        "/v1/contracts/archive",
+        json!({ "customer_id": other, "contract_id": nov, "void_invoices": false }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    for path in ["/v1/contracts/list", "/v2/contracts/list"] {
+        assert_eq!(
+            list_ids(&app, path, &other, json!({})).await,
+            [sep.clone(), oct.clone()],
+            "{path}"
+        );
+        assert_eq!(
+            list_ids(&app, path, &other, json!({ "include_archived": true })).await,
+            [sep.clone(), oct.clone(), nov.clone()]
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "covering_date": "2024-10-01T00:00:00Z" })
+            )
+            .await,
+            [oct.clone()]
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "covering_date": "2024-09-30T23:00:00Z" })
+            )
+            .await,
+            [sep.clone()]
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "covering_date": "2024-12-01T00:00:00Z" })
+            )
+            .await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "covering_date": "2024-12-01T00:00:00Z", "include_archived": true })
+            )
+            .await,
+            [nov.clone()]
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "starting_at": "2024-10-01T00:00:00Z" })
+            )
+            .await,
+            [oct.clone()]
+        );
+        assert_eq!(
+            list_ids(
+                &app,
+                path,
+                &other,
+                json!({ "starting_at": "2024-10-01T00:00:00Z", "include_archived": true })
+            )
+            .await,
+            [oct.clone(), nov.clone()]
+        );
+        let r = app
+            .post(
+                path,
+                json!({ "customer_id": other, "covering_date": "2024-10-01T00:00:00Z",
+                        "starting_at": "2024-10-01T00:00:00Z" }),
+            )
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(
+            r.message().contains("covering_date and starting_at"),
+            "{}",
+            r.message()
+        );
+    }
+}
