@@ -519,76 +519,34 @@ async fn contract_lists_filter_by_date_and_archival_in_chronological_order() {
     )
     .await
     .expect(StatusCode::OK);
+    let cases: Vec<(Value, Vec<&String>)> = vec![
+        (json!({}), vec![&sep, &oct]),
+        (json!({ "include_archived": true }), vec![&sep, &oct, &nov]),
+        (
+            json!({ "covering_date": "2024-10-01T00:00:00Z" }),
+            vec![&oct],
+        ),
+        (
+            json!({ "covering_date": "2024-09-30T23:00:00Z" }),
+            vec![&sep],
+        ),
+        (json!({ "covering_date": "2024-12-01T00:00:00Z" }), vec![]),
+        (
+            json!({ "covering_date": "2024-12-01T00:00:00Z", "include_archived": true }),
+            vec![&nov],
+        ),
+        (json!({ "starting_at": "2024-10-01T00:00:00Z" }), vec![&oct]),
+        (
+            json!({ "starting_at": "2024-10-01T00:00:00Z", "include_archived": true }),
+            vec![&oct, &nov],
+        ),
+    ];
     for path in ["/v1/contracts/list", "/v2/contracts/list"] {
-        assert_eq!(
-            list_ids(&app, path, &other, json!({})).await,
-            [sep.clone(), oct.clone()],
-            "{path}"
-        );
-        assert_eq!(
-            list_ids(&app, path, &other, json!({ "include_archived": true })).await,
-            [sep.clone(), oct.clone(), nov.clone()]
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "covering_date": "2024-10-01T00:00:00Z" })
-            )
-            .await,
-            [oct.clone()]
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "covering_date": "2024-09-30T23:00:00Z" })
-            )
-            .await,
-            [sep.clone()]
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "covering_date": "2024-12-01T00:00:00Z" })
-            )
-            .await,
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "covering_date": "2024-12-01T00:00:00Z", "include_archived": true })
-            )
-            .await,
-            [nov.clone()]
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "starting_at": "2024-10-01T00:00:00Z" })
-            )
-            .await,
-            [oct.clone()]
-        );
-        assert_eq!(
-            list_ids(
-                &app,
-                path,
-                &other,
-                json!({ "starting_at": "2024-10-01T00:00:00Z", "include_archived": true })
-            )
-            .await,
-            [oct.clone(), nov.clone()]
-        );
+        for (extra, want) in &cases {
+            let got = list_ids(&app, path, &other, extra.clone()).await;
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(got, want, "{path} {extra}");
+        }
         let r = app
             .post(
                 path,
