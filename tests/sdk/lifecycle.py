@@ -17,7 +17,7 @@ and only `base_url` changed:
    ledger has PREPAID_COMMIT_ROLLOVER -233.3331 and the rest (466.6669) expires; year two's starts
    with PREPAID_COMMIT_ROLLOVER +233.3331.
 4. Refusals (BadRequestError naming the field, nothing stored): a second renewal of year one,
-   a SUPERSEDE, `future_invoice_behavior.trueup: REMOVE`, and moving year one's end past year
+   a SUPERSEDE, an unknown `future_invoice_behavior.trueup`, and moving year one's end past year
    two's start with updateEndDate.
 """
 
@@ -175,7 +175,7 @@ def refused(call, needle: str) -> None:
 
 
 def check_refusals(client: Metronome, ids: dict) -> None:
-    log("a second renewal, SUPERSEDE, trueup REMOVE and an end past the successor are 400s")
+    log("a second renewal, SUPERSEDE, an unknown trueup and an end past the successor are 400s")
     before = body_of(client.v1.contracts.with_raw_response.list(customer_id=ids["customer"]))["data"]
 
     def renew(**transition):
@@ -188,7 +188,7 @@ def check_refusals(client: Metronome, ids: dict) -> None:
 
     refused(renew(), "already has a RENEWAL successor")
     refused(renew(type="SUPERSEDE"), "transition.type")
-    refused(renew(future_invoice_behavior={"trueup": "REMOVE"}), "transition.future_invoice_behavior.trueup")
+    refused(renew(future_invoice_behavior={"trueup": "SOMETIMES"}), "transition.future_invoice_behavior.trueup")
     refused(
         lambda: client.v1.contracts.update_end_date(
             contract_id=ids["old"], customer_id=ids["customer"], ending_before=iso(ids["new_end"])

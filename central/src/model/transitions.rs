@@ -36,6 +36,10 @@ pub struct TransitionMarker {
     #[serde(rename = "type")]
     pub transition_type: TransitionType,
     pub to_starting_at: Time,
+    /// `future_invoice_behavior.trueup: REMOVE`: the renewed contract's POSTPAID true-ups are
+    /// no longer billed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_trueups: bool,
 }
 
 impl TransitionMarker {

@@ -21,13 +21,14 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
-use tally_core::balances::Balance;
+use tally_core::balances::{Balance, BalanceKind};
 
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
-    credit_type, decode, encode, kind, load, new_id, AccessItem, AccessSchedule, BalanceRateType,
-    BalanceRecord, BalanceType, CommitSpecifier, Contract, CreditTypeRef, Customer, InvoiceItem,
-    InvoiceSchedule, LoadError, Product, ProductRef, ProductType, CREATED_BY,
+    credit_type, decode, encode, kind, load, load_children, new_id, AccessItem, AccessSchedule,
+    BalanceRateType, BalanceRecord, BalanceType, CommitSpecifier, Contract, CreditTypeRef,
+    Customer, InvoiceItem, InvoiceSchedule, LoadError, Product, ProductRef, ProductType,
+    CREATED_BY,
 };
 use crate::service::contracts::ContractError;
 use crate::store::{ArchiveFilter, Env, NewDoc, StoreError};
@@ -1069,6 +1070,16 @@ pub async fn applicable_balances(
             out.push(b.balance(None));
         }
     }
+    if out.iter().any(|b| b.kind == BalanceKind::PostpaidCommit) {
+        let doc = st
+            .stores
+            .config
+            .get_doc(env, kind::TRANSITION, &contract.id)
+            .await?;
+        let marker: Option<crate::model::TransitionMarker> =
+            doc.as_ref().map(decode).transpose()?;
+        super::transitions::drop_removed_trueups(&mut out, marker.as_slice());
+    }
     Ok(out)
 }
 
@@ -1107,6 +1118,11 @@ pub async fn customer_balances(
             .filter(|b| b.archived_at.is_none())
             .map(|b| b.balance(None)),
     );
+    if out.iter().any(|b| b.kind == BalanceKind::PostpaidCommit) {
+        let markers: Vec<crate::model::TransitionMarker> =
+            load_children(&st.stores, env, kind::TRANSITION, customer_id).await?;
+        super::transitions::drop_removed_trueups(&mut out, &markers);
+    }
     Ok(out)
 }
 

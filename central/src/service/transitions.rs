@@ -5,8 +5,9 @@
 //! - A RENEWAL starts at or after the end of the contract it renews, which must belong to the
 //!   same customer, not be archived and have an `ending_before`; nothing of the renewed
 //!   contract changes. `SUPERSEDE` (a client-configured value upstream, absent from the
-//!   API's enum) and `future_invoice_behavior.trueup: REMOVE` are refused with a 400 naming
-//!   them.
+//!   API's enum) is refused with a 400 naming it. `future_invoice_behavior.trueup: REMOVE`
+//!   stops the renewed contract's POSTPAID true-ups (every one not on a finalized invoice yet:
+//!   finalized invoices never change) ([`drop_removed_trueups`]).
 //! - A contract has at most one successor: the new contract and the successor marker
 //!   (`kind::TRANSITION`, id = the renewed contract's id) are inserted in one transaction, so
 //!   of creates racing to renew one contract exactly one wins and the others are 400s.
@@ -14,6 +15,7 @@
 
 use rust_decimal::Decimal;
 use serde_json::Value;
+use tally_core::balances::{Balance, BalanceKind};
 
 use super::contracts::ContractError;
 use super::Invalid;
@@ -145,14 +147,7 @@ pub async fn check(
     let trueup = match input.trueup.as_deref() {
         None => None,
         Some(t) => match TrueupBehavior::parse(t) {
-            Some(TrueupBehavior::AsIs) => Some(TrueupBehavior::AsIs),
-            Some(TrueupBehavior::Remove) => {
-                return Err(invalid(
-                    "transition.future_invoice_behavior.trueup: REMOVE is not supported by \
-                     Tally yet (only AS_IS: the renewed contract's true-ups bill as scheduled)"
-                        .into(),
-                ))
-            }
+            Some(t) => Some(t),
             None => {
                 return Err(invalid(format!(
                     "transition.future_invoice_behavior.trueup: {t:?} is not one of REMOVE, AS_IS"
@@ -237,6 +232,10 @@ pub async fn insert(st: &AppState, env: Env, contract: &Contract, doc: NewDoc<'_
         to_contract_id: contract.id.clone(),
         transition_type: t.transition_type,
         to_starting_at: contract.starting_at,
+        remove_trueups: t
+            .future_invoice_behavior
+            .as_ref()
+            .is_some_and(|f| f.trueup == Some(TrueupBehavior::Remove)),
     };
     let body = encode(&marker)?;
     let marker_doc = NewDoc {
@@ -361,4 +360,16 @@ pub fn pending_rollovers(contracts: &[Contract], now_ms: i64) -> Vec<Rollover> {
     }
     out.sort_by_key(|r| r.at_ms);
     out
+}
+
+/// Clears the true-up of every POSTPAID commit invoiced on a contract renewed with
+/// `trueup: REMOVE` (among `markers`); the commit's remainder then expires at its end.
+pub fn drop_removed_trueups(balances: &mut [Balance], markers: &[TransitionMarker]) {
+    for m in markers.iter().filter(|m| m.remove_trueups) {
+        for b in balances.iter_mut() {
+            if b.kind == BalanceKind::PostpaidCommit && b.invoiced_on(&m.from_contract_id) {
+                b.invoice_schedule.clear();
+            }
+        }
+    }
 }

@@ -163,16 +163,6 @@ async fn refused_transitions_name_the_field_and_create_nothing() {
                 &b.contract,
                 DEC,
                 json!({ "transition": { "from_contract_id": b.contract,
-                "type": "RENEWAL", "future_invoice_behavior": { "trueup": "REMOVE" } } }),
-            ),
-            "transition.future_invoice_behavior.trueup: REMOVE",
-        ),
-        (
-            renewal(
-                &b,
-                &b.contract,
-                DEC,
-                json!({ "transition": { "from_contract_id": b.contract,
                 "type": "RENEWAL", "future_invoice_behavior": { "trueup": "SOMETIMES" } } }),
             ),
             "transition.future_invoice_behavior.trueup",
@@ -575,4 +565,72 @@ async fn nothing_rolls_without_a_fraction_or_with_nothing_left_and_postpaid_is_r
         .client_error(StatusCode::BAD_REQUEST);
     assert!(r.message().contains("POSTPAID"), "{}", r.message());
     assert_eq!(contract_count(&app, &b.customer).await, before);
+}
+
+/// A POSTPAID commit of 1000 over the old contract's term, trued up on 11-30 (November's
+/// invoice): October's 100 calls draw 200, so November's draft charges the 800 left. A renewal
+/// with `trueup: REMOVE` drops it (November's total 0, the 800 expires at 12-01 instead);
+/// October's finalized invoice is unchanged.
+#[tokio::test]
+async fn a_renewal_with_trueup_remove_drops_the_renewed_contracts_true_up() {
+    let app = TestApp::new("2024-10-20T00:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "2", "acme", OCT).await;
+    let old = contract_with_commit(
+        &app,
+        &b,
+        json!({ "type": "POSTPAID", "name": "Minimum",
+                "invoice_schedule": { "schedule_items": [
+                    { "amount": 1000, "timestamp": "2024-11-30T00:00:00Z" },
+                ]} }),
+    )
+    .await;
+    calls(&app, "oct", "2024-10-10T00:00:00Z", 100).await;
+    app.set_now("2024-11-20T00:00:00Z");
+    app.run_jobs().await;
+    const NOV: &str = "2024-11-01T00:00:00Z";
+    let before = contract_invoice(&app, &b.customer, &old, NOV).await;
+    assert_eq!(num(&before["total"]), "800", "{before}");
+    let oct = contract_invoice(&app, &b.customer, &old, OCT).await;
+    assert_eq!(
+        (oct["status"].as_str(), num(&oct["total"]).as_str()),
+        (Some("FINALIZED"), "200")
+    );
+    app.post(
+        "/v1/contracts/create",
+        renewal(
+            &b,
+            &old,
+            DEC,
+            json!({ "transition": { "from_contract_id": old, "type": "RENEWAL",
+                    "future_invoice_behavior": { "trueup": "REMOVE" } } }),
+        ),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let after = contract_invoice(&app, &b.customer, &old, NOV).await;
+    assert_eq!(num(&after["total"]), "0", "{after}");
+    assert_eq!(contract_invoice(&app, &b.customer, &old, OCT).await, oct);
+    app.set_now("2024-12-05T00:00:00Z");
+    app.run_jobs().await;
+    let final_nov = contract_invoice(&app, &b.customer, &old, NOV).await;
+    assert_eq!(
+        (
+            final_nov["status"].as_str(),
+            num(&final_nov["total"]).as_str()
+        ),
+        (Some("FINALIZED"), "0")
+    );
+    let v = with_balances(&app, &b.customer, &old).await;
+    assert_eq!(
+        ledger(&v["commits"][0]),
+        entries(&[
+            ("POSTPAID_COMMIT_INITIAL_BALANCE", "1000", OCT),
+            (
+                "POSTPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION",
+                "-200",
+                "2024-11-01T00:00:00Z"
+            ),
+            ("POSTPAID_COMMIT_EXPIRATION", "-800", DEC),
+        ])
+    );
 }
