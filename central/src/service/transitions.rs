@@ -11,7 +11,10 @@
 //! - A contract has at most one successor: the new contract and the successor marker
 //!   (`kind::TRANSITION`, id = the renewed contract's id) are inserted in one transaction, so
 //!   of creates racing to renew one contract exactly one wins and the others are 400s.
-//! - A renewed contract's end cannot move past its successor's start (`check_end_date`).
+//! - A renewed contract's end cannot move past its successor's start (`check_end_date`). That
+//!   check and a renewal's own check of the end read the other's document before writing their
+//!   own, so an end-date update racing the renewal's create can still slip in between (the
+//!   rollover then happens at the end as it stands: amounts stay consistent).
 
 use rust_decimal::Decimal;
 use serde_json::Value;
