@@ -52,6 +52,37 @@ pub fn rolled_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What rolls over plus what then expires is exactly what was left (when something
+        /// was), never more than it and never negative, for any amount, ledger and fraction
+        /// (six places, as clients send them).
+        #[test]
+        fn rolled_and_expired_sum_to_what_was_left(
+            amount in 0i64..=1_000_000_000_000,
+            amount_scale in 0u32..=6,
+            drawn in 0i64..=1_000_000_000_000,
+            drawn_scale in 0u32..=6,
+            millionths in 0i64..=1_000_000,
+        ) {
+            let amount = Decimal::new(amount, amount_scale);
+            let net = -Decimal::new(drawn, drawn_scale);
+            let fraction = Decimal::new(millionths, 6);
+            let rolled = rolled_amount(amount, net, fraction).unwrap();
+            let left = amount + net;
+            prop_assert!(rolled >= Decimal::ZERO);
+            if left <= Decimal::ZERO {
+                prop_assert_eq!(rolled, Decimal::ZERO);
+            } else {
+                prop_assert!(rolled <= left);
+                prop_assert_eq!(rolled, left * fraction);
+                let expired = left - rolled;
+                prop_assert_eq!(rolled + expired, left);
+                prop_assert_eq!(expired, left * (Decimal::ONE - fraction));
+            }
+        }
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
