@@ -70,7 +70,8 @@ impl Checked {
 /// transition): one per segment of each of `from`'s commits and credits with a
 /// `rollover_fraction` above zero (recurrences begun by the end included) that has begun
 /// before the end and is still usable at it. Each keeps the original's product, name, scope,
-/// priority and rate type, is not invoiced again, and holds `0` in its record: what it
+/// priority, rate type and `rollover_fraction` (so it rolls over again when the renewal is
+/// renewed), is not invoiced again, and holds `0` in its record: what it
 /// receives is derived on read (`service::balances::Book`). A POSTPAID commit with a
 /// fraction is refused (its remainder is billed by its true-up).
 fn rolled_records(from: &Contract, to: &Contract) -> Result<Vec<BalanceRecord>> {
@@ -107,7 +108,6 @@ fn rolled_records(from: &Contract, to: &Contract) -> Result<Vec<BalanceRecord>> 
                 ending_before: Time(stop),
             }];
             rolled.invoice_schedule = None;
-            rolled.rollover_fraction = None;
             rolled.recurring_id = None;
             rolled.uniqueness_key = None;
             rolled.created_at = to.created_at;

@@ -450,7 +450,7 @@ async fn a_renewal_rolls_over_the_fraction_of_what_is_left() {
         "2025-02-01T00:00:00Z"
     );
     assert_eq!(rolled["name"], "Upfront");
-    assert!(rolled.get("rollover_fraction").is_none(), "{rolled}");
+    assert_eq!(num(&rolled["rollover_fraction"]), "0.333333", "{rolled}");
     assert!(rolled.get("invoice_schedule").is_none(), "{rolled}");
     // November's usage, still on the open draft, lowers it at once.
     calls(&app, "nov", "2024-11-10T00:00:00Z", 50).await;
@@ -632,5 +632,61 @@ async fn a_renewal_with_trueup_remove_drops_the_renewed_contracts_true_up() {
             ),
             ("POSTPAID_COMMIT_EXPIRATION", "-800", DEC),
         ])
+    );
+}
+
+/// A renewal of a renewal: 1000 at 0.5 with nothing drawn rolls 500 into the first renewal
+/// (which keeps the fraction) and 250 from there into the second; each original expires the
+/// other half.
+#[tokio::test]
+async fn a_rolled_commit_rolls_over_again_when_its_contract_is_renewed() {
+    let app = TestApp::new("2024-10-20T00:00:00Z").await;
+    let (b, first) = setup_with_commit(&app, "0.5").await;
+    let second = app
+        .post("/v1/contracts/create", renewal(&b, &first, DEC, json!({})))
+        .await
+        .id();
+    let third = app
+        .post(
+            "/v1/contracts/create",
+            renewal(
+                &b,
+                &second,
+                JAN,
+                json!({ "ending_before": "2025-02-01T00:00:00Z" }),
+            ),
+        )
+        .await
+        .id();
+    app.set_now("2025-02-05T00:00:00Z");
+    app.run_jobs().await;
+    let amount =
+        |v: &Value| num(&v["commits"][0]["access_schedule"]["schedule_items"][0]["amount"]);
+    let (v2, v3) = (
+        with_balances(&app, &b.customer, &second).await,
+        with_balances(&app, &b.customer, &third).await,
+    );
+    assert_eq!(
+        (amount(&v2), amount(&v3)),
+        ("500".to_string(), "250".to_string())
+    );
+    assert_eq!(
+        ledger(&v2["commits"][0]),
+        entries(&[
+            ("PREPAID_COMMIT_ROLLOVER", "500", DEC),
+            ("PREPAID_COMMIT_ROLLOVER", "-250", JAN),
+            ("PREPAID_COMMIT_EXPIRATION", "-250", JAN),
+        ])
+    );
+    assert_eq!(
+        ledger(&v3["commits"][0]),
+        entries(&[
+            ("PREPAID_COMMIT_ROLLOVER", "250", JAN),
+            ("PREPAID_COMMIT_EXPIRATION", "-250", "2025-02-01T00:00:00Z"),
+        ])
+    );
+    assert_eq!(
+        v3["commits"][0]["rolled_over_from"]["contract_id"],
+        second.as_str()
     );
 }
