@@ -190,6 +190,9 @@ pub enum LedgerEntryKind {
     Expiration,
     /// `addManualBalanceLedgerEntry` (either sign).
     Manual,
+    /// What a contract transition moves from a renewed contract's segment (negative) to the
+    /// renewal's (positive) (`rollover`).
+    Rollover,
 }
 
 impl LedgerEntryKind {
@@ -217,6 +220,9 @@ impl LedgerEntryKind {
             (Credit, Trueup) => "CREDIT_MANUAL",
             (Credit, Expiration) => "CREDIT_EXPIRATION",
             (Credit, Manual) => "CREDIT_MANUAL",
+            (PrepaidCommit, Rollover) => "PREPAID_COMMIT_ROLLOVER",
+            (PostpaidCommit, Rollover) => "POSTPAID_COMMIT_ROLLOVER",
+            (Credit, Rollover) => "CREDIT_ROLLOVER",
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod product;
 pub mod product_order;
 pub mod rate;
 pub mod rating;
+pub mod rollover;
 pub mod rollup;
 pub mod schedule;
 pub mod subscriptions;

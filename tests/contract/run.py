@@ -261,6 +261,58 @@ def contract_changes(call: Walk, card: str, product: str, now: datetime) -> dict
     # The contract with its amendment, `initial` and `current` (checked against the schema).
     call("getContract-v1", body=ids)
     call("getContractEditHistory-v2", body=ids)
+    # A renewal from the contract's end: both contracts read back the transition.
+    renewal = call(
+        "createContract-v1",
+        body={
+            "customer_id": customer,
+            "rate_card_id": card,
+            "starting_at": iso(month_start(now, -1)),
+            "transition": {"from_contract_id": contract, "type": "RENEWAL"},
+        },
+    )["data"]["id"]
+    renewed = call("getContract-v2", body={"customer_id": customer, "contract_id": renewal})
+    transition = {"from_contract_id": contract, "to_contract_id": renewal, "type": "RENEWAL"}
+    assert renewed["data"]["transitions"] == [transition], renewed
+    # An amendment adding a scheduled charge and a professional service, then an edit
+    # rewriting the charge's item.
+    fee = call("createProduct-v1", body={"name": "Walk fee", "type": "FIXED"})["data"]["id"]
+    advice = call("createProduct-v1", body={"name": "Walk advice", "type": "PRO_SERVICE"})[
+        "data"
+    ]["id"]
+    call(
+        "amendContract-v1",
+        body={
+            **ids,
+            "starting_at": iso(month_start(now, 1)),
+            "scheduled_charges": [
+                {
+                    "product_id": fee,
+                    "schedule": {
+                        "schedule_items": [{"timestamp": iso(month_start(now, -1)), "amount": 5}]
+                    },
+                }
+            ],
+            "professional_services": [
+                {"product_id": advice, "unit_price": 10, "quantity": 2, "max_amount": 20}
+            ],
+        },
+    )
+    charge = call("getContract-v2", body=ids)["data"]["scheduled_charges"][0]
+    item = charge["schedule"]["schedule_items"][0]["id"]
+    call(
+        "editContract-v2",
+        body={
+            **ids,
+            "update_scheduled_charges": [
+                {
+                    "scheduled_charge_id": charge["id"],
+                    "invoice_schedule": {"update_schedule_items": [{"id": item, "amount": 6}]},
+                }
+            ],
+        },
+    )
+    call("getContract-v1", body=ids)
     return {"editable_customer": [customer], "editable_contract": [contract]}
 
 

@@ -107,6 +107,11 @@ fn drawdown_3_7() {
 }
 
 #[test]
+fn rollover_renewal() {
+    check("rollover_renewal");
+}
+
+#[test]
 fn postpaid_trueup_3_7() {
     check("postpaid_trueup_3_7");
 }

@@ -19,7 +19,9 @@
 //! refusals;
 //! `tests/sdk/composite.py` (on both backends) for composite products over tags and ids;
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
-//! converting it, a rate and a credit in it, the drawn-down and converted draft line by line.
+//! converting it, a rate and a credit in it, the drawn-down and converted draft line by line;
+//! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
+//! transitions, the rolled commit, its invoice and balances, and the refusals.
 
 use std::process::Command;
 use std::time::Duration;
@@ -119,6 +121,22 @@ fn python_sdk_recurring_commits_and_credits_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/recurring.py",
+    );
+}
+
+#[test]
+fn python_sdk_contract_lifecycle() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/lifecycle.py");
+}
+
+#[test]
+fn python_sdk_contract_lifecycle_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/lifecycle.py",
     );
 }
 

@@ -16,6 +16,7 @@ use crate::service::charges::ChargeInput;
 use crate::service::commits::{
     AccessInput, AccessItemInput, BalanceInput, InvoiceInput, InvoiceItemInput, RecurringInput,
 };
+use crate::service::pro_services::ProServiceInput;
 use crate::service::recurring::{
     AmountInput, DurationInput, RecurringInput as RecurringBalanceInput,
 };
@@ -39,7 +40,7 @@ struct AccessReq {
 }
 
 #[derive(Deserialize)]
-struct InvoiceItemReq {
+pub struct InvoiceItemReq {
     timestamp: Time,
     amount: Option<Dec>,
     unit_price: Option<Dec>,
@@ -56,6 +57,17 @@ struct InvoiceReq {
     recurring_schedule: Option<RecurringReq>,
 }
 
+impl InvoiceItemReq {
+    pub fn domain(self) -> InvoiceItemInput {
+        InvoiceItemInput {
+            timestamp: self.timestamp,
+            amount: self.amount,
+            unit_price: self.unit_price,
+            quantity: self.quantity,
+        }
+    }
+}
+
 impl InvoiceReq {
     fn domain(self) -> InvoiceInput {
         InvoiceInput {
@@ -64,12 +76,7 @@ impl InvoiceReq {
             schedule_items: self
                 .schedule_items
                 .into_iter()
-                .map(|i| InvoiceItemInput {
-                    timestamp: i.timestamp,
-                    amount: i.amount,
-                    unit_price: i.unit_price,
-                    quantity: i.quantity,
-                })
+                .map(InvoiceItemReq::domain)
                 .collect(),
             recurring_schedule: self.recurring_schedule.map(RecurringReq::domain),
         }
@@ -93,6 +100,33 @@ impl ScheduledChargeReq {
             product_id: self.product_id,
             schedule: self.schedule.map(InvoiceReq::domain),
             name: self.name,
+            custom_fields: self.custom_fields,
+            netsuite_sales_order_id: self.netsuite_sales_order_id,
+        }
+    }
+}
+
+/// `ProServiceInput` (create and amend).
+#[derive(Deserialize)]
+pub struct ProServiceReq {
+    product_id: String,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+    max_amount: Option<Dec>,
+    description: Option<String>,
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+    netsuite_sales_order_id: Option<String>,
+}
+
+impl ProServiceReq {
+    pub fn domain(self) -> ProServiceInput {
+        ProServiceInput {
+            product_id: self.product_id,
+            unit_price: self.unit_price,
+            quantity: self.quantity,
+            max_amount: self.max_amount,
+            description: self.description,
             custom_fields: self.custom_fields,
             netsuite_sales_order_id: self.netsuite_sales_order_id,
         }

@@ -9,13 +9,15 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
+use super::commit_wire::{
+    BalanceReq, InvoiceItemReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq,
+};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::subscriptions::{inputs as subscription_inputs, SubscriptionReq, SubscriptionUpdateReq};
 use super::{from_value, id_response, Body, Caller, Routes};
 use crate::model::{double_option, AmendmentInfo};
-use crate::service::charges::ChargeInput;
+use crate::service::charges::{ChargeInput, ChargeUpdateInput, ItemUpdateInput};
 use crate::service::commits::BalanceInput;
 use crate::service::contract_edits::{self, Amendment, BalanceChanges, Edit, EndDate};
 use crate::service::recurring::RecurringInput;
@@ -45,6 +47,8 @@ struct AmendReq {
     #[serde(default)]
     scheduled_charges: Vec<ScheduledChargeReq>,
     #[serde(default)]
+    professional_services: Vec<ProServiceReq>,
+    #[serde(default)]
     custom_fields: BTreeMap<String, String>,
     salesforce_opportunity_id: Option<String>,
     netsuite_sales_order_id: Option<String>,
@@ -72,6 +76,11 @@ async fn amend(
             total_contract_value: req.total_contract_value,
         },
         overrides: req.overrides.into_iter().map(OverrideReq::domain).collect(),
+        professional_services: req
+            .professional_services
+            .into_iter()
+            .map(ProServiceReq::domain)
+            .collect(),
         balances: BalanceChanges {
             add_commits: ("commits", balance_inputs(req.commits, "commits")?),
             add_credits: ("credits", credit_inputs(req.credits)),
@@ -152,6 +161,61 @@ struct EditReq {
     add_subscriptions: Vec<SubscriptionReq>,
     #[serde(default)]
     update_subscriptions: Vec<SubscriptionUpdateReq>,
+    #[serde(default)]
+    update_scheduled_charges: Vec<ChargeUpdateReq>,
+}
+
+/// `UpdateScheduledChargeInput` (`netsuite_sales_order_id` is accepted and not kept).
+#[derive(Deserialize)]
+struct ChargeUpdateReq {
+    scheduled_charge_id: String,
+    invoice_schedule: Option<ScheduleUpdateReq>,
+}
+
+/// `UpdateInvoiceScheduleInput`.
+#[derive(Deserialize, Default)]
+struct ScheduleUpdateReq {
+    #[serde(default)]
+    add_schedule_items: Vec<InvoiceItemReq>,
+    #[serde(default)]
+    remove_schedule_items: Vec<IdReq>,
+    #[serde(default)]
+    update_schedule_items: Vec<ItemUpdateReq>,
+}
+
+#[derive(Deserialize)]
+struct ItemUpdateReq {
+    id: String,
+    timestamp: Option<Time>,
+    amount: Option<Dec>,
+    unit_price: Option<Dec>,
+    quantity: Option<Dec>,
+}
+
+impl ChargeUpdateReq {
+    fn domain(self) -> ChargeUpdateInput {
+        let s = self.invoice_schedule.unwrap_or_default();
+        ChargeUpdateInput {
+            scheduled_charge_id: self.scheduled_charge_id,
+            add_items: s
+                .add_schedule_items
+                .into_iter()
+                .map(InvoiceItemReq::domain)
+                .collect(),
+            remove_items: s.remove_schedule_items.into_iter().map(|r| r.id).collect(),
+            update_items: s
+                .update_schedule_items
+                .into_iter()
+                .map(|u| ItemUpdateInput {
+                    id: u.id,
+                    timestamp: u.timestamp,
+                    amount: u.amount,
+                    unit_price: u.unit_price,
+                    quantity: u.quantity,
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn edit(
@@ -201,6 +265,11 @@ async fn edit(
                 .archive_scheduled_charges
                 .into_iter()
                 .map(|r| r.id)
+                .collect(),
+            update_scheduled_charges: req
+                .update_scheduled_charges
+                .into_iter()
+                .map(ChargeUpdateReq::domain)
                 .collect(),
             refused: [
                 ("update_commits", req.update_commits.is_empty()),

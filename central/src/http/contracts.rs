@@ -10,7 +10,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit_wire::{contract_commits, BalanceReq, RecurringBalanceReq, ScheduledChargeReq};
+use super::commit_wire::{
+    contract_commits, BalanceReq, ProServiceReq, RecurringBalanceReq, ScheduledChargeReq,
+};
 use super::error::ApiResult;
 use super::override_wire::OverrideReq;
 use super::rate_wire::{price_rate_json, Selector};
@@ -28,8 +30,9 @@ use crate::service::billing_configs::ConfigLookup;
 use crate::service::contracts::{self, ContractFilter, ContractRate, NewContract, ScheduleInput};
 use crate::service::invoices;
 use crate::service::packages;
-use crate::service::pro_services::{self, LineInput, ProServiceInput, ScheduleRequest};
+use crate::service::pro_services::{self, LineInput, ScheduleRequest};
 use crate::service::recurring::RecurringInput;
+use crate::service::transitions::{self, TransitionInput};
 use crate::store::Env;
 use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
@@ -90,19 +93,21 @@ struct CreateContract {
     subscriptions: Option<Vec<super::subscriptions::SubscriptionReq>>,
     /// Set by `service::packages::contract_body` (a body naming a package is rewritten first).
     package_id: Option<String>,
+    transition: Option<TransitionReq>,
 }
 
-/// `ProServiceInput`.
+/// `ContractTransitionInput` (`type` and `trueup` checked by `service::transitions`).
 #[derive(Deserialize)]
-struct ProServiceReq {
-    product_id: String,
-    unit_price: Option<Dec>,
-    quantity: Option<Dec>,
-    max_amount: Option<Dec>,
-    description: Option<String>,
-    #[serde(default)]
-    custom_fields: BTreeMap<String, String>,
-    netsuite_sales_order_id: Option<String>,
+struct TransitionReq {
+    from_contract_id: String,
+    #[serde(rename = "type")]
+    transition_type: String,
+    future_invoice_behavior: Option<FutureInvoiceBehaviorReq>,
+}
+
+#[derive(Deserialize)]
+struct FutureInvoiceBehaviorReq {
+    trueup: Option<String>,
 }
 
 /// `ProServiceInvoiceLineItem` (`amendment_id` and the NetSuite fields are accepted and not
@@ -231,17 +236,14 @@ pub(super) fn new_contract(body: Value) -> ApiResult<NewContract> {
             .professional_services
             .into_iter()
             .flatten()
-            .map(|p| ProServiceInput {
-                product_id: p.product_id,
-                unit_price: p.unit_price,
-                quantity: p.quantity,
-                max_amount: p.max_amount,
-                description: p.description,
-                custom_fields: p.custom_fields,
-                netsuite_sales_order_id: p.netsuite_sales_order_id,
-            })
+            .map(ProServiceReq::domain)
             .collect(),
         subscriptions: super::subscriptions::inputs(req.subscriptions),
+        transition: req.transition.map(|t| TransitionInput {
+            from_contract_id: t.from_contract_id,
+            transition_type: t.transition_type,
+            trueup: t.future_invoice_behavior.and_then(|f| f.trueup),
+        }),
     })
 }
 
@@ -274,6 +276,8 @@ async fn get_contract(st: &AppState, env: Env, req: GetReq, v2: bool) -> ApiResu
     let now = st.now_ms();
     let mut v = if v2 { c.v2_json(now) } else { c.v1_json(now) };
     let show = show(req.include_balance, req.include_ledgers);
+    let markers = transitions::of_customer(st, env, &req.customer_id).await?;
+    transitions::decorate(&markers, &mut [(&c, &mut v)], v2);
     balances::decorate_contracts(st, env, &req.customer_id, &mut [(&c, &mut v)], show).await?;
     Ok(Json(json!({ "data": v })))
 }
@@ -353,6 +357,8 @@ async fn list_contracts(st: &AppState, env: Env, req: ListReq, v2: bool) -> ApiR
         .map(|c| if v2 { c.v2_json(now) } else { c.v1_json(now) })
         .collect();
     let mut pairs: Vec<(&Contract, &mut Value)> = found.iter().zip(items.iter_mut()).collect();
+    let markers = transitions::of_customer(st, env, &customer_id).await?;
+    transitions::decorate(&markers, &mut pairs, v2);
     let show = show(req.include_balance, req.include_ledgers);
     balances::decorate_contracts(st, env, &customer_id, &mut pairs, show).await?;
     Ok(offset_page(items, offset, limit, "cursor"))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tally_core::charges::ScheduledCharge;
 
-use super::{InvoiceSchedule, ProductRef};
+use super::{InvoiceItem, InvoiceSchedule, ProductRef};
 use crate::wire::{set_opt, Dec, Time};
 
 /// A scheduled charge: a FIXED product charged at each item of its schedule.
@@ -144,4 +144,36 @@ pub fn pro_service_charges(
             professional_service: true,
         })
         .collect()
+}
+
+/// One `update_scheduled_charges` entry of a v2 edit as recorded: the items it adds (ids
+/// assigned), the ids of those it removes and the items it rewrites (whole, as validated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChargeScheduleUpdate {
+    pub scheduled_charge_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_schedule_items: Vec<InvoiceItem>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_schedule_items: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_schedule_items: Vec<InvoiceItem>,
+}
+
+impl ChargeScheduleUpdate {
+    /// `ContractEdit`'s `ScheduledChargeUpdate` shape.
+    pub fn api_json(&self) -> serde_json::Value {
+        let removed: Vec<_> = self
+            .remove_schedule_items
+            .iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect();
+        serde_json::json!({
+            "id": self.scheduled_charge_id,
+            "invoice_schedule": {
+                "add_schedule_items": self.add_schedule_items,
+                "update_schedule_items": self.update_schedule_items,
+                "remove_schedule_items": removed,
+            },
+        })
+    }
 }

@@ -23,9 +23,11 @@ use crate::wire_enum;
 mod charges;
 mod recurring;
 mod subscriptions;
+mod transitions;
 pub use charges::*;
 pub use recurring::*;
 pub use subscriptions::*;
+pub use transitions::*;
 
 pub const USD_ID: &str = "2714e483-4ff1-48e4-9e25-ac732e8f24f2";
 pub const USD_NAME: &str = "USD (cents)";
@@ -47,6 +49,10 @@ pub mod kind {
     pub const PACKAGE: &str = "package";
     /// A custom pricing unit (`/v1/credit-types/*`), no parent; its name is its unique key.
     pub const CREDIT_TYPE: &str = "credit_type";
+    /// A contract's successor (`transition` on contracts/create): id = the contract
+    /// transitioned from, parent the customer. Inserted with the new contract in one
+    /// transaction, so a contract has at most one successor however many creates race.
+    pub const TRANSITION: &str = "contract_transition";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +150,20 @@ pub async fn load<T: DeserializeOwned>(
         Some(doc) => Ok(decode(&doc)?),
         None => Err(LoadError::NotFound(what)),
     }
+}
+
+/// Every document of `kind` under `parent_id` (archived ones too), in creation order.
+pub async fn load_children<T: DeserializeOwned>(
+    stores: &Stores,
+    env: Env,
+    kind: &str,
+    parent_id: &str,
+) -> StoreResult<Vec<T>> {
+    let docs = stores
+        .config
+        .list_docs(env, kind, Some(parent_id), ArchiveFilter::All, None)
+        .await?;
+    docs.iter().map(decode).collect()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
@@ -1018,6 +1038,9 @@ pub struct Contract {
     /// Its terms at creation and every change made since (`service::contract_edits`).
     #[serde(default, skip_serializing_if = "ContractHistory::is_empty")]
     pub history: ContractHistory,
+    /// The contract it renews (`transition` on create; `service::transitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<TransitionRecord>,
 }
 
 /// Contract fields Tally stores and shows but mostly does not act on (CRM ids, the contract
@@ -1247,6 +1270,9 @@ pub struct InitialTerms {
     pub recurring_commits: Vec<RecurringRecord>,
     #[serde(default)]
     pub recurring_credits: Vec<RecurringRecord>,
+    /// Absent in terms captured before amendments could add services (then: the current ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub professional_services: Option<Vec<ProServiceRecord>>,
 }
 
 /// What a v1 amendment carries besides the terms it adds (stored and shown, not acted on).
@@ -1322,6 +1348,12 @@ pub struct ContractChange {
     pub add_subscriptions: Vec<SubscriptionRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub update_subscriptions: Vec<SubscriptionUpdate>,
+    /// Professional services the change adds (amendments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_professional_services: Vec<ProServiceRecord>,
+    /// Changes to scheduled charges' schedules (v2 edits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_scheduled_charges: Vec<ChargeScheduleUpdate>,
 }
 
 impl ContractChange {
@@ -1393,6 +1425,14 @@ impl ContractChange {
                 .collect();
             v["update_subscriptions"] = serde_json::Value::Array(items);
         }
+        if !self.update_scheduled_charges.is_empty() {
+            let items: Vec<_> = self
+                .update_scheduled_charges
+                .iter()
+                .map(ChargeScheduleUpdate::api_json)
+                .collect();
+            v["update_scheduled_charges"] = serde_json::Value::Array(items);
+        }
         for (key, ids) in [
             ("archive_commits", &self.archive_commits),
             ("archive_credits", &self.archive_credits),
@@ -1448,7 +1488,12 @@ impl ContractChange {
                 .iter()
                 .map(ScheduledChargeRecord::api_json)
                 .collect::<Vec<_>>(),
-            "discounts": [], "professional_services": [],
+            "discounts": [],
+            "professional_services": self
+                .add_professional_services
+                .iter()
+                .map(ProServiceRecord::api_json)
+                .collect::<Vec<_>>(),
             "reseller_royalties": [],
         });
         if !info.custom_fields.is_empty() {
@@ -1702,6 +1747,7 @@ impl Contract {
                 credits: self.credits.clone(),
                 recurring_commits: self.recurring_commits.clone(),
                 recurring_credits: self.recurring_credits.clone(),
+                professional_services: Some(self.professional_services.clone()),
             });
         }
     }
@@ -1720,6 +1766,10 @@ impl Contract {
             credits: initial.credits.clone(),
             recurring_commits: initial.recurring_commits.clone(),
             recurring_credits: initial.recurring_credits.clone(),
+            professional_services: initial
+                .professional_services
+                .clone()
+                .unwrap_or_else(|| self.professional_services.clone()),
             ..self.clone()
         };
         at_creation.terms_json(now_ms)
@@ -1912,9 +1962,12 @@ pub struct BalanceRecord {
     /// Customer-level: the contracts it applies to (absent or empty: all of the customer's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applicable_contract_ids: Option<Vec<String>>,
-    /// Stored and shown; contract transitions do not exist, so it never rolls anything over.
+    /// What of each segment's remainder rolls over to a renewal (`service::transitions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover_fraction: Option<Dec>,
+    /// Made by rollover at a renewal: where from (shown as `rolled_over_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_over_from: Option<RolledOverFrom>,
     #[serde(default)]
     pub custom_fields: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1998,6 +2051,12 @@ impl BalanceRecord {
             _ => "recurring_commit_id",
         };
         set_opt(&mut v, recurring_field, self.recurring_id.as_ref());
+        let credit = self.balance_type == BalanceType::Credit;
+        set_opt(
+            &mut v,
+            "rolled_over_from",
+            self.rolled_over_from.as_ref().map(|r| r.api_json(credit)),
+        );
         v
     }
 

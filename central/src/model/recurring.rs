@@ -123,7 +123,7 @@ pub struct RecurringRecord {
     pub applicable_product_tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specifiers: Option<Vec<CommitSpecifier>>,
-    /// Stored and shown; there are no contract transitions, so it never rolls anything over.
+    /// Passed down to the generated commits and credits (they roll over at a renewal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover_fraction: Option<Dec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,6 +277,7 @@ impl RecurringRecord {
             archived_at: None,
             uniqueness_key: None,
             recurring_id: Some(self.id.clone()),
+            rolled_over_from: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use tally_core::period::Period;
 
 use super::commits;
 use super::invoices::contract_invoices;
+use super::transitions::{self, Rollover};
 use super::Invalid;
 use crate::billing::{BillingError, BillingResult, RatingContext};
 use crate::model::{decode, kind, load, BalanceRecord, Contract, Customer, LoadError};
@@ -60,7 +61,16 @@ pub struct Book {
     pub stored: Vec<LedgerRow>,
     /// Open drafts of contracts that have balances, in burn order.
     pub drafts: Vec<PricedDraft>,
+    /// Rollovers to renewals, derived in burn order (`service::transitions`): each counts in
+    /// every balance and ledger, whatever the inclusion.
+    pub rollovers: Vec<Rollover>,
     contexts: BTreeMap<String, RatingContext>,
+}
+
+/// Moves a rollover's amount from its original segment to its rolled one.
+fn apply_rollover(running: &mut BTreeMap<String, Decimal>, r: &Rollover) {
+    *running.entry(r.from_segment.clone()).or_default() -= r.amount;
+    *running.entry(r.to_segment.clone()).or_default() += r.amount;
 }
 
 /// Adds each deduction to the running ledger of its segment.
@@ -92,8 +102,12 @@ impl Book {
             .await?;
         let mut void = BTreeSet::new();
         let mut open = Vec::new();
-        for doc in &docs {
-            let contract: Contract = decode(doc)?;
+        let contracts = docs
+            .iter()
+            .map(decode::<Contract>)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let pending = transitions::pending_rollovers(&contracts, st.now_ms()).into_iter();
+        for contract in contracts {
             if !balances.iter().any(|b| b.applies_to(&contract.id)) {
                 continue;
             }
@@ -126,10 +140,17 @@ impl Book {
             balances,
             stored,
             drafts: Vec::with_capacity(open.len()),
+            rollovers: Vec::new(),
             contexts: BTreeMap::new(),
         };
         let mut running = book.stored_net();
+        let mut pending = pending.peekable();
         for (contract, row) in open {
+            // A renewed contract's last invoice ends at the transition, its renewal's first
+            // after it: what rolls over is what the first one left.
+            while let Some(r) = pending.next_if(|r| r.at_ms < row.period_end_ms) {
+                book.roll(r, &mut running)?;
+            }
             if !book.contexts.contains_key(&contract.id) {
                 let ctx = RatingContext::load(st, env, &contract).await?;
                 book.contexts.insert(contract.id.clone(), ctx);
@@ -149,7 +170,42 @@ impl Book {
                 invoice,
             });
         }
+        for r in pending {
+            book.roll(r, &mut running)?;
+        }
         Ok(book)
+    }
+
+    /// Derives one rollover from the running ledger and records it there: nothing when the
+    /// original is archived or its segment had not begun by the transition.
+    fn roll(
+        &mut self,
+        mut r: Rollover,
+        running: &mut BTreeMap<String, Decimal>,
+    ) -> BillingResult<()> {
+        let segment = self
+            .balances
+            .iter()
+            .filter(|b| b.id == r.from_balance)
+            .flat_map(|b| &b.access)
+            .find(|s| s.id == r.from_segment && s.starting_at_ms < r.at_ms);
+        let Some(segment) = segment else {
+            return Ok(());
+        };
+        let net = running.get(&r.from_segment).copied().unwrap_or_default();
+        r.amount = tally_core::rollover::rolled_amount(segment.amount, net, r.fraction)
+            .map_err(|e| BillingError::Rating(e.to_string()))?;
+        apply_rollover(running, &r);
+        self.rollovers.push(r);
+        Ok(())
+    }
+
+    /// What the rolled segment `segment_id` received, if it is one.
+    pub fn rolled_into(&self, segment_id: &str) -> Option<Decimal> {
+        self.rollovers
+            .iter()
+            .find(|r| r.to_segment == segment_id)
+            .map(|r| r.amount)
     }
 
     /// Whether the book prices this contract's drafts (it has commits or credits).
@@ -180,6 +236,9 @@ impl Book {
     /// Per segment, the net of the entries `inclusion` counts.
     pub fn net(&self, inclusion: Inclusion) -> BTreeMap<String, Decimal> {
         let mut net = self.stored_net();
+        for r in &self.rollovers {
+            apply_rollover(&mut net, r);
+        }
         if inclusion == Inclusion::FinalizedAndDraft {
             for d in &self.drafts {
                 apply(&mut net, &d.invoice.deductions);
@@ -257,15 +316,37 @@ impl Book {
     pub fn ledger(&self, balance: &Balance, inclusion: Inclusion, now_ms: i64) -> Vec<LedgerView> {
         let mut out = Vec::new();
         for seg in balance.access.iter().filter(|s| s.starting_at_ms <= now_ms) {
-            let mut entries = vec![LedgerView {
-                entry: LedgerEntryKind::SegmentStart,
-                amount: seg.amount,
-                timestamp_ms: seg.starting_at_ms,
-                segment_id: seg.id.clone(),
-                invoice_id: None,
-                contract_id: None,
-                reason: None,
-            }];
+            let mut entries = Vec::new();
+            // A rolled segment starts with what it received, not with its nominal zero.
+            if self.rolled_into(&seg.id).is_none() {
+                entries.push(LedgerView {
+                    entry: LedgerEntryKind::SegmentStart,
+                    amount: seg.amount,
+                    timestamp_ms: seg.starting_at_ms,
+                    segment_id: seg.id.clone(),
+                    invoice_id: None,
+                    contract_id: None,
+                    reason: None,
+                });
+            }
+            for r in &self.rollovers {
+                let (amount, timestamp_ms, contract) = if r.from_segment == seg.id {
+                    (-r.amount, r.at_ms, &r.from_contract)
+                } else if r.to_segment == seg.id {
+                    (r.amount, r.to_start_ms, &r.to_contract)
+                } else {
+                    continue;
+                };
+                entries.push(LedgerView {
+                    entry: LedgerEntryKind::Rollover,
+                    amount,
+                    timestamp_ms,
+                    segment_id: seg.id.clone(),
+                    invoice_id: None,
+                    contract_id: Some(contract.clone()),
+                    reason: None,
+                });
+            }
             for e in self.stored.iter().filter(|e| e.segment_id == seg.id) {
                 entries.push(LedgerView {
                     entry: e.entry,
@@ -343,15 +424,16 @@ impl Book {
 }
 
 /// Where an entry goes among those of the same instant: the segment's start, then what invoices
-/// draw, then true-ups (which bill what the deductions left), then manual entries, and the
-/// expiration of what is left last.
+/// draw, then true-ups (which bill what the deductions left), then manual entries, then what
+/// rolls over to a renewal, and the expiration of what is left last.
 fn rank_within_instant(entry: LedgerEntryKind) -> u8 {
     match entry {
         LedgerEntryKind::SegmentStart => 0,
         LedgerEntryKind::AutomatedInvoiceDeduction => 1,
         LedgerEntryKind::Trueup => 2,
         LedgerEntryKind::Manual => 3,
-        LedgerEntryKind::Expiration => 4,
+        LedgerEntryKind::Rollover => 4,
+        LedgerEntryKind::Expiration => 5,
     }
 }
 
@@ -549,6 +631,7 @@ mod tests {
                 entry("s2", "-600", 25),
             ],
             drafts: vec![],
+            rollovers: vec![],
             contexts: BTreeMap::new(),
         };
         let expected = [
@@ -588,6 +671,7 @@ mod tests {
             balances: vec![balance.clone()],
             stored: vec![entry("s1", "-1500", 5)],
             drafts: vec![],
+            rollovers: vec![],
             contexts: BTreeMap::new(),
         };
         let at = |now| {
@@ -635,6 +719,7 @@ mod tests {
             balances: vec![balance.clone()],
             stored: vec![manual, true_up, entry("s1", "-500", 10)],
             drafts: vec![],
+            rollovers: vec![],
             contexts: BTreeMap::new(),
         };
         let ledger = book.ledger(&balance, Inclusion::Finalized, 10);
@@ -670,6 +755,15 @@ impl Show {
 }
 
 impl Book {
+    /// Shows what a rolled commit or credit received as its access amount (its record holds 0).
+    pub fn show_rolled(&self, balance: &Balance, v: &mut Value) {
+        for (i, seg) in balance.access.iter().enumerate() {
+            if let Some(amount) = self.rolled_into(&seg.id) {
+                v["access_schedule"]["schedule_items"][i]["amount"] = json!(Dec(amount));
+            }
+        }
+    }
+
     /// Adds `balance` and/or `ledger` to the API object `v` of the commit or credit `balance`.
     pub fn decorate(&self, balance: &Balance, v: &mut Value, show: Show, now_ms: i64) {
         if show.balance {
@@ -688,9 +782,6 @@ impl Book {
     /// Decorates every commit and credit object inside a contract's API JSON (v2's `commits` /
     /// `credits`, v1's `initial` / `current` ones), matched by id to the contract's balances.
     pub fn decorate_contract(&self, contract: &Contract, v: &mut Value, show: Show, now_ms: i64) {
-        if !show.anything() {
-            return;
-        }
         let own: Vec<Balance> = contract
             .own_balance_records(now_ms)
             .iter()
@@ -718,6 +809,7 @@ impl Book {
         for item in lists.into_iter().filter_map(Value::as_array_mut).flatten() {
             let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
             if let Some(b) = own.iter().find(|b| b.id == id) {
+                self.show_rolled(b, item);
                 self.decorate(b, item, show, now_ms);
             }
         }
@@ -733,7 +825,8 @@ pub async fn shown(
     found: &[(Option<String>, BalanceRecord)],
     show: Show,
 ) -> Result<Vec<Value>> {
-    let book = match show.anything() {
+    let rolled = found.iter().any(|(_, r)| r.rolled_over_from.is_some());
+    let book = match show.anything() || rolled {
         true => Book::load(st, env, customer_id).await?,
         false => Book::default(),
     };
@@ -742,7 +835,9 @@ pub async fn shown(
         .iter()
         .map(|(contract, record)| {
             let mut v = record.api_json(contract.as_deref());
-            book.decorate(&record.balance(contract.as_deref()), &mut v, show, now);
+            let balance = record.balance(contract.as_deref());
+            book.show_rolled(&balance, &mut v);
+            book.decorate(&balance, &mut v, show, now);
             v
         })
         .collect())
@@ -783,7 +878,8 @@ pub async fn decorate_contracts(
     items: &mut [(&Contract, &mut Value)],
     show: Show,
 ) -> Result<()> {
-    if !show.anything() || items.is_empty() {
+    let rolled = items.iter().any(|(c, _)| c.transition.is_some());
+    if !(show.anything() || rolled) || items.is_empty() {
         return Ok(());
     }
     let book = Book::load(st, env, customer_id).await?;

@@ -12,8 +12,8 @@
 //!   items.
 //! - Fields that would change amounts and are not implemented (hierarchies, payment gates,
 //!   recurring invoice schedules, quantity-based access, ...) are refused with a 400 naming
-//!   them ([`check_supported`]), never dropped; `rollover_fraction` is stored and shown, and
-//!   never acts (there are no contract transitions).
+//!   them ([`check_supported`]), never dropped; `rollover_fraction` acts when the contract is
+//!   renewed (`service::transitions`).
 //! - A `uniqueness_key` is used once per environment across customer-level commits and credits
 //!   (409). `updateEndDate` only ever shortens.
 
@@ -21,13 +21,14 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
-use tally_core::balances::Balance;
+use tally_core::balances::{Balance, BalanceKind};
 
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
-    credit_type, decode, encode, kind, load, new_id, AccessItem, AccessSchedule, BalanceRateType,
-    BalanceRecord, BalanceType, CommitSpecifier, Contract, CreditTypeRef, Customer, InvoiceItem,
-    InvoiceSchedule, LoadError, Product, ProductRef, ProductType, CREATED_BY,
+    credit_type, decode, encode, kind, load, load_children, new_id, AccessItem, AccessSchedule,
+    BalanceRateType, BalanceRecord, BalanceType, CommitSpecifier, Contract, CreditTypeRef,
+    Customer, InvoiceItem, InvoiceSchedule, LoadError, Product, ProductRef, ProductType,
+    CREATED_BY,
 };
 use crate::service::contracts::ContractError;
 use crate::store::{ArchiveFilter, Env, NewDoc, StoreError};
@@ -366,7 +367,7 @@ fn access_schedule(
 
 /// One invoice item: `amount` alone (unit price = amount, quantity 1), or `unit_price` and
 /// `quantity` (amount = their product, exact).
-fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
+pub(super) fn invoice_item(at: &str, item: InvoiceItemInput) -> Result<InvoiceItem> {
     hour(at, "timestamp", item.timestamp)?;
     let (amount, unit_price, quantity) =
         item_amount(at, item.amount, item.unit_price, item.quantity)?;
@@ -683,6 +684,7 @@ pub async fn build(
         archived_at: None,
         uniqueness_key: None,
         recurring_id: None,
+        rolled_over_from: None,
     })
 }
 
@@ -1073,6 +1075,16 @@ pub async fn applicable_balances(
             out.push(b.balance(None));
         }
     }
+    if out.iter().any(|b| b.kind == BalanceKind::PostpaidCommit) {
+        let doc = st
+            .stores
+            .config
+            .get_doc(env, kind::TRANSITION, &contract.id)
+            .await?;
+        let marker: Option<crate::model::TransitionMarker> =
+            doc.as_ref().map(decode).transpose()?;
+        super::transitions::drop_removed_trueups(&mut out, marker.as_slice());
+    }
     Ok(out)
 }
 
@@ -1111,6 +1123,11 @@ pub async fn customer_balances(
             .filter(|b| b.archived_at.is_none())
             .map(|b| b.balance(None)),
     );
+    if out.iter().any(|b| b.kind == BalanceKind::PostpaidCommit) {
+        let markers: Vec<crate::model::TransitionMarker> =
+            load_children(&st.stores, env, kind::TRANSITION, customer_id).await?;
+        super::transitions::drop_removed_trueups(&mut out, &markers);
+    }
     Ok(out)
 }
 

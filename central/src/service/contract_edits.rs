@@ -21,9 +21,10 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::charges::{self, ChargeInput};
+use super::charges::{self, ChargeInput, ChargeUpdateInput};
 use super::commits::{self, BalanceInput, MAX_BALANCES_PER_CONTRACT};
 use super::contracts::{self, build_overrides, CommitNames, ContractError, OverrideInput};
+use super::pro_services::{self, ProServiceInput};
 use super::recurring::{self, RecurringInput, MAX_RECURRING_PER_CONTRACT};
 use super::subscriptions::{self, SubscriptionInput, SubscriptionUpdateInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
@@ -43,8 +44,7 @@ pub const MAX_CONTRACT_CHANGES: usize = 500;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Amendment terms Tally cannot rate yet: refused when non-empty.
-const UNSUPPORTED_AMEND_TERMS: &[&str] =
-    &["discounts", "professional_services", "reseller_royalties"];
+const UNSUPPORTED_AMEND_TERMS: &[&str] = &["discounts", "reseller_royalties"];
 
 /// Edit fields Tally cannot apply yet (`EditContractPayload`, and `ContractEdit`'s spellings):
 /// refused when non-empty. Commits and credits are [`balance_changes`]'.
@@ -60,7 +60,6 @@ const UNSUPPORTED_EDIT_FIELDS: &[&str] = &[
     "add_revenue_system_configuration_update",
     "add_usage_filters",
     "archive_spend_trackers",
-    "update_scheduled_charges",
     "update_recurring_commits",
     "update_recurring_credits",
     "update_discounts",
@@ -122,6 +121,8 @@ pub struct BalanceChanges {
     pub add_scheduled_charges: (&'static str, Vec<ChargeInput>),
     /// `archive_scheduled_charges` (v2 edits only).
     pub archive_scheduled_charges: Vec<String>,
+    /// `update_scheduled_charges` (v2 edits only).
+    pub update_scheduled_charges: Vec<ChargeUpdateInput>,
     /// Fields given that Tally cannot apply yet (`update_commits`, `update_credits`).
     pub refused: Vec<&'static str>,
 }
@@ -173,6 +174,12 @@ async fn balance_changes(
     let room = charges::MAX_CHARGES_PER_CONTRACT.saturating_sub(contract.scheduled_charges.len());
     change.add_scheduled_charges = charges::build_all(st, env, field, inputs, room).await?;
     change.archive_scheduled_charges = changes.archive_scheduled_charges;
+    change.update_scheduled_charges = charges::build_updates(
+        &contract.scheduled_charges,
+        changes.update_scheduled_charges,
+        change.timestamp.0,
+        st.settings.invoice_grace_ms,
+    )?;
     change.add_recurring_commits = recurring_commits;
     change.add_recurring_credits = recurring_credits;
     change.archive_commits = changes.archive_commits;
@@ -333,6 +340,8 @@ pub struct Amendment {
     pub contract_id: String,
     pub info: AmendmentInfo,
     pub overrides: Vec<OverrideInput>,
+    /// Professional services the amendment adds (checked as on create).
+    pub professional_services: Vec<ProServiceInput>,
     pub balances: BalanceChanges,
 }
 
@@ -399,6 +408,8 @@ fn new_change(st: &AppState) -> ContractChange {
         archive_scheduled_charges: Vec::new(),
         add_subscriptions: Vec::new(),
         update_subscriptions: Vec::new(),
+        add_professional_services: Vec::new(),
+        update_scheduled_charges: Vec::new(),
     }
 }
 
@@ -437,6 +448,9 @@ pub async fn amend(st: &AppState, env: Env, req: Amendment) -> Result<String> {
     }
     let mut change = adding_overrides(st, env, &contract, "overrides", req.overrides).await?;
     balance_changes(st, env, &contract, req.balances, &mut change, "overrides").await?;
+    let existing = contract.professional_services.len();
+    change.add_professional_services =
+        pro_services::build_all(st, env, req.professional_services, existing).await?;
     change.amendment = Some(req.info);
     apply(st, env, &contract.id, change).await.map(|c| c.id)
 }
@@ -469,6 +483,7 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
         && b.add_recurring_credits.is_empty()
         && b.add_scheduled_charges.1.is_empty()
         && b.archive_scheduled_charges.is_empty()
+        && b.update_scheduled_charges.is_empty()
         && b.refused.is_empty()
         && req.remove_overrides.is_empty()
         && req.add_subscriptions.is_empty()
@@ -481,7 +496,8 @@ pub async fn edit(st: &AppState, env: Env, req: Edit) -> Result<ContractChange> 
             "the edit changes nothing: give add_overrides, remove_overrides, \
              update_contract_end_date, update_contract_name, update_net_payment_terms_days, \
              add_commits, add_credits, add_recurring_commits, add_recurring_credits, \
-             add_scheduled_charges, add_subscriptions, update_subscriptions, archive_commits, \
+             add_scheduled_charges, update_scheduled_charges, add_subscriptions, \
+             update_subscriptions, archive_commits, \
              archive_credits or archive_scheduled_charges"
                 .into(),
         )
@@ -575,6 +591,7 @@ async fn check_end_date(
     end: &EndDate,
     field: &str,
 ) -> Result<()> {
+    super::transitions::check_end_date(st, env, contract, end.ending_before, field).await?;
     let Some(at) = end.ending_before else {
         return Ok(());
     };
@@ -683,6 +700,26 @@ fn apply_to(c: &mut Contract, change: &ContractChange) -> Result<()> {
     c.scheduled_charges
         .extend(change.add_scheduled_charges.iter().cloned());
     apply_subscriptions(c, change)?;
+    for (i, u) in change.update_scheduled_charges.iter().enumerate() {
+        let at = format!("update_scheduled_charges[{i}]");
+        let charge = c
+            .scheduled_charges
+            .iter_mut()
+            .find(|x| x.id == u.scheduled_charge_id && x.archived_at.is_none())
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{at}.scheduled_charge_id: the contract has no unarchived scheduled charge {}",
+                    u.scheduled_charge_id
+                ))
+            })?;
+        charges::apply_update(charge, u, &at)?;
+    }
+    pro_services::check_room(
+        c.professional_services.len(),
+        &change.add_professional_services,
+    )?;
+    c.professional_services
+        .extend(change.add_professional_services.iter().cloned());
     c.recurring_commits
         .extend(change.add_recurring_commits.iter().cloned());
     c.recurring_credits

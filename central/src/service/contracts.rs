@@ -24,6 +24,7 @@ use super::pro_services::{self, ProServiceInput};
 use super::rate_cards::{self, check_rate_limits, RateCardError, RateSelector, ScheduleWindow};
 use super::recurring::{self, RecurringInput};
 use super::subscriptions::{self, SubscriptionInput};
+use super::transitions::{self, TransitionInput};
 use super::{modify_doc, require_hour, require_text, Invalid, Write};
 use crate::model::{
     decode, encode, kind, load, new_id, BalanceRateType, Contract, ContractRecord, CreditTypeRef,
@@ -79,7 +80,6 @@ type Result<T> = std::result::Result<T, ContractError>;
 const UNSUPPORTED_TERMS: &[&str] = &[
     "discounts",
     "reseller_royalties",
-    "transition",
     "usage_filter",
     "spend_threshold_configuration",
     "prepaid_balance_threshold_configuration",
@@ -259,6 +259,8 @@ pub struct NewContract {
     pub professional_services: Vec<ProServiceInput>,
     /// Subscriptions (checked by `service::subscriptions`).
     pub subscriptions: Vec<SubscriptionInput>,
+    /// The contract it renews (checked by `service::transitions`).
+    pub transition: Option<TransitionInput>,
 }
 
 /// An `overwrite_rate` as a client gives it.
@@ -551,7 +553,7 @@ fn active_card(card: RateCard) -> Result<Option<String>> {
 
 /// Validates and stores a contract. Its periods already past their grace are finalized by the
 /// job's next pass, not here: backdated usage sent right after the create still counts.
-pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String> {
+pub async fn create(st: &AppState, env: Env, mut req: NewContract) -> Result<String> {
     check_window(&req)?;
     let customer: Customer = load(
         &st.stores,
@@ -568,7 +570,14 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         ))
         .into());
     }
-    let contract = build(st, env, req, Some(&customer)).await?;
+    let transition = match req.transition.take() {
+        Some(t) => Some(transitions::check(st, env, t, &customer.id, req.starting_at).await?),
+        None => None,
+    };
+    let mut contract = build(st, env, req, Some(&customer)).await?;
+    if let Some(t) = transition {
+        t.apply(&mut contract)?;
+    }
     let now = contract.created_at.0;
     let doc = NewDoc {
         kind: kind::CONTRACT,
@@ -578,7 +587,7 @@ pub async fn create(st: &AppState, env: Env, req: NewContract) -> Result<String>
         created_ms: now,
         body: encode(&contract)?,
     };
-    if !super::insert_unique(st, env, doc).await? {
+    if !transitions::insert(st, env, &contract, doc).await? {
         return Err(ContractError::UniquenessKeyUsed);
     }
     follow_customer(st, env, &contract).await?;
@@ -642,7 +651,8 @@ async fn build(
         charges::MAX_CHARGES_PER_CONTRACT,
     )
     .await?;
-    let professional_services = pro_services::build_all(st, env, req.professional_services).await?;
+    let professional_services =
+        pro_services::build_all(st, env, req.professional_services, 0).await?;
     let usage_statement_schedule = schedule_from(req.usage_statement_schedule)?;
     let window = subscriptions::ContractWindow {
         starting_at: req.starting_at,
@@ -684,6 +694,7 @@ async fn build(
         pro_service_invoices: Vec::new(),
         subscriptions,
         history: Default::default(),
+        transition: None,
     };
     let built: Vec<&str> = contract
         .commits

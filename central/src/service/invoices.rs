@@ -269,21 +269,7 @@ pub struct InvoicePage {
 }
 
 async fn customer_contracts(st: &AppState, env: Env, customer_id: &str) -> Result<Vec<Contract>> {
-    let docs = st
-        .stores
-        .config
-        .list_docs(
-            env,
-            kind::CONTRACT,
-            Some(customer_id),
-            ArchiveFilter::All,
-            None,
-        )
-        .await?;
-    Ok(docs
-        .iter()
-        .map(decode)
-        .collect::<std::result::Result<_, _>>()?)
+    Ok(crate::model::load_children(&st.stores, env, kind::CONTRACT, customer_id).await?)
 }
 
 /// The customer's invoices matching `q`, sorted by issue date then contract, paged by offset;

@@ -24,6 +24,7 @@ pub mod products;
 pub mod rate_cards;
 pub mod recurring;
 pub mod subscriptions;
+pub mod transitions;
 
 use std::future::Future;
 use std::time::Duration;

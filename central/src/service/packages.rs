@@ -68,6 +68,7 @@ const CONTRACT_OWN_FIELDS: &[&str] = &[
     "netsuite_sales_order_id",
     "total_contract_value",
     "billing_provider_configuration",
+    "transition",
 ];
 
 /// `PackageAlias`.

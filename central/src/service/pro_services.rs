@@ -90,18 +90,24 @@ pub async fn build_all(
     st: &AppState,
     env: Env,
     inputs: Vec<ProServiceInput>,
+    existing: usize,
 ) -> Result<Vec<ProServiceRecord>> {
-    if inputs.len() > MAX_SERVICES_PER_CONTRACT {
-        return Err(Invalid(format!(
-            "professional_services: at most {MAX_SERVICES_PER_CONTRACT} are allowed per contract"
-        ))
-        .into());
-    }
     let mut out = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         out.push(build(st, env, &format!("professional_services[{i}]"), input).await?);
     }
+    check_room(existing, &out)?;
     Ok(out)
+}
+
+/// Refuses adding `added` to a contract holding `existing` services past the limit.
+pub fn check_room(existing: usize, added: &[ProServiceRecord]) -> std::result::Result<(), Invalid> {
+    if existing + added.len() > MAX_SERVICES_PER_CONTRACT {
+        return Err(Invalid(format!(
+            "professional_services: at most {MAX_SERVICES_PER_CONTRACT} are allowed per contract"
+        )));
+    }
+    Ok(())
 }
 
 /// One line of a `scheduleProServicesInvoice` request.

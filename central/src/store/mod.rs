@@ -391,7 +391,7 @@ pub struct LedgerRow {
 }
 
 impl LedgerRow {
-    const ENTRIES: [(LedgerEntryKind, &'static str); 5] = [
+    const ENTRIES: [(LedgerEntryKind, &'static str); 6] = [
         (LedgerEntryKind::SegmentStart, "SEGMENT_START"),
         (
             LedgerEntryKind::AutomatedInvoiceDeduction,
@@ -400,6 +400,7 @@ impl LedgerRow {
         (LedgerEntryKind::Trueup, "TRUEUP"),
         (LedgerEntryKind::Expiration, "EXPIRATION"),
         (LedgerEntryKind::Manual, "MANUAL"),
+        (LedgerEntryKind::Rollover, "ROLLOVER"),
     ];
 
     pub fn entry_name(kind: LedgerEntryKind) -> &'static str {

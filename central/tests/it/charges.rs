@@ -28,6 +28,188 @@ fn items(items: &[(&str, &str)]) -> Value {
     json!({ "schedule_items": items })
 }
 
+/// `update_scheduled_charges` on a charge of 50 on 11-20 (past its grace at 11-25), 100 on
+/// 12-01 and 200 on 01-01: adding 33.33 on 12-15, rewriting January's as 3 × 66.67 = 200.01 and
+/// removing December's bills 50, 33.33 and 200.01 on their SCHEDULED invoices; the edit reads
+/// back the update. Refused, changing nothing: touching the 11-20 item or adding one at a time
+/// past its grace, an unknown item or charge, `amount` with `unit_price`, and removing every
+/// item.
+#[tokio::test]
+async fn an_edit_changes_a_scheduled_charges_items() {
+    let app = TestApp::new(NOW).await;
+    let s = Setup::new(&app).await;
+    let nov20 = "2024-11-20T00:00:00Z";
+    let k = s
+        .contract(
+            &app,
+            json!({ "scheduled_charges": [charge(&s, "Fee", items(&[(nov20, "50"), (DEC, "100"), (JAN, "200")]))] }),
+        )
+        .await;
+    let c = s.v2(&app, &k).await;
+    let charge_id = text(&c["scheduled_charges"][0], "id").to_string();
+    let item = |j: usize| {
+        text(
+            &c["scheduled_charges"][0]["schedule"]["schedule_items"][j],
+            "id",
+        )
+        .to_string()
+    };
+    let (past, dec_item, jan_item) = (item(0), item(1), item(2));
+    let edit = |schedule: Value| {
+        json!({ "customer_id": s.customer, "contract_id": k, "update_scheduled_charges": [
+            { "scheduled_charge_id": charge_id, "invoice_schedule": schedule }] })
+    };
+    let bad = [
+        (
+            json!({ "remove_schedule_items": [{ "id": past }] }),
+            "remove_schedule_items[0].id: the invoice at that time is past its grace",
+        ),
+        (
+            json!({ "update_schedule_items": [{ "id": past, "amount": 1 }] }),
+            "update_schedule_items[0].id: the invoice at that time is past its grace",
+        ),
+        (
+            json!({ "add_schedule_items": [{ "timestamp": "2024-11-24T00:00:00Z", "amount": 1 }] }),
+            "add_schedule_items[0].timestamp: the invoice",
+        ),
+        (
+            json!({ "update_schedule_items": [{ "id": jan_item, "timestamp": nov20 }] }),
+            "update_schedule_items[0].timestamp: the invoice",
+        ),
+        (
+            json!({ "remove_schedule_items": [{ "id": "nope" }] }),
+            "nope is not an item of the charge",
+        ),
+        (
+            json!({ "update_schedule_items": [{ "id": jan_item, "amount": 1, "unit_price": 1 }] }),
+            "not both",
+        ),
+        (
+            json!({ "add_schedule_items": [{ "timestamp": "2024-12-15T00:30:00Z", "amount": 1 }] }),
+            "add_schedule_items[0].timestamp",
+        ),
+    ];
+    for (schedule, want) in bad {
+        let r = app
+            .post("/v2/contracts/edit", edit(schedule.clone()))
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(r.message().contains(want), "{schedule}: {}", r.message());
+    }
+    let r = app
+        .post(
+            "/v2/contracts/edit",
+            json!({ "customer_id": s.customer, "contract_id": k, "update_scheduled_charges": [
+                { "scheduled_charge_id": "nope", "invoice_schedule": {} }] }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message()
+            .contains("update_scheduled_charges[0].scheduled_charge_id"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(
+        s.v2(&app, &k).await,
+        c,
+        "a refused edit changed the contract"
+    );
+
+    let r = app
+        .post(
+            "/v2/contracts/edit",
+            edit(json!({
+                "add_schedule_items": [{ "timestamp": "2024-12-15T00:00:00Z", "amount": dec("33.33") }],
+                "update_schedule_items": [{ "id": jan_item, "unit_price": dec("66.67"), "quantity": 3 }],
+                "remove_schedule_items": [{ "id": dec_item }],
+            })),
+        )
+        .await
+        .data();
+    let recorded = &r["edit"]["update_scheduled_charges"][0];
+    assert_eq!(recorded["id"], charge_id.as_str());
+    assert_eq!(
+        recorded["invoice_schedule"]["remove_schedule_items"],
+        json!([{ "id": dec_item }])
+    );
+    assert_eq!(
+        num(&recorded["invoice_schedule"]["update_schedule_items"][0]["amount"]),
+        "200.01"
+    );
+    let after = s.v2(&app, &k).await;
+    let got: Vec<(String, String, String, String)> = after["scheduled_charges"][0]["schedule"]
+        ["schedule_items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                text(i, "timestamp").to_string(),
+                num(&i["amount"]),
+                num(&i["unit_price"]),
+                num(&i["quantity"]),
+            )
+        })
+        .collect();
+    let want = [
+        (nov20, "50", "50", "1"),
+        ("2024-12-15T00:00:00Z", "33.33", "33.33", "1"),
+        (JAN, "200.01", "66.67", "3"),
+    ]
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()));
+    assert_eq!(got, want);
+    assert_eq!(
+        text(
+            &after["scheduled_charges"][0]["schedule"]["schedule_items"][2],
+            "id"
+        ),
+        jan_item
+    );
+    // Removing a charge's every item is refused: archive the charge instead.
+    let k2 = s
+        .contract(
+            &app,
+            json!({ "scheduled_charges": [charge(&s, "One", items(&[(JAN, "7")]))] }),
+        )
+        .await;
+    let c2 = s.v2(&app, &k2).await;
+    let only = &c2["scheduled_charges"][0];
+    let r = app
+        .post(
+            "/v2/contracts/edit",
+            json!({ "customer_id": s.customer, "contract_id": k2, "update_scheduled_charges": [
+                { "scheduled_charge_id": only["id"], "invoice_schedule": {
+                    "remove_schedule_items": [{ "id": only["schedule"]["schedule_items"][0]["id"] }] } }] }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("between 1 and"), "{}", r.message());
+    app.set_now("2025-01-02T00:00:00Z");
+    let totals: Vec<(String, String)> = scheduled(&app, &s, &k)
+        .await
+        .into_iter()
+        .map(|(at, total, _)| (at, total))
+        .collect();
+    let want = [
+        (nov20, "50"),
+        ("2024-12-15T00:00:00Z", "33.33"),
+        (JAN, "200.01"),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(totals, want);
+}
+
+/// A PRO_SERVICE product `Consulting`.
+async fn consulting_product(app: &TestApp) -> String {
+    app.post(
+        "/v1/contract-pricing/products/create",
+        json!({ "name": "Consulting", "type": "PRO_SERVICE" }),
+    )
+    .await
+    .id()
+}
+
 /// `(start, total, lines)` of the customer's SCHEDULED invoices of `contract`.
 async fn scheduled(
     app: &TestApp,
@@ -294,13 +476,7 @@ async fn amendments_and_edits_add_and_archive_charges(backend: Backend) {
 async fn professional_services_invoice_up_to_their_max(backend: Backend) {
     let app = std::sync::Arc::new(TestApp::on_backend(NOW, backend).await);
     let s = Setup::new(&app).await;
-    let consulting = app
-        .post(
-            "/v1/contract-pricing/products/create",
-            json!({ "name": "Consulting", "type": "PRO_SERVICE" }),
-        )
-        .await
-        .id();
+    let consulting = consulting_product(&app).await;
     let service = |description: &str, max: &str| {
         json!({ "product_id": consulting, "unit_price": 150, "quantity": 10,
                 "max_amount": dec(max), "description": description })
@@ -450,6 +626,75 @@ async fn professional_services_invoice_up_to_their_max(backend: Backend) {
         "{}",
         r.message()
     );
+}
+
+/// `contracts/amend` adds a professional service (checked as on create): v1 shows it in the
+/// amendment and in `current` (not in `initial`), and it invoices like one given at create:
+/// 2 × 333.33 = 666.66 on 11-27. A non-PRO_SERVICE product is a 400 naming the field that
+/// stores nothing.
+#[tokio::test]
+async fn an_amendment_adds_a_professional_service() {
+    let app = TestApp::new(NOW).await;
+    let s = Setup::new(&app).await;
+    let consulting = consulting_product(&app).await;
+    let k = s.contract(&app, json!({})).await;
+    let ids = json!({ "customer_id": s.customer, "contract_id": k });
+    let amend = |service: Value| {
+        let mut body = ids.clone();
+        merge(
+            &mut body,
+            json!({ "starting_at": START, "professional_services": [service] }),
+        );
+        body
+    };
+    let get = || app.post("/v1/contracts/get", ids.clone());
+    let r = app
+        .post(
+            "/v1/contracts/amend",
+            amend(
+                json!({ "product_id": s.fixed, "unit_price": 1, "quantity": 1, "max_amount": 1 }),
+            ),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("professional_services[0]"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(get().await.data()["amendments"], json!([]));
+    app.post(
+        "/v1/contracts/amend",
+        amend(
+            json!({ "product_id": consulting, "unit_price": dec("333.33"), "quantity": 4,
+                      "max_amount": 1000, "description": "Tuning" }),
+        ),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let c = get().await.data();
+    let current = c["current"]["professional_services"]
+        .as_array()
+        .expect("current");
+    assert_eq!(current.len(), 1, "{c}");
+    assert_eq!(c["initial"]["professional_services"], json!([]), "{c}");
+    assert_eq!(
+        c["amendments"][0]["professional_services"],
+        json!(current),
+        "{c}"
+    );
+    let service = text(&current[0], "id").to_string();
+    let r = app
+        .post(
+            "/v1/contracts/scheduleProServicesInvoice",
+            json!({ "customer_id": s.customer, "contract_id": k, "issued_at": "2024-11-27T00:00:00Z",
+                    "line_items": [{ "professional_service_id": service, "unit_price": dec("333.33"),
+                                     "quantity": 2 }] }),
+        )
+        .await
+        .data();
+    assert_eq!(num(&r[0]["total"]), "666.66");
+    assert_eq!(r[0]["line_items"][0]["name"], "Tuning");
 }
 
 both_backends!(

@@ -1,6 +1,7 @@
 //! Archived customers and contracts: billing stops at the start of the archive's hour, the open
 //! period's draft is rated up to it and finalizes after its grace, nothing can be created on an
 //! archived customer or rate card, and archiving racing other writes leaves consistent state.
+//! SCHEDULED and USAGE invoices both finalize at their instant (or period end) plus the grace.
 
 use std::sync::Arc;
 
@@ -343,4 +344,221 @@ async fn archive_racing_ingest_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_racing_ingest_postgres() {
     archive_racing_ingest(Backend::Postgres).await;
+}
+
+/// `(type, status, start, total)` of each of the customer's invoices.
+async fn statuses(app: &TestApp, customer: &str) -> Vec<(String, String, String, String)> {
+    let mut all: Vec<_> = app
+        .invoices(SBX, customer, "")
+        .await
+        .iter()
+        .map(|i| {
+            (
+                text(i, "type").to_string(),
+                text(i, "status").to_string(),
+                text(i, "start_timestamp").to_string(),
+                num(&i["total"]),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn row(kind: &str, status: &str, start: &str, total: &str) -> (String, String, String, String) {
+    (kind.into(), status.into(), start.into(), total.into())
+}
+
+/// A commit purchase of 300 on 11-01 and a scheduled charge of 33.33 on 11-15 (SCHEDULED
+/// invoices at those instants) and November's usage (3 calls at 2 = 6): each is DRAFT until
+/// its instant (or period end) plus the 24 h grace, FINALIZED from then on, the minute before
+/// and the instant itself checked.
+#[tokio::test]
+async fn scheduled_and_usage_invoices_both_finalize_after_the_grace() {
+    const NOV: &str = "2024-11-01T00:00:00Z";
+    const MID: &str = "2024-11-15T00:00:00Z";
+    let app = TestApp::new("2024-11-01T06:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "2", "acme", "2024-10-01T00:00:00Z").await;
+    let fixed = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "Fees", "type": "FIXED" }),
+        )
+        .await
+        .id();
+    let customer = app.customer(SBX, "fees", &["fees"]).await;
+    app.post(
+        "/v1/contracts/create",
+        json!({
+            "customer_id": customer, "rate_card_id": b.card, "starting_at": NOV,
+            "ending_before": "2024-12-01T00:00:00Z",
+            "commits": [{
+                "type": "PREPAID", "product_id": fixed, "name": "Upfront",
+                "access_schedule": { "schedule_items": [
+                    { "amount": 1, "starting_at": NOV, "ending_before": "2024-12-01T00:00:00Z" },
+                ]},
+                "invoice_schedule": { "schedule_items": [{ "amount": 300, "timestamp": NOV }] },
+            }],
+            "scheduled_charges": [{ "product_id": fixed, "name": "Fee",
+                "schedule": { "schedule_items": [{ "amount": dec("33.33"), "timestamp": MID }] } }],
+        }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.ingest(
+        SBX,
+        Value::Array(
+            (0..3)
+                .map(|i| {
+                    event(
+                        &format!("f{i}"),
+                        "fees",
+                        "call",
+                        "2024-11-01T03:00:00Z",
+                        json!({}),
+                    )
+                })
+                .collect(),
+        ),
+    )
+    .await;
+    // 3 calls = 6, 1 of it covered by the commit: 5.
+    let steps = [
+        (
+            "2024-11-01T23:59:00Z",
+            vec![
+                row("SCHEDULED", "DRAFT", NOV, "300"),
+                row("USAGE", "DRAFT", NOV, "5"),
+            ],
+        ),
+        (
+            "2024-11-02T00:00:00Z",
+            vec![
+                row("SCHEDULED", "FINALIZED", NOV, "300"),
+                row("USAGE", "DRAFT", NOV, "5"),
+            ],
+        ),
+        (
+            "2024-11-15T00:00:00Z",
+            vec![
+                row("SCHEDULED", "DRAFT", MID, "33.33"),
+                row("SCHEDULED", "FINALIZED", NOV, "300"),
+                row("USAGE", "DRAFT", NOV, "5"),
+            ],
+        ),
+        (
+            "2024-11-16T00:00:00Z",
+            vec![
+                row("SCHEDULED", "FINALIZED", NOV, "300"),
+                row("SCHEDULED", "FINALIZED", MID, "33.33"),
+                row("USAGE", "DRAFT", NOV, "5"),
+            ],
+        ),
+        (
+            "2024-12-01T23:59:00Z",
+            vec![
+                row("SCHEDULED", "FINALIZED", NOV, "300"),
+                row("SCHEDULED", "FINALIZED", MID, "33.33"),
+                row("USAGE", "DRAFT", NOV, "5"),
+            ],
+        ),
+        (
+            "2024-12-02T00:00:00Z",
+            vec![
+                row("SCHEDULED", "FINALIZED", NOV, "300"),
+                row("SCHEDULED", "FINALIZED", MID, "33.33"),
+                row("USAGE", "FINALIZED", NOV, "5"),
+            ],
+        ),
+    ];
+    for (now, want) in steps {
+        app.set_now(now);
+        app.run_jobs().await;
+        assert_eq!(statuses(&app, &customer).await, want, "at {now}");
+    }
+}
+
+/// The ids `path` lists for `customer` with `extra` in the body.
+async fn list_ids(app: &TestApp, path: &str, customer: &str, extra: Value) -> Vec<String> {
+    let mut body = json!({ "customer_id": customer });
+    merge(&mut body, extra);
+    let data = app.post(path, body).await.data();
+    data.as_array()
+        .expect("list")
+        .iter()
+        .map(|c| text(c, "id").to_string())
+        .collect()
+}
+
+/// contracts/list filters on both versions: chronological by start (not creation), archived
+/// ones only with `include_archived`, `covering_date` inclusive of the start and exclusive of
+/// the end, `starting_at` on or after, and `covering_date` with `starting_at` a 400.
+#[tokio::test]
+async fn contract_lists_filter_by_date_and_archival_in_chronological_order() {
+    let app = TestApp::new("2024-11-15T00:00:00Z").await;
+    let b = Billing::count(&app, SBX, "call", "1", "acme", "2024-09-01T00:00:00Z").await;
+    let other = app.customer(SBX, "lists", &[]).await;
+    let create = |start: &str, end: Option<&str>| {
+        let mut body =
+            json!({ "customer_id": other, "rate_card_id": b.card, "starting_at": start });
+        if let Some(end) = end {
+            body["ending_before"] = json!(end);
+        }
+        app.post("/v1/contracts/create", body)
+    };
+    let oct = create("2024-10-01T00:00:00Z", Some("2024-12-01T00:00:00Z"))
+        .await
+        .id();
+    let sep = create("2024-09-01T00:00:00Z", Some("2024-10-01T00:00:00Z"))
+        .await
+        .id();
+    let nov = create("2024-11-01T00:00:00Z", None).await.id();
+    app.post(
+        "/v1/contracts/archive",
+        json!({ "customer_id": other, "contract_id": nov, "void_invoices": false }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let cases: Vec<(Value, Vec<&String>)> = vec![
+        (json!({}), vec![&sep, &oct]),
+        (json!({ "include_archived": true }), vec![&sep, &oct, &nov]),
+        (
+            json!({ "covering_date": "2024-10-01T00:00:00Z" }),
+            vec![&oct],
+        ),
+        (
+            json!({ "covering_date": "2024-09-30T23:00:00Z" }),
+            vec![&sep],
+        ),
+        (json!({ "covering_date": "2024-12-01T00:00:00Z" }), vec![]),
+        (
+            json!({ "covering_date": "2024-12-01T00:00:00Z", "include_archived": true }),
+            vec![&nov],
+        ),
+        (json!({ "starting_at": "2024-10-01T00:00:00Z" }), vec![&oct]),
+        (
+            json!({ "starting_at": "2024-10-01T00:00:00Z", "include_archived": true }),
+            vec![&oct, &nov],
+        ),
+    ];
+    for path in ["/v1/contracts/list", "/v2/contracts/list"] {
+        for (extra, want) in &cases {
+            let got = list_ids(&app, path, &other, extra.clone()).await;
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(got, want, "{path} {extra}");
+        }
+        let r = app
+            .post(
+                path,
+                json!({ "customer_id": other, "covering_date": "2024-10-01T00:00:00Z",
+                        "starting_at": "2024-10-01T00:00:00Z" }),
+            )
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(
+            r.message().contains("covering_date and starting_at"),
+            "{}",
+            r.message()
+        );
+    }
 }

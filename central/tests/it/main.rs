@@ -32,3 +32,4 @@ mod recurring;
 mod resources;
 mod store_conformance;
 mod subscriptions;
+mod transitions;
