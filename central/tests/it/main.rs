@@ -30,5 +30,6 @@ mod product_order;
 mod rate_schedule;
 mod recurring;
 mod resources;
+mod rollups;
 mod store_conformance;
 mod subscriptions;
