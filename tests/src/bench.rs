@@ -3,7 +3,9 @@
 //! their clap command lines.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tally_core::time::format_rfc3339_ms;
@@ -73,7 +75,7 @@ pub fn ok((status, body): (u16, Value)) -> Result<Value, String> {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -83,7 +85,7 @@ impl SplitMix64 {
 
     /// Uniform enough in `0..n` for test and benchmark data (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -97,18 +99,63 @@ pub async fn token_billing(
     prices: &[Value],
 ) -> Result<String, String> {
     let card = token_card(api, start, prices).await?;
+    let contract = json!({ "rate_card_id": card, "starting_at": start });
+    customer_with_contract(api, alias, contract).await
+}
+
+/// A customer with the ingest alias `alias` and a contract of the fields `contract` (the
+/// customer's id added). Returns the customer's id.
+pub async fn customer_with_contract(
+    api: &ApiClient,
+    alias: &str,
+    mut contract: Value,
+) -> Result<String, String> {
     let customer = api
         .create(
             "/v1/customers",
             &json!({ "name": alias, "ingest_aliases": [alias] }),
         )
         .await?;
-    api.create(
-        "/v1/contracts/create",
-        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
-    )
-    .await?;
+    contract["customer_id"] = json!(customer);
+    api.create("/v1/contracts/create", &contract).await?;
     Ok(customer)
+}
+
+/// `n` GETs of `path` over `connections` concurrent tasks, each answer a 200 passing `check`.
+/// Returns every read's latency.
+pub async fn timed_reads<F>(
+    api: &ApiClient,
+    path: &str,
+    n: usize,
+    connections: usize,
+    check: F,
+) -> Result<Vec<Duration>, String>
+where
+    F: Fn(&Value) -> Result<(), String> + Clone + Send + 'static,
+{
+    let left = Arc::new(AtomicUsize::new(n));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (api, left, path, check) = (api.clone(), left.clone(), path.to_string(), check.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t = Instant::now();
+                let res = ok(api.get(&path).await?)?;
+                latencies.push(t.elapsed());
+                check(&res)?;
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(latencies)
 }
 
 /// The metric, product and rate card of [`token_billing`]; returns the card's id.
