@@ -7,7 +7,8 @@
 //! when all of it is inside the ingest window (the first days of a month), else the 30 days
 //! before today's UTC midnight (a day-aligned period; the label says which). It ingests the
 //! shape's events over `/v1/ingest` (bodies of 100, 16 connections), then reads that draft
-//! (`GET /v1/customers/{id}/invoices/{invoice_id}`) over 2 connections and reports p50/p99 beside
+//! (`GET /v1/customers/{id}/invoices/{invoice_id}`) over 2 connections (`--period calendar|days`
+//! forces one kind of period) and reports p50/p99 beside
 //! the number of hourly cells and events. Every read must give the same total.
 //!
 //! Shapes (`--long` for the full sizes; the default is short):
@@ -56,6 +57,10 @@ struct Args {
     /// Draft reads per shape (default 400, `--long` 1,000; a tenth for the widest shape).
     #[arg(long, value_name = "R", value_parser = positive)]
     reads: Option<usize>,
+    /// The period: `calendar` (the previous calendar month, only in a month's first days),
+    /// `days` (the 30 days before today's UTC midnight), or `auto` (calendar when it can be).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "calendar", "days"])]
+    period: String,
     /// Backends to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
@@ -111,18 +116,23 @@ fn main() -> ExitCode {
 }
 
 /// The period every shape reads: `(start, end, label)`.
-fn period(now: i64) -> (i64, i64, &'static str) {
+fn period(now: i64, choice: &str) -> Result<(i64, i64, &'static str), String> {
     let this_month = tally_core::time::parse_rfc3339_ms(&month_start(now)).unwrap_or(now);
     let previous = tally_core::time::parse_rfc3339_ms(&month_start(this_month - 1)).unwrap_or(0);
-    if now - previous <= 33 * DAY_MS {
-        (previous, this_month, "previous calendar month")
-    } else {
-        let midnight = now.div_euclid(DAY_MS) * DAY_MS;
-        (
-            midnight - 30 * DAY_MS,
-            midnight,
-            "30 days to today's midnight",
-        )
+    let calendar = now - previous <= 33 * DAY_MS;
+    match (choice, calendar) {
+        ("calendar", false) => {
+            Err("the previous calendar month is outside the ingest window".into())
+        }
+        ("calendar" | "auto", true) => Ok((previous, this_month, "previous calendar month")),
+        _ => {
+            let midnight = now.div_euclid(DAY_MS) * DAY_MS;
+            Ok((
+                midnight - 30 * DAY_MS,
+                midnight,
+                "30 days to today's midnight",
+            ))
+        }
     }
 }
 
@@ -138,7 +148,7 @@ struct Row {
 
 fn run(args: &Args) -> Result<(), String> {
     let bin = tally_binary(args.tally.as_ref())?;
-    let (start, end, label) = period(now_ms());
+    let (start, end, label) = period(now_ms(), &args.period)?;
     println!(
         "bench_drafts: period {} .. {} ({label}, {} days), {READ_CONNECTIONS} read connections, binary {}",
         format_rfc3339_ms(start),
