@@ -6,8 +6,10 @@
 //! Invariants:
 //! - Invoice ids are deterministic (`uuid5(env/contract/period start)`), so a draft that has no
 //!   row yet has the same id as the row the job later stores for it.
-//! - A DRAFT has no stored body: it is computed on read from hourly usage, so its cost is
-//!   O(hours × groups) rows, independent of the number of events.
+//! - A DRAFT has no stored body: it is computed on read from rolled-up usage (the hour, day and
+//!   month rows of `tally_core::rollup::cover`), so its cost is O(groups × blocks) rows, where a
+//!   period has a few blocks per instant pricing splits it at, independent of the number of
+//!   events and of the number of hours.
 //! - A FINALIZED or VOID invoice is shown from its frozen body, never recomputed.
 use std::collections::BTreeMap;
 
@@ -18,6 +20,7 @@ use tally_core::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
 use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
+use tally_core::rollup;
 
 use crate::model::{
     decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, ProductType,
@@ -249,10 +252,14 @@ impl RatingContext {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
         let ids: Vec<String> = metrics.keys().cloned().collect();
+        // The fewest hour, day and month rows that cover the period without crossing an
+        // instant where pricing splits it: pricing them equals pricing every hour (core's law).
+        let cuts = rollup::cuts(snapshot, period);
+        let blocks = rollup::cover(period.start_ms, period.end_ms, &cuts);
         let mut usage = st
             .stores
             .usage
-            .usage_rows(env, &refs, &ids, period.start_ms, period.end_ms)
+            .usage_blocks(env, &refs, &ids, &blocks)
             .await?;
         let latest = self.snapshot.baseline_metric_ids();
         if !latest.is_empty() {

@@ -185,7 +185,17 @@ pub async fn merge<Io: RowIo>(
 ) -> Result<Vec<(usize, MergeError)>, Io::Error> {
     let contributions: Vec<&[(Io::Row, &Accumulator)]> =
         partials.iter().map(core::slice::from_ref).collect();
-    fold_rows(io, &contributions, &alloc::vec![true; partials.len()]).await
+    merge_items(io, &contributions).await
+}
+
+/// [`merge`] of items that each land on several rows (a partial and the rollup rows holding its
+/// hour, `crate::rollup`), each item all or nothing: the items whose merge failed (by index, in
+/// order) changed no row.
+pub async fn merge_items<Io: RowIo>(
+    io: &mut Io,
+    items: &[&[(Io::Row, &Accumulator)]],
+) -> Result<Vec<(usize, MergeError)>, Io::Error> {
+    fold_rows(io, items, &alloc::vec![true; items.len()]).await
 }
 
 /// The claim step: the first item of each key is its candidate; a candidate whose key this call

@@ -2,7 +2,10 @@
 //! they measure against (an LLM-token SUM metric priced per model), and the value parsers of
 //! their clap command lines.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tally_core::time::format_rfc3339_ms;
@@ -41,6 +44,51 @@ pub fn month_start(ms: i64) -> String {
     format!("{}-01T00:00:00Z", &format_rfc3339_ms(ms)[..7])
 }
 
+/// The tally binary a benchmark runs: `arg`, else `tally` next to this executable; also set as
+/// `$TALLY_BIN` for the harness (call before any thread is started).
+pub fn tally_binary(arg: Option<&PathBuf>) -> Result<PathBuf, String> {
+    let bin = match arg {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))?
+            .with_file_name(format!("tally{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if !bin.is_file() {
+        return Err(format!(
+            "no tally binary at {} (build it with `cargo build --release -p tally-central --bin tally`, or pass --tally)",
+            bin.display()
+        ));
+    }
+    std::env::set_var("TALLY_BIN", &bin);
+    Ok(bin)
+}
+
+/// The body of a 200; anything else fails the run.
+pub fn ok((status, body): (u16, Value)) -> Result<Value, String> {
+    match status {
+        200 => Ok(body),
+        _ => Err(format!("{status}: {body}")),
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so every run makes the same data.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for test and benchmark data (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// A SUM metric on `tokens` of `llm_request` events grouped by `model` and `user_id`, a product
 /// priced per model (`prices[m]`, a JSON number, for `model-{m}`), a rate card, a customer with
 /// the ingest alias `alias`, and a contract from `start`. Returns the customer's id.
@@ -50,6 +98,68 @@ pub async fn token_billing(
     start: &str,
     prices: &[Value],
 ) -> Result<String, String> {
+    let card = token_card(api, start, prices).await?;
+    let contract = json!({ "rate_card_id": card, "starting_at": start });
+    customer_with_contract(api, alias, contract).await
+}
+
+/// A customer with the ingest alias `alias` and a contract of the fields `contract` (the
+/// customer's id added). Returns the customer's id.
+pub async fn customer_with_contract(
+    api: &ApiClient,
+    alias: &str,
+    mut contract: Value,
+) -> Result<String, String> {
+    let customer = api
+        .create(
+            "/v1/customers",
+            &json!({ "name": alias, "ingest_aliases": [alias] }),
+        )
+        .await?;
+    contract["customer_id"] = json!(customer);
+    api.create("/v1/contracts/create", &contract).await?;
+    Ok(customer)
+}
+
+/// `n` GETs of `path` over `connections` concurrent tasks, each answer a 200 passing `check`.
+/// Returns every read's latency.
+pub async fn timed_reads<F>(
+    api: &ApiClient,
+    path: &str,
+    n: usize,
+    connections: usize,
+    check: F,
+) -> Result<Vec<Duration>, String>
+where
+    F: Fn(&Value) -> Result<(), String> + Clone + Send + 'static,
+{
+    let left = Arc::new(AtomicUsize::new(n));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (api, left, path, check) = (api.clone(), left.clone(), path.to_string(), check.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t = Instant::now();
+                let res = ok(api.get(&path).await?)?;
+                latencies.push(t.elapsed());
+                check(&res)?;
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(latencies)
+}
+
+/// The metric, product and rate card of [`token_billing`]; returns the card's id.
+pub async fn token_card(api: &ApiClient, start: &str, prices: &[Value]) -> Result<String, String> {
     let metric = api
         .create(
             "/v1/billable-metrics/create",
@@ -91,18 +201,7 @@ pub async fn token_billing(
         &json!({ "rate_card_id": card, "rates": rates }),
     )
     .await?;
-    let customer = api
-        .create(
-            "/v1/customers",
-            &json!({ "name": alias, "ingest_aliases": [alias] }),
-        )
-        .await?;
-    api.create(
-        "/v1/contracts/create",
-        &json!({ "customer_id": customer, "rate_card_id": card, "starting_at": start }),
-    )
-    .await?;
-    Ok(customer)
+    Ok(card)
 }
 
 /// A COUNT metric on `call` events, a product priced 1 per event (FLAT), a rate card, a customer

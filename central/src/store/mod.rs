@@ -25,6 +25,7 @@ use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::balances::LedgerEntryKind;
 pub use tally_core::invoice::InvoiceKind;
 use tally_core::rating::UsageRow;
+use tally_core::rollup::Range;
 
 /// The environment a token (and so every row it touches) belongs to: defined once, in core.
 pub use tally_core::env::Env;
@@ -216,7 +217,19 @@ pub struct BatchApplied {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// Usage: dedupe keys and hourly partial aggregates.
+/// Logs the one-time rollup of hourly rows stored before the rollups existed (`open` runs it).
+fn rollups_built(result: StoreResult<u64>) -> anyhow::Result<()> {
+    let rolled = result.map_err(|e| anyhow::anyhow!("rolling up stored usage: {e}"))?;
+    if rolled > 0 {
+        tracing::info!(
+            hourly_rows = rolled,
+            "rolled stored hourly usage up into days and months"
+        );
+    }
+    Ok(())
+}
+
+/// Usage: dedupe keys, hourly partial aggregates and their day and month rollups.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
     /// In one transaction: claim each item's dedupe key and merge the usage of every item whose
@@ -226,6 +239,10 @@ pub trait UsageStore: Send + Sync {
         items: &[IngestItem],
         now_ms: i64,
     ) -> StoreResult<Vec<ItemOutcome>>;
+    /// The one-time rollup of hourly rows stored before the day and month rows existed
+    /// (`store::usage::build_rollups`), in one usage transaction; `open` runs it. Returns how
+    /// many hourly rows it rolled up (0 once done).
+    async fn build_rollups(&self) -> StoreResult<u64>;
     /// Hourly rows of these customer references and metrics with `from_ms <= hour < to_ms`.
     async fn usage_rows(
         &self,
@@ -234,7 +251,43 @@ pub trait UsageStore: Send + Sync {
         metric_ids: &[String],
         from_ms: i64,
         to_ms: i64,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let level = tally_core::rollup::Level::Hour;
+        let range = Range {
+            level,
+            from_ms,
+            to_ms,
+        };
+        self.level_rows(env, customer_refs, metric_ids, range).await
+    }
+    /// Rows of `range.level` (hourly rows, or the day or month rollups of `tally_core::rollup`)
+    /// of these customer references and metrics whose block starts in `[range.from_ms,
+    /// range.to_ms)`, each placed at its block's start.
+    async fn level_rows(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        range: Range,
     ) -> StoreResult<Vec<UsageRow>>;
+    /// The rows of every range of `ranges` (a `tally_core::rollup::cover`): what rating needs of
+    /// the hours they cover, in O(blocks) rows per grain.
+    async fn usage_blocks(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        ranges: &[Range],
+    ) -> StoreResult<Vec<UsageRow>> {
+        let mut out = Vec::new();
+        for range in ranges {
+            out.extend(
+                self.level_rows(env, customer_refs, metric_ids, *range)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
     /// For each (customer reference, metric, grain values) of these references and metrics, the
     /// most recent hourly row with `hour < before_ms` (the LATEST baseline; index
     /// `usage_hourly_by_grain`). Merging these gives what merging every earlier row gives.

@@ -73,7 +73,9 @@ impl PostgresStore {
             .run(&pg)
             .await
             .context("running PostgreSQL migrations")?;
-        Ok(PostgresStore { pool: pg })
+        let store = PostgresStore { pool: pg };
+        rollups_built(store.build_rollups().await)?;
+        Ok(store)
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {

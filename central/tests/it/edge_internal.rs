@@ -360,14 +360,17 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         json!("event not counted: usage total overflows the decimal range")
     );
 
-    // The edge's batch: its first partial would overflow the same row, its second is fine.
-    let partial = |hour: &str, sum: &str| {
+    // The edge's batch: its first partial would overflow the same row, its second is fine (another
+    // customer: any other hour of acme's day would overflow that day's rollup, and is refused the
+    // same way).
+    let partial_of = |customer: &str, hour: &str, sum: &str| {
         json!({
             "env": "sandbox",
-            "key": { "customer_ref": "acme", "metric_id": metric, "groups": [], "hour_ms": ms(hour) },
+            "key": { "customer_ref": customer, "metric_id": metric, "groups": [], "hour_ms": ms(hour) },
             "acc": { "sum": sum },
         })
     };
+    let partial = |hour: &str, sum: &str| partial_of("acme", hour, sum);
     let batch = |seq: u64, partials: Value| {
         serde_json::to_vec(&json!({
             "shard_id": "shard-3.0f", "seq": seq, "metrics_version": 1, "partials": partials,
@@ -406,15 +409,23 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         stats().await,
         json!({ "dead_letters": { "sandbox": 0, "production": 0 } })
     );
-    let first = batch(1, json!([partial(h10, "5"), partial(h11, "3")]));
+    let first = batch(
+        1,
+        json!([
+            partial(h10, "5"),
+            partial_of("beta", h11, "3"),
+            partial(h11, "1")
+        ]),
+    );
     let ack = post(first.clone()).await;
     assert_eq!(ack.body["applied"], json!(true));
-    assert_eq!(ack.body["dead_letters"], json!(1));
+    assert_eq!(ack.body["dead_letters"], json!(2));
     assert_eq!(stored(&app, "acme", &metric, h10).await, max);
-    assert_eq!(stored(&app, "acme", &metric, h11).await, "3");
+    assert_eq!(stored(&app, "beta", &metric, h11).await, "3");
+    assert_eq!(stored(&app, "acme", &metric, h11).await, "0");
     assert_eq!(
         stats().await,
-        json!({ "dead_letters": { "sandbox": 1, "production": 0 } })
+        json!({ "dead_letters": { "sandbox": 2, "production": 0 } })
     );
     let dead = app
         .state
@@ -423,11 +434,12 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         .dead_letters(Env::Sandbox, 10)
         .await
         .unwrap();
-    assert_eq!(dead.len(), 1);
+    assert_eq!(dead.len(), 2);
     assert_eq!(
         (dead[0].shard_id.as_str(), dead[0].seq, dead[0].index),
         ("shard-3.0f", 1, 0)
     );
+    assert_eq!((dead[1].seq, dead[1].index), (1, 2));
     let kept: Value = serde_json::from_str(&dead[0].partial).unwrap();
     assert_eq!(kept, partial(h10, "5"));
 
@@ -437,16 +449,16 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         (&ack.body["applied"], &ack.body["dead_letters"]),
         (&json!(false), &json!(0))
     );
-    assert_eq!(stored(&app, "acme", &metric, h11).await, "3");
-    assert_eq!(stats().await["dead_letters"]["sandbox"], json!(1));
+    assert_eq!(stored(&app, "beta", &metric, h11).await, "3");
+    assert_eq!(stats().await["dead_letters"]["sandbox"], json!(2));
 
     // The shard's next batch is not blocked.
-    let ack = post(batch(2, json!([partial(h11, "4")]))).await;
+    let ack = post(batch(2, json!([partial_of("beta", h11, "4")]))).await;
     assert_eq!(
         (&ack.body["applied"], &ack.body["dead_letters"]),
         (&json!(true), &json!(0))
     );
-    assert_eq!(stored(&app, "acme", &metric, h11).await, "7");
+    assert_eq!(stored(&app, "beta", &metric, h11).await, "7");
 
     // Stats are internal: signed like every edge endpoint.
     let unsigned = app

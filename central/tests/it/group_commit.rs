@@ -114,6 +114,18 @@ impl UsageStore for Gated {
             .usage_rows(env, refs, metrics, from_ms, to_ms)
             .await
     }
+    async fn level_rows(
+        &self,
+        env: Env,
+        refs: &[String],
+        metrics: &[String],
+        range: tally_core::rollup::Range,
+    ) -> StoreResult<Vec<UsageRow>> {
+        self.inner.level_rows(env, refs, metrics, range).await
+    }
+    async fn build_rollups(&self) -> StoreResult<u64> {
+        self.inner.build_rollups().await
+    }
     async fn latest_rows_before(
         &self,
         env: Env,

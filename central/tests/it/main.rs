@@ -30,6 +30,7 @@ mod product_order;
 mod rate_schedule;
 mod recurring;
 mod resources;
+mod rollups;
 mod store_conformance;
 mod subscriptions;
 mod transitions;

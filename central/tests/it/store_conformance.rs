@@ -1177,3 +1177,239 @@ store_test!(latest_rows_before_are_the_most_recent_row_per_grain, |db| {
         .unwrap()
         .is_empty());
 });
+
+// ---------------------------------------------------------------------------------------------
+// Rollups (issue 17): the day and month rows are the merge of their hours.
+
+/// Seeded usage of every aggregation over ~50 days from `T0`: `(key, accumulator)` pairs.
+fn seeded_usage(seed: u64, n: u64) -> Vec<(PartialKey, Accumulator)> {
+    let mut s = seed;
+    let mut next = move |m: u64| {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (s >> 33) % m
+    };
+    (0..n)
+        .map(|i| {
+            let hour_ms = T0 + i64::try_from(next(50 * 24)).unwrap() * HOUR;
+            let value = Decimal::new(i64::try_from(next(100_000)).unwrap(), 3);
+            let (metric, acc) = match next(5) {
+                0 => ("c", Accumulator::Count(next(9) + 1)),
+                1 => ("s", Accumulator::Sum(value)),
+                2 => ("x", Accumulator::Max(value)),
+                3 => ("u", Accumulator::Unique([format!("v{}", next(11))].into())),
+                _ => (
+                    "l",
+                    Accumulator::Latest {
+                        timestamp_ms: hour_ms + i64::try_from(next(HOUR as u64)).unwrap(),
+                        transaction_id: format!("t{i}"),
+                        value,
+                    },
+                ),
+            };
+            let key = PartialKey {
+                customer_ref: "c".into(),
+                metric_id: metric.into(),
+                groups: vec![Some(format!("g{}", next(3)))],
+                hour_ms,
+            };
+            (key, acc)
+        })
+        .collect()
+}
+
+const ROLLUP_METRICS: [&str; 5] = ["c", "s", "x", "u", "l"];
+
+/// The rows of `level`, keyed by (metric, groups, block start), as stored or as merged from the
+/// hourly rows.
+async fn level_map(
+    s: &Stores,
+    level: tally_core::rollup::Level,
+    from_hours: bool,
+) -> std::collections::BTreeMap<(String, Vec<Option<String>>, i64), Accumulator> {
+    let metrics: Vec<String> = ROLLUP_METRICS.iter().map(|m| m.to_string()).collect();
+    let read = if from_hours {
+        tally_core::rollup::Level::Hour
+    } else {
+        level
+    };
+    let range = tally_core::rollup::Range {
+        level: read,
+        from_ms: i64::MIN,
+        to_ms: i64::MAX,
+    };
+    let rows = s
+        .usage
+        .level_rows(SBX, &["c".to_string()], &metrics, range)
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        let key = (r.metric_id, r.groups, level.block_start(r.hour_ms));
+        match out.get_mut(&key) {
+            Some(acc) => Accumulator::merge(acc, &r.acc).unwrap(),
+            None => {
+                out.insert(key, r.acc);
+            }
+        }
+    }
+    out
+}
+
+async fn assert_rollups_in_step(s: &Stores) {
+    use tally_core::rollup::Level;
+    for level in [Level::Day, Level::Month] {
+        let stored = level_map(s, level, false).await;
+        assert!(stored.len() > 10, "{level:?}: {} rows", stored.len());
+        assert_eq!(stored, level_map(s, level, true).await, "{level:?}");
+    }
+}
+
+store_test!(
+    rollups_are_the_merge_of_their_hours_by_ingest_and_batch,
+    |db| {
+        let u = &db.stores.usage;
+        let usage = seeded_usage(7, 1_200);
+        let (native, batched) = usage.split_at(700);
+        for (n, chunk) in native.chunks(90).enumerate() {
+            let items: Vec<IngestItem> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (key, acc))| IngestItem {
+                    env: SBX,
+                    transaction_id: format!("n{n}-{i}"),
+                    contributions: vec![(key.clone(), acc.clone())],
+                })
+                .collect();
+            let outcomes = u.commit_ingest(&items, T0).await.unwrap();
+            assert!(outcomes.iter().all(|o| *o == ItemOutcome::Accepted));
+        }
+        for (seq, chunk) in batched.chunks(120).enumerate() {
+            let partials: Vec<(Env, PartialKey, Accumulator)> = chunk
+                .iter()
+                .map(|(k, a)| (SBX, k.clone(), a.clone()))
+                .collect();
+            let done = u
+                .apply_batch("shard-r", u64::try_from(seq).unwrap(), &partials, T0)
+                .await
+                .unwrap();
+            assert!(done.applied && done.dead_letters.is_empty());
+        }
+        assert_rollups_in_step(&db.stores).await;
+        // Nothing leaks into the other environment.
+        let range = tally_core::rollup::Range {
+            level: tally_core::rollup::Level::Month,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let metrics: Vec<String> = ROLLUP_METRICS.iter().map(|m| m.to_string()).collect();
+        assert!(u
+            .level_rows(PROD, &["c".to_string()], &metrics, range)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+);
+
+store_test!(
+    an_hour_that_fits_but_whose_day_would_overflow_changes_no_level,
+    |db| {
+        let u = &db.stores.usage;
+        let big = |tid: &str, hour_ms: i64, v: Decimal| IngestItem {
+            env: SBX,
+            transaction_id: tid.into(),
+            contributions: vec![(key("c", "s", hour_ms), Accumulator::Sum(v))],
+        };
+        let near = Decimal::MAX - Decimal::from(10);
+        let first = u.commit_ingest(&[big("a", T0, near)], T0).await.unwrap();
+        assert_eq!(first, [ItemOutcome::Accepted]);
+        // Another hour of the same day: its hourly row is new, but the day's total would overflow.
+        let second = u
+            .commit_ingest(&[big("b", T0 + HOUR, Decimal::from(11))], T0)
+            .await
+            .unwrap();
+        assert!(matches!(&second[0], ItemOutcome::Rejected(m) if m.contains("overflow")));
+        let partial = (
+            SBX,
+            key("c", "s", T0 + 2 * HOUR),
+            Accumulator::Sum(Decimal::from(20)),
+        );
+        let done = u.apply_batch("shard-o", 1, &[partial], T0).await.unwrap();
+        assert_eq!(done.dead_letters.len(), 1);
+        assert_eq!(quantity(&db.stores, SBX, "c", "s").await, near);
+        for level in [
+            tally_core::rollup::Level::Day,
+            tally_core::rollup::Level::Month,
+        ] {
+            let range = tally_core::rollup::Range {
+                level,
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+            };
+            let rows = u
+                .level_rows(SBX, &["c".to_string()], &["s".to_string()], range)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1, "{level:?}");
+            assert_eq!(rows[0].acc, Accumulator::Sum(near));
+        }
+        // The key of the refused event stays free: a corrected retry lands.
+        let retry = u
+            .commit_ingest(&[big("b", T0 + HOUR, Decimal::from(10))], T0)
+            .await
+            .unwrap();
+        assert_eq!(retry, [ItemOutcome::Accepted]);
+    }
+);
+
+/// Runs SQL statements on the test database directly (what an older version left behind).
+async fn raw_exec(db: &TestDb, statements: &[&str]) {
+    use sqlx::Connection;
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+store_test!(
+    hourly_rows_stored_before_the_rollups_are_rolled_up_at_start,
+    |db| {
+        let u = &db.stores.usage;
+        let items: Vec<IngestItem> = seeded_usage(11, 500)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, acc))| IngestItem {
+                env: SBX,
+                transaction_id: format!("t{i}"),
+                contributions: vec![(key, acc)],
+            })
+            .collect();
+        u.commit_ingest(&items, T0).await.unwrap();
+        // A database of the version before the rollups: hourly rows only, the build pending.
+        raw_exec(
+            db,
+            &[
+                "DELETE FROM usage_daily",
+                "DELETE FROM usage_monthly",
+                "INSERT INTO usage_rollups_pending (id) VALUES (1)",
+            ],
+        )
+        .await;
+        let reopened = db.reopen().await;
+        assert_rollups_in_step(&reopened).await;
+        // Done once: a second start finds nothing pending and rolls nothing up twice.
+        assert_eq!(reopened.usage.build_rollups().await.unwrap(), 0);
+        assert_rollups_in_step(&db.reopen().await).await;
+    }
+);

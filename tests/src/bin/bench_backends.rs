@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
-use tally_tests::bench::{month_start, now_ms, positive, token_billing, MODELS};
+use tally_tests::bench::{month_start, now_ms, positive, timed_reads, token_billing, MODELS};
 use tally_tests::{ApiClient, PgDatabase, TallyServer};
 
 const BATCH: usize = 100;
@@ -295,33 +295,16 @@ async fn measure(backend: &str, server: &TallyServer, args: &Args) -> Result<Rep
     let path = format!("/v1/customers/{customer}/invoices?status=DRAFT&limit=10");
     let first = ok(api.get(&path).await?)?;
     let draft_total = first["data"][0]["total"].to_string();
-    let left = Arc::new(AtomicUsize::new(args.reads));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.read_concurrency {
-        let (api, left, path, want) =
-            (api.clone(), left.clone(), path.clone(), draft_total.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                let t = Instant::now();
-                let res = ok(api.get(&path).await?)?;
-                latencies.push(t.elapsed());
-                let total = res["data"][0]["total"].to_string();
-                if total != want {
-                    return Err(format!("draft total changed: {total} != {want}"));
-                }
-            }
-            Ok::<_, String>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.map_err(|e| e.to_string())??);
-    }
+    let want = draft_total.clone();
+    let latencies = timed_reads(&api, &path, args.reads, args.read_concurrency, move |res| {
+        let total = res["data"][0]["total"].to_string();
+        match total == want {
+            true => Ok(()),
+            false => Err(format!("draft total changed: {total} != {want}")),
+        }
+    })
+    .await?;
     let reads = Timing {
         ops: args.reads,
         wall: started.elapsed(),

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tally_core::ingest::{parse_batch, IngestSummary, MAX_BATCH_EVENTS};
 use tally_core::time::{format_rfc3339_ms, HOUR_MS};
-use tally_tests::bench::positive;
+use tally_tests::bench::{positive, SplitMix64};
 use tally_tests::TallyServer;
 
 const EVENT_TYPE: &str = "llm_request";
@@ -486,24 +486,6 @@ fn generate_payloads(
         next = end;
     }
     Ok(bodies)
-}
-
-/// A small deterministic generator (SplitMix64), so every run sends the same mix.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in `0..n` for a benchmark's data (`n` > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What every response of a phase must say.

@@ -1,5 +1,5 @@
 //! PostgreSQL's usage store: the dialect's half of `store::usage` (claiming keys, loading and
-//! writing hourly rows as `UNNEST`ed arrays, one statement shape whatever the number of rows)
+//! writing hourly rows and their rollups as `UNNEST`ed arrays, one statement shape whatever the number of rows)
 //! inside one transaction that first takes the advisory lock [`USAGE_LOCK`], so the
 //! read-merge-write of hourly rows never interleaves across replicas.
 
@@ -12,9 +12,10 @@ use sqlx::{PgConnection, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
+use tally_core::rollup::Range;
 
 use super::super::usage::{
-    self, decode_acc, decode_groups, encode_rows, parse_env, sql, Claim, RowKey, RowWrite,
+    self, decode_acc, decode_groups, parse_env, sql, table, Claim, LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -44,15 +45,55 @@ impl<'c> Tx<'c, '_> {
 }
 
 impl RowIo for Tx<'_, '_> {
-    type Row = RowKey;
+    type Row = LevelKey;
     type Error = StoreError;
 
-    async fn load(&mut self, rows: &[RowKey]) -> StoreResult<Vec<(RowKey, Accumulator)>> {
-        load_partials(self.conn, rows).await
+    async fn load(&mut self, rows: &[LevelKey]) -> StoreResult<Vec<(LevelKey, Accumulator)>> {
+        usage::load_levels(self, rows).await
     }
 
-    async fn write(&mut self, rows: Vec<(RowKey, Accumulator)>) -> StoreResult<()> {
-        upsert_partials(self.conn, &encode_rows(rows)?).await
+    async fn write(&mut self, rows: Vec<(LevelKey, Accumulator)>) -> StoreResult<()> {
+        usage::write_levels(self, rows).await
+    }
+}
+
+impl usage::TableIo for Tx<'_, '_> {
+    async fn load_table(
+        &mut self,
+        table: &'static str,
+        keys: &[RowKey],
+    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+        load_partials(self.conn, table, keys).await
+    }
+
+    async fn write_table(&mut self, table: &'static str, rows: &[RowWrite]) -> StoreResult<()> {
+        upsert_partials(self.conn, table, rows).await
+    }
+}
+
+impl usage::RollupTx for Tx<'_, '_> {
+    async fn take_rollup_build(&mut self) -> StoreResult<bool> {
+        let done = sqlx::query(sql::TAKE_ROLLUP_BUILD)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn hourly_page(
+        &mut self,
+        after: Option<&RowKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+        let rows = sqlx::query(sql::HOURLY_PAGE)
+            .bind(after.map_or("", |k| k.0.as_str()))
+            .bind(after.map_or("", |k| k.1.as_str()))
+            .bind(after.map_or("", |k| k.2.as_str()))
+            .bind(after.map_or(i64::MIN, |k| k.3))
+            .bind(after.map_or("", |k| k.4.as_str()))
+            .bind(limit)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter().map(key_and_acc).collect()
     }
 }
 
@@ -161,54 +202,62 @@ impl<'a> KeyColumns<'a> {
     }
 }
 
+/// A row's key and accumulator from columns `(env, customer_ref, metric_id, hour_ms, groups, acc)`.
+fn key_and_acc(row: &PgRow) -> StoreResult<(RowKey, Accumulator)> {
+    let key = (
+        parse_env(row.get(0))?,
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+    );
+    Ok((key, decode_acc(row.get(5))?))
+}
+
 async fn load_partials(
     conn: &mut PgConnection,
+    table: &str,
     keys: &[RowKey],
 ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
     let c = KeyColumns::of(keys.iter());
-    let rows = sqlx::query(
+    let statement = format!(
         "SELECT u.env, u.customer_ref, u.metric_id, u.hour_ms, u.groups, u.acc
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
               AS k(env, customer_ref, metric_id, hour_ms, groups)
-         JOIN usage_hourly u USING (env, customer_ref, metric_id, hour_ms, groups)",
-    )
-    .bind(&c.env)
-    .bind(&c.customer_ref)
-    .bind(&c.metric_id)
-    .bind(&c.hour_ms)
-    .bind(&c.groups)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let key = (
-                parse_env(row.get(0))?,
-                row.get(1),
-                row.get(2),
-                row.get(3),
-                row.get(4),
-            );
-            Ok((key, decode_acc(row.get(5))?))
-        })
-        .collect()
+         JOIN {table} u USING (env, customer_ref, metric_id, hour_ms, groups)"
+    );
+    let rows = sqlx::query(&statement)
+        .bind(&c.env)
+        .bind(&c.customer_ref)
+        .bind(&c.metric_id)
+        .bind(&c.hour_ms)
+        .bind(&c.groups)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(key_and_acc).collect()
 }
 
-async fn upsert_partials(conn: &mut PgConnection, rows: &[RowWrite]) -> StoreResult<()> {
+async fn upsert_partials(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[RowWrite],
+) -> StoreResult<()> {
     let c = KeyColumns::of(rows.iter().map(|(k, _)| k));
     let accs: Vec<&str> = rows.iter().map(|(_, a)| a.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc)
+    let statement = format!(
+        "INSERT INTO {table} (env, customer_ref, metric_id, hour_ms, groups, acc)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-         ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc",
-    )
-    .bind(&c.env)
-    .bind(&c.customer_ref)
-    .bind(&c.metric_id)
-    .bind(&c.hour_ms)
-    .bind(&c.groups)
-    .bind(&accs)
-    .execute(&mut *conn)
-    .await?;
+         ON CONFLICT (env, customer_ref, metric_id, hour_ms, groups) DO UPDATE SET acc = excluded.acc"
+    );
+    sqlx::query(&statement)
+        .bind(&c.env)
+        .bind(&c.customer_ref)
+        .bind(&c.metric_id)
+        .bind(&c.hour_ms)
+        .bind(&c.groups)
+        .bind(&accs)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -235,29 +284,37 @@ impl UsageStore for PostgresStore {
         Ok(outcomes)
     }
 
-    async fn usage_rows(
+    async fn build_rollups(&self) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rolled = usage::build_rollups(&mut Tx::lock(&mut tx, 0).await?).await?;
+        tx.commit().await?;
+        Ok(rolled)
+    }
+
+    async fn level_rows(
         &self,
         env: Env,
         customer_refs: &[String],
         metric_ids: &[String],
-        from_ms: i64,
-        to_ms: i64,
+        range: Range,
     ) -> StoreResult<Vec<UsageRow>> {
         if customer_refs.is_empty() || metric_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly
+        let statement = format!(
+            "SELECT metric_id, hour_ms, groups, acc FROM {}
              WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
                AND hour_ms >= $4 AND hour_ms < $5",
-        )
-        .bind(env.as_str())
-        .bind(customer_refs)
-        .bind(metric_ids)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(&self.pool)
-        .await?;
+            table(range.level)
+        );
+        let rows = sqlx::query(&statement)
+            .bind(env.as_str())
+            .bind(customer_refs)
+            .bind(metric_ids)
+            .bind(range.from_ms)
+            .bind(range.to_ms)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(usage_row).collect()
     }
 

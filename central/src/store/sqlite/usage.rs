@@ -1,6 +1,7 @@
 //! SQLite's usage store: the dialect's half of `store::usage` (claiming keys, loading and writing
-//! hourly rows with multi-row `VALUES` in a few fixed chunk sizes) inside one `BEGIN IMMEDIATE`
-//! transaction, which also serializes usage writes against every other writer of the file.
+//! hourly rows and their rollups with multi-row `VALUES` in a few fixed chunk sizes) inside one
+//! `BEGIN IMMEDIATE` transaction, which also serializes usage writes against every other writer
+//! of the file.
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -10,9 +11,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
+use tally_core::rollup::Range;
 
 use super::super::usage::{
-    self, decode_acc, decode_groups, encode_rows, parse_env, sql, Claim, RowKey, RowWrite,
+    self, decode_acc, decode_groups, parse_env, sql, table, Claim, LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -37,15 +39,66 @@ impl<'c> Tx<'c, '_> {
 }
 
 impl RowIo for Tx<'_, '_> {
-    type Row = RowKey;
+    type Row = LevelKey;
     type Error = StoreError;
 
-    async fn load(&mut self, rows: &[RowKey]) -> StoreResult<Vec<(RowKey, Accumulator)>> {
-        load_partials(self.conn, rows).await
+    async fn load(&mut self, rows: &[LevelKey]) -> StoreResult<Vec<(LevelKey, Accumulator)>> {
+        usage::load_levels(self, rows).await
     }
 
-    async fn write(&mut self, rows: Vec<(RowKey, Accumulator)>) -> StoreResult<()> {
-        upsert_partials(self.conn, &encode_rows(rows)?).await
+    async fn write(&mut self, rows: Vec<(LevelKey, Accumulator)>) -> StoreResult<()> {
+        usage::write_levels(self, rows).await
+    }
+}
+
+impl usage::TableIo for Tx<'_, '_> {
+    async fn load_table(
+        &mut self,
+        table: &'static str,
+        keys: &[RowKey],
+    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+        load_partials(self.conn, table, keys).await
+    }
+
+    async fn write_table(&mut self, table: &'static str, rows: &[RowWrite]) -> StoreResult<()> {
+        upsert_partials(self.conn, table, rows).await
+    }
+}
+
+impl usage::RollupTx for Tx<'_, '_> {
+    async fn take_rollup_build(&mut self) -> StoreResult<bool> {
+        let done = sqlx::query(sql::TAKE_ROLLUP_BUILD)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn hourly_page(
+        &mut self,
+        after: Option<&RowKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
+        let rows = sqlx::query(sql::HOURLY_PAGE)
+            .bind(after.map_or("", |k| k.0.as_str()))
+            .bind(after.map_or("", |k| k.1.as_str()))
+            .bind(after.map_or("", |k| k.2.as_str()))
+            .bind(after.map_or(i64::MIN, |k| k.3))
+            .bind(after.map_or("", |k| k.4.as_str()))
+            .bind(limit)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let key = (
+                    parse_env(row.get(0))?,
+                    row.get(1),
+                    row.get(2),
+                    row.get(3),
+                    row.get(4),
+                );
+                Ok((key, decode_acc(row.get(5))?))
+            })
+            .collect()
     }
 }
 
@@ -152,6 +205,7 @@ async fn claim_keys(
 
 async fn load_partials(
     conn: &mut SqliteConnection,
+    table: &str,
     keys: &[RowKey],
 ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
     let mut out = Vec::new();
@@ -169,11 +223,11 @@ async fn load_partials(
                 .push_bind(k.3)
                 .push_bind(&k.4);
         });
-        q.push(
-            ") SELECT json_group_array(json_array(k.i, u.acc)) FROM k JOIN usage_hourly u
+        q.push(format!(
+            ") SELECT json_group_array(json_array(k.i, u.acc)) FROM k JOIN {table} u
              ON u.env = k.e AND u.customer_ref = k.c AND u.metric_id = k.m
              AND u.hour_ms = k.h AND u.groups = k.g",
-        );
+        ));
         let found: String = q.build_query_scalar().fetch_one(&mut *conn).await?;
         let found: Vec<(usize, String)> = serde_json::from_str(&found)
             .map_err(|e| StoreError::Corrupt(format!("loaded partials: {e}")))?;
@@ -187,11 +241,15 @@ async fn load_partials(
     Ok(out)
 }
 
-async fn upsert_partials(conn: &mut SqliteConnection, rows: &[RowWrite]) -> StoreResult<()> {
+async fn upsert_partials(
+    conn: &mut SqliteConnection,
+    table: &str,
+    rows: &[RowWrite],
+) -> StoreResult<()> {
     for chunk in chunks(rows) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO usage_hourly (env, customer_ref, metric_id, hour_ms, groups, acc) ",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO {table} (env, customer_ref, metric_id, hour_ms, groups, acc) "
+        ));
         q.push_values(chunk, |mut b, (k, acc)| {
             b.push_bind(k.0.as_str())
                 .push_bind(&k.1)
@@ -251,25 +309,32 @@ impl UsageStore for SqliteStore {
         Ok(outcomes)
     }
 
-    async fn usage_rows(
+    async fn build_rollups(&self) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let rolled = usage::build_rollups(&mut Tx::new(&mut tx, 0)).await?;
+        tx.commit().await?;
+        Ok(rolled)
+    }
+
+    async fn level_rows(
         &self,
         env: Env,
         customer_refs: &[String],
         metric_ids: &[String],
-        from_ms: i64,
-        to_ms: i64,
+        range: Range,
     ) -> StoreResult<Vec<UsageRow>> {
         if customer_refs.is_empty() || metric_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT metric_id, hour_ms, groups, acc FROM usage_hourly WHERE env = ",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT metric_id, hour_ms, groups, acc FROM {} WHERE env = ",
+            table(range.level)
+        ));
         push_usage_filter(&mut q, env, customer_refs, metric_ids);
         q.push(") AND hour_ms >= ")
-            .push_bind(from_ms)
+            .push_bind(range.from_ms)
             .push(" AND hour_ms < ")
-            .push_bind(to_ms);
+            .push_bind(range.to_ms);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(usage_row).collect()
     }
