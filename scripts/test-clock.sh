@@ -8,7 +8,8 @@
 #   --quick   only the SDK quickstart on SQLite (`tests/it/sdk_python.rs`), about 15 s per clock;
 #             scripts/test.sh runs this form.
 #   otherwise the SDK quickstart (SQLite, PostgreSQL), the SDK scenarios of overrides, commits,
-#             drawdown, contract edits, recurring commits, scheduled charges and packages (SQLite), the contract walkthrough (schemathesis),
+#             drawdown, contract edits, recurring commits, scheduled charges, packages, subscriptions,
+#             composite products, custom units and lifecycle (SQLite), the contract walkthrough (schemathesis),
 #             the replica test, backup, backfill and metrics, about 7 minutes per clock; bounded by
 #             `timeout`.
 # Not the edge tests (tests/edge/*.mjs): node is faked fine, but Miniflare's workerd hangs at start
@@ -84,6 +85,8 @@ run_at() {
     sdk_python::python_sdk_commits_and_credits sdk_python::python_sdk_drawdown \
     sdk_python::python_sdk_contract_edits sdk_python::python_sdk_recurring_commits_and_credits \
     sdk_python::python_sdk_scheduled_charges sdk_python::python_sdk_packages \
+    sdk_python::python_sdk_subscriptions sdk_python::python_sdk_composite_products \
+    sdk_python::python_sdk_custom_units sdk_python::python_sdk_contract_lifecycle \
     contract::tally_conforms_to_metronomes_openapi_document \
     postgres::two_replicas_on_one_database_behave_as_one \
     backup::a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice \

@@ -139,14 +139,19 @@ def check_advance(client: Metronome, clock: Clock, ids: dict) -> None:
     assert sub_lines(inv) == expected, f"{sub_lines(inv)} != {expected}: {dump(inv)}"
     assert num(inv["total"], "total") == sum(t for _, _, t, _ in expected), dump(inv)
 
+    # On a month's first hours the period (holding now - 2 h) has ended: the decrease at its end
+    # is then the quantity now, and part of the history.
+    ended = clock.period_end <= clock.now
     typed = client.v2.contracts.retrieve(contract_id=ids["contract_a"], customer_id=ids["a"]).data
     schedule = [(D(str(q.quantity)), q.starting_at) for q in typed.subscriptions[0].quantity_schedule]
-    assert [q for q, _ in schedule] == [D(6), D(1)], schedule
+    assert [q for q, _ in schedule] == ([D(1)] if ended else [D(6), D(1)]), schedule
     history = client.v1.contracts.retrieve_subscription_quantity_history(
         customer_id=ids["a"], contract_id=ids["contract_a"], subscription_id=sub.id
     ).data
     got = [(D(str(h.data[0].quantity)), D(str(h.data[0].total))) for h in history.history]
     want = [(D(4), D(12000)), (D(6), D(18000))] if at > clock.contract_start else [(D(6), D(18000))]
+    if ended:
+        want.append((D(1), D(3000)))
     assert got == want, history
 
 
@@ -156,12 +161,12 @@ def check_arrears(client: Metronome, clock: Clock, ids: dict) -> None:
     assert sub_lines(inv) == [], dump(inv)
     page = body_of(client.v1.customers.invoices.with_raw_response.list(customer_id=ids["b"]))["data"]
     reached = [i for i in page if i.get("type") == "SCHEDULED"]
-    # Only a period that ended by now is billed: the contract's first month if it is over.
-    if clock.contract_start < clock.period_start:
-        assert len(reached) == 1, dump(page)
-        assert sub_lines(reached[0]) == [(D(4), D(3000), D(12000), False)], dump(reached[0])
-    else:
-        assert reached == [], dump(page)
+    # Only months that ended by now are billed, each on the SCHEDULED invoice at its end: the
+    # contract's first month if it is over, and the period itself on a month's first hours.
+    ends = [m for m in (clock.period_start, clock.period_end) if clock.contract_start < m <= clock.now]
+    assert sorted(parse_ts(i["start_timestamp"]) for i in reached) == ends, dump(page)
+    for inv in reached:
+        assert sub_lines(inv) == [(D(4), D(3000), D(12000), False)], dump(inv)
 
 
 def check_seats(client: Metronome, clock: Clock, ids: dict) -> None:
