@@ -299,6 +299,13 @@ def patch(why: str, components: bool = False):
     return register
 
 
+def accept_generic_400(doc: dict, path: str) -> None:
+    """Lets the 400 of `POST path`, documented as a coded not-found body only, also be the
+    generic `Error` Tally answers malformed bodies with."""
+    content = doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]
+    content["schema"] = {"anyOf": [content["schema"], ERROR]}
+
+
 @patch(
     "Metronome's error convention (every 4xx body is {\"message\": ...}; 400 validation, 401 bad "
     "token, 404 not found, 409 conflict, 413 too large) is documented once for the API, not on "
@@ -333,8 +340,7 @@ def v2_contract_validation_errors(doc: dict) -> None:
         "/v2/contracts/edit",
         "/v2/contracts/getEditHistory",
     ):
-        content = doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]
-        content["schema"] = {"anyOf": [content["schema"], ERROR]}
+        accept_generic_400(doc, path)
 
 
 @patch(
@@ -345,9 +351,7 @@ def v2_contract_validation_errors(doc: dict) -> None:
     "generic `Error`."
 )
 def package_contracts_validation_errors(doc: dict) -> None:
-    op = doc["paths"]["/v1/packages/listContractsOnPackage"]["post"]
-    content = op["responses"]["400"]["content"]["application/json"]
-    content["schema"] = {"anyOf": [content["schema"], ERROR]}
+    accept_generic_400(doc, "/v1/packages/listContractsOnPackage")
 
 
 @patch(
@@ -358,9 +362,7 @@ def package_contracts_validation_errors(doc: dict) -> None:
     "also accepts the generic `Error`."
 )
 def subscription_history_validation_errors(doc: dict) -> None:
-    op = doc["paths"]["/v1/contracts/getSubscriptionQuantityHistory"]["post"]
-    content = op["responses"]["400"]["content"]["application/json"]
-    content["schema"] = {"anyOf": [content["schema"], ERROR]}
+    accept_generic_400(doc, "/v1/contracts/getSubscriptionQuantityHistory")
 
 
 @patch(
