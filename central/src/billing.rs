@@ -6,10 +6,11 @@
 //! Invariants:
 //! - Invoice ids are deterministic (`uuid5(env/contract/period start)`), so a draft that has no
 //!   row yet has the same id as the row the job later stores for it.
-//! - A DRAFT has no stored body: it is computed on read from rolled-up usage (the hour, day and
-//!   month rows of `tally_core::rollup::cover`), so its cost is O(groups × blocks) rows, where a
-//!   period has a few blocks per instant pricing splits it at, independent of the number of
-//!   events and of the number of hours.
+//! - A DRAFT has no stored body: it is computed on read from rolled-up usage (the rows of
+//!   `tally_core::rollup::cover`: hours, days, spans of days, months), so its cost is
+//!   O(groups × blocks) rows, where a period has a few blocks per instant pricing splits it at
+//!   (plus the hours of days not yet rolled up), independent of the number of events and of the
+//!   number of hours.
 //! - A FINALIZED or VOID invoice is shown from its frozen body, never recomputed.
 use std::collections::BTreeMap;
 
@@ -252,15 +253,16 @@ impl RatingContext {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
         let ids: Vec<String> = metrics.keys().cloned().collect();
-        // The fewest hour, day and month rows that cover the period without crossing an
-        // instant where pricing splits it: pricing them equals pricing every hour (core's law).
+        // The fewest rollup rows that cover the period without crossing an instant where
+        // pricing splits it, days not yet rolled up read by the hour: pricing them equals
+        // pricing every hour (core's law).
         let cuts = rollup::cuts(snapshot, period);
-        let blocks = rollup::cover(period.start_ms, period.end_ms, &cuts);
-        let mut usage = st
-            .stores
-            .usage
-            .usage_blocks(env, &refs, &ids, &blocks)
+        let usage_store = &st.stores.usage;
+        let dirty = usage_store
+            .dirty_days(env, &refs, &ids, period.start_ms, period.end_ms)
             .await?;
+        let blocks = rollup::cover(period.start_ms, period.end_ms, &cuts, &dirty);
+        let mut usage = usage_store.usage_blocks(env, &refs, &ids, &blocks).await?;
         let latest = self.snapshot.baseline_metric_ids();
         if !latest.is_empty() {
             // LATEST bills changes, so it needs the last value before the period: only the

@@ -14,6 +14,7 @@ pub mod billing;
 pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod rollups;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -154,9 +155,11 @@ pub struct AppState {
 pub const TOKEN_TOUCH_INTERVAL_MS: i64 = 60_000;
 
 impl AppState {
-    /// Builds the state and starts the ingest writer task (needs a Tokio runtime).
+    /// Builds the state and starts the ingest writer and rollup compactor tasks (needs a Tokio
+    /// runtime).
     pub fn new(stores: Stores, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let ingest = ingest::IngestHandle::spawn(stores.usage.clone(), clock.clone());
+        rollups::spawn(stores.usage.clone());
         let limiter = settings.rate_limit.map(|limit| {
             let quota = governor::Quota::per_second(limit.per_second).allow_burst(limit.burst);
             Arc::new(governor::RateLimiter::keyed(quota))

@@ -127,6 +127,46 @@ impl Accumulator {
         Ok(())
     }
 
+    /// What, merged into `old`, gives `new`, where `new` is `old` with more merged into it (a
+    /// stored row only ever grows): the difference for COUNT and SUM, `new` itself for MAX,
+    /// UNIQUE and LATEST, whose merge is idempotent (merging what is already in changes
+    /// nothing). `None` when nothing changed. So a rollup holding `old` is brought to hold
+    /// `new` by merging the growth, without reading the rest of its block.
+    ///
+    /// Errors: `KindMismatch` when the kinds differ or `new` is not a growth of `old` (a
+    /// smaller count or sum, a smaller maximum, a lost unique value, an earlier latest).
+    pub fn growth(
+        old: Option<&Accumulator>,
+        new: &Accumulator,
+    ) -> Result<Option<Accumulator>, MergeError> {
+        let Some(old) = old else {
+            return Ok(Some(new.clone()));
+        };
+        if old == new {
+            return Ok(None);
+        }
+        let grown = match (old, new) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => {
+                Accumulator::Count(b.checked_sub(*a).ok_or(MergeError::KindMismatch)?)
+            }
+            (Accumulator::Sum(a), Accumulator::Sum(b)) => {
+                Accumulator::Sum(b.checked_sub(*a).ok_or(MergeError::Overflow)?)
+            }
+            (Accumulator::Max(_), Accumulator::Max(_))
+            | (Accumulator::Unique(_), Accumulator::Unique(_))
+            | (Accumulator::Latest { .. }, Accumulator::Latest { .. }) => new.clone(),
+            _ => return Err(MergeError::KindMismatch),
+        };
+        // Whatever the kind, merging the growth must land exactly on `new`.
+        let mut check = old.clone();
+        check.merge(&grown)?;
+        if check == *new {
+            Ok(Some(grown))
+        } else {
+            Err(MergeError::KindMismatch)
+        }
+    }
+
     /// The metric quantity this accumulator represents on its own.
     pub fn quantity(&self) -> Decimal {
         match self {
@@ -209,6 +249,67 @@ mod tests {
             a.merge(&Accumulator::Count(n)).unwrap();
             prop_assert_eq!(a, Accumulator::Count(2 * n));
         }
+    }
+
+    proptest! {
+        /// The rollup law of `growth`: a block holding `rest` and a day's old total, given the
+        /// growth from the old total to the new one, holds exactly `rest` and the new total —
+        /// what merging the block's parts afresh gives. Split a stream into the block's other
+        /// days, the day as last rolled up, and what came in since.
+        #[test]
+        fn merging_the_growth_equals_merging_afresh(
+            items in stream(), a in 0usize..40, b in 0usize..40,
+        ) {
+            let (i, j) = (a.min(b).min(items.len()), a.max(b).min(items.len()));
+            let (rest, old, since) = (&items[..i], &items[i..j], &items[j..]);
+            let old_day = merge_all(old).unwrap();
+            let new_day = merge_all(old.iter().chain(since)).unwrap();
+            let Some(new_day) = new_day else { return Ok(()) };
+            let grown = Accumulator::growth(old_day.as_ref(), &new_day).unwrap();
+            let before = merge_all(rest.iter().chain(old)).unwrap();
+            let afresh = merge_all(items.iter()).unwrap();
+            let updated = match (before, grown) {
+                (Some(mut block), Some(g)) => { block.merge(&g).unwrap(); Some(block) }
+                (None, g) => g,
+                (block, None) => block,
+            };
+            prop_assert_eq!(updated, afresh);
+            // Nothing since: no growth.
+            if since.is_empty() {
+                prop_assert_eq!(Accumulator::growth(old_day.as_ref(), &new_day).unwrap(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn growth_refuses_what_did_not_grow_from_the_old_total() {
+        let growth = |a: Accumulator, b: Accumulator| Accumulator::growth(Some(&a), &b);
+        assert_eq!(
+            growth(Accumulator::Count(5), Accumulator::Count(3)),
+            Err(MergeError::KindMismatch)
+        );
+        assert_eq!(
+            growth(
+                Accumulator::Max(Decimal::TWO),
+                Accumulator::Max(Decimal::ONE)
+            ),
+            Err(MergeError::KindMismatch)
+        );
+        assert_eq!(
+            growth(Accumulator::unique_of("a"), Accumulator::unique_of("b")),
+            Err(MergeError::KindMismatch)
+        );
+        assert_eq!(
+            growth(Accumulator::Count(1), Accumulator::Sum(Decimal::ONE)),
+            Err(MergeError::KindMismatch)
+        );
+        assert_eq!(
+            growth(
+                Accumulator::Sum(Decimal::new(15, 1)),
+                Accumulator::Sum(Decimal::new(250, 2))
+            ),
+            Ok(Some(Accumulator::Sum(Decimal::new(100, 2))))
+        );
     }
 
     proptest! {

@@ -24,37 +24,101 @@ fn range(level: Level, from: &str, to: &str) -> Range {
 }
 
 #[test]
-fn a_calendar_month_is_one_block_and_ragged_ends_use_days_then_hours() {
+fn a_calendar_month_is_one_block_and_ragged_ends_use_spans_days_then_hours() {
     assert_eq!(
-        cover(SEP.start_ms, SEP.end_ms, &[]),
+        cover(SEP.start_ms, SEP.end_ms, &[], &[]),
         vec![range(
             Level::Month,
             "2024-09-01T00:00:00Z",
             "2024-10-01T00:00:00Z"
         )]
     );
+    // Epoch days: 2024-09-16 is day 19,982 (≡ 14 mod 16), 2024-11-01 day 20,028 (≡ 12).
     let from = t("2024-09-15T05:00:00Z");
     let to = t("2024-11-03T02:00:00Z");
     assert_eq!(
-        cover(from, to, &[]),
+        cover(from, to, &[], &[]),
         vec![
             range(Level::Hour, "2024-09-15T05:00:00Z", "2024-09-16T00:00:00Z"),
-            range(Level::Day, "2024-09-16T00:00:00Z", "2024-10-01T00:00:00Z"),
-            range(Level::Month, "2024-10-01T00:00:00Z", "2024-11-01T00:00:00Z"),
-            range(Level::Day, "2024-11-01T00:00:00Z", "2024-11-03T00:00:00Z"),
+            range(Level::Days2, "2024-09-16T00:00:00Z", "2024-09-18T00:00:00Z"),
+            // Two aligned 16-day spans read fewer rows than days to the month, then October.
+            range(
+                Level::Days16,
+                "2024-09-18T00:00:00Z",
+                "2024-10-20T00:00:00Z"
+            ),
+            range(Level::Days8, "2024-10-20T00:00:00Z", "2024-10-28T00:00:00Z"),
+            range(Level::Days4, "2024-10-28T00:00:00Z", "2024-11-01T00:00:00Z"),
+            range(Level::Days2, "2024-11-01T00:00:00Z", "2024-11-03T00:00:00Z"),
             range(Level::Hour, "2024-11-03T00:00:00Z", "2024-11-03T02:00:00Z"),
         ]
     );
-    // A cut on 09-10T12 splits September: days to 09-10, hours to the cut, hours to 09-11,
-    // days to the end.
+    // A cut on 09-10T12 splits September (09-01 is day 19,967, odd): a day and 8 days to
+    // 09-10, hours to the cut, hours to 09-11, then 1 + 2 + 4 + 8 + 4 + 1 days to the end.
     assert_eq!(
-        cover(SEP.start_ms, SEP.end_ms, &[t("2024-09-10T12:00:00Z")]),
+        cover(SEP.start_ms, SEP.end_ms, &[t("2024-09-10T12:00:00Z")], &[]),
         vec![
-            range(Level::Day, "2024-09-01T00:00:00Z", "2024-09-10T00:00:00Z"),
+            range(Level::Day, "2024-09-01T00:00:00Z", "2024-09-02T00:00:00Z"),
+            range(Level::Days8, "2024-09-02T00:00:00Z", "2024-09-10T00:00:00Z"),
             range(Level::Hour, "2024-09-10T00:00:00Z", "2024-09-11T00:00:00Z"),
-            range(Level::Day, "2024-09-11T00:00:00Z", "2024-10-01T00:00:00Z"),
+            range(Level::Day, "2024-09-11T00:00:00Z", "2024-09-12T00:00:00Z"),
+            range(Level::Days2, "2024-09-12T00:00:00Z", "2024-09-14T00:00:00Z"),
+            range(Level::Days4, "2024-09-14T00:00:00Z", "2024-09-18T00:00:00Z"),
+            range(Level::Days8, "2024-09-18T00:00:00Z", "2024-09-26T00:00:00Z"),
+            range(Level::Days4, "2024-09-26T00:00:00Z", "2024-09-30T00:00:00Z"),
+            range(Level::Day, "2024-09-30T00:00:00Z", "2024-10-01T00:00:00Z"),
         ]
     );
+}
+
+#[test]
+fn a_dirty_day_is_read_by_the_hour_and_no_block_holding_it_is_used() {
+    // September with 09-20 dirty: no month, no span holding the 20th.
+    assert_eq!(
+        cover(SEP.start_ms, SEP.end_ms, &[], &[t("2024-09-20T00:00:00Z")]),
+        vec![
+            range(Level::Day, "2024-09-01T00:00:00Z", "2024-09-02T00:00:00Z"),
+            range(
+                Level::Days16,
+                "2024-09-02T00:00:00Z",
+                "2024-09-18T00:00:00Z"
+            ),
+            range(Level::Days2, "2024-09-18T00:00:00Z", "2024-09-20T00:00:00Z"),
+            range(Level::Hour, "2024-09-20T00:00:00Z", "2024-09-21T00:00:00Z"),
+            range(Level::Day, "2024-09-21T00:00:00Z", "2024-09-22T00:00:00Z"),
+            // 4 days from the 22nd and 4 from the 26th: two blocks of one range.
+            range(Level::Days4, "2024-09-22T00:00:00Z", "2024-09-30T00:00:00Z"),
+            range(Level::Day, "2024-09-30T00:00:00Z", "2024-10-01T00:00:00Z"),
+        ]
+    );
+}
+
+/// The blocks (rows per group) a cover reads.
+fn blocks(ranges: &[Range]) -> usize {
+    ranges
+        .iter()
+        .map(|r| {
+            let mut n = 0;
+            let mut at = r.from_ms;
+            while at < r.to_ms {
+                at = r.level.block_end(at).unwrap();
+                n += 1;
+            }
+            n
+        })
+        .sum()
+}
+
+proptest! {
+    /// A period of up to 31 days starting at any midnight reads at most ten blocks per group.
+    #[test]
+    fn a_month_long_period_at_any_midnight_reads_at_most_ten_blocks(
+        day in 0..3_000i64, len in 1..=31i64,
+    ) {
+        let from = t("2020-01-01T00:00:00Z") + day * DAY_MS;
+        let n = blocks(&cover(from, from + len * DAY_MS, &[], &[]));
+        prop_assert!(n <= 10, "{} blocks for {} days from day {}", n, len, day);
+    }
 }
 
 #[test]
@@ -68,18 +132,21 @@ fn cuts_are_taken_to_the_next_hour_and_kept_inside_the_period() {
 }
 
 proptest! {
-    /// The cover tiles `[from, to)` with whole blocks of their level, none across a cut.
+    /// The cover tiles `[from, to)` with whole blocks of their level, none across a cut, none
+    /// above the hour holding a dirty day.
     #[test]
     fn the_cover_tiles_the_window_without_crossing_a_cut(
         from_h in 0..2_000i64,
         len_h in 1..3_000i64,
         cut_hours in prop::collection::vec(0..5_000i64, 0..6),
+        dirty_days in prop::collection::vec(0..210i64, 0..4),
     ) {
         let base = t("2024-01-01T00:00:00Z");
         let from = base + from_h * HOUR_MS;
         let to = from + len_h * HOUR_MS;
         let cuts: Vec<i64> = cut_hours.iter().map(|h| base + h * HOUR_MS).collect();
-        let ranges = cover(from, to, &cuts);
+        let dirty: Vec<i64> = dirty_days.iter().map(|d| base + d * DAY_MS).collect();
+        let ranges = cover(from, to, &cuts, &dirty);
         let mut at = from;
         for r in &ranges {
             prop_assert_eq!(r.from_ms, at);
@@ -91,6 +158,10 @@ proptest! {
                 prop_assert!(end <= r.to_ms);
                 for c in &cuts {
                     prop_assert!(!(block < *c && *c < end), "{:?} crosses {}", r, c);
+                }
+                for d in &dirty {
+                    let holds = block <= *d && *d < end;
+                    prop_assert!(r.level == Level::Hour || !holds, "{:?} holds {}", r, d);
                 }
                 block = end;
             }
@@ -104,8 +175,8 @@ proptest! {
 // The law
 
 /// Merges the hourly rows inside `period` into the blocks of its cover (rows outside stay).
-fn rolled(rows: &[UsageRow], period: Period, cuts: &[i64]) -> Vec<UsageRow> {
-    let ranges = cover(period.start_ms, period.end_ms, cuts);
+fn rolled(rows: &[UsageRow], period: Period, cuts: &[i64], dirty: &[i64]) -> Vec<UsageRow> {
+    let ranges = cover(period.start_ms, period.end_ms, cuts, dirty);
     let mut out: Vec<UsageRow> = rows
         .iter()
         .filter(|r| !period.contains(r.hour_ms))
@@ -279,7 +350,7 @@ fn stored(rows: Vec<UsageRow>) -> Vec<UsageRow> {
 
 proptest! {
     /// Pricing the blocks of the cover equals pricing the hours, for random periods (aligned to
-    /// the month or not), rate changes, override windows, access windows and usage.
+    /// the month or not), rate changes, override windows, access windows, dirty days and usage.
     #[test]
     fn pricing_blocks_equals_pricing_hours(
         rows in arb_rows(),
@@ -288,12 +359,15 @@ proptest! {
         change_h in 0..(50 * 24i64),
         window in (0..(50 * 24i64), 1..(20 * 24i64)),
         access in (0..(50 * 24i64), 1..(30 * 24i64)),
+        dirty_days in prop::collection::vec(0..50i64, 0..3),
     ) {
         let snap = law_snapshot(change_h, window, access);
         let start = SEP.start_ms - 5 * DAY_MS + start_h * HOUR_MS;
         let period = Period { start_ms: start, end_ms: start + len_h * HOUR_MS };
         let hourly = stored(rows);
-        let blocks = rolled(&hourly, period, &cuts(&snap, period));
+        let first_day = SEP.start_ms - 5 * DAY_MS;
+        let dirty: Vec<i64> = dirty_days.iter().map(|d| first_day + d * DAY_MS).collect();
+        let blocks = rolled(&hourly, period, &cuts(&snap, period), &dirty);
         let by_hour = price_invoice(&snap, &hourly, period);
         let by_block = price_invoice(&snap, &blocks, period);
         prop_assert_eq!(by_block, by_hour);

@@ -15,6 +15,8 @@ pub mod postgres;
 pub mod sqlite;
 mod usage;
 
+pub use usage::Compacted;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,18 +220,7 @@ pub struct BatchApplied {
 }
 
 /// Logs the one-time rollup of hourly rows stored before the rollups existed (`open` runs it).
-fn rollups_built(result: StoreResult<u64>) -> anyhow::Result<()> {
-    let rolled = result.map_err(|e| anyhow::anyhow!("rolling up stored usage: {e}"))?;
-    if rolled > 0 {
-        tracing::info!(
-            hourly_rows = rolled,
-            "rolled stored hourly usage up into days and months"
-        );
-    }
-    Ok(())
-}
-
-/// Usage: dedupe keys, hourly partial aggregates and their day and month rollups.
+/// Usage: dedupe keys, hourly partial aggregates and their rollups (`store::usage`).
 #[async_trait]
 pub trait UsageStore: Send + Sync {
     /// In one transaction: claim each item's dedupe key and merge the usage of every item whose
@@ -239,10 +230,21 @@ pub trait UsageStore: Send + Sync {
         items: &[IngestItem],
         now_ms: i64,
     ) -> StoreResult<Vec<ItemOutcome>>;
-    /// The one-time rollup of hourly rows stored before the day and month rows existed
-    /// (`store::usage::build_rollups`), in one usage transaction; `open` runs it. Returns how
-    /// many hourly rows it rolled up (0 once done).
-    async fn build_rollups(&self) -> StoreResult<u64>;
+    /// Rolls up at most `limit` dirty days (`store::usage::compact`) in one usage transaction;
+    /// nothing (and no write transaction) when no day is dirty. `crate::rollups` runs it in the
+    /// background.
+    async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted>;
+    /// The starts of the UTC days in `[from_ms, to_ms)` (the day holding `from_ms` included)
+    /// dirty for any of these customer references and metrics: their rollups may lag, so a
+    /// reader reads them hour by hour (`tally_core::rollup::cover`).
+    async fn dirty_days(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<i64>>;
     /// Hourly rows of these customer references and metrics with `from_ms <= hour < to_ms`.
     async fn usage_rows(
         &self,

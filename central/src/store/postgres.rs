@@ -74,7 +74,6 @@ impl PostgresStore {
             .await
             .context("running PostgreSQL migrations")?;
         let store = PostgresStore { pool: pg };
-        rollups_built(store.build_rollups().await)?;
         Ok(store)
     }
 

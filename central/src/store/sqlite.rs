@@ -52,7 +52,6 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let store = SqliteStore { pool };
-        rollups_built(store.build_rollups().await)?;
         Ok(store)
     }
 

@@ -8,15 +8,22 @@
 //! edge's shards run, so both backends and the edge merge identically and nothing is ever summed
 //! in SQL.
 //!
-//! Rollups (issue 17, `tally_core::rollup`): every hourly row has a day row (`usage_daily`) and a
-//! month row (`usage_monthly`) holding it, of the same columns, keyed by the block's first hour.
-//! Each contribution to an hour is folded into its three rows as one item ([`at_levels`]), so
-//! the levels change together or not at all (an event or partial that would overflow its month
-//! total is refused like one overflowing its hour), in the transaction that merges the hour.
-//! Rows stored before the rollups existed are rolled up once at start ([`build_rollups`]).
+//! Rollups (issue 17, `tally_core::rollup`): above the hourly rows, rows of the same columns
+//! for each UTC day (`usage_daily`), aligned span of 2, 4, 8 and 16 days (`usage_days2` ..
+//! `usage_days16`) and calendar month (`usage_monthly`), keyed by the block's first hour. Ingest
+//! and edge batches write only the hourly rows, and in the same transaction mark each
+//! (customer ref, metric, UTC day) whose hours they changed as dirty (`usage_dirty`, one row per
+//! day whatever the number of groups, so ingest pays almost nothing for the rollups). The
+//! compactor ([`compact`], run in the background by `crate::rollups`) brings a dirty day's
+//! rollups up to its hours: it merges the day's hourly rows afresh per group, and merges the
+//! growth since the stored day row (`Accumulator::growth`) into the day and every block above
+//! holding it, then clears the mark if no write came since. Readers read a dirty day hour by hour
+//! ([`UsageStore::dirty_days`]), so what they see never depends on how far the compactor got.
 //!
 //! Invariants:
-//! - The day and month rows are exactly the merge of the hourly rows inside their block.
+//! - A block row above the hour is exactly the merge of the hourly rows inside it, for every
+//!   block that holds no dirty day; a dirty day's own rows may lag its hours, never lead them.
+//! - A day is marked dirty in the transaction that changes one of its hourly rows.
 //! - A row key is `(env, customer_ref, metric_id, hour_ms, groups)` with `groups` as canonical
 //!   JSON, and an accumulator is stored as its serde JSON text, on both backends.
 //! - Statements in [`sql`] use `$N` parameters, which SQLite and PostgreSQL both read; a query is
@@ -45,14 +52,17 @@ pub fn table(level: Level) -> &'static str {
     match level {
         Level::Hour => "usage_hourly",
         Level::Day => "usage_daily",
+        Level::Days2 => "usage_days2",
+        Level::Days4 => "usage_days4",
+        Level::Days8 => "usage_days8",
+        Level::Days16 => "usage_days16",
         Level::Month => "usage_monthly",
     }
 }
 
-/// The hourly row `key` and the day and month rows holding it: where a contribution to the hour
-/// is folded.
-pub fn at_levels(key: RowKey) -> [LevelKey; 3] {
-    Level::ALL.map(|level| {
+/// The rollup rows holding the day row `key` (its own first): where the day's growth is merged.
+pub fn rollups_of(key: &RowKey) -> [LevelKey; 6] {
+    Level::ROLLUPS.map(|level| {
         let mut k = key.clone();
         k.3 = level.block_start(key.3);
         (level, k)
@@ -71,6 +81,21 @@ pub fn by_level<V>(rows: Vec<(LevelKey, V)>) -> Vec<(Level, Vec<(RowKey, V)>)> {
     out
 }
 
+/// A (customer ref, metric, UTC day) whose hours changed: `(env, customer_ref, metric_id,
+/// day_ms)`.
+pub type DayKey = (Env, String, String, i64);
+
+/// A dirty day as the compactor reads it: its key and the write count it was read at.
+pub type DirtyDay = (DayKey, i64);
+
+/// The distinct days of the hourly rows `keys`, sorted.
+pub fn days_of<'a>(keys: impl Iterator<Item = &'a RowKey>) -> Vec<DayKey> {
+    let days: std::collections::BTreeSet<DayKey> = keys
+        .map(|k| (k.0, k.1.clone(), k.2.clone(), Level::Day.block_start(k.3)))
+        .collect();
+    days.into_iter().collect()
+}
+
 /// A dedupe key as the stores claim it.
 pub type Claim<'a> = (Env, &'a str);
 
@@ -84,13 +109,27 @@ pub mod sql {
         "SELECT shard_id, seq, partial_index, partial, reason, recorded_ms FROM dead_letters
          WHERE env = $1 ORDER BY shard_id, seq, partial_index LIMIT $2";
     pub const PRUNE_DEDUPE: &str = "DELETE FROM dedupe WHERE recorded_ms < $1";
-    /// Takes the one-time rollup build ([`super::build_rollups`]): one row deleted when pending.
-    pub const TAKE_ROLLUP_BUILD: &str = "DELETE FROM usage_rollups_pending";
-    /// The hourly rows after the key `($1..$5)` in key order, at most `$6`.
-    pub const HOURLY_PAGE: &str =
-        "SELECT env, customer_ref, metric_id, hour_ms, groups, acc FROM usage_hourly
-         WHERE (env, customer_ref, metric_id, hour_ms, groups) > ($1, $2, $3, $4, $5)
-         ORDER BY env, customer_ref, metric_id, hour_ms, groups LIMIT $6";
+    /// Marks a day dirty, or counts one more write to a dirty day (after `VALUES` or a select
+    /// of `(env, customer_ref, metric_id, day_ms, 1)` rows).
+    pub const TOUCH_DAYS_CONFLICT: &str =
+        " ON CONFLICT (env, customer_ref, metric_id, day_ms) DO UPDATE SET gen = usage_dirty.gen + 1";
+    /// Dirty days the compactor can take, oldest first, at most `$1`: not those that failed at
+    /// their current write count.
+    pub const DIRTY_DAYS: &str = "SELECT env, customer_ref, metric_id, day_ms, gen FROM usage_dirty
+         WHERE failed_gen IS NULL OR failed_gen <> gen
+         ORDER BY day_ms, env, customer_ref, metric_id LIMIT $1";
+    /// How many dirty days the compactor can take.
+    pub const DIRTY_PENDING: &str =
+        "SELECT count(*) FROM usage_dirty WHERE failed_gen IS NULL OR failed_gen <> gen";
+    /// The hourly rows `(groups, acc)` of one (customer ref, metric) in `[$4, $5)`.
+    pub const HOURS_OF_DAY: &str = "SELECT groups, acc FROM usage_hourly
+         WHERE env = $1 AND customer_ref = $2 AND metric_id = $3 AND hour_ms >= $4 AND hour_ms < $5";
+    /// Clears a day's mark if no write came since the compactor read it at gen `$5`.
+    pub const CLEAR_DAY: &str = "DELETE FROM usage_dirty
+         WHERE env = $1 AND customer_ref = $2 AND metric_id = $3 AND day_ms = $4 AND gen = $5";
+    /// Records that a day could not be rolled up at gen `$5`.
+    pub const FAIL_DAY: &str = "UPDATE usage_dirty SET failed_gen = $5
+         WHERE env = $1 AND customer_ref = $2 AND metric_id = $3 AND day_ms = $4";
     /// The metrics version: the number of billable metrics in every environment. Not MAX(seq):
     /// identity values of concurrent inserts (two replicas) can commit out of order, so a later
     /// commit may carry a smaller seq and leave MAX unchanged. Metrics are never deleted, so the
@@ -99,8 +138,13 @@ pub mod sql {
         "SELECT COUNT(*) FROM documents WHERE kind = 'billable_metric'";
 }
 
+/// A transaction that marks the days whose hours it changed ([`sql::TOUCH_DAYS_CONFLICT`]).
+pub trait TouchTx {
+    fn touch_days(&mut self, days: &[DayKey]) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
 /// A transaction that can apply an edge batch: the rows, plus its two batch-only writes.
-pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> {
+pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> + TouchTx {
     /// Records `(shard_id, seq)` ([`sql::RECORD_BATCH`]); false when it was already applied.
     fn record_batch(
         &mut self,
@@ -114,33 +158,44 @@ pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
-/// Native ingest in the caller's transaction `tx`: the core plan over the items' row keys.
+/// Native ingest in the caller's transaction `tx`: the core plan over the items' hourly row
+/// keys, then the days of the accepted items marked dirty.
 pub async fn commit_ingest<'a, T>(
     tx: &mut T,
     items: &'a [IngestItem],
 ) -> StoreResult<Vec<ItemOutcome>>
 where
-    T: ClaimIo<Row = LevelKey, Claim = Claim<'a>, Error = StoreError>,
+    T: ClaimIo<Row = LevelKey, Claim = Claim<'a>, Error = StoreError> + TouchTx,
 {
-    let items = items
+    let keyed = items
         .iter()
         .map(|item| {
-            let mut contributions = Vec::with_capacity(3 * item.contributions.len());
-            for (key, acc) in &item.contributions {
-                let rows = at_levels(row_key(item.env, key)?);
-                contributions.extend(rows.into_iter().map(|k| (k, acc)));
-            }
+            let contributions = item
+                .contributions
+                .iter()
+                .map(|(key, acc)| Ok(((Level::Hour, row_key(item.env, key)?), acc)))
+                .collect::<StoreResult<Vec<_>>>()?;
             Ok(fold::Item {
                 claim: (item.env, item.transaction_id.as_str()),
                 contributions,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    fold::ingest(tx, &items).await
+    let outcomes = fold::ingest(tx, &keyed).await?;
+    let days = days_of(
+        keyed
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == ItemOutcome::Accepted)
+            .flat_map(|(item, _)| item.contributions.iter().map(|((_, key), _)| key)),
+    );
+    tx.touch_days(&days).await?;
+    Ok(outcomes)
 }
 
 /// Applies an edge batch in the caller's transaction `tx`: records `(shard_id, seq)`, merges each
-/// partial on its own, and keeps those that cannot merge as dead letters.
+/// partial on its own, keeps those that cannot merge as dead letters, and marks the days of the
+/// rest dirty.
 ///
 /// A partial is the pre-aggregate of events the edge already acknowledged, so unlike an ingested
 /// event it cannot be refused to its sender; and failing the whole batch would make its shard
@@ -163,11 +218,19 @@ pub async fn apply_batch<T: BatchTx>(
     }
     let rows = partials
         .iter()
-        .map(|(env, key, acc)| Ok(at_levels(row_key(*env, key)?).map(|k| (k, acc))))
+        .map(|(env, key, acc)| Ok([((Level::Hour, row_key(*env, key)?), acc)]))
         .collect::<StoreResult<Vec<_>>>()?;
     let items: Vec<&[(LevelKey, &Accumulator)]> = rows.iter().map(|r| r.as_slice()).collect();
-    let dead_letters = fold::merge_items(tx, &items)
-        .await?
+    let failed = fold::merge_items(tx, &items).await?;
+    let dead: std::collections::BTreeSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+    let days = days_of(
+        rows.iter()
+            .enumerate()
+            .filter(|(i, _)| !dead.contains(i))
+            .map(|(_, [((_, key), _)])| key),
+    );
+    tx.touch_days(&days).await?;
+    let dead_letters = failed
         .into_iter()
         .map(|(index, e)| dead_letter(shard_id, seq, index, &partials[index], e, now_ms))
         .collect::<StoreResult<Vec<_>>>()?;
@@ -222,54 +285,96 @@ pub async fn write_levels<T: TableIo>(
     Ok(())
 }
 
-/// A usage transaction that can build the rollups of rows stored before them.
-pub trait RollupTx: RowIo<Row = LevelKey, Error = StoreError> {
-    /// Takes the pending build ([`sql::TAKE_ROLLUP_BUILD`]); false when there is none.
-    fn take_rollup_build(&mut self) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// The hourly rows after `after` (from the first when `None`) in key order, at most `limit`
-    /// ([`sql::HOURLY_PAGE`]).
-    fn hourly_page(
+/// A usage transaction the compactor runs in ([`compact`]).
+pub trait CompactTx: RowIo<Row = LevelKey, Error = StoreError> {
+    /// At most `limit` dirty days ([`sql::DIRTY_DAYS`]).
+    fn dirty_days(&mut self, limit: i64)
+        -> impl Future<Output = StoreResult<Vec<DirtyDay>>> + Send;
+    /// The hourly rows `(groups, acc)` of a day ([`sql::HOURS_OF_DAY`]).
+    fn hours_of(
         &mut self,
-        after: Option<&RowKey>,
-        limit: i64,
-    ) -> impl Future<Output = StoreResult<Vec<(RowKey, Accumulator)>>> + Send;
+        day: &DayKey,
+    ) -> impl Future<Output = StoreResult<Vec<(String, Accumulator)>>> + Send;
+    /// Clears the day's mark at `gen`, or records that it failed there ([`sql::CLEAR_DAY`],
+    /// [`sql::FAIL_DAY`]).
+    fn settle(
+        &mut self,
+        day: &DirtyDay,
+        failed: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
-/// Hourly rows rolled up per page of [`build_rollups`] (bounds its memory).
-const BUILD_PAGE: i64 = 10_000;
+/// What one [`compact`] run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Dirty days taken.
+    pub days: usize,
+    /// Of those, days that could not be rolled up (a block's total past the decimal range):
+    /// they stay dirty, read hour by hour, until written again.
+    pub failed: usize,
+}
 
-/// The one-time build of the day and month rows of the hourly rows stored before the rollups
-/// existed, in the caller's usage transaction `tx`: merged into the rollup rows page by page
-/// with the same fold as ingest. Returns how many hourly rows it rolled up (0 when no build was
-/// pending: already done, or by another replica).
-pub async fn build_rollups<T: RollupTx>(tx: &mut T) -> StoreResult<u64> {
-    if !tx.take_rollup_build().await? {
-        return Ok(0);
-    }
-    let mut after: Option<RowKey> = None;
-    let mut done = 0u64;
-    loop {
-        let page = tx.hourly_page(after.as_ref(), BUILD_PAGE).await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(done);
-        };
-        after = Some(last.clone());
-        let rows: Vec<[(LevelKey, &Accumulator); 2]> = page
-            .iter()
-            .map(|(key, acc)| {
-                let [_, day, month] = at_levels(key.clone());
-                [(day, acc), (month, acc)]
-            })
-            .collect();
-        let items: Vec<&[(LevelKey, &Accumulator)]> = rows.iter().map(|r| r.as_slice()).collect();
-        if let Some((i, e)) = fold::merge_items(tx, &items).await?.first() {
-            return Err(StoreError::Corrupt(format!(
-                "rolling up hourly row {:?}: {e}",
-                page[*i].0
-            )));
+/// Rolls up at most `limit` dirty days in the caller's usage transaction `tx` (module docs):
+/// per day and group, the growth from the stored day row to the merge of the day's hours is
+/// merged into the day row and every block above holding it, with the same fold as ingest.
+pub async fn compact<T: CompactTx>(tx: &mut T, limit: i64) -> StoreResult<Compacted> {
+    let days = tx.dirty_days(limit).await?;
+    let mut failed = vec![false; days.len()];
+    // Each day's groups merged afresh from its hours.
+    let mut fresh: Vec<(usize, RowKey, Accumulator)> = Vec::new();
+    for (i, ((env, customer_ref, metric_id, day_ms), _)) in days.iter().enumerate() {
+        let day = (*env, customer_ref.clone(), metric_id.clone(), *day_ms);
+        let mut groups: std::collections::BTreeMap<String, Accumulator> = Default::default();
+        for (g, acc) in tx.hours_of(&day).await? {
+            match groups.get_mut(&g) {
+                Some(total) => {
+                    if total.merge(&acc).is_err() {
+                        failed[i] = true;
+                    }
+                }
+                None => {
+                    groups.insert(g, acc);
+                }
+            }
         }
-        done += u64::try_from(page.len()).unwrap_or(u64::MAX);
+        fresh.extend(groups.into_iter().map(|(g, acc)| {
+            let key = (*env, customer_ref.clone(), metric_id.clone(), *day_ms, g);
+            (i, key, acc)
+        }));
     }
+    let day_keys: Vec<LevelKey> = fresh
+        .iter()
+        .map(|(_, key, _)| (Level::Day, key.clone()))
+        .collect();
+    let stored: std::collections::HashMap<LevelKey, Accumulator> =
+        tx.load(&day_keys).await?.into_iter().collect();
+    let mut growths: Vec<(usize, RowKey, Accumulator)> = Vec::new();
+    for (i, key, acc) in fresh {
+        if failed[i] {
+            continue;
+        }
+        match Accumulator::growth(stored.get(&(Level::Day, key.clone())), &acc) {
+            Ok(Some(g)) => growths.push((i, key, g)),
+            Ok(None) => {}
+            Err(_) => failed[i] = true,
+        }
+    }
+    growths.retain(|(i, _, _)| !failed[*i]);
+    let rows: Vec<Vec<(LevelKey, &Accumulator)>> = growths
+        .iter()
+        .map(|(_, key, g)| rollups_of(key).into_iter().map(|k| (k, g)).collect())
+        .collect();
+    let items: Vec<&[(LevelKey, &Accumulator)]> = rows.iter().map(|r| r.as_slice()).collect();
+    for (index, _) in fold::merge_items(tx, &items).await? {
+        failed[growths[index].0] = true;
+    }
+    for (day, failed) in days.iter().zip(&failed) {
+        tx.settle(day, *failed).await?;
+    }
+    Ok(Compacted {
+        days: days.len(),
+        failed: failed.iter().filter(|f| **f).count(),
+    })
 }
 
 fn dead_letter(

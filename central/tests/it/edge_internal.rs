@@ -360,9 +360,8 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         json!("event not counted: usage total overflows the decimal range")
     );
 
-    // The edge's batch: its first partial would overflow the same row, its second is fine (another
-    // customer: any other hour of acme's day would overflow that day's rollup, and is refused the
-    // same way).
+    // The edge's batch: its first and third partials would overflow the same row, its second
+    // is fine (another customer).
     let partial_of = |customer: &str, hour: &str, sum: &str| {
         json!({
             "env": "sandbox",
@@ -414,7 +413,7 @@ async fn an_overflowing_partial_is_a_dead_letter_and_its_shard_moves_on() {
         json!([
             partial(h10, "5"),
             partial_of("beta", h11, "3"),
-            partial(h11, "1")
+            partial(h10, "1")
         ]),
     );
     let ack = post(first.clone()).await;

@@ -123,8 +123,20 @@ impl UsageStore for Gated {
     ) -> StoreResult<Vec<UsageRow>> {
         self.inner.level_rows(env, refs, metrics, range).await
     }
-    async fn build_rollups(&self) -> StoreResult<u64> {
-        self.inner.build_rollups().await
+    async fn compact_rollups(&self, limit: i64) -> StoreResult<tally_central::store::Compacted> {
+        self.inner.compact_rollups(limit).await
+    }
+    async fn dirty_days(
+        &self,
+        env: Env,
+        refs: &[String],
+        metrics: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        self.inner
+            .dirty_days(env, refs, metrics, from_ms, to_ms)
+            .await
     }
     async fn latest_rows_before(
         &self,

@@ -1257,9 +1257,22 @@ async fn level_map(
     out
 }
 
+/// Runs the compactor until no day is dirty; returns the days it rolled up.
+async fn compact_all(s: &Stores) -> usize {
+    let mut days = 0;
+    loop {
+        let done = s.usage.compact_rollups(16).await.unwrap();
+        assert_eq!(done.failed, 0);
+        if done.days == 0 {
+            return days;
+        }
+        days += done.days;
+    }
+}
+
 async fn assert_rollups_in_step(s: &Stores) {
     use tally_core::rollup::Level;
-    for level in [Level::Day, Level::Month] {
+    for level in Level::ROLLUPS {
         let stored = level_map(s, level, false).await;
         assert!(stored.len() > 10, "{level:?}: {} rows", stored.len());
         assert_eq!(stored, level_map(s, level, true).await, "{level:?}");
@@ -1296,6 +1309,10 @@ store_test!(
                 .unwrap();
             assert!(done.applied && done.dead_letters.is_empty());
         }
+        // Ingest wrote hours only and marked their days; the compactor rolls them up, in runs
+        // of 16 days, and a second pass finds nothing left.
+        assert!(compact_all(&db.stores).await > 16);
+        assert_eq!(compact_all(&db.stores).await, 0);
         assert_rollups_in_step(&db.stores).await;
         // Nothing leaks into the other environment.
         let range = tally_core::rollup::Range {
@@ -1313,7 +1330,7 @@ store_test!(
 );
 
 store_test!(
-    an_hour_that_fits_but_whose_day_would_overflow_changes_no_level,
+    a_day_whose_rollup_would_overflow_stays_dirty_and_is_read_by_the_hour,
     |db| {
         let u = &db.stores.usage;
         let big = |tid: &str, hour_ms: i64, v: Decimal| IngestItem {
@@ -1324,42 +1341,56 @@ store_test!(
         let near = Decimal::MAX - Decimal::from(10);
         let first = u.commit_ingest(&[big("a", T0, near)], T0).await.unwrap();
         assert_eq!(first, [ItemOutcome::Accepted]);
-        // Another hour of the same day: its hourly row is new, but the day's total would overflow.
+        let day = tally_core::rollup::Level::Day.block_start(T0);
+        let dirty = || async {
+            u.dirty_days(
+                SBX,
+                &["c".to_string()],
+                &["s".to_string()],
+                T0,
+                T0 + HOUR * 48,
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(dirty().await, [day]);
+        assert_eq!(compact_all(&db.stores).await, 1);
+        assert!(dirty().await.is_empty());
+        // Another hour of the same day: its hourly row is new and fits, but the day's total
+        // would pass the decimal range. The hour is kept; the day cannot be rolled up, so it
+        // stays dirty (readers read it by the hour) and the compactor skips it until it is
+        // written again.
         let second = u
             .commit_ingest(&[big("b", T0 + HOUR, Decimal::from(11))], T0)
             .await
             .unwrap();
-        assert!(matches!(&second[0], ItemOutcome::Rejected(m) if m.contains("overflow")));
-        let partial = (
-            SBX,
-            key("c", "s", T0 + 2 * HOUR),
-            Accumulator::Sum(Decimal::from(20)),
-        );
-        let done = u.apply_batch("shard-o", 1, &[partial], T0).await.unwrap();
-        assert_eq!(done.dead_letters.len(), 1);
-        assert_eq!(quantity(&db.stores, SBX, "c", "s").await, near);
-        for level in [
-            tally_core::rollup::Level::Day,
-            tally_core::rollup::Level::Month,
-        ] {
-            let range = tally_core::rollup::Range {
-                level,
-                from_ms: i64::MIN,
-                to_ms: i64::MAX,
-            };
-            let rows = u
-                .level_rows(SBX, &["c".to_string()], &["s".to_string()], range)
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 1, "{level:?}");
-            assert_eq!(rows[0].acc, Accumulator::Sum(near));
-        }
-        // The key of the refused event stays free: a corrected retry lands.
-        let retry = u
-            .commit_ingest(&[big("b", T0 + HOUR, Decimal::from(10))], T0)
+        assert_eq!(second, [ItemOutcome::Accepted]);
+        let done = u.compact_rollups(16).await.unwrap();
+        assert_eq!((done.days, done.failed), (1, 1));
+        assert_eq!(dirty().await, [day]);
+        assert_eq!(u.compact_rollups(16).await.unwrap().days, 0);
+        let range = tally_core::rollup::Range {
+            level: tally_core::rollup::Level::Day,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let rows = u
+            .level_rows(SBX, &["c".to_string()], &["s".to_string()], range)
             .await
             .unwrap();
-        assert_eq!(retry, [ItemOutcome::Accepted]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].acc, Accumulator::Sum(near));
+        let hours = u
+            .usage_rows(
+                SBX,
+                &["c".to_string()],
+                &["s".to_string()],
+                T0,
+                T0 + 2 * HOUR,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hours.len(), 2);
     }
 );
 
@@ -1383,7 +1414,7 @@ async fn raw_exec(db: &TestDb, statements: &[&str]) {
 }
 
 store_test!(
-    hourly_rows_stored_before_the_rollups_are_rolled_up_at_start,
+    hourly_rows_without_rollups_are_rolled_up_once_marked,
     |db| {
         let u = &db.stores.usage;
         let items: Vec<IngestItem> = seeded_usage(11, 500)
@@ -1396,20 +1427,86 @@ store_test!(
             })
             .collect();
         u.commit_ingest(&items, T0).await.unwrap();
-        // A database of the version before the rollups: hourly rows only, the build pending.
+        compact_all(&db.stores).await;
+        // What migration 0018 leaves: no rollup rows, every day with hours marked.
         raw_exec(
             db,
             &[
                 "DELETE FROM usage_daily",
+                "DELETE FROM usage_days2",
+                "DELETE FROM usage_days4",
+                "DELETE FROM usage_days8",
+                "DELETE FROM usage_days16",
                 "DELETE FROM usage_monthly",
-                "INSERT INTO usage_rollups_pending (id) VALUES (1)",
+                "INSERT INTO usage_dirty (env, customer_ref, metric_id, day_ms, gen)
+                 SELECT DISTINCT env, customer_ref, metric_id, hour_ms - (hour_ms % 86400000), 1
+                 FROM usage_hourly",
             ],
         )
         .await;
         let reopened = db.reopen().await;
+        assert!(compact_all(&reopened).await > 0);
         assert_rollups_in_step(&reopened).await;
-        // Done once: a second start finds nothing pending and rolls nothing up twice.
-        assert_eq!(reopened.usage.build_rollups().await.unwrap(), 0);
-        assert_rollups_in_step(&db.reopen().await).await;
+        // Rolled up once: compacting again changes nothing.
+        assert_eq!(compact_all(&reopened).await, 0);
+        assert_rollups_in_step(&reopened).await;
+    }
+);
+
+store_test!(
+    compaction_racing_ingest_and_batches_leaves_every_rollup_the_merge_of_its_hours,
+    |db| {
+        let usage = seeded_usage(23, 1_600);
+        let u = db.stores.usage.clone();
+        // Compaction runs without pause while 16 writers ingest and apply batches into the same
+        // days: a day written during a run must stay dirty, never lose its new hours.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let compactor = {
+            let (u, stop) = (u.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    u.compact_rollups(4).await.unwrap();
+                    runs += 1;
+                }
+                runs
+            })
+        };
+        let mut writers = Vec::new();
+        for (w, chunk) in usage.chunks(100).enumerate() {
+            let (u, chunk) = (u.clone(), chunk.to_vec());
+            writers.push(tokio::spawn(async move {
+                for (n, part) in chunk.chunks(10).enumerate() {
+                    if w % 2 == 0 {
+                        let items: Vec<IngestItem> = part
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (key, acc))| IngestItem {
+                                env: SBX,
+                                transaction_id: format!("w{w}-{n}-{i}"),
+                                contributions: vec![(key.clone(), acc.clone())],
+                            })
+                            .collect();
+                        u.commit_ingest(&items, T0).await.unwrap();
+                    } else {
+                        let partials: Vec<(Env, PartialKey, Accumulator)> = part
+                            .iter()
+                            .map(|(k, a)| (SBX, k.clone(), a.clone()))
+                            .collect();
+                        let seq = u64::try_from(n).unwrap();
+                        u.apply_batch(&format!("shard-{w}"), seq, &partials, T0)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(compactor.await.unwrap() > 0);
+        compact_all(&db.stores).await;
+        assert_rollups_in_step(&db.stores).await;
     }
 );

@@ -12,10 +12,12 @@ use sqlx::{PgConnection, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
-use tally_core::rollup::Range;
+use tally_core::rollup::{Level, Range};
+use tally_core::time::DAY_MS;
 
 use super::super::usage::{
-    self, decode_acc, decode_groups, parse_env, sql, table, Claim, LevelKey, RowKey, RowWrite,
+    self, decode_acc, decode_groups, parse_env, sql, table, Claim, Compacted, DayKey, DirtyDay,
+    LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -71,29 +73,77 @@ impl usage::TableIo for Tx<'_, '_> {
     }
 }
 
-impl usage::RollupTx for Tx<'_, '_> {
-    async fn take_rollup_build(&mut self) -> StoreResult<bool> {
-        let done = sqlx::query(sql::TAKE_ROLLUP_BUILD)
+impl usage::TouchTx for Tx<'_, '_> {
+    async fn touch_days(&mut self, days: &[DayKey]) -> StoreResult<()> {
+        if days.is_empty() {
+            return Ok(());
+        }
+        let envs: Vec<&str> = days.iter().map(|d| d.0.as_str()).collect();
+        let refs: Vec<&str> = days.iter().map(|d| d.1.as_str()).collect();
+        let metrics: Vec<&str> = days.iter().map(|d| d.2.as_str()).collect();
+        let starts: Vec<i64> = days.iter().map(|d| d.3).collect();
+        let statement = format!(
+            "INSERT INTO usage_dirty (env, customer_ref, metric_id, day_ms, gen)
+             SELECT e, c, m, d, 1 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                 AS k(e, c, m, d){}",
+            sql::TOUCH_DAYS_CONFLICT
+        );
+        sqlx::query(&statement)
+            .bind(&envs)
+            .bind(&refs)
+            .bind(&metrics)
+            .bind(&starts)
             .execute(&mut *self.conn)
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(())
     }
+}
 
-    async fn hourly_page(
-        &mut self,
-        after: Option<&RowKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
-        let rows = sqlx::query(sql::HOURLY_PAGE)
-            .bind(after.map_or("", |k| k.0.as_str()))
-            .bind(after.map_or("", |k| k.1.as_str()))
-            .bind(after.map_or("", |k| k.2.as_str()))
-            .bind(after.map_or(i64::MIN, |k| k.3))
-            .bind(after.map_or("", |k| k.4.as_str()))
+impl usage::CompactTx for Tx<'_, '_> {
+    async fn dirty_days(&mut self, limit: i64) -> StoreResult<Vec<DirtyDay>> {
+        let rows = sqlx::query(sql::DIRTY_DAYS)
             .bind(limit)
             .fetch_all(&mut *self.conn)
             .await?;
-        rows.iter().map(key_and_acc).collect()
+        rows.iter()
+            .map(|row| {
+                let key = (parse_env(row.get(0))?, row.get(1), row.get(2), row.get(3));
+                Ok((key, row.get(4)))
+            })
+            .collect()
+    }
+
+    async fn hours_of(&mut self, day: &DayKey) -> StoreResult<Vec<(String, Accumulator)>> {
+        let (env, customer_ref, metric_id, day_ms) = day;
+        let rows = sqlx::query(sql::HOURS_OF_DAY)
+            .bind(env.as_str())
+            .bind(customer_ref)
+            .bind(metric_id)
+            .bind(*day_ms)
+            .bind(day_ms.saturating_add(DAY_MS))
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.get(0), decode_acc(row.get(1))?)))
+            .collect()
+    }
+
+    async fn settle(&mut self, day: &DirtyDay, failed: bool) -> StoreResult<()> {
+        let ((env, customer_ref, metric_id, day_ms), gen) = day;
+        let statement = if failed {
+            sql::FAIL_DAY
+        } else {
+            sql::CLEAR_DAY
+        };
+        sqlx::query(statement)
+            .bind(env.as_str())
+            .bind(customer_ref)
+            .bind(metric_id)
+            .bind(*day_ms)
+            .bind(*gen)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -284,11 +334,42 @@ impl UsageStore for PostgresStore {
         Ok(outcomes)
     }
 
-    async fn build_rollups(&self) -> StoreResult<u64> {
+    async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted> {
+        let pending: i64 = sqlx::query_scalar(sql::DIRTY_PENDING)
+            .fetch_one(&self.pool)
+            .await?;
+        if pending == 0 {
+            return Ok(Compacted::default());
+        }
         let mut tx = self.pool.begin().await?;
-        let rolled = usage::build_rollups(&mut Tx::lock(&mut tx, 0).await?).await?;
+        let done = usage::compact(&mut Tx::lock(&mut tx, 0).await?, limit).await?;
         tx.commit().await?;
-        Ok(rolled)
+        Ok(done)
+    }
+
+    async fn dirty_days(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT day_ms FROM usage_dirty
+             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
+               AND day_ms >= $4 AND day_ms < $5",
+        )
+        .bind(env.as_str())
+        .bind(customer_refs)
+        .bind(metric_ids)
+        .bind(Level::Day.block_start(from_ms))
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn level_rows(

@@ -11,10 +11,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
-use tally_core::rollup::Range;
+use tally_core::rollup::{Level, Range};
+use tally_core::time::DAY_MS;
 
 use super::super::usage::{
-    self, decode_acc, decode_groups, parse_env, sql, table, Claim, LevelKey, RowKey, RowWrite,
+    self, decode_acc, decode_groups, parse_env, sql, table, Claim, Compacted, DayKey, DirtyDay,
+    LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -65,40 +67,71 @@ impl usage::TableIo for Tx<'_, '_> {
     }
 }
 
-impl usage::RollupTx for Tx<'_, '_> {
-    async fn take_rollup_build(&mut self) -> StoreResult<bool> {
-        let done = sqlx::query(sql::TAKE_ROLLUP_BUILD)
-            .execute(&mut *self.conn)
-            .await?;
-        Ok(done.rows_affected() > 0)
+impl usage::TouchTx for Tx<'_, '_> {
+    async fn touch_days(&mut self, days: &[DayKey]) -> StoreResult<()> {
+        for chunk in chunks(days) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_dirty (env, customer_ref, metric_id, day_ms, gen) ",
+            );
+            q.push_values(chunk, |mut b, (env, customer_ref, metric_id, day_ms)| {
+                b.push_bind(env.as_str())
+                    .push_bind(customer_ref)
+                    .push_bind(metric_id)
+                    .push_bind(*day_ms)
+                    .push_bind(1i64);
+            });
+            q.push(sql::TOUCH_DAYS_CONFLICT);
+            q.build().execute(&mut *self.conn).await?;
+        }
+        Ok(())
     }
+}
 
-    async fn hourly_page(
-        &mut self,
-        after: Option<&RowKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<(RowKey, Accumulator)>> {
-        let rows = sqlx::query(sql::HOURLY_PAGE)
-            .bind(after.map_or("", |k| k.0.as_str()))
-            .bind(after.map_or("", |k| k.1.as_str()))
-            .bind(after.map_or("", |k| k.2.as_str()))
-            .bind(after.map_or(i64::MIN, |k| k.3))
-            .bind(after.map_or("", |k| k.4.as_str()))
+impl usage::CompactTx for Tx<'_, '_> {
+    async fn dirty_days(&mut self, limit: i64) -> StoreResult<Vec<DirtyDay>> {
+        let rows = sqlx::query(sql::DIRTY_DAYS)
             .bind(limit)
             .fetch_all(&mut *self.conn)
             .await?;
         rows.iter()
             .map(|row| {
-                let key = (
-                    parse_env(row.get(0))?,
-                    row.get(1),
-                    row.get(2),
-                    row.get(3),
-                    row.get(4),
-                );
-                Ok((key, decode_acc(row.get(5))?))
+                let key = (parse_env(row.get(0))?, row.get(1), row.get(2), row.get(3));
+                Ok((key, row.get(4)))
             })
             .collect()
+    }
+
+    async fn hours_of(&mut self, day: &DayKey) -> StoreResult<Vec<(String, Accumulator)>> {
+        let (env, customer_ref, metric_id, day_ms) = day;
+        let rows = sqlx::query(sql::HOURS_OF_DAY)
+            .bind(env.as_str())
+            .bind(customer_ref)
+            .bind(metric_id)
+            .bind(*day_ms)
+            .bind(day_ms.saturating_add(DAY_MS))
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.get(0), decode_acc(row.get(1))?)))
+            .collect()
+    }
+
+    async fn settle(&mut self, day: &DirtyDay, failed: bool) -> StoreResult<()> {
+        let ((env, customer_ref, metric_id, day_ms), gen) = day;
+        let statement = if failed {
+            sql::FAIL_DAY
+        } else {
+            sql::CLEAR_DAY
+        };
+        sqlx::query(statement)
+            .bind(env.as_str())
+            .bind(customer_ref)
+            .bind(metric_id)
+            .bind(*day_ms)
+            .bind(*gen)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -309,11 +342,38 @@ impl UsageStore for SqliteStore {
         Ok(outcomes)
     }
 
-    async fn build_rollups(&self) -> StoreResult<u64> {
+    async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted> {
+        let pending: i64 = sqlx::query_scalar(sql::DIRTY_PENDING)
+            .fetch_one(&self.pool)
+            .await?;
+        if pending == 0 {
+            return Ok(Compacted::default());
+        }
         let mut tx = self.begin_write().await?;
-        let rolled = usage::build_rollups(&mut Tx::new(&mut tx, 0)).await?;
+        let done = usage::compact(&mut Tx::new(&mut tx, 0), limit).await?;
         tx.commit().await?;
-        Ok(rolled)
+        Ok(done)
+    }
+
+    async fn dirty_days(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT DISTINCT day_ms FROM usage_dirty WHERE env = ");
+        push_usage_filter(&mut q, env, customer_refs, metric_ids);
+        q.push(") AND day_ms >= ")
+            .push_bind(Level::Day.block_start(from_ms))
+            .push(" AND day_ms < ")
+            .push_bind(to_ms);
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
     }
 
     async fn level_rows(
