@@ -48,4 +48,5 @@ fn the_preview_page_prices_like_preview_events_in_chromium() {
         server.logs()
     );
     assert!(stdout.contains("preview page: ok"), "{stdout}");
+    println!("{stdout}");
 }

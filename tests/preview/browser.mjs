@@ -117,16 +117,21 @@ const globex = await customer("Globex", `globex-${suffix}`, {
 const ev = (tid, type, hoursAgo, properties) =>
   ({ transaction_id: `${tid}-${suffix}`, event_type: type, timestamp: at(hoursAgo, 17), properties });
 const scenarios = [
-  { name: "tiers (replace)", customer: acme, mode: "replace",
+  // Totals by hand: 10500.5 calls = 1000 x 0.02 + 9000 x 0.015 + 500.5 x 0.0125.
+  { name: "tiers (replace)", customer: acme, mode: "replace", total: "161.25625",
     events: [ev("a1", "call", 10, { n: "1500" }), ev("a2", "call", 3, { n: "9000.5" })] },
-  { name: "group keys and UNIQUE (replace)", customer: acme, mode: "replace",
+  // 12.5 x 0.125 + 0.333 x 0.125 + 2 seats (ada, bob) x 7.
+  { name: "group keys and UNIQUE (replace)", customer: acme, mode: "replace", total: "15.604125",
     events: [ev("b1", "store", 9, { gb: "12.5", region: "eu" }),
       ev("b2", "store", 8, { gb: "0.333", region: "us" }),
       ev("b3", "login", 7, { user: "ada" }), ev("b4", "login", 6, { user: "bob" }),
       ev("b5", "login", 5, { user: "ada" })] },
-  { name: "override (replace)", customer: globex, mode: "replace",
+  // 100 x 0.125 x 0.8 (the override) + 42 x 0.02.
+  { name: "override (replace)", customer: globex, mode: "replace", total: "10.84",
     events: [ev("c1", "store", 4, { gb: "100", region: "eu" }), ev("c2", "call", 4, { n: "42" })] },
-  { name: "merge with stored usage", customer: acme, mode: "merge", ingest: true,
+  // (800 stored + 250.75) calls = 1000 x 0.02 + 50.75 x 0.015; seats ada (stored) and cy x 7;
+  // 3 x 0.125.
+  { name: "merge with stored usage", customer: acme, mode: "merge", ingest: true, total: "35.13625",
     events: [ev("d1", "call", 2, { n: "250.75" }), ev("d2", "login", 2, { user: "cy" }),
       ev("d3", "store", 1, { gb: "3", region: "eu" })] },
 ];
@@ -196,6 +201,13 @@ try {
     assert.deepEqual(totals, previewed.map((inv) => inv.total), s.name);
     const lineTotals = await page.$$eval("tr.line td.total", (cells) => cells.map((c) => c.textContent));
     assert.deepEqual(lineTotals, previewed.flatMap((inv) => inv.line_items.map((l) => l.total)), s.name);
+    // Within one calendar month the customer has one open draft, priced as computed by hand
+    // (at a month's first hours the usage spans two periods: the byte checks above still hold).
+    const months = new Set([start, ...s.events.map((e) => e.timestamp)].map((t) => t.slice(0, 7)));
+    if (months.size === 1) {
+      assert.equal(previewed.length, 1, s.name);
+      assert.equal(previewed[0].total, s.total, `${s.name}: the total computed by hand`);
+    }
     console.log(`${s.name}: ${previewed.map((inv) => inv.total).join(", ")} (page = previewEvents)`);
     if (!shot && process.env.SCREENSHOT && s.name.startsWith("group")) {
       await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
