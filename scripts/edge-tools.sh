@@ -11,7 +11,9 @@
 # (it must equal the wasm-bindgen library version edge/Cargo.toml pins); npm (root package.json and
 # package-lock.json, into ./node_modules): wrangler 4.86.0 (the last release that runs on Node 20),
 # miniflare 4.20260426.0 (the one that wrangler bundles), binaryen 132.0.0 (wasm-opt; Debian's is
-# too old) and esbuild 0.28.2. worker-build downloads wasm-bindgen, wasm-opt and esbuild itself
+# too old) and esbuild 0.28.2; also playwright-core 1.65.2, which the browser preview's Chromium
+# test drives (tests/preview/browser.mjs; it never downloads a browser), since this is where the
+# root package.json is installed. worker-build downloads wasm-bindgen, wasm-opt and esbuild itself
 # unless WASM_BINDGEN_BIN, WASM_OPT_BIN and ESBUILD_BIN name them (it does not look on PATH);
 # this script sets all three, so nothing is downloaded outside the package registries.
 set -euo pipefail
@@ -34,7 +36,8 @@ npm_pinned() { # package, version: installed in ./node_modules at exactly that v
 
 npm_ok() {
   npm_pinned wrangler 4.86.0 && npm_pinned miniflare 4.20260426.0 \
-    && npm_pinned binaryen 132.0.0 && npm_pinned esbuild 0.28.2
+    && npm_pinned binaryen 132.0.0 && npm_pinned esbuild 0.28.2 \
+    && npm_pinned playwright-core 1.65.2
 }
 
 installed() {

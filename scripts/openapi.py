@@ -107,6 +107,7 @@ METRONOME = {
     "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
+    "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
 }
 
 TALLY_TAG = "Tally"
@@ -262,11 +263,97 @@ TALLY: dict[tuple[str, str], object] = {
             "properties": {"id": {"type": "string"}},
         },
     ),
+    ("get", "/v1/customers/{customer_id}/pricingSnapshot"): tally_operation(
+        "getPricingSnapshot-tally",
+        "A customer's pricing snapshot for the browser preview",
+        "Tally extension (not a Metronome path): everything the browser cost preview (`GET "
+        "/preview`, core compiled to WASM) prices with, so it computes what `previewEvents` "
+        "returns to the last digit. Per contract of the customer with an open draft usage "
+        "invoice: its pricing snapshot (core's `PricingSnapshot`: credit types, billable "
+        "metrics, products, rates, overrides, commits and credits, conversions), what its "
+        "invoices show of products, and each open draft period with its invoice id, the "
+        "balances' ledger before it and (unless `include_usage=false`) its stored usage rows. "
+        "Scoped to the token's environment; 404 for an unknown customer. The shape is core's "
+        "and may change between Tally versions.",
+        {
+            "200": json_response(
+                "Success",
+                {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"$ref": "#/components/schemas/TallyPreviewSnapshot"}},
+                },
+            ),
+            "400": json_response("A malformed include_usage", ERROR),
+            "404": json_response("No such customer", ERROR),
+        },
+        open_=False,
+    )
+    | {
+        "parameters": [
+            {"$ref": "#/components/parameters/CustomerId"},
+            {
+                "name": "include_usage",
+                "in": "query",
+                "required": False,
+                "description": "Whether each period carries its stored usage (default true).",
+                "schema": {"type": "boolean", "default": True},
+            },
+        ]
+    },
+    ("get", "/preview"): tally_operation(
+        "getPreviewPage-tally",
+        "The browser cost preview page",
+        "Tally extension: a static page that fetches a customer's pricing snapshot (with the "
+        "token entered in it) and prices hypothetical usage in the browser with core compiled "
+        "to WASM. Needs no token to load.",
+        {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        open_=True,
+    ),
+    ("get", "/preview/tally_core.js"): tally_operation(
+        "getPreviewGlue-tally",
+        "The preview's WASM module loader",
+        "Tally extension: the wasm-bindgen JavaScript glue of the preview's WASM module (an ES "
+        "module). Needs no token.",
+        {"200": {"description": "The glue", "content": {"text/javascript": {"schema": {"type": "string"}}}}},
+        open_=True,
+    ),
+    ("get", "/preview/tally_core_bg.wasm"): tally_operation(
+        "getPreviewModule-tally",
+        "The preview's WASM module",
+        "Tally extension: tally-core built for the browser (its `wasm` feature). Needs no token.",
+        {
+            "200": {
+                "description": "The module",
+                "content": {"application/wasm": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+        open_=True,
+    ),
     ("post", "/v1/customers/create"): ("alias", "createCustomer-v1"),
     ("post", "/v1/contract-pricing/rate-cards/rates/add"): ("alias", "addRate-v1"),
 }
 
 TALLY_SCHEMAS = {
+    "TallyPreviewSnapshot": {
+        "type": "object",
+        "required": ["customer_id", "contracts"],
+        "properties": {
+            "customer_id": {"type": "string"},
+            "contracts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["pricing", "products", "periods"],
+                    "properties": {
+                        "pricing": {"type": "object"},
+                        "products": {"type": "object"},
+                        "periods": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    },
     "TallyStuckContract": {
         "type": "object",
         "required": [

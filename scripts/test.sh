@@ -5,7 +5,8 @@
 # (schemathesis), crash, fault, limit and replica tests, and the edge Worker (wasm32 lints, an
 # offline deployment dry run, and its tests on workerd in front of the real tally).
 # Installs or starts what the tests need first when it is missing (the wasm32 and no_std targets,
-# Metronome's Python SDK, schemathesis, the local PostgreSQL server).
+# Metronome's Python SDK, schemathesis, Chromium for the browser preview test, the local PostgreSQL
+# server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,11 @@ python3 -c 'import schemathesis, sys; sys.exit(0 if schemathesis.__version__ == 
 
 step "edge toolchain (worker-build, wasm-bindgen-cli, wrangler, Miniflare, wasm-opt, esbuild; cached)"
 bash scripts/edge-tools.sh install >/dev/null
+
+step "headless Chromium for the browser preview's test (Debian's chromium; cached)"
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 
 step "PostgreSQL (store conformance, SDK and replica tests create throwaway databases on it)"
 # TALLY_TEST_PG_URL points the tests at another server; otherwise make sure the local one is up.
@@ -47,6 +53,9 @@ cargo fmt --all -- --check
 
 step "the served OpenAPI document is what scripts/openapi.py builds from ../shared/reference"
 python3 scripts/openapi.py --check
+
+step "the committed browser preview module (central/assets/preview/) is built from the current sources"
+bash scripts/preview-wasm.sh check
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings

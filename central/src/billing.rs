@@ -16,11 +16,12 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tally_core::balances::{BalanceKind, BalanceRef};
-use tally_core::invoice::{Invoice, InvoiceKind, InvoiceLine, LineKind};
+use tally_core::invoice::{Invoice, InvoiceKind};
+use tally_core::invoice_json::{self, InvoiceHeader, ProductView};
 use tally_core::money::{CreditType, CreditTypeId};
 use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
+use tally_core::rating::UsageRow;
 use tally_core::rollup;
 
 use crate::model::{
@@ -28,7 +29,6 @@ use crate::model::{
     RateCard, RateRecord,
 };
 use crate::store::{ArchiveFilter, Env, InvoiceRow, InvoiceStatus, StoreError};
-use crate::wire::{set_opt, Dec, Time};
 use crate::AppState;
 
 /// Why an invoice could not be computed. No HTTP here: `http::error` maps it to a status.
@@ -250,12 +250,25 @@ impl RatingContext {
         snapshot: &PricingSnapshot,
         period: Period,
     ) -> BillingResult<Invoice> {
+        let usage = self.stored_usage(st, env, snapshot, period).await?;
+        price_invoice(snapshot, &usage, period).map_err(|e| BillingError::Rating(e.to_string()))
+    }
+
+    /// The stored usage a period's invoice prices: the fewest rollup rows that cover the period
+    /// without crossing an instant where pricing splits it, days not yet rolled up read by the
+    /// hour (pricing them equals pricing every hour, core's law), plus LATEST metrics'
+    /// baselines. Drafts and
+    /// `merge` previews read usage only through here.
+    pub async fn stored_usage(
+        &self,
+        st: &AppState,
+        env: Env,
+        snapshot: &PricingSnapshot,
+        period: Period,
+    ) -> BillingResult<Vec<UsageRow>> {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
         let ids: Vec<String> = metrics.keys().cloned().collect();
-        // The fewest rollup rows that cover the period without crossing an instant where
-        // pricing splits it, days not yet rolled up read by the hour: pricing them equals
-        // pricing every hour (core's law).
         let cuts = rollup::cuts(snapshot, period);
         let usage_store = &st.stores.usage;
         let dirty = usage_store
@@ -274,18 +287,23 @@ impl RatingContext {
                     .await?,
             );
         }
-        price_invoice(snapshot, &usage, period).map_err(|e| BillingError::Rating(e.to_string()))
+        Ok(usage)
     }
 
-    /// A credit type as the API shows it (`{id, name}`).
-    fn credit_type_json(&self, id: &CreditTypeId) -> BillingResult<Value> {
-        let c = self.snapshot.credit_type(id).ok_or_else(|| {
-            BillingError::Rating(format!(
-                "credit type {} is not in the snapshot",
-                id.as_str()
-            ))
-        })?;
-        serde_json::to_value(c).map_err(|e| BillingError::Rating(e.to_string()))
+    /// What invoices show of the card's products besides pricing (tags now, custom fields,
+    /// whether COMPOSITE).
+    pub fn product_views(&self) -> BTreeMap<String, ProductView> {
+        self.product_info
+            .iter()
+            .map(|(id, p)| {
+                let view = ProductView {
+                    tags: p.current.tags.clone(),
+                    custom_fields: p.custom_fields.clone(),
+                    composite: p.product_type == ProductType::Composite,
+                };
+                (id.clone(), view)
+            })
+            .collect()
     }
 }
 
@@ -329,7 +347,29 @@ pub async fn render_computed(
     render(contract, row, &priced, ctx, st.settings.invoice_grace_ms)
 }
 
-/// The API's invoice JSON, made from core's typed invoice: the one place it is shaped.
+/// The fields an invoice shows from its row, contract and customer (core's `InvoiceHeader`).
+pub fn header(
+    contract: &Contract,
+    row: &InvoiceRow,
+    ctx: &RatingContext,
+    grace_ms: i64,
+) -> InvoiceHeader {
+    InvoiceHeader {
+        id: row.id.clone(),
+        customer_id: row.customer_id.clone(),
+        contract_id: contract.id.clone(),
+        status: row.status.as_str().to_string(),
+        start_ms: row.period_start_ms,
+        end_ms: row.period_end_ms,
+        issued_at_ms: row.period_end_ms.saturating_add(grace_ms),
+        contract_custom_fields: contract.custom_fields.clone(),
+        customer_custom_fields: ctx.customer.custom_fields.clone(),
+        net_payment_terms_days: contract.net_payment_terms_days.map(|d| d.0),
+    }
+}
+
+/// The API's invoice JSON, made from core's typed invoice by core's one renderer
+/// (`tally_core::invoice_json`, which previews use too).
 fn render(
     contract: &Contract,
     row: &InvoiceRow,
@@ -337,143 +377,14 @@ fn render(
     ctx: &RatingContext,
     grace_ms: i64,
 ) -> BillingResult<Value> {
-    let lines = priced
-        .lines
-        .iter()
-        .map(|l| line_json(l, ctx))
-        .collect::<BillingResult<Vec<Value>>>()?;
-    let mut invoice = json!({
-        "id": row.id,
-        "customer_id": row.customer_id,
-        "contract_id": contract.id,
-        "type": match priced.kind {
-            InvoiceKind::Usage => "USAGE",
-            InvoiceKind::Scheduled => "SCHEDULED",
-        },
-        "status": row.status.as_str(),
-        "start_timestamp": Time(row.period_start_ms),
-        "end_timestamp": Time(row.period_end_ms),
-        "issued_at": Time(row.period_end_ms.saturating_add(grace_ms)),
-        "credit_type": ctx.credit_type_json(&priced.credit_type)?,
-        "line_items": lines,
-        "subtotal": Dec(priced.subtotal.get(&priced.credit_type)),
-        "total": Dec(priced.total.get(&priced.credit_type)),
-        "contract_custom_fields": contract.custom_fields,
-        "customer_custom_fields": ctx.customer.custom_fields,
-        "custom_fields": {},
-    });
-    // Optional and non-nullable in the document: left out when the contract sets no terms.
-    set_opt(
-        &mut invoice,
-        "net_payment_terms_days",
-        contract.net_payment_terms_days,
-    );
-    Ok(invoice)
-}
-
-/// The wire names of a line's kind: its `type` and `product_type`.
-fn kind_names(kind: LineKind) -> (&'static str, &'static str) {
-    match kind {
-        LineKind::Usage => ("usage", "UsageProductListItem"),
-        LineKind::Scheduled => ("scheduled", "FixedProductListItem"),
-        LineKind::ProfessionalService => ("professional_service", "ProServiceProductListItem"),
-        LineKind::Subscription => ("subscription", "SubscriptionProductListItem"),
-        LineKind::CommitPurchase => ("commit_purchase", "FixedProductListItem"),
-        LineKind::AppliedCommit | LineKind::AppliedCredit => {
-            ("applied_commit_or_credit", "FixedProductListItem")
-        }
-        LineKind::TrueUp => ("postpaid_trueup", "FixedProductListItem"),
-        LineKind::CpuConversion => ("cpu_conversion", ""),
-    }
-}
-
-fn line_json(l: &InvoiceLine, ctx: &RatingContext) -> BillingResult<Value> {
-    let product = ctx.product_info.get(&l.product_id);
-    let (line_type, mut product_type) = kind_names(l.kind);
-    // A composite's percentage line is a `usage` line of a COMPOSITE product (the document's
-    // `InvoiceLineItem.type`: "usage product or composite product").
-    let composite = product.is_some_and(|p| p.product_type == ProductType::Composite);
-    if l.kind == LineKind::Usage && composite {
-        product_type = "CompositeProductListItem";
-    }
-    let mut v = json!({
-        "name": l.name,
-        "type": line_type,
-        "product_id": l.product_id,
-        "product_type": product_type,
-        "product_tags": product.map(|p| p.current.tags.clone()).unwrap_or_default(),
-        "product_custom_fields": product.map(|p| p.custom_fields.clone()).unwrap_or_default(),
-        "quantity": Dec(l.quantity),
-        "unit_price": Dec(l.unit_price.value),
-        "total": Dec(l.total.value),
-        "credit_type": ctx.credit_type_json(&l.total.credit_type)?,
-        "starting_at": Time(l.segment.start_ms),
-        "ending_before": Time(l.segment.end_ms),
-    });
-    if l.kind == LineKind::CpuConversion {
-        // A conversion belongs to no product: units of a custom credit type at its rate.
-        if let Some(map) = v.as_object_mut() {
-            for field in [
-                "product_id",
-                "product_type",
-                "product_tags",
-                "product_custom_fields",
-            ] {
-                map.remove(field);
-            }
-        }
-    }
-    if let Some(p) = &l.pricing_group_values {
-        v["pricing_group_values"] = json!(p);
-    }
-    if let Some(p) = &l.presentation_group_values {
-        v["presentation_group_values"] = json!(p);
-    }
-    if let Some(t) = &l.tier {
-        v["tier"] = json!({
-            "level": t.level,
-            "starting_at": t.starting_at.normalize().to_string(),
-            "size": t.size.map(|s| s.normalize().to_string()),
-        });
-    }
-    if let Some(b) = &l.balance {
-        balance_fields(&mut v, l.kind, b);
-    }
-    let id_field = match l.kind {
-        LineKind::ProfessionalService => "professional_service_id",
-        _ => "scheduled_charge_id",
-    };
-    set_opt(&mut v, id_field, l.scheduled_charge_id.as_ref());
-    if l.kind == LineKind::Subscription {
-        set_opt(&mut v, "subscription_id", l.subscription_id.as_ref());
-        v["is_prorated"] = json!(l.is_prorated);
-    }
-    Ok(v)
-}
-
-/// The fields naming the commit or credit a line belongs to (§2.14 `LineItem`).
-fn balance_fields(v: &mut Value, kind: LineKind, b: &BalanceRef) {
-    match kind {
-        LineKind::AppliedCommit | LineKind::AppliedCredit => {
-            v["applied_commit_or_credit"] = json!({ "id": b.id, "type": b.kind.as_str() });
-            // An applied line is an amount, not units at a price.
-            if let Some(map) = v.as_object_mut() {
-                map.remove("quantity");
-                map.remove("unit_price");
-            }
-        }
-        LineKind::TrueUp => v["postpaid_commit"] = json!({ "id": b.id }),
-        _ => {
-            v["commit_id"] = json!(b.id);
-            set_opt(v, "commit_segment_id", b.segment_id.as_ref());
-            let commit_type = match b.kind {
-                BalanceKind::PrepaidCommit => Some("PrepaidCommit"),
-                BalanceKind::PostpaidCommit => Some("PostpaidCommit"),
-                BalanceKind::Credit => None,
-            };
-            set_opt(v, "commit_type", commit_type);
-        }
-    }
+    let header = header(contract, row, ctx, grace_ms);
+    invoice_json::invoice(
+        &header,
+        priced,
+        &ctx.product_views(),
+        &ctx.snapshot.credit_types,
+    )
+    .map_err(|e| BillingError::Rating(e.to_string()))
 }
 
 /// The invoice as the API shows it: drafts computed now, others from their frozen body.

@@ -2,7 +2,8 @@
 //!
 //! The same crate runs natively in central and compiled to WASM in the edge Worker, so what both
 //! compute is the same to the last digit. It builds for the browser's target too (wasm32, and
-//! without std at all); the browser preview's bindings (a `wasm` feature) do not exist yet.
+//! without std at all); the optional `wasm` feature adds the browser preview's bindings (`wasm`:
+//! `preview::preview_json` through wasm-bindgen), off by default.
 //!
 //! Invariants:
 //! - No IO, no clock, no threads: "now" is always a parameter (`now_ms`).
@@ -28,10 +29,12 @@ pub mod event;
 pub mod fold;
 pub mod ingest;
 pub mod invoice;
+pub mod invoice_json;
 pub mod metric;
 pub mod money;
 pub mod overrides;
 pub mod period;
+pub mod preview;
 pub mod pricing;
 pub mod product;
 pub mod product_order;
@@ -42,3 +45,5 @@ pub mod rollup;
 pub mod schedule;
 pub mod subscriptions;
 pub mod time;
+#[cfg(feature = "wasm")]
+pub mod wasm;

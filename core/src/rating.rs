@@ -243,6 +243,34 @@ pub struct UsageRow {
     pub acc: Accumulator,
 }
 
+/// A usage row's key: metric, grain values, hour (or block start).
+pub type RowKey = (String, GroupValues, i64);
+
+/// Usage rows from `(key, contribution)` pairs, the contributions of one key merged in order
+/// (`Accumulator::merge`), in key order.
+pub fn merge_rows(
+    items: impl IntoIterator<Item = (RowKey, Accumulator)>,
+) -> Result<Vec<UsageRow>, MergeError> {
+    let mut rows: BTreeMap<RowKey, Accumulator> = BTreeMap::new();
+    for (key, acc) in items {
+        match rows.get_mut(&key) {
+            Some(existing) => existing.merge(&acc)?,
+            None => {
+                rows.insert(key, acc);
+            }
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|((metric_id, groups, hour_ms), acc)| UsageRow {
+            metric_id,
+            groups,
+            hour_ms,
+            acc,
+        })
+        .collect())
+}
+
 /// Everything rating needs for one period.
 pub struct RatingInput<'a> {
     pub period: Period,

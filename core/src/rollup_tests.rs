@@ -8,9 +8,8 @@ use crate::metric::Aggregation;
 use crate::overrides::{self, OverrideSpec, OverrideType, Prioritization};
 use crate::pricing::price_invoice;
 use crate::rating::tests::{d, metric, product, rate, row, state, t, usd, SEP};
-use crate::rating::{Price, Tier, UsageRow};
-use alloc::collections::BTreeMap;
-use alloc::string::{String, ToString};
+use crate::rating::{merge_rows, Price, Tier, UsageRow};
+use alloc::string::ToString;
 use alloc::vec;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -182,8 +181,7 @@ fn rolled(rows: &[UsageRow], period: Period, cuts: &[i64], dirty: &[i64]) -> Vec
         .filter(|r| !period.contains(r.hour_ms))
         .cloned()
         .collect();
-    let mut blocks: BTreeMap<(String, Vec<Option<String>>, i64), Accumulator> = BTreeMap::new();
-    for r in rows.iter().filter(|r| period.contains(r.hour_ms)) {
+    let blocks = rows.iter().filter(|r| period.contains(r.hour_ms)).map(|r| {
         let range = ranges
             .iter()
             .find(|g| g.from_ms <= r.hour_ms && r.hour_ms < g.to_ms)
@@ -193,23 +191,9 @@ fn rolled(rows: &[UsageRow], period: Period, cuts: &[i64], dirty: &[i64]) -> Vec
             r.groups.clone(),
             range.level.block_start(r.hour_ms),
         );
-        match blocks.get_mut(&key) {
-            Some(acc) => acc.merge(&r.acc).unwrap(),
-            None => {
-                blocks.insert(key, r.acc.clone());
-            }
-        }
-    }
-    out.extend(
-        blocks
-            .into_iter()
-            .map(|((metric_id, groups, hour_ms), acc)| UsageRow {
-                metric_id,
-                groups,
-                hour_ms,
-                acc,
-            }),
-    );
+        (key, r.acc.clone())
+    });
+    out.extend(merge_rows(blocks).unwrap());
     out
 }
 
@@ -328,24 +312,11 @@ prop_compose! {
 
 /// Rows of one key and hour merged into one, as the store keeps them.
 fn stored(rows: Vec<UsageRow>) -> Vec<UsageRow> {
-    let mut by_key: BTreeMap<(String, Vec<Option<String>>, i64), Accumulator> = BTreeMap::new();
-    for r in rows {
-        match by_key.get_mut(&(r.metric_id.clone(), r.groups.clone(), r.hour_ms)) {
-            Some(acc) => acc.merge(&r.acc).unwrap(),
-            None => {
-                by_key.insert((r.metric_id, r.groups, r.hour_ms), r.acc);
-            }
-        }
-    }
-    by_key
-        .into_iter()
-        .map(|((metric_id, groups, hour_ms), acc)| UsageRow {
-            metric_id,
-            groups,
-            hour_ms,
-            acc,
-        })
-        .collect()
+    merge_rows(
+        rows.into_iter()
+            .map(|r| ((r.metric_id, r.groups, r.hour_ms), r.acc)),
+    )
+    .unwrap()
 }
 
 proptest! {

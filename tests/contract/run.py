@@ -713,6 +713,24 @@ def walkthrough(call: Walk) -> dict[str, list]:
         ]
     ]
     call("getInvoice-v1", path={"customer_id": acme, "invoice_id": invoices[-1]})
+    # Cost previews (issue 15): nothing stored; the browser page and its WASM module.
+    call(
+        "previewCustomerEvents-v1",
+        path={"customer_id": acme},
+        body={
+            "events": [
+                {
+                    "event_type": "llm_request",
+                    "transaction_id": "preview-walk",
+                    "properties": {"model": "small", "user_id": "ada", "tokens": "1000"},
+                }
+            ],
+            "mode": "merge",
+        },
+    )
+    call("getPricingSnapshot-tally", path={"customer_id": acme})
+    for op_id in ("getPreviewPage-tally", "getPreviewGlue-tally", "getPreviewModule-tally"):
+        call(op_id)
     finalized = finalized_invoices(call, globex, at_least=2)
     if len(invoices) < 2 or len(finalized) < 2:
         raise SystemExit(f"walkthrough: expected invoices, got {invoices} and {finalized}")
@@ -924,6 +942,8 @@ BINDINGS: dict[str, dict[str, str]] = {
     "listInvoices-v1": {"path.customer_id": "customer", "query.contract_id": "contract"},
     "getInvoice-v1": {"path.customer_id": "customer", "path.invoice_id": "invoice"},
     "voidInvoice-v1": {"body.id": "voidable"},
+    "previewCustomerEvents-v1": {"path.customer_id": "customer"},
+    "getPricingSnapshot-tally": {"path.customer_id": "customer"},
     "archiveContract-v1": {
         "body.customer_id": "spare_contract_customer",
         "body.contract_id": "spare_contract",

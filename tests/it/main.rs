@@ -10,6 +10,7 @@ mod golden;
 mod limits;
 mod metrics;
 mod postgres;
+mod preview_page;
 mod sdk_python;
 mod security;
 mod stream;

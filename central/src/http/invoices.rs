@@ -12,6 +12,7 @@ use super::Routes;
 use super::MAX_PAGE_SIZE;
 use super::{decode_cursor, encode_cursor, id_response, page_limit, Body, Caller, QueryMap};
 use crate::service::invoices::{self, InvoiceQuery};
+use crate::service::previews;
 use crate::store::InvoiceStatus;
 use crate::AppState;
 
@@ -20,6 +21,8 @@ pub fn routes() -> Routes {
         .route("/v1/customers/{id}/invoices", get(list))
         .route("/v1/customers/{id}/invoices/{invoice_id}", get(retrieve))
         .route("/v1/invoices/void", post(void))
+        .route("/v1/customers/{id}/previewEvents", post(preview_events))
+        .route("/v1/customers/{id}/pricingSnapshot", get(pricing_snapshot))
 }
 
 fn time_param(q: &QueryMap, key: &str) -> ApiResult<Option<i64>> {
@@ -93,4 +96,30 @@ async fn void(
 ) -> ApiResult<Json<Value>> {
     invoices::void(&st, env, &req.id).await?;
     Ok(id_response(&req.id))
+}
+
+/// `previewEvents`: the customer's draft invoices with hypothetical events, stored nowhere.
+async fn preview_events(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Path(customer_id): Path<String>,
+    Body(body): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        previews::preview_events(&st, env, &customer_id, &body).await?,
+    ))
+}
+
+/// Tally extension: what the browser preview prices with (`tally_core::preview`'s snapshot);
+/// `include_usage=false` leaves out the stored usage `merge` needs.
+async fn pricing_snapshot(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Path(customer_id): Path<String>,
+    q: QueryMap,
+) -> ApiResult<Json<Value>> {
+    let with_usage = q.bool("include_usage")?.unwrap_or(true);
+    let snapshot = previews::snapshot(&st, env, &customer_id, with_usage).await?;
+    let data = serde_json::to_value(&snapshot).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "data": data })))
 }

@@ -25,6 +25,7 @@ mod openapi;
 mod operations;
 mod override_wire;
 mod packages;
+mod preview_page;
 mod products;
 mod rate_cards;
 mod rate_wire;
@@ -105,6 +106,7 @@ fn open_routes() -> Routes {
         .route("/livez", get(crate::telemetry::livez))
         .route("/readyz", get(crate::telemetry::readyz))
         .route("/openapi.json", get(openapi::document))
+        .merge(preview_page::routes())
 }
 
 /// The routes behind Bearer authentication.

@@ -19,6 +19,7 @@ pub mod invoices;
 pub mod jobs;
 pub mod metrics;
 pub mod packages;
+pub mod previews;
 pub mod pro_services;
 pub mod products;
 pub mod rate_cards;

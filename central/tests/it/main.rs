@@ -25,6 +25,7 @@ mod limits;
 mod openapi;
 mod overrides;
 mod packages;
+mod previews;
 mod pricing_rules;
 mod product_order;
 mod rate_schedule;

@@ -1,0 +1,273 @@
+//! Cost previews (`POST /v1/customers/{id}/previewEvents` and the browser page): hypothetical
+//! events priced against a customer's contracts, by the same [`price_invoice`] and the same
+//! renderer (`invoice_json`) as its draft invoices, storing nothing.
+//!
+//! Central builds a [`PreviewSnapshot`] (each contract's pricing snapshot, its open draft usage
+//! periods with their balances' prior ledger and, for `merge`, their stored usage rows as draft
+//! invoices read them) and calls [`preview`]; the browser fetches the same snapshot
+//! (`GET /v1/customers/{id}/pricingSnapshot`) and calls the same function compiled to WASM, so
+//! both show the same bytes.
+//!
+//! Invariants:
+//! - A pure function of the snapshot and the request: nothing is read or written.
+//! - Events become usage exactly as on ingest: [`validate_event`] (the path's customer as
+//!   `customer_id`, `timestamp` defaulting to the caller's now) then `metric::contributions`.
+//! - `replace` prices only the request's events; `merge` adds the stored rows of the snapshot.
+//! - A contract's invoices in the response are its open draft periods that hold a request
+//!   event, and always its latest open draft period, in time order.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::event::Event;
+use crate::ingest::validate_event;
+use crate::invoice_json::{self, InvoiceHeader, ProductView};
+use crate::metric::{contributions, MetricDef};
+use crate::period::Period;
+use crate::pricing::{price_invoice, PricingSnapshot};
+use crate::rating::{merge_rows, UsageRow};
+use crate::time::format_rfc3339_ms;
+
+/// At most this many events per request (the document's `maxItems`).
+pub const MAX_EVENTS: usize = 100;
+
+/// Everything a customer's previews price with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewSnapshot {
+    pub customer_id: String,
+    /// The customer's contracts that have an open draft usage period, in contract order.
+    pub contracts: Vec<ContractPreview>,
+}
+
+/// One contract: its pricing, what its invoices show of products, and its open drafts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractPreview {
+    pub pricing: PricingSnapshot,
+    #[serde(default)]
+    pub products: BTreeMap<String, ProductView>,
+    /// Open draft usage periods, in time order.
+    pub periods: Vec<PreviewPeriod>,
+}
+
+/// One open draft usage period of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewPeriod {
+    /// The draft's id, period and the fields it shows from its contract and customer.
+    pub header: InvoiceHeader,
+    /// Each balance segment's ledger as it stands before this draft.
+    #[serde(default)]
+    pub prior_ledger: BTreeMap<String, Decimal>,
+    /// The stored usage the draft prices (the rollup cover's rows and LATEST baselines);
+    /// `merge` adds the request's events to it. Empty when the snapshot was built without.
+    #[serde(default)]
+    pub usage: Vec<UsageRow>,
+}
+
+/// How the request's events combine with stored usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Replace,
+    Merge,
+}
+
+/// A checked `previewEvents` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewRequest {
+    pub events: Vec<Event>,
+    pub mode: Mode,
+    pub skip_zero_qty_line_items: bool,
+}
+
+/// Why a preview failed: a bad request (400), or pricing refused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviewError {
+    Invalid(String),
+    Rating(String),
+}
+
+impl core::fmt::Display for PreviewError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PreviewError::Invalid(m) => f.write_str(m),
+            PreviewError::Rating(m) => write!(f, "rating failed: {m}"),
+        }
+    }
+}
+
+fn invalid<T>(message: String) -> Result<T, PreviewError> {
+    Err(PreviewError::Invalid(message))
+}
+
+/// Checks a `previewEvents` body: `events` (1 to 100, each an ingest event without
+/// `customer_id`), `mode` (`replace`, the default, or `merge`), `skip_zero_qty_line_items`;
+/// no other field; no transaction id twice. An event without `transaction_id` gets
+/// `preview-{index}`, one without `timestamp` gets `now_ms`.
+pub fn parse_request(
+    body: &Value,
+    customer_id: &str,
+    now_ms: i64,
+) -> Result<PreviewRequest, PreviewError> {
+    let Value::Object(fields) = body else {
+        return invalid("request body must be a JSON object".into());
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["events", "mode", "skip_zero_qty_line_items"].contains(&k.as_str()))
+    {
+        return invalid(format!("unknown field {k:?}"));
+    }
+    let mode = match fields.get("mode") {
+        None | Some(Value::Null) => Mode::Replace,
+        Some(Value::String(m)) if m == "replace" => Mode::Replace,
+        Some(Value::String(m)) if m == "merge" => Mode::Merge,
+        Some(other) => {
+            return invalid(format!(
+                "mode must be \"replace\" or \"merge\", not {other}"
+            ))
+        }
+    };
+    let skip_zero_qty_line_items = match fields.get("skip_zero_qty_line_items") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return invalid("skip_zero_qty_line_items must be a boolean".into()),
+    };
+    let items = match fields.get("events") {
+        None | Some(Value::Null) => return invalid("events is required".into()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return invalid("events must be an array".into()),
+    };
+    if items.is_empty() {
+        return invalid("events must hold at least one event".into());
+    }
+    if items.len() > MAX_EVENTS {
+        return invalid(format!(
+            "events holds {} events; at most {MAX_EVENTS} are allowed",
+            items.len()
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(map) = item else {
+            return invalid(format!("events[{i}] must be a JSON object"));
+        };
+        if map.contains_key("customer_id") {
+            return invalid(format!(
+                "events[{i}]: customer_id is not allowed (the path names the customer)"
+            ));
+        }
+        let mut map: Map<String, Value> = map.clone();
+        map.insert("customer_id".into(), Value::String(customer_id.into()));
+        if map.get("transaction_id").is_none_or(Value::is_null) {
+            map.insert(
+                "transaction_id".into(),
+                Value::String(format!("preview-{i}")),
+            );
+        }
+        if map.get("timestamp").is_none_or(Value::is_null) {
+            map.insert("timestamp".into(), Value::String(format_rfc3339_ms(now_ms)));
+        }
+        let event = validate_event(Value::Object(map), now_ms)
+            .map_err(|e| PreviewError::Invalid(format!("events[{i}]: {}", e.message)))?;
+        if !seen.insert(event.transaction_id.clone()) {
+            return invalid(format!(
+                "events[{i}]: transaction_id {:?} appears more than once in the request",
+                event.transaction_id
+            ));
+        }
+        events.push(event);
+    }
+    Ok(PreviewRequest {
+        events,
+        mode,
+        skip_zero_qty_line_items,
+    })
+}
+
+/// The usage the events make under `metrics`: one row per metric, grain values and UTC hour,
+/// merged as ingest merges them.
+pub fn usage_rows(
+    metrics: &BTreeMap<String, MetricDef>,
+    events: &[Event],
+) -> Result<Vec<UsageRow>, PreviewError> {
+    let defs: Vec<MetricDef> = metrics.values().cloned().collect();
+    let items = events.iter().flat_map(|event| {
+        contributions(&defs, event)
+            .into_iter()
+            .map(|(key, acc)| ((key.metric_id, key.groups, key.hour_ms), acc))
+    });
+    merge_rows(items).map_err(|e| PreviewError::Rating(format!("{e:?}")))
+}
+
+/// The response of `previewEvents`: `{data: [invoice, ...]}`, per contract in snapshot order,
+/// its periods that hold a request event and its latest open draft period, in time order.
+pub fn preview(snapshot: &PreviewSnapshot, req: &PreviewRequest) -> Result<Value, PreviewError> {
+    let mut data = Vec::new();
+    for contract in &snapshot.contracts {
+        let Some(last) = contract.periods.len().checked_sub(1) else {
+            continue;
+        };
+        let rows = usage_rows(&contract.pricing.metrics, &req.events)?;
+        for (i, period) in contract.periods.iter().enumerate() {
+            let (start, end) = (period.header.start_ms, period.header.end_ms);
+            let holds_event = req
+                .events
+                .iter()
+                .any(|e| e.timestamp_ms >= start && e.timestamp_ms < end);
+            if i != last && !holds_event {
+                continue;
+            }
+            data.push(price_period(contract, period, &rows, req)?);
+        }
+    }
+    Ok(json!({ "data": data }))
+}
+
+/// One period's invoice JSON with the request's usage rows (and, in `merge`, the stored ones).
+fn price_period(
+    contract: &ContractPreview,
+    period: &PreviewPeriod,
+    rows: &[UsageRow],
+    req: &PreviewRequest,
+) -> Result<Value, PreviewError> {
+    let mut usage: Vec<UsageRow> = Vec::new();
+    if req.mode == Mode::Merge {
+        usage.extend(period.usage.iter().cloned());
+    }
+    usage.extend(rows.iter().cloned());
+    let mut snapshot = contract.pricing.clone();
+    snapshot.balances.prior_ledger = period.prior_ledger.clone();
+    let bounds = Period {
+        start_ms: period.header.start_ms,
+        end_ms: period.header.end_ms,
+    };
+    let mut priced = price_invoice(&snapshot, &usage, bounds)
+        .map_err(|e| PreviewError::Rating(e.to_string()))?;
+    if req.skip_zero_qty_line_items {
+        priced = priced.without_zero_quantity_lines();
+    }
+    invoice_json::invoice(
+        &period.header,
+        &priced,
+        &contract.products,
+        &snapshot.credit_types,
+    )
+    .map_err(|e| PreviewError::Rating(e.to_string()))
+}
+
+/// [`parse_request`] then [`preview`] over JSON text: the browser's entry point (see `wasm`).
+pub fn preview_json(snapshot: &str, request: &str, now_ms: i64) -> Result<String, PreviewError> {
+    let snapshot: PreviewSnapshot = serde_json::from_str(snapshot)
+        .map_err(|e| PreviewError::Invalid(format!("snapshot: {e}")))?;
+    let body: Value = serde_json::from_str(request)
+        .map_err(|e| PreviewError::Invalid(format!("request: {e}")))?;
+    let req = parse_request(&body, &snapshot.customer_id, now_ms)?;
+    let out = preview(&snapshot, &req)?;
+    serde_json::to_string(&out).map_err(|e| PreviewError::Rating(e.to_string()))
+}
