@@ -21,7 +21,7 @@ stamp() {
     find core/src -name '*.rs' ! -name '*_tests.rs' -print0 | sort -z | xargs -0 sha256sum
     sha256sum core/Cargo.toml scripts/preview-wasm.sh
     cargo tree -q -p tally-core --features wasm --target wasm32-unknown-unknown -e normal \
-      --prefix none --no-dedupe | sort -u
+      --prefix none --no-dedupe | sed -E 's# \(/[^)]*\)##' | sort -u  # no checkout path
   } | sha256sum | cut -d' ' -f1
 }
 
