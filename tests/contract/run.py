@@ -115,6 +115,11 @@ class Walk:
                 f"walkthrough: {OPERATIONS[op_id]} answered {response.status_code}, not {expect}: "
                 f"{response.text[:500]}"
             )
+        content_type = response.headers.get("content-type") or response.headers.get("Content-Type")
+        if isinstance(content_type, list):
+            content_type = " ".join(content_type)
+        if content_type and "json" not in content_type:
+            return None  # the preview page, its script and its module
         return json.loads(response.content) if response.content.strip() else None
 
 
