@@ -34,6 +34,9 @@ pub fn spawn(store: Arc<dyn UsageStore>) {
                     }
                     metrics::counter!("tally_rollup_days_total")
                         .increment(u64::try_from(done.days).unwrap_or(0));
+                    // The backlog: dirty days whose reads go by the hour until rolled up.
+                    metrics::gauge!("tally_rollup_days_pending")
+                        .set(u32::try_from(done.left()).unwrap_or(u32::MAX));
                     // A full run means more are waiting: go on after the pause.
                     MIN_PAUSE.max(started.elapsed() * 2)
                 }

@@ -100,6 +100,14 @@ fn describe() {
         "tally_invoices_finalized_total",
         "Invoices finalized by the background job"
     );
+    describe_counter!(
+        "tally_rollup_days_total",
+        "Dirty usage days the rollup compactor has taken"
+    );
+    describe_gauge!(
+        "tally_rollup_days_pending",
+        "Dirty usage days left after the compactor's last run (read hour by hour until rolled up)"
+    );
     describe_gauge!(
         "tally_job_failed_contracts",
         "Contracts that failed the last job pass (see /v1/operations/stuck-contracts)"

@@ -128,7 +128,7 @@ pub fn invoice(
         "end_timestamp": time(header.end_ms),
         "issued_at": time(header.issued_at_ms),
         "credit_type": credit_type_json(credit_types, &priced.credit_type)?,
-        "line_items": lines,
+        "line_items": Value::Null,
         "subtotal": dec(priced.subtotal.get(&priced.credit_type)),
         "total": dec(priced.total.get(&priced.credit_type)),
         "contract_custom_fields": header.contract_custom_fields,
@@ -136,6 +136,8 @@ pub fn invoice(
         "custom_fields": {},
     });
     if let Some(map) = v.as_object_mut() {
+        // Moved in, not through `json!` (which would serialize every line into a copy).
+        map.insert("line_items".into(), Value::Array(lines));
         set_opt(
             map,
             "net_payment_terms_days",
@@ -173,39 +175,55 @@ pub fn line(
     if l.kind == LineKind::Usage && product.is_some_and(|p| p.composite) {
         product_type = "CompositeProductListItem";
     }
-    let mut v = json!({
-        "name": l.name,
-        "type": line_type,
-        "product_id": l.product_id,
-        "product_type": product_type,
-        "product_tags": product.map(|p| p.tags.clone()).unwrap_or_default(),
-        "product_custom_fields": product.map(|p| p.custom_fields.clone()).unwrap_or_default(),
-        "quantity": dec(l.quantity),
-        "unit_price": dec(l.unit_price.value),
-        "total": dec(l.total.value),
-        "credit_type": credit_type_json(credit_types, &l.total.credit_type)?,
-        "starting_at": time(l.segment.start_ms),
-        "ending_before": time(l.segment.end_ms),
-    });
-    let Some(map) = v.as_object_mut() else {
-        return Ok(v);
+    // Built field by field: `json!` would serialize each value into a copy.
+    let mut map = Map::new();
+    let mut put = |k: &str, v: Value| {
+        map.insert(k.into(), v);
     };
-    if l.kind == LineKind::CpuConversion {
-        // A conversion belongs to no product: units of a custom credit type at its rate.
-        for field in [
-            "product_id",
-            "product_type",
-            "product_tags",
+    put("name", Value::String(l.name.clone()));
+    put("type", Value::String(line_type.into()));
+    put("quantity", dec(l.quantity));
+    put("unit_price", dec(l.unit_price.value));
+    put("total", dec(l.total.value));
+    put(
+        "credit_type",
+        credit_type_json(credit_types, &l.total.credit_type)?,
+    );
+    put("starting_at", time(l.segment.start_ms));
+    put("ending_before", time(l.segment.end_ms));
+    // A conversion belongs to no product: units of a custom credit type at its rate.
+    if l.kind != LineKind::CpuConversion {
+        put("product_id", Value::String(l.product_id.clone()));
+        put("product_type", Value::String(product_type.into()));
+        let tags = product.map(|p| p.tags.iter().cloned().map(Value::String).collect());
+        put("product_tags", Value::Array(tags.unwrap_or_default()));
+        let fields = product.map(|p| {
+            p.custom_fields
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        });
+        put(
             "product_custom_fields",
-        ] {
-            map.remove(field);
-        }
+            Value::Object(fields.unwrap_or_default()),
+        );
     }
     if let Some(p) = &l.pricing_group_values {
-        map.insert("pricing_group_values".into(), json!(p));
+        let values = p.iter().map(|(k, v)| (k.clone(), Value::String(v.clone())));
+        map.insert(
+            "pricing_group_values".into(),
+            Value::Object(values.collect()),
+        );
     }
     if let Some(p) = &l.presentation_group_values {
-        map.insert("presentation_group_values".into(), json!(p));
+        let values = p.iter().map(|(k, v)| {
+            let v = v.clone().map_or(Value::Null, Value::String);
+            (k.clone(), v)
+        });
+        map.insert(
+            "presentation_group_values".into(),
+            Value::Object(values.collect()),
+        );
     }
     if let Some(t) = &l.tier {
         map.insert(
@@ -218,26 +236,26 @@ pub fn line(
         );
     }
     if let Some(b) = &l.balance {
-        balance_fields(map, l.kind, b);
+        balance_fields(&mut map, l.kind, b);
     }
     let id_field = match l.kind {
         LineKind::ProfessionalService => "professional_service_id",
         _ => "scheduled_charge_id",
     };
     set_opt(
-        map,
+        &mut map,
         id_field,
         l.scheduled_charge_id.clone().map(Value::String),
     );
     if l.kind == LineKind::Subscription {
         set_opt(
-            map,
+            &mut map,
             "subscription_id",
             l.subscription_id.clone().map(Value::String),
         );
         map.insert("is_prorated".into(), Value::Bool(l.is_prorated));
     }
-    Ok(v)
+    Ok(Value::Object(map))
 }
 
 /// The fields naming the commit or credit a line belongs to (§2.14 `LineItem`).

@@ -206,7 +206,10 @@ fn filter_passes(pf: &PropertyFilter, event: &Event) -> bool {
 
 /// Every (partial key, contribution) an event makes across `metrics`, at each metric's grain and
 /// the event's UTC hour. This is the one place events become usage, on every ingest path.
-pub fn contributions(metrics: &[MetricDef], event: &Event) -> Vec<(PartialKey, Accumulator)> {
+pub fn contributions<'a>(
+    metrics: impl IntoIterator<Item = &'a MetricDef>,
+    event: &Event,
+) -> Vec<(PartialKey, Accumulator)> {
     let mut out = Vec::new();
     for metric in metrics {
         if let Some(acc) = metric.contribution(event) {

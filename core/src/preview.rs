@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::event::Event;
 use crate::ingest::validate_event;
@@ -153,6 +153,7 @@ pub fn parse_request(
     }
     let mut seen = BTreeSet::new();
     let mut events = Vec::with_capacity(items.len());
+    let mut now_text: Option<String> = None;
     for (i, item) in items.iter().enumerate() {
         let Value::Object(map) = item else {
             return invalid(format!("events[{i}] must be a JSON object"));
@@ -171,7 +172,8 @@ pub fn parse_request(
             );
         }
         if map.get("timestamp").is_none_or(Value::is_null) {
-            map.insert("timestamp".into(), Value::String(format_rfc3339_ms(now_ms)));
+            let now = now_text.get_or_insert_with(|| format_rfc3339_ms(now_ms));
+            map.insert("timestamp".into(), Value::String(now.clone()));
         }
         let event = validate_event(Value::Object(map), now_ms)
             .map_err(|e| PreviewError::Invalid(format!("events[{i}]: {}", e.message)))?;
@@ -196,9 +198,8 @@ pub fn usage_rows(
     metrics: &BTreeMap<String, MetricDef>,
     events: &[Event],
 ) -> Result<Vec<UsageRow>, PreviewError> {
-    let defs: Vec<MetricDef> = metrics.values().cloned().collect();
     let items = events.iter().flat_map(|event| {
-        contributions(&defs, event)
+        contributions(metrics.values(), event)
             .into_iter()
             .map(|(key, acc)| ((key.metric_id, key.groups, key.hour_ms), acc))
     });
@@ -226,7 +227,10 @@ pub fn preview(snapshot: &PreviewSnapshot, req: &PreviewRequest) -> Result<Value
             data.push(price_period(contract, period, &rows, req)?);
         }
     }
-    Ok(json!({ "data": data }))
+    // Built by hand: `json!` would serialize every invoice into a copy.
+    let mut out = Map::new();
+    out.insert("data".into(), Value::Array(data));
+    Ok(Value::Object(out))
 }
 
 /// One period's invoice JSON with the request's usage rows (and, in `merge`, the stored ones).
@@ -261,13 +265,26 @@ fn price_period(
     .map_err(|e| PreviewError::Rating(e.to_string()))
 }
 
-/// [`parse_request`] then [`preview`] over JSON text: the browser's entry point (see `wasm`).
-pub fn preview_json(snapshot: &str, request: &str, now_ms: i64) -> Result<String, PreviewError> {
-    let snapshot: PreviewSnapshot = serde_json::from_str(snapshot)
-        .map_err(|e| PreviewError::Invalid(format!("snapshot: {e}")))?;
+/// A `pricingSnapshot` response's `data` as the engine reads it.
+pub fn parse_snapshot(snapshot: &str) -> Result<PreviewSnapshot, PreviewError> {
+    serde_json::from_str(snapshot).map_err(|e| PreviewError::Invalid(format!("snapshot: {e}")))
+}
+
+/// [`parse_request`] then [`preview`] of a request's JSON text against a parsed snapshot,
+/// answered as JSON text: what the page calls on every keystroke (see `wasm::Previewer`).
+pub fn preview_request_json(
+    snapshot: &PreviewSnapshot,
+    request: &str,
+    now_ms: i64,
+) -> Result<String, PreviewError> {
     let body: Value = serde_json::from_str(request)
         .map_err(|e| PreviewError::Invalid(format!("request: {e}")))?;
     let req = parse_request(&body, &snapshot.customer_id, now_ms)?;
-    let out = preview(&snapshot, &req)?;
+    let out = preview(snapshot, &req)?;
     serde_json::to_string(&out).map_err(|e| PreviewError::Rating(e.to_string()))
+}
+
+/// [`parse_snapshot`] then [`preview_request_json`]: JSON text in and out.
+pub fn preview_json(snapshot: &str, request: &str, now_ms: i64) -> Result<String, PreviewError> {
+    preview_request_json(&parse_snapshot(snapshot)?, request, now_ms)
 }

@@ -2,7 +2,6 @@
 //! ingest, request ids, liveness and readiness (the database outage case is in `postgres.rs`).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tally_core::time::{format_rfc3339_ms, DAY_MS};
@@ -53,19 +52,7 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<String
 #[test]
 fn metrics_count_a_known_ingest_and_requests_carry_ids() {
     let server = TallyServer::start_with(&["--metrics-listen", "127.0.0.1:0"], &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let metrics_url = loop {
-        let logs = server.logs();
-        if let Some((_, rest)) = logs.split_once("metrics on ") {
-            break rest.lines().next().unwrap_or("").trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics line: {}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let metrics_url = server.metrics_url();
     let api = ApiClient::new(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -59,6 +59,9 @@ pub fn tally_binary(arg: Option<&PathBuf>) -> Result<PathBuf, String> {
             bin.display()
         ));
     }
+    // The servers run in their own directories: a relative path must not depend on that.
+    let bin = std::fs::canonicalize(&bin)
+        .map_err(|e| format!("cannot resolve {}: {e}", bin.display()))?;
     std::env::set_var("TALLY_BIN", &bin);
     Ok(bin)
 }

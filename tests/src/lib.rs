@@ -275,6 +275,25 @@ impl TallyServer {
     pub fn logs(&self) -> String {
         snapshot(&self.logs)
     }
+
+    /// The URL of `GET /metrics` of a server started with `--metrics-listen 127.0.0.1:0` (from
+    /// its log line; waits up to 30 s for it).
+    pub fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = self.logs();
+            if let Some((_, rest)) = logs.split_once("metrics on ") {
+                let addr = rest.lines().next().unwrap_or("").trim();
+                return if addr.starts_with("http") {
+                    addr.to_string()
+                } else {
+                    format!("http://{addr}/metrics")
+                };
+            }
+            assert!(Instant::now() < deadline, "no metrics line: {logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for TallyServer {

@@ -1,4 +1,74 @@
 /**
+ * A snapshot parsed once, priced against request after request (the page makes one per
+ * loaded or pasted snapshot, and prices every keystroke with it): [`preview`] without
+ * reading the snapshot each time, with the same answers and messages.
+ */
+export class Previewer {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        PreviewerFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_previewer_free(ptr, 0);
+    }
+    /**
+     * Reads `snapshot` (a `pricingSnapshot` response's `data`); throws an `Error` saying what
+     * is wrong with it.
+     * @param {string} snapshot
+     */
+    constructor(snapshot) {
+        const ptr0 = passStringToWasm0(snapshot, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.previewer_new(ptr0, len0);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        PreviewerFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * [`preview`] of `request` with this snapshot.
+     * @param {string} request
+     * @param {string} now
+     * @returns {string}
+     */
+    preview(request, now) {
+        let deferred4_0;
+        let deferred4_1;
+        try {
+            let ptr0, len0, ptr1, len1;
+            try {
+                ptr0 = passStringToWasm0(request, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len0 = WASM_VECTOR_LEN;
+                ptr1 = passStringToWasm0(now, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len1 = WASM_VECTOR_LEN;
+            } catch (e) {
+                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+                throw e;
+            }
+            const ret = wasm.previewer_preview(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+            var ptr3 = ret[0];
+            var len3 = ret[1];
+            if (ret[3]) {
+                ptr3 = 0; len3 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred4_0 = ptr3;
+            deferred4_1 = len3;
+            return getStringFromWasm0(ptr3, len3);
+        } finally {
+            wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+        }
+    }
+}
+if (Symbol.dispose) Previewer.prototype[Symbol.dispose] = Previewer.prototype.free;
+
+/**
  * Prices `request` (a `previewEvents` body) against `snapshot` (a `pricingSnapshot`
  * response's `data`) with `now` (RFC 3339) as the default event timestamp and the ingest
  * window's reference; returns the `previewEvents` response as JSON text, or throws an `Error`
@@ -81,6 +151,10 @@ function __wbg_get_imports() {
         "./tally_core_bg.js": import0,
     };
 }
+
+const PreviewerFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_previewer_free(ptr, 1));
 
 function getStringFromWasm0(ptr, len) {
     ptr = ptr >>> 0;

@@ -29,7 +29,7 @@ pub async fn ingest(st: &AppState, env: Env, body: &[u8]) -> Result<IngestSummar
         .map(|(_, event)| IngestItem {
             env,
             transaction_id: event.transaction_id.clone(),
-            contributions: contributions(&metrics, event),
+            contributions: contributions(metrics.iter(), event),
         })
         .collect();
     let outcomes = st.ingest.submit(items).await?;

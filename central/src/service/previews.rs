@@ -91,14 +91,33 @@ pub async fn snapshot(
 }
 
 /// `POST /v1/customers/{id}/previewEvents`: the customer's draft invoices as they would be with
-/// `body`'s events (`replace`: only them; `merge`: added to stored usage), stored nowhere.
+/// `body`'s events (`replace`: only them; `merge`: added to stored usage), stored nowhere. In
+/// `merge`, an event whose `transaction_id` was already ingested (a claimed dedupe key, so
+/// within the dedupe window) is already in the stored usage and is left out, as ingest would
+/// leave it out; events sent without a transaction id are always new.
 pub async fn preview_events(
     st: &AppState,
     env: Env,
     customer_id: &str,
     body: &Value,
 ) -> Result<Value> {
-    let req = preview::parse_request(body, customer_id, st.now_ms()).map_err(preview_error)?;
+    let mut req = preview::parse_request(body, customer_id, st.now_ms()).map_err(preview_error)?;
+    if req.mode == Mode::Merge {
+        let given: Vec<String> = body["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("transaction_id")?.as_str().map(str::to_string))
+            .collect();
+        let claimed: std::collections::BTreeSet<String> = st
+            .stores
+            .usage
+            .claimed_transactions(env, &given)
+            .await?
+            .into_iter()
+            .collect();
+        req.events.retain(|e| !claimed.contains(&e.transaction_id));
+    }
     let snapshot = snapshot(st, env, customer_id, req.mode == Mode::Merge).await?;
     preview::preview(&snapshot, &req).map_err(preview_error)
 }

@@ -316,6 +316,13 @@ pub trait UsageStore: Send + Sync {
     async fn dead_letters(&self, env: Env, limit: i64) -> StoreResult<Vec<DeadLetter>>;
     /// Forgets dedupe keys recorded before `before_ms`. Returns how many.
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Which of `transaction_ids` are claimed dedupe keys of `env` (ingested natively and not
+    /// yet pruned), in no particular order. At most 100 ids (a `previewEvents` request).
+    async fn claimed_transactions(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+    ) -> StoreResult<Vec<String>>;
 }
 
 /// Invoice status as stored.

@@ -96,6 +96,22 @@ pub fn days_of<'a>(keys: impl Iterator<Item = &'a RowKey>) -> Vec<DayKey> {
     days.into_iter().collect()
 }
 
+/// `SELECT transaction_id FROM dedupe` of `env` among `ids` (`UsageStore::claimed_transactions`).
+pub fn claimed_query<'a, DB>(env: Env, ids: &'a [String]) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new("SELECT transaction_id FROM dedupe WHERE env = ");
+    q.push_bind(env.as_str()).push(" AND transaction_id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    list.push_unseparated(")");
+    q
+}
+
 /// A dedupe key as the stores claim it.
 pub type Claim<'a> = (Env, &'a str);
 
@@ -312,6 +328,17 @@ pub struct Compacted {
     /// Of those, days that could not be rolled up (a block's total past the decimal range):
     /// they stay dirty, read hour by hour, until written again.
     pub failed: usize,
+    /// Days the compactor could take when the run began (its backlog; set by
+    /// `UsageStore::compact_rollups`).
+    pub pending: u64,
+}
+
+impl Compacted {
+    /// Days still waiting after this run (writes since it began not counted).
+    pub fn left(&self) -> u64 {
+        let rolled = u64::try_from(self.days.saturating_sub(self.failed)).unwrap_or(u64::MAX);
+        self.pending.saturating_sub(rolled)
+    }
 }
 
 /// Rolls up at most `limit` dirty days in the caller's usage transaction `tx` (module docs):
@@ -374,6 +401,7 @@ pub async fn compact<T: CompactTx>(tx: &mut T, limit: i64) -> StoreResult<Compac
     Ok(Compacted {
         days: days.len(),
         failed: failed.iter().filter(|f| **f).count(),
+        pending: 0,
     })
 }
 

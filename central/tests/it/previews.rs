@@ -14,6 +14,7 @@ use crate::support::*;
 const SBX: Env = Env::Sandbox;
 const NOW: &str = "2024-10-15T12:00:00Z";
 const START: &str = "2024-10-01T00:00:00Z";
+const NOV: &str = "2024-11-01T00:00:00Z";
 
 struct Setup {
     customer: String,
@@ -194,6 +195,53 @@ async fn replace_and_merge_price_like_the_invoice(backend: Backend) {
     let ingested = app.ingest(SBX, events).await;
     assert_eq!(num(&ingested["accepted"]), "3", "{ingested}");
     assert_eq!(app.invoice_at(SBX, &s.customer, NOW).await, merged);
+
+    // Merging events that were already ingested counts them once, as ingest would: p1..p3
+    // are in the stored usage and left out, so the preview is the invoice (counted twice it
+    // would be 3999 calls and total 33999.25). Only the new p4 (1 call) and an event without
+    // a transaction id (2 calls) are added: 2502 calls = 10000 + 1502 x 8 = 22016;
+    // total 22019.625.
+    let again = preview(
+        &app,
+        &s.customer,
+        json!({ "events": preview_events(), "mode": "merge" }),
+    )
+    .await
+    .expect(StatusCode::OK)
+    .data();
+    assert_eq!(again[0], merged);
+    let mut more = preview_events();
+    let list = more.as_array_mut().expect("events");
+    list.push(
+        json!({ "event_type": "call", "timestamp": "2024-10-06T00:00:00Z",
+                      "properties": { "n": "1" }, "transaction_id": "p4" }),
+    );
+    list.push(
+        json!({ "event_type": "call", "timestamp": "2024-10-06T00:00:00Z",
+                      "properties": { "n": "2" } }),
+    );
+    let plus = preview(
+        &app,
+        &s.customer,
+        json!({ "events": more, "mode": "merge" }),
+    )
+    .await
+    .expect(StatusCode::OK)
+    .data();
+    assert_eq!(
+        lines(&plus[0])[..2],
+        [
+            line(&s.calls, Value::Null, "1000", "10", "10000"),
+            line(&s.calls, Value::Null, "1502", "8", "12016"),
+        ]
+    );
+    assert_eq!(num(&plus[0]["total"]), "22019.625");
+    // In replace mode the request's events are the only usage, ingested or not.
+    let replaced = preview(&app, &s.customer, json!({ "events": preview_events() }))
+        .await
+        .expect(StatusCode::OK)
+        .data();
+    assert_eq!(num(&replaced[0]["total"]), "14003.625");
 }
 
 async fn snapshot_is_scoped_and_holds_the_drafts(backend: Backend) {
@@ -330,16 +378,19 @@ fn random_decimal(rng: &mut SplitMix64, digits: u32, scale: u32) -> String {
 }
 
 /// A random rate card (1 to 4 products over SUM, MAX, COUNT and UNIQUE metrics, some grouped
-/// by region and shown or priced per region, FLAT or 2- to 3-tier TIERED prices) on a contract
-/// of a new customer with some stored usage; returns the customer, its alias and the event
+/// by region and shown or priced per region, some with quantity conversions and rounding, FLAT
+/// or 2- to 3-tier TIERED prices) on a contract of a new customer (sometimes with a multiplier
+/// override, a credit and a prepaid commit) with some stored usage; returns the customer, its alias and the event
 /// types its metrics take.
 async fn random_customer(
     app: &TestApp,
     rng: &mut SplitMix64,
     case: u64,
-) -> (String, String, Vec<String>) {
+) -> (String, String, Vec<String>, Shape) {
+    let mut shape = Shape::default();
     let card = app.rate_card(SBX, &format!("card {case}")).await;
     let mut types = Vec::new();
+    let mut products = Vec::new();
     for p in 0..=rng.below(4) {
         let event_type = format!("t{case}-{p}");
         let aggregation = ["SUM", "MAX", "COUNT", "UNIQUE"][rng.below(4) as usize];
@@ -361,9 +412,28 @@ async fn random_customer(
             (true, false) if rng.below(2) == 0 => json!({ "presentation_group_key": ["region"] }),
             _ => Value::Null,
         };
+        let mut extra = extra;
+        if rng.below(3) == 0 {
+            // A quantity conversion (÷3 and ×0.7 make long decimals), sometimes rounded.
+            let (factor, operation) =
+                [("3", "DIVIDE"), ("1000", "DIVIDE"), ("0.7", "MULTIPLY")][rng.below(3) as usize];
+            let mut conv = json!({ "quantity_conversion": {
+                "conversion_factor": dec(factor), "operation": operation } });
+            if rng.below(2) == 0 {
+                let method = ["ROUND_UP", "ROUND_DOWN", "ROUND_HALF_UP"][rng.below(3) as usize];
+                conv["quantity_rounding"] =
+                    json!({ "decimal_places": rng.below(3), "rounding_method": method });
+            }
+            if extra.is_null() {
+                extra = json!({});
+            }
+            merge(&mut extra, conv);
+            shape.converted = true;
+        }
         let product = app
             .usage_product(SBX, &format!("P{case}-{p}"), &metric, extra)
             .await;
+        products.push(product.clone());
         let mut rate = json!({
             "rate_card_id": card, "product_id": product, "starting_at": START, "entitled": true,
         });
@@ -402,7 +472,39 @@ async fn random_customer(
     }
     let alias = format!("alias-{case}");
     let customer = app.customer(SBX, &format!("c{case}"), &[&alias]).await;
-    app.contract(SBX, &customer, &card, START).await;
+    // The contract, sometimes with a multiplier override of one product, a credit and a
+    // prepaid commit over October (drawn in priority order against the usage).
+    let mut contract =
+        json!({ "customer_id": customer, "rate_card_id": card, "starting_at": START });
+    if rng.below(2) == 0 {
+        let product = &products[rng.below(products.len() as u64) as usize];
+        contract["overrides"] = json!([{ "starting_at": START, "product_id": product,
+            "type": "MULTIPLIER", "multiplier": dec(&format!("0.{}", 1 + rng.below(99))) }]);
+        shape.overridden = true;
+    }
+    let fixed = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": format!("Prepaid {case}"), "type": "FIXED" }),
+        )
+        .await
+        .id();
+    let balance = |amount: String, priority: u64| {
+        json!({ "product_id": fixed, "priority": priority, "access_schedule": { "schedule_items": [
+            { "amount": dec(&amount), "starting_at": START, "ending_before": NOV },
+        ]}})
+    };
+    if rng.below(2) == 0 {
+        contract["credits"] = json!([balance(random_decimal(rng, 3, 2), 1)]);
+    }
+    if rng.below(3) == 0 {
+        let mut commit = balance(random_decimal(rng, 4, 3), 2);
+        commit["type"] = json!("PREPAID");
+        contract["commits"] = json!([commit]);
+    }
+    app.post("/v1/contracts/create", contract)
+        .await
+        .expect(StatusCode::OK);
     let stored: Vec<Value> = (0..=rng.below(8))
         .map(|i| {
             let mut e = random_event(rng, &types, true);
@@ -412,7 +514,14 @@ async fn random_customer(
         })
         .collect();
     app.ingest(SBX, Value::Array(stored)).await;
-    (customer, alias, types)
+    (customer, alias, types, shape)
+}
+
+/// What of pricing a random customer's contract exercises.
+#[derive(Default)]
+struct Shape {
+    overridden: bool,
+    converted: bool,
 }
 
 /// A random event of one of `types`: `v` a decimal or (for UNIQUE) one of a few words, a region
@@ -450,8 +559,11 @@ async fn wasm_preview_equals_native_byte_for_byte() {
     let mut rng = SplitMix64(0x007a_1115);
     let mut inputs = String::new();
     let mut native = Vec::new();
+    let (mut drawn, mut overridden, mut converted) = (0, 0, 0);
     for case in 0..CASES {
-        let (customer, _, types) = random_customer(&app, &mut rng, case).await;
+        let (customer, _, types, shape) = random_customer(&app, &mut rng, case).await;
+        overridden += usize::from(shape.overridden);
+        converted += usize::from(shape.converted);
         let snap = app
             .get(&format!("/v1/customers/{customer}/pricingSnapshot"))
             .await
@@ -476,6 +588,10 @@ async fn wasm_preview_equals_native_byte_for_byte() {
                 StatusCode::BAD_REQUEST => json!({ "error": resp.message() }),
                 other => panic!("previewEvents answered {other}: {}", resp.body),
             };
+            if resp.status == StatusCode::OK {
+                let text = resp.body.to_string();
+                drawn += usize::from(text.contains("applied_commit_or_credit"));
+            }
             native.push((request.clone(), expected));
             let line = json!({
                 "snapshot": snapshot, "request": request.to_string(), "now": NOW,
@@ -516,10 +632,15 @@ async fn wasm_preview_equals_native_byte_for_byte() {
         assert_eq!(got, expected, "request {request}");
         ok += usize::from(expected.get("ok").is_some());
     }
-    // Most cases price (a few are refused on purpose): the property is not vacuous.
+    // Most cases price (a few are refused on purpose), and commits or credits, overrides and
+    // conversions all take part: the property is not vacuous.
     assert!(
         ok >= native.len() * 2 / 3,
         "only {ok} of {} priced",
         native.len()
+    );
+    assert!(
+        drawn >= 3 && overridden >= 3 && converted >= 3,
+        "drawn {drawn}, overridden {overridden}, converted {converted}"
     );
 }

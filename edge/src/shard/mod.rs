@@ -286,7 +286,7 @@ impl Shard {
             .collect();
         let contribs: Vec<_> = events
             .iter()
-            .map(|(_, metrics, e)| contributions(&metrics.defs, e))
+            .map(|(_, metrics, e)| contributions(metrics.defs.iter(), e))
             .collect();
         let fold_items = events
             .iter()

@@ -168,11 +168,19 @@ fn run(args: &Args) -> Result<(), String> {
             db.as_ref().map(PgDatabase::url),
             // The period has ended: a grace past the run keeps it a DRAFT (the job would
             // finalize it, and a finalized invoice is read from its frozen body).
-            &["--rate-limit-rps", "0", "--invoice-grace-hours", "2000"],
+            &[
+                "--rate-limit-rps",
+                "0",
+                "--invoice-grace-hours",
+                "2000",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
             &[],
         );
+        let metrics = server.metrics_url();
         let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let measured = rt.block_on(measure(backend, &server, args, (start, end)));
+        let measured = rt.block_on(measure(backend, &server, &metrics, args, (start, end)));
         let measured = measured.map_err(|e| format!("{backend}: {e}\n{}", server.logs()))?;
         rows.extend(measured);
         drop(server);
@@ -193,6 +201,38 @@ fn run(args: &Args) -> Result<(), String> {
             ms(r.p99),
             r.total
         );
+    }
+    Ok(())
+}
+
+/// Waits until the compactor's backlog (`tally_rollup_days_pending` on `GET /metrics`) has been
+/// 0 in scrapes a second apart, 3 times running (a run that began before the ingest ended may
+/// report 0 once); at most 10 minutes.
+async fn rolled_up(api: &ApiClient, metrics: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut zeros = 0;
+    while zeros < 3 {
+        if Instant::now() > deadline {
+            return Err("the rollup backlog did not clear in 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let text = api
+            .http()
+            .get(metrics)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let pending = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tally_rollup_days_pending "))
+            .map(str::trim);
+        zeros = match pending {
+            Some("0") => zeros + 1,
+            _ => 0,
+        };
     }
     Ok(())
 }
@@ -266,6 +306,7 @@ async fn ingest(api: &ApiClient, bodies: Vec<String>) -> Result<usize, String> {
 async fn measure(
     backend: &str,
     server: &TallyServer,
+    metrics: &str,
     args: &Args,
     (start, end): (i64, i64),
 ) -> Result<Vec<Row>, String> {
@@ -310,8 +351,29 @@ async fn measure(
             .ok_or_else(|| format!("no draft: {list}"))?
             .to_string();
         let path = format!("/v1/customers/{customer}/invoices/{id}");
+        // Read at once, the just-ingested days are dirty (read hour by hour); then the
+        // background compactor rolls them up and reads take a few rows per group.
+        let t = Instant::now();
         let first = ok(api.get(&path).await?)?;
         let total = first["data"]["total"].to_string();
+        println!(
+            "{}: first read {} (days not rolled up yet)",
+            shape.name,
+            ms(t.elapsed())
+        );
+        let t = Instant::now();
+        rolled_up(&api, metrics).await?;
+        println!(
+            "{}: rollups caught up {:.1} s after the ingest",
+            shape.name,
+            t.elapsed().as_secs_f64()
+        );
+        let again = ok(api.get(&path).await?)?;
+        if again["data"]["total"] != first["data"]["total"] {
+            return Err(format!(
+                "the total changed once rolled up: {again} vs {first}"
+            ));
+        }
         let (p50, p99) = reads(&api, &path, &total, shape.reads).await?;
         println!(
             "{}: {} reads, p50 {} p99 {}, total {total}",

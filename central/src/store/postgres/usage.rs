@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
@@ -342,8 +342,9 @@ impl UsageStore for PostgresStore {
             return Ok(Compacted::default());
         }
         let mut tx = self.pool.begin().await?;
-        let done = usage::compact(&mut Tx::lock(&mut tx, 0).await?, limit).await?;
+        let mut done = usage::compact(&mut Tx::lock(&mut tx, 0).await?, limit).await?;
         tx.commit().await?;
+        done.pending = u64::try_from(pending).unwrap_or(0);
         Ok(done)
     }
 
@@ -466,5 +467,17 @@ impl UsageStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn claimed_transactions(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        if transaction_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = usage::claimed_query::<Postgres>(env, transaction_ids);
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
     }
 }

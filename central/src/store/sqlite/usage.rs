@@ -350,8 +350,9 @@ impl UsageStore for SqliteStore {
             return Ok(Compacted::default());
         }
         let mut tx = self.begin_write().await?;
-        let done = usage::compact(&mut Tx::new(&mut tx, 0), limit).await?;
+        let mut done = usage::compact(&mut Tx::new(&mut tx, 0), limit).await?;
         tx.commit().await?;
+        done.pending = u64::try_from(pending).unwrap_or(0);
         Ok(done)
     }
 
@@ -470,5 +471,17 @@ impl UsageStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn claimed_transactions(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        if transaction_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = usage::claimed_query::<Sqlite>(env, transaction_ids);
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
     }
 }
