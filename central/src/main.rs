@@ -292,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
                 delivery: tally_central::outbox::DeliverySettings {
                     retry_base: Duration::from_millis(webhook_retry_base_ms.max(1)),
                     timeout: Duration::from_secs(webhook_timeout_secs.max(1)),
+                    enabled: true,
                 },
             };
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
@@ -320,7 +321,15 @@ async fn main() -> anyhow::Result<()> {
                         "--env is required to ingest into a local database (or give --url)",
                     )?;
                     let stores = db.open().await?;
-                    let state = AppState::new(stores, Arc::new(SystemClock), Settings::default());
+                    // A short-lived process: it leaves the outbox to `tally serve`.
+                    let settings = Settings {
+                        delivery: tally_central::outbox::DeliverySettings {
+                            enabled: false,
+                            ..Default::default()
+                        },
+                        ..Settings::default()
+                    };
+                    let state = AppState::new(stores, Arc::new(SystemClock), settings);
                     backfill::Target::Local {
                         state,
                         env: env.into(),

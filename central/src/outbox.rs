@@ -52,6 +52,9 @@ pub struct DeliverySettings {
     pub retry_base: Duration,
     /// How long one delivery attempt may take.
     pub timeout: Duration,
+    /// Whether this process delivers at all (`tally serve` does; `tally ingest` into a local
+    /// database does not, so a short-lived process never holds a lease it may not finish).
+    pub enabled: bool,
 }
 
 impl Default for DeliverySettings {
@@ -59,6 +62,7 @@ impl Default for DeliverySettings {
         DeliverySettings {
             retry_base: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
+            enabled: true,
         }
     }
 }
@@ -70,6 +74,9 @@ fn wall_ms() -> i64 {
 /// Starts the deliverer (needs a Tokio runtime); it runs until the runtime stops.
 pub fn spawn(stores: Stores, settings: Arc<Settings>) {
     let delivery = settings.delivery;
+    if !delivery.enabled {
+        return;
+    }
     let http = match reqwest::Client::builder()
         .timeout(delivery.timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -160,12 +167,12 @@ async fn deliver(
     metrics::counter!("tally_outbox_attempts_total", "outcome" => label).increment(1);
     match &outcome {
         AttemptOutcome::Delivered => tracing::info!(
-            message = %msg.id, kind = %msg.kind, destination = %msg.destination,
+            outbox_id = %msg.id, kind = %msg.kind, destination = %msg.destination,
             attempts = msg.attempts, "outbox message delivered"
         ),
         AttemptOutcome::Retry { error, .. } | AttemptOutcome::GiveUp { error } => {
             tracing::warn!(
-                message = %msg.id, kind = %msg.kind, destination = %msg.destination,
+                outbox_id = %msg.id, kind = %msg.kind, destination = %msg.destination,
                 attempts = msg.attempts, outcome = label, %error, "outbox delivery failed"
             )
         }
@@ -176,7 +183,7 @@ async fn deliver(
         .await
     {
         // The lease expires and the message is attempted again: at least once holds.
-        tracing::warn!(message = %msg.id, error = %e, "recording an outbox attempt failed");
+        tracing::warn!(outbox_id = %msg.id, error = %e, "recording an outbox attempt failed");
     }
 }
 

@@ -479,7 +479,13 @@ def webhook_endpoints(call: Walk) -> dict[str, list]:
     ]
     call("archiveWebhookEndpoint-tally", body={"id": spares.pop()})
     call("listWebhookEndpoints-tally", query={"limit": 10})
-    return {"webhook_endpoint": [endpoint], "spare_webhook_endpoint": spares}
+    # Generated endpoints point at the discard port too (with BINDING_PROBABILITY), so the
+    # invoices generated contracts finalize are not POSTed to hosts the generator made up.
+    return {
+        "webhook_endpoint": [endpoint],
+        "spare_webhook_endpoint": spares,
+        "webhook_url": ["http://127.0.0.1:9/tally-generated"],
+    }
 
 
 def walkthrough(call: Walk) -> dict[str, list]:
@@ -1073,6 +1079,7 @@ BINDINGS["getSubscriptionQuantityHistory-v1"] = {
 }
 BINDINGS["archiveCreditType-tally"] = {"body.id": "spare_credit_type"}
 BINDINGS["archiveWebhookEndpoint-tally"] = {"body.id": "spare_webhook_endpoint"}
+BINDINGS["createWebhookEndpoint-tally"] = {"body.url": "webhook_url"}
 BINDINGS["listWebhookDeliveries-tally"] = {"path.webhook_endpoint_id": "webhook_endpoint"}
 BINDINGS["createRateCard-v1"] = {
     "body.credit_type_conversions[*].custom_credit_type_id": "custom_unit",
