@@ -25,6 +25,8 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt_ms)
     WHERE delivered_ms IS NULL AND failed_ms IS NULL;
 CREATE INDEX outbox_by_destination ON outbox (env, destination, created_ms, id);
+-- The job prunes finished messages by age (store::OUTBOX_RETENTION_MS).
+CREATE INDEX outbox_by_created ON outbox (created_ms);
 
 -- The secret webhook payloads are signed with, one per environment
 -- (POST /v1/client/config/webhook_secret). Never returned by the API, never logged.

@@ -106,6 +106,8 @@ pub mod sql {
     pub const OUTBOX_FOR_DESTINATION: &str = "SELECT * FROM outbox
          WHERE env = $1 AND destination = $2 AND (created_ms > $3 OR (created_ms = $3 AND id > $4))
          ORDER BY created_ms, id LIMIT $5";
+    pub const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE created_ms < $1
+         AND (delivered_ms IS NOT NULL OR failed_ms IS NOT NULL)";
     pub const SET_WEBHOOK_SECRET: &str =
         "INSERT INTO webhook_secrets (env, secret, updated_ms) VALUES ($1, $2, $3)
          ON CONFLICT (env) DO UPDATE SET secret = excluded.secret, updated_ms = excluded.updated_ms";
@@ -689,6 +691,14 @@ macro_rules! document_stores {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(outbox_from_row).collect()
+            }
+
+            async fn prune_outbox(&self, before_ms: i64) -> StoreResult<u64> {
+                let done = sqlx::query(sql::PRUNE_OUTBOX)
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn set_webhook_secret(

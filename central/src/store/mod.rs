@@ -450,6 +450,10 @@ pub struct NewOutboxMessage {
     pub created_ms: i64,
 }
 
+/// How long a finished (delivered or given-up) outbox message stays in the delivery log after
+/// it was written; the background job prunes older ones.
+pub const OUTBOX_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
 /// The outbox topic of webhook deliveries (destination: a webhook endpoint id).
 pub const OUTBOX_WEBHOOK: &str = "webhook";
 
@@ -517,6 +521,8 @@ pub trait OutboxStore: Send + Sync {
         after: Option<(i64, String)>,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMessage>>;
+    /// Forgets delivered and given-up messages written before `before_ms`. Returns how many.
+    async fn prune_outbox(&self, before_ms: i64) -> StoreResult<u64>;
     async fn set_webhook_secret(&self, env: Env, secret: &str, now_ms: i64) -> StoreResult<()>;
     async fn webhook_secret(&self, env: Env) -> StoreResult<Option<String>>;
 }

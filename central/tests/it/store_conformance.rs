@@ -1661,6 +1661,22 @@ store_test!(
             .unwrap()
             .is_empty());
 
+        // Pruning forgets finished messages written before the cutoff, never pending ones.
+        assert_eq!(outbox.prune_outbox(T0).await.unwrap(), 0);
+        assert_eq!(
+            outbox.prune_outbox(T0 + 1).await.unwrap(),
+            2,
+            "the delivered and the given-up one"
+        );
+        let left = outbox
+            .outbox_for_destination(SBX, "ep", None, 100)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), N - 2);
+        assert!(left
+            .iter()
+            .all(|m| m.delivered_ms.is_none() && m.failed_ms.is_none()));
+
         // The secret: per environment, replaced by a second set.
         assert_eq!(outbox.webhook_secret(SBX).await.unwrap(), None);
         outbox.set_webhook_secret(SBX, "one", T0).await.unwrap();
