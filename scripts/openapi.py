@@ -108,6 +108,7 @@ METRONOME = {
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
     "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
+    "setClientWebhookSecret-v1": "POST /v1/client/config/webhook_secret",
 }
 
 TALLY_TAG = "Tally"
@@ -330,6 +331,132 @@ TALLY: dict[tuple[str, str], object] = {
         },
         open_=True,
     ),
+    ("post", "/v1/webhook-endpoints/create"): tally_operation(
+        "createWebhookEndpoint-tally",
+        "Create a webhook endpoint",
+        "Tally extension (Metronome configures webhook destinations in its dashboard): an "
+        "endpoint of the token's environment that receives every webhook (`invoice.finalized`) "
+        "from now on, POSTed as `{id, type, properties}` and signed with the environment's "
+        "secret (`POST /v1/client/config/webhook_secret`): `Metronome-Webhook-Signature` = hex "
+        "HMAC-SHA256 of the `Date` header + newline + body; `Date` and `X-Metronome-Date` carry "
+        "the same value. Delivered at least once (the `id` is stable across retries), retried "
+        "with exponential backoff for about two days. `url` must be an absolute http(s) URL "
+        "without credentials (400 otherwise).",
+        {
+            "200": json_response(
+                "Success",
+                {"type": "object", "required": ["data"], "properties": {"data": ID}},
+            ),
+            "400": json_response("A missing or malformed url, or an unknown field", ERROR),
+        },
+        open_=False,
+        request={
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                "description": {"type": "string", "maxLength": 1024},
+            },
+        },
+    ),
+    ("get", "/v1/webhook-endpoints"): tally_operation(
+        "listWebhookEndpoints-tally",
+        "List webhook endpoints",
+        "Tally extension: the token environment's webhook endpoints in creation order, paged "
+        "by `limit` (1-100, default 25) and `next_page`; active ones unless `archive_filter` "
+        "says otherwise.",
+        {
+            "200": json_response(
+                "Success",
+                {
+                    "type": "object",
+                    "required": ["data", "next_page"],
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/TallyWebhookEndpoint"},
+                        },
+                        "next_page": {"type": "string", "nullable": True},
+                    },
+                },
+            ),
+            "400": json_response("A bad limit, cursor or archive_filter", ERROR),
+        },
+        open_=False,
+    )
+    | {
+        "parameters": [
+            {"$ref": "#/components/parameters/PageLimit"},
+            {"$ref": "#/components/parameters/NextPage"},
+            {
+                "name": "archive_filter",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["ARCHIVED", "NOT_ARCHIVED", "ALL"]},
+            },
+        ]
+    },
+    ("post", "/v1/webhook-endpoints/archive"): tally_operation(
+        "archiveWebhookEndpoint-tally",
+        "Archive a webhook endpoint",
+        "Tally extension: the endpoint receives nothing new, and its undelivered messages are "
+        "given up at their next attempt. Idempotent; 404 for an unknown id.",
+        {
+            "200": json_response(
+                "Success",
+                {"type": "object", "required": ["data"], "properties": {"data": ID}},
+            ),
+            "400": json_response("A malformed body", ERROR),
+            "404": json_response("No such webhook endpoint", ERROR),
+        },
+        open_=False,
+        request={
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": False,
+            "properties": {"id": {"type": "string"}},
+        },
+    ),
+    ("get", "/v1/webhook-endpoints/{webhook_endpoint_id}/deliveries"): tally_operation(
+        "listWebhookDeliveries-tally",
+        "A webhook endpoint's delivery log",
+        "Tally extension: the messages sent (or being sent) to the endpoint, oldest first, each "
+        "with its status (`pending`, `delivered`, `failed` once given up), attempts begun, the "
+        "last error and its times, and the payload sent. Paged by `limit` and `next_page`; 404 "
+        "for an unknown endpoint.",
+        {
+            "200": json_response(
+                "Success",
+                {
+                    "type": "object",
+                    "required": ["data", "next_page"],
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/TallyWebhookDelivery"},
+                        },
+                        "next_page": {"type": "string", "nullable": True},
+                    },
+                },
+            ),
+            "400": json_response("A bad limit or cursor", ERROR),
+            "404": json_response("No such webhook endpoint", ERROR),
+        },
+        open_=False,
+    )
+    | {
+        "parameters": [
+            {
+                "name": "webhook_endpoint_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            {"$ref": "#/components/parameters/PageLimit"},
+            {"$ref": "#/components/parameters/NextPage"},
+        ]
+    },
     ("post", "/v1/customers/create"): ("alias", "createCustomer-v1"),
     ("post", "/v1/contract-pricing/rate-cards/rates/add"): ("alias", "addRate-v1"),
 }
@@ -370,7 +497,34 @@ TALLY_SCHEMAS = {
             "last_failed_at": {"type": "string", "format": "date-time"},
             "failed_passes": {"type": "integer", "minimum": 1},
         },
-    }
+    },
+    "TallyWebhookEndpoint": {
+        "type": "object",
+        "required": ["id", "url", "created_at", "archived_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "url": {"type": "string"},
+            "description": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "archived_at": {"type": "string", "format": "date-time", "nullable": True},
+        },
+    },
+    "TallyWebhookDelivery": {
+        "type": "object",
+        "required": ["id", "type", "status", "attempts", "created_at", "payload"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "type": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_error": {"type": "string", "nullable": True},
+            "created_at": {"type": "string", "format": "date-time"},
+            "next_attempt_at": {"type": "string", "format": "date-time", "nullable": True},
+            "delivered_at": {"type": "string", "format": "date-time", "nullable": True},
+            "failed_at": {"type": "string", "format": "date-time", "nullable": True},
+            "payload": {"type": "object"},
+        },
+    },
 }
 
 # Changes to Metronome's operations, each (name, why, function, whether it changes components:

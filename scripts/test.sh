@@ -23,6 +23,11 @@ python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.
 python3 -c 'import schemathesis, sys; sys.exit(0 if schemathesis.__version__ == "4.32.5" else 1)' 2>/dev/null \
   || python3 -m pip install -q schemathesis==4.32.5
 
+# The webhook tests' receiver (tests/webhooks) verifies signatures with Metronome's TypeScript SDK,
+# pinned in its own package-lock.json (the tests install it too when it is missing).
+[ -f tests/webhooks/node_modules/@metronome/sdk/package.json ] \
+  || (cd tests/webhooks && npm ci --no-audit --no-fund --ignore-scripts >/dev/null)
+
 step "edge toolchain (worker-build, wasm-bindgen-cli, wrangler, Miniflare, wasm-opt, esbuild; cached)"
 bash scripts/edge-tools.sh install >/dev/null
 

@@ -14,6 +14,7 @@ pub mod billing;
 pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod outbox;
 pub mod rollups;
 pub mod server;
 pub mod service;
@@ -90,6 +91,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// The origins browser clients may call the API from; `None` turns CORS off.
     pub cors: Option<http::cors::AllowedOrigins>,
+    /// How the outbox deliverer retries and times out (`crate::outbox`).
+    pub delivery: outbox::DeliverySettings,
 }
 
 /// A token's sustained request rate and the burst it may spend at once (GCRA, via `governor`).
@@ -108,6 +111,7 @@ impl Default for Settings {
             rate_limit: None,
             request_timeout: Duration::from_secs(60),
             cors: None,
+            delivery: outbox::DeliverySettings::default(),
         }
     }
 }
@@ -155,11 +159,13 @@ pub struct AppState {
 pub const TOKEN_TOUCH_INTERVAL_MS: i64 = 60_000;
 
 impl AppState {
-    /// Builds the state and starts the ingest writer and rollup compactor tasks (needs a Tokio
-    /// runtime).
+    /// Builds the state and starts the ingest writer, rollup compactor and outbox deliverer tasks
+    /// (needs a Tokio runtime).
     pub fn new(stores: Stores, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let ingest = ingest::IngestHandle::spawn(stores.usage.clone(), clock.clone());
         rollups::spawn(stores.usage.clone());
+        let settings = Arc::new(settings);
+        outbox::spawn(stores.clone(), settings.clone());
         let limiter = settings.rate_limit.map(|limit| {
             let quota = governor::Quota::per_second(limit.per_second).allow_burst(limit.burst);
             Arc::new(governor::RateLimiter::keyed(quota))
@@ -167,7 +173,7 @@ impl AppState {
         AppState {
             stores,
             clock,
-            settings: Arc::new(settings),
+            settings,
             ingest,
             limiter,
             metrics: Arc::default(),

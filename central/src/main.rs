@@ -58,6 +58,13 @@ enum Command {
             value_name = "ORIGIN"
         )]
         cors_allow_origins: Vec<String>,
+        /// Milliseconds before the first retry of a failed webhook delivery; each later retry
+        /// waits twice as long (with jitter, at most 15 minutes), for about two days.
+        #[arg(long, env = "TALLY_WEBHOOK_RETRY_BASE_MS", default_value_t = 10_000)]
+        webhook_retry_base_ms: u64,
+        /// Seconds one webhook delivery attempt may take.
+        #[arg(long, env = "TALLY_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+        webhook_timeout_secs: u64,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -271,6 +278,8 @@ async fn main() -> anyhow::Result<()> {
             metrics_listen,
             edge_hmac_key,
             cors_allow_origins,
+            webhook_retry_base_ms,
+            webhook_timeout_secs,
             limits,
         } => {
             let settings = Settings {
@@ -280,6 +289,11 @@ async fn main() -> anyhow::Result<()> {
                 rate_limit: limits.rate_limit(),
                 request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
                 cors: AllowedOrigins::parse(&cors_allow_origins).map_err(anyhow::Error::msg)?,
+                delivery: tally_central::outbox::DeliverySettings {
+                    retry_base: Duration::from_millis(webhook_retry_base_ms.max(1)),
+                    timeout: Duration::from_secs(webhook_timeout_secs.max(1)),
+                    enabled: true,
+                },
             };
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
         }
@@ -307,7 +321,15 @@ async fn main() -> anyhow::Result<()> {
                         "--env is required to ingest into a local database (or give --url)",
                     )?;
                     let stores = db.open().await?;
-                    let state = AppState::new(stores, Arc::new(SystemClock), Settings::default());
+                    // A short-lived process: it leaves the outbox to `tally serve`.
+                    let settings = Settings {
+                        delivery: tally_central::outbox::DeliverySettings {
+                            enabled: false,
+                            ..Default::default()
+                        },
+                        ..Settings::default()
+                    };
+                    let state = AppState::new(stores, Arc::new(SystemClock), settings);
                     backfill::Target::Local {
                         state,
                         env: env.into(),

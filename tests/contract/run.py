@@ -463,6 +463,31 @@ def custom_units(call: Walk, product: str, now: datetime) -> dict[str, list]:
     return {"custom_unit": [unit], "spare_credit_type": spares, "custom_card": [card]}
 
 
+def webhook_endpoints(call: Walk) -> dict[str, list]:
+    """The signing secret and webhook endpoints (a discard-port URL: deliveries fail and are
+    retried, which the delivery log shows); returns their dictionaries."""
+    call("setClientWebhookSecret-v1", body={"webhook_secret": "whsec_contract_walk_5f3a95bd97"})
+    endpoint = call(
+        "createWebhookEndpoint-tally",
+        body={"url": "http://127.0.0.1:9/tally-walk", "description": "walkthrough"},
+    )["data"]["id"]
+    spares = [
+        call("createWebhookEndpoint-tally", body={"url": f"http://127.0.0.1:9/spare-{i}"})[
+            "data"
+        ]["id"]
+        for i in range(3)
+    ]
+    call("archiveWebhookEndpoint-tally", body={"id": spares.pop()})
+    call("listWebhookEndpoints-tally", query={"limit": 10})
+    # Generated endpoints point at the discard port too (with BINDING_PROBABILITY), so the
+    # invoices generated contracts finalize are not POSTed to hosts the generator made up.
+    return {
+        "webhook_endpoint": [endpoint],
+        "spare_webhook_endpoint": spares,
+        "webhook_url": ["http://127.0.0.1:9/tally-generated"],
+    }
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -476,6 +501,8 @@ def walkthrough(call: Walk) -> dict[str, list]:
         call(op_id)
     call("getOpenApiDocument-tally")
     call("listStuckContracts-tally")
+    # Endpoints first, so the invoices finalized below are in their delivery logs.
+    hooks = webhook_endpoints(call)
 
     call("listCreditTypes-v1")
     metric = create(
@@ -778,6 +805,11 @@ def walkthrough(call: Walk) -> dict[str, list]:
             "void_invoices": False,
         },
     )
+    call(
+        "listWebhookDeliveries-tally",
+        path={"webhook_endpoint_id": hooks["webhook_endpoint"][0]},
+        query={"limit": 10},
+    )
     # The other spelling of addRate, on a card of its own.
     alias_card = create("createRateCard-v1", {"name": "Alias card"})
     call(
@@ -832,6 +864,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         **editable,
         **packaged,
         **units,
+        **hooks,
     }
 
 
@@ -1045,6 +1078,9 @@ BINDINGS["getSubscriptionQuantityHistory-v1"] = {
     "body.subscription_id": "subscription",
 }
 BINDINGS["archiveCreditType-tally"] = {"body.id": "spare_credit_type"}
+BINDINGS["archiveWebhookEndpoint-tally"] = {"body.id": "spare_webhook_endpoint"}
+BINDINGS["createWebhookEndpoint-tally"] = {"body.url": "webhook_url"}
+BINDINGS["listWebhookDeliveries-tally"] = {"path.webhook_endpoint_id": "webhook_endpoint"}
 BINDINGS["createRateCard-v1"] = {
     "body.credit_type_conversions[*].custom_credit_type_id": "custom_unit",
 }

@@ -15,3 +15,4 @@ mod sdk_python;
 mod security;
 mod stream;
 mod tokens;
+mod webhooks;

@@ -22,6 +22,7 @@ use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;
 use crate::service::products::ProductError;
 use crate::service::rate_cards::RateCardError;
+use crate::service::webhooks::WebhookError;
 use crate::service::Invalid;
 use crate::store::StoreError;
 
@@ -217,6 +218,16 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Invalid(e) => e.into(),
             IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::NotFound(what) => ApiError::not_found(what),
+            WebhookError::Invalid(e) => e.into(),
+            WebhookError::Store(e) => e.into(),
         }
     }
 }

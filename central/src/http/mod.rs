@@ -30,6 +30,7 @@ mod products;
 mod rate_cards;
 mod rate_wire;
 mod subscriptions;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -127,6 +128,7 @@ fn authenticated_routes() -> Routes {
         .merge(invoices::routes())
         .merge(operations::routes())
         .merge(ingest::routes())
+        .merge(webhooks::routes())
 }
 
 /// A part of the router together with the path templates it serves. Every route of the API is

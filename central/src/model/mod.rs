@@ -53,6 +53,8 @@ pub mod kind {
     /// transitioned from, parent the customer. Inserted with the new contract in one
     /// transaction, so a contract has at most one successor however many creates race.
     pub const TRANSITION: &str = "contract_transition";
+    /// A webhook destination (`/v1/webhook-endpoints/*`), no parent.
+    pub const WEBHOOK_ENDPOINT: &str = "webhook_endpoint";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

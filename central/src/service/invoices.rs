@@ -29,7 +29,7 @@ use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
 use crate::store::{
     ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, PageReq, StoreError,
 };
-use crate::AppState;
+use crate::{AppState, Clock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvoiceError {
@@ -232,11 +232,19 @@ pub async fn finalize_rows(
             finals.push((row, Vec::new()));
         }
     }
+    // The destinations of the `invoice.finalized` messages: the endpoints active now. An endpoint
+    // created while this runs may miss these invoices; it was not there when they finalized.
+    let endpoints = super::webhooks::active_endpoint_ids(st, env).await?;
+    let wall = crate::SystemClock.now_ms();
     let mut work = st.stores.invoices.begin().await?;
     let mut finalized = 0;
     for (row, entries) in &finals {
         if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
             work.put_ledger_entries(env, entries).await?;
+            // Only the finalizer whose status change won tells the endpoints, in its transaction.
+            for msg in super::webhooks::invoice_finalized(env, &endpoints, row, now, wall) {
+                work.put_outbox(&msg).await?;
+            }
             finalized += 1;
             tracing::info!(
                 env = env.as_str(),

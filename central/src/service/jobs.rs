@@ -39,6 +39,8 @@ pub struct PassReport {
     pub failed: u64,
     pub pruned_keys: u64,
     pub pruned_idempotency_keys: u64,
+    /// Finished outbox messages past [`crate::store::OUTBOX_RETENTION_MS`].
+    pub pruned_outbox: u64,
 }
 
 /// One pass under the job lock. `Ok(None)` (and nothing done) when another replica holds it.
@@ -74,6 +76,10 @@ async fn run_pass(st: &AppState) -> Result<PassReport, JobError> {
         .now_ms()
         .saturating_sub(crate::store::IDEMPOTENCY_RETENTION_MS);
     report.pruned_idempotency_keys = st.stores.idempotency.prune_idempotency(keys_cutoff).await?;
+    // Outbox times are the wall clock (`crate::outbox`).
+    let outbox_cutoff = <crate::SystemClock as crate::Clock>::now_ms(&crate::SystemClock)
+        .saturating_sub(crate::store::OUTBOX_RETENTION_MS);
+    report.pruned_outbox = st.stores.outbox.prune_outbox(outbox_cutoff).await?;
     if report.failed > 0 {
         tracing::warn!(
             failed = report.failed,

@@ -86,6 +86,33 @@ pub mod sql {
     pub const CUSTOMER_LEDGER: &str = "SELECT * FROM balance_ledger
          WHERE env = $1 AND customer_id = $2 ORDER BY timestamp_ms, created_ms, id";
 
+    /// An outbox message; one already there (same id) is left as it is.
+    pub const INSERT_OUTBOX: &str = "INSERT INTO outbox
+             (id, env, topic, kind, destination, payload, next_attempt_ms, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+    /// Whether any message is due (a read, so an idle deliverer takes no write lock).
+    pub const OUTBOX_DUE: &str = "SELECT id FROM outbox
+         WHERE delivered_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= $1
+           AND (lease_until_ms IS NULL OR lease_until_ms <= $1) LIMIT 1";
+    pub const OUTBOX_DELIVERED: &str = "UPDATE outbox
+         SET delivered_ms = $1, lease_owner = NULL, lease_until_ms = NULL
+         WHERE id = $2 AND delivered_ms IS NULL";
+    pub const OUTBOX_RETRY: &str = "UPDATE outbox
+         SET last_error = $1, next_attempt_ms = $2, lease_owner = NULL, lease_until_ms = NULL
+         WHERE id = $3 AND lease_owner = $4 AND delivered_ms IS NULL";
+    pub const OUTBOX_GIVE_UP: &str = "UPDATE outbox
+         SET last_error = $1, failed_ms = $2, lease_owner = NULL, lease_until_ms = NULL
+         WHERE id = $3 AND lease_owner = $4 AND delivered_ms IS NULL";
+    pub const OUTBOX_FOR_DESTINATION: &str = "SELECT * FROM outbox
+         WHERE env = $1 AND destination = $2 AND (created_ms > $3 OR (created_ms = $3 AND id > $4))
+         ORDER BY created_ms, id LIMIT $5";
+    pub const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE created_ms < $1
+         AND (delivered_ms IS NOT NULL OR failed_ms IS NOT NULL)";
+    pub const SET_WEBHOOK_SECRET: &str =
+        "INSERT INTO webhook_secrets (env, secret, updated_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (env) DO UPDATE SET secret = excluded.secret, updated_ms = excluded.updated_ms";
+    pub const WEBHOOK_SECRET: &str = "SELECT secret FROM webhook_secrets WHERE env = $1";
+
     pub const INSERT_TOKEN: &str =
         "INSERT INTO tokens (hash, env, name, created_ms) VALUES ($1, $2, $3, $4)";
     pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1 AND revoked_ms IS NULL";
@@ -553,8 +580,149 @@ macro_rules! document_stores {
                 Ok(())
             }
 
+            async fn put_outbox(&mut self, m: &NewOutboxMessage) -> StoreResult<()> {
+                sqlx::query(sql::INSERT_OUTBOX)
+                    .bind(&m.id)
+                    .bind(m.env.as_str())
+                    .bind(&m.topic)
+                    .bind(&m.kind)
+                    .bind(&m.destination)
+                    .bind(&m.payload)
+                    .bind(m.created_ms)
+                    .bind(m.created_ms)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 Ok(self.0.commit().await?)
+            }
+        }
+
+        fn outbox_from_row(row: &$row) -> StoreResult<OutboxMessage> {
+            let env: String = row.get("env");
+            Ok(OutboxMessage {
+                id: row.get("id"),
+                env: Env::parse(&env).ok_or(StoreError::Corrupt(env))?,
+                topic: row.get("topic"),
+                kind: row.get("kind"),
+                destination: row.get("destination"),
+                payload: row.get("payload"),
+                attempts: row.get("attempts"),
+                next_attempt_ms: row.get("next_attempt_ms"),
+                delivered_ms: row.get("delivered_ms"),
+                failed_ms: row.get("failed_ms"),
+                last_error: row.get("last_error"),
+                created_ms: row.get("created_ms"),
+            })
+        }
+
+        #[async_trait]
+        impl OutboxStore for $store {
+            async fn claim_outbox(
+                &self,
+                owner: &str,
+                now_ms: i64,
+                lease_until_ms: i64,
+                limit: i64,
+            ) -> StoreResult<Vec<OutboxMessage>> {
+                let due: Option<String> = sqlx::query_scalar(sql::OUTBOX_DUE)
+                    .bind(now_ms)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
+                // The backend's conditional UPDATE (`CLAIM_OUTBOX`): one claimer per message.
+                let rows = sqlx::query(CLAIM_OUTBOX)
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(outbox_from_row).collect()
+            }
+
+            async fn finish_attempt(
+                &self,
+                id: &str,
+                owner: &str,
+                outcome: &AttemptOutcome,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                let q = match outcome {
+                    AttemptOutcome::Delivered => {
+                        sqlx::query(sql::OUTBOX_DELIVERED).bind(now_ms).bind(id)
+                    }
+                    AttemptOutcome::Retry {
+                        error,
+                        next_attempt_ms,
+                    } => sqlx::query(sql::OUTBOX_RETRY)
+                        .bind(error.as_str())
+                        .bind(*next_attempt_ms)
+                        .bind(id)
+                        .bind(owner),
+                    AttemptOutcome::GiveUp { error } => sqlx::query(sql::OUTBOX_GIVE_UP)
+                        .bind(error.as_str())
+                        .bind(now_ms)
+                        .bind(id)
+                        .bind(owner),
+                };
+                q.execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn outbox_for_destination(
+                &self,
+                env: Env,
+                destination: &str,
+                after: Option<(i64, String)>,
+                limit: i64,
+            ) -> StoreResult<Vec<OutboxMessage>> {
+                let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+                let rows = sqlx::query(sql::OUTBOX_FOR_DESTINATION)
+                    .bind(env.as_str())
+                    .bind(destination)
+                    .bind(after_ms)
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(outbox_from_row).collect()
+            }
+
+            async fn prune_outbox(&self, before_ms: i64) -> StoreResult<u64> {
+                let done = sqlx::query(sql::PRUNE_OUTBOX)
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn set_webhook_secret(
+                &self,
+                env: Env,
+                secret: &str,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                let mut tx = write_tx(self).await?;
+                sqlx::query(sql::SET_WEBHOOK_SECRET)
+                    .bind(env.as_str())
+                    .bind(secret)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn webhook_secret(&self, env: Env) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar(sql::WEBHOOK_SECRET)
+                    .bind(env.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
         }
 

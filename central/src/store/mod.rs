@@ -433,7 +433,105 @@ pub trait UnitOfWork: Send {
     /// Records ledger entries of invoices this unit of work finalizes. An entry an invoice
     /// already recorded (same invoice, segment and kind) is left as it is.
     async fn put_ledger_entries(&mut self, env: Env, entries: &[LedgerRow]) -> StoreResult<()>;
+    /// Adds a message to the outbox, to be delivered once this unit of work commits (never if it
+    /// does not). A message whose id is already there is left as it is.
+    async fn put_outbox(&mut self, msg: &NewOutboxMessage) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// A message for the outbox (`crate::outbox`), written with the state change that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxMessage {
+    /// Stable across retries (the webhook payload's `id`): receivers dedupe on it.
+    pub id: String,
+    pub env: Env,
+    /// How it is delivered: [`OUTBOX_WEBHOOK`] (later Stripe).
+    pub topic: String,
+    /// What it says: `invoice.finalized`, `alerts.*`, ...
+    pub kind: String,
+    /// Where it goes: a webhook endpoint's id.
+    pub destination: String,
+    /// The exact body sent.
+    pub payload: String,
+    /// Wall-clock time it was written; it is due at once.
+    pub created_ms: i64,
+}
+
+/// How long a finished (delivered or given-up) outbox message stays in the delivery log after
+/// it was written; the background job prunes older ones.
+pub const OUTBOX_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// The outbox topic of webhook deliveries (destination: a webhook endpoint id).
+pub const OUTBOX_WEBHOOK: &str = "webhook";
+
+/// A stored outbox message and how its delivery is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: String,
+    pub env: Env,
+    pub topic: String,
+    pub kind: String,
+    pub destination: String,
+    pub payload: String,
+    /// Delivery attempts begun (counted when claimed).
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub delivered_ms: Option<i64>,
+    /// Set when delivery was given up.
+    pub failed_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at `next_attempt_ms`.
+    Retry {
+        error: String,
+        next_attempt_ms: i64,
+    },
+    /// No more attempts.
+    GiveUp {
+        error: String,
+    },
+}
+
+/// The outbox's delivery side and the webhook signing secret.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Leases at most `limit` due messages (undelivered, not given up, `next_attempt_ms <= now`,
+    /// no unexpired lease) to `owner` until `lease_until_ms`, counting an attempt on each. Each
+    /// message is leased to one claimer at a time, across processes sharing the database.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+    /// Records an attempt's outcome and releases the lease. A retry or give-up is recorded only
+    /// while `owner` still holds the lease; a delivery always (it happened).
+    async fn finish_attempt(
+        &self,
+        id: &str,
+        owner: &str,
+        outcome: &AttemptOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// The messages of one destination in `(created_ms, id)` order after `after`, at most `limit`.
+    async fn outbox_for_destination(
+        &self,
+        env: Env,
+        destination: &str,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+    /// Forgets delivered and given-up messages written before `before_ms`. Returns how many.
+    async fn prune_outbox(&self, before_ms: i64) -> StoreResult<u64>;
+    async fn set_webhook_secret(&self, env: Env, secret: &str, now_ms: i64) -> StoreResult<()>;
+    async fn webhook_secret(&self, env: Env) -> StoreResult<Option<String>>;
 }
 
 /// One stored entry of a commit or credit segment's ledger (`balance_ledger`).
@@ -671,6 +769,7 @@ pub struct Stores {
     pub health: Arc<dyn Health>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub ledger: Arc<dyn LedgerStore>,
+    pub outbox: Arc<dyn OutboxStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -687,6 +786,7 @@ impl Stores {
             + Health
             + IdempotencyStore
             + LedgerStore
+            + OutboxStore
             + 'static,
     {
         let db = Arc::new(db);
@@ -698,7 +798,8 @@ impl Stores {
             jobs: db.clone(),
             health: db.clone(),
             idempotency: db.clone(),
-            ledger: db,
+            ledger: db.clone(),
+            outbox: db,
             shared,
         }
     }

@@ -147,6 +147,18 @@ fn not_up_yet(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Leases due outbox messages: the rows are locked `FOR UPDATE SKIP LOCKED`, so replicas
+/// claiming at once take disjoint messages, and a row leased meanwhile is re-checked (READ
+/// COMMITTED re-evaluates the WHERE on its new version) and left out.
+const CLAIM_OUTBOX: &str = "UPDATE outbox
+     SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1
+     WHERE id IN (SELECT id FROM outbox
+                  WHERE delivered_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= $3
+                    AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
+                  ORDER BY next_attempt_ms LIMIT $4
+                  FOR UPDATE SKIP LOCKED)
+     RETURNING *";
+
 super::documents::document_stores!(PostgresStore, PostgresWork, Postgres, PgRow, PgConnection);
 
 #[async_trait]

@@ -104,6 +104,16 @@ fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Leases due outbox messages: one conditional UPDATE under SQLite's write lock, so two claimers
+/// never lease one message.
+const CLAIM_OUTBOX: &str = "UPDATE outbox
+     SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1
+     WHERE id IN (SELECT id FROM outbox
+                  WHERE delivered_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= $3
+                    AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
+                  ORDER BY next_attempt_ms LIMIT $4)
+     RETURNING *";
+
 super::documents::document_stores!(
     SqliteStore,
     SqliteWork,

@@ -15,6 +15,7 @@ use tally_central::store::{
     self, ArchiveFilter, BatchApplied, Env, IngestItem, InvoiceRow, InvoiceStatus, ItemOutcome,
     LedgerRow, NewDoc, PageReq, PoolOptions, StoreError, StoreResult, Stores, TokenInfo,
 };
+use tally_central::store::{AttemptOutcome, NewOutboxMessage, OUTBOX_WEBHOOK};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::balances::LedgerEntryKind;
 use tempfile::TempDir;
@@ -1508,5 +1509,182 @@ store_test!(
         assert!(compactor.await.unwrap() > 0);
         compact_all(&db.stores).await;
         assert_rollups_in_step(&db.stores).await;
+    }
+);
+
+fn outbox_msg(id: &str, at: i64) -> NewOutboxMessage {
+    NewOutboxMessage {
+        id: id.to_string(),
+        env: SBX,
+        topic: OUTBOX_WEBHOOK.to_string(),
+        kind: "invoice.finalized".to_string(),
+        destination: "ep".to_string(),
+        payload: format!(r#"{{"id":"{id}"}}"#),
+        created_ms: at,
+    }
+}
+
+store_test!(
+    outbox_messages_commit_with_their_unit_of_work_and_are_claimed_once,
+    |db| {
+        // Rolled back with its unit of work: never delivered.
+        let mut work = db.stores.invoices.begin().await.unwrap();
+        work.put_outbox(&outbox_msg("lost", T0)).await.unwrap();
+        drop(work);
+        const N: usize = 40;
+        let mut work = db.stores.invoices.begin().await.unwrap();
+        for i in 0..N {
+            let m = outbox_msg(&format!("m{i:02}"), T0);
+            work.put_outbox(&m).await.unwrap();
+            // The same id twice is one message.
+            work.put_outbox(&m).await.unwrap();
+        }
+        work.commit().await.unwrap();
+        assert!(
+            db.stores
+                .outbox
+                .claim_outbox("early", T0 - 1, T0 + 1_000, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing is due before it was written"
+        );
+
+        // Claimers on two independent pools, many at once, small batches: each message once.
+        let other = db.reopen().await;
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let stores = if c % 2 == 0 {
+                db.stores.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("owner{c}");
+                let mut got = Vec::new();
+                loop {
+                    let batch = stores
+                        .outbox
+                        .claim_outbox(&owner, T0, T0 + 60_000, 3)
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        return (owner, got);
+                    }
+                    got.extend(batch);
+                }
+            }));
+        }
+        let mut claimed = Vec::new();
+        for t in tasks {
+            let (owner, got) = t.await.unwrap();
+            claimed.extend(got.into_iter().map(|m| (owner.clone(), m)));
+        }
+        let ids: BTreeSet<&str> = claimed.iter().map(|(_, m)| m.id.as_str()).collect();
+        assert_eq!(claimed.len(), N, "each message leased once");
+        assert_eq!(ids.len(), N);
+        assert!(!ids.contains("lost"));
+        assert!(claimed.iter().all(|(_, m)| m.attempts == 1 && m.env == SBX));
+
+        // Outcomes: delivered, retried later, given up; a retry by a process that lost the lease is
+        // ignored.
+        let (o0, m0) = &claimed[0];
+        let (o1, m1) = &claimed[1];
+        let (o2, m2) = &claimed[2];
+        let outbox = &db.stores.outbox;
+        outbox
+            .finish_attempt(&m0.id, o0, &AttemptOutcome::Delivered, T0 + 5)
+            .await
+            .unwrap();
+        let retry = AttemptOutcome::Retry {
+            error: "HTTP 500".into(),
+            next_attempt_ms: T0 + 100,
+        };
+        outbox
+            .finish_attempt(&m1.id, "not-the-owner", &retry, T0 + 5)
+            .await
+            .unwrap();
+        outbox
+            .finish_attempt(&m1.id, o1, &retry, T0 + 5)
+            .await
+            .unwrap();
+        let give_up = AttemptOutcome::GiveUp {
+            error: "archived".into(),
+        };
+        outbox
+            .finish_attempt(&m2.id, o2, &give_up, T0 + 6)
+            .await
+            .unwrap();
+
+        // At T0 + 100 only the retried message is due (the others are leased for a minute).
+        let again = outbox
+            .claim_outbox("later", T0 + 100, T0 + 200, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            [m1.id.as_str()]
+        );
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].last_error.as_deref(), Some("HTTP 500"));
+        // When the leases expire (their holders died), the undelivered ones are due again.
+        let expired = outbox
+            .claim_outbox("heir", T0 + 60_000, T0 + 70_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            expired.len(),
+            N - 2,
+            "all but the delivered and the given-up one"
+        );
+
+        let log = outbox
+            .outbox_for_destination(SBX, "ep", None, 100)
+            .await
+            .unwrap();
+        assert_eq!(log.len(), N);
+        let by_id = |id: &str| log.iter().find(|m| m.id == id).unwrap().clone();
+        assert_eq!(by_id(&m0.id).delivered_ms, Some(T0 + 5));
+        assert_eq!(by_id(&m2.id).failed_ms, Some(T0 + 6));
+        assert_eq!(by_id(&m2.id).last_error.as_deref(), Some("archived"));
+        let page = outbox
+            .outbox_for_destination(SBX, "ep", Some((T0, "m09".into())), 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["m10", "m11", "m12", "m13", "m14"]
+        );
+        assert!(outbox
+            .outbox_for_destination(PROD, "ep", None, 100)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Pruning forgets finished messages written before the cutoff, never pending ones.
+        assert_eq!(outbox.prune_outbox(T0).await.unwrap(), 0);
+        assert_eq!(
+            outbox.prune_outbox(T0 + 1).await.unwrap(),
+            2,
+            "the delivered and the given-up one"
+        );
+        let left = outbox
+            .outbox_for_destination(SBX, "ep", None, 100)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), N - 2);
+        assert!(left
+            .iter()
+            .all(|m| m.delivered_ms.is_none() && m.failed_ms.is_none()));
+
+        // The secret: per environment, replaced by a second set.
+        assert_eq!(outbox.webhook_secret(SBX).await.unwrap(), None);
+        outbox.set_webhook_secret(SBX, "one", T0).await.unwrap();
+        outbox.set_webhook_secret(SBX, "two", T0 + 1).await.unwrap();
+        assert_eq!(
+            outbox.webhook_secret(SBX).await.unwrap().as_deref(),
+            Some("two")
+        );
+        assert_eq!(outbox.webhook_secret(PROD).await.unwrap(), None);
     }
 );
