@@ -234,6 +234,8 @@ pub trait UsageStore: Send + Sync {
     /// nothing (and no write transaction) when no day is dirty. `crate::rollups` runs it in the
     /// background.
     async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted>;
+    /// How many dirty days the compactor can take now (its backlog).
+    async fn rollup_backlog(&self) -> StoreResult<u64>;
     /// The starts of the UTC days in `[from_ms, to_ms)` (the day holding `from_ms` included)
     /// dirty for any of these customer references and metrics: their rollups may lag, so a
     /// reader reads them hour by hour (`tally_core::rollup::cover`).
