@@ -39,7 +39,7 @@ use crate::store::{
     Stores, StripePush, OUTBOX_STRIPE, OUTBOX_WEBHOOK,
 };
 use crate::wire::Time;
-use crate::Secret;
+use crate::{Clock, Secret};
 
 /// Stripe connection settings (`--stripe-api-key`, `--stripe-api-base`).
 #[derive(Debug, Clone)]
@@ -449,8 +449,6 @@ pub async fn push(
     }
 }
 
-use crate::Clock;
-
 /// The steps of a push; the external status it reached.
 async fn run(
     stores: &Stores,
@@ -744,6 +742,51 @@ mod tests {
         // Half to even on the running total; negatives (applied credits) too.
         assert_eq!(cumulative_cents(&[d("0.5"), d("1")]), vec![0, 2]);
         assert_eq!(cumulative_cents(&[d("250"), d("-100.25")]), vec![250, -100]);
+    }
+
+    #[test]
+    fn payload_takes_the_non_zero_lines_of_the_invoice_credit_type() {
+        let usd = json!({ "id": crate::model::USD_ID, "name": "USD (cents)" });
+        let body = json!({
+            "credit_type": usd,
+            "total": 1000,
+            "net_payment_terms_days": 15,
+            "line_items": [
+                { "name": "A", "total": 333.3333333333, "credit_type": usd },
+                { "name": "zero", "total": 0, "credit_type": usd },
+                { "name": "units", "total": 7, "credit_type": { "id": "cpu", "name": "CPU" } },
+                { "name": "B", "total": 666.6666666667, "credit_type": usd },
+            ],
+        });
+        let row = InvoiceRow {
+            id: "inv".into(),
+            kind: crate::store::InvoiceKind::Usage,
+            contract_id: "k".into(),
+            customer_id: "c".into(),
+            period_start_ms: 0,
+            period_end_ms: 1,
+            status: crate::store::InvoiceStatus::Finalized,
+            body: None,
+        };
+        let target = StripeTarget {
+            stripe_customer_id: Some("cus_1".into()),
+            collection_method: Some("send_invoice".into()),
+            leave_in_draft: true,
+        };
+        let p = payload(&row, &body, &target);
+        let got: Vec<(&str, i64)> = p
+            .items
+            .iter()
+            .map(|i| (i.description.as_str(), i.amount))
+            .collect();
+        assert_eq!(got, vec![("A", 333), ("B", 667)]);
+        assert_eq!((p.total, p.exact_total.as_str()), (1000, "1000"));
+        assert_eq!(p.items[0].exact, "333.3333333333");
+        assert_eq!(p.days_until_due, Some(15));
+        assert_eq!(p.stripe_customer_id.as_deref(), Some("cus_1"));
+        assert!(p.leave_in_draft);
+        let back: Payload = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]
