@@ -1,8 +1,8 @@
 //! Finalized invoices pushed to Stripe, end to end: a real `tally serve` (grace 0, a 1 s job)
 //! pushes to localstripe (PyPI `localstripe`, pinned below; started per test on a free port by
 //! tests/stripe/localstripe_tally.py, which adds the one-off invoice calls localstripe lacks).
-//! Exactly one Stripe invoice with the hand-computed cent amounts, across a kill -9 and restart
-//! and across a redelivery whose record of what was sent is gone; an unknown Stripe customer
+//! Exactly one Stripe invoice with the hand-computed cent amounts, across a kill -9 and restart,
+//! a kill -9 in the middle of a push, and a redelivery whose record of what was sent is gone; an unknown Stripe customer
 //! raises one `invoice.billing_provider_error` webhook and the invoice shows the error.
 
 use std::collections::BTreeMap;
@@ -23,15 +23,22 @@ const STRIPE_KEY: &str = "sk_test_tally_4c1d9e7a2b-never-log-me";
 struct LocalStripe {
     child: Child,
     base: String,
+    /// Its stdout after the first line (`hanging` when `--hang-after-item` holds a response).
+    said: Arc<Mutex<Vec<String>>>,
 }
 
 impl LocalStripe {
     fn start() -> LocalStripe {
+        LocalStripe::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> LocalStripe {
         python_package_ready("localstripe", "localstripe", LOCALSTRIPE_VERSION);
         let script = workspace_root().join("tests/stripe/localstripe_tally.py");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new("python3")
             .arg(&script)
+            .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -39,9 +46,15 @@ impl LocalStripe {
             .spawn()
             .expect("spawn localstripe");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("localstripe's first line");
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        out.read_line(&mut line).expect("localstripe's first line");
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let keep = said.clone();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                keep.lock().expect("lock").push(l);
+            }
+        });
         let port: u16 = line
             .trim()
             .strip_prefix("listening on ")
@@ -50,6 +63,7 @@ impl LocalStripe {
         LocalStripe {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            said,
         }
     }
 
@@ -160,20 +174,22 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn start_tally(database: Option<&str>, stripe: &LocalStripe) -> TallyServer {
-    TallyServer::start_on(
-        database,
-        &[
-            "--invoice-grace-hours",
-            "0",
-            "--job-interval-secs",
-            "1",
-            "--webhook-retry-base-ms",
-            "100",
-            "--stripe-api-base",
-            &stripe.base,
-        ],
-        &[("TALLY_STRIPE_API_KEY", STRIPE_KEY)],
-    )
+    start_tally_with(database, stripe, &[])
+}
+
+fn start_tally_with(database: Option<&str>, stripe: &LocalStripe, extra: &[&str]) -> TallyServer {
+    let mut args = vec![
+        "--invoice-grace-hours",
+        "0",
+        "--job-interval-secs",
+        "1",
+        "--webhook-retry-base-ms",
+        "100",
+        "--stripe-api-base",
+        &stripe.base,
+    ];
+    args.extend_from_slice(extra);
+    TallyServer::start_on(database, &args, &[("TALLY_STRIPE_API_KEY", STRIPE_KEY)])
 }
 
 /// A customer billing through Stripe customer `stripe_customer`, 10 calls in a period that
@@ -363,6 +379,17 @@ async fn forget_the_record(database: &str) {
     }
 }
 
+/// The expected lines (see `exactly_once`).
+fn expected_lines() -> BTreeMap<String, i64> {
+    [
+        ("A thirds".to_string(), 333),
+        ("B two thirds".to_string(), 667),
+        ("C flat".to_string(), 2500),
+    ]
+    .into_iter()
+    .collect()
+}
+
 fn exactly_once(database: Option<&str>) {
     let stripe = LocalStripe::start();
     let mut server = start_tally(database, &stripe);
@@ -382,14 +409,7 @@ fn exactly_once(database: Option<&str>) {
             // and × 200 = 666.6666666666; 10 × 250 = 2500. Cumulative half-even rounding:
             // 333, round(999.9999999999) − 333 = 667, 2500; total 3500 = Tally's 3499.9999999999
             // rounded to the cent.
-            let expected: BTreeMap<String, i64> = [
-                ("A thirds".to_string(), 333),
-                ("B two thirds".to_string(), 667),
-                ("C flat".to_string(), 2500),
-            ]
-            .into_iter()
-            .collect();
-            assert_eq!(lines, expected, "{inv:#}");
+            assert_eq!(lines, expected_lines(), "{inv:#}");
             assert_eq!(tally["total"].to_string(), "3499.9999999999", "{tally:#}");
             assert_eq!(inv["total"], json!(3500), "{inv:#}");
             assert_eq!(inv["status"], json!("open"), "finalized in Stripe: {inv:#}");
@@ -445,6 +465,56 @@ fn sqlite_pushes_each_finalized_invoice_to_stripe_exactly_once() {
 fn postgres_pushes_each_finalized_invoice_to_stripe_exactly_once() {
     let db = PgDatabase::create();
     exactly_once(Some(db.url()));
+}
+
+/// central is killed (-9) while Stripe holds its answer to the second item (created in Stripe,
+/// not yet recorded by Tally): after a restart the lease expires, the push continues from its
+/// record, finds the second item on the Stripe invoice by its metadata, and creates only the third.
+fn survives_kill_mid_push(database: Option<&str>) {
+    let stripe = LocalStripe::start_with(&["--hang-after-item", "2"]);
+    let mut server = start_tally_with(database, &stripe, &["--webhook-timeout-secs", "5"]);
+    let api = ApiClient::new(&server);
+    let rt = rt();
+    let (cus, customer) = rt.block_on(async {
+        let cus = stripe.customer("Crash").await;
+        let (customer, _) = billed_customer(&api, &cus).await;
+        (cus, customer)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stripe
+        .said
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|l| l == "hanging")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the push never reached the second item"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    server.restart();
+    let api = ApiClient::new(&server);
+    rt.block_on(async {
+        let tally = wait_external(&api, &customer, "FINALIZED", &server).await;
+        let (inv, lines) = one_stripe_invoice(&stripe, &cus).await;
+        assert_eq!(lines, expected_lines(), "{inv:#}");
+        assert_eq!(inv["total"], json!(3500));
+        assert_eq!(inv["metadata"]["tally_invoice_id"], tally["id"]);
+    });
+}
+
+#[test]
+fn sqlite_stripe_push_survives_kill_mid_push() {
+    survives_kill_mid_push(None);
+}
+
+#[test]
+fn postgres_stripe_push_survives_kill_mid_push() {
+    let db = PgDatabase::create();
+    survives_kill_mid_push(Some(db.url()));
 }
 
 /// An unknown Stripe customer: the push fails with Stripe's 404, is retried with backoff, the

@@ -11,11 +11,15 @@ reference (everything else is localstripe's own code, unchanged):
    invoice's lines; Stripe adds it as a line, and refuses it (400) once the invoice is not a draft.
 3. `POST /v1/invoices/{id}/finalize`: missing; Stripe moves a draft to open (400 otherwise).
 
-Usage: python3 localstripe_tally.py [--port PORT] (always from scratch; port 0, the default,
+For the kill -9 test, `--hang-after-item N` holds the response to the Nth `POST /v1/invoiceitems`
+(the item is created) for 60 s, once, after printing `hanging` to stdout.
+
+Usage: python3 localstripe_tally.py [--port PORT] [--hang-after-item N] (always from scratch; port 0, the default,
 picks a free one); prints `listening on PORT` when ready.
 """
 
 import argparse
+import asyncio
 import socket
 import sys
 
@@ -92,10 +96,29 @@ server.app.router.add_route('POST', '/v1/invoices/{id}/finalize',
                             server.api_extra(_finalize, None))
 
 
+def hang_after_item(n):
+    seen = {'items': 0}
+
+    @web.middleware
+    async def hang(request, handler):
+        response = await handler(request)
+        if request.method == 'POST' and request.path == '/v1/invoiceitems':
+            seen['items'] += 1
+            if seen['items'] == n:
+                print('hanging', flush=True)
+                await asyncio.sleep(60)
+        return response
+
+    return hang
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--port', type=int, default=0)
+    parser.add_argument('--hang-after-item', type=int, default=0)
     args = parser.parse_args()
+    if args.hang_after_item:
+        server.app.middlewares.append(hang_after_item(args.hang_after_item))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(('127.0.0.1', args.port))
