@@ -196,6 +196,21 @@ fn start_tally_with(database: Option<&str>, stripe: &LocalStripe, extra: &[&str]
 /// ended an hour ago, priced at 100/3, 200/3 and 250 cents a call (the first two through a ÷3
 /// conversion), and then its contract: the job finalizes its invoice. (customer, contract).
 async fn billed_customer(api: &ApiClient, stripe_customer: &str) -> (String, String) {
+    billed_through(api, stripe_customer, Route::Configuration).await
+}
+
+/// How a test customer's contract bills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through the customer's Stripe billing-provider configuration, named by the contract.
+    Configuration,
+    /// Through the customer's legacy `billing_config` (the contract names none).
+    Legacy,
+    /// Through no provider.
+    None,
+}
+
+async fn billed_through(api: &ApiClient, stripe_customer: &str, route: Route) -> (String, String) {
     let hour = now_ms() / HOUR_MS * HOUR_MS;
     let (start, end) = (hour - 3 * HOUR_MS, hour - HOUR_MS);
     let metric = api
@@ -242,20 +257,28 @@ async fn billed_customer(api: &ApiClient, stripe_customer: &str) -> (String, Str
             .expect("addRate");
         assert_eq!(status, 200, "{body}");
     }
+    let mut customer = json!({ "name": format!("Acme {stripe_customer}") });
+    match route {
+        Route::Configuration => {
+            customer["customer_billing_provider_configurations"] = json!([{
+                "billing_provider": "stripe", "delivery_method": "direct_to_billing_provider",
+                "configuration": {
+                    "stripe_customer_id": stripe_customer,
+                    "stripe_collection_method": "charge_automatically",
+                },
+            }]);
+        }
+        Route::Legacy => {
+            customer["billing_config"] = json!({
+                "billing_provider_type": "stripe",
+                "billing_provider_customer_id": stripe_customer,
+                "stripe_collection_method": "send_invoice",
+            });
+        }
+        Route::None => {}
+    }
     let customer = api
-        .create(
-            "/v1/customers",
-            &json!({
-                "name": format!("Acme {stripe_customer}"),
-                "customer_billing_provider_configurations": [{
-                    "billing_provider": "stripe", "delivery_method": "direct_to_billing_provider",
-                    "configuration": {
-                        "stripe_customer_id": stripe_customer,
-                        "stripe_collection_method": "charge_automatically",
-                    },
-                }],
-            }),
-        )
+        .create("/v1/customers", &customer)
         .await
         .expect("customer");
     // Usage before the contract, so the job cannot finalize the period without it.
@@ -273,17 +296,17 @@ async fn billed_customer(api: &ApiClient, stripe_customer: &str) -> (String, Str
         .await
         .expect("ingest");
     assert_eq!(status, 200, "{body}");
+    let mut contract = json!({
+        "customer_id": customer, "rate_card_id": card,
+        "starting_at": format_rfc3339_ms(start), "ending_before": format_rfc3339_ms(end),
+    });
+    if route == Route::Configuration {
+        contract["billing_provider_configuration"] = json!({
+            "billing_provider": "stripe", "delivery_method": "direct_to_billing_provider",
+        });
+    }
     let contract = api
-        .create(
-            "/v1/contracts/create",
-            &json!({
-                "customer_id": customer, "rate_card_id": card,
-                "starting_at": format_rfc3339_ms(start), "ending_before": format_rfc3339_ms(end),
-                "billing_provider_configuration": {
-                    "billing_provider": "stripe", "delivery_method": "direct_to_billing_provider",
-                },
-            }),
-        )
+        .create("/v1/contracts/create", &contract)
         .await
         .expect("contract");
     (customer, contract)
@@ -515,6 +538,42 @@ fn sqlite_stripe_push_survives_kill_mid_push() {
 fn postgres_stripe_push_survives_kill_mid_push() {
     let db = PgDatabase::create();
     survives_kill_mid_push(Some(db.url()));
+}
+
+/// A contract naming no configuration bills through the customer's legacy `billing_config` of
+/// type stripe (here `send_invoice`); a customer with neither is not pushed and shows no
+/// `external_invoice`.
+#[test]
+fn legacy_billing_config_pushes_and_no_configuration_does_not() {
+    let stripe = LocalStripe::start();
+    let server = start_tally(None, &stripe);
+    let api = ApiClient::new(&server);
+    rt().block_on(async {
+        let cus = stripe.customer("Legacy").await;
+        let (customer, _) = billed_through(&api, &cus, Route::Legacy).await;
+        let (plain, _) = billed_through(&api, "cus_unused", Route::None).await;
+        wait_external(&api, &customer, "FINALIZED", &server).await;
+        let (inv, lines) = one_stripe_invoice(&stripe, &cus).await;
+        assert_eq!(lines, expected_lines(), "{inv:#}");
+        assert_eq!(inv["collection_method"], json!("send_invoice"), "{inv:#}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let plain_invoices = loop {
+            let invoices = finalized(&api, &plain).await;
+            if !invoices.is_empty() {
+                break invoices;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the plain invoice never finalized"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            plain_invoices[0].get("external_invoice").is_none(),
+            "{:#}",
+            plain_invoices[0]
+        );
+    });
 }
 
 /// An unknown Stripe customer: the push fails with Stripe's 404, is retried with backoff, the
