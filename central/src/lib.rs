@@ -19,6 +19,7 @@ pub mod rollups;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;
 pub mod wire;
 
@@ -93,6 +94,9 @@ pub struct Settings {
     pub cors: Option<http::cors::AllowedOrigins>,
     /// How the outbox deliverer retries and times out (`crate::outbox`).
     pub delivery: outbox::DeliverySettings,
+    /// Where finalized invoices billing through Stripe are pushed; `None`: Stripe is not
+    /// connected and nothing is pushed (`--stripe-api-key`).
+    pub stripe: Option<stripe::StripeSettings>,
 }
 
 /// A token's sustained request rate and the burst it may spend at once (GCRA, via `governor`).
@@ -112,6 +116,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             cors: None,
             delivery: outbox::DeliverySettings::default(),
+            stripe: None,
         }
     }
 }
