@@ -160,10 +160,11 @@ async fn list_with_groups(
                 "group_value": group_value,
             });
             if !item.group.is_empty() {
+                // A property the group's events lack is left out (`group` holds strings).
                 let group: Map<String, Value> = item
                     .group
                     .iter()
-                    .map(|(k, val)| (k.clone(), json!(val)))
+                    .filter_map(|(k, val)| Some((k.clone(), json!(val.as_ref()?))))
                     .collect();
                 v["group"] = Value::Object(group);
             }
