@@ -270,17 +270,10 @@ async fn usage_queries(backend: Backend) {
     let app = TestApp::on_backend(NOW, backend).await;
     let s = setup(&app).await;
     let before = answers(&app, &s).await;
-    // Roll every dirty day up: the DAY and NONE reads then take day blocks, not hours.
+    // Roll every dirty day up (the background compactor may have taken some already): the DAY
+    // and NONE reads then take day blocks, not hours.
     let usage = &app.state.stores.usage;
-    let mut rolled = 0;
-    loop {
-        let done = usage.compact_rollups(64).await.expect("compact");
-        if done.days == 0 {
-            break;
-        }
-        rolled += done.days - done.failed;
-    }
-    assert!(rolled >= 3, "{rolled} days rolled up");
+    while usage.compact_rollups(64).await.expect("compact").days > 0 {}
     let refs: Vec<String> = ["acme", "acme-alt", s.acme.as_str()]
         .map(String::from)
         .to_vec();
