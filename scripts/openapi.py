@@ -108,6 +108,10 @@ METRONOME = {
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
     "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
+    "getUsageBatch-v1": "POST /v1/usage",
+    "getPagedUsage-v1": "POST /v1/usage/groups",
+    "listBillableMetrics-v1": "GET /v1/customers/{customer_id}/billable-metrics",
+    "getCosts-v1": "GET /v1/customers/{customer_id}/costs",
     "setClientWebhookSecret-v1": "POST /v1/client/config/webhook_secret",
 }
 

@@ -30,6 +30,7 @@ mod products;
 mod rate_cards;
 mod rate_wire;
 mod subscriptions;
+mod usage;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -129,6 +130,7 @@ fn authenticated_routes() -> Routes {
         .merge(operations::routes())
         .merge(ingest::routes())
         .merge(webhooks::routes())
+        .merge(usage::routes())
 }
 
 /// A part of the router together with the path templates it serves. Every route of the API is

@@ -35,3 +35,4 @@ mod rollups;
 mod store_conformance;
 mod subscriptions;
 mod transitions;
+mod usage_queries;
