@@ -457,6 +457,23 @@ pub fn encode_acc(acc: &Accumulator) -> StoreResult<String> {
     serde_json::to_string(acc).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Usage rows sent as one JSON array of `[metric_id, hour_ms, groups, acc]` (the stores'
+/// `usage_blocks`: one value instead of a result row each, which the drivers hand over one by
+/// one at a cost above reading them).
+pub fn decode_rows(text: &str) -> StoreResult<Vec<tally_core::rating::UsageRow>> {
+    let rows: Vec<(String, i64, Vec<Option<String>>, Accumulator)> =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("usage rows: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(metric_id, hour_ms, groups, acc)| tally_core::rating::UsageRow {
+            metric_id,
+            hour_ms,
+            groups,
+            acc,
+        })
+        .collect())
+}
+
 pub fn decode_groups(text: &str) -> StoreResult<Vec<Option<String>>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("groups: {e}")))
 }

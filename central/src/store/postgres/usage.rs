@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Postgres, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
@@ -385,24 +385,46 @@ impl UsageStore for PostgresStore {
         metric_ids: &[String],
         range: Range,
     ) -> StoreResult<Vec<UsageRow>> {
-        if customer_refs.is_empty() || metric_ids.is_empty() {
+        self.usage_blocks(env, customer_refs, metric_ids, &[range])
+            .await
+    }
+
+    async fn usage_blocks(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        metric_ids: &[String],
+        ranges: &[Range],
+    ) -> StoreResult<Vec<UsageRow>> {
+        if customer_refs.is_empty() || metric_ids.is_empty() || ranges.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = format!(
-            "SELECT metric_id, hour_ms, groups, acc FROM {}
-             WHERE env = $1 AND customer_ref = ANY($2) AND metric_id = ANY($3)
-               AND hour_ms >= $4 AND hour_ms < $5",
-            table(range.level)
+        // Every range in one statement, answered as one JSON array (`usage::decode_rows`);
+        // `json` (not `jsonb`) keeps the stored text as it is.
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT coalesce(json_agg(json_build_array(metric_id, hour_ms, groups::json, acc::json)), '[]')::text FROM (",
         );
-        let rows = sqlx::query(&statement)
-            .bind(env.as_str())
-            .bind(customer_refs)
-            .bind(metric_ids)
-            .bind(range.from_ms)
-            .bind(range.to_ms)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(usage_row).collect()
+        for (i, range) in ranges.iter().enumerate() {
+            if i > 0 {
+                q.push(" UNION ALL ");
+            }
+            q.push(format!(
+                "SELECT metric_id, hour_ms, groups, acc FROM {} WHERE env = ",
+                table(range.level)
+            ));
+            q.push_bind(env.as_str())
+                .push(" AND customer_ref = ANY(")
+                .push_bind(customer_refs)
+                .push(") AND metric_id = ANY(")
+                .push_bind(metric_ids)
+                .push(") AND hour_ms >= ")
+                .push_bind(range.from_ms)
+                .push(" AND hour_ms < ")
+                .push_bind(range.to_ms);
+        }
+        q.push(") r");
+        let found: String = q.build_query_scalar().fetch_one(&self.pool).await?;
+        usage::decode_rows(&found)
     }
 
     async fn latest_rows_before(

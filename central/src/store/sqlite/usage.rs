@@ -392,8 +392,13 @@ impl UsageStore for SqliteStore {
         if customer_refs.is_empty() || metric_ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One JSON array of every row, not one result row each (as `load_partials`): sqlx
+        // hands each result row across threads, which costs more than reading it (measured: a
+        // draft of 10,000 groups over a 30-day period read in a third of the time). One
+        // statement per range: a UNION ALL of the ranges measured twice as slow here.
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT metric_id, hour_ms, groups, acc FROM {} WHERE env = ",
+            "SELECT json_group_array(json_array(metric_id, hour_ms, json(groups), json(acc)))
+             FROM {} WHERE env = ",
             table(range.level)
         ));
         push_usage_filter(&mut q, env, customer_refs, metric_ids);
@@ -401,8 +406,8 @@ impl UsageStore for SqliteStore {
             .push_bind(range.from_ms)
             .push(" AND hour_ms < ")
             .push_bind(range.to_ms);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(usage_row).collect()
+        let found: String = q.build_query_scalar().fetch_one(&self.pool).await?;
+        usage::decode_rows(&found)
     }
 
     async fn latest_rows_before(
