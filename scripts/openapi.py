@@ -109,6 +109,11 @@ METRONOME = {
     "voidInvoice-v1": "POST /v1/invoices/void",
     "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
     "setClientWebhookSecret-v1": "POST /v1/client/config/webhook_secret",
+    "createAlert-v1": "POST /v1/alerts/create",
+    "archiveAlert-v1": "POST /v1/alerts/archive",
+    "listCustomerAlerts-v1": "POST /v1/customer-alerts/list",
+    "getCustomerAlert-v1": "POST /v1/customer-alerts/get",
+    "resetCustomerAlerts-v1": "POST /v1/customer-alerts/reset",
 }
 
 TALLY_TAG = "Tally"

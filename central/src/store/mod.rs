@@ -436,7 +436,55 @@ pub trait UnitOfWork: Send {
     /// Adds a message to the outbox, to be delivered once this unit of work commits (never if it
     /// does not). A message whose id is already there is left as it is.
     async fn put_outbox(&mut self, msg: &NewOutboxMessage) -> StoreResult<()>;
+    /// Stores an (alert, customer) state if it is still at `expected` (its version as read;
+    /// `None`: no row yet), bumping the version. False, changing nothing, when another writer
+    /// changed it since it was read (the compare-and-set that makes each crossing fire once).
+    async fn put_alert_state(
+        &mut self,
+        env: Env,
+        state: &AlertState,
+        expected: Option<i64>,
+    ) -> StoreResult<bool>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Where one (alert, customer) stands (`alert_states`; `service::alerts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertState {
+    pub alert_id: String,
+    pub customer_id: String,
+    /// `evaluating`, `ok` or `in_alarm`.
+    pub status: String,
+    /// How many times it went to `in_alarm` (the n-th crossing's messages derive their ids from n).
+    pub fires: i64,
+    /// The exact decimal the alert compared at the last change.
+    pub value: Option<String>,
+    pub triggered_by: Option<String>,
+    /// Bumped by every change (compare-and-set).
+    pub version: i64,
+    pub updated_ms: i64,
+}
+
+/// Reads and resets of alert states; changes that fire go through [`UnitOfWork::put_alert_state`].
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// The customer's states (of every alert), in alert id order.
+    async fn alert_states(&self, env: Env, customer_id: &str) -> StoreResult<Vec<AlertState>>;
+    async fn alert_state(
+        &self,
+        env: Env,
+        alert_id: &str,
+        customer_id: &str,
+    ) -> StoreResult<Option<AlertState>>;
+    /// Puts an (alert, customer) back to `evaluating` (bumping its version); nothing when it has
+    /// no state yet (it is evaluating already).
+    async fn reset_alert_state(
+        &self,
+        env: Env,
+        alert_id: &str,
+        customer_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 }
 
 /// A message for the outbox (`crate::outbox`), written with the state change that causes it.
@@ -770,6 +818,7 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub ledger: Arc<dyn LedgerStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    pub alerts: Arc<dyn AlertStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -787,6 +836,7 @@ impl Stores {
             + IdempotencyStore
             + LedgerStore
             + OutboxStore
+            + AlertStore
             + 'static,
     {
         let db = Arc::new(db);
@@ -799,7 +849,8 @@ impl Stores {
             health: db.clone(),
             idempotency: db.clone(),
             ledger: db.clone(),
-            outbox: db,
+            outbox: db.clone(),
+            alerts: db,
             shared,
         }
     }
