@@ -243,3 +243,181 @@ async fn racing_evaluators_fire_once_sqlite() {
 async fn racing_evaluators_fire_once_postgres() {
     racing_evaluators_fire_once(Backend::Postgres).await;
 }
+
+/// Every supported type compares the value its engine shows through the API (the draft's
+/// `total`, getNetBalance), inclusive at the threshold: an alert at exactly the value is in
+/// alarm, one a cent past it is ok. Then a manual entry tops up the credit: its low-balance
+/// alert goes back to ok.
+#[tokio::test]
+async fn each_type_compares_what_the_api_shows_inclusively() {
+    const START: &str = "2024-11-01T00:00:00Z";
+    const DEC: &str = "2024-12-01T00:00:00Z";
+    let app = TestApp::new("2024-11-25T00:00:00Z").await;
+    let metric = app
+        .metric(
+            SBX,
+            json!({ "name": "calls", "aggregation_type": "COUNT",
+                    "event_type_filter": { "in_values": ["call"] } }),
+        )
+        .await;
+    let usage = app.usage_product(SBX, "Calls", &metric, Value::Null).await;
+    let fixed = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({ "name": "Prepaid", "type": "FIXED" }),
+        )
+        .await
+        .id();
+    let card = app.rate_card(SBX, "card").await;
+    app.flat_rate(SBX, &card, &usage, "33.33", START).await;
+    let customer = app.customer(SBX, "acme", &["acme"]).await;
+    let access = |amount: &str| json!({ "schedule_items": [{ "amount": dec(amount), "starting_at": START, "ending_before": DEC }] });
+    app.post(
+        "/v1/contracts/create",
+        json!({
+            "customer_id": customer, "rate_card_id": card, "starting_at": START,
+            "commits": [{ "type": "PREPAID", "product_id": fixed, "priority": 2,
+                          "access_schedule": access("200") }],
+            "credits": [{ "product_id": fixed, "priority": 1, "access_schedule": access("50") }],
+        }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    calls(&app, "acme", 10, "n", "2024-11-24T10:00:00Z").await;
+
+    let draft = app.invoice_at(SBX, &customer, "2024-11-24T10:00:00Z").await;
+    let total = num(&draft["total"]);
+    let net = |types: Value| {
+        let app = &app;
+        let customer = customer.clone();
+        async move {
+            let body = json!({ "customer_id": customer, "filters": [{ "balance_types": types }] });
+            num(&app
+                .post("/v1/contracts/customerBalances/getNetBalance", body)
+                .await
+                .data()["balance"])
+        }
+    };
+    let credit = net(json!(["CREDIT"])).await;
+    let commit = net(json!(["PREPAID_COMMIT", "POSTPAID_COMMIT"])).await;
+    let both = net(json!(["PREPAID_COMMIT", "POSTPAID_COMMIT", "CREDIT"])).await;
+    // 10 × 33.33 = 333.3: the credit's 50 first, then 200 of the commit; 83.3 left to pay.
+    assert_eq!(
+        (
+            total.as_str(),
+            credit.as_str(),
+            commit.as_str(),
+            both.as_str()
+        ),
+        ("83.3", "0", "0", "0")
+    );
+    let cent = |v: &str, by: &str| {
+        (v.parse::<rust_decimal::Decimal>().unwrap() + by.parse::<rust_decimal::Decimal>().unwrap())
+            .to_string()
+    };
+    let mut cases = Vec::new();
+    for (alert_type, value, past) in [
+        ("spend_threshold_reached", total.as_str(), "0.01"),
+        ("invoice_total_reached", total.as_str(), "0.01"),
+        (
+            "monthly_invoice_total_spend_threshold_reached",
+            total.as_str(),
+            "0.01",
+        ),
+        ("low_credit_balance_reached", credit.as_str(), "-0.01"),
+        (
+            "low_remaining_contract_credit_balance_reached",
+            credit.as_str(),
+            "-0.01",
+        ),
+        (
+            "low_remaining_commit_balance_reached",
+            commit.as_str(),
+            "-0.01",
+        ),
+        (
+            "low_remaining_contract_credit_and_commit_balance_reached",
+            both.as_str(),
+            "-0.01",
+        ),
+        ("usage_threshold_reached", "10", "1"),
+    ] {
+        for (threshold, want) in [(value.to_string(), "in_alarm"), (cent(value, past), "ok")] {
+            if threshold.starts_with('-') {
+                continue; // a balance of 0 cannot be undercut by a valid threshold
+            }
+            let mut body = json!({
+                "alert_type": alert_type, "name": alert_type, "customer_id": customer,
+                "threshold": dec(&threshold), "evaluate_on_create": false,
+            });
+            if alert_type == "usage_threshold_reached" {
+                body["billable_metric_id"] = json!(metric);
+            }
+            let id = app.post("/v1/alerts/create", body).await.id();
+            cases.push((alert_type, threshold, want, id));
+        }
+    }
+    alerts::evaluate_customer(&app.state, SBX, &customer, None, Trigger::Schedule)
+        .await
+        .unwrap();
+    let status_of = |id: String| {
+        let app = &app;
+        let customer = customer.clone();
+        async move {
+            app.post(
+                "/v1/customer-alerts/get",
+                json!({ "customer_id": customer, "alert_id": id }),
+            )
+            .await
+            .data()["customer_status"]
+                .clone()
+        }
+    };
+    for (alert_type, threshold, want, id) in &cases {
+        assert_eq!(
+            status_of(id.clone()).await,
+            json!(want),
+            "{alert_type} at {threshold}"
+        );
+    }
+
+    // A top-up of the credit lifts its balance over 0 (a 1,000 manual entry): its low-balance
+    // alerts are ok again.
+    let v2 = app
+        .post(
+            "/v2/contracts/get",
+            json!({ "customer_id": customer, "contract_id": draft["contract_id"] }),
+        )
+        .await
+        .data();
+    let credit_id = v2["credits"][0]["id"].as_str().unwrap().to_string();
+    let segment = v2["credits"][0]["access_schedule"]["schedule_items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.post(
+        "/v1/contracts/addManualBalanceLedgerEntry",
+        json!({
+            "customer_id": customer, "contract_id": draft["contract_id"], "id": credit_id,
+            "segment_id": segment, "amount": 1000, "reason": "top-up",
+        }),
+    )
+    .await
+    .expect(StatusCode::OK);
+    // 1,050 of credit now covers the whole 333.3.
+    assert_eq!(net(json!(["CREDIT"])).await, "716.7");
+    alerts::evaluate_customer(&app.state, SBX, &customer, None, Trigger::Schedule)
+        .await
+        .unwrap();
+    for (alert_type, threshold, _, id) in &cases {
+        if alert_type.starts_with("low_credit")
+            || alert_type.starts_with("low_remaining_contract_credit_balance")
+        {
+            assert_eq!(
+                status_of(id.clone()).await,
+                json!("ok"),
+                "{alert_type} at {threshold}"
+            );
+        }
+    }
+}
