@@ -22,6 +22,9 @@ python3 -c 'import metronome, sys; sys.exit(0 if metronome.__version__ == "4.12.
 # schemathesis, pinned so generated cases stay the same from run to run.
 python3 -c 'import schemathesis, sys; sys.exit(0 if schemathesis.__version__ == "4.32.5" else 1)' 2>/dev/null \
   || python3 -m pip install -q schemathesis==4.32.5
+# The Stripe push tests (tests/it/stripe.rs) run localstripe, a stateful local Stripe, pinned.
+python3 -c 'import localstripe, sys; sys.exit(0 if localstripe.__version__ == "1.15.10" else 1)' 2>/dev/null \
+  || python3 -m pip install -q localstripe==1.15.10
 
 # The webhook tests' receiver (tests/webhooks) verifies signatures with Metronome's TypeScript SDK,
 # pinned in its own package-lock.json (the tests install it too when it is missing).

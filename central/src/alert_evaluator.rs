@@ -38,16 +38,24 @@ struct Pending {
     sweep: bool,
 }
 
-/// Where ingest and alert creation tell the evaluator what to look at; cheap to clone.
+/// Where ingest and alert creation tell the evaluator what to look at; cheap to clone (one
+/// pointer, so `AppState` stays small).
 #[derive(Clone, Default)]
-pub struct AlertsHandle {
-    pending: Arc<Mutex<Pending>>,
-    wake: Arc<Notify>,
+pub struct AlertsHandle(Arc<Queue>);
+
+#[derive(Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    wake: Notify,
 }
 
 impl AlertsHandle {
     fn with<T>(&self, f: impl FnOnce(&mut Pending) -> T) -> T {
-        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&mut p)
     }
 
@@ -68,14 +76,14 @@ impl AlertsHandle {
             }
         });
         if any {
-            self.wake.notify_one();
+            self.0.wake.notify_one();
         }
     }
 
     /// An alert was created: evaluate it for its customers (`silent`: record, send nothing).
     pub fn alert_created(&self, env: Env, id: &str, silent: bool) {
         self.with(|p| p.alerts.push((env, id.to_string(), silent)));
-        self.wake.notify_one();
+        self.0.wake.notify_one();
     }
 
     fn take(&self) -> Pending {
@@ -92,7 +100,7 @@ pub fn spawn(st: AppState) {
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                () = handle.wake.notified() => tokio::time::sleep(COALESCE).await,
+                () = handle.0.wake.notified() => tokio::time::sleep(COALESCE).await,
                 () = tokio::time::sleep_until(next_sweep) => handle.with(|p| p.sweep = true),
             }
             let pending = handle.take();

@@ -20,6 +20,7 @@ pub mod rollups;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;
 pub mod wire;
 
@@ -96,6 +97,9 @@ pub struct Settings {
     pub delivery: outbox::DeliverySettings,
     /// How often every alert is re-evaluated for what time alone changes (`crate::alert_evaluator`).
     pub alert_sweep: Duration,
+    /// Where finalized invoices billing through Stripe are pushed; `None`: Stripe is not
+    /// connected and nothing is pushed (`--stripe-api-key`).
+    pub stripe: Option<stripe::StripeSettings>,
 }
 
 /// A token's sustained request rate and the burst it may spend at once (GCRA, via `governor`).
@@ -116,6 +120,7 @@ impl Default for Settings {
             cors: None,
             delivery: outbox::DeliverySettings::default(),
             alert_sweep: Duration::from_secs(60),
+            stripe: None,
         }
     }
 }

@@ -69,6 +69,17 @@ enum Command {
         /// the sweep catches what time alone changes, such as a new billing period).
         #[arg(long, env = "TALLY_ALERT_SWEEP_SECS", default_value_t = 60)]
         alert_sweep_secs: u64,
+        /// Stripe secret API key: finalized invoices of contracts billing through Stripe are
+        /// pushed to Stripe with it (nothing is pushed without it). Never logged.
+        #[arg(long, env = "TALLY_STRIPE_API_KEY", hide_env_values = true)]
+        stripe_api_key: Option<String>,
+        /// Base URL of the Stripe API (a local Stripe such as localstripe in tests).
+        #[arg(
+            long,
+            env = "TALLY_STRIPE_API_BASE",
+            default_value = "https://api.stripe.com"
+        )]
+        stripe_api_base: String,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -285,8 +296,17 @@ async fn main() -> anyhow::Result<()> {
             webhook_retry_base_ms,
             webhook_timeout_secs,
             alert_sweep_secs,
+            stripe_api_key,
+            stripe_api_base,
             limits,
         } => {
+            let stripe = match stripe_api_key.filter(|k| !k.trim().is_empty()) {
+                Some(key) => Some(tally_central::stripe::StripeSettings::new(
+                    Secret(key.trim().as_bytes().to_vec()),
+                    &stripe_api_base,
+                )?),
+                None => None,
+            };
             let settings = Settings {
                 invoice_grace_ms: i64::from(invoice_grace_hours) * tally_core::time::HOUR_MS,
                 job_interval: Duration::from_secs(job_interval_secs.max(1)),
@@ -300,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
                     enabled: true,
                 },
                 alert_sweep: Duration::from_secs(alert_sweep_secs.max(1)),
+                stripe,
             };
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await
         }

@@ -11,8 +11,10 @@
 //!   records `last_error` and schedules the next attempt after an exponential backoff with jitter
 //!   (`base × 2^(attempt−1)`, capped at [`MAX_DELAY`], a random half of it taken off), until
 //!   [`GIVE_UP_AFTER_MS`] (about two days, as Metronome) after the message was written.
-//! - Topics: `webhook` (signed POST to an endpoint, [`send_webhook`]); a new topic (Stripe calls)
-//!   adds an arm to [`attempt`]. An unknown topic is retried later (a newer replica wrote it).
+//! - Topics: `webhook` (signed POST to an endpoint, [`send_webhook`]); `stripe` (a finalized
+//!   invoice pushed to Stripe, `crate::stripe::push`: several calls, all within the attempt's
+//!   timeout, so the lease never expires while one runs). An unknown topic is retried later (a
+//!   newer replica wrote it).
 //!
 //! Times here are the wall clock: delivery happens in the real world, and receivers check the
 //! signed date against their own clock.
@@ -26,7 +28,7 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::service::webhooks;
-use crate::store::{AttemptOutcome, OutboxMessage, Stores, OUTBOX_WEBHOOK};
+use crate::store::{AttemptOutcome, OutboxMessage, Stores, OUTBOX_STRIPE, OUTBOX_WEBHOOK};
 use crate::{Clock, Settings, SystemClock};
 
 /// The longest pause between two attempts (Metronome's "up to a 15-minute cadence").
@@ -115,8 +117,9 @@ pub fn spawn(stores: Stores, settings: Arc<Settings>) {
                             break;
                         };
                         let (stores, http, owner) = (stores.clone(), http.clone(), owner.clone());
+                        let settings = settings.clone();
                         tokio::spawn(async move {
-                            deliver(&stores, &http, &owner, delivery, msg).await;
+                            deliver(&stores, &http, &owner, &settings, msg).await;
                             drop(permit);
                         });
                     }
@@ -138,10 +141,11 @@ async fn deliver(
     stores: &Stores,
     http: &reqwest::Client,
     owner: &str,
-    settings: DeliverySettings,
+    all: &Settings,
     msg: OutboxMessage,
 ) {
-    let result = attempt(stores, http, &msg).await;
+    let settings = all.delivery;
+    let result = attempt(stores, http, all, &msg).await;
     let now = wall_ms();
     let outcome = match result {
         Ok(()) => AttemptOutcome::Delivered,
@@ -197,10 +201,23 @@ enum Failure {
 async fn attempt(
     stores: &Stores,
     http: &reqwest::Client,
+    settings: &Settings,
     msg: &OutboxMessage,
 ) -> Result<(), Failure> {
     match msg.topic.as_str() {
         OUTBOX_WEBHOOK => send_webhook(stores, http, msg).await,
+        OUTBOX_STRIPE => {
+            let budget = settings.delivery.timeout;
+            crate::stripe::push(stores, http, settings.stripe.as_ref(), budget, msg)
+                .await
+                .map_err(|e| match e {
+                    crate::stripe::PushError::Retry(e) => Failure::Retry(e),
+                    crate::stripe::PushError::Provider(e) => {
+                        Failure::Retry(format!("billing provider error: {e}"))
+                    }
+                    crate::stripe::PushError::Final(e) => Failure::Final(e),
+                })
+        }
         other => Err(Failure::Retry(format!(
             "topic {other:?} is not delivered by this version of tally"
         ))),

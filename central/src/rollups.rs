@@ -24,6 +24,20 @@ pub fn spawn(store: Arc<dyn UsageStore>) {
     tokio::spawn(async move {
         loop {
             let started = Instant::now();
+            // The backlog before the run, so a long run shows as one (not as the last run's 0).
+            let backlog = match store.rollup_backlog().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the usage rollup backlog failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            set_backlog(backlog);
+            if backlog == 0 {
+                tokio::time::sleep(MIN_PAUSE).await;
+                continue;
+            }
             let pause = match store.compact_rollups(DAYS_PER_RUN).await {
                 Ok(done) => {
                     if done.failed > 0 {
@@ -34,9 +48,7 @@ pub fn spawn(store: Arc<dyn UsageStore>) {
                     }
                     metrics::counter!("tally_rollup_days_total")
                         .increment(u64::try_from(done.days).unwrap_or(0));
-                    // The backlog: dirty days whose reads go by the hour until rolled up.
-                    metrics::gauge!("tally_rollup_days_pending")
-                        .set(u32::try_from(done.left()).unwrap_or(u32::MAX));
+                    set_backlog(done.left());
                     // A full run means more are waiting: go on after the pause.
                     MIN_PAUSE.max(started.elapsed() * 2)
                 }
@@ -48,4 +60,9 @@ pub fn spawn(store: Arc<dyn UsageStore>) {
             tokio::time::sleep(pause).await;
         }
     });
+}
+
+/// The backlog gauge: dirty days whose reads go by the hour until rolled up.
+fn set_backlog(days: u64) {
+    metrics::gauge!("tally_rollup_days_pending").set(u32::try_from(days).unwrap_or(u32::MAX));
 }

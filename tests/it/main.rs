@@ -15,5 +15,6 @@ mod preview_page;
 mod sdk_python;
 mod security;
 mod stream;
+mod stripe;
 mod tokens;
 mod webhooks;

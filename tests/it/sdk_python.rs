@@ -18,6 +18,8 @@
 //! prorated mid-period increase, in arrears on SCHEDULED invoices, the quantity history and
 //! refusals;
 //! `tests/sdk/composite.py` (on both backends) for composite products over tags and ids;
+//! `tests/sdk/usage.py` (on both backends) for usage queries: windows, groups, pages, the
+//! customer's metrics and costs;
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
 //! converting it, a rate and a credit in it, the drawn-down and converted draft line by line;
 //! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
@@ -203,6 +205,22 @@ fn python_sdk_composite_products_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/composite.py",
+    );
+}
+
+#[test]
+fn python_sdk_usage_queries() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/usage.py");
+}
+
+#[test]
+fn python_sdk_usage_queries_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/usage.py",
     );
 }
 

@@ -1,7 +1,8 @@
 //! Secrets never reach the logs: a real `tally serve` on PostgreSQL (its URL carrying a password),
 //! with an edge HMAC key, logging at debug level (trace for Tally's own crates), is driven through
 //! authenticated, unauthenticated, failing and internally-signed requests; afterwards no API token,
-//! refused token guess, HMAC key or database password appears anywhere in its output.
+//! refused token guess, HMAC key, Stripe API key or database password appears anywhere in its
+//! output.
 
 use serde_json::json;
 use tally_tests::{on_runtime, ApiClient, PgDatabase, TallyServer};
@@ -9,6 +10,7 @@ use tally_tests::{on_runtime, ApiClient, PgDatabase, TallyServer};
 const HMAC_KEY: &str = "edge-key-4f1c2a9b7e-never-log-me";
 const DB_PASSWORD: &str = "db-pw-9d8c7b6a-never-log-me";
 const GUESSED_TOKEN: &str = "tally_sbx_guessed-token-never-log-me";
+const STRIPE_KEY: &str = "sk_test_stripe-key-3e8a5c1f-never-log-me";
 
 #[test]
 fn no_secret_appears_in_the_logs() {
@@ -28,6 +30,9 @@ fn no_secret_appears_in_the_logs() {
         &[],
         &[
             ("TALLY_EDGE_HMAC_KEY", HMAC_KEY),
+            ("TALLY_STRIPE_API_KEY", STRIPE_KEY),
+            // Nothing listens there: a push would fail, and its error must not carry the key.
+            ("TALLY_STRIPE_API_BASE", "http://127.0.0.1:9"),
             ("RUST_LOG", "debug,tally=trace,tally_central=trace"),
         ],
     );
@@ -105,7 +110,13 @@ fn no_secret_appears_in_the_logs() {
         tally_tests::LOG_LINES_KEPT
     );
     assert!(lines > 10, "debug logging produced almost nothing:\n{logs}");
-    for secret in [token.as_str(), GUESSED_TOKEN, HMAC_KEY, DB_PASSWORD] {
+    for secret in [
+        token.as_str(),
+        GUESSED_TOKEN,
+        HMAC_KEY,
+        DB_PASSWORD,
+        STRIPE_KEY,
+    ] {
         assert!(
             !logs.contains(secret),
             "{secret:?} appears in the logs:\n{logs}"

@@ -23,6 +23,7 @@ use crate::service::jobs::JobError;
 use crate::service::metrics::MetricError;
 use crate::service::products::ProductError;
 use crate::service::rate_cards::RateCardError;
+use crate::service::usage::UsageError;
 use crate::service::webhooks::WebhookError;
 use crate::service::Invalid;
 use crate::store::StoreError;
@@ -253,6 +254,20 @@ impl From<InvoiceError> for ApiError {
             InvoiceError::Conflict(m) => ApiError::conflict(m),
             InvoiceError::Billing(e) => e.into(),
             InvoiceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<UsageError> for ApiError {
+    fn from(e: UsageError) -> Self {
+        match e {
+            UsageError::NotFound(what) => ApiError::not_found(what),
+            UsageError::Invalid(e) => e.into(),
+            e @ UsageError::Overflow => {
+                ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            UsageError::Invoice(e) => e.into(),
+            UsageError::Store(e) => e.into(),
         }
     }
 }

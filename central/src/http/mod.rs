@@ -31,6 +31,7 @@ mod products;
 mod rate_cards;
 mod rate_wire;
 mod subscriptions;
+mod usage;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -131,6 +132,7 @@ fn authenticated_routes() -> Routes {
         .merge(ingest::routes())
         .merge(webhooks::routes())
         .merge(alerts::routes())
+        .merge(usage::routes())
 }
 
 /// A part of the router together with the path templates it serves. Every route of the API is

@@ -745,7 +745,8 @@ pub struct Customer {
     pub updated_at: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
-    /// Stored and read back, never delivered to (Tally sends invoices to no provider).
+    /// Stored and read back; a contract billing through a Stripe one has its finalized invoices
+    /// pushed to Stripe (`crate::stripe`), no other provider is delivered to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billing_provider_configurations: Vec<BillingProviderConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -797,8 +798,8 @@ impl Customer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Billing-provider and revenue-system configurations (stored and read back; Tally delivers
-// invoices to no provider)
+// Billing-provider and revenue-system configurations (stored and read back; Stripe ones are
+// acted on by `crate::stripe`)
 
 wire_enum!(BillingProvider {
     AwsMarketplace => "aws_marketplace", Stripe => "stripe", Netsuite => "netsuite",

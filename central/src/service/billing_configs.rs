@@ -4,7 +4,8 @@
 //! legacy per-provider billing configuration (`billing_config` on create and
 //! `/v1/customers/{id}/billing-config/{type}`).
 //!
-//! Tally stores these and reads them back; it delivers invoices to no provider. They live inside
+//! Tally stores these and reads them back; only Stripe configurations are acted on (`crate::stripe`
+//! pushes finalized invoices of contracts billing through one). They live inside
 //! the customer's document, so every change is one versioned read-modify-write
 //! (`service::modify_doc`) and concurrent writers never lose one another's configuration.
 //!

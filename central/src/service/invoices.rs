@@ -27,7 +27,8 @@ use crate::billing::{
 };
 use crate::model::{decode, kind, load, Contract, Customer, LoadError, USD_ID};
 use crate::store::{
-    ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, PageReq, StoreError,
+    ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, LedgerRow, NewOutboxMessage,
+    NewStripePush, PageReq, StoreError,
 };
 use crate::{AppState, Clock};
 
@@ -204,7 +205,26 @@ pub async fn finalize_rows(
     if due.is_empty() {
         return Ok(0);
     }
-    let mut finals: Vec<(InvoiceRow, Vec<LedgerRow>)> = Vec::with_capacity(due.len());
+    // Stripe pushes are written only while Stripe is connected, for contracts billing through it.
+    let customer: Option<Customer> = match st.settings.stripe {
+        Some(_) => Some(
+            load(
+                &st.stores,
+                env,
+                kind::CUSTOMER,
+                &contract.customer_id,
+                "customer",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let wall = crate::SystemClock.now_ms();
+    let stripe_of = |c: &Contract, row: &InvoiceRow, body: &Value| {
+        let target = crate::stripe::target(customer.as_ref()?, c)?;
+        Some(crate::stripe::messages(env, row, body, &target, wall))
+    };
+    let mut finals: Vec<Final> = Vec::with_capacity(due.len());
     let book = Book::load(st, env, &contract.customer_id).await?;
     if book.covers(&contract.id) {
         for d in book.drafts.iter().filter(|d| is_due(&d.row)) {
@@ -214,10 +234,11 @@ pub async fn finalize_rows(
             let mut row = d.row.clone();
             row.status = InvoiceStatus::Finalized;
             let body = render_priced(st, &d.contract, &row, ctx, d.invoice.clone(), false)?;
+            let stripe = stripe_of(&d.contract, &row, &body);
             row.body = Some(body.to_string());
             let entries =
                 balances::ledger_rows(&d.contract.customer_id, &row, &d.invoice.deductions, now);
-            finals.push((row, entries));
+            finals.push((row, entries, stripe));
         }
         // The book prices usage drafts; scheduled ones are rendered below.
         due.retain(|r| r.kind == InvoiceKind::Scheduled);
@@ -228,28 +249,34 @@ pub async fn finalize_rows(
             let mut row = row.clone();
             row.status = InvoiceStatus::Finalized;
             let body = render_computed(st, env, contract, &row, &ctx, false).await?;
+            let stripe = stripe_of(contract, &row, &body);
             row.body = Some(body.to_string());
-            finals.push((row, Vec::new()));
+            finals.push((row, Vec::new(), stripe));
         }
     }
     // The destinations of the `invoice.finalized` messages: the endpoints active now. An endpoint
     // created while this runs may miss these invoices; it was not there when they finalized.
     let endpoints = super::webhooks::active_endpoint_ids(st, env).await?;
-    let wall = crate::SystemClock.now_ms();
     let mut work = st.stores.invoices.begin().await?;
     let mut finalized = 0;
-    for (row, entries) in &finals {
+    for (row, entries, stripe) in &finals {
         if work.put_invoice(env, row, InvoiceStatus::Draft).await? {
             work.put_ledger_entries(env, entries).await?;
-            // Only the finalizer whose status change won tells the endpoints, in its transaction.
+            // Only the finalizer whose status change won tells the endpoints (and Stripe), in
+            // its transaction.
             for msg in super::webhooks::invoice_finalized(env, &endpoints, row, now, wall) {
                 work.put_outbox(&msg).await?;
+            }
+            if let Some((msg, push)) = stripe {
+                work.put_outbox(msg).await?;
+                work.put_stripe_push(env, push).await?;
             }
             finalized += 1;
             tracing::info!(
                 env = env.as_str(),
                 invoice = %row.id,
                 ledger_entries = entries.len(),
+                stripe = stripe.is_some(),
                 "invoice finalized"
             );
         }
@@ -257,6 +284,13 @@ pub async fn finalize_rows(
     work.commit().await?;
     Ok(finalized)
 }
+
+/// A finalized invoice to store: its row, its ledger entries, and its Stripe push if it has one.
+type Final = (
+    InvoiceRow,
+    Vec<LedgerRow>,
+    Option<(NewOutboxMessage, NewStripePush)>,
+);
 
 /// Which of a customer's invoices `GET /v1/customers/{id}/invoices` returns.
 pub struct InvoiceQuery {
@@ -343,8 +377,39 @@ pub async fn list(
         );
         items.push(body.await?);
     }
+    add_external_invoices(st, env, customer_id, &mut items).await?;
     let next_offset = (end < selected.len()).then_some(end as i64);
     Ok(InvoicePage { items, next_offset })
+}
+
+/// Sets `external_invoice` (the Stripe push's status) on the rendered invoices that were pushed
+/// or are queued to be; one read of the customer's pushes, only when a shown invoice is final.
+async fn add_external_invoices(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+    items: &mut [Value],
+) -> Result<()> {
+    if items.iter().all(|i| i["status"] == json!("DRAFT")) {
+        return Ok(());
+    }
+    let pushes = st
+        .stores
+        .stripe
+        .customer_stripe_pushes(env, customer_id)
+        .await?;
+    if pushes.is_empty() {
+        return Ok(());
+    }
+    let by_id: HashMap<&str, &crate::store::StripePush> =
+        pushes.iter().map(|p| (p.invoice_id.as_str(), p)).collect();
+    for item in items.iter_mut() {
+        let push = item["id"].as_str().and_then(|id| by_id.get(id).copied());
+        if let Some(push) = push {
+            item["external_invoice"] = crate::stripe::external_invoice(push);
+        }
+    }
+    Ok(())
 }
 
 /// The rating contexts of the contracts one read renders drafts of, each loaded once however
@@ -428,7 +493,11 @@ pub async fn get(
                 _ => Book::default(),
             };
             let mut contexts = Contexts::default();
-            return render(st, env, &contract, row, &book, &mut contexts, skip_zero).await;
+            let body = render(st, env, &contract, row, &book, &mut contexts, skip_zero).await?;
+            let mut items = [body];
+            add_external_invoices(st, env, customer_id, &mut items).await?;
+            let [body] = items;
+            return Ok(body);
         }
     }
     Err(InvoiceError::NotFound("invoice"))

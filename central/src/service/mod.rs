@@ -27,6 +27,7 @@ pub mod rate_cards;
 pub mod recurring;
 pub mod subscriptions;
 pub mod transitions;
+pub mod usage;
 pub mod webhooks;
 
 use std::future::Future;

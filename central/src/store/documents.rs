@@ -113,6 +113,25 @@ pub mod sql {
          ON CONFLICT (env) DO UPDATE SET secret = excluded.secret, updated_ms = excluded.updated_ms";
     pub const WEBHOOK_SECRET: &str = "SELECT secret FROM webhook_secrets WHERE env = $1";
 
+    /// A Stripe push, QUEUED; one already there (same invoice) is left as it is.
+    pub const INSERT_STRIPE_PUSH: &str = "INSERT INTO stripe_pushes
+             (env, invoice_id, customer_id, stripe_customer_id, status, created_ms, updated_ms)
+         VALUES ($1, $2, $3, $4, 'QUEUED', $5, $5) ON CONFLICT DO NOTHING";
+    pub const STRIPE_PUSH: &str = "SELECT * FROM stripe_pushes WHERE env = $1 AND invoice_id = $2";
+    pub const STRIPE_PUSH_ITEMS: &str = "SELECT line_index, stripe_item_id FROM stripe_push_items
+         WHERE env = $1 AND invoice_id = $2 ORDER BY line_index";
+    pub const CUSTOMER_STRIPE_PUSHES: &str =
+        "SELECT * FROM stripe_pushes WHERE env = $1 AND customer_id = $2";
+    /// The Stripe invoice of a push, unless one is recorded already.
+    pub const RECORD_STRIPE_INVOICE: &str = "UPDATE stripe_pushes
+         SET stripe_invoice_id = $1, updated_ms = $2
+         WHERE env = $3 AND invoice_id = $4 AND stripe_invoice_id IS NULL";
+    pub const INSERT_STRIPE_ITEM: &str = "INSERT INTO stripe_push_items
+             (env, invoice_id, line_index, stripe_item_id, amount, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+    pub const SET_STRIPE_STATUS: &str = "UPDATE stripe_pushes
+         SET status = $1, error = $2, updated_ms = $3 WHERE env = $4 AND invoice_id = $5";
+
     /// A first alert state; one already there (another evaluator's) is left as it is.
     pub const INSERT_ALERT_STATE: &str = "INSERT INTO alert_states
              (env, alert_id, customer_id, status, fires, value, triggered_by, version, updated_ms)
@@ -612,6 +631,18 @@ macro_rules! document_stores {
                 Ok(())
             }
 
+            async fn put_stripe_push(&mut self, env: Env, p: &NewStripePush) -> StoreResult<()> {
+                sqlx::query(sql::INSERT_STRIPE_PUSH)
+                    .bind(env.as_str())
+                    .bind(&p.invoice_id)
+                    .bind(&p.customer_id)
+                    .bind(&p.stripe_customer_id)
+                    .bind(p.created_ms)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(())
+            }
+
             async fn put_alert_state(
                 &mut self,
                 env: Env,
@@ -652,6 +683,121 @@ macro_rules! document_stores {
 
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 Ok(self.0.commit().await?)
+            }
+        }
+
+        fn stripe_push_from_row(row: &$row) -> StripePush {
+            StripePush {
+                invoice_id: row.get("invoice_id"),
+                customer_id: row.get("customer_id"),
+                stripe_customer_id: row.get("stripe_customer_id"),
+                stripe_invoice_id: row.get("stripe_invoice_id"),
+                status: row.get("status"),
+                error: row.get("error"),
+                updated_ms: row.get("updated_ms"),
+                items: Vec::new(),
+            }
+        }
+
+        #[async_trait]
+        impl StripeStore for $store {
+            async fn stripe_push(
+                &self,
+                env: Env,
+                invoice_id: &str,
+            ) -> StoreResult<Option<StripePush>> {
+                let row = sqlx::query(sql::STRIPE_PUSH)
+                    .bind(env.as_str())
+                    .bind(invoice_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let mut push = stripe_push_from_row(&row);
+                let items = sqlx::query(sql::STRIPE_PUSH_ITEMS)
+                    .bind(env.as_str())
+                    .bind(invoice_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                push.items = items
+                    .iter()
+                    .map(|r| (r.get("line_index"), r.get("stripe_item_id")))
+                    .collect();
+                Ok(Some(push))
+            }
+
+            async fn customer_stripe_pushes(
+                &self,
+                env: Env,
+                customer_id: &str,
+            ) -> StoreResult<Vec<StripePush>> {
+                let rows = sqlx::query(sql::CUSTOMER_STRIPE_PUSHES)
+                    .bind(env.as_str())
+                    .bind(customer_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(stripe_push_from_row).collect())
+            }
+
+            async fn record_stripe_invoice(
+                &self,
+                env: Env,
+                invoice_id: &str,
+                stripe_invoice_id: &str,
+                now_ms: i64,
+            ) -> StoreResult<Option<String>> {
+                sqlx::query(sql::RECORD_STRIPE_INVOICE)
+                    .bind(stripe_invoice_id)
+                    .bind(now_ms)
+                    .bind(env.as_str())
+                    .bind(invoice_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(self
+                    .stripe_push(env, invoice_id)
+                    .await?
+                    .and_then(|p| p.stripe_invoice_id))
+            }
+
+            async fn record_stripe_item(
+                &self,
+                env: Env,
+                invoice_id: &str,
+                line_index: i64,
+                stripe_item_id: &str,
+                amount: i64,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(sql::INSERT_STRIPE_ITEM)
+                    .bind(env.as_str())
+                    .bind(invoice_id)
+                    .bind(line_index)
+                    .bind(stripe_item_id)
+                    .bind(amount)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_stripe_status(
+                &self,
+                env: Env,
+                invoice_id: &str,
+                status: &str,
+                error: Option<&str>,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(sql::SET_STRIPE_STATUS)
+                    .bind(status)
+                    .bind(error)
+                    .bind(now_ms)
+                    .bind(env.as_str())
+                    .bind(invoice_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
 

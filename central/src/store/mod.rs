@@ -234,6 +234,8 @@ pub trait UsageStore: Send + Sync {
     /// nothing (and no write transaction) when no day is dirty. `crate::rollups` runs it in the
     /// background.
     async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted>;
+    /// How many dirty days the compactor can take now (its backlog).
+    async fn rollup_backlog(&self) -> StoreResult<u64>;
     /// The starts of the UTC days in `[from_ms, to_ms)` (the day holding `from_ms` included)
     /// dirty for any of these customer references and metrics: their rollups may lag, so a
     /// reader reads them hour by hour (`tally_core::rollup::cover`).
@@ -436,6 +438,9 @@ pub trait UnitOfWork: Send {
     /// Adds a message to the outbox, to be delivered once this unit of work commits (never if it
     /// does not). A message whose id is already there is left as it is.
     async fn put_outbox(&mut self, msg: &NewOutboxMessage) -> StoreResult<()>;
+    /// Records that `push`'s invoice is to be pushed to Stripe (status QUEUED); a push already
+    /// recorded for the invoice is left as it is.
+    async fn put_stripe_push(&mut self, env: Env, push: &NewStripePush) -> StoreResult<()>;
     /// Stores an (alert, customer) state if it is still at `expected` (its version as read;
     /// `None`: no row yet), bumping the version. False, changing nothing, when another writer
     /// changed it since it was read (the compare-and-set that makes each crossing fire once).
@@ -493,16 +498,86 @@ pub struct NewOutboxMessage {
     /// Stable across retries (the webhook payload's `id`): receivers dedupe on it.
     pub id: String,
     pub env: Env,
-    /// How it is delivered: [`OUTBOX_WEBHOOK`] (later Stripe).
+    /// How it is delivered: [`OUTBOX_WEBHOOK`] or [`OUTBOX_STRIPE`].
     pub topic: String,
     /// What it says: `invoice.finalized`, `alerts.*`, ...
     pub kind: String,
-    /// Where it goes: a webhook endpoint's id.
+    /// Where it goes: a webhook endpoint's id (a Stripe customer id for [`OUTBOX_STRIPE`]).
     pub destination: String,
     /// The exact body sent.
     pub payload: String,
     /// Wall-clock time it was written; it is due at once.
     pub created_ms: i64,
+}
+
+/// A finalized invoice to push to Stripe, recorded in its finalization's unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStripePush {
+    pub invoice_id: String,
+    pub customer_id: String,
+    pub stripe_customer_id: Option<String>,
+    pub created_ms: i64,
+}
+
+/// What was sent to Stripe for one Tally invoice (`stripe_pushes`, `stripe_push_items`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripePush {
+    pub invoice_id: String,
+    pub customer_id: String,
+    pub stripe_customer_id: Option<String>,
+    /// Recorded as soon as Stripe created the invoice.
+    pub stripe_invoice_id: Option<String>,
+    /// The external status: `QUEUED`, `DRAFT`, `FINALIZED` or `INVALID_REQUEST_ERROR`.
+    pub status: String,
+    /// The billing provider's last error, while the status is `INVALID_REQUEST_ERROR`.
+    pub error: Option<String>,
+    pub updated_ms: i64,
+    /// `(line index, Stripe invoice item id)` of every item Stripe created, by line index
+    /// (filled by [`StripeStore::stripe_push`] only).
+    pub items: Vec<(i64, String)>,
+}
+
+/// The record of Stripe pushes the deliverer keeps, so a retried or duplicated delivery never
+/// creates a Stripe invoice or item twice.
+#[async_trait]
+pub trait StripeStore: Send + Sync {
+    /// The push of one invoice with its items.
+    async fn stripe_push(&self, env: Env, invoice_id: &str) -> StoreResult<Option<StripePush>>;
+    /// Every push of a customer's invoices (without items), for invoice reads.
+    async fn customer_stripe_pushes(
+        &self,
+        env: Env,
+        customer_id: &str,
+    ) -> StoreResult<Vec<StripePush>>;
+    /// Records the Stripe invoice created for `invoice_id` unless one is recorded already;
+    /// returns the one recorded (the first).
+    async fn record_stripe_invoice(
+        &self,
+        env: Env,
+        invoice_id: &str,
+        stripe_invoice_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>>;
+    /// Records a Stripe invoice item created for line `line_index` (an item already recorded
+    /// for that line is left as it is).
+    async fn record_stripe_item(
+        &self,
+        env: Env,
+        invoice_id: &str,
+        line_index: i64,
+        stripe_item_id: &str,
+        amount: i64,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Sets the push's external status and error.
+    async fn set_stripe_status(
+        &self,
+        env: Env,
+        invoice_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 }
 
 /// How long a finished (delivered or given-up) outbox message stays in the delivery log after
@@ -511,6 +586,9 @@ pub const OUTBOX_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// The outbox topic of webhook deliveries (destination: a webhook endpoint id).
 pub const OUTBOX_WEBHOOK: &str = "webhook";
+
+/// The outbox topic of Stripe pushes (destination: the Stripe customer id; `crate::stripe`).
+pub const OUTBOX_STRIPE: &str = "stripe";
 
 /// A stored outbox message and how its delivery is going.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -818,6 +896,7 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub ledger: Arc<dyn LedgerStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    pub stripe: Arc<dyn StripeStore>,
     pub alerts: Arc<dyn AlertStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
@@ -836,6 +915,7 @@ impl Stores {
             + IdempotencyStore
             + LedgerStore
             + OutboxStore
+            + StripeStore
             + AlertStore
             + 'static,
     {
@@ -850,6 +930,7 @@ impl Stores {
             idempotency: db.clone(),
             ledger: db.clone(),
             outbox: db.clone(),
+            stripe: db.clone(),
             alerts: db,
             shared,
         }

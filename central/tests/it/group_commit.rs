@@ -169,6 +169,9 @@ impl UsageStore for Gated {
     async fn prune_dedupe(&self, before_ms: i64) -> StoreResult<u64> {
         self.inner.prune_dedupe(before_ms).await
     }
+    async fn rollup_backlog(&self) -> StoreResult<u64> {
+        self.inner.rollup_backlog().await
+    }
     async fn claimed_transactions(&self, env: Env, ids: &[String]) -> StoreResult<Vec<String>> {
         self.inner.claimed_transactions(env, ids).await
     }

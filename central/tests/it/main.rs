@@ -36,3 +36,4 @@ mod rollups;
 mod store_conformance;
 mod subscriptions;
 mod transitions;
+mod usage_queries;

@@ -1816,3 +1816,90 @@ store_test!(
             .is_empty());
     }
 );
+
+store_test!(stripe_pushes_record_what_was_sent_once, |db| {
+    use tally_central::store::NewStripePush;
+    let push = |invoice: &str| NewStripePush {
+        invoice_id: invoice.to_string(),
+        customer_id: "cust".to_string(),
+        stripe_customer_id: Some("cus_1".to_string()),
+        created_ms: T0,
+    };
+    // Rolled back with its unit of work: no push.
+    let mut work = db.stores.invoices.begin().await.unwrap();
+    work.put_stripe_push(SBX, &push("lost")).await.unwrap();
+    drop(work);
+    let mut work = db.stores.invoices.begin().await.unwrap();
+    work.put_stripe_push(SBX, &push("inv1")).await.unwrap();
+    work.put_stripe_push(SBX, &push("inv1")).await.unwrap();
+    work.put_stripe_push(SBX, &push("inv2")).await.unwrap();
+    work.commit().await.unwrap();
+    let stripe = &db.stores.stripe;
+    assert!(stripe.stripe_push(SBX, "lost").await.unwrap().is_none());
+    assert!(stripe.stripe_push(PROD, "inv1").await.unwrap().is_none());
+    let p = stripe.stripe_push(SBX, "inv1").await.unwrap().unwrap();
+    assert_eq!(
+        (p.status.as_str(), p.stripe_invoice_id.clone()),
+        ("QUEUED", None)
+    );
+    assert_eq!(p.stripe_customer_id.as_deref(), Some("cus_1"));
+
+    // The first Stripe invoice recorded wins; items once per line.
+    let first = stripe
+        .record_stripe_invoice(SBX, "inv1", "in_a", T0 + 1)
+        .await
+        .unwrap();
+    let second = stripe
+        .record_stripe_invoice(SBX, "inv1", "in_b", T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.as_deref(), second.as_deref()),
+        (Some("in_a"), Some("in_a"))
+    );
+    for (line, item) in [(1, "ii_1"), (0, "ii_0"), (1, "ii_other")] {
+        stripe
+            .record_stripe_item(SBX, "inv1", line, item, 100, T0 + 3)
+            .await
+            .unwrap();
+    }
+    stripe
+        .set_stripe_status(
+            SBX,
+            "inv1",
+            "INVALID_REQUEST_ERROR",
+            Some("HTTP 404"),
+            T0 + 4,
+        )
+        .await
+        .unwrap();
+    let p = stripe.stripe_push(SBX, "inv1").await.unwrap().unwrap();
+    assert_eq!(
+        p.items,
+        vec![(0, "ii_0".to_string()), (1, "ii_1".to_string())]
+    );
+    assert_eq!(p.status, "INVALID_REQUEST_ERROR");
+    assert_eq!(p.error.as_deref(), Some("HTTP 404"));
+    stripe
+        .set_stripe_status(SBX, "inv1", "FINALIZED", None, T0 + 5)
+        .await
+        .unwrap();
+    let all = stripe.customer_stripe_pushes(SBX, "cust").await.unwrap();
+    let mut seen: Vec<(String, String, Option<String>)> = all
+        .into_iter()
+        .map(|p| (p.invoice_id, p.status, p.error))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("inv1".to_string(), "FINALIZED".to_string(), None),
+            ("inv2".to_string(), "QUEUED".to_string(), None),
+        ]
+    );
+    assert!(stripe
+        .customer_stripe_pushes(PROD, "cust")
+        .await
+        .unwrap()
+        .is_empty());
+});

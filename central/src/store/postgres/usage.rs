@@ -334,17 +334,22 @@ impl UsageStore for PostgresStore {
         Ok(outcomes)
     }
 
-    async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted> {
+    async fn rollup_backlog(&self) -> StoreResult<u64> {
         let pending: i64 = sqlx::query_scalar(sql::DIRTY_PENDING)
             .fetch_one(&self.pool)
             .await?;
+        Ok(u64::try_from(pending).unwrap_or(0))
+    }
+
+    async fn compact_rollups(&self, limit: i64) -> StoreResult<Compacted> {
+        let pending = self.rollup_backlog().await?;
         if pending == 0 {
             return Ok(Compacted::default());
         }
         let mut tx = self.pool.begin().await?;
         let mut done = usage::compact(&mut Tx::lock(&mut tx, 0).await?, limit).await?;
         tx.commit().await?;
-        done.pending = u64::try_from(pending).unwrap_or(0);
+        done.pending = pending;
         Ok(done)
     }
 
