@@ -113,6 +113,11 @@ METRONOME = {
     "listBillableMetrics-v1": "GET /v1/customers/{customer_id}/billable-metrics",
     "getCosts-v1": "GET /v1/customers/{customer_id}/costs",
     "setClientWebhookSecret-v1": "POST /v1/client/config/webhook_secret",
+    "createAlert-v1": "POST /v1/alerts/create",
+    "archiveAlert-v1": "POST /v1/alerts/archive",
+    "listCustomerAlerts-v1": "POST /v1/customer-alerts/list",
+    "getCustomerAlert-v1": "POST /v1/customer-alerts/get",
+    "resetCustomerAlerts-v1": "POST /v1/customer-alerts/reset",
 }
 
 TALLY_TAG = "Tally"

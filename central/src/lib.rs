@@ -8,6 +8,7 @@
 //! Invariants: every row is scoped by the token's environment; a 200 from ingest means the events
 //! are durable; a FINALIZED invoice never changes; money is exact decimal end to end.
 
+pub mod alert_evaluator;
 pub mod auth;
 pub mod backfill;
 pub mod billing;
@@ -94,6 +95,8 @@ pub struct Settings {
     pub cors: Option<http::cors::AllowedOrigins>,
     /// How the outbox deliverer retries and times out (`crate::outbox`).
     pub delivery: outbox::DeliverySettings,
+    /// How often every alert is re-evaluated for what time alone changes (`crate::alert_evaluator`).
+    pub alert_sweep: Duration,
     /// Where finalized invoices billing through Stripe are pushed; `None`: Stripe is not
     /// connected and nothing is pushed (`--stripe-api-key`).
     pub stripe: Option<stripe::StripeSettings>,
@@ -116,6 +119,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             cors: None,
             delivery: outbox::DeliverySettings::default(),
+            alert_sweep: Duration::from_secs(60),
             stripe: None,
         }
     }
@@ -154,6 +158,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub ingest: ingest::IngestHandle,
     pub limiter: Option<Arc<TokenLimiter>>,
+    /// Tells the alert evaluator which customers got usage (`crate::alert_evaluator`).
+    pub alerts: alert_evaluator::AlertsHandle,
     metrics: Arc<MetricCache>,
     /// When this process last recorded each token's use (hash → ms), to write it at most once
     /// per [`TOKEN_TOUCH_INTERVAL_MS`]. Only tokens that authenticated get an entry.
@@ -164,8 +170,8 @@ pub struct AppState {
 pub const TOKEN_TOUCH_INTERVAL_MS: i64 = 60_000;
 
 impl AppState {
-    /// Builds the state and starts the ingest writer, rollup compactor and outbox deliverer tasks
-    /// (needs a Tokio runtime).
+    /// Builds the state and starts the ingest writer, rollup compactor, outbox deliverer and
+    /// alert evaluator tasks (needs a Tokio runtime).
     pub fn new(stores: Stores, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let ingest = ingest::IngestHandle::spawn(stores.usage.clone(), clock.clone());
         rollups::spawn(stores.usage.clone());
@@ -175,15 +181,18 @@ impl AppState {
             let quota = governor::Quota::per_second(limit.per_second).allow_burst(limit.burst);
             Arc::new(governor::RateLimiter::keyed(quota))
         });
-        AppState {
+        let state = AppState {
             stores,
             clock,
             settings,
             ingest,
             limiter,
+            alerts: alert_evaluator::AlertsHandle::default(),
             metrics: Arc::default(),
             token_touches: Arc::default(),
-        }
+        };
+        alert_evaluator::spawn(state.clone());
+        state
     }
 
     pub fn now_ms(&self) -> i64 {

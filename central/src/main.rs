@@ -65,6 +65,10 @@ enum Command {
         /// Seconds one webhook delivery attempt may take.
         #[arg(long, env = "TALLY_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
         webhook_timeout_secs: u64,
+        /// Seconds between sweeps that re-evaluate every alert (usage is evaluated as it arrives;
+        /// the sweep catches what time alone changes, such as a new billing period).
+        #[arg(long, env = "TALLY_ALERT_SWEEP_SECS", default_value_t = 60)]
+        alert_sweep_secs: u64,
         /// Stripe secret API key: finalized invoices of contracts billing through Stripe are
         /// pushed to Stripe with it (nothing is pushed without it). Never logged.
         #[arg(long, env = "TALLY_STRIPE_API_KEY", hide_env_values = true)]
@@ -291,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
             cors_allow_origins,
             webhook_retry_base_ms,
             webhook_timeout_secs,
+            alert_sweep_secs,
             stripe_api_key,
             stripe_api_base,
             limits,
@@ -314,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
                     timeout: Duration::from_secs(webhook_timeout_secs.max(1)),
                     enabled: true,
                 },
+                alert_sweep: Duration::from_secs(alert_sweep_secs.max(1)),
                 stripe,
             };
             serve(listen, metrics_listen, &db, settings, limits.serve_limits()).await

@@ -488,6 +488,36 @@ def webhook_endpoints(call: Walk) -> dict[str, list]:
     }
 
 
+def alerts(call: Walk, customer: str, metric: str) -> dict[str, list]:
+    """A usage alert on `customer`, a spend alert for all customers, and a spare to archive."""
+    usage = call(
+        "createAlert-v1",
+        body={
+            "alert_type": "usage_threshold_reached",
+            "name": "Walk usage",
+            "threshold": 1_000_000,
+            "customer_id": customer,
+            "billable_metric_id": metric,
+        },
+    )["data"]["id"]
+    call(
+        "createAlert-v1",
+        body={"alert_type": "spend_threshold_reached", "name": "Walk spend", "threshold": 10**9},
+    )
+    spares = [
+        call(
+            "createAlert-v1",
+            body={"alert_type": "invoice_total_reached", "name": f"Spare {i}", "threshold": 1},
+        )["data"]["id"]
+        for i in range(3)
+    ]
+    call("archiveAlert-v1", body={"id": spares.pop()})
+    call("listCustomerAlerts-v1", body={"customer_id": customer})
+    call("getCustomerAlert-v1", body={"customer_id": customer, "alert_id": usage})
+    call("resetCustomerAlerts-v1", body={"customer_id": customer, "alert_id": usage})
+    return {"alert": [usage], "alert_customer": [customer], "spare_alert": spares}
+
+
 def walkthrough(call: Walk) -> dict[str, list]:
     """Every operation once, valid; returns the dictionaries the generated requests draw from."""
     now = datetime.now(timezone.utc)
@@ -842,6 +872,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         path={"webhook_endpoint_id": hooks["webhook_endpoint"][0]},
         query={"limit": 10},
     )
+    watched = alerts(call, acme, metric)
     # The other spelling of addRate, on a card of its own.
     alias_card = create("createRateCard-v1", {"name": "Alias card"})
     call(
@@ -897,6 +928,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         **packaged,
         **units,
         **hooks,
+        **watched,
     }
 
 
@@ -1131,6 +1163,15 @@ BINDINGS["archiveCreditType-tally"] = {"body.id": "spare_credit_type"}
 BINDINGS["archiveWebhookEndpoint-tally"] = {"body.id": "spare_webhook_endpoint"}
 BINDINGS["createWebhookEndpoint-tally"] = {"body.url": "webhook_url"}
 BINDINGS["listWebhookDeliveries-tally"] = {"path.webhook_endpoint_id": "webhook_endpoint"}
+BINDINGS["createAlert-v1"] = {
+    "body.customer_id": "customer",
+    "body.billable_metric_id": "metric",
+    "body.credit_type_id": "credit_type",
+}
+BINDINGS["archiveAlert-v1"] = {"body.id": "spare_alert"}
+BINDINGS["listCustomerAlerts-v1"] = {"body.customer_id": "alert_customer"}
+for op_id in ("getCustomerAlert-v1", "resetCustomerAlerts-v1"):
+    BINDINGS[op_id] = {"body.customer_id": "alert_customer", "body.alert_id": "alert"}
 BINDINGS["createRateCard-v1"] = {
     "body.credit_type_conversions[*].custom_credit_type_id": "custom_unit",
 }

@@ -1,5 +1,6 @@
 //! Tally's end-to-end tests: one integration binary, one module per area.
 
+mod alerts;
 mod backfill;
 mod backup;
 mod browser;

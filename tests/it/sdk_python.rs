@@ -23,7 +23,9 @@
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
 //! converting it, a rate and a credit in it, the drawn-down and converted draft line by line;
 //! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
-//! transitions, the rolled commit, its invoice and balances, and the refusals.
+//! transitions, the rolled commit, its invoice and balances, and the refusals;
+//! `tests/sdk/alerts.py` (on both backends) for alerts: usage, credit-balance and spend alerts
+//! moving to in_alarm as usage arrives, reset, list, archive and the refusals.
 
 use std::process::Command;
 use std::time::Duration;
@@ -44,6 +46,22 @@ fn python_sdk_quickstart_on_postgres() {
     python_sdk_ready();
     let db = PgDatabase::create();
     run_quickstart(&TallyServer::start_on(Some(db.url()), &[], &[]));
+}
+
+#[test]
+fn python_sdk_alerts() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/alerts.py");
+}
+
+#[test]
+fn python_sdk_alerts_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/alerts.py",
+    );
 }
 
 #[test]

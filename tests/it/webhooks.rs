@@ -14,11 +14,11 @@ use tally_core::time::{format_rfc3339_ms, HOUR_MS};
 use tally_tests::{workspace_root, ApiClient, PgDatabase, TallyServer};
 use tempfile::TempDir;
 
-const SECRET: &str = "whsec_tally_test_4d8144d2098bdb3e5f";
+pub(crate) const SECRET: &str = "whsec_tally_test_4d8144d2098bdb3e5f";
 
 /// `tally serve` arguments: invoices finalize as soon as their period ends, the job runs every
 /// second, and a failed delivery is retried after ~100 ms (doubling).
-fn serve_args(extra: &[&'static str]) -> Vec<&'static str> {
+pub(crate) fn serve_args(extra: &[&'static str]) -> Vec<&'static str> {
     let mut args = vec![
         "--invoice-grace-hours",
         "0",
@@ -68,7 +68,7 @@ fn ts_sdk_ready() -> PathBuf {
 }
 
 /// The receiver process and its log.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -76,7 +76,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(fail_first: u32, hang_first: u32) -> Receiver {
+    pub(crate) fn start(fail_first: u32, hang_first: u32) -> Receiver {
         let sdk = ts_sdk_ready();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("received.ndjson");
@@ -109,12 +109,12 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks", self.port)
     }
 
     /// Every request received so far, in order.
-    fn entries(&self) -> Vec<Value> {
+    pub(crate) fn entries(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .expect("read the receiver log")
             .lines()
@@ -124,7 +124,7 @@ impl Receiver {
     }
 
     /// Message id → the answers the receiver gave it, in order (`200`, `500`, `"hang"`).
-    fn answers(&self) -> BTreeMap<String, Vec<Value>> {
+    pub(crate) fn answers(&self) -> BTreeMap<String, Vec<Value>> {
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for e in self.entries() {
             let id = e["id"].as_str().unwrap_or("?").to_string();
@@ -134,7 +134,7 @@ impl Receiver {
     }
 
     /// Waits until `n` distinct messages were answered 200.
-    fn wait_delivered(&self, n: usize, timeout: Duration, what: &str) -> Vec<Value> {
+    pub(crate) fn wait_delivered(&self, n: usize, timeout: Duration, what: &str) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let delivered: Vec<Value> = self
@@ -164,19 +164,19 @@ impl Drop for Receiver {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970");
     i64::try_from(since.as_millis()).expect("ms fit i64")
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
 
 /// Sets the secret and creates an endpoint for `url`; its id.
-async fn endpoint(api: &ApiClient, url: &str) -> String {
+pub(crate) async fn endpoint(api: &ApiClient, url: &str) -> String {
     let (status, body) = api
         .post(
             "/v1/client/config/webhook_secret",

@@ -10,6 +10,7 @@ use axum::Json;
 
 use crate::billing::BillingError;
 use crate::model::LoadError;
+use crate::service::alerts::AlertError;
 use crate::service::balances::BalanceError;
 use crate::service::billing_configs::BillingConfigError;
 use crate::service::commits::CommitError;
@@ -219,6 +220,18 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Invalid(e) => e.into(),
             IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AlertError> for ApiError {
+    fn from(e: AlertError) -> Self {
+        match e {
+            AlertError::NotFound(what) => ApiError::not_found(what),
+            AlertError::Invalid(e) => e.into(),
+            AlertError::Conflict(m) => ApiError::conflict(m),
+            AlertError::Billing(e) => e.into(),
+            AlertError::Store(e) => e.into(),
         }
     }
 }

@@ -195,6 +195,13 @@ async fn apply_batch(
         .usage
         .apply_batch(&b.shard_id, b.seq, &partials, st.now_ms())
         .await?;
+    if done.applied {
+        for env in crate::store::Env::ALL {
+            let refs = partials.iter().filter(|(e, _, _)| *e == env);
+            st.alerts
+                .touch(env, refs.map(|(_, key, _)| key.customer_ref.clone()));
+        }
+    }
     for d in &done.dead_letters {
         tracing::warn!(
             shard_id = %d.shard_id,

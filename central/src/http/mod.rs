@@ -5,6 +5,7 @@
 //! `{}`, unknown fields ignored, keyset cursors. Handlers parse the wire request, call one
 //! `service` function and map its result; handler modules never import each other.
 
+mod alerts;
 mod balances;
 mod billable_metrics;
 mod billing_configs;
@@ -130,6 +131,7 @@ fn authenticated_routes() -> Routes {
         .merge(operations::routes())
         .merge(ingest::routes())
         .merge(webhooks::routes())
+        .merge(alerts::routes())
         .merge(usage::routes())
 }
 

@@ -55,6 +55,8 @@ pub mod kind {
     pub const TRANSITION: &str = "contract_transition";
     /// A webhook destination (`/v1/webhook-endpoints/*`), no parent.
     pub const WEBHOOK_ENDPOINT: &str = "webhook_endpoint";
+    /// A threshold notification (`/v1/alerts/*`), no parent; its `uniqueness_key` is its unique key.
+    pub const ALERT: &str = "alert";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

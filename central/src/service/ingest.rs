@@ -33,6 +33,14 @@ pub async fn ingest(st: &AppState, env: Env, body: &[u8]) -> Result<IngestSummar
         })
         .collect();
     let outcomes = st.ingest.submit(items).await?;
+    // The customers whose usage changed: their alerts are evaluated within about a second.
+    let touched = batch
+        .events
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, crate::store::ItemOutcome::Accepted))
+        .map(|((_, event), _)| event.customer_id.clone());
+    st.alerts.touch(env, touched);
     let mut summary = IngestSummary::new(batch.rejected);
     summary.tally(&batch.events, outcomes);
     let summary = summary.finish();

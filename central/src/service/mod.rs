@@ -6,6 +6,7 @@
 //! Invariants: services never speak HTTP (no statuses, no `ApiError`); each area returns its own
 //! error enum, and `http::error` alone maps those to statuses. GET use cases never write.
 
+pub mod alerts;
 pub mod balances;
 pub mod billing_configs;
 pub mod charges;

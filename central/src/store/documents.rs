@@ -132,6 +132,23 @@ pub mod sql {
     pub const SET_STRIPE_STATUS: &str = "UPDATE stripe_pushes
          SET status = $1, error = $2, updated_ms = $3 WHERE env = $4 AND invoice_id = $5";
 
+    /// A first alert state; one already there (another evaluator's) is left as it is.
+    pub const INSERT_ALERT_STATE: &str = "INSERT INTO alert_states
+             (env, alert_id, customer_id, status, fires, value, triggered_by, version, updated_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8) ON CONFLICT DO NOTHING";
+    /// A compare-and-set of an alert state on the version read.
+    pub const UPDATE_ALERT_STATE: &str = "UPDATE alert_states
+         SET status = $1, fires = $2, value = $3, triggered_by = $4, version = version + 1,
+             updated_ms = $5
+         WHERE env = $6 AND alert_id = $7 AND customer_id = $8 AND version = $9";
+    pub const RESET_ALERT_STATE: &str = "UPDATE alert_states
+         SET status = 'evaluating', version = version + 1, updated_ms = $1
+         WHERE env = $2 AND alert_id = $3 AND customer_id = $4";
+    pub const CUSTOMER_ALERT_STATES: &str =
+        "SELECT * FROM alert_states WHERE env = $1 AND customer_id = $2 ORDER BY alert_id";
+    pub const ALERT_STATE: &str =
+        "SELECT * FROM alert_states WHERE env = $1 AND alert_id = $2 AND customer_id = $3";
+
     pub const INSERT_TOKEN: &str =
         "INSERT INTO tokens (hash, env, name, created_ms) VALUES ($1, $2, $3, $4)";
     pub const TOKEN_ENV: &str = "SELECT env FROM tokens WHERE hash = $1 AND revoked_ms IS NULL";
@@ -626,6 +643,44 @@ macro_rules! document_stores {
                 Ok(())
             }
 
+            async fn put_alert_state(
+                &mut self,
+                env: Env,
+                a: &AlertState,
+                expected: Option<i64>,
+            ) -> StoreResult<bool> {
+                let done = match expected {
+                    None => {
+                        sqlx::query(sql::INSERT_ALERT_STATE)
+                            .bind(env.as_str())
+                            .bind(&a.alert_id)
+                            .bind(&a.customer_id)
+                            .bind(&a.status)
+                            .bind(a.fires)
+                            .bind(&a.value)
+                            .bind(&a.triggered_by)
+                            .bind(a.updated_ms)
+                            .execute(&mut *self.0)
+                            .await?
+                    }
+                    Some(version) => {
+                        sqlx::query(sql::UPDATE_ALERT_STATE)
+                            .bind(&a.status)
+                            .bind(a.fires)
+                            .bind(&a.value)
+                            .bind(&a.triggered_by)
+                            .bind(a.updated_ms)
+                            .bind(env.as_str())
+                            .bind(&a.alert_id)
+                            .bind(&a.customer_id)
+                            .bind(version)
+                            .execute(&mut *self.0)
+                            .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 Ok(self.0.commit().await?)
             }
@@ -742,6 +797,69 @@ macro_rules! document_stores {
                     .bind(invoice_id)
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+        }
+
+        fn alert_state_from_row(row: &$row) -> AlertState {
+            AlertState {
+                alert_id: row.get("alert_id"),
+                customer_id: row.get("customer_id"),
+                status: row.get("status"),
+                fires: row.get("fires"),
+                value: row.get("value"),
+                triggered_by: row.get("triggered_by"),
+                version: row.get("version"),
+                updated_ms: row.get("updated_ms"),
+            }
+        }
+
+        #[async_trait]
+        impl AlertStore for $store {
+            async fn alert_states(
+                &self,
+                env: Env,
+                customer_id: &str,
+            ) -> StoreResult<Vec<AlertState>> {
+                let rows = sqlx::query(sql::CUSTOMER_ALERT_STATES)
+                    .bind(env.as_str())
+                    .bind(customer_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(alert_state_from_row).collect())
+            }
+
+            async fn alert_state(
+                &self,
+                env: Env,
+                alert_id: &str,
+                customer_id: &str,
+            ) -> StoreResult<Option<AlertState>> {
+                let row = sqlx::query(sql::ALERT_STATE)
+                    .bind(env.as_str())
+                    .bind(alert_id)
+                    .bind(customer_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(alert_state_from_row))
+            }
+
+            async fn reset_alert_state(
+                &self,
+                env: Env,
+                alert_id: &str,
+                customer_id: &str,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                let mut tx = write_tx(self).await?;
+                sqlx::query(sql::RESET_ALERT_STATE)
+                    .bind(now_ms)
+                    .bind(env.as_str())
+                    .bind(alert_id)
+                    .bind(customer_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
             }
         }

@@ -441,7 +441,55 @@ pub trait UnitOfWork: Send {
     /// Records that `push`'s invoice is to be pushed to Stripe (status QUEUED); a push already
     /// recorded for the invoice is left as it is.
     async fn put_stripe_push(&mut self, env: Env, push: &NewStripePush) -> StoreResult<()>;
+    /// Stores an (alert, customer) state if it is still at `expected` (its version as read;
+    /// `None`: no row yet), bumping the version. False, changing nothing, when another writer
+    /// changed it since it was read (the compare-and-set that makes each crossing fire once).
+    async fn put_alert_state(
+        &mut self,
+        env: Env,
+        state: &AlertState,
+        expected: Option<i64>,
+    ) -> StoreResult<bool>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Where one (alert, customer) stands (`alert_states`; `service::alerts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertState {
+    pub alert_id: String,
+    pub customer_id: String,
+    /// `evaluating`, `ok` or `in_alarm`.
+    pub status: String,
+    /// How many times it went to `in_alarm` (the n-th crossing's messages derive their ids from n).
+    pub fires: i64,
+    /// The exact decimal the alert compared at the last change.
+    pub value: Option<String>,
+    pub triggered_by: Option<String>,
+    /// Bumped by every change (compare-and-set).
+    pub version: i64,
+    pub updated_ms: i64,
+}
+
+/// Reads and resets of alert states; changes that fire go through [`UnitOfWork::put_alert_state`].
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// The customer's states (of every alert), in alert id order.
+    async fn alert_states(&self, env: Env, customer_id: &str) -> StoreResult<Vec<AlertState>>;
+    async fn alert_state(
+        &self,
+        env: Env,
+        alert_id: &str,
+        customer_id: &str,
+    ) -> StoreResult<Option<AlertState>>;
+    /// Puts an (alert, customer) back to `evaluating` (bumping its version); nothing when it has
+    /// no state yet (it is evaluating already).
+    async fn reset_alert_state(
+        &self,
+        env: Env,
+        alert_id: &str,
+        customer_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 }
 
 /// A message for the outbox (`crate::outbox`), written with the state change that causes it.
@@ -849,6 +897,7 @@ pub struct Stores {
     pub ledger: Arc<dyn LedgerStore>,
     pub outbox: Arc<dyn OutboxStore>,
     pub stripe: Arc<dyn StripeStore>,
+    pub alerts: Arc<dyn AlertStore>,
     /// Other processes may write the same database (PostgreSQL replicas), so in-memory snapshots
     /// must be checked against it; a SQLite file has one writer process.
     pub shared: bool,
@@ -867,6 +916,7 @@ impl Stores {
             + LedgerStore
             + OutboxStore
             + StripeStore
+            + AlertStore
             + 'static,
     {
         let db = Arc::new(db);
@@ -880,7 +930,8 @@ impl Stores {
             idempotency: db.clone(),
             ledger: db.clone(),
             outbox: db.clone(),
-            stripe: db,
+            stripe: db.clone(),
+            alerts: db,
             shared,
         }
     }

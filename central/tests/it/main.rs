@@ -3,6 +3,7 @@
 #[macro_use]
 mod support;
 
+mod alerts;
 mod balances;
 mod billing_configs;
 mod charges;

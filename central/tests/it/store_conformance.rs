@@ -1689,6 +1689,134 @@ store_test!(
     }
 );
 
+fn alert_state(status: &str, fires: i64, version: i64) -> store::AlertState {
+    store::AlertState {
+        alert_id: "alert".into(),
+        customer_id: "cust".into(),
+        status: status.into(),
+        fires,
+        value: Some("100".into()),
+        triggered_by: Some("usage".into()),
+        version,
+        updated_ms: T0,
+    }
+}
+
+store_test!(
+    alert_states_change_by_compare_and_set_with_their_messages,
+    |db| {
+        assert_eq!(
+            db.stores
+                .alerts
+                .alert_state(SBX, "alert", "cust")
+                .await
+                .unwrap(),
+            None
+        );
+        // Evaluators on two independent pools, all having read "no state yet", race to put the
+        // first crossing, each with its message: one wins, and only its message exists.
+        let other = db.reopen().await;
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let stores = if c % 2 == 0 {
+                db.stores.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let mut work = stores.invoices.begin().await.unwrap();
+                let won = work
+                    .put_alert_state(SBX, &alert_state("in_alarm", 1, 1), None)
+                    .await
+                    .unwrap();
+                if won {
+                    work.put_outbox(&outbox_msg(&format!("fire-{c}"), T0))
+                        .await
+                        .unwrap();
+                    work.commit().await.unwrap();
+                }
+                won
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.unwrap());
+        }
+        assert_eq!(winners, 1, "one evaluator changes the state");
+        let fired = db
+            .stores
+            .outbox
+            .claim_outbox("o", T0, T0 + 1_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let s = db
+            .stores
+            .alerts
+            .alert_state(SBX, "alert", "cust")
+            .await
+            .unwrap()
+            .expect("a state");
+        assert_eq!((s.status.as_str(), s.fires, s.version), ("in_alarm", 1, 1));
+
+        // A stale version changes nothing; the read one does, once.
+        let mut work = db.stores.invoices.begin().await.unwrap();
+        assert!(!work
+            .put_alert_state(SBX, &alert_state("ok", 1, 2), Some(7))
+            .await
+            .unwrap());
+        assert!(work
+            .put_alert_state(SBX, &alert_state("ok", 1, 2), Some(1))
+            .await
+            .unwrap());
+        assert!(!work
+            .put_alert_state(SBX, &alert_state("in_alarm", 2, 2), Some(1))
+            .await
+            .unwrap());
+        work.commit().await.unwrap();
+        // Rolled back with its unit of work: the state is as it was.
+        let mut work = db.stores.invoices.begin().await.unwrap();
+        assert!(work
+            .put_alert_state(SBX, &alert_state("in_alarm", 2, 3), Some(2))
+            .await
+            .unwrap());
+        drop(work);
+        let s = db.stores.alerts.alert_state(SBX, "alert", "cust").await;
+        let s = s.unwrap().expect("a state");
+        assert_eq!((s.status.as_str(), s.version), ("ok", 2));
+
+        // A reset bumps the version (so an evaluation that read before it cannot land) and is
+        // scoped by environment.
+        db.stores
+            .alerts
+            .reset_alert_state(SBX, "alert", "cust", T0 + 1)
+            .await
+            .unwrap();
+        db.stores
+            .alerts
+            .reset_alert_state(PROD, "alert", "cust", T0 + 1)
+            .await
+            .unwrap();
+        let states = db.stores.alerts.alert_states(SBX, "cust").await.unwrap();
+        assert_eq!(states.len(), 1);
+        assert_eq!(
+            (
+                states[0].status.as_str(),
+                states[0].version,
+                states[0].fires
+            ),
+            ("evaluating", 3, 1)
+        );
+        assert!(db
+            .stores
+            .alerts
+            .alert_states(PROD, "cust")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+);
+
 store_test!(stripe_pushes_record_what_was_sent_once, |db| {
     use tally_central::store::NewStripePush;
     let push = |invoice: &str| NewStripePush {
