@@ -465,12 +465,14 @@ pub fn decode_rows(text: &str) -> StoreResult<Vec<tally_core::rating::UsageRow>>
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("usage rows: {e}")))?;
     Ok(rows
         .into_iter()
-        .map(|(metric_id, hour_ms, groups, acc)| tally_core::rating::UsageRow {
-            metric_id,
-            hour_ms,
-            groups,
-            acc,
-        })
+        .map(
+            |(metric_id, hour_ms, groups, acc)| tally_core::rating::UsageRow {
+                metric_id,
+                hour_ms,
+                groups,
+                acc,
+            },
+        )
         .collect())
 }
 

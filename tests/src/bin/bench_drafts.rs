@@ -13,7 +13,8 @@
 //!
 //! Shapes (`--long` for the issue's full sizes; the default is short):
 //! - 100 groups (10 models × 10 users), every hour filled, one event per cell;
-//! - the same with many events per cell (3, `--long`: 10), which must read as fast;
+//! - the same with many events per cell (3, `--long`: 14, so 1,008,000 events), which must read
+//!   as fast;
 //! - 1,000 groups (`--long`: 10,000), one filled hour per group per day.
 //!
 //! ```text
@@ -78,7 +79,7 @@ struct Shape {
 
 fn shapes(args: &Args) -> Vec<Shape> {
     let reads = args.reads.unwrap_or(if args.long { 1_000 } else { 400 });
-    let (many, wide_users) = if args.long { (10, 1_000) } else { (3, 100) };
+    let (many, wide_users) = if args.long { (14, 1_000) } else { (3, 100) };
     vec![
         Shape {
             name: "100 groups, every hour, 1 event/cell".into(),
