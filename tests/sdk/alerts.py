@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import metronome
 from metronome import Metronome
 
-from quickstart import Clock, body_of, expect_error, iso, num, run_script
+from quickstart import Clock, body_of, expect_error, iso, month_start, num, pause, run_script
 
 D = Decimal
 PATIENCE_S = 5.0
@@ -84,17 +84,31 @@ def await_statuses(client: Metronome, customer: str, want: dict[str, str]) -> No
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"statuses after {PATIENCE_S}s: {got}, wanted {want}")
-        time.sleep(0.1)
+        pause(0.1)
 
 
-def ingest(client: Metronome, clock: Clock, tag: str, n: int) -> None:
+def current_period_ts(k: int) -> str:
+    """The k-th (0..15) timestamp in the last 30 hours of the period that holds now: usage and
+    spend alerts look at that period, which on a month's first hours is not the one `Clock`'s
+    events (now - 2 h) fall in. Waits until a minute past a month's start if needed."""
+    assert 0 <= k < 16
+    now = datetime.now(timezone.utc)
+    if now - month_start(now) < timedelta(minutes=1):
+        pause(61 - (now - month_start(now)).total_seconds())
+        now = datetime.now(timezone.utc)
+    lo = max(month_start(now), now - timedelta(hours=30)) + timedelta(seconds=1)
+    width_s = int((now - lo).total_seconds()) - 1
+    return iso(lo + timedelta(seconds=width_s * k // 16))
+
+
+def ingest(client: Metronome, tag: str, n: int) -> None:
     client.v1.usage.ingest(
         usage=[
             {
                 "transaction_id": f"alerts-{tag}-{i}",
                 "customer_id": "alerted-co",
                 "event_type": "call",
-                "timestamp": clock.event_ts(i % 16),
+                "timestamp": current_period_ts(i % 16),
             }
             for i in range(n)
         ]
@@ -133,14 +147,14 @@ def main() -> int:
     assert num(got["threshold"], "threshold") == D(500), got
 
     log("4 calls: usage 4, credit left 600, total 0")
-    ingest(client, clock, "a", 4)
-    time.sleep(1.5)
+    ingest(client, "a", 4)
+    pause(1.5)
     await_statuses(client, customer, {"usage": "ok", "credit": "ok", "spend": "ok"})
     log("2 more: usage 6 and credit 400 in alarm; the total is still 0")
-    ingest(client, clock, "b", 2)
+    ingest(client, "b", 2)
     await_statuses(client, customer, {"usage": "in_alarm", "credit": "in_alarm", "spend": "ok"})
     log("6 more: charges 1,200, credit 1,000, total 200")
-    ingest(client, clock, "c", 6)
+    ingest(client, "c", 6)
     await_statuses(client, customer, {"usage": "in_alarm", "credit": "in_alarm", "spend": "in_alarm"})
     got = client.v1.customers.alerts.retrieve(customer_id=customer, alert_id=IDS["spend"]).data
     assert got.triggered_by == "usage", got

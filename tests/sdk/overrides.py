@@ -27,7 +27,7 @@ from decimal import Decimal
 import metronome
 from metronome import Metronome
 
-from quickstart import Clock, body_of, dump, iso, num, parse_ts, run_script
+from quickstart import Clock, body_of, dump, iso, num, parse_ts, pause, run_script
 
 D = Decimal
 
@@ -152,7 +152,7 @@ def await_total(client: Metronome, clock: Clock, customer: str, contract: str, e
     deadline = time.monotonic() + int(setting)
     while num(draft(client, clock, customer, contract)["total"], "total") != expected:
         assert time.monotonic() < deadline, f"draft of {contract} never reached {expected}"
-        time.sleep(0.1)
+        pause(0.1)
 
 
 def check_invoices(client: Metronome, clock: Clock, ids: dict) -> None:

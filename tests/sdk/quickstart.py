@@ -44,6 +44,7 @@ import decimal
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -64,6 +65,12 @@ LATE_ALIAS = "late-alias"
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+
+
+def pause(seconds: float) -> None:
+    """Sleeps `seconds`. Not `time.sleep`: under libfaketime (scripts/test-clock.sh) Python's
+    `time.sleep` fails with EINVAL, a condition wait does not."""
+    threading.Event().wait(seconds)
 
 
 def log(msg: str) -> None:
@@ -572,7 +579,7 @@ def await_draft_total(client: Metronome, clock: Clock, customer: str, expected_t
         assert time.monotonic() < deadline, (
             f"draft total still {total} (expected {expected_total}) after {setting} s and {polls} polls\n{dump(inv)}"
         )
-        time.sleep(0.1)
+        pause(0.1)
 
 
 def check_draft_invoice(
