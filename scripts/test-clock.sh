@@ -87,7 +87,7 @@ run_at() {
     sdk_python::python_sdk_scheduled_charges sdk_python::python_sdk_packages \
     sdk_python::python_sdk_subscriptions sdk_python::python_sdk_composite_products \
     sdk_python::python_sdk_custom_units sdk_python::python_sdk_contract_lifecycle \
-    sdk_python::python_sdk_alerts sdk_python::python_sdk_usage \
+    sdk_python::python_sdk_alerts sdk_python::python_sdk_usage_queries \
     contract::tally_conforms_to_metronomes_openapi_document \
     postgres::two_replicas_on_one_database_behave_as_one \
     backup::a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice \
