@@ -207,9 +207,9 @@ pub async fn token_card(api: &ApiClient, start: &str, prices: &[Value]) -> Resul
     Ok(card)
 }
 
-/// A COUNT metric on `call` events, a product priced 1 per event (FLAT), a rate card, a customer
-/// with the ingest alias `acme` and a monthly contract from `start`. Returns the customer's id.
-pub async fn call_billing(api: &ApiClient, start: &str) -> Result<String, String> {
+/// A COUNT metric on `call` events, a product priced 1 per event (FLAT) from `start` and a rate
+/// card holding it. Returns the metric's and the card's ids.
+pub async fn call_card(api: &ApiClient, start: &str) -> Result<(String, String), String> {
     let metric = api
         .create(
             "/v1/billable-metrics/create",
@@ -235,6 +235,13 @@ pub async fn call_billing(api: &ApiClient, start: &str) -> Result<String, String
                  "entitled": true, "rate_type": "FLAT", "price": 1 }),
     )
     .await?;
+    Ok((metric, card))
+}
+
+/// [`call_card`], a customer with the ingest alias `acme` and a monthly contract from `start`
+/// on it. Returns the customer's id.
+pub async fn call_billing(api: &ApiClient, start: &str) -> Result<String, String> {
+    let (_, card) = call_card(api, start).await?;
     let customer = api
         .create(
             "/v1/customers",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use clap::Parser;
 use serde_json::{json, Value};
-use tally_tests::bench::{month_start, now_ms, ok, tally_binary, SplitMix64};
+use tally_tests::bench::{call_card, month_start, now_ms, ok, tally_binary, SplitMix64};
 use tally_tests::{ApiClient, TallyServer};
 
 #[derive(Parser)]
@@ -105,31 +105,7 @@ async fn run(args: &Args) -> Result<(), String> {
     api.create("/v1/webhook-endpoints/create", &json!({ "url": url }))
         .await?;
     let start = month_start(now_ms());
-    let metric = api
-        .create(
-            "/v1/billable-metrics/create",
-            &json!({ "name": "calls", "event_type_filter": { "in_values": ["call"] },
-                     "aggregation_type": "COUNT" }),
-        )
-        .await?;
-    let product = api
-        .create(
-            "/v1/contract-pricing/products/create",
-            &json!({ "name": "calls", "type": "USAGE", "billable_metric_id": metric }),
-        )
-        .await?;
-    let card = api
-        .create(
-            "/v1/contract-pricing/rate-cards/create",
-            &json!({ "name": "card" }),
-        )
-        .await?;
-    api.data(
-        "/v1/contract-pricing/rate-cards/addRate",
-        &json!({ "rate_card_id": card, "product_id": product, "starting_at": start,
-                 "entitled": true, "rate_type": "FLAT", "price": 1 }),
-    )
-    .await?;
+    let (metric, card) = call_card(&api, &start).await?;
     let now = tally_core::time::format_rfc3339_ms(now_ms());
     let mut alerted = Vec::new();
     for i in 0..args.alerts {
