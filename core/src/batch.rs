@@ -47,6 +47,10 @@ pub struct Batch {
     /// The metric snapshot version the partials were computed with.
     pub metrics_version: u64,
     pub partials: Vec<BatchPartial>,
+    /// The events whose usage the partials hold (and duplicates seen), for central's event
+    /// store. Absent (empty) from older shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::event::StoredEvent>,
 }
 
 /// Central's answer to a delivered batch.

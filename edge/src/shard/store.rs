@@ -457,6 +457,7 @@ pub fn seal(
         seq: u64::try_from(seq).unwrap_or(1),
         metrics_version: u64::try_from(metrics_version).unwrap_or(0),
         partials,
+        events: Vec::new(),
     };
     let body = serde_json::to_string(&batch)
         .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
