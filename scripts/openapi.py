@@ -107,6 +107,7 @@ METRONOME = {
     "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
+    "regenerateInvoice-v1": "POST /v1/invoices/regenerate",
     "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
     "getUsageBatch-v1": "POST /v1/usage",
     "getPagedUsage-v1": "POST /v1/usage/groups",

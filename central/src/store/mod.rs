@@ -369,6 +369,11 @@ pub struct InvoiceRow {
     pub status: InvoiceStatus,
     /// The frozen invoice JSON (FINALIZED and VOID only).
     pub body: Option<String>,
+    /// Which invoice of its (contract, kind, period) this is: 0 the first, one more for each
+    /// regeneration of a voided one.
+    pub revision: i64,
+    /// The voided invoice this one regenerated (`POST /v1/invoices/regenerate`).
+    pub regenerated_from: Option<String>,
 }
 
 /// Invoices: one row per begun contract period.
@@ -422,6 +427,9 @@ pub struct JobFailure {
 /// without [`UnitOfWork::commit`] rolls everything back.
 #[async_trait]
 pub trait UnitOfWork: Send {
+    /// Inserts `row`; false, changing nothing, when a row with its id, its (contract, kind,
+    /// period, revision) or its `regenerated_from` exists.
+    async fn insert_invoice(&mut self, env: Env, row: &InvoiceRow) -> StoreResult<bool>;
     /// Stores `row` with its status and frozen body if it is still `from`: inserted when the
     /// period has no row yet (drafts are not stored until they need to be), else moved from
     /// `from`. False, changing nothing, when the row exists in another status (someone else

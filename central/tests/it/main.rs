@@ -31,6 +31,7 @@ mod pricing_rules;
 mod product_order;
 mod rate_schedule;
 mod recurring;
+mod regenerate;
 mod resources;
 mod rollups;
 mod store_conformance;

@@ -698,6 +698,8 @@ fn invoice(id: &str, start: i64) -> InvoiceRow {
         period_end_ms: start + HOUR,
         status: InvoiceStatus::Draft,
         body: None,
+        revision: 0,
+        regenerated_from: None,
     }
 }
 
