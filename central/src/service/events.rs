@@ -23,7 +23,7 @@ use tally_core::event::StoredEvent;
 
 use super::Invalid;
 use crate::model::{decode, kind, load_children, Contract, Customer, Metric};
-use crate::store::{Env, InvoiceKind, InvoiceStatus, StoreError, MAX_EVENT_SEARCH_IDS};
+use crate::store::{Env, InvoiceKind, InvoiceRow, InvoiceStatus, StoreError, MAX_EVENT_SEARCH_IDS};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,8 @@ pub async fn search(
         .usage
         .search_events(env, transaction_ids, since)
         .await?;
-    let mut customers: BTreeMap<String, Option<(Customer, Vec<Contract>)>> = BTreeMap::new();
+    // Per reference: the customer it names now and that customer's finalized usage invoices.
+    let mut customers: BTreeMap<String, Option<(Customer, Vec<InvoiceRow>)>> = BTreeMap::new();
     let mut metrics: BTreeMap<String, Option<Metric>> = BTreeMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for stored in rows {
@@ -78,38 +79,26 @@ pub async fn search(
         if !customers.contains_key(&reference) {
             let found = match resolve_customer(st, env, &reference).await? {
                 Some(c) => {
-                    let contracts = load_children(&st.stores, env, kind::CONTRACT, &c.id).await?;
-                    Some((c, contracts))
+                    let invoices = finalized_usage_invoices(st, env, &c.id).await?;
+                    Some((c, invoices))
                 }
                 None => None,
             };
             customers.insert(reference.clone(), found);
         }
-        let mut finalized_invoice_ids = Vec::new();
-        let customer = match customers.get(&reference).and_then(Option::as_ref) {
-            Some((c, contracts)) => {
-                let ts = stored.event.timestamp_ms;
-                for contract in contracts {
-                    let rows = st
-                        .stores
-                        .invoices
-                        .invoices_for_contract(env, &contract.id)
-                        .await?;
-                    finalized_invoice_ids.extend(
-                        rows.into_iter()
-                            .filter(|r| {
-                                r.kind == InvoiceKind::Usage
-                                    && r.status == InvoiceStatus::Finalized
-                                    && r.period_start_ms <= ts
-                                    && ts < r.period_end_ms
-                            })
-                            .map(|r| r.id),
-                    );
-                }
-                Some(c.clone())
-            }
-            None => None,
-        };
+        let ts = stored.event.timestamp_ms;
+        let (customer, mut finalized_invoice_ids) =
+            match customers.get(&reference).and_then(Option::as_ref) {
+                Some((c, invoices)) => (
+                    Some(c.clone()),
+                    invoices
+                        .iter()
+                        .filter(|r| r.period_start_ms <= ts && ts < r.period_end_ms)
+                        .map(|r| r.id.clone())
+                        .collect(),
+                ),
+                None => (None, Vec::new()),
+            };
         finalized_invoice_ids.sort();
         let mut matched = Vec::new();
         for id in &stored.matched_metrics {
@@ -128,6 +117,29 @@ pub async fn search(
             metrics: matched,
             finalized_invoice_ids,
         });
+    }
+    Ok(out)
+}
+
+/// The customer's FINALIZED usage invoices, over all its contracts.
+async fn finalized_usage_invoices(
+    st: &AppState,
+    env: Env,
+    customer_id: &str,
+) -> Result<Vec<InvoiceRow>, StoreError> {
+    let contracts: Vec<Contract> =
+        load_children(&st.stores, env, kind::CONTRACT, customer_id).await?;
+    let mut out = Vec::new();
+    for contract in contracts {
+        let rows = st
+            .stores
+            .invoices
+            .invoices_for_contract(env, &contract.id)
+            .await?;
+        out.extend(
+            rows.into_iter()
+                .filter(|r| r.kind == InvoiceKind::Usage && r.status == InvoiceStatus::Finalized),
+        );
     }
     Ok(out)
 }
