@@ -802,6 +802,8 @@ def walkthrough(call: Walk) -> dict[str, list]:
         query={"limit": 10},
     )
     call("listBillableMetrics-v1", path={"customer_id": acme}, query={"limit": 10})
+    # Event search (issue 13): the walkthrough's events, as stored.
+    call("searchEvents-v1", body={"transactionIds": ["walk-0", "walk-1", "never-sent"]})
     call(
         "getCosts-v1",
         path={"customer_id": acme},

@@ -16,6 +16,7 @@ mod conventions;
 mod cors;
 mod credit_types;
 mod edge_internal;
+mod events;
 mod group_commit;
 mod idempotency;
 mod ingest;
