@@ -769,6 +769,7 @@ mod tests {
             body: None,
             revision: 0,
             regenerated_from: None,
+            finalized_ms: None,
         };
         let target = StripeTarget {
             stripe_customer_id: Some("cus_1".into()),

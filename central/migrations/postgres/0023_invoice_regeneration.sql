@@ -1,9 +1,12 @@
 -- `POST /v1/invoices/regenerate`: a voided invoice's period gets a new invoice (a new id) beside
 -- it. `revision` counts the invoices of one (contract, kind, period) (0 the first, each
 -- regeneration one more), and `regenerated_from` names the voided invoice a regeneration
--- replaces; each voided invoice is regenerated at most once.
+-- replaces; each voided invoice is regenerated at most once. `finalized_ms` is when the
+-- invoice became FINALIZED (the service clock; NULL for rows finalized before this migration),
+-- so event search can tell an event that arrived after its period was frozen.
 ALTER TABLE invoices ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE invoices ADD COLUMN regenerated_from TEXT;
+ALTER TABLE invoices ADD COLUMN finalized_ms BIGINT;
 ALTER TABLE invoices DROP CONSTRAINT invoices_env_contract_id_kind_period_start_ms_key;
 ALTER TABLE invoices
     ADD CONSTRAINT invoices_env_contract_id_kind_period_start_ms_revision_key

@@ -1,7 +1,9 @@
 -- `POST /v1/invoices/regenerate`: a voided invoice's period gets a new invoice (a new id) beside
 -- it. `revision` counts the invoices of one (contract, kind, period) (0 the first, each
 -- regeneration one more), and `regenerated_from` names the voided invoice a regeneration
--- replaces; each voided invoice is regenerated at most once. SQLite cannot change a table
+-- replaces; each voided invoice is regenerated at most once. `finalized_ms` is when the
+-- invoice became FINALIZED (the service clock; NULL for rows finalized before this migration),
+-- so event search can tell an event that arrived after its period was frozen. SQLite cannot change a table
 -- constraint, so the table is rebuilt with the same rows.
 CREATE TABLE invoices_by_revision (
     env              TEXT NOT NULL,
@@ -15,6 +17,7 @@ CREATE TABLE invoices_by_revision (
     kind             TEXT NOT NULL DEFAULT 'USAGE',
     revision         INTEGER NOT NULL DEFAULT 0,
     regenerated_from TEXT,
+    finalized_ms     INTEGER,
     PRIMARY KEY (env, id),
     UNIQUE (env, contract_id, kind, period_start_ms, revision),
     UNIQUE (env, regenerated_from)

@@ -11,9 +11,10 @@
 //!   ingest alias), as billing attributes usage; an unknown reference has no matched customer.
 //! - The matched metrics are those the event contributed to when it was metered.
 //! - `finalized_invoice_ids` (a Tally extension): the matched customer's FINALIZED usage invoices
-//!   whose period holds the event's timestamp. A counted event there arrived (or was attributed)
-//!   after those invoices were frozen, so it is on none of them until one is voided and
-//!   regenerated.
+//!   whose period holds the event's timestamp and that were finalized at or before the event was
+//!   processed (or before finalization times were recorded): the event arrived after they were
+//!   frozen, so it is on none of them until one is voided and regenerated
+//!   (`invoices/regenerate`), whose new invoice holds it and is not listed.
 //!
 //! Reads only.
 
@@ -86,7 +87,7 @@ pub async fn search(
             };
             customers.insert(reference.clone(), found);
         }
-        let ts = stored.event.timestamp_ms;
+        let (ts, processed) = (stored.event.timestamp_ms, stored.processed_ms);
         let (customer, mut finalized_invoice_ids) =
             match customers.get(&reference).and_then(Option::as_ref) {
                 Some((c, invoices)) => (
@@ -94,6 +95,8 @@ pub async fn search(
                     invoices
                         .iter()
                         .filter(|r| r.period_start_ms <= ts && ts < r.period_end_ms)
+                        // Frozen before the event was processed (a regeneration after it holds it).
+                        .filter(|r| r.finalized_ms.is_none_or(|f| f <= processed))
                         .map(|r| r.id.clone())
                         .collect(),
                 ),

@@ -70,6 +70,7 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
         body: None,
         revision: 0,
         regenerated_from: None,
+        finalized_ms: None,
     }
 }
 
@@ -241,6 +242,7 @@ pub async fn finalize_rows(
             };
             let mut row = d.row.clone();
             row.status = InvoiceStatus::Finalized;
+            row.finalized_ms = Some(now);
             let body = render_priced(st, &d.contract, &row, ctx, d.invoice.clone(), false)?;
             let stripe = stripe_of(&d.contract, &row, &body);
             row.body = Some(body.to_string());
@@ -256,6 +258,7 @@ pub async fn finalize_rows(
         for row in due {
             let mut row = row.clone();
             row.status = InvoiceStatus::Finalized;
+            row.finalized_ms = Some(now);
             let body = render_computed(st, env, contract, &row, &ctx, false).await?;
             let stripe = stripe_of(contract, &row, &body);
             row.body = Some(body.to_string());
@@ -617,6 +620,7 @@ pub async fn regenerate(st: &AppState, env: Env, id: &str) -> Result<String> {
         body: None,
         revision: row.revision.saturating_add(1),
         regenerated_from: Some(row.id.clone()),
+        finalized_ms: None,
         ..row
     };
     let mut work = st.stores.invoices.begin().await?;

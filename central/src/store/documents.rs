@@ -43,11 +43,13 @@ pub mod sql {
 
     pub const INSERT_INVOICE: &str = "INSERT INTO invoices
              (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body, kind,
-              revision, regenerated_from)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING";
-    /// Moves an invoice from one status to another; changes nothing from any other status.
-    pub const TRANSITION_INVOICE: &str =
-        "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5";
+              revision, regenerated_from, finalized_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING";
+    /// Moves an invoice from one status to another; changes nothing from any other status. A
+    /// finalization time, once set, stays.
+    pub const TRANSITION_INVOICE: &str = "UPDATE invoices
+         SET status = $1, body = $2, finalized_ms = COALESCE(finalized_ms, $6)
+         WHERE env = $3 AND id = $4 AND status = $5";
     pub const CONTRACT_INVOICES: &str = "SELECT * FROM invoices WHERE env = $1 AND contract_id = $2
          ORDER BY period_start_ms, revision";
     pub const INVOICE: &str = "SELECT * FROM invoices WHERE env = $1 AND id = $2";
@@ -241,6 +243,7 @@ macro_rules! document_stores {
                 body: row.get("body"),
                 revision: row.get("revision"),
                 regenerated_from: row.get("regenerated_from"),
+                finalized_ms: row.get("finalized_ms"),
             })
         }
 
@@ -589,6 +592,7 @@ macro_rules! document_stores {
                     })
                     .bind(row.revision)
                     .bind(&row.regenerated_from)
+                    .bind(row.finalized_ms)
                     .execute(&mut *self.0)
                     .await?;
                 Ok(inserted.rows_affected() == 1)
@@ -609,6 +613,7 @@ macro_rules! document_stores {
                     .bind(env.as_str())
                     .bind(&row.id)
                     .bind(from.as_str())
+                    .bind(row.finalized_ms)
                     .execute(&mut *self.0)
                     .await?;
                 Ok(moved.rows_affected() == 1)
@@ -1068,6 +1073,7 @@ macro_rules! document_stores {
                     .bind(env.as_str())
                     .bind(id)
                     .bind(from.as_str())
+                    .bind(None::<i64>)
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() != 1 {

@@ -404,6 +404,8 @@ pub struct InvoiceRow {
     pub revision: i64,
     /// The voided invoice this one regenerated (`POST /v1/invoices/regenerate`).
     pub regenerated_from: Option<String>,
+    /// When it became FINALIZED (service clock); kept when it is voided. None before.
+    pub finalized_ms: Option<i64>,
 }
 
 /// Invoices: one row per begun contract period.

@@ -707,6 +707,7 @@ fn invoice(id: &str, start: i64) -> InvoiceRow {
         body: None,
         revision: 0,
         regenerated_from: None,
+        finalized_ms: None,
     }
 }
 
