@@ -23,6 +23,7 @@ use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
 use tally_core::rating::UsageRow;
 use tally_core::rollup;
+use tally_core::sql_metric::SqlMetric;
 
 use crate::model::{
     decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, ProductType,
@@ -80,6 +81,8 @@ pub struct RatingContext {
     customer: Customer,
     snapshot: PricingSnapshot,
     product_info: BTreeMap<String, Product>,
+    /// The SQL billable metrics the snapshot's products meter with, compiled.
+    sql_metrics: BTreeMap<String, SqlMetric>,
 }
 
 impl RatingContext {
@@ -116,6 +119,7 @@ impl RatingContext {
                 credit_type_conversions: Vec::new(),
             },
             product_info: BTreeMap::new(),
+            sql_metrics: BTreeMap::new(),
         };
         let fiat = match &contract.rate_card_id {
             Some(card_id) => ctx.load_rate_card(st, env, card_id).await?,
@@ -209,11 +213,22 @@ impl RatingContext {
             return Ok(());
         }
         if let Some(doc) = st.stores.config.get_doc(env, kind::METRIC, id).await? {
-            self.snapshot
-                .metrics
-                .insert(id.to_string(), decode::<Metric>(&doc)?.def());
+            let metric = decode::<Metric>(&doc)?;
+            if let Some(sql) = &metric.sql {
+                // Validated when the metric was created; a stored query that no longer compiles
+                // is a rating error, never a silent zero.
+                let query = SqlMetric::parse(sql)
+                    .map_err(|e| BillingError::Rating(format!("billable metric {id}: {e}")))?;
+                self.sql_metrics.insert(id.to_string(), query);
+            }
+            self.snapshot.metrics.insert(id.to_string(), metric.def());
         }
         Ok(())
+    }
+
+    /// The SQL billable metrics this contract's rate card prices (ids, sorted).
+    pub fn sql_metric_ids(&self) -> Vec<&str> {
+        self.sql_metrics.keys().map(String::as_str).collect()
     }
 
     /// Whether the contract's usage may draw on any commit or credit.

@@ -33,6 +33,7 @@ mod rate_schedule;
 mod recurring;
 mod resources;
 mod rollups;
+mod sql_metrics;
 mod store_conformance;
 mod subscriptions;
 mod transitions;

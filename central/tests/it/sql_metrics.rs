@@ -1,0 +1,293 @@
+//! SQL billable metrics (issue 13): create/get/list with `sql`, the refusals (escapes, other
+//! tables, functions off the list, raw rows, mutually exclusive fields), ingest never metering
+//! them (natively or in the edge's snapshot), products grouping by their columns, and previews
+//! refusing them.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use tally_central::store::Env;
+
+use crate::edge_internal::signed;
+use crate::support::*;
+
+const SBX: Env = Env::Sandbox;
+const NOW: &str = "2024-10-15T12:00:00Z";
+const START: &str = "2024-10-01T00:00:00Z";
+
+const QUICKSTART: &str =
+    "SELECT count(DISTINCT properties.user_id) AS value, properties.region AS region \
+                          FROM events WHERE event_type = 'api_call' GROUP BY properties.region";
+
+async fn sql_metric(app: &TestApp, name: &str, sql: &str) -> String {
+    app.metric(SBX, json!({ "name": name, "sql": sql })).await
+}
+
+#[tokio::test]
+async fn create_get_and_list_show_the_query() {
+    let app = TestApp::new(NOW).await;
+    let id = sql_metric(&app, "unique users", QUICKSTART).await;
+    let got = app
+        .get(&format!("/v1/billable-metrics/{id}"))
+        .await
+        .expect(StatusCode::OK)
+        .data();
+    assert_eq!(
+        got,
+        json!({
+            "id": id, "name": "unique users", "aggregation_type": "custom_sql",
+            "sql": QUICKSTART, "group_keys": [["region"]], "custom_fields": {},
+        })
+    );
+    // Without group columns there are no group keys; custom fields are kept.
+    let total = app
+        .metric(
+            SBX,
+            json!({
+                "name": "total", "custom_fields": { "team": "a" },
+                "sql": "SELECT SUM(properties.n) AS value FROM events WHERE properties.n > 0",
+            }),
+        )
+        .await;
+    let listed = app
+        .get("/v1/billable-metrics")
+        .await
+        .expect(StatusCode::OK)
+        .data();
+    let listed = listed.as_array().expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], got);
+    assert_eq!(listed[1]["id"], json!(total));
+    assert_eq!(listed[1]["aggregation_type"], json!("custom_sql"));
+    assert_eq!(listed[1]["custom_fields"], json!({ "team": "a" }));
+    assert!(listed[1].get("group_keys").is_none(), "{}", listed[1]);
+    // Archiving works as for any metric.
+    app.post("/v1/billable-metrics/archive", json!({ "id": total }))
+        .await
+        .expect(StatusCode::OK);
+    let active = app.get("/v1/billable-metrics").await.data();
+    assert_eq!(active.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn refusals_name_the_problem_and_create_nothing() {
+    let app = TestApp::new(NOW).await;
+    let ok = "SELECT COUNT(*) AS value FROM events";
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "name": "a", "sql": ok, "aggregation_type": "COUNT" }),
+            "aggregation_type",
+        ),
+        (
+            json!({ "name": "a", "sql": ok, "aggregation_key": "n", "group_keys": [["r"]] }),
+            "aggregation_key, group_keys",
+        ),
+        (
+            json!({ "name": "a", "sql": ok, "event_type_filter": { "in_values": ["x"] } }),
+            "event_type_filter",
+        ),
+        (
+            json!({ "name": "a", "sql": ok, "property_filters": [{ "name": "x", "exists": true }] }),
+            "property_filters",
+        ),
+        (
+            json!({ "name": "a", "aggregation_type": "custom_sql" }),
+            "custom_sql",
+        ),
+        (
+            json!({ "name": "a", "sql": "DROP TABLE events" }),
+            "only a SELECT",
+        ),
+        (
+            json!({ "name": "a", "sql": "DELETE FROM usage_hourly" }),
+            "only a SELECT",
+        ),
+        (
+            json!({ "name": "a", "sql": format!("{ok}; DELETE FROM events") }),
+            "exactly one statement",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT COUNT(*) AS value FROM tokens" }),
+            "only the events table",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT COUNT(*) AS value FROM events JOIN customers ON 1 = 1" }),
+            "joins",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT COUNT(*) AS value FROM events WHERE customer_id IN (SELECT id FROM customers)" }),
+            "subqueries",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT pg_read_file('/etc/passwd') AS value FROM events" }),
+            "not allowed",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT * FROM events" }),
+            "SELECT *",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT properties.user_id FROM events" }),
+            "raw rows",
+        ),
+        (
+            json!({ "name": "a", "sql": "SELECT COUNT(*) FROM events" }),
+            "AS value",
+        ),
+        (
+            json!({ "name": "a", "sql": format!("{ok} LIMIT 10") }),
+            "LIMIT",
+        ),
+        (
+            json!({ "name": "a", "sql": format!("{ok} WHERE event_type IN ({})", vec!["'x'"; 1500].join(",")) }),
+            "4096 characters",
+        ),
+        (json!({ "name": "a", "sql": "" }), "empty"),
+    ];
+    for (body, expected) in cases {
+        let r = app
+            .post("/v1/billable-metrics/create", body.clone())
+            .await
+            .client_error(StatusCode::BAD_REQUEST);
+        assert!(
+            r.message().contains(expected),
+            "{body}: {:?} should mention {expected:?}",
+            r.message()
+        );
+    }
+    let all = app
+        .get("/v1/billable-metrics?include_archived=true")
+        .await
+        .data();
+    assert_eq!(all, json!([]));
+}
+
+/// Ingest never meters an SQL metric: no usage rows, no place in the edge's metric snapshot,
+/// while a COUNT metric beside it meters as usual.
+#[tokio::test]
+async fn ingest_skips_sql_metrics() {
+    let app = TestApp::new(NOW).await;
+    let sql = sql_metric(&app, "unique users", QUICKSTART).await;
+    let count = app
+        .metric(SBX, json!({ "name": "calls", "aggregation_type": "COUNT" }))
+        .await;
+    let customer = app.customer(SBX, "acme", &["acme"]).await;
+    let data = app
+        .ingest(
+            SBX,
+            json!([
+                event(
+                    "t1",
+                    "acme",
+                    "api_call",
+                    "2024-10-15T10:00:00Z",
+                    json!({ "user_id": "u1", "region": "eu" })
+                ),
+                event(
+                    "t2",
+                    &customer,
+                    "api_call",
+                    "2024-10-15T11:00:00Z",
+                    json!({ "user_id": "u2", "region": "eu" })
+                ),
+            ]),
+        )
+        .await;
+    assert_eq!(data["accepted"], json!(2), "{data}");
+    let refs = vec!["acme".to_string(), customer.clone()];
+    let rows = |metric: String| {
+        let st = app.state.clone();
+        let refs = refs.clone();
+        async move {
+            st.stores
+                .usage
+                .usage_rows(SBX, &refs, &[metric], ms(START), ms("2024-11-01T00:00:00Z"))
+                .await
+                .expect("rows")
+        }
+    };
+    assert!(rows(sql.clone()).await.is_empty());
+    assert_eq!(rows(count.clone()).await.len(), 2);
+    let snap = signed(
+        &app,
+        Method::GET,
+        "/internal/v1/metrics?env=sandbox",
+        b"",
+        EDGE_KEY,
+        ms(NOW),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let ids: Vec<&Value> = snap.body["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids, [&json!(count)]);
+}
+
+/// A product on an SQL metric groups by the query's columns, and only by them.
+#[tokio::test]
+async fn products_group_by_the_query_columns() {
+    let app = TestApp::new(NOW).await;
+    let metric = sql_metric(&app, "unique users", QUICKSTART).await;
+    app.usage_product(
+        SBX,
+        "users",
+        &metric,
+        json!({ "pricing_group_key": ["region"] }),
+    )
+    .await;
+    app.usage_product(
+        SBX,
+        "users shown",
+        &metric,
+        json!({ "presentation_group_key": ["region"] }),
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/contract-pricing/products/create",
+            json!({
+                "name": "bad", "type": "USAGE", "billable_metric_id": metric,
+                "pricing_group_key": ["user_id"],
+            }),
+        )
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("group"), "{}", r.message());
+}
+
+/// Previews price hourly usage, which an SQL metric does not have: a customer whose contract
+/// prices one gets a 400 from previewEvents and from the browser's pricing snapshot.
+#[tokio::test]
+async fn previews_refuse_sql_metrics() {
+    let app = TestApp::new(NOW).await;
+    let metric = sql_metric(&app, "unique users", QUICKSTART).await;
+    let product = app.usage_product(SBX, "users", &metric, json!({})).await;
+    let card = app.rate_card(SBX, "card").await;
+    app.flat_rate(SBX, &card, &product, "2", START).await;
+    let customer = app.customer(SBX, "acme", &["acme"]).await;
+    app.contract(SBX, &customer, &card, START).await;
+    let events =
+        json!({ "events": [{ "event_type": "api_call", "properties": { "user_id": "u1" } }] });
+    let r = app
+        .post(&format!("/v1/customers/{customer}/previewEvents"), events)
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("SQL billable metric"),
+        "{}",
+        r.message()
+    );
+    assert!(r.message().contains(&metric), "{}", r.message());
+    let r = app
+        .get(&format!("/v1/customers/{customer}/pricingSnapshot"))
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+    assert!(
+        r.message().contains("SQL billable metric"),
+        "{}",
+        r.message()
+    );
+}
