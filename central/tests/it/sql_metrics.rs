@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tally_central::store::Env;
 
 use crate::edge_internal::signed;
+use crate::store_conformance::Backend;
 use crate::support::*;
 
 const SBX: Env = Env::Sandbox;
@@ -291,3 +292,191 @@ async fn previews_refuse_sql_metrics() {
         r.message()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rating: SQL metrics priced on invoices from the event store, on both backends.
+
+/// `(product, presentation groups, quantity, unit price, total)` of each line.
+fn lines(inv: &Value) -> Vec<(String, Value, String, String, String)> {
+    inv["line_items"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                text(l, "product_id").to_string(),
+                l["presentation_group_values"].clone(),
+                num(&l["quantity"]),
+                num(&l["unit_price"]),
+                num(&l["total"]),
+            )
+        })
+        .collect()
+}
+
+/// A card pricing `metric`'s product (with `extra` fields) FLAT `price` from START, and a
+/// monthly contract for a customer with alias `acme`: (customer, product).
+async fn priced(app: &TestApp, metric: &str, price: &str, extra: Value) -> (String, String) {
+    let product = app.usage_product(SBX, "sql product", metric, extra).await;
+    let card = app.rate_card(SBX, "card").await;
+    app.flat_rate(SBX, &card, &product, price, START).await;
+    let customer = app.customer(SBX, "acme", &["acme"]).await;
+    app.contract(SBX, &customer, &card, START).await;
+    (customer, product)
+}
+
+/// Metronome's quickstart, unique users per region, on October's invoice: events under the
+/// customer's alias and its id both count; the period's first and last milliseconds are in,
+/// the next period's first and the previous period's last are out, and so are other event
+/// types and other customers' events.
+async fn quickstart_unique_users_per_region_on_the_invoice(backend: Backend) {
+    let app = TestApp::on_backend("2024-10-31T12:00:00Z", backend).await;
+    let metric = sql_metric(&app, "unique users", QUICKSTART).await;
+    let (customer, product) = priced(
+        &app,
+        &metric,
+        "2",
+        json!({ "presentation_group_key": ["region"] }),
+    )
+    .await;
+    let other = app.customer(SBX, "other", &["other"]).await;
+    let call = |tid: &str, who: &str, at: &str, user: &str, region: &str| {
+        event(
+            tid,
+            who,
+            "api_call",
+            at,
+            json!({ "user_id": user, "region": region }),
+        )
+    };
+    let data = app
+        .ingest(
+            SBX,
+            json!([
+                call("t1", "acme", "2024-10-01T00:00:00Z", "u1", "eu"),
+                call("t2", "acme", "2024-10-05T10:00:00Z", "u1", "eu"),
+                call("t3", &customer, "2024-10-06T10:00:00Z", "u2", "eu"),
+                call("t4", "acme", "2024-10-07T10:00:00Z", "u1", "us"),
+                call("t5", "acme", "2024-10-31T23:59:59.999Z", "u3", "us"),
+                call("t6", "acme", "2024-11-01T00:00:00Z", "u4", "eu"),
+                call("t7", "acme", "2024-09-30T23:59:59.999Z", "u5", "us"),
+                event(
+                    "t8",
+                    "acme",
+                    "login",
+                    "2024-10-08T10:00:00Z",
+                    json!({ "user_id": "u9", "region": "eu" })
+                ),
+                call("t9", &other, "2024-10-08T10:00:00Z", "u6", "eu"),
+                call("t10", "acme", "2024-10-09T10:00:00Z", "u7", "eu"),
+                call("t10", "acme", "2024-10-09T10:00:00Z", "u8", "eu"),
+            ]),
+        )
+        .await;
+    // t10 twice: the second is a duplicate, counted nowhere.
+    assert_eq!(data["accepted"], json!(10), "{data}");
+    // October: eu = {u1, u2, u7} = 3 users, us = {u1, u3} = 2; FLAT 2 each: 6 + 4 = 10.
+    let oct = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
+    assert_eq!(
+        lines(&oct),
+        [
+            (
+                product.clone(),
+                json!({ "region": "eu" }),
+                "3".into(),
+                "2".into(),
+                "6".into()
+            ),
+            (
+                product.clone(),
+                json!({ "region": "us" }),
+                "2".into(),
+                "2".into(),
+                "4".into()
+            ),
+        ],
+        "{oct}"
+    );
+    assert_eq!(num(&oct["total"]), "10");
+    // November (now begun): t6 alone, eu = {u4}.
+    app.set_now("2024-11-01T12:00:00Z");
+    let nov = app.invoice_at(SBX, &customer, "2024-11-01T00:00:00Z").await;
+    assert_eq!(
+        lines(&nov),
+        [(
+            product.clone(),
+            json!({ "region": "eu" }),
+            "1".into(),
+            "2".into(),
+            "2".into()
+        )],
+        "{nov}"
+    );
+    // Finalized after the grace period, October keeps its numbers.
+    app.set_now("2024-11-02T01:00:00Z");
+    app.run_jobs().await;
+    let oct = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
+    assert_eq!(text(&oct, "status"), "FINALIZED");
+    assert_eq!(num(&oct["total"]), "10");
+}
+
+/// A SUM with a WHERE: only `model = 'gpt'` events with more than 10 tokens, numerically
+/// (10 is not more than 10; "abc" is no number; 1e2 is 100).
+async fn sum_with_where_on_the_invoice(backend: Backend) {
+    let app = TestApp::on_backend("2024-10-20T12:00:00Z", backend).await;
+    let metric = sql_metric(
+        &app,
+        "gpt tokens",
+        "SELECT SUM(properties.tokens) AS value FROM events \
+         WHERE properties.model = 'gpt' AND properties.tokens > 10",
+    )
+    .await;
+    let (customer, product) = priced(&app, &metric, "0.1", Value::Null).await;
+    let llm = |tid: &str, model: &str, tokens: Value| {
+        event(
+            tid,
+            "acme",
+            "llm",
+            "2024-10-10T10:00:00Z",
+            json!({ "model": model, "tokens": tokens }),
+        )
+    };
+    app.ingest(
+        SBX,
+        json!([
+            llm("a", "gpt", json!(10)),
+            llm("b", "gpt", dec("10.5")),
+            llm("c", "gpt", dec("0.25")),
+            llm("d", "gpt", json!("abc")),
+            llm("e", "gpt", dec("1e2")),
+            llm("f", "claude", json!(1000)),
+            event(
+                "g",
+                "acme",
+                "llm",
+                "2024-10-10T10:00:00Z",
+                json!({ "tokens": 500 })
+            ),
+        ]),
+    )
+    .await;
+    // 10.5 + 100 = 110.5 tokens at 0.1 = 11.05.
+    let inv = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
+    assert_eq!(
+        lines(&inv),
+        [(
+            product,
+            Value::Null,
+            "110.5".into(),
+            "0.1".into(),
+            "11.05".into()
+        )],
+        "{inv}"
+    );
+    assert_eq!(num(&inv["total"]), "11.05");
+}
+
+both_backends!(
+    quickstart_unique_users_per_region_on_the_invoice,
+    sum_with_where_on_the_invoice
+);
