@@ -315,14 +315,19 @@ fn lines(inv: &Value) -> Vec<(String, Value, String, String, String)> {
 }
 
 /// A card pricing `metric`'s product (with `extra` fields) FLAT `price` from START, and a
-/// monthly contract for a customer with alias `acme`: (customer, product).
-async fn priced(app: &TestApp, metric: &str, price: &str, extra: Value) -> (String, String) {
+/// monthly contract for a customer with alias `acme`: (customer, product, rate card).
+async fn priced(
+    app: &TestApp,
+    metric: &str,
+    price: &str,
+    extra: Value,
+) -> (String, String, String) {
     let product = app.usage_product(SBX, "sql product", metric, extra).await;
     let card = app.rate_card(SBX, "card").await;
     app.flat_rate(SBX, &card, &product, price, START).await;
     let customer = app.customer(SBX, "acme", &["acme"]).await;
     app.contract(SBX, &customer, &card, START).await;
-    (customer, product)
+    (customer, product, card)
 }
 
 /// Metronome's quickstart, unique users per region, on October's invoice: events under the
@@ -332,7 +337,7 @@ async fn priced(app: &TestApp, metric: &str, price: &str, extra: Value) -> (Stri
 async fn quickstart_unique_users_per_region_on_the_invoice(backend: Backend) {
     let app = TestApp::on_backend("2024-10-31T12:00:00Z", backend).await;
     let metric = sql_metric(&app, "unique users", QUICKSTART).await;
-    let (customer, product) = priced(
+    let (customer, product, _) = priced(
         &app,
         &metric,
         "2",
@@ -431,7 +436,7 @@ async fn sum_with_where_on_the_invoice(backend: Backend) {
          WHERE properties.model = 'gpt' AND properties.tokens > 10",
     )
     .await;
-    let (customer, product) = priced(&app, &metric, "0.1", Value::Null).await;
+    let (customer, product, _) = priced(&app, &metric, "0.1", Value::Null).await;
     let llm = |tid: &str, model: &str, tokens: Value| {
         event(
             tid,
@@ -480,3 +485,83 @@ both_backends!(
     quickstart_unique_users_per_region_on_the_invoice,
     sum_with_where_on_the_invoice
 );
+
+/// A rate change inside the period splits it: each side runs the query on its own events and
+/// is priced at its own rate. u1 is active on both sides, so it counts on each.
+#[tokio::test]
+async fn a_rate_change_splits_the_query_window() {
+    let app = TestApp::new("2024-10-25T12:00:00Z").await;
+    let metric = sql_metric(
+        &app,
+        "users",
+        "SELECT COUNT(DISTINCT properties.user_id) AS value FROM events",
+    )
+    .await;
+    let (customer, product, card) = priced(&app, &metric, "2", Value::Null).await;
+    let user = |tid: &str, at: &str, u: &str| event(tid, "acme", "x", at, json!({ "user_id": u }));
+    app.ingest(
+        SBX,
+        json!([
+            user("a", "2024-10-02T00:00:00Z", "u1"),
+            user("b", "2024-10-03T00:00:00Z", "u2"),
+            user("c", "2024-10-15T23:59:59.999Z", "u2"),
+            user("d", "2024-10-16T00:00:00Z", "u1"),
+            user("e", "2024-10-21T00:00:00Z", "u3"),
+        ]),
+    )
+    .await;
+    // Before the change the invoice is one window: {u1, u2, u3} = 3 at 2 = 6.
+    let inv = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
+    assert_eq!(num(&inv["total"]), "6", "{inv}");
+    app.flat_rate(SBX, &card, &product, "3", "2024-10-16T00:00:00Z")
+        .await;
+    // [Oct 1, Oct 16): {u1, u2} = 2 at 2 = 4; [Oct 16, Nov 1): {u1, u3} = 2 at 3 = 6.
+    let inv = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
+    let (lines, total) = line_summary(&inv);
+    let qpt: Vec<[&str; 3]> = lines
+        .iter()
+        .map(|l| [l[0].as_str(), l[1].as_str(), l[2].as_str()])
+        .collect();
+    assert_eq!(qpt, [["2", "2", "4"], ["2", "3", "6"]], "{inv}");
+    assert_eq!(total, "10");
+}
+
+/// More groups than `MAX_GROUPS` in one window: the invoice read fails with a message naming
+/// the metric (422), rather than billing a truncated list of groups.
+#[tokio::test]
+async fn too_many_groups_is_a_clear_error() {
+    let app = TestApp::new("2024-10-20T12:00:00Z").await;
+    let metric = sql_metric(
+        &app,
+        "per user",
+        "SELECT COUNT(*) AS value, properties.u AS u FROM events GROUP BY u",
+    )
+    .await;
+    let (customer, _, _) = priced(&app, &metric, "1", Value::Null).await;
+    let n = tally_core::sql_metric::MAX_GROUPS + 1;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                event(
+                    &format!("t{i}"),
+                    "acme",
+                    "x",
+                    "2024-10-10T00:00:00Z",
+                    json!({ "u": i.to_string() }),
+                )
+            })
+            .collect();
+        app.ingest(SBX, Value::Array(events)).await;
+    }
+    let r = app
+        .get(&format!("/v1/customers/{customer}/invoices"))
+        .await
+        .client_error(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.message().contains(&metric), "{}", r.message());
+    assert!(
+        r.message().contains("more than 10000 groups"),
+        "{}",
+        r.message()
+    );
+}
