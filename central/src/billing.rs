@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use tally_core::accumulate::Accumulator;
+use tally_core::event::Event;
 use tally_core::invoice::{Invoice, InvoiceKind};
 use tally_core::invoice_json::{self, InvoiceHeader, ProductView};
 use tally_core::money::{CreditType, CreditTypeId};
@@ -23,6 +25,7 @@ use tally_core::period::Period;
 use tally_core::pricing::{price_invoice, PricingSnapshot};
 use tally_core::rating::UsageRow;
 use tally_core::rollup;
+use tally_core::sql_metric::SqlMetric;
 
 use crate::model::{
     decode, kind, Contract, CreditTypeRef, Customer, LoadError, Metric, Product, ProductType,
@@ -39,6 +42,11 @@ pub enum BillingError {
     /// Core refused to price the period (an amount overflows the exact decimal range, ...).
     #[error("rating failed: {0}")]
     Rating(String),
+    /// The period's usage cannot be computed from what was ingested (an SQL billable metric
+    /// with more groups than `tally_core::sql_metric::MAX_GROUPS`, or a sum past the exact
+    /// decimal range): a clear client-visible error, never a truncated invoice.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -88,6 +96,8 @@ pub struct RatingContext {
     customer: Customer,
     snapshot: PricingSnapshot,
     product_info: BTreeMap<String, Product>,
+    /// The SQL billable metrics the snapshot's products meter with, compiled.
+    sql_metrics: BTreeMap<String, SqlMetric>,
 }
 
 impl RatingContext {
@@ -124,6 +134,7 @@ impl RatingContext {
                 credit_type_conversions: Vec::new(),
             },
             product_info: BTreeMap::new(),
+            sql_metrics: BTreeMap::new(),
         };
         let fiat = match &contract.rate_card_id {
             Some(card_id) => ctx.load_rate_card(st, env, card_id).await?,
@@ -217,11 +228,22 @@ impl RatingContext {
             return Ok(());
         }
         if let Some(doc) = st.stores.config.get_doc(env, kind::METRIC, id).await? {
-            self.snapshot
-                .metrics
-                .insert(id.to_string(), decode::<Metric>(&doc)?.def());
+            let metric = decode::<Metric>(&doc)?;
+            if let Some(sql) = &metric.sql {
+                // Validated when the metric was created; a stored query that no longer compiles
+                // is a rating error, never a silent zero.
+                let query = SqlMetric::parse(sql)
+                    .map_err(|e| BillingError::Rating(format!("billable metric {id}: {e}")))?;
+                self.sql_metrics.insert(id.to_string(), query);
+            }
+            self.snapshot.metrics.insert(id.to_string(), metric.def());
         }
         Ok(())
+    }
+
+    /// The SQL billable metrics this contract's rate card prices (ids, sorted).
+    pub fn sql_metric_ids(&self) -> Vec<&str> {
+        self.sql_metrics.keys().map(String::as_str).collect()
     }
 
     /// Whether the contract's usage may draw on any commit or credit.
@@ -265,8 +287,8 @@ impl RatingContext {
     /// The stored usage a period's invoice prices: the fewest rollup rows that cover the period
     /// without crossing an instant where pricing splits it, days not yet rolled up read by the
     /// hour (pricing them equals pricing every hour, core's law), plus LATEST metrics'
-    /// baselines. Drafts and
-    /// `merge` previews read usage only through here.
+    /// baselines, plus the SQL metrics' rows computed from the customer's stored events
+    /// ([`sql_rows`]). Drafts and `merge` previews read usage only through here.
     pub async fn stored_usage(
         &self,
         st: &AppState,
@@ -276,7 +298,12 @@ impl RatingContext {
     ) -> BillingResult<Vec<UsageRow>> {
         let refs = self.customer.refs();
         let metrics = &self.snapshot.metrics;
-        let ids: Vec<String> = metrics.keys().cloned().collect();
+        // SQL metrics have no hourly rows: they are computed from stored events (below).
+        let ids: Vec<String> = metrics
+            .keys()
+            .filter(|id| !self.sql_metrics.contains_key(*id))
+            .cloned()
+            .collect();
         let cuts = rollup::cuts(snapshot, period);
         let usage_store = &st.stores.usage;
         let dirty = usage_store
@@ -295,7 +322,28 @@ impl RatingContext {
                     .await?,
             );
         }
+        usage.extend(self.sql_usage(st, env, period, &cuts).await?);
         Ok(usage)
+    }
+
+    /// The usage rows of the snapshot's SQL metrics over `period`: see [`sql_rows`].
+    async fn sql_usage(
+        &self,
+        st: &AppState,
+        env: Env,
+        period: Period,
+        cuts: &[i64],
+    ) -> BillingResult<Vec<UsageRow>> {
+        if self.sql_metrics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs = self.customer.refs();
+        let events = st
+            .stores
+            .usage
+            .events_between(env, &refs, period.start_ms, period.end_ms)
+            .await?;
+        sql_rows(&self.sql_metrics, &events, period, cuts)
     }
 
     /// What invoices show of the card's products besides pricing (tags now, custom fields,
@@ -313,6 +361,50 @@ impl RatingContext {
             })
             .collect()
     }
+}
+
+/// SQL billable metrics as the usage rows core prices: the period is split at its `cuts` (where
+/// pricing may split it: rates, overrides, product versions, balances' access, the contract's
+/// end), each metric's query runs over the events of each window (`[from, to)`, by timestamp),
+/// and each result group becomes one `Sum` row holding its value at the window's start (a
+/// `NULL` value, e.g. a SUM of no number, is no row). Core then prices these rows as any other:
+/// a window's rows are never merged with another window's unless a product's line spans both,
+/// and then they add (exact for COUNT and SUM; for the others, the value of each window, summed).
+pub fn sql_rows(
+    metrics: &BTreeMap<String, SqlMetric>,
+    events: &[Event],
+    period: Period,
+    cuts: &[i64],
+) -> BillingResult<Vec<UsageRow>> {
+    let mut bounds = vec![period.start_ms];
+    bounds.extend(
+        cuts.iter()
+            .copied()
+            .filter(|&c| period.start_ms < c && c < period.end_ms),
+    );
+    bounds.push(period.end_ms);
+    let mut out = Vec::new();
+    for w in bounds.windows(2) {
+        let (from, to) = (w[0], w[1]);
+        let inside: Vec<&Event> = events
+            .iter()
+            .filter(|e| from <= e.timestamp_ms && e.timestamp_ms < to)
+            .collect();
+        for (id, query) in metrics {
+            let rows = query
+                .evaluate(inside.iter().copied())
+                .map_err(|e| BillingError::Usage(format!("billable metric {id}: {e}")))?;
+            out.extend(rows.into_iter().filter_map(|r| {
+                Some(UsageRow {
+                    metric_id: id.clone(),
+                    groups: r.groups,
+                    hour_ms: from,
+                    acc: Accumulator::Sum(r.value?),
+                })
+            }));
+        }
+    }
+    Ok(out)
 }
 
 /// The API's JSON of an invoice already priced (by `service::balances::Book`).
@@ -446,5 +538,77 @@ fn skip_zero_frozen_lines(invoice: &mut Value) {
                 .and_then(|t| t.parse::<Decimal>().ok())
                 .is_none_or(|d| !d.is_zero())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::time::parse_rfc3339_ms as ms;
+
+    fn ev(tx: &str, at: &str, user: &str) -> Event {
+        Event {
+            transaction_id: tx.into(),
+            customer_id: "c".into(),
+            event_type: "call".into(),
+            timestamp_ms: ms(at).unwrap(),
+            properties: [("user".to_string(), user.to_string())].into(),
+        }
+    }
+
+    /// Each window between cuts is its own evaluation, its rows at the window's start; the
+    /// period's first and last milliseconds are in, the end is out.
+    #[test]
+    fn sql_rows_split_at_cuts() {
+        let metrics: BTreeMap<String, SqlMetric> = [
+            (
+                "distinct".to_string(),
+                SqlMetric::parse("SELECT COUNT(DISTINCT properties.user) AS value FROM events")
+                    .unwrap(),
+            ),
+            (
+                "sum".to_string(),
+                SqlMetric::parse("SELECT SUM(properties.user) AS value FROM events").unwrap(),
+            ),
+        ]
+        .into();
+        let period = Period {
+            start_ms: ms("2024-10-01T00:00:00Z").unwrap(),
+            end_ms: ms("2024-11-01T00:00:00Z").unwrap(),
+        };
+        let cut = ms("2024-10-16T00:00:00Z").unwrap();
+        let events = [
+            ev("1", "2024-10-01T00:00:00Z", "1"),
+            ev("2", "2024-10-15T23:59:59.999Z", "1"),
+            ev("3", "2024-10-16T00:00:00Z", "1"),
+            ev("4", "2024-10-31T23:59:59.999Z", "2"),
+            ev("5", "2024-11-01T00:00:00Z", "3"),
+            ev("6", "2024-09-30T23:59:59.999Z", "4"),
+        ];
+        let rows = sql_rows(
+            &metrics,
+            &events,
+            period,
+            &[period.start_ms, cut, period.end_ms],
+        )
+        .unwrap();
+        let got: Vec<(&str, i64, Decimal)> = rows
+            .iter()
+            .map(|r| (r.metric_id.as_str(), r.hour_ms, r.acc.quantity()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("distinct", period.start_ms, Decimal::from(1)),
+                ("sum", period.start_ms, Decimal::from(2)),
+                ("distinct", cut, Decimal::from(2)),
+                ("sum", cut, Decimal::from(3)),
+            ]
+        );
+        // A NULL value (SUM of nothing) is no row; COUNT of nothing is a zero row.
+        let rows = sql_rows(&metrics, &[], period, &[]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].metric_id, "distinct");
+        assert_eq!(rows[0].acc, Accumulator::Sum(Decimal::ZERO));
     }
 }

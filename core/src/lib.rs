@@ -43,6 +43,8 @@ pub mod rating;
 pub mod rollover;
 pub mod rollup;
 pub mod schedule;
+#[cfg(feature = "sql")]
+pub mod sql_metric;
 pub mod subscriptions;
 pub mod time;
 #[cfg(feature = "wasm")]

@@ -22,6 +22,10 @@ pub enum Aggregation {
     Max,
     Unique,
     Latest,
+    /// An SQL billable metric (`sql_metric`, feature `sql`): it meters nothing at ingest; central
+    /// evaluates its query over stored events and hands rating one `Sum` row per result group
+    /// (the metric's one group key is its query's group columns).
+    Sql,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +91,7 @@ impl core::fmt::Display for MetricError {
 impl MetricDef {
     /// Checks the definition is meaningful before it is stored.
     pub fn validate(&self) -> Result<(), MetricError> {
-        if self.aggregation != Aggregation::Count
+        if !matches!(self.aggregation, Aggregation::Count | Aggregation::Sql)
             && self.aggregation_key.as_deref().is_none_or(str::is_empty)
         {
             return Err(MetricError::MissingAggregationKey);
@@ -155,7 +159,8 @@ impl MetricDef {
     }
 
     /// The event's contribution to this metric, or `None` when the metric does not meter it (no
-    /// match, or the aggregated property is absent or not numeric where a number is needed).
+    /// match, the aggregated property is absent or not numeric where a number is needed, or an
+    /// SQL metric, which is never metered).
     pub fn contribution(&self, event: &Event) -> Option<Accumulator> {
         if !self.matches(event) {
             return None;
@@ -172,6 +177,8 @@ impl MetricDef {
                 transaction_id: event.transaction_id.clone(),
                 value: number()?,
             },
+            // Computed from stored events, never from contributions.
+            Aggregation::Sql => return None,
         })
     }
 
@@ -359,6 +366,21 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].0.groups, vec![Some("a".to_string()), None]);
         assert_eq!(c[0].0.hour_ms, 7_200_000);
+    }
+
+    #[test]
+    fn sql_metrics_never_contribute() {
+        let mut m = metric(Aggregation::Sql, None);
+        m.event_type_filter = None;
+        m.group_keys = vec![vec!["region".into()]];
+        assert!(m.validate().is_ok());
+        let e = ev("llm", &[("region", "eu")]);
+        assert!(m.matches(&e));
+        assert_eq!(m.contribution(&e), None);
+        let count = metric(Aggregation::Count, None);
+        let c = contributions(&[m, count], &ev("llm", &[]));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1, Accumulator::Count(1));
     }
 
     #[test]

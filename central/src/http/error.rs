@@ -114,6 +114,7 @@ impl From<BillingError> for ApiError {
         match e {
             BillingError::NotFound(what) => ApiError::not_found(what),
             BillingError::Rating(m) => ApiError::internal(m),
+            BillingError::Usage(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             BillingError::Store(e) => e.into(),
         }
     }

@@ -181,8 +181,11 @@ pub fn new_id() -> String {
 // ---------------------------------------------------------------------------------------------
 // Billable metrics
 
+// `custom_sql` is what reads say for an SQL billable metric (as Metronome's events search does);
+// create never takes it: giving `sql` makes a metric custom_sql.
 wire_enum!(AggregationType {
     Count => "COUNT", Sum => "SUM", Max => "MAX", Unique => "UNIQUE", Latest => "LATEST",
+    CustomSql => "custom_sql",
 });
 
 impl AggregationType {
@@ -193,6 +196,7 @@ impl AggregationType {
             AggregationType::Max => Aggregation::Max,
             AggregationType::Unique => Aggregation::Unique,
             AggregationType::Latest => Aggregation::Latest,
+            AggregationType::CustomSql => Aggregation::Sql,
         }
     }
 }
@@ -214,6 +218,10 @@ pub struct Metric {
     pub custom_fields: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Time>,
+    /// An SQL billable metric's query (then `aggregation_type` is `custom_sql` and `group_keys`
+    /// holds its one group key, the query's group columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
 }
 
 impl Metric {
@@ -229,14 +237,21 @@ impl Metric {
     }
 }
 
+/// The definitions ingest meters with (native ingest and the edge's snapshot): every metric but
+/// the SQL ones, which are computed from stored events and meter nothing.
 pub async fn load_metric_defs(stores: &Stores, env: Env) -> StoreResult<Vec<MetricDef>> {
     let docs = stores
         .config
         .list_docs(env, kind::METRIC, None, ArchiveFilter::All, None)
         .await?;
-    docs.iter()
-        .map(|d| decode::<Metric>(d).map(|m| m.def()))
-        .collect()
+    let mut defs = Vec::with_capacity(docs.len());
+    for d in &docs {
+        let m = decode::<Metric>(d)?;
+        if m.sql.is_none() {
+            defs.push(m.def());
+        }
+    }
+    Ok(defs)
 }
 
 // ---------------------------------------------------------------------------------------------

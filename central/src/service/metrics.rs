@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use tally_core::metric::{EventTypeFilter, PropertyFilter};
+use tally_core::sql_metric::SqlMetric;
 
 use super::{modify_doc, require_text, Invalid, SeqPage, Write};
 use crate::model::{decode, encode, kind, load, new_id, AggregationType, LoadError, Metric};
@@ -78,12 +79,34 @@ pub struct NewMetric {
 pub async fn create(st: &AppState, env: Env, req: NewMetric) -> Result<String, MetricError> {
     require_text("name", &req.name, 256)?;
     check_limits(&req)?;
-    if req.sql.is_some() {
-        return Err(Invalid("sql billable metrics are not supported yet".into()).into());
-    }
+    let metric = match req.sql {
+        Some(_) => sql_metric(req)?,
+        None => simple_metric(req)?,
+    };
+    let doc = NewDoc {
+        kind: kind::METRIC,
+        id: &metric.id,
+        parent_id: None,
+        unique_key: None,
+        created_ms: st.now_ms(),
+        body: encode(&metric)?,
+    };
+    st.stores.config.insert_docs(env, &[doc]).await?;
+    st.invalidate_metrics(env).await;
+    Ok(metric.id)
+}
+
+/// A metric that meters matching events as they arrive.
+fn simple_metric(req: NewMetric) -> Result<Metric, MetricError> {
     let aggregation_type = req
         .aggregation_type
-        .ok_or_else(|| Invalid("aggregation_type is required".into()))?;
+        .ok_or_else(|| Invalid("aggregation_type is required unless sql is given".into()))?;
+    if aggregation_type == AggregationType::CustomSql {
+        return Err(Invalid(
+            "aggregation_type custom_sql is not given: a metric with sql is custom_sql".into(),
+        )
+        .into());
+    }
     let metric = Metric {
         id: new_id(),
         name: req.name,
@@ -97,22 +120,59 @@ pub async fn create(st: &AppState, env: Env, req: NewMetric) -> Result<String, M
         group_keys: req.group_keys,
         custom_fields: req.custom_fields,
         archived_at: None,
+        sql: None,
     };
     metric
         .def()
         .validate()
         .map_err(|e| Invalid(e.to_string()))?;
-    let doc = NewDoc {
-        kind: kind::METRIC,
-        id: &metric.id,
-        parent_id: None,
-        unique_key: None,
-        created_ms: st.now_ms(),
-        body: encode(&metric)?,
-    };
-    st.stores.config.insert_docs(env, &[doc]).await?;
-    st.invalidate_metrics(env).await;
-    Ok(metric.id)
+    Ok(metric)
+}
+
+/// An SQL billable metric: its query is validated and compiled here (and again wherever it is
+/// evaluated); its one group key is the query's group columns, in SELECT order.
+fn sql_metric(req: NewMetric) -> Result<Metric, MetricError> {
+    let mut given = Vec::new();
+    if req.aggregation_type.is_some() {
+        given.push("aggregation_type");
+    }
+    if req.aggregation_key.is_some() {
+        given.push("aggregation_key");
+    }
+    if req.event_type_filter.is_some() {
+        given.push("event_type_filter");
+    }
+    if !req.property_filters.is_empty() {
+        given.push("property_filters");
+    }
+    if !req.group_keys.is_empty() {
+        given.push("group_keys");
+    }
+    if !given.is_empty() {
+        return Err(Invalid(format!(
+            "sql is mutually exclusive with {} (the query says what to aggregate, filter and group by)",
+            given.join(", ")
+        ))
+        .into());
+    }
+    let sql = req.sql.unwrap_or_default();
+    let query = SqlMetric::parse(&sql).map_err(|e| Invalid(e.to_string()))?;
+    let columns = query.group_keys();
+    Ok(Metric {
+        id: new_id(),
+        name: req.name,
+        aggregation_type: AggregationType::CustomSql,
+        aggregation_key: None,
+        event_type_filter: None,
+        property_filters: Vec::new(),
+        group_keys: match columns.is_empty() {
+            true => Vec::new(),
+            false => vec![columns],
+        },
+        custom_fields: req.custom_fields,
+        archived_at: None,
+        sql: Some(sql),
+    })
 }
 
 pub async fn get(st: &AppState, env: Env, id: &str) -> Result<Metric, MetricError> {

@@ -4,6 +4,9 @@
 //!
 //! Invariants:
 //! - Reads only: nothing a preview is given or computes is stored.
+//! - A customer with a contract (with open drafts) whose rate card prices an SQL billable
+//!   metric gets a 400, as in Metronome: an SQL metric is computed from stored events, which a
+//!   preview (and the browser) does not have.
 //! - A snapshot holds, per contract of the customer with an open draft usage period, its
 //!   pricing snapshot, what its invoices show of products, and each open draft period with its
 //!   balances' prior ledger (as the customer's `balances::Book` prices drafts) and, when asked,
@@ -52,6 +55,13 @@ pub async fn snapshot(
             continue;
         }
         let ctx = RatingContext::load(st, env, &contract).await?;
+        if let Some(id) = ctx.sql_metric_ids().first() {
+            // As Metronome: previews price hourly usage, which an SQL metric does not have.
+            return Err(InvoiceError::Invalid(Invalid(format!(
+                "previews do not support SQL billable metrics: contract {} prices SQL billable metric {id}",
+                contract.id
+            ))));
+        }
         if ctx.has_balances() && book.is_none() {
             book = Some(Book::load(st, env, customer_id).await?);
         }

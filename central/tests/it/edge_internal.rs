@@ -14,7 +14,7 @@ use crate::support::*;
 
 const NOW: &str = "2024-09-20T12:00:00Z";
 
-async fn signed(
+pub(crate) async fn signed(
     app: &TestApp,
     method: Method,
     path: &str,

@@ -35,6 +35,7 @@ mod recurring;
 mod regenerate;
 mod resources;
 mod rollups;
+mod sql_metrics;
 mod store_conformance;
 mod subscriptions;
 mod transitions;

@@ -214,6 +214,8 @@ fn oracle_contribution(m: &MetricDef, e: &Event) -> Option<Accumulator> {
             transaction_id: e.transaction_id.clone(),
             value: number?,
         },
+        // SQL metrics are computed from stored events; ingest never meters them.
+        Aggregation::Sql => return None,
     })
 }
 
