@@ -8,7 +8,13 @@
 //!   `tally_core::ingest::DEDUPE_RETENTION_MS` (central keeps them as long).
 //! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is [`row_key`], `acc` the
 //!   accumulator's JSON.
-//! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged.
+//! - `pending_events(ord, env, txn, dup, rec, n)`: event records not yet sealed, in the order they
+//!   were recorded: one per accepted event, written in the transaction that claims its key, and at
+//!   most one per (env, txn) for its duplicate deliveries, the latest (a partial unique index,
+//!   upserted); `rec` is the compact [`seal::EventRecord`] JSON, `n` its length in bytes.
+//! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged;
+//!   each holds the partials and event records that sealing removed from the pending tables in
+//!   the same transaction.
 //! - `snapshot(env, version, body, stale)`: the metric definitions the shard meters with.
 //!
 //! Invariants:
@@ -23,19 +29,18 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use tally_core::accumulate::{Accumulator, PartialKey};
-use tally_core::batch::{Batch, BatchPartial, MetricsSnapshot};
+use tally_core::batch::{BatchPartial, MetricsSnapshot, MAX_BATCH_PARTIALS};
 use tally_core::env::Env as Environment;
 use tally_core::fold::{ClaimIo, RowIo};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
+use super::seal::{self, EventRecord, MAX_BATCH_EVENTS, MAX_SEALED_BYTES};
 use crate::error::EdgeError;
 
 /// Most dedupe keys removed by one prune statement.
 pub const PRUNE_CHUNK: i64 = 20_000;
-/// Largest sealed batch body. The platform stores at most 2 MB per value, and central takes 16 MiB.
-pub const MAX_SEALED_BYTES: usize = 1_500_000;
 
 #[wasm_bindgen]
 extern "C" {
@@ -123,6 +128,10 @@ pub fn init_schema(sql: &SqlStorage) -> Result<(), EdgeError> {
          seen_ms INTEGER NOT NULL, PRIMARY KEY (env, txn)) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms)",
         "CREATE TABLE IF NOT EXISTS pending (k TEXT PRIMARY KEY, acc TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS pending_events (ord INTEGER PRIMARY KEY, env TEXT NOT NULL, \
+         txn TEXT NOT NULL, dup INTEGER NOT NULL, rec TEXT NOT NULL, n INTEGER NOT NULL)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS pending_events_dup ON pending_events (env, txn) \
+         WHERE dup = 1",
         "CREATE TABLE IF NOT EXISTS sealed (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS snapshot (env TEXT PRIMARY KEY, version INTEGER NOT NULL, \
          body TEXT NOT NULL, stale INTEGER NOT NULL)",
@@ -411,23 +420,148 @@ pub fn write_pending(
     Ok(())
 }
 
-/// Seals up to `max_partials` pending partials (in key order, within [`MAX_SEALED_BYTES`]) into the
-/// next batch: stores its bytes, removes those partials, advances `next_seq`. Must run inside a
-/// transaction. Returns the greatest key sealed (every pending key up to it was sealed), `None`
-/// when nothing was pending.
-pub fn seal(
-    sql: &SqlStorage,
-    shard_id: &str,
-    max_partials: usize,
-) -> Result<Option<String>, EdgeError> {
-    let limit = i64::try_from(max_partials).unwrap_or(i64::MAX);
+/// One event record to append: environment, transaction id, whether it is a duplicate delivery,
+/// and the record.
+pub type EventRow<'a> = (&'a str, &'a str, bool, EventRecord<'a>);
+
+/// Appends event records, in order (inside the ingest transaction that claimed their keys, or
+/// found them taken). Duplicates are upserted: a key keeps one pending duplicate record, the latest
+/// delivery's (as central keeps its latest duplicate). Returns how many rows were added and by how
+/// many bytes (`n`) the pending records grew.
+pub fn record_events(sql: &SqlStorage, rows: &[EventRow<'_>]) -> Result<(u64, i64), EdgeError> {
+    let (dups, counted): (Vec<&EventRow<'_>>, Vec<&EventRow<'_>>) = rows.iter().partition(|r| r.2);
+    // The last duplicate of each key in this group.
+    let mut last: BTreeMap<(&str, &str), &EventRow<'_>> = BTreeMap::new();
+    for r in &dups {
+        last.insert((r.0, r.1), r);
+    }
+    let dups: Vec<&EventRow<'_>> = last.into_values().collect();
+    let (mut added, mut bytes) = (0u64, 0i64);
+    if !counted.is_empty() {
+        let (param, n) = encode_event_rows(&counted)?;
+        sql.exec(
+            "INSERT INTO pending_events (env, txn, dup, rec, n) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 0, \
+             json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)",
+            vec![SqlStorageValue::String(param)],
+        )?;
+        added += u64::try_from(counted.len()).unwrap_or(u64::MAX);
+        bytes += n;
+    }
+    if !dups.is_empty() {
+        let keys: Vec<(&str, &str)> = dups.iter().map(|r| (r.0, r.1)).collect();
+        let replaced: Vec<IntRow> = sql
+            .exec(
+                "SELECT p.n AS n FROM json_each(?) AS j JOIN pending_events AS p \
+                 ON p.env = json_extract(j.value, '$[0]') AND p.txn = json_extract(j.value, '$[1]') \
+                 AND p.dup = 1",
+                vec![json_param(&keys)?],
+            )?
+            .to_array()?;
+        let (param, n) = encode_event_rows(&dups)?;
+        sql.exec(
+            "INSERT INTO pending_events (env, txn, dup, rec, n) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 1, \
+             json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?) WHERE true \
+             ON CONFLICT (env, txn) WHERE dup = 1 DO UPDATE SET rec = excluded.rec, n = excluded.n",
+            vec![SqlStorageValue::String(param)],
+        )?;
+        let fresh = dups.len().saturating_sub(replaced.len());
+        added += u64::try_from(fresh).unwrap_or(u64::MAX);
+        bytes += n - replaced.iter().map(|r| r.n).sum::<i64>();
+    }
+    Ok((added, bytes))
+}
+
+/// `[[env, txn, {record}, n], ...]` and the sum of the `n`: the record embedded as an object
+/// (`json_extract` gives its text back without a second layer of escaping), `n` its length.
+fn encode_event_rows(rows: &[&EventRow<'_>]) -> Result<(String, i64), EdgeError> {
+    let encode =
+        |e: serde_json::Error| EdgeError::Unavailable(format!("encoding an event record: {e}"));
+    let mut param = String::from("[");
+    let mut total = 0i64;
+    for (i, (env, txn, _, record)) in rows.iter().enumerate() {
+        let rec = serde_json::to_string(record).map_err(encode)?;
+        if i > 0 {
+            param.push(',');
+        }
+        param.push('[');
+        param.push_str(&serde_json::to_string(env).map_err(encode)?);
+        param.push(',');
+        param.push_str(&serde_json::to_string(txn).map_err(encode)?);
+        param.push(',');
+        param.push_str(&rec);
+        param.push(',');
+        param.push_str(&rec.len().to_string());
+        param.push(']');
+        total += i64::try_from(rec.len()).unwrap_or(i64::MAX);
+    }
+    param.push(']');
+    Ok((param, total))
+}
+
+#[derive(Deserialize)]
+struct StatsRow {
+    n: i64,
+    b: i64,
+}
+
+/// How many event records are pending and their `n` bytes (read once per instance).
+pub fn pending_event_stats(sql: &SqlStorage) -> Result<(u64, u64), EdgeError> {
+    let rows: Vec<StatsRow> = sql
+        .exec(
+            "SELECT count(*) AS n, coalesce(sum(n), 0) AS b FROM pending_events",
+            None,
+        )?
+        .to_array()?;
+    Ok(rows.first().map_or((0, 0), |r| {
+        (
+            u64::try_from(r.n).unwrap_or(0),
+            u64::try_from(r.b).unwrap_or(0),
+        )
+    }))
+}
+
+#[derive(Deserialize)]
+struct EventRowStored {
+    ord: i64,
+    env: String,
+    txn: String,
+    dup: i64,
+    rec: String,
+    n: i64,
+}
+
+/// What one seal took from the pending tables.
+#[derive(Debug)]
+pub struct SealedWork {
+    /// The greatest partial key sealed (every pending key up to it was sealed), if any.
+    pub last_partial: Option<String>,
+    /// Event records sealed (the oldest pending ones) and their `n` bytes.
+    pub events: u64,
+    pub event_bytes: u64,
+}
+
+/// Seals the next batch: up to [`tally_core::batch::MAX_BATCH_PARTIALS`] pending partials (in key
+/// order) and up to [`MAX_BATCH_EVENTS`] pending event records (oldest first), within
+/// [`MAX_SEALED_BYTES`] ([`seal::assemble`]); stores its bytes, removes what it holds from the
+/// pending tables, advances `next_seq`. Must run inside a transaction. `None` when nothing was
+/// pending.
+pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, EdgeError> {
+    let limit = |n: usize| int(i64::try_from(n).unwrap_or(i64::MAX));
     let rows: Vec<PendingRow> = sql
         .exec(
             "SELECT k, acc FROM pending ORDER BY k LIMIT ?",
-            vec![int(limit)],
+            vec![limit(MAX_BATCH_PARTIALS)],
         )?
         .to_array()?;
-    if rows.is_empty() {
+    let event_rows: Vec<EventRowStored> = sql
+        .exec(
+            "SELECT ord, env, txn, dup, rec, n FROM pending_events ORDER BY ord LIMIT ?",
+            vec![limit(MAX_BATCH_EVENTS)],
+        )?
+        .to_array()?;
+    if rows.is_empty() && event_rows.is_empty() {
         return Ok(None);
     }
     // `next_seq` is written with the shard id, so it is never absent here. Never reuse a number:
@@ -437,40 +571,55 @@ pub fn seal(
     let seq = next.max(max_sealed_seq(sql)?.saturating_add(1)).max(1);
     let metrics_version = meta_int(sql, "pending_version")?.unwrap_or(0).max(0);
     let mut partials = Vec::with_capacity(rows.len());
-    let mut bytes = 0usize;
-    let mut last = String::new();
-    for row in rows {
-        // Each partial costs roughly its key and accumulator text; stop before the body limit.
-        let cost = row.k.len() + row.acc.len() + 32;
-        if !partials.is_empty() && bytes + cost > MAX_SEALED_BYTES {
-            break;
-        }
-        bytes += cost;
+    for row in &rows {
         let (env, key) = parse_row_key(&row.k).map_err(|e| corrupt("pending key", e))?;
         let acc: Accumulator =
             serde_json::from_str(&row.acc).map_err(|e| corrupt("pending accumulator", e))?;
         partials.push(BatchPartial { env, key, acc });
-        last = row.k;
     }
-    let batch = Batch {
-        shard_id: shard_id.to_string(),
-        seq: u64::try_from(seq).unwrap_or(1),
-        metrics_version: u64::try_from(metrics_version).unwrap_or(0),
-        partials,
-        events: Vec::new(),
-    };
-    let body = serde_json::to_string(&batch)
-        .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
+    let mut events = Vec::with_capacity(event_rows.len());
+    for row in &event_rows {
+        events.push(
+            seal::stored_event(row.env.clone(), row.txn.clone(), row.dup != 0, &row.rec)
+                .map_err(|e| corrupt("pending event", e))?,
+        );
+    }
+    let sealed = seal::assemble(
+        shard_id,
+        u64::try_from(seq).unwrap_or(1),
+        u64::try_from(metrics_version).unwrap_or(0),
+        &partials,
+        &events,
+        MAX_SEALED_BYTES,
+    )
+    .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
     sql.exec(
         "INSERT INTO sealed (seq, body) VALUES (?, ?)",
-        vec![int(seq), SqlStorageValue::String(body)],
+        vec![int(seq), SqlStorageValue::String(sealed.body)],
     )?;
-    sql.exec("DELETE FROM pending WHERE k <= ?", vec![text(&last)])?;
+    let last_partial = match sealed.partials.checked_sub(1).and_then(|i| rows.get(i)) {
+        Some(last) => {
+            sql.exec("DELETE FROM pending WHERE k <= ?", vec![text(&last.k)])?;
+            Some(last.k.clone())
+        }
+        None => None,
+    };
+    let taken = &event_rows[..sealed.events.min(event_rows.len())];
+    if let Some(last) = taken.last() {
+        sql.exec(
+            "DELETE FROM pending_events WHERE ord <= ?",
+            vec![int(last.ord)],
+        )?;
+    }
     meta_set_int(sql, "next_seq", seq.saturating_add(1))?;
     if pending_count(sql)? == 0 {
         sql.exec("DELETE FROM meta WHERE k = 'pending_version'", None)?;
     }
-    Ok(Some(last))
+    Ok(Some(SealedWork {
+        last_partial,
+        events: u64::try_from(taken.len()).unwrap_or(u64::MAX),
+        event_bytes: taken.iter().map(|r| u64::try_from(r.n).unwrap_or(0)).sum(),
+    }))
 }
 
 fn max_sealed_seq(sql: &SqlStorage) -> Result<i64, EdgeError> {
