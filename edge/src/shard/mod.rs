@@ -4,7 +4,7 @@
 //! Ingest (the RPC method `ingestEvents`, from the Worker): in one storage transaction, claim each event's key
 //! (environment, `transaction_id`) and merge the contributions of the events whose key was new
 //! into the pending partials keyed by (environment, `PartialKey`), and append an event record
-//! (`tally_core::event::StoredEvent` in the compact form of [`seal::EventRecord`]) for each event
+//! (the JSON of its `tally_core::event::StoredEvent`, [`seal::record_json`]) for each event
 //! accepted and for each duplicate delivery (the latest one pending per key). The reply is sent only after the
 //! transaction committed (and the runtime's output gate holds it until the write is durable).
 //! Calls are group-committed: the calls that reach the object within one turn of its event loop
@@ -337,20 +337,17 @@ impl Shard {
                         "shard storage did not answer synchronously".into(),
                     ))
                 })?;
-            let records: Vec<store::EventRow<'_>> = events
-                .iter()
-                .zip(&matched)
-                .zip(&outcomes)
-                .filter_map(|(((env, _, e), matched), outcome)| {
-                    let duplicate = match outcome {
-                        Outcome::Accepted => false,
-                        Outcome::Duplicate => true,
-                        Outcome::Rejected(_) => return None,
-                    };
-                    let record = seal::EventRecord::new(e, matched, now_ms);
-                    Some((env.as_str(), e.transaction_id.as_str(), duplicate, record))
-                })
-                .collect();
+            let mut records: Vec<store::EventRow<'_>> = Vec::with_capacity(events.len());
+            for (((env, _, e), matched), outcome) in events.iter().zip(&matched).zip(&outcomes) {
+                let duplicate = match outcome {
+                    Outcome::Accepted => false,
+                    Outcome::Duplicate => true,
+                    Outcome::Rejected(_) => continue,
+                };
+                let json = seal::record_json(env.as_str(), e, matched, now_ms, duplicate)
+                    .map_err(EdgeError::Unavailable)?;
+                records.push((env.as_str(), e.transaction_id.as_str(), duplicate, json));
+            }
             let added = store::record_events(&sql, &records)?;
             Ok((outcomes, added))
         })?;

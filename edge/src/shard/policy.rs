@@ -13,7 +13,7 @@
 
 use tally_core::batch::MAX_BATCH_PARTIALS;
 
-use super::seal::MAX_BATCH_EVENTS;
+use super::seal::{MAX_BATCH_EVENTS, MAX_SEALED_BYTES};
 
 /// Pending partials that make a shard flush at once rather than after the flush interval.
 pub const FLUSH_PARTIALS: u64 = MAX_BATCH_PARTIALS as u64;
@@ -21,9 +21,9 @@ pub const FLUSH_PARTIALS: u64 = MAX_BATCH_PARTIALS as u64;
 pub const MAX_PENDING_PARTIALS: u64 = 4 * FLUSH_PARTIALS;
 /// Pending event records that make a shard flush at once (a batch's worth).
 pub const FLUSH_EVENTS: u64 = MAX_BATCH_EVENTS as u64;
-/// Bytes of pending event records (as stored) that make a shard flush at once: about what one
-/// sealed body holds (records grow by their field names and environment when sealed).
-pub const FLUSH_EVENT_BYTES: u64 = 1_000_000;
+/// Bytes of pending event records that make a shard flush at once: what one sealed body holds
+/// (records are stored as the JSON they are sealed as).
+pub const FLUSH_EVENT_BYTES: u64 = MAX_SEALED_BYTES as u64;
 /// Pending event records at which ingest is refused until central catches up. Unlike partials,
 /// records do not merge, so this is what bounds a shard's storage through a long central outage
 /// (with the sealed backlog: 64 × 5,000 + 320,000 events per shard).

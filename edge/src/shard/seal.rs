@@ -1,22 +1,22 @@
-//! What a sealed batch carries and how it is encoded: the compact record a pending event is kept as
-//! in the shard's storage, and the batch body, assembled within its bounds. Pure functions, tested
-//! natively.
+//! What a sealed batch carries and how it is encoded: the event record each accepted event (or
+//! duplicate delivery) becomes, and the batch body, assembled within its bounds. Pure functions,
+//! tested natively.
 //!
 //! Invariants:
 //! - A body is byte for byte `serde_json::to_string(&Batch)` of the batch it describes (central
 //!   parses it with serde; nothing here is a dialect of its own).
 //! - A body holds a prefix of the candidate partials and a prefix of the candidate events, and at
 //!   most [`MAX_SEALED_BYTES`] unless its single first item alone is larger (so sealing always
-//!   progresses). When both kinds are waiting, each may use at least half the bytes, so a stream of
-//!   large partials never starves the events, nor the reverse.
-//! - A pending record omits what its row's columns hold (environment, transaction id, duplicate
-//!   flag); [`stored_event`] gives back exactly the `StoredEvent` [`EventRecord`] was made from.
+//!   progresses). When both kinds are waiting, partials take at most half the bytes before the
+//!   events take theirs, so a stream of large partials never starves the events.
+//! - An event record is encoded once, at ingest, as the JSON of its `StoredEvent` ([`record_json`]);
+//!   sealing splices those texts into the body without parsing them again. Serde's JSON never holds
+//!   a raw newline (strings escape it), so records of one group commit are kept joined by `\n`
+//!   ([`RECORD_SEPARATOR`]) and split there.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tally_core::batch::{BatchPartial, MAX_BATCH_PARTIALS};
-use tally_core::event::{Event, StoredEvent};
+use tally_core::event::Event;
 
 /// Largest sealed batch body. The platform stores at most 2 MB per value, and central takes 16 MiB.
 pub const MAX_SEALED_BYTES: usize = 1_500_000;
@@ -24,69 +24,64 @@ pub const MAX_SEALED_BYTES: usize = 1_500_000;
 /// Matches [`MAX_BATCH_PARTIALS`]: central applies a batch in one transaction, and 5,000 typical
 /// records (a few hundred bytes each) stay well inside [`MAX_SEALED_BYTES`].
 pub const MAX_BATCH_EVENTS: usize = MAX_BATCH_PARTIALS;
+/// What separates the records of one stored chunk.
+pub const RECORD_SEPARATOR: char = '\n';
 
-/// An event record as a pending row keeps it (its columns hold the rest); field names are short
-/// because the shard writes one per accepted event.
+/// `tally_core::event::StoredEvent`, borrowed: the same fields in the same order, so its JSON is
+/// the owned type's byte for byte (a test checks it) without copying the event.
 #[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
-    /// The customer reference as sent.
-    pub c: &'a str,
-    /// The event type.
-    pub y: &'a str,
-    /// The event's timestamp (epoch ms).
-    pub t: i64,
-    pub p: &'a BTreeMap<String, String>,
-    /// The ids of the metrics the event contributed to, sorted and distinct.
-    pub m: &'a [String],
-    /// When the shard accepted it (epoch ms).
-    pub at: i64,
-}
-
-impl<'a> EventRecord<'a> {
-    pub fn new(event: &'a Event, matched: &'a [String], processed_ms: i64) -> Self {
-        EventRecord {
-            c: &event.customer_id,
-            y: &event.event_type,
-            t: event.timestamp_ms,
-            p: &event.properties,
-            m: matched,
-            at: processed_ms,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct OwnedRecord {
-    c: String,
-    y: String,
-    t: i64,
-    p: BTreeMap<String, String>,
-    m: Vec<String>,
-    at: i64,
-}
-
-/// The event record of a pending row: its columns and its [`EventRecord`] JSON.
-pub fn stored_event(
-    env: String,
-    transaction_id: String,
+struct StoredEventRef<'a> {
+    env: &'a str,
+    event: &'a Event,
+    matched_metrics: &'a [String],
+    processed_ms: i64,
     duplicate: bool,
-    record: &str,
-) -> Result<StoredEvent, String> {
-    let r: OwnedRecord = serde_json::from_str(record)
-        .map_err(|e| format!("pending event {transaction_id:?}: {e}"))?;
-    Ok(StoredEvent {
+}
+
+/// The JSON of the `StoredEvent` of `event` in `env`: as it goes into a sealed body.
+pub fn record_json(
+    env: &str,
+    event: &Event,
+    matched_metrics: &[String],
+    processed_ms: i64,
+    duplicate: bool,
+) -> Result<String, String> {
+    serde_json::to_string(&StoredEventRef {
         env,
-        event: Event {
-            transaction_id,
-            customer_id: r.c,
-            event_type: r.y,
-            timestamp_ms: r.t,
-            properties: r.p,
-        },
-        matched_metrics: r.m,
-        processed_ms: r.at,
+        event,
+        matched_metrics,
+        processed_ms,
         duplicate,
     })
+    .map_err(|e| format!("encoding an event record: {e}"))
+}
+
+/// What sealing the first `taken` records of `chunks` (stored rows of records joined by
+/// [`RECORD_SEPARATOR`], oldest first) leaves: how many rows are sealed whole, and the rest of the
+/// row sealed in part (its index, its remaining records and their count), if any.
+pub fn after_taking<'a>(
+    chunks: impl IntoIterator<Item = &'a str>,
+    taken: usize,
+) -> (usize, Option<(usize, String, usize)>) {
+    let mut left = taken;
+    let mut whole = 0;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let records: Vec<&str> = chunk.split(RECORD_SEPARATOR).collect();
+        if left >= records.len() {
+            left -= records.len();
+            whole += 1;
+        } else {
+            let rest = &records[left..];
+            return (
+                whole,
+                Some((i, rest.join(&RECORD_SEPARATOR.to_string()), rest.len())),
+            );
+        }
+    }
+    (whole, None)
 }
 
 /// The metric ids of an event's contributions, sorted and distinct.
@@ -131,15 +126,22 @@ impl Filling {
         self.partials.is_empty() && self.events.is_empty()
     }
 
-    /// Takes the next of `all` into the partials (`events` false) or the events while the body
-    /// stays within `limit`; the first item of an empty body is taken whatever its size.
-    fn take<T: Serialize>(&mut self, all: &[T], events: bool, limit: usize) -> Result<(), String> {
+    /// Takes the next of `all` (as `json` encodes them) into the partials (`events` false) or the
+    /// events while the body stays within `limit`; the first item of an empty body is taken
+    /// whatever its size.
+    fn take<T>(
+        &mut self,
+        all: &[T],
+        json: impl Fn(&T) -> Result<String, String>,
+        events: bool,
+        limit: usize,
+    ) -> Result<(), String> {
         loop {
             let taken = if events { &self.events } else { &self.partials };
             let Some(item) = all.get(taken.len()) else {
                 return Ok(());
             };
-            let json = serde_json::to_string(item).map_err(|e| e.to_string())?;
+            let json = json(item)?;
             let cost = json.len() + usize::from(!taken.is_empty());
             let with_events = events || !self.events.is_empty();
             if !self.is_empty() && self.size(cost, with_events) > limit {
@@ -155,15 +157,16 @@ impl Filling {
     }
 }
 
-/// Assembles the body of batch `(shard_id, seq)` from prefixes of `partials` and `events` (each
-/// already at most a batch's count), within `max_bytes`: partials first (up to half the bytes when
-/// events are waiting), then events, then more partials in what is left.
+/// Assembles the body of batch `(shard_id, seq)` from prefixes of `partials` and `events` (event
+/// records as [`record_json`] wrote them; each list already at most a batch's count), within
+/// `max_bytes`: partials first (up to half the bytes when events are waiting), then events, then
+/// more partials in what is left.
 pub fn assemble(
     shard_id: &str,
     seq: u64,
     metrics_version: u64,
     partials: &[BatchPartial],
-    events: &[StoredEvent],
+    events: &[&str],
     max_bytes: usize,
 ) -> Result<Sealed, String> {
     let id = serde_json::to_string(shard_id).map_err(|e| e.to_string())?;
@@ -180,9 +183,10 @@ pub fn assemble(
     } else {
         max_bytes / 2
     };
-    fill.take(partials, false, first_limit)?;
-    fill.take(events, true, max_bytes)?;
-    fill.take(partials, false, max_bytes)?;
+    let partial_json = |p: &BatchPartial| serde_json::to_string(p).map_err(|e| e.to_string());
+    fill.take(partials, partial_json, false, first_limit)?;
+    fill.take(events, |e: &&str| Ok((*e).to_string()), true, max_bytes)?;
+    fill.take(partials, partial_json, false, max_bytes)?;
     let size = fill.size(0, !fill.events.is_empty());
     let mut body = String::with_capacity(size);
     body.push_str(&fill.head);
@@ -207,6 +211,7 @@ mod tests {
     use super::*;
     use tally_core::accumulate::{Accumulator, PartialKey};
     use tally_core::batch::Batch;
+    use tally_core::event::StoredEvent;
 
     fn partial(i: usize, unique_values: usize) -> BatchPartial {
         BatchPartial {
@@ -255,8 +260,21 @@ mod tests {
         }
     }
 
+    fn json(e: &StoredEvent) -> String {
+        record_json(
+            &e.env,
+            &e.event,
+            &e.matched_metrics,
+            e.processed_ms,
+            e.duplicate,
+        )
+        .unwrap()
+    }
+
     fn seal(partials: &[BatchPartial], events: &[StoredEvent], max: usize) -> Sealed {
-        assemble("shard-3.ab12", 42, 7, partials, events, max).unwrap()
+        let texts: Vec<String> = events.iter().map(json).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assemble("shard-3.ab12", 42, 7, partials, &refs, max).unwrap()
     }
 
     /// The body is exactly serde's encoding of the prefixes it claims to hold.
@@ -356,27 +374,36 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_without_their_columns() {
+    fn a_record_is_the_stored_events_json() {
         for (i, dup) in [(0, false), (1, true), (2, false), (5, true)] {
             let original = event(i, dup);
-            let record = EventRecord::new(
-                &original.event,
-                &original.matched_metrics,
-                original.processed_ms,
+            let text = json(&original);
+            assert_eq!(text, serde_json::to_string(&original).unwrap());
+            assert!(!text.contains(RECORD_SEPARATOR));
+            assert_eq!(
+                serde_json::from_str::<StoredEvent>(&text).unwrap(),
+                original
             );
-            let json = serde_json::to_string(&record).unwrap();
-            assert!(!json.contains(&original.event.transaction_id));
-            assert!(!json.contains(&original.env));
-            let back = stored_event(
-                original.env.clone(),
-                original.event.transaction_id.clone(),
-                dup,
-                &json,
-            )
-            .unwrap();
-            assert_eq!(back, original);
         }
-        assert!(stored_event("sandbox".into(), "t".into(), false, "{}").is_err());
+        // A newline inside a value is escaped, so it never splits a chunk.
+        let mut e = event(1, false);
+        e.event
+            .properties
+            .insert("note".into(), "two\nlines".into());
+        assert!(!json(&e).contains(RECORD_SEPARATOR));
+    }
+
+    #[test]
+    fn sealing_part_of_a_chunk_keeps_the_rest() {
+        let chunks = ["a", "b\nc\nd", "e\nf"];
+        assert_eq!(after_taking(chunks, 0), (0, None));
+        assert_eq!(after_taking(chunks, 1), (1, None));
+        assert_eq!(after_taking(chunks, 2), (1, Some((1, "c\nd".into(), 2))));
+        assert_eq!(after_taking(chunks, 3), (1, Some((1, "d".into(), 1))));
+        assert_eq!(after_taking(chunks, 4), (2, None));
+        assert_eq!(after_taking(chunks, 5), (2, Some((2, "f".into(), 1))));
+        assert_eq!(after_taking(chunks, 6), (3, None));
+        assert_eq!(after_taking(chunks, 9), (3, None));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //!   `tally_core::ingest::DEDUPE_RETENTION_MS` (central keeps them as long).
 //! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is [`row_key`], `acc` the
 //!   accumulator's JSON.
-//! - `pending_events(ord, env, txn, dup, rec, n)`: event records not yet sealed, in the order they
-//!   were recorded: one per accepted event, written in the transaction that claims its key, and at
-//!   most one per (env, txn) for its duplicate deliveries, the latest (a partial unique index,
-//!   upserted); `rec` is the compact [`seal::EventRecord`] JSON, `n` its length in bytes.
+//! - `pending_events(ord, env, txn, dup, k, n, body)`: event records not yet sealed, in the order
+//!   they were recorded, as the JSON of their `StoredEvent` ([`seal::record_json`]). The records of
+//!   the events one ingest transaction accepted are one row (`dup` 0, `k` records joined by
+//!   [`seal::RECORD_SEPARATOR`], `env` and `txn` empty), written in the transaction that claims
+//!   their keys; a duplicate delivery is a row of its own (`dup` 1, `k` 1), one per (env, txn), the
+//!   latest (a partial unique index, upserted). `n` is the body's length in bytes.
 //! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged;
 //!   each holds the partials and event records that sealing removed from the pending tables in
 //!   the same transaction.
@@ -36,7 +38,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
-use super::seal::{self, EventRecord, MAX_BATCH_EVENTS, MAX_SEALED_BYTES};
+use super::seal::{self, MAX_BATCH_EVENTS, MAX_SEALED_BYTES, RECORD_SEPARATOR};
 use crate::error::EdgeError;
 
 /// Most dedupe keys removed by one prune statement.
@@ -129,7 +131,8 @@ pub fn init_schema(sql: &SqlStorage) -> Result<(), EdgeError> {
         "CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms)",
         "CREATE TABLE IF NOT EXISTS pending (k TEXT PRIMARY KEY, acc TEXT NOT NULL) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS pending_events (ord INTEGER PRIMARY KEY, env TEXT NOT NULL, \
-         txn TEXT NOT NULL, dup INTEGER NOT NULL, rec TEXT NOT NULL, n INTEGER NOT NULL)",
+         txn TEXT NOT NULL, dup INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL, \
+         body TEXT NOT NULL)",
         "CREATE UNIQUE INDEX IF NOT EXISTS pending_events_dup ON pending_events (env, txn) \
          WHERE dup = 1",
         "CREATE TABLE IF NOT EXISTS sealed (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
@@ -421,83 +424,68 @@ pub fn write_pending(
 }
 
 /// One event record to append: environment, transaction id, whether it is a duplicate delivery,
-/// and the record.
-pub type EventRow<'a> = (&'a str, &'a str, bool, EventRecord<'a>);
+/// and its JSON ([`seal::record_json`]).
+pub type EventRow<'a> = (&'a str, &'a str, bool, String);
+
+fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// Appends event records, in order (inside the ingest transaction that claimed their keys, or
-/// found them taken). Duplicates are upserted: a key keeps one pending duplicate record, the latest
-/// delivery's (as central keeps its latest duplicate). Returns how many rows were added and by how
-/// many bytes (`n`) the pending records grew.
+/// found them taken): the accepted ones as one row, each duplicate upserted into its key's row (a
+/// key keeps one pending duplicate record, the latest delivery's, as central keeps its latest
+/// duplicate). Returns how many records were added and by how many bytes (`n`) the pending rows
+/// grew.
 pub fn record_events(sql: &SqlStorage, rows: &[EventRow<'_>]) -> Result<(u64, i64), EdgeError> {
     let (dups, counted): (Vec<&EventRow<'_>>, Vec<&EventRow<'_>>) = rows.iter().partition(|r| r.2);
-    // The last duplicate of each key in this group.
-    let mut last: BTreeMap<(&str, &str), &EventRow<'_>> = BTreeMap::new();
-    for r in &dups {
-        last.insert((r.0, r.1), r);
-    }
-    let dups: Vec<&EventRow<'_>> = last.into_values().collect();
     let (mut added, mut bytes) = (0u64, 0i64);
     if !counted.is_empty() {
-        let (param, n) = encode_event_rows(&counted)?;
+        let mut body = String::with_capacity(counted.iter().map(|r| r.3.len() + 1).sum());
+        for (i, r) in counted.iter().enumerate() {
+            if i > 0 {
+                body.push(RECORD_SEPARATOR);
+            }
+            body.push_str(&r.3);
+        }
+        let n = len_i64(body.len());
         sql.exec(
-            "INSERT INTO pending_events (env, txn, dup, rec, n) \
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 0, \
-             json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)",
-            vec![SqlStorageValue::String(param)],
+            "INSERT INTO pending_events (env, txn, dup, k, n, body) VALUES ('', '', 0, ?, ?, ?)",
+            vec![
+                int(len_i64(counted.len())),
+                int(n),
+                SqlStorageValue::String(body),
+            ],
         )?;
         added += u64::try_from(counted.len()).unwrap_or(u64::MAX);
         bytes += n;
     }
-    if !dups.is_empty() {
-        let keys: Vec<(&str, &str)> = dups.iter().map(|r| (r.0, r.1)).collect();
-        let replaced: Vec<IntRow> = sql
+    // The last duplicate of each key in this group.
+    let mut last: BTreeMap<(&str, &str), &EventRow<'_>> = BTreeMap::new();
+    for r in dups {
+        last.insert((r.0, r.1), r);
+    }
+    for ((env, txn), r) in last {
+        let before: Vec<IntRow> = sql
             .exec(
-                "SELECT p.n AS n FROM json_each(?) AS j JOIN pending_events AS p \
-                 ON p.env = json_extract(j.value, '$[0]') AND p.txn = json_extract(j.value, '$[1]') \
-                 AND p.dup = 1",
-                vec![json_param(&keys)?],
+                "SELECT n FROM pending_events WHERE env = ? AND txn = ? AND dup = 1",
+                vec![text(env), text(txn)],
             )?
             .to_array()?;
-        let (param, n) = encode_event_rows(&dups)?;
+        let n = len_i64(r.3.len());
         sql.exec(
-            "INSERT INTO pending_events (env, txn, dup, rec, n) \
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 1, \
-             json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?) WHERE true \
-             ON CONFLICT (env, txn) WHERE dup = 1 DO UPDATE SET rec = excluded.rec, n = excluded.n",
-            vec![SqlStorageValue::String(param)],
+            "INSERT INTO pending_events (env, txn, dup, k, n, body) VALUES (?, ?, 1, 1, ?, ?) \
+             ON CONFLICT (env, txn) WHERE dup = 1 DO UPDATE SET n = excluded.n, body = excluded.body",
+            vec![text(env), text(txn), int(n), text(&r.3)],
         )?;
-        let fresh = dups.len().saturating_sub(replaced.len());
-        added += u64::try_from(fresh).unwrap_or(u64::MAX);
-        bytes += n - replaced.iter().map(|r| r.n).sum::<i64>();
+        match before.first() {
+            Some(old) => bytes += n - old.n,
+            None => {
+                added += 1;
+                bytes += n;
+            }
+        }
     }
     Ok((added, bytes))
-}
-
-/// `[[env, txn, {record}, n], ...]` and the sum of the `n`: the record embedded as an object
-/// (`json_extract` gives its text back without a second layer of escaping), `n` its length.
-fn encode_event_rows(rows: &[&EventRow<'_>]) -> Result<(String, i64), EdgeError> {
-    let encode =
-        |e: serde_json::Error| EdgeError::Unavailable(format!("encoding an event record: {e}"));
-    let mut param = String::from("[");
-    let mut total = 0i64;
-    for (i, (env, txn, _, record)) in rows.iter().enumerate() {
-        let rec = serde_json::to_string(record).map_err(encode)?;
-        if i > 0 {
-            param.push(',');
-        }
-        param.push('[');
-        param.push_str(&serde_json::to_string(env).map_err(encode)?);
-        param.push(',');
-        param.push_str(&serde_json::to_string(txn).map_err(encode)?);
-        param.push(',');
-        param.push_str(&rec);
-        param.push(',');
-        param.push_str(&rec.len().to_string());
-        param.push(']');
-        total += i64::try_from(rec.len()).unwrap_or(i64::MAX);
-    }
-    param.push(']');
-    Ok((param, total))
 }
 
 #[derive(Deserialize)]
@@ -510,7 +498,7 @@ struct StatsRow {
 pub fn pending_event_stats(sql: &SqlStorage) -> Result<(u64, u64), EdgeError> {
     let rows: Vec<StatsRow> = sql
         .exec(
-            "SELECT count(*) AS n, coalesce(sum(n), 0) AS b FROM pending_events",
+            "SELECT coalesce(sum(k), 0) AS n, coalesce(sum(n), 0) AS b FROM pending_events",
             None,
         )?
         .to_array()?;
@@ -523,13 +511,16 @@ pub fn pending_event_stats(sql: &SqlStorage) -> Result<(u64, u64), EdgeError> {
 }
 
 #[derive(Deserialize)]
-struct EventRowStored {
+struct ChunkHead {
     ord: i64,
-    env: String,
-    txn: String,
-    dup: i64,
-    rec: String,
+    k: i64,
     n: i64,
+}
+
+#[derive(Deserialize)]
+struct ChunkBody {
+    ord: i64,
+    body: String,
 }
 
 /// What one seal took from the pending tables.
@@ -537,31 +528,51 @@ struct EventRowStored {
 pub struct SealedWork {
     /// The greatest partial key sealed (every pending key up to it was sealed), if any.
     pub last_partial: Option<String>,
-    /// Event records sealed (the oldest pending ones) and their `n` bytes.
+    /// Event records sealed (the oldest pending ones) and the `n` bytes they freed.
     pub events: u64,
     pub event_bytes: u64,
+}
+
+/// The oldest pending event rows that hold the next batch's candidates: as many rows, in order,
+/// as make up [`MAX_BATCH_EVENTS`] records or [`MAX_SEALED_BYTES`] bytes.
+fn event_candidates(sql: &SqlStorage) -> Result<Vec<ChunkBody>, EdgeError> {
+    let heads: Vec<ChunkHead> = sql
+        .exec("SELECT ord, k, n FROM pending_events ORDER BY ord", None)?
+        .to_array()?;
+    let (mut k, mut n, mut upto) = (0i64, 0i64, None);
+    for h in &heads {
+        upto = Some(h.ord);
+        k += h.k;
+        n += h.n;
+        if k >= len_i64(MAX_BATCH_EVENTS) || n >= len_i64(MAX_SEALED_BYTES) {
+            break;
+        }
+    }
+    let Some(upto) = upto else {
+        return Ok(Vec::new());
+    };
+    Ok(sql
+        .exec(
+            "SELECT ord, body FROM pending_events WHERE ord <= ? ORDER BY ord",
+            vec![int(upto)],
+        )?
+        .to_array()?)
 }
 
 /// Seals the next batch: up to [`tally_core::batch::MAX_BATCH_PARTIALS`] pending partials (in key
 /// order) and up to [`MAX_BATCH_EVENTS`] pending event records (oldest first), within
 /// [`MAX_SEALED_BYTES`] ([`seal::assemble`]); stores its bytes, removes what it holds from the
-/// pending tables, advances `next_seq`. Must run inside a transaction. `None` when nothing was
-/// pending.
+/// pending tables (a row of records sealed in part keeps the rest), advances `next_seq`. Must run
+/// inside a transaction. `None` when nothing was pending.
 pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, EdgeError> {
-    let limit = |n: usize| int(i64::try_from(n).unwrap_or(i64::MAX));
     let rows: Vec<PendingRow> = sql
         .exec(
             "SELECT k, acc FROM pending ORDER BY k LIMIT ?",
-            vec![limit(MAX_BATCH_PARTIALS)],
+            vec![int(len_i64(MAX_BATCH_PARTIALS))],
         )?
         .to_array()?;
-    let event_rows: Vec<EventRowStored> = sql
-        .exec(
-            "SELECT ord, env, txn, dup, rec, n FROM pending_events ORDER BY ord LIMIT ?",
-            vec![limit(MAX_BATCH_EVENTS)],
-        )?
-        .to_array()?;
-    if rows.is_empty() && event_rows.is_empty() {
+    let chunks = event_candidates(sql)?;
+    if rows.is_empty() && chunks.is_empty() {
         return Ok(None);
     }
     // `next_seq` is written with the shard id, so it is never absent here. Never reuse a number:
@@ -577,19 +588,17 @@ pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, Edge
             serde_json::from_str(&row.acc).map_err(|e| corrupt("pending accumulator", e))?;
         partials.push(BatchPartial { env, key, acc });
     }
-    let mut events = Vec::with_capacity(event_rows.len());
-    for row in &event_rows {
-        events.push(
-            seal::stored_event(row.env.clone(), row.txn.clone(), row.dup != 0, &row.rec)
-                .map_err(|e| corrupt("pending event", e))?,
-        );
-    }
+    let texts: Vec<&str> = chunks
+        .iter()
+        .flat_map(|c| c.body.split(RECORD_SEPARATOR))
+        .take(MAX_BATCH_EVENTS)
+        .collect();
     let sealed = seal::assemble(
         shard_id,
         u64::try_from(seq).unwrap_or(1),
         u64::try_from(metrics_version).unwrap_or(0),
         &partials,
-        &events,
+        &texts,
         MAX_SEALED_BYTES,
     )
     .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
@@ -604,11 +613,25 @@ pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, Edge
         }
         None => None,
     };
-    let taken = &event_rows[..sealed.events.min(event_rows.len())];
-    if let Some(last) = taken.last() {
+    let (whole, part) = seal::after_taking(chunks.iter().map(|c| c.body.as_str()), sealed.events);
+    let mut freed: usize = chunks[..whole].iter().map(|c| c.body.len()).sum();
+    if let Some(last) = whole.checked_sub(1).and_then(|i| chunks.get(i)) {
         sql.exec(
             "DELETE FROM pending_events WHERE ord <= ?",
             vec![int(last.ord)],
+        )?;
+    }
+    if let Some((i, rest, k)) = part {
+        let chunk = &chunks[i];
+        freed += chunk.body.len() - rest.len();
+        sql.exec(
+            "UPDATE pending_events SET k = ?, n = ?, body = ? WHERE ord = ?",
+            vec![
+                int(len_i64(k)),
+                int(len_i64(rest.len())),
+                SqlStorageValue::String(rest),
+                int(chunk.ord),
+            ],
         )?;
     }
     meta_set_int(sql, "next_seq", seq.saturating_add(1))?;
@@ -617,8 +640,8 @@ pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, Edge
     }
     Ok(Some(SealedWork {
         last_partial,
-        events: u64::try_from(taken.len()).unwrap_or(u64::MAX),
-        event_bytes: taken.iter().map(|r| u64::try_from(r.n).unwrap_or(0)).sum(),
+        events: u64::try_from(sealed.events).unwrap_or(u64::MAX),
+        event_bytes: u64::try_from(freed).unwrap_or(u64::MAX),
     }))
 }
 
