@@ -107,9 +107,11 @@ METRONOME = {
     "listInvoices-v1": "GET /v1/customers/{customer_id}/invoices",
     "getInvoice-v1": "GET /v1/customers/{customer_id}/invoices/{invoice_id}",
     "voidInvoice-v1": "POST /v1/invoices/void",
+    "regenerateInvoice-v1": "POST /v1/invoices/regenerate",
     "previewCustomerEvents-v1": "POST /v1/customers/{customer_id}/previewEvents",
     "getUsageBatch-v1": "POST /v1/usage",
     "getPagedUsage-v1": "POST /v1/usage/groups",
+    "searchEvents-v1": "POST /v1/events/search",
     "listBillableMetrics-v1": "GET /v1/customers/{customer_id}/billable-metrics",
     "getCosts-v1": "GET /v1/customers/{customer_id}/costs",
     "setClientWebhookSecret-v1": "POST /v1/client/config/webhook_secret",
@@ -573,6 +575,27 @@ def document_error_convention(doc: dict) -> None:
                         "content": {"application/json": {"schema": ERROR}},
                     },
                 )
+
+
+@patch(
+    "POST /v1/events/search answers a Tally extension per event, `finalized_invoice_ids`: the "
+    "matched customer's FINALIZED usage invoices whose period holds the event's timestamp (the "
+    "event is on none of them until one is voided and regenerated). Properties are answered as "
+    "the exact text Tally stores them as (a number sent as 60 reads back \"60\")."
+)
+def events_search_finalized_invoices(doc: dict) -> None:
+    op = doc["paths"]["/v1/events/search"]["post"]
+    item = op["responses"]["200"]["content"]["application/json"]["schema"]["items"]
+    item["properties"]["finalized_invoice_ids"] = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Tally extension: finalized usage invoices of the matched customer "
+        "whose period holds this event's timestamp",
+    }
+    item["properties"]["properties"] = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+    }
 
 
 @patch(

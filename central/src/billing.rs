@@ -69,6 +69,14 @@ pub fn scheduled_invoice_id(env: Env, contract_id: &str, at_ms: i64) -> String {
     uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The id of the invoice regenerating the voided invoice `voided_id`:
+/// `uuid5(NS, "{env}/{voided}/regenerated")`, so a voided invoice has one regeneration however
+/// many requests race to make it.
+pub fn regenerated_invoice_id(env: Env, voided_id: &str) -> String {
+    let name = format!("{}/{voided_id}/regenerated", env.as_str());
+    uuid::Uuid::new_v5(&INVOICE_NAMESPACE, name.as_bytes()).to_string()
+}
+
 /// Every period of the contract that is invoiced at `now_ms` (core decides which).
 pub fn begun_periods(contract: &Contract, now_ms: i64) -> Vec<Period> {
     contract.snapshot().invoiced_periods(now_ms)
@@ -378,13 +386,20 @@ fn render(
     grace_ms: i64,
 ) -> BillingResult<Value> {
     let header = header(contract, row, ctx, grace_ms);
-    invoice_json::invoice(
+    let mut body = invoice_json::invoice(
         &header,
         priced,
         &ctx.product_views(),
         &ctx.snapshot.credit_types,
     )
-    .map_err(|e| BillingError::Rating(e.to_string()))
+    .map_err(|e| BillingError::Rating(e.to_string()))?;
+    if let (Some(from), Some(map)) = (&row.regenerated_from, body.as_object_mut()) {
+        map.insert(
+            "regenerated_from_invoice_id".into(),
+            Value::from(from.as_str()),
+        );
+    }
+    Ok(body)
 }
 
 /// The invoice as the API shows it: drafts computed now, others from their frozen body.

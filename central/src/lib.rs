@@ -78,6 +78,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The event store's default retention in days: the 34-day backdating window plus 366 days, the
+/// longest billing period (annual, leap year) an event can fall in, so an event is kept at least
+/// until every period it can count in has ended and a late event can no longer reach it.
+pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 400;
+/// The shortest retention `--event-retention-days` accepts: past the 34-day search window.
+pub const MIN_EVENT_RETENTION_DAYS: u32 = 35;
+
 /// Service settings that handlers and jobs read.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -85,6 +92,9 @@ pub struct Settings {
     pub invoice_grace_ms: i64,
     /// How often the finalization and pruning job runs.
     pub job_interval: Duration,
+    /// How long the event store keeps an event, counted from the event's timestamp
+    /// (`--event-retention-days`; the job prunes older ones).
+    pub event_retention_ms: i64,
     /// The key edge Workers sign batches with; the internal endpoints are off without it.
     pub edge_hmac_key: Option<Secret>,
     /// Per-token request rate limit; `None` turns limiting off.
@@ -114,6 +124,7 @@ impl Default for Settings {
         Settings {
             invoice_grace_ms: 24 * tally_core::time::HOUR_MS,
             job_interval: Duration::from_secs(60),
+            event_retention_ms: i64::from(DEFAULT_EVENT_RETENTION_DAYS) * tally_core::time::DAY_MS,
             edge_hmac_key: None,
             rate_limit: None,
             request_timeout: Duration::from_secs(60),

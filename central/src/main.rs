@@ -43,6 +43,16 @@ enum Command {
         /// Seconds between runs of the finalization and pruning job.
         #[arg(long, env = "TALLY_JOB_INTERVAL_SECS", default_value_t = 60)]
         job_interval_secs: u64,
+        /// Days the event store keeps an event after its timestamp (at least 35: the 34-day
+        /// backdating and search window); the default covers that window plus the longest
+        /// (annual) billing period an event can count in.
+        #[arg(
+            long,
+            env = "TALLY_EVENT_RETENTION_DAYS",
+            default_value_t = tally_central::DEFAULT_EVENT_RETENTION_DAYS,
+            value_parser = clap::value_parser!(u32).range(i64::from(tally_central::MIN_EVENT_RETENTION_DAYS)..)
+        )]
+        event_retention_days: u32,
         /// Address to serve Prometheus metrics on (`GET /metrics`, unauthenticated; off when unset).
         #[arg(long, env = "TALLY_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
@@ -290,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
             db,
             invoice_grace_hours,
             job_interval_secs,
+            event_retention_days,
             metrics_listen,
             edge_hmac_key,
             cors_allow_origins,
@@ -310,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings {
                 invoice_grace_ms: i64::from(invoice_grace_hours) * tally_core::time::HOUR_MS,
                 job_interval: Duration::from_secs(job_interval_secs.max(1)),
+                event_retention_ms: i64::from(event_retention_days) * tally_core::time::DAY_MS,
                 edge_hmac_key: edge_hmac_key.map(|k| Secret(k.into_bytes())),
                 rate_limit: limits.rate_limit(),
                 request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),

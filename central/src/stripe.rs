@@ -767,6 +767,8 @@ mod tests {
             period_end_ms: 1,
             status: crate::store::InvoiceStatus::Finalized,
             body: None,
+            revision: 0,
+            regenerated_from: None,
         };
         let target = StripeTarget {
             stripe_customer_id: Some("cus_1".into()),

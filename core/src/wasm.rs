@@ -23,7 +23,7 @@ pub fn preview(snapshot: &str, request: &str, now: &str) -> Result<String, JsVal
 /// reading the snapshot each time, with the same answers and messages.
 #[wasm_bindgen]
 pub struct Previewer {
-    snapshot: crate::preview::PreviewSnapshot,
+    snapshot: crate::preview::PreparedSnapshot,
 }
 
 #[wasm_bindgen]
@@ -33,7 +33,9 @@ impl Previewer {
     #[wasm_bindgen(constructor)]
     pub fn new(snapshot: &str) -> Result<Previewer, JsValue> {
         let snapshot = crate::preview::parse_snapshot(snapshot).map_err(js_error)?;
-        Ok(Previewer { snapshot })
+        Ok(Previewer {
+            snapshot: crate::preview::PreparedSnapshot::new(snapshot),
+        })
     }
 
     /// [`preview`] of `request` with this snapshot.

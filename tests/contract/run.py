@@ -802,6 +802,8 @@ def walkthrough(call: Walk) -> dict[str, list]:
         query={"limit": 10},
     )
     call("listBillableMetrics-v1", path={"customer_id": acme}, query={"limit": 10})
+    # Event search (issue 13): the walkthrough's events, as stored.
+    call("searchEvents-v1", body={"transactionIds": ["walk-0", "walk-1", "never-sent"]})
     call(
         "getCosts-v1",
         path={"customer_id": acme},
@@ -829,6 +831,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
     if len(invoices) < 2 or len(finalized) < 2:
         raise SystemExit(f"walkthrough: expected invoices, got {invoices} and {finalized}")
     call("voidInvoice-v1", body={"id": finalized[0]})
+    call("regenerateInvoice-v1", body={"id": finalized[0]})
 
     # Archive operations get throwaway objects, here and in the generated requests, so that
     # archiving cannot starve the other operations of live ids.
@@ -1044,6 +1047,7 @@ BINDINGS: dict[str, dict[str, str]] = {
     "listInvoices-v1": {"path.customer_id": "customer", "query.contract_id": "contract"},
     "getInvoice-v1": {"path.customer_id": "customer", "path.invoice_id": "invoice"},
     "voidInvoice-v1": {"body.id": "voidable"},
+    "regenerateInvoice-v1": {"body.id": "voidable"},
     "previewCustomerEvents-v1": {"path.customer_id": "customer"},
     "getUsageBatch-v1": {
         "body.customer_ids[*]": "customer",

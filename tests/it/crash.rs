@@ -12,6 +12,8 @@
 //! - every request that got a 200 is stored: resending the whole stream finds every transaction
 //!   id already claimed (`accepted: 0`);
 //! - a request given up is all or nothing: resent, it is either wholly new or wholly duplicate;
+//! - every event of the stream is in the event store exactly once (`POST /v1/events/search`:
+//!   one counted row per transaction id, at most one latest duplicate beside it);
 //! - nothing is counted twice and nothing is lost: the invoices bill exactly the stream's own
 //!   totals (computed here), and equal those of a second server that was never killed and got
 //!   the same stream, byte for byte (ids normalised).
@@ -226,6 +228,48 @@ fn run(backend: &str, mut chaos: TallyServer, reference: &TallyServer) {
                 "request {r} (acknowledged) is not wholly stored after the crashes"
             );
         }
+
+        // The event store holds every event of the stream exactly once as counted (claimed
+        // with its dedupe key in one transaction), and at most its latest duplicate beside it.
+        let mut ids: Vec<String> = stream
+            .requests
+            .iter()
+            .flat_map(|req| {
+                let body: Value = serde_json::from_str(&req.body).expect("request body");
+                body.as_array()
+                    .expect("an array of events")
+                    .iter()
+                    .map(|e| e["transaction_id"].as_str().expect("id").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(u64::try_from(ids.len()).unwrap(), stream.distinct_events);
+        let mut counted = std::collections::BTreeMap::<String, (u32, u32)>::new();
+        for chunk in ids.chunks(100) {
+            let (status, body) = api
+                .post("/v1/events/search", &serde_json::json!({ "transactionIds": chunk }))
+                .await
+                .unwrap_or_else(|e| panic!("searching events: {e}"));
+            assert_eq!(status, 200, "searching events: {body}");
+            for row in body.as_array().expect("search answers an array") {
+                let id = row["transaction_id"].as_str().expect("id").to_string();
+                let entry = counted.entry(id).or_default();
+                match row["is_duplicate"].as_bool() {
+                    Some(false) => entry.0 += 1,
+                    _ => entry.1 += 1,
+                }
+            }
+        }
+        for id in &ids {
+            let (n, dups) = counted.get(id).copied().unwrap_or_default();
+            assert!(
+                n == 1 && dups <= 1,
+                "event {id} is stored {n} times counted and {dups} as duplicate after the crashes"
+            );
+        }
+        assert_eq!(counted.len(), ids.len());
 
         // The uninterrupted run of the same stream.
         let reference_api = ApiClient::with_http(http_client(), reference);

@@ -20,6 +20,8 @@
 //! `tests/sdk/composite.py` (on both backends) for composite products over tags and ids;
 //! `tests/sdk/usage.py` (on both backends) for usage queries: windows, groups, pages, the
 //! customer's metrics and costs;
+//! `tests/sdk/events.py` (on both backends) for event search: matched, unmatched, unknown-customer
+//! and duplicate events, what each matched, and the refusals;
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
 //! converting it, a rate and a credit in it, the drawn-down and converted draft line by line;
 //! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
@@ -221,6 +223,22 @@ fn python_sdk_usage_queries_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/usage.py",
+    );
+}
+
+#[test]
+fn python_sdk_event_search() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/events.py");
+}
+
+#[test]
+fn python_sdk_event_search_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/events.py",
     );
 }
 

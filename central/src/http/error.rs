@@ -258,6 +258,15 @@ impl From<InvoiceError> for ApiError {
     }
 }
 
+impl From<crate::service::events::SearchError> for ApiError {
+    fn from(e: crate::service::events::SearchError) -> Self {
+        match e {
+            crate::service::events::SearchError::Invalid(e) => e.into(),
+            crate::service::events::SearchError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<UsageError> for ApiError {
     fn from(e: UsageError) -> Self {
         match e {

@@ -190,10 +190,13 @@ async fn apply_batch(
             .ok_or_else(|| ApiError::bad_request(format!("unknown env {:?}", p.env)))?;
         partials.push((env, p.key, p.acc));
     }
+    if let Some(e) = b.events.iter().find(|e| Env::parse(&e.env).is_none()) {
+        return Err(ApiError::bad_request(format!("unknown env {:?}", e.env)));
+    }
     let done = st
         .stores
         .usage
-        .apply_batch(&b.shard_id, b.seq, &partials, st.now_ms())
+        .apply_batch(&b.shard_id, b.seq, &partials, &b.events, st.now_ms())
         .await?;
     if done.applied {
         for env in crate::store::Env::ALL {

@@ -1,4 +1,4 @@
-//! Customer invoices (list, get) and `/v1/invoices/void`: the wire side of `service::invoices`.
+//! Customer invoices (list, get), `/v1/invoices/void` and `/v1/invoices/regenerate`: the wire side of `service::invoices`.
 //! The GETs never write: drafts are computed on read.
 
 use axum::extract::{Path, State};
@@ -21,6 +21,7 @@ pub fn routes() -> Routes {
         .route("/v1/customers/{id}/invoices", get(list))
         .route("/v1/customers/{id}/invoices/{invoice_id}", get(retrieve))
         .route("/v1/invoices/void", post(void))
+        .route("/v1/invoices/regenerate", post(regenerate))
         .route("/v1/customers/{id}/previewEvents", post(preview_events))
         .route("/v1/customers/{id}/pricingSnapshot", get(pricing_snapshot))
 }
@@ -96,6 +97,16 @@ async fn void(
 ) -> ApiResult<Json<Value>> {
     invoices::void(&st, env, &req.id).await?;
     Ok(id_response(&req.id))
+}
+
+/// `regenerate`: a new invoice for a voided one's period; answers the new invoice's id.
+async fn regenerate(
+    State(st): State<AppState>,
+    Caller(env): Caller,
+    Body(req): Body<VoidReq>,
+) -> ApiResult<Json<Value>> {
+    let id = invoices::regenerate(&st, env, &req.id).await?;
+    Ok(id_response(&id))
 }
 
 /// `previewEvents`: the customer's draft invoices with hypothetical events, stored nowhere.

@@ -18,6 +18,7 @@ pub mod cors;
 mod credit_types;
 mod customers;
 pub mod error;
+mod events;
 pub mod idempotency;
 mod ingest;
 mod internal;
@@ -133,6 +134,7 @@ fn authenticated_routes() -> Routes {
         .merge(webhooks::routes())
         .merge(alerts::routes())
         .merge(usage::routes())
+        .merge(events::routes())
 }
 
 /// A part of the router together with the path templates it serves. Every route of the API is

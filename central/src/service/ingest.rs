@@ -30,6 +30,7 @@ pub async fn ingest(st: &AppState, env: Env, body: &[u8]) -> Result<IngestSummar
             env,
             transaction_id: event.transaction_id.clone(),
             contributions: contributions(metrics.iter(), event),
+            event: Some(event.clone()),
         })
         .collect();
     let outcomes = st.ingest.submit(items).await?;

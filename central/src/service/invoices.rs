@@ -68,6 +68,8 @@ fn draft_row(env: Env, contract: &Contract, start_ms: i64, end_ms: i64) -> Invoi
         period_end_ms: end_ms,
         status: InvoiceStatus::Draft,
         body: None,
+        revision: 0,
+        regenerated_from: None,
     }
 }
 
@@ -171,7 +173,13 @@ pub async fn contract_invoices(
 
 /// Time order of a contract's invoices.
 pub fn sort_rows(rows: &mut [InvoiceRow]) {
-    rows.sort_by_key(|r| (r.period_start_ms, r.kind == InvoiceKind::Scheduled));
+    rows.sort_by_key(|r| {
+        (
+            r.period_start_ms,
+            r.kind == InvoiceKind::Scheduled,
+            r.revision,
+        )
+    });
 }
 
 /// Finalizes every period of the contract past `end + grace` that is still a draft, all in one
@@ -584,4 +592,43 @@ pub async fn void(st: &AppState, env: Env, id: &str) -> Result<()> {
     }
     work.commit().await?;
     Ok(())
+}
+
+/// Regenerates a voided invoice (`POST /v1/invoices/regenerate`): a new invoice of the same
+/// contract, kind and period, with a new id and `regenerated_from_invoice_id`, priced from what
+/// is stored now (usage, late events included; rates; the balances the voided one gave back).
+/// It is a stored draft, finalized at once when its period is past its grace (as every
+/// regenerated period of a finalized invoice is), through the one finalization path: ledger
+/// entries, webhooks and Stripe pushes as for any invoice. A voided invoice is regenerated once:
+/// of racing requests exactly one inserts the new row (its id is derived from the voided one),
+/// the others and any later request get a 400 naming it.
+pub async fn regenerate(st: &AppState, env: Env, id: &str) -> Result<String> {
+    let (contract, row) = find_invoice(st, env, id).await?;
+    if row.status != InvoiceStatus::Void {
+        return Err(Invalid(format!(
+            "invoice {id} is {}; only a voided invoice can be regenerated",
+            row.status.as_str()
+        ))
+        .into());
+    }
+    let new = InvoiceRow {
+        id: crate::billing::regenerated_invoice_id(env, &row.id),
+        status: InvoiceStatus::Draft,
+        body: None,
+        revision: row.revision.saturating_add(1),
+        regenerated_from: Some(row.id.clone()),
+        ..row
+    };
+    let mut work = st.stores.invoices.begin().await?;
+    if !work.insert_invoice(env, &new).await? {
+        return Err(Invalid(format!(
+            "invoice {id} was already regenerated as invoice {}",
+            new.id
+        ))
+        .into());
+    }
+    work.commit().await?;
+    tracing::info!(env = env.as_str(), voided = %id, invoice = %new.id, "invoice regenerated");
+    finalize_due(st, env, &contract).await?;
+    Ok(new.id)
 }

@@ -1,5 +1,5 @@
 //! The background job: one pass finalizes due invoices of every contract in both environments
-//! and prunes old dedupe keys, under the job lock (one replica at a time).
+//! and prunes old dedupe keys and stored events, under the job lock (one replica at a time).
 //!
 //! Invariants:
 //! - One contract that cannot be finalized (rating overflows, a corrupt document) never stops
@@ -41,7 +41,15 @@ pub struct PassReport {
     pub pruned_idempotency_keys: u64,
     /// Finished outbox messages past [`crate::store::OUTBOX_RETENTION_MS`].
     pub pruned_outbox: u64,
+    /// Stored events past the event retention (`Settings::event_retention_ms`).
+    pub pruned_events: u64,
 }
+
+/// Events one prune statement deletes at most.
+pub const EVENT_PRUNE_BATCH: i64 = 5_000;
+/// Prune statements one pass runs at most: a pass deletes at most
+/// `EVENT_PRUNE_BATCH * EVENT_PRUNE_BATCHES` events, the next pass carries on.
+pub const EVENT_PRUNE_BATCHES: usize = 20;
 
 /// One pass under the job lock. `Ok(None)` (and nothing done) when another replica holds it.
 pub async fn run_jobs_once(st: &AppState) -> Result<Option<PassReport>, JobError> {
@@ -80,6 +88,19 @@ async fn run_pass(st: &AppState) -> Result<PassReport, JobError> {
     let outbox_cutoff = <crate::SystemClock as crate::Clock>::now_ms(&crate::SystemClock)
         .saturating_sub(crate::store::OUTBOX_RETENTION_MS);
     report.pruned_outbox = st.stores.outbox.prune_outbox(outbox_cutoff).await?;
+    // Event times are the service clock's, as the events' timestamps were validated against it.
+    let events_cutoff = st.now_ms().saturating_sub(st.settings.event_retention_ms);
+    for _ in 0..EVENT_PRUNE_BATCHES {
+        let n = st
+            .stores
+            .usage
+            .prune_events(events_cutoff, EVENT_PRUNE_BATCH)
+            .await?;
+        report.pruned_events += n;
+        if n < u64::try_from(EVENT_PRUNE_BATCH).unwrap_or(u64::MAX) {
+            break;
+        }
+    }
     if report.failed > 0 {
         tracing::warn!(
             failed = report.failed,

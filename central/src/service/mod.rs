@@ -15,6 +15,7 @@ pub mod contract_edits;
 pub mod contracts;
 pub mod credit_types;
 pub mod customers;
+pub mod events;
 pub mod ingest;
 pub mod invoices;
 pub mod jobs;

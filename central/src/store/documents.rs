@@ -42,13 +42,14 @@ pub mod sql {
         "SELECT rate_card_id FROM rate_card_aliases WHERE env = $1 AND alias = $2";
 
     pub const INSERT_INVOICE: &str = "INSERT INTO invoices
-             (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body, kind)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
+             (env, id, contract_id, customer_id, period_start_ms, period_end_ms, status, body, kind,
+              revision, regenerated_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING";
     /// Moves an invoice from one status to another; changes nothing from any other status.
     pub const TRANSITION_INVOICE: &str =
         "UPDATE invoices SET status = $1, body = $2 WHERE env = $3 AND id = $4 AND status = $5";
-    pub const CONTRACT_INVOICES: &str =
-        "SELECT * FROM invoices WHERE env = $1 AND contract_id = $2 ORDER BY period_start_ms";
+    pub const CONTRACT_INVOICES: &str = "SELECT * FROM invoices WHERE env = $1 AND contract_id = $2
+         ORDER BY period_start_ms, revision";
     pub const INVOICE: &str = "SELECT * FROM invoices WHERE env = $1 AND id = $2";
 
     pub const RECORD_JOB_FAILURE: &str = "INSERT INTO job_failures
@@ -238,6 +239,8 @@ macro_rules! document_stores {
                 period_end_ms: row.get("period_end_ms"),
                 status: InvoiceStatus::parse(&status).ok_or(StoreError::Corrupt(status))?,
                 body: row.get("body"),
+                revision: row.get("revision"),
+                regenerated_from: row.get("regenerated_from"),
             })
         }
 
@@ -570,12 +573,7 @@ macro_rules! document_stores {
 
         #[async_trait]
         impl UnitOfWork for $work {
-            async fn put_invoice(
-                &mut self,
-                env: Env,
-                row: &InvoiceRow,
-                from: InvoiceStatus,
-            ) -> StoreResult<bool> {
+            async fn insert_invoice(&mut self, env: Env, row: &InvoiceRow) -> StoreResult<bool> {
                 let inserted = sqlx::query(sql::INSERT_INVOICE)
                     .bind(env.as_str())
                     .bind(&row.id)
@@ -589,9 +587,20 @@ macro_rules! document_stores {
                         InvoiceKind::Usage => "USAGE",
                         InvoiceKind::Scheduled => "SCHEDULED",
                     })
+                    .bind(row.revision)
+                    .bind(&row.regenerated_from)
                     .execute(&mut *self.0)
                     .await?;
-                if inserted.rows_affected() == 1 {
+                Ok(inserted.rows_affected() == 1)
+            }
+
+            async fn put_invoice(
+                &mut self,
+                env: Env,
+                row: &InvoiceRow,
+                from: InvoiceStatus,
+            ) -> StoreResult<bool> {
+                if self.insert_invoice(env, row).await? {
                     return Ok(true);
                 }
                 let moved = sqlx::query(sql::TRANSITION_INVOICE)

@@ -188,6 +188,9 @@ pub struct IngestItem {
     pub env: Env,
     pub transaction_id: String,
     pub contributions: Vec<(PartialKey, Accumulator)>,
+    /// The event itself, stored in the event store with the claim (accepted) or as the latest
+    /// duplicate; `None` stores usage only (tests of the fold).
+    pub event: Option<tally_core::event::Event>,
 }
 
 /// What became of one [`IngestItem`]: accepted, duplicate, or rejected at merge (its total would
@@ -209,6 +212,9 @@ pub struct DeadLetter {
     pub reason: String,
     pub recorded_ms: i64,
 }
+
+/// Most transaction ids one event search takes (`POST /v1/events/search`).
+pub const MAX_EVENT_SEARCH_IDS: usize = 100;
 
 /// What [`UsageStore::apply_batch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,16 +308,40 @@ pub trait UsageStore: Send + Sync {
         metric_ids: &[String],
         before_ms: i64,
     ) -> StoreResult<Vec<UsageRow>>;
-    /// In one transaction: record `(shard_id, seq)`, merge the batch's partials and record those
-    /// that cannot be merged as dead letters. When that batch was already applied, changes
-    /// nothing and answers `applied: false`.
+    /// In one transaction: record `(shard_id, seq)`, merge the batch's partials, record those
+    /// that cannot be merged as dead letters, and store the batch's events (counted ones kept if
+    /// already stored, a duplicate replacing its id's earlier duplicate). When that batch was
+    /// already applied, changes nothing and answers `applied: false`. Every event's `env` must
+    /// parse (`Env::parse`).
     async fn apply_batch(
         &self,
         shard_id: &str,
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
+        events: &[tally_core::event::StoredEvent],
         now_ms: i64,
     ) -> StoreResult<BatchApplied>;
+    /// The counted events (not duplicates) of any of `customer_refs` with `from_ms <=
+    /// timestamp < to_ms`, ordered by `(timestamp_ms, transaction_id)` (SQL billable metrics).
+    async fn events_between(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<tally_core::event::Event>>;
+    /// Every stored row (counted and latest duplicate) of these transaction ids with
+    /// `timestamp >= since_ms`, ordered by `(transaction_id, duplicate)`. At most
+    /// [`MAX_EVENT_SEARCH_IDS`] ids.
+    async fn search_events(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<tally_core::event::StoredEvent>>;
+    /// Deletes at most `limit` events (of any environment) whose timestamp is before
+    /// `before_ms`, oldest first. Returns how many.
+    async fn prune_events(&self, before_ms: i64, limit: i64) -> StoreResult<u64>;
     /// How many dead letters `env` has.
     async fn dead_letter_count(&self, env: Env) -> StoreResult<u64>;
     /// `env`'s dead letters in `(shard_id, seq, index)` order, at most `limit`.
@@ -369,6 +399,11 @@ pub struct InvoiceRow {
     pub status: InvoiceStatus,
     /// The frozen invoice JSON (FINALIZED and VOID only).
     pub body: Option<String>,
+    /// Which invoice of its (contract, kind, period) this is: 0 the first, one more for each
+    /// regeneration of a voided one.
+    pub revision: i64,
+    /// The voided invoice this one regenerated (`POST /v1/invoices/regenerate`).
+    pub regenerated_from: Option<String>,
 }
 
 /// Invoices: one row per begun contract period.
@@ -422,6 +457,9 @@ pub struct JobFailure {
 /// without [`UnitOfWork::commit`] rolls everything back.
 #[async_trait]
 pub trait UnitOfWork: Send {
+    /// Inserts `row`; false, changing nothing, when a row with its id, its (contract, kind,
+    /// period, revision) or its `regenerated_from` exists.
+    async fn insert_invoice(&mut self, env: Env, row: &InvoiceRow) -> StoreResult<bool>;
     /// Stores `row` with its status and frozen body if it is still `from`: inserted when the
     /// period has no row yet (drafts are not stored until they need to be), else moved from
     /// `from`. False, changing nothing, when the row exists in another status (someone else

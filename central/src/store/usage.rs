@@ -33,6 +33,7 @@ use std::future::Future;
 
 use tally_core::accumulate::{Accumulator, MergeError, PartialKey};
 use tally_core::batch::BatchPartial;
+use tally_core::event::{Event, StoredEvent};
 use tally_core::fold::{self, ClaimIo, RowIo};
 use tally_core::rollup::Level;
 
@@ -152,6 +153,171 @@ pub mod sql {
     /// count grows with every commit that adds one.
     pub const METRICS_VERSION: &str =
         "SELECT COUNT(*) FROM documents WHERE kind = 'billable_metric'";
+    /// The columns of an `events` row, in [`super::EventRow`] order.
+    pub const EVENT_COLUMNS: &str = "env, transaction_id, duplicate, customer_ref, event_type, \
+         timestamp_ms, properties, matched_metrics, processed_ms";
+    /// After the counted rows' `VALUES`: a row already stored (a replayed edge batch) stays.
+    pub const COUNTED_CONFLICT: &str = " ON CONFLICT DO NOTHING";
+    /// After the duplicate rows' `VALUES`: the latest duplicate delivery replaces the one before.
+    pub const DUPLICATE_CONFLICT: &str =
+        " ON CONFLICT (env, transaction_id, duplicate) DO UPDATE SET
+         customer_ref = excluded.customer_ref, event_type = excluded.event_type,
+         timestamp_ms = excluded.timestamp_ms, properties = excluded.properties,
+         matched_metrics = excluded.matched_metrics, processed_ms = excluded.processed_ms";
+    /// Deletes at most `$2` events whose timestamp is before `$1` (index `events_by_time`).
+    pub const PRUNE_EVENTS: &str = "DELETE FROM events WHERE (env, transaction_id, duplicate) IN
+         (SELECT env, transaction_id, duplicate FROM events WHERE timestamp_ms < $1
+          ORDER BY timestamp_ms LIMIT $2)";
+}
+
+/// An `events` row as written and read ([`sql::EVENT_COLUMNS`] order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub env: Env,
+    pub transaction_id: String,
+    pub duplicate: bool,
+    pub customer_ref: String,
+    pub event_type: String,
+    pub timestamp_ms: i64,
+    /// Canonical JSON object of the exact text values.
+    pub properties: String,
+    /// Sorted JSON array of metric ids.
+    pub matched_metrics: String,
+    pub processed_ms: i64,
+}
+
+impl EventRow {
+    pub fn new(
+        env: Env,
+        event: &Event,
+        matched: &[&str],
+        processed_ms: i64,
+        duplicate: bool,
+    ) -> StoreResult<Self> {
+        let encode = |e: serde_json::Error| StoreError::Corrupt(format!("encoding an event: {e}"));
+        Ok(EventRow {
+            env,
+            transaction_id: event.transaction_id.clone(),
+            duplicate,
+            customer_ref: event.customer_id.clone(),
+            event_type: event.event_type.clone(),
+            timestamp_ms: event.timestamp_ms,
+            properties: serde_json::to_string(&event.properties).map_err(encode)?,
+            matched_metrics: serde_json::to_string(matched).map_err(encode)?,
+            processed_ms,
+        })
+    }
+
+    /// A row from its [`sql::EVENT_COLUMNS`].
+    pub fn from_columns(
+        (
+            env,
+            transaction_id,
+            duplicate,
+            customer_ref,
+            event_type,
+            timestamp_ms,
+            properties,
+            matched_metrics,
+            processed_ms,
+        ): EventColumns,
+    ) -> StoreResult<Self> {
+        Ok(EventRow {
+            env: parse_env(&env)?,
+            transaction_id,
+            duplicate: duplicate != 0,
+            customer_ref,
+            event_type,
+            timestamp_ms,
+            properties,
+            matched_metrics,
+            processed_ms,
+        })
+    }
+
+    /// An edge-forwarded event's row (its environment parsed; the caller checked it).
+    pub fn of_stored(e: &StoredEvent) -> StoreResult<Self> {
+        let mut matched: Vec<&str> = e.matched_metrics.iter().map(String::as_str).collect();
+        matched.sort_unstable();
+        matched.dedup();
+        EventRow::new(
+            parse_env(&e.env)?,
+            &e.event,
+            &matched,
+            e.processed_ms,
+            e.duplicate,
+        )
+    }
+
+    /// The row as the event store answers it.
+    pub fn into_stored(self) -> StoreResult<StoredEvent> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored event: {e}"));
+        Ok(StoredEvent {
+            env: self.env.as_str().to_string(),
+            event: Event {
+                transaction_id: self.transaction_id,
+                customer_id: self.customer_ref,
+                event_type: self.event_type,
+                timestamp_ms: self.timestamp_ms,
+                properties: serde_json::from_str(&self.properties).map_err(corrupt)?,
+            },
+            matched_metrics: serde_json::from_str(&self.matched_metrics).map_err(corrupt)?,
+            processed_ms: self.processed_ms,
+            duplicate: self.duplicate,
+        })
+    }
+}
+
+/// An `events` row as selected ([`sql::EVENT_COLUMNS`]).
+pub type EventColumns = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+/// Selected rows as stored events.
+pub fn stored_events(rows: Vec<EventColumns>) -> StoreResult<Vec<StoredEvent>> {
+    rows.into_iter()
+        .map(|r| EventRow::from_columns(r)?.into_stored())
+        .collect()
+}
+
+/// Splits event rows into counted rows and duplicate rows, keeping the last duplicate row of
+/// each transaction id (one statement may not upsert a row twice on PostgreSQL).
+pub fn split_events(rows: Vec<EventRow>) -> (Vec<EventRow>, Vec<EventRow>) {
+    let (mut duplicates, counted): (Vec<EventRow>, Vec<EventRow>) =
+        rows.into_iter().partition(|r| r.duplicate);
+    let mut seen = std::collections::HashSet::new();
+    duplicates.reverse();
+    duplicates.retain(|r| seen.insert((r.env, r.transaction_id.clone())));
+    duplicates.reverse();
+    (counted, duplicates)
+}
+
+/// A transaction that writes the event store.
+pub trait EventTx {
+    /// Inserts `counted` rows ([`sql::COUNTED_CONFLICT`]) and upserts `duplicates` (at most one
+    /// per transaction id, [`sql::DUPLICATE_CONFLICT`]).
+    fn insert_events(
+        &mut self,
+        counted: &[EventRow],
+        duplicates: &[EventRow],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Writes `rows` through `tx` (nothing when there are none).
+pub async fn write_events<T: EventTx>(tx: &mut T, rows: Vec<EventRow>) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (counted, duplicates) = split_events(rows);
+    tx.insert_events(&counted, &duplicates).await
 }
 
 /// A transaction that marks the days whose hours it changed ([`sql::TOUCH_DAYS_CONFLICT`]).
@@ -160,7 +326,7 @@ pub trait TouchTx {
 }
 
 /// A transaction that can apply an edge batch: the rows, plus its two batch-only writes.
-pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> + TouchTx {
+pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> + TouchTx + EventTx {
     /// Records `(shard_id, seq)` ([`sql::RECORD_BATCH`]); false when it was already applied.
     fn record_batch(
         &mut self,
@@ -175,13 +341,16 @@ pub trait BatchTx: RowIo<Row = LevelKey, Error = StoreError> + TouchTx {
 }
 
 /// Native ingest in the caller's transaction `tx`: the core plan over the items' hourly row
-/// keys, then the days of the accepted items marked dirty.
+/// keys, then the days of the accepted items marked dirty, then the items' events stored (an
+/// accepted event as counted, a duplicate as its id's latest duplicate; a rejected one not at
+/// all), each with the ids of the metrics it contributes to and `processed_ms`.
 pub async fn commit_ingest<'a, T>(
     tx: &mut T,
     items: &'a [IngestItem],
+    processed_ms: i64,
 ) -> StoreResult<Vec<ItemOutcome>>
 where
-    T: ClaimIo<Row = LevelKey, Claim = Claim<'a>, Error = StoreError> + TouchTx,
+    T: ClaimIo<Row = LevelKey, Claim = Claim<'a>, Error = StoreError> + TouchTx + EventTx,
 {
     let keyed = items
         .iter()
@@ -206,6 +375,30 @@ where
             .flat_map(|(item, _)| item.contributions.iter().map(|((_, key), _)| key)),
     );
     tx.touch_days(&days).await?;
+    let mut events = Vec::new();
+    for (item, outcome) in items.iter().zip(&outcomes) {
+        let duplicate = match outcome {
+            ItemOutcome::Accepted => false,
+            ItemOutcome::Duplicate => true,
+            ItemOutcome::Rejected(_) => continue,
+        };
+        let Some(event) = &item.event else { continue };
+        let mut matched: Vec<&str> = item
+            .contributions
+            .iter()
+            .map(|(key, _)| key.metric_id.as_str())
+            .collect();
+        matched.sort_unstable();
+        matched.dedup();
+        events.push(EventRow::new(
+            item.env,
+            event,
+            &matched,
+            processed_ms,
+            duplicate,
+        )?);
+    }
+    write_events(tx, events).await?;
     Ok(outcomes)
 }
 
@@ -222,6 +415,7 @@ pub async fn apply_batch<T: BatchTx>(
     shard_id: &str,
     seq: u64,
     partials: &[(Env, PartialKey, Accumulator)],
+    events: &[StoredEvent],
     now_ms: i64,
 ) -> StoreResult<BatchApplied> {
     let seq_i =
@@ -246,6 +440,11 @@ pub async fn apply_batch<T: BatchTx>(
             .map(|(_, [((_, key), _)])| key),
     );
     tx.touch_days(&days).await?;
+    let events = events
+        .iter()
+        .map(EventRow::of_stored)
+        .collect::<StoreResult<Vec<_>>>()?;
+    write_events(tx, events).await?;
     let dead_letters = failed
         .into_iter()
         .map(|(index, e)| dead_letter(shard_id, seq, index, &partials[index], e, now_ms))

@@ -197,6 +197,7 @@ async fn racing_evaluators_fire_once(backend: Backend) {
             env: SBX,
             transaction_id: e.transaction_id.clone(),
             contributions: tally_core::metric::contributions(metrics.iter(), e),
+            event: None,
         })
         .collect();
     app.state

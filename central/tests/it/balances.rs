@@ -386,6 +386,48 @@ async fn finalization_writes_the_ledger_once(backend: Backend) {
         .expect(StatusCode::OK);
     assert_eq!(num(&s.invoice(&app, &k, DEC).await["total"]), "0");
     assert_eq!(s.net(&app, json!({})).await, "2000");
+    // Regenerating November re-rates it with the credit as it stands now: it is first in burn
+    // order (it ends before December), so it draws the 3,000 again, once, and December is back
+    // to 20 covered and 10 billed.
+    let regen = app
+        .post("/v1/invoices/regenerate", json!({ "id": nov["id"] }))
+        .await
+        .id();
+    assert_ne!(regen, text(&nov, "id"));
+    let invoice = app
+        .get(&format!("/v1/customers/{}/invoices/{regen}", s.customer))
+        .await
+        .data();
+    assert_eq!(text(&invoice, "status"), "FINALIZED");
+    assert_eq!(invoice["regenerated_from_invoice_id"], nov["id"]);
+    assert_eq!(
+        lines(&invoice),
+        vec![
+            l("usage", "30", "100", "3000", &credit),
+            l("applied_commit_or_credit", "-", "-", "-3000", &credit),
+        ]
+    );
+    app.run_jobs().await;
+    let ledger = app
+        .state
+        .stores
+        .ledger
+        .customer_ledger(SBX, &s.customer)
+        .await
+        .unwrap();
+    let counted: Vec<_> = ledger
+        .iter()
+        .filter(|e| e.invoice_id.as_deref() == Some(regen.as_str()))
+        .collect();
+    assert_eq!(counted.len(), 1, "{ledger:?}");
+    assert_eq!(counted[0].amount, "-3000".parse().unwrap());
+    assert_eq!(num(&s.invoice(&app, &k, DEC).await["total"]), "1000");
+    assert_eq!(s.net(&app, json!({})).await, "0");
+    assert_eq!(
+        s.net(&app, json!({ "invoice_inclusion_mode": "FINALIZED" }))
+            .await,
+        "2000"
+    );
 }
 
 /// A postpaid commit: applied lines are shown but do not lower the total; the true-up on the

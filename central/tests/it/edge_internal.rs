@@ -652,3 +652,111 @@ async fn unverified_uploads_hold_a_bounded_budget_and_genuine_batches_proceed_af
     .expect(StatusCode::OK);
     assert_eq!(ack.body["applied"], json!(true));
 }
+
+/// A batch of one partial carrying `events` (`Batch::events`).
+fn batch_with_events(shard: &str, seq: u64, metric: &str, events: Value) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(&batch(
+        shard,
+        seq,
+        "acme",
+        metric,
+        "2024-09-20T10:00:00Z",
+        1,
+    ))
+    .unwrap();
+    body["events"] = events;
+    serde_json::to_vec(&body).unwrap()
+}
+
+fn stored_event(tid: &str, duplicate: bool, metric: &str, ty: &str) -> Value {
+    json!({
+        "env": "sandbox",
+        "event": {
+            "transaction_id": tid, "customer_id": "acme", "event_type": ty,
+            "timestamp_ms": ms("2024-09-20T10:30:00Z"), "properties": { "region": "eu" },
+        },
+        "matched_metrics": [metric],
+        "processed_ms": ms("2024-09-20T10:31:00Z"),
+        "duplicate": duplicate,
+    })
+}
+
+#[tokio::test]
+async fn a_batch_stores_its_events_once_and_search_finds_them() {
+    let app = TestApp::new(NOW).await;
+    let b = Billing::count(
+        &app,
+        Env::Sandbox,
+        "call",
+        "2",
+        "acme",
+        "2024-09-01T00:00:00Z",
+    )
+    .await;
+    let post = |body: Vec<u8>| {
+        let app = &app;
+        async move {
+            signed(
+                app,
+                Method::POST,
+                "/internal/v1/batches",
+                &body,
+                EDGE_KEY,
+                ms(NOW),
+            )
+            .await
+        }
+    };
+    let events = json!([
+        stored_event("e1", false, &b.metric, "call"),
+        stored_event("e1", true, &b.metric, "call"),
+    ]);
+    let ack = post(batch_with_events("shard-0", 1, &b.metric, events))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack.body["applied"], json!(true));
+    // A replay with other events stores nothing.
+    let other = json!([stored_event("e2", false, &b.metric, "call")]);
+    let ack = post(batch_with_events("shard-0", 1, &b.metric, other))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack.body["applied"], json!(false));
+    // An event of an unknown environment refuses the batch, changing nothing.
+    let mut bad = stored_event("e3", false, &b.metric, "call");
+    bad["env"] = json!("staging");
+    post(batch_with_events("shard-0", 2, &b.metric, json!([bad])))
+        .await
+        .client_error(StatusCode::BAD_REQUEST);
+
+    let rows = app
+        .post(
+            "/v1/events/search",
+            json!({ "transactionIds": ["e1", "e2", "e3"] }),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let rows = rows.as_array().unwrap();
+    let got: Vec<(&str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["transaction_id"].as_str().unwrap(),
+                r["is_duplicate"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("e1", false), ("e1", true)]);
+    assert_eq!(rows[0]["matched_customer"]["id"], b.customer.as_str());
+    assert_eq!(
+        rows[0]["matched_billable_metrics"][0]["id"],
+        b.metric.as_str()
+    );
+    assert_eq!(rows[0]["processed_at"], "2024-09-20T10:31:00Z");
+    assert_eq!(rows[0]["properties"], json!({ "region": "eu" }));
+    // The batch after the refused one applies.
+    let ack = post(batch_with_events("shard-0", 2, &b.metric, json!([])))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack.body["applied"], json!(true));
+}

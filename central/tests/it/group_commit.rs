@@ -154,11 +154,32 @@ impl UsageStore for Gated {
         shard_id: &str,
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
+        events: &[tally_core::event::StoredEvent],
         now_ms: i64,
     ) -> StoreResult<BatchApplied> {
         self.inner
-            .apply_batch(shard_id, seq, partials, now_ms)
+            .apply_batch(shard_id, seq, partials, events, now_ms)
             .await
+    }
+    async fn events_between(
+        &self,
+        env: Env,
+        refs: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<tally_core::event::Event>> {
+        self.inner.events_between(env, refs, from_ms, to_ms).await
+    }
+    async fn search_events(
+        &self,
+        env: Env,
+        ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<tally_core::event::StoredEvent>> {
+        self.inner.search_events(env, ids, since_ms).await
+    }
+    async fn prune_events(&self, before_ms: i64, limit: i64) -> StoreResult<u64> {
+        self.inner.prune_events(before_ms, limit).await
     }
     async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
         self.inner.dead_letter_count(env).await
@@ -194,6 +215,7 @@ fn item(env: Env, id: &str, n: usize) -> IngestItem {
         env,
         transaction_id: id.into(),
         contributions,
+        event: None,
     }
 }
 

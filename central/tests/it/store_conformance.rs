@@ -180,6 +180,7 @@ fn count_item(env: Env, tid: &str, customer: &str, hour_ms: i64) -> IngestItem {
         env,
         transaction_id: tid.to_string(),
         contributions: vec![(key(customer, "m", hour_ms), Accumulator::Count(1))],
+        event: None,
     }
 }
 
@@ -191,6 +192,7 @@ fn sum_item(tid: &str, value: &str) -> IngestItem {
             key("c", "sum", T0),
             Accumulator::Sum(value.parse().expect("decimal")),
         )],
+        event: None,
     }
 }
 
@@ -497,6 +499,7 @@ store_test!(
             env: SBX,
             transaction_id: "e".into(),
             contributions: vec![(key("uuid", "m2", T0), Accumulator::Count(5))],
+            event: None,
         });
         u.commit_ingest(&items, T0).await.unwrap();
         let refs = ["alias".to_string(), "uuid".to_string()];
@@ -575,10 +578,14 @@ store_test!(batches_apply_once, |db| {
         (PROD, key("c", "m", T0), Accumulator::Count(1)),
     ];
     let applied = |r: StoreResult<BatchApplied>| r.unwrap().applied;
-    assert!(applied(u.apply_batch("shard-0", 1, &partials, T0).await));
-    assert!(!applied(u.apply_batch("shard-0", 1, &partials, T0).await));
     assert!(applied(
-        u.apply_batch("shard-1", 1, &partials[..1], T0).await
+        u.apply_batch("shard-0", 1, &partials, &[], T0).await
+    ));
+    assert!(!applied(
+        u.apply_batch("shard-0", 1, &partials, &[], T0).await
+    ));
+    assert!(applied(
+        u.apply_batch("shard-1", 1, &partials[..1], &[], T0).await
     ));
     assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(10));
     assert_eq!(quantity(&db.stores, PROD, "c", "m").await, Decimal::from(1));
@@ -587,7 +594,7 @@ store_test!(batches_apply_once, |db| {
         .await
         .unwrap();
     assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(11));
-    let err = u.apply_batch("shard-2", u64::MAX, &partials, T0).await;
+    let err = u.apply_batch("shard-2", u64::MAX, &partials, &[], T0).await;
     assert!(err.is_err());
 });
 
@@ -610,7 +617,7 @@ store_test!(
             (PROD, key("c", "sum", T0), sum(2)),
         ];
         let done = u
-            .apply_batch("shard-9.ab", 4, &partials, T0 + 5)
+            .apply_batch("shard-9.ab", 4, &partials, &[], T0 + 5)
             .await
             .unwrap();
         assert!(done.applied);
@@ -644,7 +651,7 @@ store_test!(
 
         // A replay is still a no-op: no second dead letter, no change to any row.
         let again = u
-            .apply_batch("shard-9.ab", 4, &partials, T0 + 9)
+            .apply_batch("shard-9.ab", 4, &partials, &[], T0 + 9)
             .await
             .unwrap();
         assert_eq!(
@@ -658,7 +665,7 @@ store_test!(
         assert_eq!(quantity(&db.stores, SBX, "c", "m").await, Decimal::from(7));
         // The shard's next batch lands normally.
         let next = u
-            .apply_batch("shard-9.ab", 5, &partials[..1], T0)
+            .apply_batch("shard-9.ab", 5, &partials[..1], &[], T0)
             .await
             .unwrap();
         assert_eq!((next.applied, next.dead_letters.len()), (true, 0));
@@ -698,6 +705,8 @@ fn invoice(id: &str, start: i64) -> InvoiceRow {
         period_end_ms: start + HOUR,
         status: InvoiceStatus::Draft,
         body: None,
+        revision: 0,
+        regenerated_from: None,
     }
 }
 
@@ -989,8 +998,8 @@ store_test!(
         let other = db.reopen().await;
         let partials = vec![(SBX, key("c", "m", T0), Accumulator::Count(2))];
         let (a, b) = tokio::join!(
-            db.stores.usage.apply_batch("s", 7, &partials, T0),
-            other.usage.apply_batch("s", 7, &partials, T0),
+            db.stores.usage.apply_batch("s", 7, &partials, &[], T0),
+            other.usage.apply_batch("s", 7, &partials, &[], T0),
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!([a.applied, b.applied].iter().filter(|x| **x).count(), 1);
@@ -1113,6 +1122,7 @@ fn latest_item(tid: &str, customer: &str, g: &str, hour: i64, value: i64) -> Ing
         env: SBX,
         transaction_id: tid.to_string(),
         contributions: vec![(key, acc)],
+        event: None,
     }
 }
 
@@ -1294,6 +1304,7 @@ store_test!(
                     env: SBX,
                     transaction_id: format!("n{n}-{i}"),
                     contributions: vec![(key.clone(), acc.clone())],
+                    event: None,
                 })
                 .collect();
             let outcomes = u.commit_ingest(&items, T0).await.unwrap();
@@ -1305,7 +1316,7 @@ store_test!(
                 .map(|(k, a)| (SBX, k.clone(), a.clone()))
                 .collect();
             let done = u
-                .apply_batch("shard-r", u64::try_from(seq).unwrap(), &partials, T0)
+                .apply_batch("shard-r", u64::try_from(seq).unwrap(), &partials, &[], T0)
                 .await
                 .unwrap();
             assert!(done.applied && done.dead_letters.is_empty());
@@ -1338,6 +1349,7 @@ store_test!(
             env: SBX,
             transaction_id: tid.into(),
             contributions: vec![(key("c", "s", hour_ms), Accumulator::Sum(v))],
+            event: None,
         };
         let near = Decimal::MAX - Decimal::from(10);
         let first = u.commit_ingest(&[big("a", T0, near)], T0).await.unwrap();
@@ -1425,6 +1437,7 @@ store_test!(
                 env: SBX,
                 transaction_id: format!("t{i}"),
                 contributions: vec![(key, acc)],
+                event: None,
             })
             .collect();
         u.commit_ingest(&items, T0).await.unwrap();
@@ -1486,6 +1499,7 @@ store_test!(
                                 env: SBX,
                                 transaction_id: format!("w{w}-{n}-{i}"),
                                 contributions: vec![(key.clone(), acc.clone())],
+                                event: None,
                             })
                             .collect();
                         u.commit_ingest(&items, T0).await.unwrap();
@@ -1495,7 +1509,7 @@ store_test!(
                             .map(|(k, a)| (SBX, k.clone(), a.clone()))
                             .collect();
                         let seq = u64::try_from(n).unwrap();
-                        u.apply_batch(&format!("shard-{w}"), seq, &partials, T0)
+                        u.apply_batch(&format!("shard-{w}"), seq, &partials, &[], T0)
                             .await
                             .unwrap();
                     }
@@ -1902,4 +1916,214 @@ store_test!(stripe_pushes_record_what_was_sent_once, |db| {
         .await
         .unwrap()
         .is_empty());
+});
+
+/// An event of `customer` at `ts` with one property, and its item contributing to `metrics`.
+fn event_item(env: Env, tid: &str, customer: &str, ts: i64, metrics: &[&str]) -> IngestItem {
+    let event = tally_core::event::Event {
+        transaction_id: tid.to_string(),
+        customer_id: customer.to_string(),
+        event_type: "call".to_string(),
+        timestamp_ms: ts,
+        properties: [("n".to_string(), "1.50".to_string())].into(),
+    };
+    IngestItem {
+        env,
+        transaction_id: tid.to_string(),
+        contributions: metrics
+            .iter()
+            .map(|m| (key(customer, m, ts / HOUR * HOUR), Accumulator::Count(1)))
+            .collect(),
+        event: Some(event),
+    }
+}
+
+fn tids(events: &[tally_core::event::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.transaction_id.as_str()).collect()
+}
+
+store_test!(
+    events_between_reads_counted_events_of_the_refs_in_time_order,
+    |db| {
+        let u = &db.stores.usage;
+        let items = vec![
+            event_item(SBX, "b", "c1", T0 + 5, &["m"]),
+            event_item(SBX, "a", "c1", T0 + 5, &[]),
+            event_item(SBX, "z", "alias", T0 + 1, &["m"]),
+            // Before the range, at its end, another customer, another environment.
+            event_item(SBX, "early", "c1", T0 - 1, &["m"]),
+            event_item(SBX, "end", "c1", T0 + HOUR, &["m"]),
+            event_item(SBX, "other", "c2", T0 + 2, &["m"]),
+            event_item(PROD, "prod", "c1", T0 + 2, &["m"]),
+        ];
+        let outcomes = u.commit_ingest(&items, T0 + 7).await.unwrap();
+        assert!(outcomes.iter().all(|o| *o == ItemOutcome::Accepted));
+        // A duplicate delivery of "b" with other contents: stored as a duplicate, never counted.
+        let mut dup = event_item(SBX, "b", "c1", T0 + 9, &["m"]);
+        dup.event.as_mut().unwrap().event_type = "late".into();
+        assert_eq!(
+            u.commit_ingest(&[dup], T0 + 8).await.unwrap(),
+            vec![ItemOutcome::Duplicate]
+        );
+        let refs = ["c1".to_string(), "alias".to_string()];
+        let found = u.events_between(SBX, &refs, T0, T0 + HOUR).await.unwrap();
+        assert_eq!(tids(&found), ["z", "a", "b"]);
+        assert_eq!(found[2], items[0].event.clone().unwrap());
+        assert_eq!(found[2].property("n"), Some("1.50"));
+        // Bounds: from inclusive, to exclusive.
+        let found = u
+            .events_between(SBX, &refs, T0 - 1, T0 + HOUR + 1)
+            .await
+            .unwrap();
+        assert_eq!(tids(&found), ["early", "z", "a", "b", "end"]);
+        assert!(u
+            .events_between(SBX, &refs, T0 + 6, T0 + HOUR)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(u
+            .events_between(SBX, &[], T0, T0 + HOUR)
+            .await
+            .unwrap()
+            .is_empty());
+        let prod = u.events_between(PROD, &refs, T0, T0 + HOUR).await.unwrap();
+        assert_eq!(tids(&prod), ["prod"]);
+
+        // Search answers the counted row and the latest duplicate, with what each matched.
+        let ids = ["b".to_string(), "a".to_string(), "nope".to_string()];
+        let rows = u.search_events(SBX, &ids, T0).await.unwrap();
+        let got: Vec<(&str, bool, &str, Vec<String>, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.event.transaction_id.as_str(),
+                    r.duplicate,
+                    r.event.event_type.as_str(),
+                    r.matched_metrics.clone(),
+                    r.processed_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", false, "call", vec![], T0 + 7),
+                ("b", false, "call", vec!["m".to_string()], T0 + 7),
+                ("b", true, "late", vec!["m".to_string()], T0 + 8),
+            ]
+        );
+        // The search window: a row whose timestamp is before `since` is not found.
+        let rows = u.search_events(SBX, &ids, T0 + 6).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].duplicate);
+        // The next duplicate replaces the stored one; the counted row is untouched.
+        let mut dup = event_item(SBX, "b", "c1", T0 + 3, &[]);
+        dup.event.as_mut().unwrap().event_type = "later".into();
+        let two = vec![dup.clone(), {
+            let mut d = dup.clone();
+            d.event.as_mut().unwrap().event_type = "latest".into();
+            d
+        }];
+        assert_eq!(
+            u.commit_ingest(&two, T0 + 10).await.unwrap(),
+            vec![ItemOutcome::Duplicate, ItemOutcome::Duplicate]
+        );
+        let rows = u.search_events(SBX, &ids[..1], 0).await.unwrap();
+        let types: Vec<(&str, bool)> = rows
+            .iter()
+            .map(|r| (r.event.event_type.as_str(), r.duplicate))
+            .collect();
+        assert_eq!(types, [("call", false), ("latest", true)]);
+    }
+);
+
+store_test!(
+    edge_batches_store_their_events_once_and_rejected_events_are_not_stored,
+    |db| {
+        let u = &db.stores.usage;
+        let stored = |tid: &str, duplicate: bool, ty: &str| tally_core::event::StoredEvent {
+            env: "sandbox".into(),
+            event: tally_core::event::Event {
+                transaction_id: tid.into(),
+                customer_id: "c".into(),
+                event_type: ty.into(),
+                timestamp_ms: T0,
+                properties: Default::default(),
+            },
+            matched_metrics: vec!["m2".into(), "m1".into()],
+            processed_ms: T0 + 1,
+            duplicate,
+        };
+        let events = vec![stored("e1", false, "a"), stored("e1", true, "b")];
+        let partials = vec![(SBX, key("c", "m", T0), Accumulator::Count(1))];
+        assert!(
+            u.apply_batch("s", 1, &partials, &events, T0)
+                .await
+                .unwrap()
+                .applied
+        );
+        // A replay changes nothing, even with other contents.
+        let other = vec![stored("e1", false, "x"), stored("e2", false, "x")];
+        assert!(
+            !u.apply_batch("s", 1, &partials, &other, T0)
+                .await
+                .unwrap()
+                .applied
+        );
+        // A later batch re-sending a counted event keeps the first; a duplicate replaces.
+        let later = vec![stored("e1", false, "y"), stored("e1", true, "z")];
+        assert!(
+            u.apply_batch("s", 2, &[], &later, T0)
+                .await
+                .unwrap()
+                .applied
+        );
+        let ids = ["e1".to_string(), "e2".to_string()];
+        let rows = u.search_events(SBX, &ids, 0).await.unwrap();
+        let got: Vec<(&str, bool, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.event.transaction_id.as_str(),
+                    r.duplicate,
+                    r.event.event_type.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("e1", false, "a"), ("e1", true, "z")]);
+        assert_eq!(rows[0].matched_metrics, ["m1", "m2"]);
+
+        // A native event whose merge overflows is rejected and not stored.
+        let big = |tid: &str| {
+            let mut item = event_item(SBX, tid, "c", T0, &[]);
+            item.contributions = vec![(key("c", "s", T0), Accumulator::Sum(Decimal::MAX))];
+            item
+        };
+        let outcomes = u
+            .commit_ingest(&[big("ok"), big("over")], T0)
+            .await
+            .unwrap();
+        assert_eq!(outcomes[0], ItemOutcome::Accepted);
+        assert!(matches!(outcomes[1], ItemOutcome::Rejected(_)));
+        let ids = ["ok".to_string(), "over".to_string()];
+        let rows = u.search_events(SBX, &ids, 0).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].event.transaction_id, "ok");
+    }
+);
+
+store_test!(prune_events_deletes_old_events_in_bounded_batches, |db| {
+    let u = &db.stores.usage;
+    let items: Vec<IngestItem> = (0..5)
+        .map(|i| event_item(SBX, &format!("t{i}"), "c", T0 + i, &[]))
+        .collect();
+    u.commit_ingest(&items, T0).await.unwrap();
+    assert_eq!(u.prune_events(T0 + 3, 2).await.unwrap(), 2);
+    assert_eq!(u.prune_events(T0 + 3, 2).await.unwrap(), 1);
+    assert_eq!(u.prune_events(T0 + 3, 2).await.unwrap(), 0);
+    let left = u
+        .events_between(SBX, &["c".to_string()], 0, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(tids(&left), ["t3", "t4"]);
 });

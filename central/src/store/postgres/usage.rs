@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::event::{Event, StoredEvent};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
 use tally_core::rollup::{Level, Range};
@@ -17,7 +18,7 @@ use tally_core::time::DAY_MS;
 
 use super::super::usage::{
     self, decode_acc, decode_groups, parse_env, sql, table, Claim, Compacted, DayKey, DirtyDay,
-    LevelKey, RowKey, RowWrite,
+    EventColumns, EventRow, LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -186,6 +187,51 @@ impl<'a> ClaimIo for Tx<'_, 'a> {
     }
 }
 
+impl usage::EventTx for Tx<'_, '_> {
+    async fn insert_events(
+        &mut self,
+        counted: &[EventRow],
+        duplicates: &[EventRow],
+    ) -> StoreResult<()> {
+        for (rows, conflict) in [
+            (counted, sql::COUNTED_CONFLICT),
+            (duplicates, sql::DUPLICATE_CONFLICT),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let envs: Vec<&str> = rows.iter().map(|r| r.env.as_str()).collect();
+            let ids: Vec<&str> = rows.iter().map(|r| r.transaction_id.as_str()).collect();
+            let dups: Vec<i64> = rows.iter().map(|r| i64::from(r.duplicate)).collect();
+            let refs: Vec<&str> = rows.iter().map(|r| r.customer_ref.as_str()).collect();
+            let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+            let times: Vec<i64> = rows.iter().map(|r| r.timestamp_ms).collect();
+            let props: Vec<&str> = rows.iter().map(|r| r.properties.as_str()).collect();
+            let matched: Vec<&str> = rows.iter().map(|r| r.matched_metrics.as_str()).collect();
+            let processed: Vec<i64> = rows.iter().map(|r| r.processed_ms).collect();
+            let statement = format!(
+                "INSERT INTO events ({})
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                      $6::bigint[], $7::text[], $8::text[], $9::bigint[]){conflict}",
+                sql::EVENT_COLUMNS
+            );
+            sqlx::query(&statement)
+                .bind(&envs)
+                .bind(&ids)
+                .bind(&dups)
+                .bind(&refs)
+                .bind(&types)
+                .bind(&times)
+                .bind(&props)
+                .bind(&matched)
+                .bind(&processed)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl usage::BatchTx for Tx<'_, '_> {
     async fn record_batch(&mut self, shard_id: &str, seq: i64, now_ms: i64) -> StoreResult<bool> {
         let done = sqlx::query(sql::RECORD_BATCH)
@@ -329,7 +375,8 @@ impl UsageStore for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ItemOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = usage::commit_ingest(&mut Tx::lock(&mut tx, now_ms).await?, items).await?;
+        let outcomes =
+            usage::commit_ingest(&mut Tx::lock(&mut tx, now_ms).await?, items, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -457,15 +504,76 @@ impl UsageStore for PostgresStore {
         shard_id: &str,
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
+        events: &[StoredEvent],
         now_ms: i64,
     ) -> StoreResult<BatchApplied> {
         let mut tx = self.pool.begin().await?;
         let mut io = Tx::lock(&mut tx, now_ms).await?;
-        let done = usage::apply_batch(&mut io, shard_id, seq, partials, now_ms).await?;
+        let done = usage::apply_batch(&mut io, shard_id, seq, partials, events, now_ms).await?;
         if done.applied {
             tx.commit().await?;
         }
         Ok(done)
+    }
+
+    async fn events_between(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<Event>> {
+        if customer_refs.is_empty() || from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let statement = format!(
+            "SELECT {} FROM events WHERE env = $1 AND customer_ref = ANY($2) AND duplicate = 0
+             AND timestamp_ms >= $3 AND timestamp_ms < $4 ORDER BY timestamp_ms, transaction_id",
+            sql::EVENT_COLUMNS
+        );
+        let rows: Vec<EventColumns> = sqlx::query_as(&statement)
+            .bind(env.as_str())
+            .bind(customer_refs)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(usage::stored_events(rows)?
+            .into_iter()
+            .map(|e| e.event)
+            .collect())
+    }
+
+    async fn search_events(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        if transaction_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = format!(
+            "SELECT {} FROM events WHERE env = $1 AND transaction_id = ANY($2)
+             AND timestamp_ms >= $3 ORDER BY transaction_id, duplicate",
+            sql::EVENT_COLUMNS
+        );
+        let rows: Vec<EventColumns> = sqlx::query_as(&statement)
+            .bind(env.as_str())
+            .bind(transaction_ids)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        usage::stored_events(rows)
+    }
+
+    async fn prune_events(&self, before_ms: i64, limit: i64) -> StoreResult<u64> {
+        let done = sqlx::query(sql::PRUNE_EVENTS)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {

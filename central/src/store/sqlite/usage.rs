@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tally_core::accumulate::{Accumulator, PartialKey};
+use tally_core::event::{Event, StoredEvent};
 use tally_core::fold::{ClaimIo, RowIo};
 use tally_core::rating::UsageRow;
 use tally_core::rollup::{Level, Range};
@@ -16,7 +17,7 @@ use tally_core::time::DAY_MS;
 
 use super::super::usage::{
     self, decode_acc, decode_groups, parse_env, sql, table, Claim, Compacted, DayKey, DirtyDay,
-    LevelKey, RowKey, RowWrite,
+    EventColumns, EventRow, LevelKey, RowKey, RowWrite,
 };
 use super::super::{
     BatchApplied, DeadLetter, Env, IngestItem, ItemOutcome, StoreError, StoreResult, UsageStore,
@@ -82,6 +83,40 @@ impl usage::TouchTx for Tx<'_, '_> {
             });
             q.push(sql::TOUCH_DAYS_CONFLICT);
             q.build().execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl usage::EventTx for Tx<'_, '_> {
+    async fn insert_events(
+        &mut self,
+        counted: &[EventRow],
+        duplicates: &[EventRow],
+    ) -> StoreResult<()> {
+        for (rows, conflict) in [
+            (counted, sql::COUNTED_CONFLICT),
+            (duplicates, sql::DUPLICATE_CONFLICT),
+        ] {
+            for chunk in chunks(rows) {
+                let mut q = QueryBuilder::<Sqlite>::new(format!(
+                    "INSERT INTO events ({}) ",
+                    sql::EVENT_COLUMNS
+                ));
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.env.as_str())
+                        .push_bind(&r.transaction_id)
+                        .push_bind(i64::from(r.duplicate))
+                        .push_bind(&r.customer_ref)
+                        .push_bind(&r.event_type)
+                        .push_bind(r.timestamp_ms)
+                        .push_bind(&r.properties)
+                        .push_bind(&r.matched_metrics)
+                        .push_bind(r.processed_ms);
+                });
+                q.push(conflict);
+                q.build().execute(&mut *self.conn).await?;
+            }
         }
         Ok(())
     }
@@ -337,7 +372,7 @@ impl UsageStore for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ItemOutcome>> {
         let mut tx = self.begin_write().await?;
-        let outcomes = usage::commit_ingest(&mut Tx::new(&mut tx, now_ms), items).await?;
+        let outcomes = usage::commit_ingest(&mut Tx::new(&mut tx, now_ms), items, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -438,6 +473,7 @@ impl UsageStore for SqliteStore {
         shard_id: &str,
         seq: u64,
         partials: &[(Env, PartialKey, Accumulator)],
+        events: &[StoredEvent],
         now_ms: i64,
     ) -> StoreResult<BatchApplied> {
         let mut tx = self.begin_write().await?;
@@ -446,6 +482,7 @@ impl UsageStore for SqliteStore {
             shard_id,
             seq,
             partials,
+            events,
             now_ms,
         )
         .await?;
@@ -453,6 +490,73 @@ impl UsageStore for SqliteStore {
             tx.commit().await?;
         }
         Ok(done)
+    }
+
+    async fn events_between(
+        &self,
+        env: Env,
+        customer_refs: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<Event>> {
+        if customer_refs.is_empty() || from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {} FROM events WHERE env = ",
+            sql::EVENT_COLUMNS
+        ));
+        q.push_bind(env.as_str()).push(" AND customer_ref IN (");
+        let mut sep = q.separated(", ");
+        for r in customer_refs {
+            sep.push_bind(r.as_str());
+        }
+        q.push(") AND duplicate = 0 AND timestamp_ms >= ")
+            .push_bind(from_ms)
+            .push(" AND timestamp_ms < ")
+            .push_bind(to_ms)
+            .push(" ORDER BY timestamp_ms, transaction_id");
+        let rows: Vec<EventColumns> = q.build_query_as().fetch_all(&self.pool).await?;
+        Ok(usage::stored_events(rows)?
+            .into_iter()
+            .map(|e| e.event)
+            .collect())
+    }
+
+    async fn search_events(
+        &self,
+        env: Env,
+        transaction_ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        if transaction_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {} FROM events WHERE env = ",
+            sql::EVENT_COLUMNS
+        ));
+        q.push_bind(env.as_str()).push(" AND transaction_id IN (");
+        let mut sep = q.separated(", ");
+        for id in transaction_ids {
+            sep.push_bind(id.as_str());
+        }
+        q.push(") AND timestamp_ms >= ")
+            .push_bind(since_ms)
+            .push(" ORDER BY transaction_id, duplicate");
+        let rows: Vec<EventColumns> = q.build_query_as().fetch_all(&self.pool).await?;
+        usage::stored_events(rows)
+    }
+
+    async fn prune_events(&self, before_ms: i64, limit: i64) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(sql::PRUNE_EVENTS)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     async fn dead_letter_count(&self, env: Env) -> StoreResult<u64> {
