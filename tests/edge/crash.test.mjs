@@ -4,7 +4,7 @@
 // never killed, byte for byte (ids normalised): nothing lost, nothing counted twice. Every event
 // the edge acknowledged is also sealed, as its event record for central's event store, in exactly
 // one batch (duplicate deliveries only as records marked duplicate), and a resent batch carries
-// the same bytes.
+// the same bytes; and central's event store holds each acknowledged event exactly once.
 //
 // The kills land at random moments (seeded; the seed is printed, EDGE_CRASH_SEED=<seed> replays
 // the schedule) while clients send the stream through the edge and the shards deliver sealed
@@ -108,6 +108,35 @@ async function checkEventRecords(proxy, requests, setup) {
   return { accepted, copies, duplicates };
 }
 
+/**
+ * Central's event store holds every acknowledged event exactly once: searching every transaction
+ * id finds one counted event, the one sealed, plus a duplicate exactly for the ids sent again.
+ */
+async function checkEventStore(central, sealed) {
+  const ids = [...sealed.copies.keys()];
+  let counted = 0;
+  let duplicates = 0;
+  for (let i = 0; i < ids.length; i += 100) {
+    const chunk = ids.slice(i, i + 100);
+    const r = await call(central.url, central.token, 'POST', '/v1/events/search', { transactionIds: chunk });
+    assert.equal(r.status, 200, r.text);
+    for (const txn of chunk) {
+      const items = r.body.filter((e) => e.transaction_id === txn);
+      const mine = items.filter((e) => !e.is_duplicate);
+      assert.equal(mine.length, 1, `${txn}: ${mine.length} counted events in the event store: ${JSON.stringify(items)}`);
+      const record = sealed.accepted.get(txn).event;
+      assert.equal(mine[0].customer_id, record.customer_id, txn);
+      assert.equal(Date.parse(mine[0].timestamp), record.timestamp_ms, txn);
+      assert.deepEqual(mine[0].properties ?? {}, record.properties, txn);
+      const dups = items.length - 1;
+      assert.equal(dups, sealed.copies.get(txn).length > 1 ? 1 : 0, `${txn}: ${JSON.stringify(items)}`);
+      counted += 1;
+      duplicates += dups;
+    }
+  }
+  return { counted, duplicates };
+}
+
 describe('central crashes while the edge flushes', () => {
   const cleanup = [];
   after(async () => {
@@ -179,6 +208,7 @@ describe('central crashes while the edge flushes', () => {
     await sleep(1_000);
     assert.equal(await invoices(central.url, central.token, viaEdge.customers), expected);
     const records = await checkEventRecords(proxy, requests, viaEdge);
+    const stored = await checkEventStore(central, records);
     const events = requests.reduce((n, r) => n + r.length, 0);
     const replays = proxy.acks.filter((a) => a.applied === false).length;
     const ids = proxy.batches.map((b) => { const { shard_id: s, seq } = JSON.parse(b); return `${s}#${seq}`; });
@@ -188,7 +218,8 @@ describe('central crashes while the edge flushes', () => {
       `${retries} client retries; ${new Set(ids).size} batches in ${ids.length} deliveries, ` +
       `${proxy.acks.length} answered, ${replays} of them replays (committed before a kill took the ` +
       `answer); invoices equal the native run's; ${records.accepted.size} event records sealed once ` +
-      `each (and ${records.duplicates} duplicate records)`,
+      `each (and ${records.duplicates} duplicate records); the event store holds ${stored.counted} ` +
+      `events once each and ${stored.duplicates} duplicates`,
     );
   });
 });
