@@ -232,7 +232,12 @@ mod tests {
 
     fn event(i: usize, duplicate: bool) -> StoredEvent {
         StoredEvent {
-            env: if i % 2 == 0 { "sandbox" } else { "production" }.into(),
+            env: if i.is_multiple_of(2) {
+                "sandbox"
+            } else {
+                "production"
+            }
+            .into(),
             event: Event {
                 transaction_id: format!("t{i}"),
                 customer_id: format!("cust \"{i}\""),
@@ -240,7 +245,7 @@ mod tests {
                 timestamp_ms: 1_700_000_000_000 + i as i64,
                 properties: [("region".to_string(), "eu-west".to_string())].into(),
             },
-            matched_metrics: if i % 3 == 0 {
+            matched_metrics: if i.is_multiple_of(3) {
                 Vec::new()
             } else {
                 vec!["m1".into(), "m2".into()]
@@ -340,7 +345,7 @@ mod tests {
     fn large_partials_leave_half_the_body_to_events() {
         // Each partial ~2.4 kB: 1,000 of them would fill 1.5 MB alone.
         let ps: Vec<_> = (0..1_000).map(|i| partial(i, 200)).collect();
-        let es: Vec<_> = (0..5_000).map(|i| event(i, i % 7 == 0)).collect();
+        let es: Vec<_> = (0..5_000).map(|i| event(i, i.is_multiple_of(7))).collect();
         let sealed = seal(&ps, &es, MAX_SEALED_BYTES);
         check(&sealed, &ps, &es);
         assert!(sealed.body.len() <= MAX_SEALED_BYTES);
