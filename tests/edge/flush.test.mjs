@@ -6,10 +6,13 @@
 //   batch is applied once;
 // - a shard that cannot record its part (no metric snapshot while central is down) makes the
 //   request 503 with the shard's reason; the retry records the rest, and nothing counts twice;
-// - an edge whose key central does not accept answers 5xx, never 200.
+// - an edge whose key central does not accept answers 5xx, never 200;
+// - more event records pile up in a shard while central is down than one batch holds: they are
+//   sealed into several batches (5,000 records at most, a row of records split between two), each
+//   record in exactly one.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { Central, Edge, LossyProxy, call, sign, sleep, until } from './harness.mjs';
+import { Central, Edge, LossyProxy, call, sealedEventRecords, sign, sleep, until } from './harness.mjs';
 import { setupBilling, timeLayout } from './scenario.mjs';
 
 const KEY = 'flush-test-key';
@@ -64,6 +67,67 @@ describe('flush to central', () => {
     assert.deepEqual(again.body.data, { accepted: 0, duplicates: 40, rejected: [] });
     await sleep(800);
     assert.equal(await usage(central.url, central.token, setup.customers.acme, setup.products.sum), expectedMb(80));
+  });
+
+  test('a backlog of event records larger than a batch is sealed into several, each record once', async () => {
+    const central = await new Central({ hmacKey: KEY }).start();
+    cleanup.push(central);
+    const proxy = await new LossyProxy(central.url).start();
+    cleanup.push(proxy);
+    const edge = await new Edge({ centralUrl: proxy.url, hmacKey: KEY, shardCount: 1, flushIntervalMs: 100 }).start();
+    cleanup.push(edge);
+    const layout = timeLayout();
+    const setup = await setupBilling(central.url, central.token, layout, { kinds: ['sum'] });
+    // The first request caches the token and the metrics, and is delivered.
+    const warm = events('warm', 10, 'acme', layout);
+    const first = await call(edge.url, central.token, 'POST', '/v1/ingest', warm);
+    assert.equal(first.status, 200, first.text);
+    await until('the first batch at central', async () => (await usage(central.url, central.token, setup.customers.acme, setup.products.sum)) === expectedMb(10));
+    await central.stop();
+    // Small records that meter nothing, so 5,000 of them (not their bytes) fill a batch; requests
+    // of 98 (and a duplicate) make batch boundaries fall inside a group commit's row of records,
+    // which sealing splits.
+    const all = Array.from({ length: 12_345 }, (_, i) => ({
+      transaction_id: `b-${i}`, customer_id: 'acme', event_type: 'ping', timestamp: new Date(layout.lo + i).toISOString(),
+    }));
+    for (let i = 0; i < all.length; i += 98) {
+      // Each request after the first also repeats the previous one's last event: a duplicate.
+      const body = [...all.slice(i, i + 98), ...(i > 0 ? [all[i - 1]] : [])];
+      const r = await call(edge.url, central.token, 'POST', '/v1/ingest', body);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.data.accepted, Math.min(98, all.length - i));
+    }
+    await central.start();
+    const got = await until('every record sealed and delivered', async () => {
+      const r = sealedEventRecords(proxy.batches);
+      return r.records.filter((e) => !e.duplicate && e.event.event_type === 'ping').length >= all.length ? r : false;
+    }, { deadlineMs: 60_000, everyMs: 250 });
+    const counted = new Map();
+    for (const r of got.records.filter((e) => !e.duplicate)) {
+      assert.ok(!counted.has(r.event.transaction_id), `${r.event.transaction_id} sealed twice`);
+      counted.set(r.event.transaction_id, r);
+    }
+    assert.equal(counted.size, all.length + warm.length);
+    for (const e of all) {
+      const r = counted.get(e.transaction_id);
+      assert.ok(r, `${e.transaction_id} never sealed`);
+      assert.equal(r.event.timestamp_ms, Date.parse(e.timestamp));
+      assert.deepEqual([r.env, r.event.customer_id, r.event.properties, r.matched_metrics], ['sandbox', 'acme', {}, []]);
+    }
+    for (const e of warm) assert.deepEqual(counted.get(e.transaction_id).matched_metrics, [setup.metrics.sum]);
+    const dups = got.records.filter((e) => e.duplicate).map((e) => e.event.transaction_id);
+    assert.equal(dups.length, new Set(dups).size, 'one duplicate record per id');
+    assert.equal(dups.length, Math.ceil(all.length / 98) - 1);
+    // Several batches, none over 5,000 records or 1.5 MB, at least one full.
+    const perBatch = new Map();
+    for (const r of got.records) perBatch.set(r.batch, (perBatch.get(r.batch) ?? 0) + 1);
+    const sizes = [...perBatch.values()];
+    assert.ok(sizes.length >= 3 && sizes.every((n) => n <= 5_000) && sizes.includes(5_000), JSON.stringify(sizes));
+    // Some request's records (one row) went out in two batches.
+    const split = all.some((e, i) => i % 98 !== 97 && i + 1 < all.length
+      && counted.get(e.transaction_id).batch !== counted.get(all[i + 1].transaction_id).batch);
+    assert.ok(split, `no row of records was split: ${JSON.stringify(sizes)}`);
+    for (const body of proxy.batches) assert.ok(Buffer.byteLength(body) <= 1_500_000, `a body of ${Buffer.byteLength(body)} bytes`);
   });
 
   test('a shard that cannot record its part makes the request 503, and the retry completes it once', async () => {

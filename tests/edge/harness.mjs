@@ -263,6 +263,27 @@ export class LossyProxy {
   }
 }
 
+/**
+ * The event records of batch bodies as a `LossyProxy` saw them: each distinct (shard_id, seq)
+ * once, after checking that every delivery of one (shard_id, seq) carried the same bytes (a sealed
+ * batch never changes). Returns `{ records, batches }`: every record with its batch id.
+ */
+export function sealedEventRecords(bodies) {
+  const seen = new Map();
+  for (const body of bodies) {
+    const { shard_id: shard, seq } = JSON.parse(body);
+    const id = `${shard}#${seq}`;
+    if (seen.has(id)) {
+      if (seen.get(id) !== body) throw new Error(`batch ${id} was resent with other bytes`);
+    } else seen.set(id, body);
+  }
+  const records = [];
+  for (const [id, body] of seen) {
+    for (const r of JSON.parse(body).events ?? []) records.push({ ...r, batch: id });
+  }
+  return { records, batches: seen.size };
+}
+
 /** A small JSON client: `call(base, token, method, path, body)` → { status, headers, body, text }. */
 export async function call(base, token, method, urlPath, body, headers = {}) {
   const init = { method, headers: { ...headers } };

@@ -3,15 +3,17 @@
 //!
 //! Ingest (the RPC method `ingestEvents`, from the Worker): in one storage transaction, claim each event's key
 //! (environment, `transaction_id`) and merge the contributions of the events whose key was new
-//! into the pending partials keyed by (environment, `PartialKey`). The reply is sent only after the
+//! into the pending partials keyed by (environment, `PartialKey`), and append an event record
+//! (the JSON of its `tally_core::event::StoredEvent`, [`seal::record_json`]) for each event
+//! accepted and for each duplicate delivery (the latest one pending per key). The reply is sent only after the
 //! transaction committed (and the runtime's output gate holds it until the write is durable).
 //! Calls are group-committed: the calls that reach the object within one turn of its event loop
 //! share one transaction (calls from different client requests; all requests to an object share
 //! its I/O context). Each commit costs a disk sync where storage is local, so with many concurrent
 //! requests this divides the shard's commits by the number of calls waiting.
 //!
-//! Flush (the alarm): seal pending partials into batch `(shard_id, seq)` (store the sealed bytes,
-//! delete those pendings, advance `seq`, in one transaction), POST it signed to central, delete it
+//! Flush (the alarm): seal pending partials and event records into batch `(shard_id, seq)` (store
+//! the sealed bytes, delete those pendings, advance `seq`, in one transaction; bounds in [`seal`]), POST it signed to central, delete it
 //! once acknowledged (`applied` true or false), otherwise resend the same bytes with exponential
 //! backoff. Sealed batches go out strictly in `seq` order, one at a time.
 //!
@@ -20,8 +22,8 @@
 //! proxied a metric change (`POST /invalidate`), and fetched on first use per environment.
 //!
 //! Invariants:
-//! - A key is claimed in the same transaction that records its event's usage; a failed transaction
-//!   stores neither, so the Worker's 503 and the client's retry are safe. When a group's
+//! - A key is claimed in the same transaction that records its event's usage and its event record;
+//!   a failed transaction stores none of them, so the Worker's 503 and the client's retry are safe. When a group's
 //!   transaction fails, each of its calls is retried in its own transaction, so one call's failure
 //!   is never another's.
 //! - A sealed batch never changes; `seq` is strictly increasing; a new batch is sealed only when
@@ -30,6 +32,7 @@
 //!   evicted or restarted object continues where it was.
 
 pub mod policy;
+pub mod seal;
 pub mod store;
 
 use std::cell::RefCell;
@@ -39,7 +42,6 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use tally_core::accumulate::Accumulator;
-use tally_core::batch::MAX_BATCH_PARTIALS;
 use tally_core::env::Env as Environment;
 use tally_core::event::Event;
 use tally_core::fold;
@@ -66,11 +68,15 @@ struct Metrics {
     retry_after_ms: i64,
 }
 
-/// The pending partials, mirrored in memory so ingest reads none of them from storage.
+/// The pending partials, mirrored in memory so ingest reads none of them from storage, and how
+/// many event records are pending (the records themselves stay in storage).
 struct Pending {
     rows: BTreeMap<String, Accumulator>,
     /// The oldest metric snapshot version any pending partial was computed with.
     version: Option<u64>,
+    /// Pending event records and their stored bytes.
+    events: u64,
+    event_bytes: u64,
 }
 
 /// Caches of what storage holds; all may be lost at any time.
@@ -174,7 +180,7 @@ impl Shard {
         self.prepare(Some(&msg.shard))?;
         self.check_alarm().await?;
         let metrics = self.metrics_for(&cfg, msg.env.as_str()).await?;
-        if self.pending_count()? >= policy::MAX_PENDING_PARTIALS {
+        if self.backlog()?.refuses_ingest() {
             return Err(EdgeError::Unavailable(
                 "this shard's backlog is full because central has not acknowledged its batches"
                     .to_string(),
@@ -246,10 +252,10 @@ impl Shard {
             };
             answered.extend(group.into_iter().map(|q| q.reply).zip(results));
         }
-        let alarm = match self.pending_count() {
+        let alarm = match self.backlog() {
             Ok(pending) => {
                 let current = self.mem.borrow().alarm_at_ms;
-                match policy::flush_due(now, cfg.flush_interval_ms, pending, current) {
+                match policy::flush_due(now, cfg.flush_interval_ms, &pending, current) {
                     Some(due) => self.set_alarm_at(due, now).await,
                     None => Ok(()),
                 }
@@ -273,7 +279,9 @@ impl Shard {
     /// in order.
     ///
     /// The group is folded as one list of events, in call order, exactly as central's writer folds
-    /// the requests of one commit: the first copy of a key in the group is its candidate.
+    /// the requests of one commit: the first copy of a key in the group is its candidate. In the
+    /// same transaction, each event accepted or found a duplicate gets its event record (with the
+    /// ids of the metrics its contributions went to); a rejected one gets none.
     fn record(
         &self,
         items: &[(&ShardIngest, &Metrics)],
@@ -287,6 +295,10 @@ impl Shard {
         let contribs: Vec<_> = events
             .iter()
             .map(|(_, metrics, e)| contributions(metrics.defs.iter(), e))
+            .collect();
+        let matched: Vec<Vec<String>> = contribs
+            .iter()
+            .map(|c| seal::matched_metrics(c.iter().map(|(key, _)| key.metric_id.as_str())))
             .collect();
         let fold_items = events
             .iter()
@@ -318,12 +330,26 @@ impl Shard {
             (_, o) => o,
         };
         let mut tx = store::ShardTx::new(&sql, now_ms, &pending.rows, lower_version);
-        let outcomes = store::transaction(&storage, || {
-            fold::run_ready(fold::ingest(&mut tx, &fold_items)).unwrap_or_else(|| {
-                Err(EdgeError::Unavailable(
-                    "shard storage did not answer synchronously".into(),
-                ))
-            })
+        let (outcomes, (added, added_bytes)) = store::transaction(&storage, || {
+            let outcomes =
+                fold::run_ready(fold::ingest(&mut tx, &fold_items)).unwrap_or_else(|| {
+                    Err(EdgeError::Unavailable(
+                        "shard storage did not answer synchronously".into(),
+                    ))
+                })?;
+            let mut records: Vec<store::EventRow<'_>> = Vec::with_capacity(events.len());
+            for (((env, _, e), matched), outcome) in events.iter().zip(&matched).zip(&outcomes) {
+                let duplicate = match outcome {
+                    Outcome::Accepted => false,
+                    Outcome::Duplicate => true,
+                    Outcome::Rejected(_) => continue,
+                };
+                let json = seal::record_json(env.as_str(), e, matched, now_ms, duplicate)
+                    .map_err(EdgeError::Unavailable)?;
+                records.push((env.as_str(), e.transaction_id.as_str(), duplicate, json));
+            }
+            let added = store::record_events(&sql, &records)?;
+            Ok((outcomes, added))
         })?;
         let rows = tx.into_written();
         if !rows.is_empty() {
@@ -332,6 +358,8 @@ impl Shard {
                 pending.version = lower_version;
             }
         }
+        pending.events = pending.events.saturating_add(added);
+        pending.event_bytes = pending.event_bytes.saturating_add_signed(added_bytes);
         let mut outcomes = outcomes.into_iter();
         Ok(items
             .iter()
@@ -374,7 +402,7 @@ impl Shard {
         }
         let storage = self.state.storage();
         let sql = storage.sql();
-        let work = store::pending_count(&sql)? > 0 || store::sealed_count(&sql)? > 0;
+        let work = !self.backlog()?.is_empty() || store::sealed_count(&sql)? > 0;
         if work && storage.get_alarm().await?.is_none() {
             let now = crate::now_ms();
             self.set_alarm_at(now, now).await?;
@@ -388,16 +416,30 @@ impl Shard {
         if self.mem.borrow().pending.is_some() {
             return Ok(());
         }
-        let (rows, version) = store::load_all_pending(&self.state.storage().sql())?;
-        self.mem.borrow_mut().pending = Some(Pending { rows, version });
+        let sql = self.state.storage().sql();
+        let (rows, version) = store::load_all_pending(&sql)?;
+        let (events, event_bytes) = store::pending_event_stats(&sql)?;
+        self.mem.borrow_mut().pending = Some(Pending {
+            rows,
+            version,
+            events,
+            event_bytes,
+        });
         Ok(())
     }
 
-    fn pending_count(&self) -> Result<u64, EdgeError> {
+    /// What is pending, from the mirror.
+    fn backlog(&self) -> Result<policy::Backlog, EdgeError> {
         self.load_pending()?;
         let mem = self.mem.borrow();
-        let n = mem.pending.as_ref().map_or(0, |p| p.rows.len());
-        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        Ok(mem
+            .pending
+            .as_ref()
+            .map_or_else(policy::Backlog::default, |p| policy::Backlog {
+                partials: u64::try_from(p.rows.len()).unwrap_or(u64::MAX),
+                events: p.events,
+                event_bytes: p.event_bytes,
+            }))
     }
 
     /// The snapshot to meter `env` with: the cached one unless stale, else central's (falling back
@@ -494,20 +536,22 @@ impl Shard {
         let sql = storage.sql();
         self.prune(&sql)?;
         for _ in 0..policy::MAX_BATCHES_PER_ALARM {
-            let pending = self.pending_count()?;
+            let pending = self.backlog()?;
             let sealed = store::sealed_count(&sql)?;
-            if policy::should_seal(pending, sealed) {
-                let last = store::transaction(&storage, || {
-                    store::seal(&sql, &shard_id, MAX_BATCH_PARTIALS)
-                })?;
-                if let (Some(last), Some(p)) = (last, self.mem.borrow_mut().pending.as_mut()) {
-                    // Sealed: every key up to and including `last`.
-                    let mut rest = p.rows.split_off(&last);
-                    rest.remove(&last);
-                    p.rows = rest;
-                    if p.rows.is_empty() {
-                        p.version = None;
+            if policy::should_seal(&pending, sealed) {
+                let work = store::transaction(&storage, || store::seal(&sql, &shard_id))?;
+                if let (Some(work), Some(p)) = (work, self.mem.borrow_mut().pending.as_mut()) {
+                    if let Some(last) = work.last_partial {
+                        // Sealed: every key up to and including `last`.
+                        let mut rest = p.rows.split_off(&last);
+                        rest.remove(&last);
+                        p.rows = rest;
+                        if p.rows.is_empty() {
+                            p.version = None;
+                        }
                     }
+                    p.events = p.events.saturating_sub(work.events);
+                    p.event_bytes = p.event_bytes.saturating_sub(work.event_bytes);
                 }
             }
             let Some((seq, body)) = store::oldest_sealed(&sql)? else {
@@ -533,11 +577,11 @@ impl Shard {
             }
         }
         let now = crate::now_ms();
-        let pending = self.pending_count()?;
+        let pending = self.backlog()?;
         let wake = policy::next_wake(
             now,
             cfg.flush_interval_ms,
-            pending,
+            &pending,
             store::sealed_count(&sql)?,
             store::has_dedupe_keys(&sql)?,
             store::last_prune_ms(&sql)?.unwrap_or(now),

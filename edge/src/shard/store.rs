@@ -8,7 +8,15 @@
 //!   `tally_core::ingest::DEDUPE_RETENTION_MS` (central keeps them as long).
 //! - `pending(k, acc)`: partial aggregates not yet sealed; `k` is [`row_key`], `acc` the
 //!   accumulator's JSON.
-//! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged.
+//! - `pending_events(ord, env, txn, dup, k, n, body)`: event records not yet sealed, in the order
+//!   they were recorded, as the JSON of their `StoredEvent` ([`seal::record_json`]). The records of
+//!   the events one ingest transaction accepted are one row (`dup` 0, `k` records joined by
+//!   [`seal::RECORD_SEPARATOR`], `env` and `txn` empty), written in the transaction that claims
+//!   their keys; a duplicate delivery is a row of its own (`dup` 1, `k` 1), one per (env, txn), the
+//!   latest (a partial unique index, upserted). `n` is the body's length in bytes.
+//! - `sealed(seq, body)`: sealed batches, byte-exact as they are (re)sent, until acknowledged;
+//!   each holds the partials and event records that sealing removed from the pending tables in
+//!   the same transaction.
 //! - `snapshot(env, version, body, stale)`: the metric definitions the shard meters with.
 //!
 //! Invariants:
@@ -23,19 +31,18 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use tally_core::accumulate::{Accumulator, PartialKey};
-use tally_core::batch::{Batch, BatchPartial, MetricsSnapshot};
+use tally_core::batch::{BatchPartial, MetricsSnapshot, MAX_BATCH_PARTIALS};
 use tally_core::env::Env as Environment;
 use tally_core::fold::{ClaimIo, RowIo};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
+use super::seal::{self, MAX_BATCH_EVENTS, MAX_SEALED_BYTES, RECORD_SEPARATOR};
 use crate::error::EdgeError;
 
 /// Most dedupe keys removed by one prune statement.
 pub const PRUNE_CHUNK: i64 = 20_000;
-/// Largest sealed batch body. The platform stores at most 2 MB per value, and central takes 16 MiB.
-pub const MAX_SEALED_BYTES: usize = 1_500_000;
 
 #[wasm_bindgen]
 extern "C" {
@@ -123,6 +130,11 @@ pub fn init_schema(sql: &SqlStorage) -> Result<(), EdgeError> {
          seen_ms INTEGER NOT NULL, PRIMARY KEY (env, txn)) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms)",
         "CREATE TABLE IF NOT EXISTS pending (k TEXT PRIMARY KEY, acc TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS pending_events (ord INTEGER PRIMARY KEY, env TEXT NOT NULL, \
+         txn TEXT NOT NULL, dup INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL, \
+         body TEXT NOT NULL)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS pending_events_dup ON pending_events (env, txn) \
+         WHERE dup = 1",
         "CREATE TABLE IF NOT EXISTS sealed (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS snapshot (env TEXT PRIMARY KEY, version INTEGER NOT NULL, \
          body TEXT NOT NULL, stale INTEGER NOT NULL)",
@@ -411,23 +423,156 @@ pub fn write_pending(
     Ok(())
 }
 
-/// Seals up to `max_partials` pending partials (in key order, within [`MAX_SEALED_BYTES`]) into the
-/// next batch: stores its bytes, removes those partials, advances `next_seq`. Must run inside a
-/// transaction. Returns the greatest key sealed (every pending key up to it was sealed), `None`
-/// when nothing was pending.
-pub fn seal(
-    sql: &SqlStorage,
-    shard_id: &str,
-    max_partials: usize,
-) -> Result<Option<String>, EdgeError> {
-    let limit = i64::try_from(max_partials).unwrap_or(i64::MAX);
+/// One event record to append: environment, transaction id, whether it is a duplicate delivery,
+/// and its JSON ([`seal::record_json`]).
+pub type EventRow<'a> = (&'a str, &'a str, bool, String);
+
+fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends event records, in order (inside the ingest transaction that claimed their keys, or
+/// found them taken): the accepted ones as one row, each duplicate upserted into its key's row (a
+/// key keeps one pending duplicate record, the latest delivery's, as central keeps its latest
+/// duplicate). Returns how many records were added and by how many bytes (`n`) the pending rows
+/// grew.
+pub fn record_events(sql: &SqlStorage, rows: &[EventRow<'_>]) -> Result<(u64, i64), EdgeError> {
+    let (dups, counted): (Vec<&EventRow<'_>>, Vec<&EventRow<'_>>) = rows.iter().partition(|r| r.2);
+    let (mut added, mut bytes) = (0u64, 0i64);
+    if !counted.is_empty() {
+        let mut body = String::with_capacity(counted.iter().map(|r| r.3.len() + 1).sum());
+        for (i, r) in counted.iter().enumerate() {
+            if i > 0 {
+                body.push(RECORD_SEPARATOR);
+            }
+            body.push_str(&r.3);
+        }
+        let n = len_i64(body.len());
+        sql.exec(
+            "INSERT INTO pending_events (env, txn, dup, k, n, body) VALUES ('', '', 0, ?, ?, ?)",
+            vec![
+                int(len_i64(counted.len())),
+                int(n),
+                SqlStorageValue::String(body),
+            ],
+        )?;
+        added += u64::try_from(counted.len()).unwrap_or(u64::MAX);
+        bytes += n;
+    }
+    // The last duplicate of each key in this group.
+    let mut last: BTreeMap<(&str, &str), &EventRow<'_>> = BTreeMap::new();
+    for r in dups {
+        last.insert((r.0, r.1), r);
+    }
+    for ((env, txn), r) in last {
+        let before: Vec<IntRow> = sql
+            .exec(
+                "SELECT n FROM pending_events WHERE env = ? AND txn = ? AND dup = 1",
+                vec![text(env), text(txn)],
+            )?
+            .to_array()?;
+        let n = len_i64(r.3.len());
+        sql.exec(
+            "INSERT INTO pending_events (env, txn, dup, k, n, body) VALUES (?, ?, 1, 1, ?, ?) \
+             ON CONFLICT (env, txn) WHERE dup = 1 DO UPDATE SET n = excluded.n, body = excluded.body",
+            vec![text(env), text(txn), int(n), text(&r.3)],
+        )?;
+        match before.first() {
+            Some(old) => bytes += n - old.n,
+            None => {
+                added += 1;
+                bytes += n;
+            }
+        }
+    }
+    Ok((added, bytes))
+}
+
+#[derive(Deserialize)]
+struct StatsRow {
+    n: i64,
+    b: i64,
+}
+
+/// How many event records are pending and their `n` bytes (read once per instance).
+pub fn pending_event_stats(sql: &SqlStorage) -> Result<(u64, u64), EdgeError> {
+    let rows: Vec<StatsRow> = sql
+        .exec(
+            "SELECT coalesce(sum(k), 0) AS n, coalesce(sum(n), 0) AS b FROM pending_events",
+            None,
+        )?
+        .to_array()?;
+    Ok(rows.first().map_or((0, 0), |r| {
+        (
+            u64::try_from(r.n).unwrap_or(0),
+            u64::try_from(r.b).unwrap_or(0),
+        )
+    }))
+}
+
+#[derive(Deserialize)]
+struct ChunkHead {
+    ord: i64,
+    k: i64,
+    n: i64,
+}
+
+#[derive(Deserialize)]
+struct ChunkBody {
+    ord: i64,
+    body: String,
+}
+
+/// What one seal took from the pending tables.
+#[derive(Debug)]
+pub struct SealedWork {
+    /// The greatest partial key sealed (every pending key up to it was sealed), if any.
+    pub last_partial: Option<String>,
+    /// Event records sealed (the oldest pending ones) and the `n` bytes they freed.
+    pub events: u64,
+    pub event_bytes: u64,
+}
+
+/// The oldest pending event rows that hold the next batch's candidates: as many rows, in order,
+/// as make up [`MAX_BATCH_EVENTS`] records or [`MAX_SEALED_BYTES`] bytes.
+fn event_candidates(sql: &SqlStorage) -> Result<Vec<ChunkBody>, EdgeError> {
+    let heads: Vec<ChunkHead> = sql
+        .exec("SELECT ord, k, n FROM pending_events ORDER BY ord", None)?
+        .to_array()?;
+    let (mut k, mut n, mut upto) = (0i64, 0i64, None);
+    for h in &heads {
+        upto = Some(h.ord);
+        k += h.k;
+        n += h.n;
+        if k >= len_i64(MAX_BATCH_EVENTS) || n >= len_i64(MAX_SEALED_BYTES) {
+            break;
+        }
+    }
+    let Some(upto) = upto else {
+        return Ok(Vec::new());
+    };
+    Ok(sql
+        .exec(
+            "SELECT ord, body FROM pending_events WHERE ord <= ? ORDER BY ord",
+            vec![int(upto)],
+        )?
+        .to_array()?)
+}
+
+/// Seals the next batch: up to [`tally_core::batch::MAX_BATCH_PARTIALS`] pending partials (in key
+/// order) and up to [`MAX_BATCH_EVENTS`] pending event records (oldest first), within
+/// [`MAX_SEALED_BYTES`] ([`seal::assemble`]); stores its bytes, removes what it holds from the
+/// pending tables (a row of records sealed in part keeps the rest), advances `next_seq`. Must run
+/// inside a transaction. `None` when nothing was pending.
+pub fn seal(sql: &SqlStorage, shard_id: &str) -> Result<Option<SealedWork>, EdgeError> {
     let rows: Vec<PendingRow> = sql
         .exec(
             "SELECT k, acc FROM pending ORDER BY k LIMIT ?",
-            vec![int(limit)],
+            vec![int(len_i64(MAX_BATCH_PARTIALS))],
         )?
         .to_array()?;
-    if rows.is_empty() {
+    let chunks = event_candidates(sql)?;
+    if rows.is_empty() && chunks.is_empty() {
         return Ok(None);
     }
     // `next_seq` is written with the shard id, so it is never absent here. Never reuse a number:
@@ -437,40 +582,67 @@ pub fn seal(
     let seq = next.max(max_sealed_seq(sql)?.saturating_add(1)).max(1);
     let metrics_version = meta_int(sql, "pending_version")?.unwrap_or(0).max(0);
     let mut partials = Vec::with_capacity(rows.len());
-    let mut bytes = 0usize;
-    let mut last = String::new();
-    for row in rows {
-        // Each partial costs roughly its key and accumulator text; stop before the body limit.
-        let cost = row.k.len() + row.acc.len() + 32;
-        if !partials.is_empty() && bytes + cost > MAX_SEALED_BYTES {
-            break;
-        }
-        bytes += cost;
+    for row in &rows {
         let (env, key) = parse_row_key(&row.k).map_err(|e| corrupt("pending key", e))?;
         let acc: Accumulator =
             serde_json::from_str(&row.acc).map_err(|e| corrupt("pending accumulator", e))?;
         partials.push(BatchPartial { env, key, acc });
-        last = row.k;
     }
-    let batch = Batch {
-        shard_id: shard_id.to_string(),
-        seq: u64::try_from(seq).unwrap_or(1),
-        metrics_version: u64::try_from(metrics_version).unwrap_or(0),
-        partials,
-        events: Vec::new(),
-    };
-    let body = serde_json::to_string(&batch)
-        .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
+    let texts: Vec<&str> = chunks
+        .iter()
+        .flat_map(|c| c.body.split(RECORD_SEPARATOR))
+        .take(MAX_BATCH_EVENTS)
+        .collect();
+    let sealed = seal::assemble(
+        shard_id,
+        u64::try_from(seq).unwrap_or(1),
+        u64::try_from(metrics_version).unwrap_or(0),
+        &partials,
+        &texts,
+        MAX_SEALED_BYTES,
+    )
+    .map_err(|e| EdgeError::Unavailable(format!("encoding a batch: {e}")))?;
     sql.exec(
         "INSERT INTO sealed (seq, body) VALUES (?, ?)",
-        vec![int(seq), SqlStorageValue::String(body)],
+        vec![int(seq), SqlStorageValue::String(sealed.body)],
     )?;
-    sql.exec("DELETE FROM pending WHERE k <= ?", vec![text(&last)])?;
+    let last_partial = match sealed.partials.checked_sub(1).and_then(|i| rows.get(i)) {
+        Some(last) => {
+            sql.exec("DELETE FROM pending WHERE k <= ?", vec![text(&last.k)])?;
+            Some(last.k.clone())
+        }
+        None => None,
+    };
+    let (whole, part) = seal::after_taking(chunks.iter().map(|c| c.body.as_str()), sealed.events);
+    let mut freed: usize = chunks[..whole].iter().map(|c| c.body.len()).sum();
+    if let Some(last) = whole.checked_sub(1).and_then(|i| chunks.get(i)) {
+        sql.exec(
+            "DELETE FROM pending_events WHERE ord <= ?",
+            vec![int(last.ord)],
+        )?;
+    }
+    if let Some((i, rest, k)) = part {
+        let chunk = &chunks[i];
+        freed += chunk.body.len() - rest.len();
+        sql.exec(
+            "UPDATE pending_events SET k = ?, n = ?, body = ? WHERE ord = ?",
+            vec![
+                int(len_i64(k)),
+                int(len_i64(rest.len())),
+                SqlStorageValue::String(rest),
+                int(chunk.ord),
+            ],
+        )?;
+    }
     meta_set_int(sql, "next_seq", seq.saturating_add(1))?;
     if pending_count(sql)? == 0 {
         sql.exec("DELETE FROM meta WHERE k = 'pending_version'", None)?;
     }
-    Ok(Some(last))
+    Ok(Some(SealedWork {
+        last_partial,
+        events: u64::try_from(sealed.events).unwrap_or(u64::MAX),
+        event_bytes: u64::try_from(freed).unwrap_or(u64::MAX),
+    }))
 }
 
 fn max_sealed_seq(sql: &SqlStorage) -> Result<i64, EdgeError> {
