@@ -266,6 +266,14 @@ impl SqlMetric {
         &self.aggregate
     }
 
+    /// Whether `event` passes the query's WHERE (the events [`SqlMetric::evaluate`] aggregates):
+    /// what event search reports as an SQL metric the event matched.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| eval_predicate(f, event) == Some(true))
+    }
+
     /// Runs the query over `events` (the caller scopes them to an environment, a customer and a
     /// window). Rows come sorted by group. With no GROUP BY there is always exactly one row, as in
     /// SQL (`COUNT` of nothing is 0, `SUM` of nothing is `NULL`); grouped, only groups that some

@@ -9,7 +9,9 @@
 //!   duplicate (`is_duplicate`).
 //! - The customer is resolved at read time from the reference as sent (a customer id, else an
 //!   ingest alias), as billing attributes usage; an unknown reference has no matched customer.
-//! - The matched metrics are those the event contributed to when it was metered.
+//! - The matched metrics are those the event contributed to when it was metered, and, for a
+//!   counted event, the environment's active SQL billable metrics whose WHERE it passes (they
+//!   are computed from the event store at read time, so they match at read time too).
 //! - `finalized_invoice_ids` (a Tally extension): the matched customer's FINALIZED usage invoices
 //!   whose period holds the event's timestamp and that were finalized at or before the event was
 //!   processed (or before finalization times were recorded): the event arrived after they were
@@ -21,10 +23,13 @@
 use std::collections::BTreeMap;
 
 use tally_core::event::StoredEvent;
+use tally_core::sql_metric::SqlMetric;
 
 use super::Invalid;
 use crate::model::{decode, kind, load_children, Contract, Customer, Metric};
-use crate::store::{Env, InvoiceKind, InvoiceRow, InvoiceStatus, StoreError, MAX_EVENT_SEARCH_IDS};
+use crate::store::{
+    ArchiveFilter, Env, InvoiceKind, InvoiceRow, InvoiceStatus, StoreError, MAX_EVENT_SEARCH_IDS,
+};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,7 @@ pub async fn search(
     // Per reference: the customer it names now and that customer's finalized usage invoices.
     let mut customers: BTreeMap<String, Option<(Customer, Vec<InvoiceRow>)>> = BTreeMap::new();
     let mut metrics: BTreeMap<String, Option<Metric>> = BTreeMap::new();
+    let sql_metrics = sql_metrics(st, env).await?;
     let mut out = Vec::with_capacity(rows.len());
     for stored in rows {
         let reference = stored.event.customer_id.clone();
@@ -114,12 +120,38 @@ pub async fn search(
                 matched.push(m.clone());
             }
         }
+        if !stored.duplicate {
+            matched.extend(
+                sql_metrics
+                    .iter()
+                    .filter(|(_, q)| q.matches(&stored.event))
+                    .map(|(m, _)| m.clone()),
+            );
+            matched.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         out.push(FoundEvent {
             stored,
             customer,
             metrics: matched,
             finalized_invoice_ids,
         });
+    }
+    Ok(out)
+}
+
+/// The environment's active SQL billable metrics, each with its parsed query.
+async fn sql_metrics(st: &AppState, env: Env) -> Result<Vec<(Metric, SqlMetric)>, StoreError> {
+    let docs = st
+        .stores
+        .config
+        .list_docs(env, kind::METRIC, None, ArchiveFilter::Active, None)
+        .await?;
+    let mut out = Vec::new();
+    for doc in &docs {
+        let metric: Metric = decode(doc)?;
+        if let Some(query) = metric.sql.as_deref().and_then(|q| SqlMetric::parse(q).ok()) {
+            out.push((metric, query));
+        }
     }
     Ok(out)
 }

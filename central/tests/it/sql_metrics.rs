@@ -380,6 +380,41 @@ async fn quickstart_unique_users_per_region_on_the_invoice(backend: Backend) {
         .await;
     // t10 twice: the second is a duplicate, counted nowhere.
     assert_eq!(data["accepted"], json!(10), "{data}");
+    // Event search names the SQL metric for the api_call events its WHERE passes, not for the
+    // login or the duplicate delivery.
+    let found = app
+        .post(
+            "/v1/events/search",
+            json!({ "transactionIds": ["t1", "t8", "t10"] }),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let matched: Vec<(String, bool, Vec<Value>)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ms = e["matched_billable_metrics"].as_array().unwrap();
+            (
+                text(e, "transaction_id").to_string(),
+                e["is_duplicate"].as_bool().unwrap(),
+                ms.iter()
+                    .map(|m| json!([m["id"], m["aggregation_type"], m["sql"]]))
+                    .collect(),
+            )
+        })
+        .collect();
+    let sql = json!([metric, "custom_sql", QUICKSTART]);
+    assert_eq!(
+        matched,
+        [
+            ("t1".to_string(), false, vec![sql.clone()]),
+            ("t10".to_string(), false, vec![sql]),
+            ("t10".to_string(), true, vec![]),
+            ("t8".to_string(), false, vec![]),
+        ]
+    );
     // October: eu = {u1, u2, u7} = 3 users, us = {u1, u3} = 2; FLAT 2 each: 6 + 4 = 10.
     let oct = app.invoice_at(SBX, &customer, "2024-10-15T00:00:00Z").await;
     assert_eq!(
