@@ -9,7 +9,7 @@
 #             scripts/test.sh runs this form.
 #   otherwise the SDK quickstart (SQLite, PostgreSQL), the SDK scenarios of overrides, commits,
 #             drawdown, contract edits, recurring commits, scheduled charges, packages, subscriptions,
-#             composite products, custom units, lifecycle, alerts and usage queries (SQLite), the contract walkthrough (schemathesis),
+#             composite products, custom units, lifecycle, alerts, usage queries, event search and SQL metrics (SQLite), the contract walkthrough (schemathesis),
 #             the replica test, backup, backfill and metrics, about 7 minutes per clock; bounded by
 #             `timeout`.
 # Not the edge tests (tests/edge/*.mjs): node is faked fine, but Miniflare's workerd hangs at start
@@ -88,6 +88,7 @@ run_at() {
     sdk_python::python_sdk_subscriptions sdk_python::python_sdk_composite_products \
     sdk_python::python_sdk_custom_units sdk_python::python_sdk_contract_lifecycle \
     sdk_python::python_sdk_alerts sdk_python::python_sdk_usage_queries \
+    sdk_python::python_sdk_event_search sdk_python::python_sdk_sql_metric_by_region \
     contract::tally_conforms_to_metronomes_openapi_document \
     postgres::two_replicas_on_one_database_behave_as_one \
     backup::a_backup_taken_during_ingest_restores_every_acknowledged_event_and_invoice \

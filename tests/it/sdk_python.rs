@@ -21,7 +21,8 @@
 //! `tests/sdk/usage.py` (on both backends) for usage queries: windows, groups, pages, the
 //! customer's metrics and costs;
 //! `tests/sdk/events.py` (on both backends) for event search: matched, unmatched, unknown-customer
-//! and duplicate events, what each matched, and the refusals;
+//! and duplicate events, what each matched, and the refusals; `tests/sdk/sql_metrics.py` (on both
+//! backends) for an SQL billable metric (unique users per region) billed by region on the draft;
 //! `tests/sdk/custom_units.py` (on both backends) for a custom pricing unit: a rate card
 //! converting it, a rate and a credit in it, the drawn-down and converted draft line by line;
 //! `tests/sdk/lifecycle.py` (on both backends) for a renewal with rollover: both contracts'
@@ -239,6 +240,22 @@ fn python_sdk_event_search_on_postgres() {
     run_script(
         &TallyServer::start_on(Some(db.url()), &[], &[]),
         "tests/sdk/events.py",
+    );
+}
+
+#[test]
+fn python_sdk_sql_metric_by_region() {
+    python_sdk_ready();
+    run_script(&TallyServer::start(), "tests/sdk/sql_metrics.py");
+}
+
+#[test]
+fn python_sdk_sql_metric_by_region_on_postgres() {
+    python_sdk_ready();
+    let db = PgDatabase::create();
+    run_script(
+        &TallyServer::start_on(Some(db.url()), &[], &[]),
+        "tests/sdk/sql_metrics.py",
     );
 }
 
