@@ -162,6 +162,11 @@ fn check_parse_decimal(s: &str) {
     let Some((m, scale)) = exact_text(s) else {
         return;
     };
+    // Zero with any exponent ("0e9999999999") is zero; no power of ten is needed to say so.
+    if m == BigInt::from(0) {
+        assert!(d.is_zero(), "{s:?} parsed as {d}");
+        return;
+    }
     // Compare m * 10^-scale with d.mantissa * 10^-d.scale over a common denominator.
     let common = scale.max(i64::from(d.scale())).max(0);
     let ten = BigInt::from(10);
