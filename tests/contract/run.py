@@ -902,6 +902,7 @@ def walkthrough(call: Walk) -> dict[str, list]:
         "contract": contracts,
         "invoice": invoices,
         "voidable": finalized[1:],
+        "regenerated": finalized[:1],
         "alias": ["acme", "globex"],
         "credit_type": [USD_CENTS_ID],
         "hour": [
@@ -1047,7 +1048,7 @@ BINDINGS: dict[str, dict[str, str]] = {
     "listInvoices-v1": {"path.customer_id": "customer", "query.contract_id": "contract"},
     "getInvoice-v1": {"path.customer_id": "customer", "path.invoice_id": "invoice"},
     "voidInvoice-v1": {"body.id": "voidable"},
-    "regenerateInvoice-v1": {"body.id": "voidable"},
+    "regenerateInvoice-v1": {"body.id": "regenerated"},
     "previewCustomerEvents-v1": {"path.customer_id": "customer"},
     "getUsageBatch-v1": {
         "body.customer_ids[*]": "customer",
@@ -1200,6 +1201,12 @@ MORE_EXAMPLES = {
 }
 # Operations where no generated case needs to succeed (the walkthrough's 2xx is still checked).
 NO_GENERATED_2XX = {
+    "regenerateInvoice-v1": (
+        "a valid body names a voided invoice that has not been regenerated, and each voided "
+        "invoice is regenerated once (a second request is a 400 naming the new invoice); the "
+        "walkthrough voids one, regenerates it (200, response checked) and generated cases then "
+        "name it again, or another id"
+    ),
     "getPagedUsage-v1": (
         "a valid body names the customer and one of its metrics, an hour-aligned range in order "
         "or `current_period` (never both), and leaves out or gets right each of `group_key` "
